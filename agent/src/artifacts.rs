@@ -1,0 +1,208 @@
+//! The agent's content-addressed model store (`DATA/artifacts/<sha256>`) and the resumable fetch
+//! that fills it: bytes are appended to `<sha256>.partial`, a broken transfer resumes at the byte
+//! it reached, and a file is only renamed into place after its sha256 has been verified.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
+use edgefleet_proto::v1::FetchArtifactRequest;
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("`{0}` is not a sha256 digest")]
+    BadDigest(String),
+    #[error("artifact store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("fetching artifact {sha256}: {message}")]
+    Transfer { sha256: String, message: String },
+    #[error("artifact {expected} failed verification: its bytes hash to {actual}; discarded")]
+    Corrupt { expected: String, actual: String },
+}
+
+/// Where verified artifacts live on the device.
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    dir: PathBuf,
+}
+
+impl ArtifactStore {
+    pub fn open(dir: &Path) -> Result<ArtifactStore, ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(|source| ArtifactError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(ArtifactStore {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The path of a verified artifact (which may not exist yet).
+    pub fn path(&self, sha256: &str) -> Result<PathBuf, ArtifactError> {
+        check_digest(sha256)?;
+        Ok(self.dir.join(sha256))
+    }
+
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.path(sha256).is_ok_and(|p| p.is_file())
+    }
+
+    /// Digests of every verified artifact held.
+    pub fn list(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| check_digest(name).is_ok())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Makes sure the artifact is held, fetching what is missing from the controller, and returns
+    /// its path.
+    pub async fn ensure(
+        &self,
+        client: &mut AgentLinkClient<Channel>,
+        agent_id: &str,
+        sha256: &str,
+    ) -> Result<PathBuf, ArtifactError> {
+        let final_path = self.path(sha256)?;
+        if final_path.is_file() {
+            return Ok(final_path);
+        }
+        let partial = self.dir.join(format!("{sha256}.partial"));
+        let io = |source| ArtifactError::Io {
+            path: partial.clone(),
+            source,
+        };
+        let transfer = |message: String| ArtifactError::Transfer {
+            sha256: sha256.to_string(),
+            message,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&partial)
+            .map_err(io)?;
+        let mut offset = file.metadata().map_err(io)?.len();
+        if offset > 0 {
+            tracing::info!(%sha256, offset, "resuming artifact transfer");
+        }
+        let mut stream = client
+            .fetch_artifact(FetchArtifactRequest {
+                sha256: sha256.to_string(),
+                offset,
+                agent_id: agent_id.to_string(),
+            })
+            .await
+            .map_err(|s| transfer(s.message().to_string()))?
+            .into_inner();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| transfer(s.message().to_string()))?
+        {
+            if chunk.offset != offset {
+                return Err(transfer(format!(
+                    "controller sent bytes from offset {} but the file has {offset}",
+                    chunk.offset
+                )));
+            }
+            file.write_all(&chunk.data).map_err(io)?;
+            offset += chunk.data.len() as u64;
+            if offset > chunk.total_size {
+                break;
+            }
+        }
+        file.sync_all().map_err(io)?;
+        drop(file);
+
+        let actual = tokio::task::spawn_blocking({
+            let partial = partial.clone();
+            move || sha256_of_file(&partial)
+        })
+        .await
+        .expect("hashing task panicked")
+        .map_err(io)?;
+        if actual != sha256 {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ArtifactError::Corrupt {
+                expected: sha256.to_string(),
+                actual,
+            });
+        }
+        std::fs::rename(&partial, &final_path).map_err(io)?;
+        Ok(final_path)
+    }
+}
+
+/// Refuses anything but 64 lowercase hex digits, so a digest can never name another path.
+fn check_digest(s: &str) -> Result<(), ArtifactError> {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(ArtifactError::BadDigest(s.to_string()))
+    }
+}
+
+/// The hex sha256 of a file's bytes.
+pub fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_cannot_escape_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        for bad in ["../etc/passwd", "", "ABC", &"g".repeat(64), &"A".repeat(64)] {
+            assert!(store.path(bad).is_err(), "{bad}");
+        }
+        assert!(store.path(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn list_shows_only_verified_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let sha = "b".repeat(64);
+        std::fs::write(dir.path().join(&sha), b"x").unwrap();
+        std::fs::write(dir.path().join(format!("{}.partial", "c".repeat(64))), b"x").unwrap();
+        assert_eq!(store.list(), vec![sha.clone()]);
+        assert!(store.contains(&sha));
+    }
+
+    #[test]
+    fn file_hash_matches_known_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_of_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The agent's configuration: an optional TOML file overlaid by command-line flags, validated
+//! once at start; and the agent's persistent identity.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Everything the daemon needs to run, already validated.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The controller's address, e.g. `http://controller.example:7070`.
+    pub controller: String,
+    pub enrollment_token: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Where the agent keeps its id, its models and its queue.
+    pub data_dir: PathBuf,
+    /// An explicit path to `libonnxruntime.so`; otherwise see [`crate::runtime_library`].
+    pub onnxruntime_library: Option<PathBuf>,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The config file as written (`/etc/edgefleet/agent.toml`); every field is optional and flags
+/// win over it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub controller: Option<String>,
+    pub enrollment_token: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub data_dir: Option<PathBuf>,
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start].matches('\n').count() + 1)
+                .unwrap_or(0);
+            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+        })
+    }
+}
+
+/// Settings given on the command line (or their environment variables).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub controller: Option<String>,
+    pub enrollment_token: Option<String>,
+    pub name: Option<String>,
+    pub labels: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// Merges the file (if any) with the flags, and checks the result.
+    pub fn resolve(file: ConfigFile, flags: Overrides) -> anyhow::Result<AgentConfig> {
+        let controller = flags.controller.or(file.controller).context(
+            "no controller address: pass --controller URL or set `controller` in the config file",
+        )?;
+        if !(controller.starts_with("http://") || controller.starts_with("https://")) {
+            bail!("controller address `{controller}` must start with http:// or https://");
+        }
+        let enrollment_token = flags.enrollment_token.or(file.enrollment_token).context(
+            "no enrollment token: pass --token or set `enrollment_token` in the config file",
+        )?;
+        let name = match flags.name.or(file.name) {
+            Some(name) => name,
+            None => sysinfo::System::host_name().unwrap_or_else(|_| "edge-device".to_string()),
+        };
+        let mut labels = file.labels;
+        for label in &flags.labels {
+            let (k, v) = parse_label(label)?;
+            labels.insert(k, v);
+        }
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/edgefleet-agent"));
+        Ok(AgentConfig {
+            controller,
+            enrollment_token,
+            name,
+            labels,
+            data_dir,
+            onnxruntime_library: flags.onnxruntime_library.or(file.onnxruntime_library),
+            reconnect_initial: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            shutdown_grace: crate::DEFAULT_SHUTDOWN_GRACE,
+        })
+    }
+}
+
+/// Parses `key=value`.
+pub fn parse_label(s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => bail!("label `{s}` is not key=value"),
+    }
+}
+
+/// The agent's id, created once and kept in `data_dir/agent-id` so the controller recognises the
+/// device across restarts.
+pub fn load_or_create_identity(data_dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let path = data_dir.join("agent-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &id).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_labels_merge() {
+        let file: ConfigFile = toml::from_str(
+            "controller = \"http://a:1\"\nenrollment_token = \"t\"\n[labels]\nsite = \"lab\"\nhw = \"rpi5\"\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            controller: Some("http://b:2".into()),
+            labels: vec!["site=store-42".into()],
+            name: Some("gw".into()),
+            ..Overrides::default()
+        };
+        let c = AgentConfig::resolve(file, flags).unwrap();
+        assert_eq!(c.controller, "http://b:2");
+        assert_eq!(c.labels["site"], "store-42");
+        assert_eq!(c.labels["hw"], "rpi5");
+        assert_eq!(c.name, "gw");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let flags = |controller: &str| Overrides {
+            controller: Some(controller.into()),
+            enrollment_token: Some("t".into()),
+            ..Overrides::default()
+        };
+        let err = AgentConfig::resolve(ConfigFile::default(), flags("ctl:7070")).unwrap_err();
+        assert!(err.to_string().contains("must start with http://"), "{err}");
+        let err = AgentConfig::resolve(ConfigFile::default(), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("no controller address"), "{err}");
+        assert!(parse_label("novalue").is_err());
+        assert!(toml::from_str::<ConfigFile>("controler = \"x\"").is_err());
+    }
+
+    #[test]
+    fn identity_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_identity(dir.path()).unwrap();
+        let b = load_or_create_identity(dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 36);
+    }
+}

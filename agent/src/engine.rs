@@ -1,0 +1,204 @@
+//! The inference engine: ONNX Runtime through `ort`, loaded from a shared library at run time.
+//! This is the only module that touches `ort`; it runs only inside worker processes.
+
+use std::path::{Path, PathBuf};
+
+use ort::ep::ExecutionProvider;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{Tensor, ValueType};
+
+/// Name of this engine on results.
+pub const ENGINE_NAME: &str = "onnxruntime";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    Library { path: PathBuf, message: String },
+    #[error("cannot load model {path}: {message}")]
+    Model { path: PathBuf, message: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error(
+        "model input `{name}` is {dtype}, but edgefleet can only feed int64 token inputs to it"
+    )]
+    UnsupportedInput { name: String, dtype: String },
+}
+
+/// A loaded ONNX Runtime library.
+pub struct Runtime {
+    _environment: ort::environment::Environment,
+    pub version: String,
+    pub execution_providers: Vec<String>,
+}
+
+/// One model input as the session declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputInfo {
+    pub name: String,
+    pub dtype: String,
+    /// -1 for a dynamic dimension.
+    pub shape: Vec<i64>,
+}
+
+/// A model ready to run.
+pub struct Model {
+    session: Session,
+    pub inputs: Vec<InputInfo>,
+}
+
+/// The inputs of one query, built before timing starts.
+pub struct Feed {
+    tensors: Vec<(String, Tensor<i64>)>,
+}
+
+impl Runtime {
+    /// Loads the shared library; a missing or wrong file is an error, never a panic.
+    pub fn load(path: &Path) -> Result<Runtime, EngineError> {
+        let library_error = |message: String| EngineError::Library {
+            path: path.to_path_buf(),
+            message,
+        };
+        let environment = ort::init_from(path)
+            .map_err(|e| library_error(e.to_string()))?
+            .with_name("edgefleet")
+            .build()
+            .map_err(|e| library_error(e.to_string()))?;
+        Ok(Runtime {
+            _environment: environment,
+            version: version_from_file_name(path)
+                .or_else(|| version_from_build_info(ort::info()))
+                .unwrap_or_else(|| "unknown".into()),
+            execution_providers: available_providers(),
+        })
+    }
+
+    /// Loads a model with `threads` intra-op threads and full graph optimisation.
+    pub fn load_model(&self, path: &Path, threads: usize) -> Result<Model, EngineError> {
+        let model_error = |e: ort::Error| EngineError::Model {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let session = Session::builder(&self._environment)
+            .map_err(model_error)?
+            .with_intra_threads(threads)
+            .map_err(|e| model_error(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| model_error(e.into()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| model_error(e.into()))?
+            .commit_from_file(path)
+            .map_err(model_error)?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|outlet| describe_input(outlet.name(), outlet.dtype()))
+            .collect();
+        Ok(Model { session, inputs })
+    }
+}
+
+impl Model {
+    /// Builds the tensors of one query from named int64 inputs of shape `[1, len]`.
+    pub fn feed(&self, named: Vec<(String, Vec<i64>)>) -> Result<Feed, EngineError> {
+        let tensors = named
+            .into_iter()
+            .map(|(name, values)| {
+                let len = values.len();
+                Tensor::from_array(([1usize, len], values))
+                    .map(|t| (name, t))
+                    .map_err(|e| EngineError::Run(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Feed { tensors })
+    }
+
+    /// Runs one query and drops its outputs.
+    pub fn run(&mut self, feed: &Feed) -> Result<(), EngineError> {
+        let inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = feed
+            .tensors
+            .iter()
+            .map(|(name, tensor)| (name.as_str(), tensor.into()))
+            .collect();
+        self.session
+            .run(inputs)
+            .map(drop)
+            .map_err(|e| EngineError::Run(e.to_string()))
+    }
+}
+
+fn describe_input(name: &str, dtype: &ValueType) -> InputInfo {
+    let (dtype, shape) = match dtype {
+        ValueType::Tensor { ty, shape, .. } => (ty.to_string(), shape.iter().copied().collect()),
+        other => (other.to_string(), Vec::new()),
+    };
+    InputInfo {
+        name: name.to_string(),
+        dtype,
+        shape,
+    }
+}
+
+/// `libonnxruntime.so.1.31.1` (or a symlink to it) → "1.31.1". ONNX Runtime's release builds
+/// carry their version in the file name; the C API's version string is not exposed by `ort`.
+fn version_from_file_name(path: &Path) -> Option<String> {
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = resolved.file_name()?.to_str()?;
+    let version = name.split(".so.").nth(1)?;
+    let numeric = version
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (numeric && version.contains('.')).then(|| version.to_string())
+}
+
+/// "ORT Build Info: git-branch=rel-1.31.1, …" → "1.31.1" (for builds from a release branch).
+fn version_from_build_info(info: &str) -> Option<String> {
+    let branch = info.split("git-branch=").nth(1)?;
+    let branch = branch.split([',', ' ']).next()?;
+    branch.strip_prefix("rel-").map(str::to_string)
+}
+
+/// The execution providers the loaded library was built with, among those edgefleet knows.
+fn available_providers() -> Vec<String> {
+    fn check<E: ExecutionProvider>(out: &mut Vec<String>) {
+        if E::is_available().unwrap_or(false) {
+            out.push(E::NAME.to_string());
+        }
+    }
+    let mut out = Vec::new();
+    check::<ort::ep::CPU>(&mut out);
+    check::<ort::ep::CUDA>(&mut out);
+    check::<ort::ep::TensorRT>(&mut out);
+    check::<ort::ep::OpenVINO>(&mut out);
+    check::<ort::ep::XNNPACK>(&mut out);
+    check::<ort::ep::ACL>(&mut out);
+    check::<ort::ep::QNN>(&mut out);
+    check::<ort::ep::ROCm>(&mut out);
+    check::<ort::ep::MIGraphX>(&mut out);
+    check::<ort::ep::NNAPI>(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_is_read_from_build_info() {
+        let info = "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release";
+        assert_eq!(
+            super::version_from_build_info(info).as_deref(),
+            Some("1.31.1")
+        );
+        assert_eq!(super::version_from_build_info("nothing"), None);
+        assert_eq!(
+            super::version_from_build_info("ORT Build Info: git-branch=HEAD, x"),
+            None
+        );
+        let name = |n: &str| super::version_from_file_name(std::path::Path::new(n));
+        assert_eq!(
+            name("/nonexistent/libonnxruntime.so.1.31.1").as_deref(),
+            Some("1.31.1")
+        );
+        assert_eq!(name("/nonexistent/libonnxruntime.so"), None);
+        assert_eq!(name("/nonexistent/libonnxruntime.so.x.y"), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! Carrying out benchmark jobs, one at a time: make sure the model's artifacts are held, run the
+//! workload in a worker process, watch its memory from outside, kill it if it hangs, and turn
+//! what happened into a result for the controller. A failing job never takes the daemon down.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
+use edgefleet_proto::v1::{
+    job_result, workload, BenchJob, JobResult, LatencySummary, Measurement, Workload,
+};
+use tokio::io::AsyncWriteExt;
+use tonic::transport::Channel;
+
+use crate::artifacts::ArtifactStore;
+use crate::config::AgentConfig;
+use crate::procfs;
+use crate::runtime_library;
+use crate::worker::{WorkerJob, WorkerOutcome, WorkerReport};
+
+/// Time a worker gets beyond the workload's maximum duration, for loading and warm-up.
+const WORKER_GRACE: Duration = Duration::from_secs(180);
+/// How often a worker's memory is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// Everything a job needs from the daemon.
+#[derive(Clone)]
+pub struct JobContext {
+    pub config: AgentConfig,
+    pub agent_id: String,
+    pub store: ArtifactStore,
+    pub client: AgentLinkClient<Channel>,
+}
+
+/// Runs one job to a result; every failure becomes a result with its reason.
+pub async fn execute(ctx: &mut JobContext, run_id: &str, job: BenchJob) -> JobResult {
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let threads = job.workload.as_ref().map_or(1, |w| w.threads.max(1));
+    let outcome = match measure(ctx, &job).await {
+        Ok((report, outside_peak)) => job_result::Outcome::Measurement(Measurement {
+            threads,
+            ..measurement(report, outside_peak, started_at)
+        }),
+        Err(error) => job_result::Outcome::Error(error),
+    };
+    JobResult {
+        run_id: run_id.to_string(),
+        job_id: job.job_id,
+        outcome: Some(outcome),
+    }
+}
+
+async fn measure(ctx: &mut JobContext, job: &BenchJob) -> Result<(WorkerReport, u64), String> {
+    let model = job.model.as_ref().ok_or("the job names no model")?;
+    let workload = job.workload.as_ref().ok_or("the job has no workload")?;
+    let onnx = model
+        .files
+        .first()
+        .ok_or_else(|| format!("model {}@{} has no files", model.name, model.version))?;
+    let mut tokenizer_path = None;
+    let mut model_path = None;
+    for file in &model.files {
+        let path = ctx
+            .store
+            .ensure(&mut ctx.client, &ctx.agent_id, &file.sha256)
+            .await
+            .map_err(|e| e.to_string())?;
+        if file.sha256 == onnx.sha256 {
+            model_path = Some(path);
+        } else if file.file_name == "tokenizer.json" {
+            tokenizer_path = Some(path);
+        }
+    }
+    let model_path = model_path.expect("the model file was fetched above");
+    let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
+        .map_err(|e| e.to_string())?;
+    let worker_job = worker_job(workload, library, model_path, tokenizer_path)?;
+    let timeout = Duration::from_millis(worker_job.max_duration_ms) + WORKER_GRACE;
+    run_worker(&worker_job, timeout).await
+}
+
+fn worker_job(
+    workload: &Workload,
+    library: std::path::PathBuf,
+    model_path: std::path::PathBuf,
+    tokenizer_path: Option<std::path::PathBuf>,
+) -> Result<WorkerJob, String> {
+    if workload.scenario != "single-stream" {
+        return Err(format!(
+            "scenario `{}` is not supported by this agent (supported: single-stream)",
+            workload.scenario
+        ));
+    }
+    let Some(workload::Input::Text(text)) = &workload.input else {
+        return Err("the workload has no input".into());
+    };
+    Ok(WorkerJob {
+        onnxruntime_library: library,
+        model_path,
+        tokenizer_path,
+        sentences: text.sentences.clone(),
+        sequence_length: (text.sequence_length > 0).then_some(text.sequence_length),
+        threads: workload.threads.max(1),
+        warmup_queries: workload.warmup_queries,
+        min_queries: workload.min_queries.max(1),
+        min_duration_ms: workload.min_duration_ms,
+        max_duration_ms: workload.max_duration_ms.max(workload.min_duration_ms),
+    })
+}
+
+/// Starts a worker process for the job, samples its peak memory until it exits, and reads its
+/// report. Returns the report and the peak resident memory seen from outside.
+async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerReport, u64), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent binary: {e}"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start a worker process: {e}"))?;
+    let pid = child.id().unwrap_or(0);
+    let mut stdin = child.stdin.take().expect("stdin was piped");
+    let job_json = serde_json::to_vec(job).expect("job serializes");
+    stdin
+        .write_all(&job_json)
+        .await
+        .map_err(|e| format!("cannot hand the job to the worker: {e}"))?;
+    drop(stdin);
+
+    let output = child.wait_with_output();
+    tokio::pin!(output);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut peak = 0u64;
+    let output = loop {
+        tokio::select! {
+            out = &mut output => break out.map_err(|e| format!("lost the worker: {e}"))?,
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {
+                peak = peak.max(procfs::peak_rss_bytes(pid).unwrap_or(0));
+                if tokio::time::Instant::now() >= deadline {
+                    // Dropping the output future kills the worker (kill_on_drop).
+                    return Err(format!("worker hung past its timeout of {} s and was killed", timeout.as_secs()));
+                }
+            }
+        }
+    };
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last_line = stdout.lines().last().unwrap_or("");
+    match serde_json::from_str::<WorkerOutcome>(last_line) {
+        Ok(WorkerOutcome::Measured(report)) => Ok((report, peak)),
+        Ok(WorkerOutcome::Failed(reason)) => Err(reason),
+        Err(_) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let hint = stderr.lines().last().unwrap_or("").trim();
+            let how = match output.status.signal() {
+                Some(9) => "was killed (signal 9: out of memory?)".to_string(),
+                Some(sig) => format!("crashed (signal {sig})"),
+                None => format!("exited with {}", output.status),
+            };
+            Err(format!(
+                "worker {how} without a result{}",
+                if hint.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {hint}")
+                }
+            ))
+        }
+    }
+}
+
+fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Measurement {
+    let l = &report.latency_ms;
+    Measurement {
+        samples: report.samples,
+        duration_s: report.duration_s,
+        valid: report.valid,
+        load_ms: report.load_ms,
+        first_inference_ms: report.first_inference_ms,
+        latency_ms: Some(LatencySummary {
+            p50: l.p50,
+            p90: l.p90,
+            p95: l.p95,
+            p99: l.p99,
+            p999: l.p999,
+            max: l.max,
+            mean: l.mean,
+            stddev: l.stddev,
+            min: l.min,
+            percentiles: l.percentiles.clone(),
+        }),
+        throughput_per_s: report.throughput_per_s,
+        peak_rss_bytes: report.peak_rss_bytes.max(outside_peak),
+        cpu_percent: report.cpu_percent,
+        engine: report.engine,
+        engine_version: report.engine_version,
+        execution_provider: report.execution_provider,
+        threads: 0,
+        started_at_unix_ms: started_at,
+        mean_tokens: report.mean_tokens,
+    }
+}

@@ -1,0 +1,250 @@
+//! The link to the controller: dial out, say hello, hold one bidirectional stream, send
+//! heartbeats and results, receive jobs; on any break, reconnect with jittered exponential
+//! backoff. The controller never connects to the agent.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
+use edgefleet_proto::v1::{
+    agent_message, controller_message, AgentMessage, HardwareProfile, Heartbeat, Hello, JobResult,
+    RunJobs,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::artifacts::ArtifactStore;
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::jobs::{self, JobContext};
+use crate::procfs;
+
+/// What the agent tells the controller about itself, and where it keeps its models.
+pub struct Link {
+    pub config: AgentConfig,
+    pub agent_id: String,
+    pub profile: HardwareProfile,
+    pub store: ArtifactStore,
+}
+
+/// Why a session with the controller ended.
+enum SessionEnd {
+    Shutdown,
+    /// The session was established and later closed or broken.
+    Dropped(String),
+}
+
+impl Link {
+    /// Keeps the link up until shutdown. Jobs run on their own task, so a broken link does not
+    /// interrupt a benchmark; results wait until the link is back.
+    pub async fn maintain(self, shutdown: CancellationToken) {
+        let channel = match Endpoint::from_shared(self.config.controller.clone()) {
+            Ok(endpoint) => endpoint
+                .connect_timeout(Duration::from_secs(10))
+                .tcp_keepalive(Some(Duration::from_secs(30)))
+                .connect_lazy(),
+            Err(e) => {
+                tracing::error!(controller = %self.config.controller, error = %e, "invalid controller address");
+                return;
+            }
+        };
+        let (job_tx, job_rx) = mpsc::unbounded_channel();
+        let (result_tx, mut result_rx) = mpsc::unbounded_channel();
+        let busy = Arc::new(AtomicU32::new(0));
+        let ctx = JobContext {
+            config: self.config.clone(),
+            agent_id: self.agent_id.clone(),
+            store: self.store.clone(),
+            client: AgentLinkClient::new(channel.clone()),
+        };
+        let executor = tokio::spawn(run_jobs(
+            ctx,
+            job_rx,
+            result_tx,
+            busy.clone(),
+            shutdown.clone(),
+        ));
+
+        let mut pending = VecDeque::new();
+        let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
+        loop {
+            let outcome = self
+                .session(
+                    &channel,
+                    &job_tx,
+                    &mut result_rx,
+                    &mut pending,
+                    &busy,
+                    &shutdown,
+                )
+                .await;
+            let delay = match outcome {
+                Ok(SessionEnd::Shutdown) => break,
+                Ok(SessionEnd::Dropped(reason)) => {
+                    backoff.reset();
+                    let delay = backoff.next_delay(&mut rand::rng());
+                    tracing::warn!(controller = %self.config.controller, %reason, retry_in_ms = delay.as_millis() as u64, "link to the controller lost; reconnecting");
+                    delay
+                }
+                Err(status) => {
+                    let delay = backoff.next_delay(&mut rand::rng());
+                    if status.code() == tonic::Code::PermissionDenied {
+                        tracing::error!(controller = %self.config.controller, reason = %status.message(), retry_in_ms = delay.as_millis() as u64, "the controller refused this agent");
+                    } else {
+                        tracing::warn!(controller = %self.config.controller, error = %describe(&status), retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying");
+                    }
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        executor.abort();
+    }
+
+    /// One connection: hello, then heartbeats, results and jobs until it breaks or shutdown.
+    async fn session(
+        &self,
+        channel: &Channel,
+        job_tx: &mpsc::UnboundedSender<RunJobs>,
+        result_rx: &mut mpsc::UnboundedReceiver<JobResult>,
+        pending: &mut VecDeque<JobResult>,
+        busy: &AtomicU32,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, tonic::Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(message(agent_message::Body::Hello(self.hello())))
+            .await
+            .expect("the receiver is alive");
+        let mut client = AgentLinkClient::new(channel.clone());
+        let response = tokio::select! {
+            r = client.open(ReceiverStream::new(rx)) => r?,
+            _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+        };
+        let mut inbound = response.into_inner();
+        let welcome = match inbound.message().await? {
+            Some(msg) => match msg.body {
+                Some(controller_message::Body::Welcome(w)) => w,
+                _ => {
+                    return Err(tonic::Status::internal(
+                        "the controller did not welcome the agent",
+                    ))
+                }
+            },
+            None => {
+                return Err(tonic::Status::unavailable(
+                    "the controller closed the link at once",
+                ))
+            }
+        };
+        let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(200));
+        tracing::info!(controller = %self.config.controller, version = %welcome.controller_version, agent_id = %self.agent_id, "connected to the controller");
+
+        let mut heartbeat = tokio::time::interval(interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Results that could not be sent on an earlier connection go first.
+            while let Some(result) = pending.pop_front() {
+                if let Err(e) = tx
+                    .send(message(agent_message::Body::JobResult(result)))
+                    .await
+                {
+                    if let Some(agent_message::Body::JobResult(r)) = e.0.body {
+                        pending.push_front(r);
+                    }
+                    return Ok(SessionEnd::Dropped("the outbound stream closed".into()));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = heartbeat.tick() => {
+                    let beat = Heartbeat {
+                        unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                        agent_rss_bytes: procfs::own_rss_bytes().unwrap_or(0),
+                        busy_jobs: busy.load(Ordering::Relaxed),
+                    };
+                    if tx.send(message(agent_message::Body::Heartbeat(beat))).await.is_err() {
+                        return Ok(SessionEnd::Dropped("the outbound stream closed".into()));
+                    }
+                }
+                Some(result) = result_rx.recv() => pending.push_back(result),
+                msg = inbound.message() => match msg {
+                    Ok(Some(msg)) => match msg.body {
+                        Some(controller_message::Body::RunJobs(run)) => {
+                            tracing::info!(run_id = %run.run_id, jobs = run.jobs.len(), "received benchmark jobs");
+                            busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
+                            let _ = job_tx.send(run);
+                        }
+                        Some(controller_message::Body::Welcome(_)) | None => {}
+                    },
+                    Ok(None) => return Ok(SessionEnd::Dropped("the controller closed the stream".into())),
+                    Err(status) => return Ok(SessionEnd::Dropped(describe(&status))),
+                },
+            }
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            agent_id: self.agent_id.clone(),
+            name: self.config.name.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            enrollment_token: self.config.enrollment_token.clone(),
+            agent_version: crate::AGENT_VERSION.to_string(),
+            hardware: Some(self.profile.clone()),
+            artifacts: self.store.list(),
+        }
+    }
+}
+
+/// Runs received jobs one after another (benchmarks must not share the device).
+async fn run_jobs(
+    mut ctx: JobContext,
+    mut jobs: mpsc::UnboundedReceiver<RunJobs>,
+    results: mpsc::UnboundedSender<JobResult>,
+    busy: Arc<AtomicU32>,
+    shutdown: CancellationToken,
+) {
+    while let Some(run) = jobs.recv().await {
+        for job in run.jobs {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let job_id = job.job_id.clone();
+            tracing::info!(run_id = %run.run_id, %job_id, "job started");
+            let result = jobs::execute(&mut ctx, &run.run_id, job).await;
+            match &result.outcome {
+                Some(edgefleet_proto::v1::job_result::Outcome::Error(error)) => {
+                    tracing::warn!(run_id = %run.run_id, %job_id, %error, "job failed")
+                }
+                _ => tracing::info!(run_id = %run.run_id, %job_id, "job finished"),
+            }
+            busy.fetch_sub(1, Ordering::Relaxed);
+            let _ = results.send(result);
+        }
+    }
+}
+
+fn message(body: agent_message::Body) -> AgentMessage {
+    AgentMessage { body: Some(body) }
+}
+
+/// A transport failure's message is "transport error"; the useful part is in its source chain.
+fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,202 @@
+//! `edgefleet-agent`: parses the command line and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edgefleet_agent::config::{AgentConfig, ConfigFile, Overrides};
+use tokio_util::sync::CancellationToken;
+
+/// The edgefleet agent: runs on an edge device, dials the controller, and benchmarks the ONNX
+/// models it is sent.
+#[derive(Parser)]
+#[command(name = "edgefleet-agent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: connect to the controller and carry out its jobs.
+    Run(DaemonArgs),
+    /// Print this device's hardware profile and whether ONNX Runtime loads, then exit.
+    Check(DaemonArgs),
+    /// Run one benchmark job read from stdin (started by the daemon, not by people).
+    #[command(hide = true)]
+    Worker {
+        /// Only load ONNX Runtime and print its version and execution providers.
+        #[arg(long)]
+        probe: bool,
+        #[arg(long)]
+        onnxruntime_library: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// Config file (TOML); flags given here win over it.
+    #[arg(long, env = "EDGEFLEET_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// The controller's address, e.g. http://controller:7070.
+    #[arg(long, env = "EDGEFLEET_CONTROLLER")]
+    controller: Option<String>,
+    /// The enrollment token the controller expects.
+    #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The name this device shows under (default: its hostname).
+    #[arg(long, env = "EDGEFLEET_AGENT_NAME")]
+    name: Option<String>,
+    /// A label key=value, e.g. site=store-42 (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Where the agent keeps its id and models (default /var/lib/edgefleet-agent).
+    #[arg(long, env = "EDGEFLEET_AGENT_DATA")]
+    data_dir: Option<PathBuf>,
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to this binary).
+    #[arg(long, env = "EDGEFLEET_ONNXRUNTIME")]
+    onnxruntime_library: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    fn resolve(self) -> anyhow::Result<AgentConfig> {
+        let file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        AgentConfig::resolve(
+            file,
+            Overrides {
+                controller: self.controller,
+                enrollment_token: self.token,
+                name: self.name,
+                labels: self.labels,
+                data_dir: self.data_dir,
+                onnxruntime_library: self.onnxruntime_library,
+            },
+        )
+    }
+}
+
+/// The exit code for a configuration that cannot be used (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Worker {
+            probe: true,
+            onnxruntime_library,
+        } => {
+            let library =
+                match edgefleet_agent::runtime_library::locate(onnxruntime_library.as_deref()) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            edgefleet_agent::worker::main_probe(&library)
+        }
+        Command::Worker { probe: false, .. } => edgefleet_agent::worker::main_job(),
+        Command::Check(args) => check(args),
+        Command::Run(args) => daemon(args),
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGEFLEET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn daemon(args: DaemonArgs) -> ExitCode {
+    init_logging();
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        edgefleet_agent::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+fn check(args: DaemonArgs) -> ExitCode {
+    // `check` needs no controller: fill in placeholders so only the runtime settings matter.
+    let args = DaemonArgs {
+        controller: args.controller.or(Some("http://unused".into())),
+        token: args.token.or(Some(String::new())),
+        ..args
+    };
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let profile = runtime.block_on(edgefleet_agent::hardware::probe(&config));
+    println!("arch          {}", profile.arch);
+    println!(
+        "cpu           {} ({} cores)",
+        profile.cpu_model, profile.cpu_cores
+    );
+    println!(
+        "memory        {:.1} GiB",
+        profile.memory_bytes as f64 / (1u64 << 30) as f64
+    );
+    println!("os            {}", profile.os);
+    println!("kernel        {}", profile.kernel);
+    println!(
+        "governor      {}",
+        if profile.cpu_governor.is_empty() {
+            "-"
+        } else {
+            &profile.cpu_governor
+        }
+    );
+    if profile.runtime_error.is_empty() {
+        println!("onnxruntime   {}", profile.onnxruntime_version);
+        println!("providers     {}", profile.execution_providers.join(", "));
+        ExitCode::SUCCESS
+    } else {
+        println!("onnxruntime   unavailable");
+        eprintln!("edgefleet-agent: {}", profile.runtime_error);
+        ExitCode::FAILURE
+    }
+}

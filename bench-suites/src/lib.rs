@@ -1,0 +1,181 @@
+//! The benchmark suite format: TOML in, a validated [`Suite`] out, with errors that name the file,
+//! the line and the field. The shipped suites live in `bench-suites/suites/` as data.
+//!
+//! Parsing happens in two steps: serde reads the text into raw structs that refuse unknown
+//! fields, then [`Suite::parse`] turns them into typed values (`NonZeroU32`, `Duration`,
+//! [`ModelRef`]). Past that boundary nobody reads a raw string again.
+
+mod raw;
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// A validated benchmark suite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suite {
+    pub name: String,
+    pub description: String,
+    pub models: Vec<ModelRef>,
+    pub input: Input,
+    pub scenarios: Vec<Scenario>,
+    /// sha256 of the suite's TOML text, recorded with every result for provenance.
+    pub sha256: String,
+}
+
+/// A registered model version, written `name@version` in a suite.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: String,
+}
+
+/// What each query feeds the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Real sentences, tokenized on the device by the model's `tokenizer.json`.
+    Text {
+        sentences: Vec<String>,
+        /// Pad or truncate to this many tokens; `None` keeps each sentence's own length.
+        sequence_length: Option<NonZeroU32>,
+    },
+}
+
+/// How queries are issued, after MLPerf LoadGen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioKind {
+    /// The next query is issued when the previous one completes.
+    SingleStream,
+}
+
+impl ScenarioKind {
+    pub const ALL: [(&'static str, ScenarioKind); 1] =
+        [("single-stream", ScenarioKind::SingleStream)];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScenarioKind::SingleStream => "single-stream",
+        }
+    }
+}
+
+/// One scenario with its run-length rules; each entry of `threads` is a separate run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub kind: ScenarioKind,
+    pub threads: Vec<NonZeroU32>,
+    pub warmup_queries: u32,
+    pub min_queries: NonZeroU32,
+    pub min_duration: Duration,
+    pub max_duration: Duration,
+}
+
+/// A suite that cannot be used, with where it went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SuiteError {
+    /// The file path, or another name for where the text came from.
+    pub origin: String,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SuiteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Suite {
+    /// Reads and validates a suite file.
+    pub fn load(path: &Path) -> Result<Suite, SuiteError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SuiteError {
+            origin: origin.clone(),
+            line: None,
+            field: None,
+            message: format!("cannot read the suite: {e}"),
+        })?;
+        Suite::parse(&text, &origin)
+    }
+
+    /// Parses and validates suite text; `origin` names it in errors (usually its path).
+    pub fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
+        raw::parse(text, origin)
+    }
+
+    /// Every run the suite asks for on one agent: model × scenario × thread count, in that order.
+    pub fn plan(&self) -> Vec<PlannedRun<'_>> {
+        let mut runs = Vec::new();
+        for model in &self.models {
+            for scenario in &self.scenarios {
+                for &threads in &scenario.threads {
+                    runs.push(PlannedRun {
+                        model,
+                        scenario,
+                        threads,
+                    });
+                }
+            }
+        }
+        runs
+    }
+}
+
+/// One benchmark run of a suite on one agent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedRun<'a> {
+    pub model: &'a ModelRef,
+    pub scenario: &'a Scenario,
+    pub threads: NonZeroU32,
+}
+
+impl fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+impl FromStr for ModelRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, version) = s
+            .split_once('@')
+            .ok_or_else(|| format!("`{s}` is not name@version"))?;
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+        };
+        if !valid(name) || !valid(version) {
+            return Err(format!(
+                "`{s}` is not name@version (letters, digits, `.`, `_`, `-`, `+`)"
+            ));
+        }
+        Ok(ModelRef {
+            name: name.to_string(),
+            version: version.to_string(),
+        })
+    }
+}
+
+/// The sha256 of a suite's text, as recorded on its results.
+pub fn suite_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The suites shipped in `bench-suites/suites/`, built into the binaries: (name, TOML text).
+pub const SHIPPED: [(&str, &str); 1] = [("quick", include_str!("../suites/quick.toml"))];

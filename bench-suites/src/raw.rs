@@ -1,0 +1,259 @@
+//! The suite file as written (serde structs that refuse unknown fields), and its conversion into
+//! the typed [`Suite`], keeping spans so every error names its line.
+
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{suite_hash, Input, ModelRef, Scenario, ScenarioKind, Suite, SuiteError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    models: Spanned<Vec<Spanned<String>>>,
+    input: Spanned<RawInput>,
+    scenario: Spanned<Vec<Spanned<RawScenario>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    text: Option<Spanned<Vec<String>>>,
+    sequence_length: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    kind: Spanned<String>,
+    threads: Option<Spanned<Vec<Spanned<i64>>>>,
+    warmup: Option<Spanned<i64>>,
+    min_queries: Option<Spanned<i64>>,
+    min_duration_s: Option<Spanned<f64>>,
+    max_duration_s: Option<Spanned<f64>>,
+}
+
+/// Where a field sits in the text, for errors.
+struct Locator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn error(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> SuiteError {
+        SuiteError {
+            origin: self.origin.to_string(),
+            line: Some(self.line_of(span.start)),
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
+    let at = Locator { text, origin };
+    let raw: RawSuite = toml::from_str(text).map_err(|e| {
+        let (field, message) = split_serde_message(e.message());
+        SuiteError {
+            origin: origin.to_string(),
+            line: e.span().map(|s| at.line_of(s.start)),
+            field,
+            message,
+        }
+    })?;
+
+    let name = raw.name.get_ref().trim();
+    if name.is_empty() {
+        return Err(at.error(raw.name.span(), "name", "must not be empty"));
+    }
+
+    if raw.models.get_ref().is_empty() {
+        return Err(at.error(raw.models.span(), "models", "lists no model"));
+    }
+    let mut models = Vec::new();
+    for model in raw.models.get_ref() {
+        let parsed: ModelRef = model
+            .get_ref()
+            .parse()
+            .map_err(|e: String| at.error(model.span(), "models", e))?;
+        if models.contains(&parsed) {
+            return Err(at.error(
+                model.span(),
+                "models",
+                format!("`{parsed}` is listed twice"),
+            ));
+        }
+        models.push(parsed);
+    }
+
+    let input_span = raw.input.span();
+    let raw_input = raw.input.into_inner();
+    let Some(text_input) = raw_input.text else {
+        return Err(at.error(input_span, "input", "needs `text` (a list of sentences)"));
+    };
+    let sentences = text_input.get_ref().clone();
+    if sentences.is_empty() || sentences.iter().any(|s| s.trim().is_empty()) {
+        return Err(at.error(
+            text_input.span(),
+            "input.text",
+            "needs at least one sentence, and no empty ones",
+        ));
+    }
+    let sequence_length = match raw_input.sequence_length {
+        None => None,
+        Some(len) => Some(positive_u32(&at, &len, "input.sequence_length")?),
+    };
+
+    let scenarios_span = raw.scenario.span();
+    let raw_scenarios = raw.scenario.into_inner();
+    if raw_scenarios.is_empty() {
+        return Err(at.error(scenarios_span, "scenario", "the suite has no [[scenario]]"));
+    }
+    let scenarios = raw_scenarios
+        .iter()
+        .map(|s| scenario(&at, s))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Suite {
+        name: name.to_string(),
+        description: raw.description,
+        models,
+        input: Input::Text {
+            sentences,
+            sequence_length,
+        },
+        scenarios,
+        sha256: suite_hash(text),
+    })
+}
+
+fn scenario(at: &Locator<'_>, raw: &Spanned<RawScenario>) -> Result<Scenario, SuiteError> {
+    let s = raw.get_ref();
+    let kind = ScenarioKind::ALL
+        .iter()
+        .find(|(name, _)| *name == s.kind.get_ref())
+        .map(|&(_, kind)| kind)
+        .ok_or_else(|| {
+            let known: Vec<&str> = ScenarioKind::ALL.iter().map(|(n, _)| *n).collect();
+            at.error(
+                s.kind.span(),
+                "scenario.kind",
+                format!(
+                    "unknown scenario `{}` (supported: {})",
+                    s.kind.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })?;
+
+    let threads = match &s.threads {
+        None => vec![NonZeroU32::MIN],
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(at.error(list.span(), "scenario.threads", "lists no thread count"))
+        }
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|t| positive_u32(at, t, "scenario.threads"))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+
+    let warmup_queries = match &s.warmup {
+        None => 5,
+        Some(w) => u32::try_from(*w.get_ref())
+            .map_err(|_| at.error(w.span(), "scenario.warmup", "must be 0 or more"))?,
+    };
+    let min_queries = match &s.min_queries {
+        None => NonZeroU32::new(100).expect("100 is not zero"),
+        Some(q) => positive_u32(at, q, "scenario.min_queries")?,
+    };
+    let min_duration = match &s.min_duration_s {
+        None => Duration::from_secs(1),
+        Some(d) => positive_seconds(at, d, "scenario.min_duration_s")?,
+    };
+    let max_duration = match &s.max_duration_s {
+        None => Duration::from_secs(60).max(min_duration),
+        Some(d) => positive_seconds(at, d, "scenario.max_duration_s")?,
+    };
+    if max_duration < min_duration {
+        let span = s.max_duration_s.as_ref().map_or(raw.span(), |d| d.span());
+        return Err(at.error(
+            span,
+            "scenario.max_duration_s",
+            format!(
+                "{} s is shorter than min_duration_s ({} s)",
+                max_duration.as_secs_f64(),
+                min_duration.as_secs_f64()
+            ),
+        ));
+    }
+    Ok(Scenario {
+        kind,
+        threads,
+        warmup_queries,
+        min_queries,
+        min_duration,
+        max_duration,
+    })
+}
+
+fn positive_u32(at: &Locator<'_>, v: &Spanned<i64>, field: &str) -> Result<NonZeroU32, SuiteError> {
+    u32::try_from(*v.get_ref())
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            at.error(
+                v.span(),
+                field,
+                format!(
+                    "must be a whole number from 1 to {}, not {}",
+                    u32::MAX,
+                    v.get_ref()
+                ),
+            )
+        })
+}
+
+fn positive_seconds(
+    at: &Locator<'_>,
+    v: &Spanned<f64>,
+    field: &str,
+) -> Result<Duration, SuiteError> {
+    let secs = *v.get_ref();
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(at.error(
+            v.span(),
+            field,
+            format!("must be more than 0 and at most 86400 seconds, not {secs}"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// serde's messages read "unknown field `x`, expected one of …" or "missing field `x`": lift the
+/// field name out so every error has the same shape.
+fn split_serde_message(message: &str) -> (Option<String>, String) {
+    let field = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string);
+    (field, message.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests;

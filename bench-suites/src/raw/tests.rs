@@ -1,0 +1,156 @@
+//! Table-driven checks of suite parsing: what a good suite turns into, and where each bad one is
+//! caught.
+
+use std::time::Duration;
+
+use crate::{Input, ScenarioKind, Suite};
+
+const GOOD: &str = r#"
+name = "t"
+models = ["m@1", "m@2"]
+
+[input]
+text = ["hello world", "second sentence"]
+
+[[scenario]]
+kind = "single-stream"
+threads = [1, 2]
+warmup = 3
+min_queries = 10
+min_duration_s = 0.5
+max_duration_s = 2
+"#;
+
+#[test]
+fn a_good_suite_becomes_typed_values() {
+    let suite = Suite::parse(GOOD, "good.toml").expect("valid suite");
+    assert_eq!(suite.name, "t");
+    assert_eq!(suite.models.len(), 2);
+    assert_eq!(suite.models[1].to_string(), "m@2");
+    assert!(
+        matches!(&suite.input, Input::Text { sentences, sequence_length: None } if sentences.len() == 2)
+    );
+    let s = &suite.scenarios[0];
+    assert_eq!(s.kind, ScenarioKind::SingleStream);
+    assert_eq!(
+        s.threads.iter().map(|t| t.get()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(s.min_duration, Duration::from_millis(500));
+    assert_eq!(s.max_duration, Duration::from_secs(2));
+    assert_eq!(
+        suite.plan().len(),
+        4,
+        "2 models x 1 scenario x 2 thread counts"
+    );
+    assert_eq!(suite.sha256.len(), 64);
+}
+
+#[test]
+fn shipped_suites_are_valid() {
+    for (name, text) in crate::SHIPPED {
+        let suite = Suite::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(suite.name, name);
+    }
+}
+
+/// Replaces `from` in the good suite with `to` and checks the error's line, field and message.
+fn check(from: &str, to: &str, line: usize, field: &str, message: &str) {
+    assert!(
+        GOOD.contains(from),
+        "test is wrong: `{from}` not in the suite"
+    );
+    let text = GOOD.replacen(from, to, 1);
+    let err = Suite::parse(&text, "bad.toml").expect_err(&format!("`{to}` must be refused"));
+    assert_eq!(err.origin, "bad.toml");
+    assert_eq!(err.line, Some(line), "line for `{to}`: {err}");
+    assert_eq!(err.field.as_deref(), Some(field), "field for `{to}`: {err}");
+    assert!(err.message.contains(message), "message for `{to}`: {err}");
+}
+
+#[test]
+fn bad_suites_name_line_and_field() {
+    check(
+        "warmup = 3",
+        "warmup = 3\nwarmpu = 4",
+        12,
+        "warmpu",
+        "unknown field",
+    );
+    check(
+        "min_duration_s = 0.5",
+        "min_duration_s = 0",
+        14,
+        "scenario.min_duration_s",
+        "more than 0",
+    );
+    check(
+        "min_duration_s = 0.5",
+        "min_duration_s = -1",
+        14,
+        "scenario.min_duration_s",
+        "more than 0",
+    );
+    check(
+        "max_duration_s = 2",
+        "max_duration_s = 0.1",
+        15,
+        "scenario.max_duration_s",
+        "shorter than",
+    );
+    check(
+        "kind = \"single-stream\"",
+        "kind = \"burst\"",
+        9,
+        "scenario.kind",
+        "unknown scenario `burst`",
+    );
+    check(
+        "threads = [1, 2]",
+        "threads = [1, 0]",
+        10,
+        "scenario.threads",
+        "whole number",
+    );
+    check(
+        "threads = [1, 2]",
+        "threads = []",
+        10,
+        "scenario.threads",
+        "no thread count",
+    );
+    check(
+        "min_queries = 10",
+        "min_queries = -5",
+        13,
+        "scenario.min_queries",
+        "whole number",
+    );
+    check("\"m@1\", ", "\"m1\", ", 3, "models", "not name@version");
+    check("\"m@2\"", "\"m@1\"", 3, "models", "listed twice");
+    check(
+        "\"hello world\", ",
+        "\"\", ",
+        6,
+        "input.text",
+        "no empty ones",
+    );
+    check(
+        "warmup = 3",
+        "warmup = \"three\"",
+        11,
+        "warmup",
+        "invalid type",
+    );
+    check("name = \"t\"\n", "", 2, "name", "missing field");
+}
+
+#[test]
+fn an_unreadable_file_names_its_path() {
+    let err = Suite::load(std::path::Path::new("/nonexistent/suite.toml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/suite.toml: cannot read the suite"),
+        "{err}"
+    );
+}

@@ -1,0 +1,422 @@
+//! The admin service the CLI talks to: agents, the model registry, benchmark runs and results.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use edgefleet_proto::v1::admin_server::Admin;
+use edgefleet_proto::v1::{
+    add_model_request, controller_message, AddModelRequest, AgentInfo, ArtifactRef,
+    ControllerMessage, GetResultsReply, GetResultsRequest, GetRunRequest, JobStatus,
+    ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest, ModelInfo, RunJobs,
+    RunStatus, StartBenchReply, StartBenchRequest, TensorSignature,
+};
+use edgefleet_suites::Suite;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::artifact_dir::Upload;
+use crate::planning::{self, target_key};
+use crate::store::{JobRow, ModelFile, ModelRow, RunRow, StoreError};
+use crate::{now_ms, onnx_model, records, Controller};
+
+pub struct AdminService {
+    controller: Controller,
+}
+
+impl AdminService {
+    pub fn new(controller: Controller) -> Self {
+        AdminService { controller }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Status {
+        match e {
+            StoreError::ModelExists(_) => Status::already_exists(e.to_string()),
+            other => internal(other),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_agents(
+        &self,
+        _: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsReply>, Status> {
+        let ctl = &self.controller;
+        let agents = ctl
+            .store
+            .agents()?
+            .into_iter()
+            .map(|a| AgentInfo {
+                online: ctl.fleet.is_online(&a.id),
+                target: target_key(&a.hardware),
+                agent_id: a.id,
+                name: a.name,
+                labels: a.labels.into_iter().collect(),
+                agent_version: a.agent_version,
+                hardware: Some(a.hardware),
+                last_seen_unix_ms: a.last_seen_ms,
+                first_seen_unix_ms: a.first_seen_ms,
+            })
+            .collect();
+        Ok(Response::new(ListAgentsReply { agents }))
+    }
+
+    async fn add_model(
+        &self,
+        request: Request<Streaming<AddModelRequest>>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await?.and_then(|m| m.part) {
+            Some(add_model_request::Part::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an upload must start with its header",
+                ))
+            }
+        };
+        let model_ref = format!("{}@{}", header.name, header.version);
+        model_ref
+            .parse::<edgefleet_suites::ModelRef>()
+            .map_err(Status::invalid_argument)?;
+        if header.files.is_empty() {
+            return Err(Status::invalid_argument(
+                "an upload needs at least the .onnx file",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for f in &header.files {
+            let plain = !f.file_name.is_empty()
+                && !f.file_name.contains('/')
+                && f.file_name != "."
+                && f.file_name != "..";
+            if !plain || !names.insert(f.file_name.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "file name `{}` must be a plain, unique file name",
+                    f.file_name
+                )));
+            }
+        }
+        if self
+            .controller
+            .store
+            .model(&header.name, &header.version)?
+            .is_some()
+        {
+            return Err(StoreError::ModelExists(model_ref).into());
+        }
+
+        // Receive every file into a temporary upload; on any error all of them are discarded,
+        // so a failed add stores nothing.
+        let mut uploads: Vec<Upload> = Vec::new();
+        let received =
+            receive_files(&self.controller, &header.files, &mut stream, &mut uploads).await;
+        let checked = match received {
+            Ok(()) => check_model(&uploads[0], &header.files[0].file_name).await,
+            Err(e) => Err(e),
+        };
+        let summary = match checked {
+            Ok(summary) => summary,
+            Err(e) => {
+                uploads.into_iter().for_each(Upload::discard);
+                return Err(e);
+            }
+        };
+
+        let mut files = Vec::new();
+        for (upload, declared) in uploads.into_iter().zip(&header.files) {
+            let size = upload.size;
+            let sha256 = self.controller.artifacts.commit(upload).map_err(internal)?;
+            files.push(ModelFile {
+                file_name: declared.file_name.clone(),
+                sha256,
+                size_bytes: size,
+            });
+        }
+        let signature = serde_json::json!({
+            "inputs": summary.inputs.iter().map(sig_json).collect::<Vec<_>>(),
+            "outputs": summary.outputs.iter().map(sig_json).collect::<Vec<_>>(),
+        });
+        let row = ModelRow {
+            name: header.name,
+            version: header.version,
+            quantization: if header.quantization.is_empty() {
+                "unknown".into()
+            } else {
+                header.quantization
+            },
+            opset: summary.opset,
+            signature_json: signature.to_string(),
+            files,
+            created_ms: now_ms(),
+        };
+        self.controller.store.insert_model(&row)?;
+        tracing::info!(model = %model_ref, files = row.files.len(), "model registered");
+        Ok(Response::new(model_info(row)))
+    }
+
+    async fn list_models(
+        &self,
+        _: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsReply>, Status> {
+        let models = self
+            .controller
+            .store
+            .models()?
+            .into_iter()
+            .map(model_info)
+            .collect();
+        Ok(Response::new(ListModelsReply { models }))
+    }
+
+    async fn start_bench(
+        &self,
+        request: Request<StartBenchRequest>,
+    ) -> Result<Response<StartBenchReply>, Status> {
+        let req = request.into_inner();
+        let ctl = &self.controller;
+        let origin = if req.suite_origin.is_empty() {
+            "suite"
+        } else {
+            &req.suite_origin
+        };
+        let suite = Suite::parse(&req.suite_toml, origin)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let conditions = req
+            .select
+            .iter()
+            .map(|s| planning::parse_condition(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Status::invalid_argument)?;
+
+        let mut models = BTreeMap::new();
+        for r in &suite.models {
+            let model = ctl.store.model(&r.name, &r.version)?.ok_or_else(|| {
+                Status::not_found(format!("unknown model {r} in suite {origin}; `edgefleet models ls` lists the registered ones"))
+            })?;
+            models.insert(r.to_string(), model);
+        }
+        let agents: Vec<_> = ctl
+            .store
+            .agents()?
+            .into_iter()
+            .filter(|a| ctl.fleet.is_online(&a.id) && planning::matches(a, &conditions))
+            .collect();
+        if agents.is_empty() {
+            return Err(Status::failed_precondition(if req.select.is_empty() {
+                "no agent is online".to_string()
+            } else {
+                format!("no online agent matches {}", req.select.join(","))
+            }));
+        }
+
+        let run = RunRow {
+            id: format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            suite: suite.name.clone(),
+            suite_sha256: suite.sha256.clone(),
+            created_ms: now_ms(),
+        };
+        let mut per_agent = Vec::new();
+        let mut rows = Vec::new();
+        for (i, agent) in agents.iter().enumerate() {
+            let jobs = planning::jobs_for_agent(&suite, &models, i);
+            for job in &jobs {
+                let (model, workload) = (
+                    job.model.as_ref().expect("planned"),
+                    job.workload.as_ref().expect("planned"),
+                );
+                rows.push(JobRow {
+                    run_id: run.id.clone(),
+                    job_id: job.job_id.clone(),
+                    agent_id: agent.id.clone(),
+                    model_name: model.name.clone(),
+                    model_version: model.version.clone(),
+                    scenario: workload.scenario.clone(),
+                    threads: workload.threads,
+                    state: "pending".into(),
+                    error: None,
+                });
+            }
+            per_agent.push((agent, jobs));
+        }
+        ctl.store.insert_run(&run, &req.suite_toml, &rows)?;
+        for (agent, jobs) in per_agent {
+            let message = ControllerMessage {
+                body: Some(controller_message::Body::RunJobs(RunJobs {
+                    run_id: run.id.clone(),
+                    jobs,
+                })),
+            };
+            if !ctl.fleet.send(&agent.id, message).await {
+                tracing::warn!(agent = %agent.name, run_id = %run.id, "agent went offline before its jobs were sent");
+            }
+        }
+        tracing::info!(run_id = %run.id, suite = %suite.name, agents = agents.len(), jobs = rows.len(), "benchmark run started");
+        Ok(Response::new(StartBenchReply {
+            run_id: run.id,
+            agents: agents.len() as u32,
+            jobs: rows.len() as u32,
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<GetRunRequest>,
+    ) -> Result<Response<RunStatus>, Status> {
+        let run_id = request.into_inner().run_id;
+        let ctl = &self.controller;
+        let run = ctl
+            .store
+            .run(&run_id)?
+            .ok_or_else(|| Status::not_found(format!("no run {run_id}")))?;
+        let names: BTreeMap<String, String> = ctl
+            .store
+            .agents()?
+            .into_iter()
+            .map(|a| (a.id, a.name))
+            .collect();
+        let jobs: Vec<JobStatus> = ctl
+            .store
+            .jobs(Some(&run_id))?
+            .into_iter()
+            .map(|j| JobStatus {
+                agent_name: names.get(&j.agent_id).cloned().unwrap_or(j.agent_id),
+                model: format!("{}@{}", j.model_name, j.model_version),
+                job_id: j.job_id,
+                state: j.state,
+                error: j.error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(RunStatus {
+            run_id: run.id,
+            suite: run.suite,
+            jobs_total: jobs.len() as u32,
+            jobs_done: jobs.iter().filter(|j| j.state == "done").count() as u32,
+            jobs_failed: jobs.iter().filter(|j| j.state == "failed").count() as u32,
+            jobs,
+        }))
+    }
+
+    async fn get_results(
+        &self,
+        request: Request<GetResultsRequest>,
+    ) -> Result<Response<GetResultsReply>, Status> {
+        let run_id = request.into_inner().run_id;
+        let run_id = (!run_id.is_empty()).then_some(run_id);
+        let (records, failures) = records::collect(&self.controller.store, run_id.as_deref())?;
+        Ok(Response::new(GetResultsReply {
+            records_json: serde_json::to_string(&records).map_err(internal)?,
+            failures_json: serde_json::to_string(&failures).map_err(internal)?,
+        }))
+    }
+}
+
+/// Reads the declared files' bytes, in order, into uploads.
+async fn receive_files(
+    ctl: &Controller,
+    declared: &[edgefleet_proto::v1::NewFile],
+    stream: &mut Streaming<AddModelRequest>,
+    uploads: &mut Vec<Upload>,
+) -> Result<(), Status> {
+    for file in declared {
+        uploads.push(ctl.artifacts.begin().map_err(internal)?);
+        let upload = uploads.last_mut().expect("just pushed");
+        while upload.size < file.size_bytes {
+            let data = match stream.message().await? {
+                Some(AddModelRequest {
+                    part: Some(add_model_request::Part::Data(d)),
+                }) => d,
+                Some(_) => return Err(Status::invalid_argument("a second header in one upload")),
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "upload of {} ended after {} of {} bytes",
+                        file.file_name, upload.size, file.size_bytes
+                    )))
+                }
+            };
+            if upload.size + data.len() as u64 > file.size_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "{} is larger than declared",
+                    file.file_name
+                )));
+            }
+            upload.write(&data).map_err(|e| {
+                Status::resource_exhausted(format!("cannot store {}: {e}", file.file_name))
+            })?;
+        }
+    }
+    if stream.message().await?.is_some() {
+        return Err(Status::invalid_argument(
+            "more bytes than the header declared",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the first file is an ONNX model.
+async fn check_model(upload: &Upload, file_name: &str) -> Result<onnx_model::OnnxSummary, Status> {
+    let path = upload.tmp_path().to_path_buf();
+    let file_name = file_name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(internal)?;
+        onnx_model::inspect(&bytes)
+            .map_err(|e| Status::invalid_argument(format!("{file_name}: {e}")))
+    })
+    .await
+    .map_err(internal)?
+}
+
+fn sig_json(s: &TensorSignature) -> serde_json::Value {
+    serde_json::json!({"name": s.name, "element_type": s.element_type, "shape": s.shape})
+}
+
+fn model_info(m: ModelRow) -> ModelInfo {
+    let sig: serde_json::Value = serde_json::from_str(&m.signature_json).unwrap_or_default();
+    let list = |key: &str| -> Vec<TensorSignature> {
+        sig[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| TensorSignature {
+                        name: v["name"].as_str().unwrap_or_default().to_string(),
+                        element_type: v["element_type"].as_str().unwrap_or_default().to_string(),
+                        shape: v["shape"]
+                            .as_array()
+                            .map(|d| {
+                                d.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    ModelInfo {
+        inputs: list("inputs"),
+        outputs: list("outputs"),
+        name: m.name,
+        version: m.version,
+        quantization: m.quantization,
+        files: m
+            .files
+            .into_iter()
+            .map(|f| ArtifactRef {
+                file_name: f.file_name,
+                sha256: f.sha256,
+                size_bytes: f.size_bytes,
+            })
+            .collect(),
+        opset: m.opset,
+        created_unix_ms: m.created_ms,
+    }
+}

@@ -1,0 +1,343 @@
+//! The client side of the `edgefleet` CLI: each command talks to a controller's admin service and
+//! prints tables for people or JSON for scripts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use edgefleet_proto::v1::admin_client::AdminClient;
+use edgefleet_proto::v1::{
+    add_model_request, AddModelHeader, AddModelRequest, GetResultsRequest, GetRunRequest,
+    ListAgentsRequest, ListModelsRequest, ModelInfo, NewFile, RunStatus, StartBenchRequest,
+};
+use edgefleet_reports::{FailedRun, ReportFiles, ReportInput, ResultRecord};
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+
+use crate::records::rfc3339;
+
+/// Bytes per upload message.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// A connection to a controller's admin service.
+pub struct Client {
+    pub address: String,
+    inner: AdminClient<Channel>,
+}
+
+impl Client {
+    /// Connects, or fails with the address that was tried.
+    pub async fn connect(address: &str) -> anyhow::Result<Client> {
+        let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
+            .with_context(|| {
+                format!("`{address}` is not a controller address (expected http://HOST:PORT)")
+            })?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|e| {
+            let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            anyhow::anyhow!("cannot reach the controller at {address}: {cause} (is `edgefleet serve` running there? set --controller or EDGEFLEET_CONTROLLER)")
+        })?;
+        Ok(Client {
+            address: address.to_string(),
+            inner: AdminClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(16 << 20),
+        })
+    }
+
+    fn fail(&self, status: tonic::Status) -> anyhow::Error {
+        anyhow::anyhow!("{}", status.message())
+    }
+
+    pub async fn agents(&mut self) -> anyhow::Result<Vec<edgefleet_proto::v1::AgentInfo>> {
+        let reply = self
+            .inner
+            .list_agents(ListAgentsRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().agents)
+    }
+
+    pub async fn models(&mut self) -> anyhow::Result<Vec<ModelInfo>> {
+        let reply = self
+            .inner
+            .list_models(ListModelsRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().models)
+    }
+
+    /// Uploads a model file and its companions and registers them as `name@version`.
+    pub async fn add_model(
+        &mut self,
+        model: &Path,
+        companions: &[PathBuf],
+        name: &str,
+        version: &str,
+        quantization: &str,
+    ) -> anyhow::Result<ModelInfo> {
+        let mut files = Vec::new();
+        let mut declared = Vec::new();
+        for path in std::iter::once(model).chain(companions.iter().map(PathBuf::as_path)) {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if !meta.is_file() {
+                bail!("{} is not a file", path.display());
+            }
+            let file_name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("{} has no usable file name", path.display()))?
+                .to_string();
+            declared.push(NewFile {
+                file_name,
+                size_bytes: meta.len(),
+            });
+            files.push(path.to_path_buf());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let header = AddModelRequest {
+            part: Some(add_model_request::Part::Header(AddModelHeader {
+                name: name.to_string(),
+                version: version.to_string(),
+                quantization: quantization.to_string(),
+                files: declared,
+            })),
+        };
+        tx.send(header).await.expect("receiver alive");
+        let reader = tokio::spawn(async move {
+            for path in files {
+                let mut file = tokio::fs::File::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                loop {
+                    let mut buf = vec![0u8; UPLOAD_CHUNK];
+                    let n = file
+                        .read(&mut buf)
+                        .await
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    let part = AddModelRequest {
+                        part: Some(add_model_request::Part::Data(buf)),
+                    };
+                    if tx.send(part).await.is_err() {
+                        return Ok(()); // the controller refused the upload; its reply says why
+                    }
+                }
+            }
+            anyhow::Ok(())
+        });
+        let reply = self
+            .inner
+            .add_model(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        reader.await.expect("reader task panicked")?;
+        Ok(reply.map_err(|s| self.fail(s))?.into_inner())
+    }
+
+    pub async fn start_bench(
+        &mut self,
+        suite_toml: &str,
+        origin: &str,
+        select: &[String],
+    ) -> anyhow::Result<edgefleet_proto::v1::StartBenchReply> {
+        let reply = self
+            .inner
+            .start_bench(StartBenchRequest {
+                suite_toml: suite_toml.to_string(),
+                suite_origin: origin.to_string(),
+                select: select.to_vec(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub async fn run_status(&mut self, run_id: &str) -> anyhow::Result<RunStatus> {
+        let reply = self
+            .inner
+            .get_run(GetRunRequest {
+                run_id: run_id.to_string(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    /// Polls until every job of the run is done or failed, printing progress when it changes.
+    pub async fn wait_for_run(
+        &mut self,
+        run_id: &str,
+        timeout: Duration,
+        quiet: bool,
+    ) -> anyhow::Result<RunStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = (u32::MAX, u32::MAX);
+        loop {
+            let status = self.run_status(run_id).await?;
+            let finished = status.jobs_done + status.jobs_failed;
+            if !quiet && (finished, status.jobs_failed) != last {
+                eprintln!(
+                    "{run_id}: {finished}/{} jobs finished ({} failed)",
+                    status.jobs_total, status.jobs_failed
+                );
+                last = (finished, status.jobs_failed);
+            }
+            if finished >= status.jobs_total {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("run {run_id} did not finish within {} s ({finished}/{} jobs finished); it goes on, see `edgefleet report`", timeout.as_secs(), status.jobs_total);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Result records and failures of one run, or of all runs.
+    pub async fn results(
+        &mut self,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<(Vec<ResultRecord>, Vec<FailedRun>)> {
+        let reply = self
+            .inner
+            .get_results(GetResultsRequest {
+                run_id: run_id.unwrap_or_default().to_string(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?
+            .into_inner();
+        Ok((
+            serde_json::from_str(&reply.records_json)
+                .context("unreadable result records from the controller")?,
+            serde_json::from_str(&reply.failures_json)
+                .context("unreadable failures from the controller")?,
+        ))
+    }
+
+    /// Writes `DIR/report.html` and `DIR/results.json` for one run or all runs.
+    pub async fn write_report(
+        &mut self,
+        out: &Path,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<(ReportFiles, Vec<ResultRecord>, Vec<FailedRun>)> {
+        let (records, failures) = self.results(run_id).await?;
+        let agents = self.agents().await?;
+        let rows: Vec<crate::store::AgentRow> = agents
+            .into_iter()
+            .filter(|a| {
+                records.iter().any(|r| r.agent_id == a.agent_id)
+                    || failures.iter().any(|f| f.agent == a.name)
+            })
+            .map(|a| crate::store::AgentRow {
+                id: a.agent_id,
+                name: a.name,
+                labels: a.labels.into_iter().collect(),
+                agent_version: a.agent_version,
+                hardware: a.hardware.unwrap_or_default(),
+                first_seen_ms: a.first_seen_unix_ms,
+                last_seen_ms: a.last_seen_unix_ms,
+            })
+            .collect();
+        let input = ReportInput {
+            title: match run_id {
+                Some(id) => format!("edgefleet benchmark report: {id}"),
+                None => "edgefleet benchmark report".to_string(),
+            },
+            generated_at: rfc3339(crate::now_ms()),
+            agents: crate::records::agent_summaries(&rows),
+            records: records.clone(),
+            failures: failures.clone(),
+        };
+        let files = edgefleet_reports::write_report(out, &input)?;
+        Ok((files, records, failures))
+    }
+}
+
+/// Prints rows as aligned columns under a header.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// The results table shown after a run and by the demo: model × agent.
+pub fn print_results(records: &[ResultRecord], failures: &[FailedRun]) {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{}@{}", r.model, r.model_version),
+                r.agent.clone(),
+                r.threads.to_string(),
+                r.samples.to_string(),
+                format!("{:.2}", r.latency_ms.p50),
+                format!("{:.2}", r.latency_ms.p90),
+                format!("{:.2}", r.latency_ms.p99),
+                format!("{:.1}", r.throughput_per_s),
+                format!("{:.1}", r.peak_rss_bytes as f64 / 1e6),
+                if r.valid { "yes".into() } else { "no".into() },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "MODEL",
+            "AGENT",
+            "THREADS",
+            "SAMPLES",
+            "P50 MS",
+            "P90 MS",
+            "P99 MS",
+            "THROUGHPUT/S",
+            "PEAK MB",
+            "VALID",
+        ],
+        &rows,
+    );
+    for f in failures {
+        println!(
+            "FAILED  {}@{} on {}: {}",
+            f.model, f.model_version, f.agent, f.error
+        );
+    }
+}
+
+/// "12 s ago", "3 min ago", …
+pub fn ago(then_ms: i64, now_ms: i64) -> String {
+    let secs = ((now_ms - then_ms).max(0) / 1000) as u64;
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ago_reads_naturally() {
+        assert_eq!(super::ago(0, 5_000), "5 s ago");
+        assert_eq!(super::ago(0, 125_000), "2 min ago");
+        assert_eq!(super::ago(0, 7_200_000), "2 h ago");
+        assert_eq!(super::ago(10, 0), "0 s ago");
+    }
+}

@@ -1,0 +1,64 @@
+//! The agents connected right now: for each, the sender of its stream. Online means "has an open
+//! stream"; the database keeps everything else about an agent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use edgefleet_proto::v1::ControllerMessage;
+use tokio::sync::mpsc;
+
+/// The live half of the fleet.
+#[derive(Clone, Default)]
+pub struct Fleet {
+    inner: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+struct Session {
+    id: u64,
+    tx: mpsc::Sender<Result<ControllerMessage, tonic::Status>>,
+}
+
+impl Fleet {
+    /// Registers a new stream for the agent, replacing an older one (a reconnect that arrived
+    /// before the old stream was noticed as dead). Returns a session number for [`Fleet::leave`].
+    pub fn join(
+        &self,
+        agent_id: &str,
+        tx: mpsc::Sender<Result<ControllerMessage, tonic::Status>>,
+    ) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(agent_id.to_string(), Session { id, tx });
+        id
+    }
+
+    /// Forgets the stream, unless a newer one has taken its place.
+    pub fn leave(&self, agent_id: &str, session: u64) {
+        let mut map = self.lock();
+        if map.get(agent_id).is_some_and(|s| s.id == session) {
+            map.remove(agent_id);
+        }
+    }
+
+    /// Ends every agent's stream (on shutdown); agents will reconnect to whoever serves next.
+    pub fn close_all(&self) {
+        self.lock().clear();
+    }
+
+    pub fn is_online(&self, agent_id: &str) -> bool {
+        self.lock().contains_key(agent_id)
+    }
+
+    /// Sends a command to an agent; false if it is not connected or its stream is gone.
+    pub async fn send(&self, agent_id: &str, message: ControllerMessage) -> bool {
+        let tx = self.lock().get(agent_id).map(|s| s.tx.clone());
+        match tx {
+            Some(tx) => tx.send(Ok(message)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,243 @@
+//! The agent link service: checks an agent's hello, keeps its stream in the fleet, records its
+//! heartbeats and results, and serves artifact bytes from any offset.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use edgefleet_proto::v1::agent_link_server::AgentLink;
+use edgefleet_proto::v1::{
+    agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, ControllerMessage,
+    FetchArtifactRequest, Hello, Welcome,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::Recorded;
+use crate::{now_ms, Controller, CONTROLLER_VERSION};
+
+/// Size of one artifact chunk on the wire.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// How long an agent has to say hello after opening its stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct LinkService {
+    controller: Controller,
+}
+
+impl LinkService {
+    pub fn new(controller: Controller) -> Self {
+        LinkService { controller }
+    }
+
+    fn check_hello(&self, hello: &Hello) -> Result<(), Status> {
+        if !tokens_match(
+            &hello.enrollment_token,
+            &self.controller.settings.enrollment_token,
+        ) {
+            tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "refused an agent: wrong enrollment token");
+            return Err(Status::permission_denied(
+                "enrollment token rejected: the agent's token does not match this controller's (check enrollment_token in the agent config)",
+            ));
+        }
+        if hello.agent_id.trim().is_empty() || hello.name.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "the hello must carry an agent id and a name",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl AgentLink for LinkService {
+    type OpenStream = ReceiverStream<Result<ControllerMessage, Status>>;
+
+    async fn open(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::OpenStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 15 s"))??;
+        let hello = match first.and_then(|m| m.body) {
+            Some(agent_message::Body::Hello(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on the link must be a hello",
+                ))
+            }
+        };
+        self.check_hello(&hello)?;
+
+        let ctl = &self.controller;
+        let labels: BTreeMap<String, String> = hello.labels.clone().into_iter().collect();
+        let hardware = hello.hardware.clone().unwrap_or_default();
+        ctl.store
+            .upsert_agent(
+                &hello.agent_id,
+                &hello.name,
+                &labels,
+                &hello.agent_version,
+                &hardware,
+                now_ms(),
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+
+        let (tx, rx) = mpsc::channel(32);
+        let welcome = ControllerMessage {
+            body: Some(controller_message::Body::Welcome(Welcome {
+                controller_version: CONTROLLER_VERSION.to_string(),
+                heartbeat_interval_ms: ctl.settings.heartbeat_interval.as_millis() as u32,
+            })),
+        };
+        tx.send(Ok(welcome)).await.expect("the receiver is alive");
+        let session = ctl.fleet.join(&hello.agent_id, tx);
+        tracing::info!(agent = %hello.name, agent_id = %hello.agent_id, peer = ?peer, "agent connected");
+
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            let agent_id = hello.agent_id;
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(msg)) => handle(&ctl, &agent_id, msg),
+                    Ok(None) => break "closed by the agent".to_string(),
+                    Err(status) => break status.message().to_string(),
+                }
+            };
+            ctl.fleet.leave(&agent_id, session);
+            let _ = ctl.store.touch_agent(&agent_id, now_ms());
+            tracing::info!(agent = %hello.name, %agent_id, %reason, "agent disconnected");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type FetchArtifactStream = ReceiverStream<Result<ArtifactChunk, Status>>;
+
+    async fn fetch_artifact(
+        &self,
+        request: Request<FetchArtifactRequest>,
+    ) -> Result<Response<Self::FetchArtifactStream>, Status> {
+        let req = request.into_inner();
+        let ctl = &self.controller;
+        let size = ctl
+            .store
+            .artifact_size(&req.sha256)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no artifact {}", req.sha256)))?;
+        let path = ctl
+            .artifacts
+            .path(&req.sha256)
+            .ok_or_else(|| Status::invalid_argument("not a sha256 digest"))?;
+        if req.offset > size {
+            return Err(Status::out_of_range(format!(
+                "offset {} is past the end of the {size}-byte artifact",
+                req.offset
+            )));
+        }
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| Status::internal(format!("cannot open artifact {}: {e}", req.sha256)))?;
+        file.seek(SeekFrom::Start(req.offset))
+            .map_err(|e| Status::internal(e.to_string()))?;
+
+        let (tx, rx) = mpsc::channel(4);
+        let mut offset = req.offset;
+        tokio::task::spawn_blocking(move || loop {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let n = match read_full(&mut file, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                    return;
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            buf.truncate(n);
+            let chunk = ArtifactChunk {
+                offset,
+                data: buf,
+                total_size: size,
+            };
+            offset += n as u64;
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return; // the agent went away
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Applies one message from an agent.
+fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
+    match msg.body {
+        Some(agent_message::Body::Heartbeat(_)) => {
+            if let Err(e) = ctl.store.touch_agent(agent_id, now_ms()) {
+                tracing::warn!(%agent_id, error = %e, "cannot record heartbeat");
+            }
+        }
+        Some(agent_message::Body::JobResult(result)) => {
+            let recorded = match &result.outcome {
+                Some(job_result::Outcome::Measurement(m)) => {
+                    ctl.store
+                        .record_measurement(agent_id, &result.run_id, &result.job_id, m)
+                }
+                Some(job_result::Outcome::Error(e)) => {
+                    ctl.store
+                        .record_failure(agent_id, &result.run_id, &result.job_id, e)
+                }
+                None => ctl.store.record_failure(
+                    agent_id,
+                    &result.run_id,
+                    &result.job_id,
+                    "the agent sent an empty result",
+                ),
+            };
+            match recorded {
+                Ok(Recorded::Stored) => {
+                    tracing::info!(%agent_id, run_id = %result.run_id, job_id = %result.job_id, "result stored")
+                }
+                Ok(Recorded::Duplicate) => {
+                    tracing::debug!(%agent_id, job_id = %result.job_id, "duplicate result ignored")
+                }
+                Ok(Recorded::UnknownJob) => {
+                    tracing::warn!(%agent_id, run_id = %result.run_id, job_id = %result.job_id, "result for a job this agent was not given; ignored")
+                }
+                Err(e) => tracing::error!(%agent_id, error = %e, "cannot store result"),
+            }
+        }
+        Some(agent_message::Body::Hello(_)) | None => {}
+    }
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Compares tokens in time independent of where they differ.
+fn tokens_match(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_must_match_exactly() {
+        assert!(super::tokens_match("secret", "secret"));
+        assert!(!super::tokens_match("secret", "secreT"));
+        assert!(!super::tokens_match("secret", "secret2"));
+        assert!(!super::tokens_match("", "secret"));
+    }
+}

@@ -1,0 +1,205 @@
+//! Pure decisions about benchmark runs: which agents a selector picks, and which jobs each agent
+//! gets for a suite. No I/O here; the admin service carries the decisions out.
+
+use std::collections::BTreeMap;
+
+use edgefleet_proto::v1::{workload, ArtifactRef, BenchJob, ModelSpec, TextInput, Workload};
+use edgefleet_suites::{Input, Suite};
+
+use crate::store::{AgentRow, ModelRow};
+
+/// One `key=value` or `key!=value` condition on an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub key: String,
+    pub value: String,
+    pub negated: bool,
+}
+
+/// Agent fields a selector can name besides labels.
+pub const FIELDS: [&str; 7] = ["name", "id", "arch", "cpu_model", "cores", "os", "hostname"];
+
+/// Parses `key=value` / `key!=value`.
+pub fn parse_condition(s: &str) -> Result<Condition, String> {
+    let (key, value, negated) = if let Some((k, v)) = s.split_once("!=") {
+        (k, v, true)
+    } else if let Some((k, v)) = s.split_once('=') {
+        (k, v, false)
+    } else {
+        return Err(format!("selector `{s}` is not key=value or key!=value"));
+    };
+    let key = key.trim();
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(format!("selector `{s}` has no key"));
+    }
+    Ok(Condition {
+        key: key.to_string(),
+        value: value.trim().to_string(),
+        negated,
+    })
+}
+
+/// Whether an agent meets every condition. A condition on a key the agent lacks fails for `=`
+/// and holds for `!=`.
+pub fn matches(agent: &AgentRow, conditions: &[Condition]) -> bool {
+    conditions.iter().all(|c| {
+        let hw = &agent.hardware;
+        let actual = match c.key.as_str() {
+            "name" => Some(agent.name.clone()),
+            "id" => Some(agent.id.clone()),
+            "arch" => Some(hw.arch.clone()),
+            "cpu_model" => Some(hw.cpu_model.clone()),
+            "cores" => Some(hw.cpu_cores.to_string()),
+            "os" => Some(hw.os.clone()),
+            "hostname" => Some(hw.hostname.clone()),
+            label => agent.labels.get(label).cloned(),
+        };
+        (actual.as_deref() == Some(c.value.as_str())) != c.negated
+    })
+}
+
+/// The jobs of a suite for one agent, in the suite's order, with job ids unique within the run.
+pub fn jobs_for_agent(
+    suite: &Suite,
+    models: &BTreeMap<String, ModelRow>,
+    agent_index: usize,
+) -> Vec<BenchJob> {
+    let Input::Text {
+        sentences,
+        sequence_length,
+    } = &suite.input;
+    suite
+        .plan()
+        .iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let model = &models[&run.model.to_string()];
+            BenchJob {
+                job_id: format!("a{agent_index:03}-j{i:03}"),
+                model: Some(ModelSpec {
+                    name: model.name.clone(),
+                    version: model.version.clone(),
+                    quantization: model.quantization.clone(),
+                    files: model
+                        .files
+                        .iter()
+                        .map(|f| ArtifactRef {
+                            file_name: f.file_name.clone(),
+                            sha256: f.sha256.clone(),
+                            size_bytes: f.size_bytes,
+                        })
+                        .collect(),
+                }),
+                workload: Some(Workload {
+                    scenario: run.scenario.kind.as_str().to_string(),
+                    threads: run.threads.get(),
+                    warmup_queries: run.scenario.warmup_queries,
+                    min_queries: run.scenario.min_queries.get(),
+                    min_duration_ms: run.scenario.min_duration.as_millis() as u64,
+                    max_duration_ms: run.scenario.max_duration.as_millis() as u64,
+                    input: Some(workload::Input::Text(TextInput {
+                        sentences: sentences.clone(),
+                        sequence_length: sequence_length.map_or(0, |n| n.get()),
+                    })),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The hardware target key results are grouped by.
+pub fn target_key(hw: &edgefleet_proto::v1::HardwareProfile) -> String {
+    let gib = (hw.memory_bytes as f64 / (1u64 << 30) as f64).round();
+    format!("{}/{}/{}c/{gib}GiB", hw.arch, hw.cpu_model, hw.cpu_cores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgefleet_proto::v1::HardwareProfile;
+
+    fn agent(name: &str, arch: &str, labels: &[(&str, &str)]) -> AgentRow {
+        AgentRow {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            agent_version: "0.1.0".into(),
+            hardware: HardwareProfile {
+                arch: arch.into(),
+                cpu_cores: 4,
+                ..HardwareProfile::default()
+            },
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn selectors_match_labels_and_hardware_fields() {
+        let pi = agent("pi", "aarch64", &[("hw", "rpi5"), ("site", "store-42")]);
+        let gw = agent("gw", "x86_64", &[("site", "lab")]);
+        let cases: &[(&[&str], [bool; 2])] = &[
+            (&[], [true, true]),
+            (&["hw=rpi5"], [true, false]),
+            (&["arch=x86_64"], [false, true]),
+            (&["site!=lab"], [true, false]),
+            (&["hw!=rpi5"], [false, true]),
+            (&["hw=rpi5", "site!=lab"], [true, false]),
+            (&["cores=4", "name=gw"], [false, true]),
+            (&["missing=x"], [false, false]),
+        ];
+        for (selectors, want) in cases {
+            let conds: Vec<_> = selectors
+                .iter()
+                .map(|s| parse_condition(s).unwrap())
+                .collect();
+            assert_eq!(
+                [matches(&pi, &conds), matches(&gw, &conds)],
+                *want,
+                "{selectors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_selectors_are_refused() {
+        for bad in ["hw", "=x", " =x", "a b=c"] {
+            assert!(parse_condition(bad).is_err(), "{bad}");
+        }
+        assert!(parse_condition("empty=").is_ok());
+    }
+
+    #[test]
+    fn a_suite_becomes_one_job_per_model_scenario_and_thread_count() {
+        let suite = Suite::parse(
+            "name = \"s\"\nmodels = [\"m@1\", \"m@2\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\nthreads = [1, 2]\n",
+            "s.toml",
+        )
+        .unwrap();
+        let model = |v: &str| ModelRow {
+            name: "m".into(),
+            version: v.into(),
+            quantization: "fp32".into(),
+            opset: 17,
+            signature_json: "{}".into(),
+            files: vec![],
+            created_ms: 0,
+        };
+        let models = BTreeMap::from([
+            ("m@1".to_string(), model("1")),
+            ("m@2".to_string(), model("2")),
+        ]);
+        let jobs = jobs_for_agent(&suite, &models, 3);
+        assert_eq!(jobs.len(), 4);
+        assert_eq!(jobs[0].job_id, "a003-j000");
+        let threads: Vec<u32> = jobs
+            .iter()
+            .map(|j| j.workload.as_ref().unwrap().threads)
+            .collect();
+        assert_eq!(threads, [1, 2, 1, 2]);
+        assert_eq!(jobs[3].model.as_ref().unwrap().version, "2");
+    }
+}

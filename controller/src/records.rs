@@ -1,0 +1,172 @@
+//! Turning stored rows into the result records of DESIGN.md (the schema of `results.json` and of
+//! reports), the failed-run list, and agent summaries.
+
+use std::collections::HashMap;
+
+use edgefleet_reports::{AgentSummary, FailedRun, LatencyMs, ResultRecord};
+
+use crate::planning::target_key;
+use crate::store::{AgentRow, Store, StoreError};
+
+/// Result records and failures of one run, or of every run.
+pub fn collect(
+    store: &Store,
+    run_id: Option<&str>,
+) -> Result<(Vec<ResultRecord>, Vec<FailedRun>), StoreError> {
+    let agents: HashMap<String, AgentRow> = store
+        .agents()?
+        .into_iter()
+        .map(|a| (a.id.clone(), a))
+        .collect();
+    let models: HashMap<(String, String), _> = store
+        .models()?
+        .into_iter()
+        .map(|m| ((m.name.clone(), m.version.clone()), m))
+        .collect();
+    let mut records = Vec::new();
+    for row in store.results(run_id)? {
+        let agent = agents.get(&row.job.agent_id);
+        let model = models.get(&(row.job.model_name.clone(), row.job.model_version.clone()));
+        let onnx = model.and_then(|m| m.files.first());
+        let m = &row.measurement;
+        let l = m.latency_ms.clone().unwrap_or_default();
+        records.push(ResultRecord {
+            agent: agent.map_or_else(|| row.job.agent_id.clone(), |a| a.name.clone()),
+            agent_id: row.job.agent_id.clone(),
+            target: agent.map(|a| target_key(&a.hardware)).unwrap_or_default(),
+            labels: agent.map(|a| a.labels.clone()).unwrap_or_default(),
+            model: row.job.model_name.clone(),
+            model_version: row.job.model_version.clone(),
+            quantization: model.map(|m| m.quantization.clone()).unwrap_or_default(),
+            model_sha256: onnx.map(|f| f.sha256.clone()).unwrap_or_default(),
+            model_bytes: onnx.map_or(0, |f| f.size_bytes),
+            engine: m.engine.clone(),
+            engine_version: m.engine_version.clone(),
+            execution_provider: m.execution_provider.clone(),
+            threads: m.threads,
+            scenario: row.job.scenario.clone(),
+            samples: m.samples,
+            duration_s: m.duration_s,
+            valid: m.valid,
+            load_ms: m.load_ms,
+            first_inference_ms: m.first_inference_ms,
+            latency_ms: LatencyMs {
+                p50: l.p50,
+                p90: l.p90,
+                p95: l.p95,
+                p99: l.p99,
+                p999: l.p999,
+                max: l.max,
+                mean: l.mean,
+                stddev: l.stddev,
+            },
+            throughput_per_s: m.throughput_per_s,
+            peak_rss_bytes: m.peak_rss_bytes,
+            cpu_percent: m.cpu_percent,
+            energy_j_per_inference: None,
+            energy_method: None,
+            temperature_c: None,
+            throttled: None,
+            ttft_ms: None,
+            tpot_ms: None,
+            prefill_tokens_per_s: None,
+            decode_tokens_per_s: None,
+            quality: None,
+            started_at: rfc3339(m.started_at_unix_ms),
+            run_id: row.job.run_id.clone(),
+            suite: row.suite.clone(),
+            suite_sha256: row.suite_sha256.clone(),
+            agent_version: agent.map(|a| a.agent_version.clone()).unwrap_or_default(),
+            latency_percentiles_ms: l.percentiles.clone(),
+        });
+    }
+    let failures = store
+        .jobs(run_id)?
+        .into_iter()
+        .filter(|j| j.state == "failed")
+        .map(|j| FailedRun {
+            agent: agents
+                .get(&j.agent_id)
+                .map_or_else(|| j.agent_id.clone(), |a| a.name.clone()),
+            model: j.model_name,
+            model_version: j.model_version,
+            scenario: j.scenario,
+            threads: j.threads,
+            error: j.error.unwrap_or_default(),
+            run_id: j.run_id,
+        })
+        .collect();
+    Ok((records, failures))
+}
+
+/// How the report describes each agent.
+pub fn agent_summaries(agents: &[AgentRow]) -> Vec<AgentSummary> {
+    agents
+        .iter()
+        .map(|a| {
+            let hw = &a.hardware;
+            let runtime = if hw.onnxruntime_version.is_empty() {
+                "ONNX Runtime unavailable".to_string()
+            } else {
+                format!(
+                    "ONNX Runtime {} ({})",
+                    hw.onnxruntime_version,
+                    hw.execution_providers.join(", ")
+                )
+            };
+            AgentSummary {
+                name: a.name.clone(),
+                target: target_key(hw),
+                labels: a.labels.clone(),
+                hardware: format!(
+                    "{} {}, {} cores, {:.1} GiB; {}; kernel {}; {runtime}",
+                    hw.arch,
+                    hw.cpu_model,
+                    hw.cpu_cores,
+                    hw.memory_bytes as f64 / (1u64 << 30) as f64,
+                    hw.os,
+                    hw.kernel
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC, e.g. `2026-11-21T05:40:33.123Z`.
+pub fn rfc3339(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        for (ms, want) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (1_795_239_633_123, "2026-11-21T05:40:33.123Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+        ] {
+            assert_eq!(super::rfc3339(ms), want);
+        }
+    }
+}

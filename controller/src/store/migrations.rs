@@ -1,0 +1,85 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema one version forward. Never edit a released entry: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: agents, the model registry, benchmark runs and their results.
+    "CREATE TABLE agents (
+         id TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         labels TEXT NOT NULL,
+         agent_version TEXT NOT NULL,
+         hardware BLOB NOT NULL,
+         first_seen_ms INTEGER NOT NULL,
+         last_seen_ms INTEGER NOT NULL
+     );
+     CREATE TABLE artifacts (
+         sha256 TEXT PRIMARY KEY,
+         size_bytes INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE models (
+         name TEXT NOT NULL,
+         version TEXT NOT NULL,
+         quantization TEXT NOT NULL,
+         opset INTEGER NOT NULL,
+         signature TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         PRIMARY KEY (name, version)
+     );
+     CREATE TABLE model_files (
+         name TEXT NOT NULL,
+         version TEXT NOT NULL,
+         position INTEGER NOT NULL,
+         file_name TEXT NOT NULL,
+         sha256 TEXT NOT NULL REFERENCES artifacts (sha256),
+         PRIMARY KEY (name, version, position),
+         FOREIGN KEY (name, version) REFERENCES models (name, version)
+     );
+     CREATE TABLE bench_runs (
+         id TEXT PRIMARY KEY,
+         suite TEXT NOT NULL,
+         suite_sha256 TEXT NOT NULL,
+         suite_toml TEXT NOT NULL,
+         created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE bench_jobs (
+         run_id TEXT NOT NULL REFERENCES bench_runs (id),
+         job_id TEXT NOT NULL,
+         agent_id TEXT NOT NULL REFERENCES agents (id),
+         model_name TEXT NOT NULL,
+         model_version TEXT NOT NULL,
+         scenario TEXT NOT NULL,
+         threads INTEGER NOT NULL,
+         state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+         error TEXT,
+         PRIMARY KEY (run_id, job_id)
+     );
+     CREATE TABLE results (
+         run_id TEXT NOT NULL,
+         job_id TEXT NOT NULL,
+         measurement BLOB NOT NULL,
+         PRIMARY KEY (run_id, job_id),
+         FOREIGN KEY (run_id, job_id) REFERENCES bench_jobs (run_id, job_id)
+     );",
+];
+
+/// Brings the schema up to the newest version, each step in its own transaction.
+pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database has schema version {current}, newer than this controller knows ({}); upgrade edgefleet",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! Report charts: plotters drawing code for the latency overview, the per-agent latency
+//! distributions and peak memory, drawn with the bundled DejaVu Sans font and rendered as
+//! inline SVG.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::register_font;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::{ReportError, ResultRecord};
+
+mod bars;
+mod cdf;
+
+pub(crate) use bars::{latency_overview, peak_memory};
+pub(crate) use cdf::latency_cdf;
+
+const WIDTH: u32 = 960;
+/// Text size for labels, legends and values; plotters' SVG output shows it at about 12 px.
+const TEXT: f64 = 15.0;
+const TITLE: f64 = 20.0;
+const LEGEND_ROW: i32 = 22;
+const PALETTE: [(u8, u8, u8); 20] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (57, 59, 121),
+    (140, 109, 49),
+    (132, 60, 57),
+    (123, 65, 115),
+    (99, 121, 57),
+    (107, 110, 207),
+    (189, 158, 57),
+    (173, 73, 74),
+    (165, 81, 148),
+    (82, 84, 163),
+];
+
+/// A chart that can be drawn on any plotters backend (SVG for the report, bitmaps for checks).
+pub(crate) trait Chart {
+    /// The chart's title, also its name in errors.
+    fn name(&self) -> &str;
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Draws `chart` as an `<svg>` element, without XML prolog, for inlining in HTML.
+pub(crate) fn to_svg<C: Chart>(chart: &C) -> Result<String, ReportError> {
+    let error = |message: String| ReportError::Chart {
+        chart: chart.name().to_string(),
+        message,
+    };
+    ensure_fonts().map_err(error)?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, chart.size()).into_drawing_area();
+        chart.draw(&root).map_err(error)?;
+        root.present().map_err(|e| error(e.to_string()))?;
+    }
+    match svg.find("<svg") {
+        Some(start) => Ok(svg.split_off(start)),
+        None => Err(error("plotters wrote no <svg> element".to_string())),
+    }
+}
+
+/// Registers DejaVu Sans as "sans-serif" once, so drawing needs no system fonts.
+fn ensure_fonts() -> Result<(), String> {
+    static FONTS: OnceLock<Result<(), String>> = OnceLock::new();
+    FONTS
+        .get_or_init(|| {
+            register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+                .and_then(|()| register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold()))
+                .map_err(|_| "the bundled DejaVu Sans font does not load".to_string())
+        })
+        .clone()
+}
+
+/// "name@version (quantization)": how the report names a model.
+fn model_label(r: &ResultRecord) -> String {
+    format!("{}@{} ({})", r.model, r.model_version, r.quantization)
+}
+
+/// A number with 1 to 3 decimals depending on its size; "–" when not finite.
+pub(crate) fn fmt_num(v: f64) -> String {
+    match v.abs() {
+        a if !a.is_finite() => "–".to_string(),
+        a if a >= 100.0 => format!("{v:.1}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.3}"),
+    }
+}
+
+/// Megabytes with one decimal.
+pub(crate) fn fmt_mb(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "–".to_string()
+    }
+}
+
+/// The thread counts and scenarios each model ran with, so series labels can name the setting.
+struct Settings(HashMap<String, (BTreeSet<u32>, BTreeSet<String>)>);
+
+impl Settings {
+    fn of(records: &[ResultRecord]) -> Self {
+        let mut map: HashMap<_, (BTreeSet<_>, BTreeSet<_>)> = HashMap::new();
+        for r in records {
+            let entry = map.entry(model_label(r)).or_default();
+            entry.0.insert(r.threads);
+            entry.1.insert(r.scenario.clone());
+        }
+        Settings(map)
+    }
+
+    /// " · 4 threads", " · offline", both, or "" when the model ran in one setting only.
+    fn suffix(&self, r: &ResultRecord) -> String {
+        let mut suffix = String::new();
+        if let Some((threads, scenarios)) = self.0.get(&model_label(r)) {
+            if threads.len() > 1 {
+                let s = if r.threads == 1 { "" } else { "s" };
+                suffix += &format!(" · {} thread{s}", r.threads);
+            }
+            if scenarios.len() > 1 {
+                suffix += &format!(" · {}", clip(&r.scenario, 24));
+            }
+        }
+        suffix
+    }
+}
+
+/// Draws the title and a legend that wraps onto as many rows as it needs.
+fn draw_header<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    legend: &[(String, usize)],
+    lines: bool,
+) -> Result<(), String> {
+    let bold = FontDesc::new(FontFamily::SansSerif, TITLE, FontStyle::Bold).color(&BLACK);
+    root.draw_text(title, &bold, (12, 10)).map_err(msg)?;
+    let label = text_style(TEXT).pos(Pos::new(HPos::Left, VPos::Center));
+    for ((text, colour), (x, y)) in legend.iter().zip(legend_layout(legend)) {
+        let (x, y) = (x + 12, y + 44 + LEGEND_ROW / 2);
+        let colour = palette(*colour);
+        if lines {
+            let path = PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3));
+            root.draw(&path).map_err(msg)?;
+        } else {
+            root.draw(&Rectangle::new(
+                [(x + 4, y - 7), (x + 18, y + 7)],
+                colour.filled(),
+            ))
+            .map_err(msg)?;
+        }
+        root.draw_text(text, &label, (x + 28, y)).map_err(msg)?;
+    }
+    Ok(())
+}
+
+/// Top-left corners of legend entries relative to the legend, wrapping before the chart's edge.
+fn legend_layout(legend: &[(String, usize)]) -> Vec<(i32, i32)> {
+    let (mut x, mut y) = (0, 0);
+    let mut place = |(text, _): &(String, usize)| {
+        let w = 28 + text_width(text) as i32 + 20;
+        if x > 0 && x + w > WIDTH as i32 - 24 {
+            (x, y) = (0, y + LEGEND_ROW);
+        }
+        x += w;
+        (x - w, y)
+    };
+    legend.iter().map(&mut place).collect()
+}
+
+fn header_height(legend: &[(String, usize)]) -> u32 {
+    let rows = legend_layout(legend)
+        .last()
+        .map_or(0, |&(_, y)| y + LEGEND_ROW);
+    (44 + rows + 6) as u32
+}
+
+/// The colour of series `i`: a twenty-colour palette, then golden-angle hues.
+fn palette(i: usize) -> RGBAColor {
+    match PALETTE.get(i) {
+        Some(&(r, g, b)) => RGBColor(r, g, b).to_rgba(),
+        None => HSLColor((i as f64 * 0.618_034).fract(), 0.65, 0.42).to_rgba(),
+    }
+}
+
+fn text_style(size: f64) -> TextStyle<'static> {
+    FontDesc::new(FontFamily::SansSerif, size, FontStyle::Normal).color(&BLACK)
+}
+
+fn text_width(text: &str) -> u32 {
+    let font = FontDesc::new(FontFamily::SansSerif, TEXT, FontStyle::Normal);
+    (font.box_size(text).map(|(w, _)| w))
+        .unwrap_or_else(|_| (text.chars().count() as f64 * TEXT * 0.6) as u32)
+}
+
+/// `lo..hi` widened by 5 % (or around the value when `lo == hi`), never below 0 when `lo` is not.
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+        return (0.0, 1.0);
+    }
+    let min_span = lo.abs().max(hi.abs()) * 0.02 + 1e-6;
+    let pad = ((hi - lo) * 0.05).max((min_span - (hi - lo)) / 2.0);
+    let (a, b) = (lo - pad, hi + pad);
+    let a = if lo >= 0.0 { a.max(0.0) } else { a };
+    if a.is_finite() && b.is_finite() {
+        (a, b)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// An axis tick: up to 6 decimals, trailing zeros dropped.
+fn axis_number(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn clip(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+fn first_seen(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+fn index_of(items: &[String], item: &str) -> usize {
+    items.iter().position(|i| i == item).unwrap_or(0)
+}
+
+fn msg(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_padded_and_never_empty() {
+        assert_eq!(padded(f64::NAN, 1.0), (0.0, 1.0));
+        assert_eq!(padded(2.0, 1.0), (0.0, 1.0));
+        let (a, b) = padded(1.0, 1.0);
+        assert!(a < 1.0 && b > 1.0);
+        let (a, b) = padded(0.0, 0.0);
+        assert!(a == 0.0 && b > 0.0);
+        let (a, b) = padded(f64::MAX / 2.0, f64::MAX);
+        assert!(a.is_finite() && b.is_finite() && a < b);
+    }
+
+    #[test]
+    fn numbers_and_names_are_formatted() {
+        assert_eq!(fmt_num(123.456), "123.5");
+        assert_eq!(fmt_num(12.345), "12.35");
+        assert_eq!(fmt_num(0.12345), "0.123");
+        assert_eq!(fmt_num(f64::NAN), "–");
+        assert_eq!(axis_number(2.5), "2.5");
+        assert_eq!(axis_number(10.0), "10");
+        assert_eq!(clip("ünïcödé", 3), "ünï…");
+        assert_eq!(clip("short", 8), "short");
+    }
+}

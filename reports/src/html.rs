@@ -1,0 +1,248 @@
+//! The self-contained HTML report: agent and result tables, inline SVG charts, failed runs.
+
+use crate::charts::{self, fmt_mb, fmt_num, Chart};
+use crate::{AgentSummary, FailedRun, ReportError, ReportInput, ResultRecord};
+
+#[cfg(test)]
+mod tests;
+
+const CSS: &str = "\
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#222;\
+line-height:1.4;max-width:1200px;margin:2rem auto;padding:0 1rem}
+h1{font-size:1.7rem;margin:0 0 .2rem}
+h2{font-size:1.25rem;margin-top:2.2rem;padding-bottom:.2rem;border-bottom:1px solid #ddd}
+.meta{color:#555;margin-top:0}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top;\
+overflow-wrap:anywhere}
+th{background:#f2f3f5;font-weight:600}
+tbody tr:nth-child(even){background:#fafafa}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.bad{color:#b00020;font-weight:600}
+figure{margin:1rem 0}
+figure svg{display:block;max-width:100%;height:auto}
+.empty{color:#666;font-style:italic}
+footer{margin-top:2.5rem;padding-top:.5rem;border-top:1px solid #ddd;color:#666;font-size:.85rem}
+";
+
+/// Renders the whole report as one HTML document.
+pub(crate) fn render(input: &ReportInput) -> Result<String, ReportError> {
+    let title = match input.title.trim() {
+        "" => "Benchmark report",
+        title => title,
+    };
+    let mut out = String::with_capacity(64 * 1024);
+    out += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+    out += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
+    out += &format!(
+        "<title>{}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n",
+        esc(title)
+    );
+    out += &format!("<h1>{}</h1>\n", esc(title));
+    let agents = agent_names(input);
+    out += &format!(
+        "<p class=\"meta\">Generated at {} · {} from {} · {}</p>\n",
+        esc(&input.generated_at),
+        count(input.records.len(), "result", "results"),
+        count(agents.len(), "agent", "agents"),
+        count(input.failures.len(), "failed run", "failed runs"),
+    );
+    agents_section(&mut out, &input.agents);
+    results_section(&mut out, &input.records);
+    charts_section(&mut out, &input.records, &agents)?;
+    failures_section(&mut out, &input.failures);
+    out += "<footer>Latency percentiles are nearest-rank over the warm queries of a run; \
+        model load and the first inference are timed separately. MB = 10<sup>6</sup> bytes. \
+        All fields of every result, including those not shown here, are in \
+        <code>results.json</code> next to this file.</footer>\n</body>\n</html>\n";
+    Ok(out)
+}
+
+fn agents_section(out: &mut String, agents: &[AgentSummary]) {
+    *out += "<h2>Agents</h2>\n";
+    if agents.is_empty() {
+        *out += "<p class=\"empty\">No agents are described.</p>\n";
+        return;
+    }
+    let head = [
+        ("name", false),
+        ("target", false),
+        ("labels", false),
+        ("hardware", false),
+    ];
+    let rows = agents.iter().map(|a| {
+        let labels: Vec<_> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        vec![
+            esc(&a.name),
+            esc(&a.target),
+            esc(&labels.join(", ")),
+            esc(&a.hardware),
+        ]
+    });
+    table(out, &head, rows);
+}
+
+fn results_section(out: &mut String, records: &[ResultRecord]) {
+    *out += "<h2>Results</h2>\n";
+    if records.is_empty() {
+        *out += "<p class=\"empty\">No results: no benchmark run has finished yet.</p>\n";
+        return;
+    }
+    let head = [
+        ("agent", false),
+        ("model", false),
+        ("quantization", false),
+        ("scenario", false),
+        ("threads", true),
+        ("samples", true),
+        ("valid", false),
+        ("p50 ms", true),
+        ("p90 ms", true),
+        ("p99 ms", true),
+        ("throughput /s", true),
+        ("peak RSS MB", true),
+        ("load ms", true),
+        ("first inference ms", true),
+    ];
+    let rows = records.iter().map(|r| {
+        let valid = if r.valid {
+            "yes"
+        } else {
+            "<span class=\"bad\">no</span>"
+        };
+        vec![
+            esc(&r.agent),
+            esc(&format!("{}@{}", r.model, r.model_version)),
+            esc(&r.quantization),
+            esc(&r.scenario),
+            r.threads.to_string(),
+            r.samples.to_string(),
+            valid.to_string(),
+            fmt_num(r.latency_ms.p50),
+            fmt_num(r.latency_ms.p90),
+            fmt_num(r.latency_ms.p99),
+            fmt_num(r.throughput_per_s),
+            fmt_mb(r.peak_rss_bytes as f64 / 1e6),
+            fmt_num(r.load_ms),
+            fmt_num(r.first_inference_ms),
+        ]
+    });
+    table(out, &head, rows);
+}
+
+fn charts_section(
+    out: &mut String,
+    records: &[ResultRecord],
+    agents: &[String],
+) -> Result<(), ReportError> {
+    *out += "<h2>Latency overview</h2>\n";
+    figure(
+        out,
+        charts::latency_overview(records),
+        "No latency results to chart.",
+    )?;
+    *out += "<h2>Latency distribution</h2>\n";
+    if records.is_empty() {
+        *out += "<p class=\"empty\">No latency distributions to chart.</p>\n";
+    }
+    for agent in agents
+        .iter()
+        .filter(|a| records.iter().any(|r| r.agent == **a))
+    {
+        let none = format!("{}: no latency distribution was recorded.", esc(agent));
+        figure(out, charts::latency_cdf(agent, records), &none)?;
+    }
+    *out += "<h2>Peak memory</h2>\n";
+    figure(
+        out,
+        charts::peak_memory(records),
+        "No memory results to chart.",
+    )
+}
+
+/// Appends `chart` as an inline SVG figure, or `none` (HTML) when there is nothing to draw.
+fn figure<C: Chart>(out: &mut String, chart: Option<C>, none: &str) -> Result<(), ReportError> {
+    let Some(chart) = chart else {
+        *out += &format!("<p class=\"empty\">{none}</p>\n");
+        return Ok(());
+    };
+    let svg = charts::to_svg(&chart)?;
+    let label = format!("<svg role=\"img\" aria-label=\"{}\" ", esc(chart.name()));
+    *out += &format!("<figure>\n{}</figure>\n", svg.replacen("<svg ", &label, 1));
+    Ok(())
+}
+
+fn failures_section(out: &mut String, failures: &[FailedRun]) {
+    if failures.is_empty() {
+        return;
+    }
+    *out += "<h2>Failed runs</h2>\n";
+    let head = [
+        ("agent", false),
+        ("model", false),
+        ("scenario", false),
+        ("threads", true),
+        ("error", false),
+    ];
+    let rows = failures.iter().map(|f| {
+        vec![
+            esc(&f.agent),
+            esc(&format!("{}@{}", f.model, f.model_version)),
+            esc(&f.scenario),
+            f.threads.to_string(),
+            esc(&f.error),
+        ]
+    });
+    table(out, &head, rows);
+}
+
+/// Appends a table; `head` names the columns and says which are numeric (right-aligned), and
+/// each row holds its cells as HTML, already escaped.
+fn table(out: &mut String, head: &[(&str, bool)], rows: impl Iterator<Item = Vec<String>>) {
+    let class = |numeric: bool| if numeric { " class=\"num\"" } else { "" };
+    *out += "<div class=\"scroll\"><table>\n<thead><tr>";
+    for (name, numeric) in head {
+        *out += &format!("<th{}>{name}</th>", class(*numeric));
+    }
+    *out += "</tr></thead>\n<tbody>\n";
+    for row in rows {
+        *out += "<tr>";
+        for (cell, (_, numeric)) in row.iter().zip(head) {
+            *out += &format!("<td{}>{cell}</td>", class(*numeric));
+        }
+        *out += "</tr>\n";
+    }
+    *out += "</tbody>\n</table></div>\n";
+}
+
+/// The agents in the report: those described, then any others that have records.
+fn agent_names(input: &ReportInput) -> Vec<String> {
+    let mut names: Vec<String> = input.agents.iter().map(|a| a.name.clone()).collect();
+    for r in &input.records {
+        if !names.contains(&r.agent) {
+            names.push(r.agent.clone());
+        }
+    }
+    names
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub(crate) fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

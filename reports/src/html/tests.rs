@@ -1,0 +1,217 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::{
+    write_report, AgentSummary, FailedRun, LatencyMs, ReportInput, ResultRecord, TemperatureC,
+};
+
+/// A fresh folder under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("edgefleet-reports-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A plausible record whose latencies grow from `p0_ms` with a tail: percentile i is
+/// `p0_ms · (1 + i/200 + (i/100)^8)`, so p100 is 2.5 × p0.
+fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
+    let percentiles: Vec<f64> = (0..=100)
+        .map(|i| {
+            let q = f64::from(i) / 100.0;
+            p0_ms * (1.0 + q / 2.0 + q.powi(8))
+        })
+        .collect();
+    let at = |p: usize| percentiles[p];
+    ResultRecord {
+        agent: agent.to_string(),
+        agent_id: format!("{agent}-id"),
+        target: "x86_64/Intel Xeon/4c/8GiB".to_string(),
+        labels: BTreeMap::from([("site".to_string(), "lab".to_string())]),
+        model: model.to_string(),
+        model_version: "1".to_string(),
+        quantization: "int8".to_string(),
+        model_sha256: "ab".repeat(32),
+        model_bytes: 13_000_000,
+        engine: "onnxruntime".to_string(),
+        engine_version: "1.22.0".to_string(),
+        execution_provider: "cpu".to_string(),
+        threads,
+        scenario: "single-stream".to_string(),
+        samples: 1024,
+        duration_s: 30.5,
+        valid: true,
+        load_ms: 120.0 + p0_ms,
+        first_inference_ms: 3.0 * p0_ms,
+        latency_ms: LatencyMs {
+            p50: at(50),
+            p90: at(90),
+            p95: at(95),
+            p99: at(99),
+            p999: at(100),
+            max: at(100),
+            mean: at(50) * 1.02,
+            stddev: p0_ms * 0.1,
+        },
+        throughput_per_s: 1000.0 / at(50),
+        peak_rss_bytes: 80_000_000 + (p0_ms * 1e6) as u64,
+        cpu_percent: None,
+        energy_j_per_inference: None,
+        energy_method: None,
+        temperature_c: Some(TemperatureC {
+            start: 41.0,
+            max: 55.5,
+        }),
+        throttled: Some(false),
+        ttft_ms: None,
+        tpot_ms: None,
+        prefill_tokens_per_s: None,
+        decode_tokens_per_s: None,
+        quality: None,
+        started_at: "2025-06-01T12:00:00Z".to_string(),
+        run_id: format!("run-{agent}-{model}-{threads}"),
+        suite: "vision".to_string(),
+        suite_sha256: "cd".repeat(32),
+        agent_version: "0.1.0".to_string(),
+        latency_percentiles_ms: percentiles,
+    }
+}
+
+fn agent(name: &str, target: &str) -> AgentSummary {
+    AgentSummary {
+        name: name.to_string(),
+        target: target.to_string(),
+        labels: BTreeMap::from([
+            ("rack".to_string(), "r1".to_string()),
+            ("site".to_string(), "lab".to_string()),
+        ]),
+        hardware: "Intel Xeon E-2236, 6 cores, 16 GiB, Linux 6.8, ORT 1.22".to_string(),
+    }
+}
+
+fn sample_input() -> ReportInput {
+    ReportInput {
+        title: "Nightly edge benchmark".to_string(),
+        generated_at: "2025-06-01T13:00:00Z".to_string(),
+        agents: vec![
+            agent("pi5-kitchen", "aarch64/Cortex-A76/4c/8GiB"),
+            agent("nuc-lab", "x86_64/i5-1240P/12c/16GiB"),
+        ],
+        records: vec![
+            record("pi5-kitchen", "resnet50", 38.0, 4),
+            record("pi5-kitchen", "mobilenetv3", 6.5, 4),
+            record("nuc-lab", "resnet50", 9.2, 4),
+            record("nuc-lab", "mobilenetv3", 1.4, 4),
+        ],
+        failures: vec![FailedRun {
+            agent: "nuc-lab".to_string(),
+            model: "yolov8n".to_string(),
+            model_version: "2".to_string(),
+            scenario: "offline".to_string(),
+            threads: 4,
+            error: "shape mismatch: expected <1x3x640x640> & got \"1x3x320x320\"".to_string(),
+            run_id: "run-failed".to_string(),
+        }],
+    }
+}
+
+#[test]
+fn sample_report_has_tables_charts_failures_and_json() {
+    let dir = TempDir::new();
+    let input = sample_input();
+    let files = write_report(&dir.0, &input).expect("report is written");
+    let html = std::fs::read_to_string(&files.html).expect("report.html exists");
+
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<title>Nightly edge benchmark</title>"));
+    assert!(html.contains("<h1>Nightly edge benchmark</h1>"));
+    for name in ["pi5-kitchen", "nuc-lab"] {
+        assert!(html.contains(name), "{name} missing");
+        assert!(html.contains(&format!("{name}: latency distribution")));
+    }
+    for label in ["resnet50@1 (int8)", "mobilenetv3@1 (int8)"] {
+        assert!(html.contains(label), "{label} missing");
+    }
+    assert!(html.contains("rack=r1, site=lab"));
+    // The overview, one distribution per agent, and peak memory.
+    assert_eq!(html.matches("<svg").count(), 1 + 2 + 1);
+    assert!(!html.contains("<?xml"));
+    for external in ["<script", "<link", "<img", "src=", "@import", "url("] {
+        assert!(!html.contains(external), "external reference {external}");
+    }
+
+    assert!(html.contains("Failed runs"));
+    assert!(html.contains(
+        "shape mismatch: expected &lt;1x3x640x640&gt; &amp; got &quot;1x3x320x320&quot;"
+    ));
+    assert!(!html.contains("<1x3x640x640>"));
+
+    let json = std::fs::read_to_string(&files.json).expect("results.json exists");
+    let back: Vec<ResultRecord> = serde_json::from_str(&json).expect("results.json parses");
+    assert_eq!(back, input.records);
+    assert!(json.contains("\"cpu_percent\": null"));
+}
+
+#[test]
+fn empty_input_says_there_are_no_results() {
+    let dir = TempDir::new();
+    let input = ReportInput {
+        title: "Empty <fleet>".to_string(),
+        ..ReportInput::default()
+    };
+    let files = write_report(&dir.0, &input).expect("an empty report is written");
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert!(html.contains("<title>Empty &lt;fleet&gt;</title>"));
+    assert!(html.contains("No results"));
+    assert!(!html.contains("<svg"));
+    assert!(!html.contains("Failed runs"));
+    assert_eq!(std::fs::read_to_string(&files.json).unwrap().trim(), "[]");
+}
+
+#[test]
+fn equal_percentiles_and_odd_values_render() {
+    let dir = TempDir::new();
+    let mut flat = record("solo", "tiny", 1.0, 1);
+    flat.latency_percentiles_ms = vec![1.0; 101];
+    flat.latency_ms.p50 = 1.0;
+    flat.latency_ms.p90 = 1.0;
+    let input = ReportInput {
+        title: "Flat".to_string(),
+        records: vec![flat.clone()],
+        ..ReportInput::default()
+    };
+    let html = super::render(&input).expect("equal values render");
+    assert_eq!(html.matches("<svg").count(), 3);
+    write_report(&dir.0, &input).expect("report is written");
+
+    // Zeros, NaN, infinity, an empty distribution, a long name and several thread counts.
+    let mut zero = record("solo", "tiny", 0.0, 4);
+    zero.peak_rss_bytes = 0;
+    let mut nan = record(&"very-long-agent-name-".repeat(8), "tiny", 2.0, 2);
+    nan.latency_ms.p50 = f64::NAN;
+    nan.latency_ms.p90 = f64::INFINITY;
+    nan.latency_percentiles_ms[7] = f64::NAN;
+    let mut empty = record("solo", "other", 3.0, 1);
+    empty.latency_percentiles_ms.clear();
+    let input = ReportInput {
+        records: vec![flat, zero, nan, empty],
+        ..ReportInput::default()
+    };
+    let html = super::render(&input).expect("odd values render");
+    assert!(html.contains("tiny@1 (int8) · 4 threads"));
+    assert!(html.contains("<td class=\"num\">–</td>"));
+}

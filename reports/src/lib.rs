@@ -1,0 +1,160 @@
+//! Benchmark result records in; an HTML report with charts (plotters, inline SVG) and a JSON
+//! export out. The [`ResultRecord`] here is the schema of `results.json` and of the admin API's
+//! result listing: its field names are DESIGN.md's "Result record".
+
+mod charts;
+mod html;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One agent × model × scenario × setting measurement. Fields not measured yet are `None` and
+/// serialize as `null`, never as zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// The agent's name.
+    pub agent: String,
+    pub agent_id: String,
+    /// The hardware target key: arch, CPU model, cores, memory.
+    pub target: String,
+    pub labels: BTreeMap<String, String>,
+    pub model: String,
+    pub model_version: String,
+    pub quantization: String,
+    pub model_sha256: String,
+    pub model_bytes: u64,
+    pub engine: String,
+    pub engine_version: String,
+    pub execution_provider: String,
+    pub threads: u32,
+    pub scenario: String,
+    pub samples: u64,
+    pub duration_s: f64,
+    /// Whether the run met its minimum duration and query count.
+    pub valid: bool,
+    pub load_ms: f64,
+    pub first_inference_ms: f64,
+    pub latency_ms: LatencyMs,
+    pub throughput_per_s: f64,
+    pub peak_rss_bytes: u64,
+    pub cpu_percent: Option<f64>,
+    pub energy_j_per_inference: Option<f64>,
+    pub energy_method: Option<String>,
+    pub temperature_c: Option<TemperatureC>,
+    pub throttled: Option<bool>,
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub prefill_tokens_per_s: Option<f64>,
+    pub decode_tokens_per_s: Option<f64>,
+    pub quality: Option<BTreeMap<String, f64>>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub run_id: String,
+    pub suite: String,
+    pub suite_sha256: String,
+    pub agent_version: String,
+    /// Nearest-rank latency percentiles 0, 1, …, 100 in milliseconds (for distribution charts).
+    pub latency_percentiles_ms: Vec<f64>,
+}
+
+/// Warm-latency statistics in milliseconds (nearest-rank percentiles).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub stddev: f64,
+}
+
+/// Temperatures seen during a run, in degrees Celsius.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TemperatureC {
+    pub start: f64,
+    pub max: f64,
+}
+
+/// A benchmark run that produced no measurement, with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedRun {
+    pub agent: String,
+    pub model: String,
+    pub model_version: String,
+    pub scenario: String,
+    pub threads: u32,
+    pub error: String,
+    pub run_id: String,
+}
+
+/// An agent as the report describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub name: String,
+    pub target: String,
+    pub labels: BTreeMap<String, String>,
+    /// One line: CPU model, cores, memory, OS, kernel, ONNX Runtime version.
+    pub hardware: String,
+}
+
+/// Everything a report is drawn from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportInput {
+    pub title: String,
+    /// RFC 3339, UTC.
+    pub generated_at: String,
+    pub agents: Vec<AgentSummary>,
+    pub records: Vec<ResultRecord>,
+    pub failures: Vec<FailedRun>,
+}
+
+/// The files a report wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportFiles {
+    pub html: PathBuf,
+    pub json: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot draw the {chart} chart: {message}")]
+    Chart { chart: String, message: String },
+}
+
+/// Writes `DIR/report.html` (self-contained, charts as inline SVG) and `DIR/results.json` (the
+/// records as a JSON array), creating `DIR` if needed. Files are written under a temporary name
+/// and renamed, so a reader never sees half a report.
+pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportFiles, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let html = html::render(input)?;
+    let json = serde_json::to_string_pretty(&input.records).expect("records always serialize");
+    let files = ReportFiles {
+        html: dir.join("report.html"),
+        json: dir.join("results.json"),
+    };
+    write_atomically(&files.json, json.as_bytes())?;
+    write_atomically(&files.html, html.as_bytes())?;
+    Ok(files)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let tmp = path.with_extension("tmp");
+    let err = |source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}

