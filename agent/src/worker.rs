@@ -32,7 +32,7 @@ pub struct WorkerJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerOutcome {
-    Measured(WorkerReport),
+    Measured(Box<WorkerReport>),
     Failed(String),
 }
 
@@ -66,7 +66,7 @@ pub struct RuntimeProbe {
 pub fn main_job() -> std::process::ExitCode {
     let (outcome, code) = match read_job().and_then(|job| run_job(&job)) {
         Ok(report) => (
-            WorkerOutcome::Measured(report),
+            WorkerOutcome::Measured(Box::new(report)),
             std::process::ExitCode::SUCCESS,
         ),
         Err(message) => (

@@ -131,6 +131,7 @@ fn main() -> ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,7 +166,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!(address = %listener.local_addr()?, data = %data_dir.display(), "controller listening");
+            // One plain line on stdout, for people and for scripts that asked for port 0.
+            println!(
+                "edgefleet controller listening on {}",
+                listener.local_addr()?
+            );
+            tracing::info!(data = %data_dir.display(), "controller ready");
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             edgefleet_controller::serve(listener, controller, shutdown.cancelled_owned()).await?;

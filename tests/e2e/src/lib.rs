@@ -1,1 +1,232 @@
-//! x
+//! Test support for the end-to-end tests: starts the real `edgefleet` controller and
+//! `edgefleet-agent` processes on loopback, runs CLI commands, and cleans up on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The set-up cache (`EDGEFLEET_CACHE` or `.cache/edgefleet`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("EDGEFLEET_CACHE")
+        .map_or_else(|| repo_root().join(".cache/edgefleet"), PathBuf::from)
+}
+
+/// A file the set-up step must have produced; panics with what to do when it is missing.
+pub fn cached(relative: &str) -> PathBuf {
+    let path = cache_dir().join(relative);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup.sh (the test command does) before the end-to-end tests",
+        path.display()
+    );
+    path
+}
+
+pub fn onnxruntime_library() -> PathBuf {
+    cached("lib/libonnxruntime.so.1.31.1")
+}
+
+/// A binary of this workspace, built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (cargo build --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A process that is killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`, or panics with the log.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "`{needle}` did not appear in {} within {timeout:?}:\n{}",
+            self.log.display(),
+            self.log_text()
+        );
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// SIGTERM, and the exit status within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A controller process with its own data directory.
+pub struct Controller {
+    pub process: Process,
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub token: String,
+}
+
+impl Controller {
+    /// Starts `edgefleet serve` on `listen` (use `127.0.0.1:0` for a free port).
+    pub fn start(dir: &Path, token: &str, listen: &str) -> Controller {
+        let data_dir = dir.join("controller");
+        let log = dir.join(format!("controller-{}.log", listen.replace(':', "_")));
+        let mut child = Command::new(binary("edgefleet"))
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--heartbeat-s",
+                "1",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .env("EDGEFLEET_TOKEN", token)
+            .env("EDGEFLEET_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start edgefleet serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("edgefleet controller listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line from the controller: {line:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Controller {
+            process: Process { child, log },
+            address: format!("http://{addr}"),
+            data_dir,
+            token: token.to_string(),
+        }
+    }
+
+    /// Runs `edgefleet ARGS` against this controller.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary("edgefleet"))
+            .args(args)
+            .env("EDGEFLEET_CONTROLLER", &self.address)
+            .output()
+            .expect("run edgefleet")
+    }
+
+    /// Runs `edgefleet ARGS`, asserts success, returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "edgefleet {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// `edgefleet agents --json`.
+    pub fn agents(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.cli_ok(&["agents", "--json"])).expect("agents JSON")
+    }
+
+    /// Waits until `names` are all online.
+    pub fn wait_online(&self, names: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let agents = self.agents();
+            let online = |n: &&str| {
+                agents
+                    .iter()
+                    .any(|a| a["name"] == *n && a["online"] == true)
+            };
+            if names.iter().all(online) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agents {names:?} not online within {timeout:?}: {agents:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Starts an agent process that dials `address`.
+pub fn start_agent(dir: &Path, address: &str, token: &str, name: &str, labels: &[&str]) -> Process {
+    let log = dir.join(format!("{name}.log"));
+    let mut cmd = Command::new(binary("edgefleet-agent"));
+    cmd.args(["run", "--controller", address, "--name", name, "--data-dir"])
+        .arg(dir.join("agents").join(name))
+        .arg("--onnxruntime-library")
+        .arg(onnxruntime_library())
+        .env("EDGEFLEET_TOKEN", token)
+        .env("EDGEFLEET_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    for label in labels {
+        cmd.arg("--label").arg(label);
+    }
+    Process {
+        child: cmd.spawn().expect("start edgefleet-agent"),
+        log,
+    }
+}

@@ -1,0 +1,177 @@
+//! End-to-end: bad input gets one clear line and changes nothing; the daemon stays up.
+
+use std::time::Duration;
+
+use edgefleet_e2e::{binary, cached, start_agent, Controller};
+
+const TOKEN: &str = "right-token";
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn artifact_files(ctl: &Controller) -> usize {
+    std::fs::read_dir(ctl.data_dir.join("artifacts")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn an_agent_with_a_wrong_token_is_refused_on_both_sides_and_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let mut agent = start_agent(dir.path(), &ctl.address, "wrong-token", "intruder", &[]);
+    agent.wait_for_log("the controller refused this agent", Duration::from_secs(30));
+    assert!(
+        agent.log_text().contains("enrollment token rejected"),
+        "{}",
+        agent.log_text()
+    );
+    ctl.process
+        .wait_for_log("wrong enrollment token", Duration::from_secs(10));
+    assert!(ctl.agents().is_empty(), "a refused agent is not registered");
+    assert!(agent.is_running());
+}
+
+#[test]
+fn unreachable_controllers_are_named() {
+    let out = std::process::Command::new(binary("edgefleet"))
+        .args(["agents", "--controller", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("cannot reach the controller at http://127.0.0.1:1"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = start_agent(dir.path(), "http://127.0.0.1:1", TOKEN, "lonely", &[]);
+    agent.wait_for_log(
+        "cannot reach the controller; retrying",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.is_running(), "the agent keeps retrying");
+    assert!(
+        agent.log_text().matches("retrying").count() >= 2,
+        "{}",
+        agent.log_text()
+    );
+}
+
+#[test]
+fn junk_and_truncated_models_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"this is a text file, not a model\n").unwrap();
+    let real = std::fs::read(cached("models/minilm-l6/model.int8.onnx")).unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    std::fs::write(&truncated, &real[..real.len() / 2]).unwrap();
+    let before = artifact_files(&ctl);
+
+    for (file, needle) in [(&junk, "not an ONNX model"), (&truncated, "truncated")] {
+        let out = ctl.cli(&[
+            "models",
+            "add",
+            file.to_str().unwrap(),
+            "--name",
+            "m",
+            "--version",
+            "1",
+        ]);
+        assert!(!out.status.success());
+        let err = stderr_of(&out);
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let missing = ctl.cli(&[
+        "models",
+        "add",
+        "/nonexistent/model.onnx",
+        "--name",
+        "m",
+        "--version",
+        "1",
+    ]);
+    assert!(stderr_of(&missing).contains("cannot read /nonexistent/model.onnx"));
+    assert_eq!(ctl.cli_ok(&["models", "ls", "--json"]).trim(), "[]");
+    assert_eq!(artifact_files(&ctl), before, "nothing stored");
+
+    // The same version twice is refused; the first stays.
+    let good = cached("models/minilm-l6/model.int8.onnx");
+    ctl.cli_ok(&[
+        "models",
+        "add",
+        good.to_str().unwrap(),
+        "--name",
+        "m",
+        "--version",
+        "1",
+    ]);
+    let again = ctl.cli(&[
+        "models",
+        "add",
+        good.to_str().unwrap(),
+        "--name",
+        "m",
+        "--version",
+        "1",
+    ]);
+    assert!(
+        stderr_of(&again).contains("m@1 is already registered"),
+        "{}",
+        stderr_of(&again)
+    );
+}
+
+#[test]
+fn bad_suites_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let suite = dir.path().join("bad.toml");
+    std::fs::write(
+        &suite,
+        "name = \"bad\"\nmodels = [\"m@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\nmin_duration_s = -2\n",
+    )
+    .unwrap();
+    let out = ctl.cli(&["bench", "run", suite.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!(
+            "{}:7: field `scenario.min_duration_s`",
+            suite.display()
+        )),
+        "{err}"
+    );
+
+    std::fs::write(&suite, "name = \"bad\"\nmodels = [\"nope@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\n").unwrap();
+    let out = ctl.cli(&["bench", "run", suite.to_str().unwrap()]);
+    assert!(
+        stderr_of(&out).contains("unknown model nope@1"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn a_missing_onnxruntime_library_is_one_clear_line() {
+    let out = std::process::Command::new(binary("edgefleet-agent"))
+        .args([
+            "check",
+            "--onnxruntime-library",
+            "/nonexistent/libonnxruntime.so.1.31.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("ONNX Runtime 1.31.1 not found")
+            && err.contains("/nonexistent/libonnxruntime.so.1.31.1"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

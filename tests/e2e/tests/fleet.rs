@@ -1,0 +1,262 @@
+//! End-to-end: a real controller and two real agent processes on loopback benchmark the real
+//! MiniLM-L6 models with real ONNX Runtime; results land in SQLite and in a report.
+
+use std::time::Duration;
+
+use edgefleet_e2e::{cached, start_agent, Controller};
+
+const TOKEN: &str = "e2e-token";
+
+/// A short suite on both MiniLM variants.
+const SUITE: &str = r#"
+name = "e2e"
+models = ["minilm-l6@fp32", "minilm-l6@int8"]
+
+[input]
+text = ["The firmware update failed because the device ran out of disk space.", "Is the store open on Sunday?"]
+
+[[scenario]]
+kind = "single-stream"
+threads = [1]
+warmup = 3
+min_queries = 30
+min_duration_s = 0.5
+max_duration_s = 5
+"#;
+
+fn register_models(ctl: &Controller) {
+    let tokenizer = cached("models/minilm-l6/tokenizer.json");
+    for quant in ["fp32", "int8"] {
+        let model = cached(&format!("models/minilm-l6/model.{quant}.onnx"));
+        let out = ctl.cli_ok(&[
+            "models",
+            "add",
+            model.to_str().unwrap(),
+            "--name",
+            "minilm-l6",
+            "--version",
+            quant,
+            "--quant",
+            quant,
+            "--with",
+            tokenizer.to_str().unwrap(),
+        ]);
+        assert!(
+            out.contains(&format!("registered minilm-l6@{quant}")),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn two_agents_benchmark_real_models_and_a_report_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let _a = start_agent(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-a",
+        &["site=lab-a", "hw=x86"],
+    );
+    let _b = start_agent(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-b",
+        &["site=lab-b", "hw=x86"],
+    );
+    ctl.wait_online(&["edge-a", "edge-b"], Duration::from_secs(60));
+
+    // The hello carried a hardware profile with the real runtime.
+    for agent in ctl.agents() {
+        assert_eq!(
+            agent["hardware"]["onnxruntime_version"], "1.31.1",
+            "{agent:#}"
+        );
+        assert!(agent["hardware"]["execution_providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "CPUExecutionProvider"));
+        assert!(agent["hardware"]["cpu_cores"].as_u64().unwrap() >= 1);
+        assert!(!agent["hardware"]["arch"].as_str().unwrap().is_empty());
+        assert_eq!(agent["labels"]["hw"], "x86");
+    }
+
+    register_models(&ctl);
+    let models: Vec<serde_json::Value> =
+        serde_json::from_str(&ctl.cli_ok(&["models", "ls", "--json"])).unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["inputs"][0]["name"], "input_ids");
+    assert_eq!(models[0]["opset"], 17);
+
+    let suite = dir.path().join("e2e.toml");
+    std::fs::write(&suite, SUITE).unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_str(&ctl.cli_ok(&[
+        "bench",
+        "run",
+        suite.to_str().unwrap(),
+        "--wait",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(records.len(), 4, "2 agents x 2 models: {records:#?}");
+    for r in &records {
+        let l = &r["latency_ms"];
+        let (p50, p90, p99) = (
+            l["p50"].as_f64().unwrap(),
+            l["p90"].as_f64().unwrap(),
+            l["p99"].as_f64().unwrap(),
+        );
+        assert!(
+            0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= l["max"].as_f64().unwrap(),
+            "{r:#}"
+        );
+        assert!(r["samples"].as_u64().unwrap() >= 30, "{r:#}");
+        assert_eq!(r["valid"], true);
+        assert!(
+            r["peak_rss_bytes"].as_u64().unwrap() > r["model_bytes"].as_u64().unwrap(),
+            "{r:#}"
+        );
+        assert!(r["throughput_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["load_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["engine"], "onnxruntime");
+        assert_eq!(r["engine_version"], "1.31.1");
+        assert_eq!(r["scenario"], "single-stream");
+        assert_eq!(r["threads"], 1);
+        assert_eq!(r["model_sha256"].as_str().unwrap().len(), 64);
+        // Not measured yet: null, never zero.
+        assert!(
+            r["energy_j_per_inference"].is_null() && r["energy_method"].is_null(),
+            "{r:#}"
+        );
+    }
+    let fp32 = records
+        .iter()
+        .find(|r| r["model_version"] == "fp32")
+        .unwrap();
+    let int8 = records
+        .iter()
+        .find(|r| r["model_version"] == "int8")
+        .unwrap();
+    assert!(fp32["model_bytes"].as_u64().unwrap() > 3 * int8["model_bytes"].as_u64().unwrap());
+
+    let report_dir = dir.path().join("report");
+    ctl.cli_ok(&["report", "--out", report_dir.to_str().unwrap()]);
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    assert!(html.contains("edge-a") && html.contains("edge-b") && html.contains("minilm-l6@int8"));
+    assert!(html.matches("<svg").count() >= 3, "charts are inline SVG");
+    let exported: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(exported.len(), 4);
+    for key in [
+        "agent",
+        "target",
+        "labels",
+        "model",
+        "model_version",
+        "quantization",
+        "model_sha256",
+        "model_bytes",
+        "engine",
+        "execution_provider",
+        "threads",
+        "scenario",
+        "samples",
+        "duration_s",
+        "valid",
+        "load_ms",
+        "first_inference_ms",
+        "latency_ms",
+        "throughput_per_s",
+        "peak_rss_bytes",
+        "cpu_percent",
+        "energy_j_per_inference",
+        "energy_method",
+        "temperature_c",
+        "throttled",
+        "ttft_ms",
+        "tpot_ms",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "quality",
+        "started_at",
+        "run_id",
+    ] {
+        assert!(exported[0].get(key).is_some(), "results.json lacks `{key}`");
+    }
+
+    // Results are in SQLite and survive a controller restart on the same data directory.
+    drop(ctl);
+}
+
+#[test]
+fn selection_picks_agents_by_label_and_an_empty_selection_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let _a = start_agent(dir.path(), &ctl.address, TOKEN, "pi-1", &["hw=rpi5"]);
+    let _b = start_agent(dir.path(), &ctl.address, TOKEN, "gw-1", &["hw=x86"]);
+    ctl.wait_online(&["pi-1", "gw-1"], Duration::from_secs(60));
+    register_models(&ctl);
+    let suite = dir.path().join("one.toml");
+    std::fs::write(&suite, SUITE.replace("\"minilm-l6@fp32\", ", "")).unwrap();
+
+    let out = ctl.cli(&[
+        "bench",
+        "run",
+        suite.to_str().unwrap(),
+        "--select",
+        "hw=jetson",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no online agent matches hw=jetson"), "{err}");
+
+    let records: Vec<serde_json::Value> = serde_json::from_str(&ctl.cli_ok(&[
+        "bench",
+        "run",
+        suite.to_str().unwrap(),
+        "--select",
+        "hw=rpi5",
+        "--wait",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["agent"], "pi-1");
+    assert_eq!(records[0]["labels"]["hw"], "rpi5");
+}
+
+#[test]
+fn agents_reconnect_after_a_controller_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let mut agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-r", &[]);
+    ctl.wait_online(&["edge-r"], Duration::from_secs(60));
+    let listen = ctl.address.trim_start_matches("http://").to_string();
+    drop(ctl);
+
+    agent.wait_for_log("reconnecting", Duration::from_secs(20));
+    assert!(
+        agent.is_running(),
+        "the agent must stay up while the controller is away"
+    );
+    let ctl = Controller::start(dir.path(), TOKEN, &listen);
+    ctl.wait_online(&["edge-r"], Duration::from_secs(60));
+    let agents = ctl.agents();
+    assert_eq!(
+        agents.len(),
+        1,
+        "the agent kept its id across the reconnect: {agents:#?}"
+    );
+
+    // A clean stop on SIGTERM.
+    let status = agent
+        .terminate(Duration::from_secs(15))
+        .expect("agent stops on SIGTERM");
+    assert!(status.success(), "{status}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ctl.agents()[0]["online"], false);
+}
