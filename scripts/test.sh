@@ -8,4 +8,13 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo build --locked --workspace --bins
-cargo test --locked --workspace
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+set +e
+cargo test --locked --workspace 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one per binary, doc-tests last).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
+exit "$status"

@@ -54,6 +54,17 @@ impl Locator<'_> {
             + 1
     }
 
+    /// The `key` of a `key = value` line containing `offset`.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let start = self.text[..offset.min(self.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next()?;
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty() && !key.starts_with('#')).then(|| key.to_string())
+    }
+
     fn error(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> SuiteError {
         SuiteError {
             origin: self.origin.to_string(),
@@ -68,6 +79,8 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
     let at = Locator { text, origin };
     let raw: RawSuite = toml::from_str(text).map_err(|e| {
         let (field, message) = split_serde_message(e.message());
+        // Type errors do not name their field; the key on the offending line does.
+        let field = field.or_else(|| e.span().and_then(|s| at.key_at(s.start)));
         SuiteError {
             origin: origin.to_string(),
             line: e.span().map(|s| at.line_of(s.start)),

@@ -70,79 +70,85 @@ fn check(from: &str, to: &str, line: usize, field: &str, message: &str) {
 
 #[test]
 fn bad_suites_name_line_and_field() {
-    check(
-        "warmup = 3",
-        "warmup = 3\nwarmpu = 4",
-        12,
-        "warmpu",
-        "unknown field",
-    );
-    check(
-        "min_duration_s = 0.5",
-        "min_duration_s = 0",
-        14,
-        "scenario.min_duration_s",
-        "more than 0",
-    );
-    check(
-        "min_duration_s = 0.5",
-        "min_duration_s = -1",
-        14,
-        "scenario.min_duration_s",
-        "more than 0",
-    );
-    check(
-        "max_duration_s = 2",
-        "max_duration_s = 0.1",
-        15,
-        "scenario.max_duration_s",
-        "shorter than",
-    );
-    check(
-        "kind = \"single-stream\"",
-        "kind = \"burst\"",
-        9,
-        "scenario.kind",
-        "unknown scenario `burst`",
-    );
-    check(
-        "threads = [1, 2]",
-        "threads = [1, 0]",
-        10,
-        "scenario.threads",
-        "whole number",
-    );
-    check(
-        "threads = [1, 2]",
-        "threads = []",
-        10,
-        "scenario.threads",
-        "no thread count",
-    );
-    check(
-        "min_queries = 10",
-        "min_queries = -5",
-        13,
-        "scenario.min_queries",
-        "whole number",
-    );
-    check("\"m@1\", ", "\"m1\", ", 3, "models", "not name@version");
-    check("\"m@2\"", "\"m@1\"", 3, "models", "listed twice");
-    check(
-        "\"hello world\", ",
-        "\"\", ",
-        6,
-        "input.text",
-        "no empty ones",
-    );
-    check(
-        "warmup = 3",
-        "warmup = \"three\"",
-        11,
-        "warmup",
-        "invalid type",
-    );
-    check("name = \"t\"\n", "", 2, "name", "missing field");
+    // (replace, with, line, field, message)
+    let cases = [
+        (
+            "warmup = 3",
+            "warmup = 3\nwarmpu = 4",
+            12,
+            "warmpu",
+            "unknown field",
+        ),
+        (
+            "min_duration_s = 0.5",
+            "min_duration_s = 0",
+            13,
+            "scenario.min_duration_s",
+            "more than 0",
+        ),
+        (
+            "min_duration_s = 0.5",
+            "min_duration_s = -1",
+            13,
+            "scenario.min_duration_s",
+            "more than 0",
+        ),
+        (
+            "max_duration_s = 2",
+            "max_duration_s = 0.1",
+            14,
+            "scenario.max_duration_s",
+            "shorter than",
+        ),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"burst\"",
+            9,
+            "scenario.kind",
+            "unknown scenario `burst`",
+        ),
+        (
+            "threads = [1, 2]",
+            "threads = [1, 0]",
+            10,
+            "scenario.threads",
+            "whole number",
+        ),
+        (
+            "threads = [1, 2]",
+            "threads = []",
+            10,
+            "scenario.threads",
+            "no thread count",
+        ),
+        (
+            "min_queries = 10",
+            "min_queries = -5",
+            12,
+            "scenario.min_queries",
+            "whole number",
+        ),
+        ("\"m@1\", ", "\"m1\", ", 3, "models", "not name@version"),
+        ("\"m@2\"", "\"m@1\"", 3, "models", "listed twice"),
+        (
+            "\"hello world\", ",
+            "\"\", ",
+            6,
+            "input.text",
+            "no empty ones",
+        ),
+        (
+            "warmup = 3",
+            "warmup = \"three\"",
+            11,
+            "warmup",
+            "invalid type",
+        ),
+        ("name = \"t\"\n", "", 1, "name", "missing field"),
+    ];
+    for (from, to, line, field, message) in cases {
+        check(from, to, line, field, message);
+    }
 }
 
 #[test]
