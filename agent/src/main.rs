@@ -59,7 +59,15 @@ struct DaemonArgs {
 }
 
 impl DaemonArgs {
-    fn resolve(self) -> anyhow::Result<AgentConfig> {
+    /// The config, or the exit code for a bad one after saying why.
+    fn resolve(self) -> Result<AgentConfig, ExitCode> {
+        self.try_resolve().map_err(|e| {
+            eprintln!("edgefleet-agent: {e:#}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        })
+    }
+
+    fn try_resolve(self) -> anyhow::Result<AgentConfig> {
         let file = match &self.config {
             Some(path) => ConfigFile::load(path)?,
             None => ConfigFile::default(),
@@ -119,15 +127,9 @@ fn daemon(args: DaemonArgs) -> ExitCode {
     init_logging();
     let config = match args.resolve() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("edgefleet-agent: {e:#}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
+        Err(code) => return code,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts");
+    let runtime = small_runtime();
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -140,6 +142,14 @@ fn daemon(args: DaemonArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The daemon is mostly idle I/O: one thread is enough and keeps its footprint small.
+fn small_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
@@ -162,15 +172,9 @@ fn check(args: DaemonArgs) -> ExitCode {
     };
     let config = match args.resolve() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("edgefleet-agent: {e:#}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
+        Err(code) => return code,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts");
+    let runtime = small_runtime();
     let profile = runtime.block_on(edgefleet_agent::hardware::probe(&config));
     println!("arch          {}", profile.arch);
     println!(

@@ -1,3 +1,5 @@
+//! Checks of the rendered report: content, escaping, the JSON export, and odd data.
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
