@@ -2,7 +2,7 @@
 //! heartbeats and results, receive jobs; on any break, reconnect with jittered exponential
 //! backoff. The controller never connects to the agent.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,16 @@ pub struct Link {
     pub store: ArtifactStore,
 }
 
+/// What outlives a single connection: the job queue, results not yet sent, and the jobs already
+/// accepted (so a reconnect that brings them again does not run them twice).
+struct WorkState {
+    job_tx: mpsc::UnboundedSender<RunJobs>,
+    result_rx: mpsc::UnboundedReceiver<JobResult>,
+    pending: VecDeque<JobResult>,
+    seen_jobs: HashSet<(String, String)>,
+    busy: Arc<AtomicU32>,
+}
+
 /// Why a session with the controller ended.
 enum SessionEnd {
     Shutdown,
@@ -53,7 +63,7 @@ impl Link {
             }
         };
         let (job_tx, job_rx) = mpsc::unbounded_channel();
-        let (result_tx, mut result_rx) = mpsc::unbounded_channel();
+        let (result_tx, result_rx) = mpsc::unbounded_channel();
         let busy = Arc::new(AtomicU32::new(0));
         let ctx = JobContext {
             config: self.config.clone(),
@@ -69,19 +79,16 @@ impl Link {
             shutdown.clone(),
         ));
 
-        let mut pending = VecDeque::new();
+        let mut work = WorkState {
+            job_tx,
+            result_rx,
+            pending: VecDeque::new(),
+            seen_jobs: HashSet::new(),
+            busy,
+        };
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
         loop {
-            let outcome = self
-                .session(
-                    &channel,
-                    &job_tx,
-                    &mut result_rx,
-                    &mut pending,
-                    &busy,
-                    &shutdown,
-                )
-                .await;
+            let outcome = self.session(&channel, &mut work, &shutdown).await;
             let delay = match outcome {
                 Ok(SessionEnd::Shutdown) => break,
                 Ok(SessionEnd::Dropped(reason)) => {
@@ -112,10 +119,7 @@ impl Link {
     async fn session(
         &self,
         channel: &Channel,
-        job_tx: &mpsc::UnboundedSender<RunJobs>,
-        result_rx: &mut mpsc::UnboundedReceiver<JobResult>,
-        pending: &mut VecDeque<JobResult>,
-        busy: &AtomicU32,
+        work: &mut WorkState,
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
@@ -150,13 +154,13 @@ impl Link {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Results that could not be sent on an earlier connection go first.
-            while let Some(result) = pending.pop_front() {
+            while let Some(result) = work.pending.pop_front() {
                 if let Err(e) = tx
                     .send(message(agent_message::Body::JobResult(result)))
                     .await
                 {
                     if let Some(agent_message::Body::JobResult(r)) = e.0.body {
-                        pending.push_front(r);
+                        work.pending.push_front(r);
                     }
                     return Ok(SessionEnd::Dropped("the outbound stream closed".into()));
                 }
@@ -167,19 +171,25 @@ impl Link {
                     let beat = Heartbeat {
                         unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
                         agent_rss_bytes: procfs::own_rss_bytes().unwrap_or(0),
-                        busy_jobs: busy.load(Ordering::Relaxed),
+                        busy_jobs: work.busy.load(Ordering::Relaxed),
                     };
                     if tx.send(message(agent_message::Body::Heartbeat(beat))).await.is_err() {
                         return Ok(SessionEnd::Dropped("the outbound stream closed".into()));
                     }
                 }
-                Some(result) = result_rx.recv() => pending.push_back(result),
+                Some(result) = work.result_rx.recv() => work.pending.push_back(result),
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => match msg.body {
-                        Some(controller_message::Body::RunJobs(run)) => {
+                        Some(controller_message::Body::RunJobs(mut run)) => {
+                            // A reconnect brings again the jobs the controller has no result for;
+                            // those already queued or done here are not run twice.
+                            run.jobs.retain(|job| work.seen_jobs.insert((run.run_id.clone(), job.job_id.clone())));
+                            if run.jobs.is_empty() {
+                                continue;
+                            }
                             tracing::info!(run_id = %run.run_id, jobs = run.jobs.len(), "received benchmark jobs");
-                            busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
-                            let _ = job_tx.send(run);
+                            work.busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
+                            let _ = work.job_tx.send(run);
                         }
                         Some(controller_message::Body::Welcome(_)) | None => {}
                     },

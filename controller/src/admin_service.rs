@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::artifact_dir::Upload;
 use crate::planning::{self, target_key};
-use crate::store::{JobRow, ModelFile, ModelRow, RunRow, StoreError};
+use crate::store::{ModelFile, ModelRow, RunRow, StoreError};
 use crate::{now_ms, onnx_model, records, Controller};
 
 pub struct AdminService {
@@ -221,31 +221,19 @@ impl Admin for AdminService {
             suite_sha256: suite.sha256.clone(),
             created_ms: now_ms(),
         };
-        let mut per_agent = Vec::new();
-        let mut rows = Vec::new();
+        let mut planned = Vec::new();
         for (i, agent) in agents.iter().enumerate() {
-            let jobs = planning::jobs_for_agent(&suite, &models, i);
-            for job in &jobs {
-                let (model, workload) = (
-                    job.model.as_ref().expect("planned"),
-                    job.workload.as_ref().expect("planned"),
-                );
-                rows.push(JobRow {
-                    run_id: run.id.clone(),
-                    job_id: job.job_id.clone(),
-                    agent_id: agent.id.clone(),
-                    model_name: model.name.clone(),
-                    model_version: model.version.clone(),
-                    scenario: workload.scenario.clone(),
-                    threads: workload.threads,
-                    state: "pending".into(),
-                    error: None,
-                });
+            for job in planning::jobs_for_agent(&suite, &models, i) {
+                planned.push((agent.id.clone(), job));
             }
-            per_agent.push((agent, jobs));
         }
-        ctl.store.insert_run(&run, &req.suite_toml, &rows)?;
-        for (agent, jobs) in per_agent {
+        ctl.store.insert_run(&run, &req.suite_toml, &planned)?;
+        for agent in &agents {
+            let jobs = planned
+                .iter()
+                .filter(|(id, _)| *id == agent.id)
+                .map(|(_, job)| job.clone())
+                .collect();
             let message = ControllerMessage {
                 body: Some(controller_message::Body::RunJobs(RunJobs {
                     run_id: run.id.clone(),
@@ -253,14 +241,14 @@ impl Admin for AdminService {
                 })),
             };
             if !ctl.fleet.send(&agent.id, message).await {
-                tracing::warn!(agent = %agent.name, run_id = %run.id, "agent went offline before its jobs were sent");
+                tracing::warn!(agent = %agent.name, run_id = %run.id, "agent went offline before its jobs were sent; they follow when it reconnects");
             }
         }
-        tracing::info!(run_id = %run.id, suite = %suite.name, agents = agents.len(), jobs = rows.len(), "benchmark run started");
+        tracing::info!(run_id = %run.id, suite = %suite.name, agents = agents.len(), jobs = planned.len(), "benchmark run started");
         Ok(Response::new(StartBenchReply {
             run_id: run.id,
             agents: agents.len() as u32,
-            jobs: rows.len() as u32,
+            jobs: planned.len() as u32,
         }))
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use edgefleet_proto::v1::agent_link_server::AgentLink;
 use edgefleet_proto::v1::{
-    agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, ControllerMessage,
-    FetchArtifactRequest, Hello, Welcome,
+    agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, BenchJob,
+    ControllerMessage, FetchArtifactRequest, Hello, RunJobs, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -95,6 +95,19 @@ impl AgentLink for LinkService {
             })),
         };
         tx.send(Ok(welcome)).await.expect("the receiver is alive");
+        // Jobs planned for this agent that never reported back (it was offline, or restarted
+        // mid-run) go out again; the agent skips any it already has.
+        let pending = ctl
+            .store
+            .pending_jobs(&hello.agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        for (run_id, jobs) in group_by_run(pending) {
+            tracing::info!(agent = %hello.name, %run_id, jobs = jobs.len(), "resending unfinished jobs");
+            let message = ControllerMessage {
+                body: Some(controller_message::Body::RunJobs(RunJobs { run_id, jobs })),
+            };
+            tx.send(Ok(message)).await.expect("the receiver is alive");
+        }
         let session = ctl.fleet.join(&hello.agent_id, tx);
         tracing::info!(agent = %hello.name, agent_id = %hello.agent_id, peer = ?peer, "agent connected");
 
@@ -170,6 +183,18 @@ impl AgentLink for LinkService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// (run id, job) pairs, in order, grouped into one batch per run.
+fn group_by_run(jobs: Vec<(String, BenchJob)>) -> Vec<(String, Vec<BenchJob>)> {
+    let mut groups: Vec<(String, Vec<BenchJob>)> = Vec::new();
+    for (run_id, job) in jobs {
+        match groups.last_mut() {
+            Some((last, batch)) if *last == run_id => batch.push(job),
+            _ => groups.push((run_id, vec![job])),
+        }
+    }
+    groups
 }
 
 /// Applies one message from an agent.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use edgefleet_proto::v1::{HardwareProfile, Measurement};
+use edgefleet_proto::v1::{BenchJob, HardwareProfile, Measurement};
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -306,12 +306,12 @@ impl Store {
             .map(|s| s as u64))
     }
 
-    /// Creates a run and its jobs in one transaction.
+    /// Creates a run and its jobs (agent id, job as sent) in one transaction.
     pub fn insert_run(
         &self,
         run: &RunRow,
         suite_toml: &str,
-        jobs: &[JobRow],
+        jobs: &[(String, BenchJob)],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -326,26 +326,45 @@ impl Store {
                 run.created_ms
             ],
         )?;
-        for job in jobs {
+        for (agent_id, job) in jobs {
+            let model = job.model.clone().unwrap_or_default();
+            let workload = job.workload.clone().unwrap_or_default();
             tx.execute(
                 "INSERT INTO bench_jobs (run_id, job_id, agent_id, model_name, model_version,
-                     scenario, threads, state, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     scenario, threads, state, spec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
                 params![
-                    job.run_id,
+                    run.id,
                     job.job_id,
-                    job.agent_id,
-                    job.model_name,
-                    job.model_version,
-                    job.scenario,
-                    job.threads,
-                    job.state,
-                    job.error
+                    agent_id,
+                    model.name,
+                    model.version,
+                    workload.scenario,
+                    workload.threads,
+                    job.encode_to_vec()
                 ],
             )?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Jobs given to an agent that have no result yet, as (run id, job), oldest run first: what
+    /// to send again when the agent reconnects.
+    pub fn pending_jobs(&self, agent_id: &str) -> Result<Vec<(String, BenchJob)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT j.run_id, j.spec FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
+             WHERE j.agent_id = ?1 AND j.state = 'pending' ORDER BY b.created_ms, j.job_id",
+        )?;
+        let rows = stmt.query_map(params![agent_id], |r| {
+            let spec: Vec<u8> = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                BenchJob::decode(spec.as_slice()).unwrap_or_default(),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {

@@ -54,6 +54,8 @@ const MIGRATIONS: &[&str] = &[
          threads INTEGER NOT NULL,
          state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
          error TEXT,
+         -- The BenchJob as sent (protobuf), to send again when the agent reconnects.
+         spec BLOB NOT NULL,
          PRIMARY KEY (run_id, job_id)
      );
      CREATE TABLE results (

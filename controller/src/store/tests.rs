@@ -30,18 +30,21 @@ fn model(name: &str, version: &str) -> ModelRow {
     }
 }
 
-fn job(run: &str, id: &str, agent: &str) -> JobRow {
-    JobRow {
-        run_id: run.into(),
+fn job(id: &str, agent: &str) -> (String, BenchJob) {
+    let job = BenchJob {
         job_id: id.into(),
-        agent_id: agent.into(),
-        model_name: "m".into(),
-        model_version: "1".into(),
-        scenario: "single-stream".into(),
-        threads: 1,
-        state: "pending".into(),
-        error: None,
-    }
+        model: Some(edgefleet_proto::v1::ModelSpec {
+            name: "m".into(),
+            version: "1".into(),
+            ..Default::default()
+        }),
+        workload: Some(edgefleet_proto::v1::Workload {
+            scenario: "single-stream".into(),
+            threads: 1,
+            ..Default::default()
+        }),
+    };
+    (agent.to_string(), job)
 }
 
 #[test]
@@ -85,12 +88,8 @@ fn results_are_recorded_once_and_only_for_the_agent_that_owns_the_job() {
         suite_sha256: "h".into(),
         created_ms: 5,
     };
-    s.insert_run(
-        &run,
-        "name = 'quick'",
-        &[job("r1", "j1", "ag"), job("r1", "j2", "ag")],
-    )
-    .unwrap();
+    s.insert_run(&run, "name = 'quick'", &[job("j1", "ag"), job("j2", "ag")])
+        .unwrap();
     let m = Measurement {
         samples: 42,
         ..Measurement::default()
@@ -116,6 +115,10 @@ fn results_are_recorded_once_and_only_for_the_agent_that_owns_the_job() {
         Recorded::Duplicate
     );
 
+    assert!(
+        s.pending_jobs("ag").unwrap().is_empty(),
+        "finished jobs are not sent again"
+    );
     let results = s.results(Some("r1")).unwrap();
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].measurement.samples, 42);

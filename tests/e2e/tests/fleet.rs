@@ -260,3 +260,32 @@ fn agents_reconnect_after_a_controller_restart() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(ctl.agents()[0]["online"], false);
 }
+
+#[test]
+fn an_agent_killed_mid_run_finishes_its_jobs_after_it_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-k", &[]);
+    ctl.wait_online(&["edge-k"], Duration::from_secs(60));
+    register_models(&ctl);
+    let suite = dir.path().join("e2e.toml");
+    std::fs::write(&suite, SUITE).unwrap();
+
+    let waiter = std::process::Command::new(edgefleet_e2e::binary("edgefleet"))
+        .args(["bench", "run", suite.to_str().unwrap(), "--wait", "--json"])
+        .env("EDGEFLEET_CONTROLLER", &ctl.address)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    agent.wait_for_log("job started", Duration::from_secs(60));
+    drop(agent); // SIGKILL: the first job is cut off, the second never started
+
+    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-k", &[]);
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 2, "both jobs finished after the restart: {records:#?}");
+    ctl.process.wait_for_log("resending unfinished jobs", Duration::from_secs(1));
+    assert_eq!(ctl.agents().len(), 1, "the restarted agent kept its id");
+}
