@@ -283,9 +283,18 @@ fn an_agent_killed_mid_run_finishes_its_jobs_after_it_restarts() {
 
     let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-k", &[]);
     let out = waiter.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(records.len(), 2, "both jobs finished after the restart: {records:#?}");
-    ctl.process.wait_for_log("resending unfinished jobs", Duration::from_secs(1));
+    assert_eq!(
+        records.len(),
+        2,
+        "both jobs finished after the restart: {records:#?}"
+    );
+    ctl.process
+        .wait_for_log("resending unfinished jobs", Duration::from_secs(1));
     assert_eq!(ctl.agents().len(), 1, "the restarted agent kept its id");
 }
