@@ -41,5 +41,7 @@ fi
 /opt/edgefleet/bin/edgefleet-agent check --config /etc/edgefleet/agent.toml
 install -m 0644 "$HERE/systemd/edgefleet-agent.service" /etc/systemd/system/edgefleet-agent.service
 systemctl daemon-reload
-systemctl enable --now edgefleet-agent.service
+systemctl enable edgefleet-agent.service
+# restart, not just start: an upgrade must replace the running daemon
+systemctl restart edgefleet-agent.service
 echo "install-agent: running; it appears in \`edgefleet agents\` once it reaches $CONTROLLER"

@@ -21,9 +21,15 @@ mkdir -p "$CACHE/lib" "$CACHE/models" "$CACHE/wheels"
 LIB="$CACHE/lib/libonnxruntime.so.$ORT_VERSION"
 STAMP="$CACHE/models/.prepared-v1"
 
-if [[ -f "$LIB" && -f "$STAMP" ]] && (cd "$CACHE/models" && sha256sum --quiet -c .prepared-v1 2>/dev/null); then
-  log "ONNX Runtime $ORT_VERSION and models already in $CACHE"
-  exit 0
+if [[ -f "$STAMP" ]]; then
+  if [[ -f "$LIB" ]] && (cd "$CACHE/models" && sha256sum --quiet -c .prepared-v1 >/dev/null 2>&1); then
+    log "ONNX Runtime $ORT_VERSION and models already in $CACHE"
+    exit 0
+  fi
+  # A model no longer matches what was prepared (or the library is gone): rebuild from scratch.
+  log "the cache in $CACHE does not match what was prepared; preparing again"
+  rm -rf "$CACHE/models"
+  mkdir -p "$CACHE/models"
 fi
 
 # Python packages for preparing the models go into a private folder (--target), which needs

@@ -25,6 +25,9 @@ pub enum ArtifactError {
     Corrupt { expected: String, actual: String },
 }
 
+/// A transfer that delivers nothing for this long is broken.
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where verified artifacts live on the device.
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
@@ -104,11 +107,13 @@ impl ArtifactStore {
             .await
             .map_err(|s| transfer(s.message().to_string()))?
             .into_inner();
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| transfer(s.message().to_string()))?
-        {
+        loop {
+            let next = tokio::time::timeout(STALL_TIMEOUT, stream.message())
+                .await
+                .map_err(|_| transfer(format!("no data for {} s", STALL_TIMEOUT.as_secs())))?;
+            let Some(chunk) = next.map_err(|s| transfer(s.message().to_string()))? else {
+                break;
+            };
             if chunk.offset != offset {
                 return Err(transfer(format!(
                     "controller sent bytes from offset {} but the file has {offset}",

@@ -67,14 +67,11 @@ fn read_trimmed(path: &str) -> String {
 async fn probe_runtime(config: &AgentConfig) -> Result<RuntimeProbe, String> {
     let library = runtime_library::locate(config.onnxruntime_library.as_deref())
         .map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent binary: {e}"))?;
-    let output = tokio::process::Command::new(exe)
-        .arg("worker")
+    let output = crate::worker::worker_command()
         .arg("--probe")
         .arg("--onnxruntime-library")
         .arg(&library)
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), output)
         .await

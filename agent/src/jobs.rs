@@ -21,6 +21,8 @@ use crate::worker::{WorkerJob, WorkerOutcome, WorkerReport};
 
 /// Time a worker gets beyond the workload's maximum duration, for loading and warm-up.
 const WORKER_GRACE: Duration = Duration::from_secs(180);
+/// Tries for one artifact before its job fails (1 + 2 + 4 + 8 + 16 s of waiting in between).
+const FETCH_ATTEMPTS: u32 = 6;
 /// How often a worker's memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
@@ -63,11 +65,7 @@ async fn measure(ctx: &mut JobContext, job: &BenchJob) -> Result<(WorkerReport, 
     let mut tokenizer_path = None;
     let mut model_path = None;
     for file in &model.files {
-        let path = ctx
-            .store
-            .ensure(&mut ctx.client, &ctx.agent_id, &file.sha256)
-            .await
-            .map_err(|e| e.to_string())?;
+        let path = fetch_with_retries(ctx, &file.sha256).await?;
         if file.sha256 == onnx.sha256 {
             model_path = Some(path);
         } else if file.file_name == "tokenizer.json" {
@@ -80,6 +78,32 @@ async fn measure(ctx: &mut JobContext, job: &BenchJob) -> Result<(WorkerReport, 
     let worker_job = worker_job(workload, library, model_path, tokenizer_path)?;
     let timeout = Duration::from_millis(worker_job.max_duration_ms) + WORKER_GRACE;
     run_worker(&worker_job, timeout).await
+}
+
+/// A transfer that breaks (the controller restarts, the network drops) is retried, resuming at
+/// the byte it reached, before the job is given up.
+async fn fetch_with_retries(
+    ctx: &mut JobContext,
+    sha256: &str,
+) -> Result<std::path::PathBuf, String> {
+    let mut delay = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        match ctx
+            .store
+            .ensure(&mut ctx.client, &ctx.agent_id, sha256)
+            .await
+        {
+            Ok(path) => return Ok(path),
+            Err(e) if attempt < FETCH_ATTEMPTS => {
+                tracing::warn!(%sha256, attempt, error = %e, retry_in_s = delay.as_secs(), "artifact transfer failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(format!("{e} (gave up after {FETCH_ATTEMPTS} attempts)")),
+        }
+    }
 }
 
 fn worker_job(
@@ -114,13 +138,10 @@ fn worker_job(
 /// Starts a worker process for the job, samples its peak memory until it exits, and reads its
 /// report. Returns the report and the peak resident memory seen from outside.
 async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerReport, u64), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent binary: {e}"))?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg("worker")
+    let mut child = crate::worker::worker_command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start a worker process: {e}"))?;
     let pid = child.id().unwrap_or(0);

@@ -3,10 +3,11 @@
 //! in separate worker processes, so the daemon itself stays small and survives a crashing model.
 //!
 //! Layout: [`config`] (what the daemon is told), [`link`] (the stream to the controller, with
-//! [`backoff`]), [`jobs`] (carrying out benchmark jobs), [`artifacts`] (the local content-addressed
-//! model store and resumable fetch), [`worker`] (the benchmark process, the only user of
-//! [`engine`], which is the only module that touches ONNX Runtime), [`hardware`] (the device's
-//! profile), [`runtime_library`] (finding libonnxruntime), [`stats`] and [`procfs`].
+//! [`backoff`]), [`jobs`] (carrying out benchmark jobs; [`ledger`] keeps any from running twice),
+//! [`artifacts`] (the local content-addressed model store and resumable fetch), [`worker`] (the
+//! benchmark process, the only user of [`engine`], which is the only module that touches ONNX
+//! Runtime), [`hardware`] (the device's profile), [`runtime_library`] (finding libonnxruntime),
+//! [`stats`] and [`procfs`].
 
 pub mod artifacts;
 pub mod backoff;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod hardware;
 pub mod jobs;
+pub mod ledger;
 pub mod link;
 pub mod procfs;
 pub mod runtime_library;

@@ -2,15 +2,15 @@
 //! heartbeats and results, receive jobs; on any break, reconnect with jittered exponential
 //! backoff. The controller never connects to the agent.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
-    agent_message, controller_message, AgentMessage, HardwareProfile, Heartbeat, Hello, JobResult,
-    RunJobs,
+    agent_message, controller_message, AgentMessage, ControllerMessage, HardwareProfile, Heartbeat,
+    Hello, JobResult, RunJobs,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +21,7 @@ use crate::artifacts::ArtifactStore;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::jobs::{self, JobContext};
+use crate::ledger::{Admission, JobLedger};
 use crate::procfs;
 
 /// What the agent tells the controller about itself, and where it keeps its models.
@@ -37,7 +38,7 @@ struct WorkState {
     job_tx: mpsc::UnboundedSender<RunJobs>,
     result_rx: mpsc::UnboundedReceiver<JobResult>,
     pending: VecDeque<JobResult>,
-    seen_jobs: HashSet<(String, String)>,
+    ledger: JobLedger,
     busy: Arc<AtomicU32>,
 }
 
@@ -45,8 +46,16 @@ struct WorkState {
 enum SessionEnd {
     Shutdown,
     /// The session was established and later closed or broken.
-    Dropped(String),
+    Dropped {
+        reason: String,
+        lasted: Duration,
+    },
 }
+
+/// A session that lasted this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// How long the controller has to answer a hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Link {
     /// Keeps the link up until shutdown. Jobs run on their own task, so a broken link does not
@@ -56,6 +65,11 @@ impl Link {
             Ok(endpoint) => endpoint
                 .connect_timeout(Duration::from_secs(10))
                 .tcp_keepalive(Some(Duration::from_secs(30)))
+                // HTTP/2 pings notice a silently dead link in about 40 s; TCP alone takes
+                // minutes when heartbeats keep unacknowledged data in flight.
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true)
                 .connect_lazy(),
             Err(e) => {
                 tracing::error!(controller = %self.config.controller, error = %e, "invalid controller address");
@@ -83,7 +97,7 @@ impl Link {
             job_tx,
             result_rx,
             pending: VecDeque::new(),
-            seen_jobs: HashSet::new(),
+            ledger: JobLedger::default(),
             busy,
         };
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
@@ -91,8 +105,12 @@ impl Link {
             let outcome = self.session(&channel, &mut work, &shutdown).await;
             let delay = match outcome {
                 Ok(SessionEnd::Shutdown) => break,
-                Ok(SessionEnd::Dropped(reason)) => {
-                    backoff.reset();
+                Ok(SessionEnd::Dropped { reason, lasted }) => {
+                    // Only a session that held for a while earns a fast reconnect; otherwise two
+                    // devices sharing an id would push each other off several times a second.
+                    if lasted >= STABLE_SESSION {
+                        backoff.reset();
+                    }
                     let delay = backoff.next_delay(&mut rand::rng());
                     tracing::warn!(controller = %self.config.controller, %reason, retry_in_ms = delay.as_millis() as u64, "link to the controller lost; reconnecting");
                     delay
@@ -127,25 +145,30 @@ impl Link {
             .await
             .expect("the receiver is alive");
         let mut client = AgentLinkClient::new(channel.clone());
-        let response = tokio::select! {
-            r = client.open(ReceiverStream::new(rx)) => r?,
+        let handshake = async {
+            let mut inbound = client.open(ReceiverStream::new(rx)).await?.into_inner();
+            match inbound.message().await? {
+                Some(ControllerMessage {
+                    body: Some(controller_message::Body::Welcome(w)),
+                }) => Ok((inbound, w)),
+                Some(_) => Err(tonic::Status::internal(
+                    "the controller did not welcome the agent",
+                )),
+                None => Err(tonic::Status::unavailable(
+                    "the controller closed the link at once",
+                )),
+            }
+        };
+        let (mut inbound, welcome) = tokio::select! {
+            r = tokio::time::timeout(WELCOME_TIMEOUT, handshake) => r.map_err(|_| {
+                tonic::Status::deadline_exceeded("the controller did not answer the hello within 30 s")
+            })??,
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
         };
-        let mut inbound = response.into_inner();
-        let welcome = match inbound.message().await? {
-            Some(msg) => match msg.body {
-                Some(controller_message::Body::Welcome(w)) => w,
-                _ => {
-                    return Err(tonic::Status::internal(
-                        "the controller did not welcome the agent",
-                    ))
-                }
-            },
-            None => {
-                return Err(tonic::Status::unavailable(
-                    "the controller closed the link at once",
-                ))
-            }
+        let connected_at = std::time::Instant::now();
+        let dropped = |reason: String| SessionEnd::Dropped {
+            reason,
+            lasted: connected_at.elapsed(),
         };
         let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(200));
         tracing::info!(controller = %self.config.controller, version = %welcome.controller_version, agent_id = %self.agent_id, "connected to the controller");
@@ -162,7 +185,7 @@ impl Link {
                     if let Some(agent_message::Body::JobResult(r)) = e.0.body {
                         work.pending.push_front(r);
                     }
-                    return Ok(SessionEnd::Dropped("the outbound stream closed".into()));
+                    return Ok(dropped("the outbound stream closed".into()));
                 }
             }
             tokio::select! {
@@ -174,27 +197,39 @@ impl Link {
                         busy_jobs: work.busy.load(Ordering::Relaxed),
                     };
                     if tx.send(message(agent_message::Body::Heartbeat(beat))).await.is_err() {
-                        return Ok(SessionEnd::Dropped("the outbound stream closed".into()));
+                        return Ok(dropped("the outbound stream closed".into()));
                     }
                 }
-                Some(result) = work.result_rx.recv() => work.pending.push_back(result),
+                Some(result) = work.result_rx.recv() => {
+                    work.ledger.finish(&result);
+                    work.pending.push_back(result);
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => match msg.body {
                         Some(controller_message::Body::RunJobs(mut run)) => {
-                            // A reconnect brings again the jobs the controller has no result for;
-                            // those already queued or done here are not run twice.
-                            run.jobs.retain(|job| work.seen_jobs.insert((run.run_id.clone(), job.job_id.clone())));
-                            if run.jobs.is_empty() {
-                                continue;
+                            let mut resend = Vec::new();
+                            run.jobs.retain(|job| match work.ledger.admit(&run.run_id, &job.job_id) {
+                                Admission::Run => true,
+                                Admission::AlreadyAccepted => false,
+                                Admission::Resend(result) => {
+                                    resend.push(*result);
+                                    false
+                                }
+                            });
+                            if !resend.is_empty() {
+                                tracing::info!(run_id = %run.run_id, results = resend.len(), "sending finished results again");
+                                work.pending.extend(resend);
                             }
-                            tracing::info!(run_id = %run.run_id, jobs = run.jobs.len(), "received benchmark jobs");
-                            work.busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
-                            let _ = work.job_tx.send(run);
+                            if !run.jobs.is_empty() {
+                                tracing::info!(run_id = %run.run_id, jobs = run.jobs.len(), "received benchmark jobs");
+                                work.busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
+                                let _ = work.job_tx.send(run);
+                            }
                         }
                         Some(controller_message::Body::Welcome(_)) | None => {}
                     },
-                    Ok(None) => return Ok(SessionEnd::Dropped("the controller closed the stream".into())),
-                    Err(status) => return Ok(SessionEnd::Dropped(describe(&status))),
+                    Ok(None) => return Ok(dropped("the controller closed the stream".into())),
+                    Err(status) => return Ok(dropped(describe(&status))),
                 },
             }
         }

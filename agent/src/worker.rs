@@ -61,9 +61,33 @@ pub struct RuntimeProbe {
     pub execution_providers: Vec<String>,
 }
 
+/// A command that starts this same binary as a worker. `/proc/self/exe` still runs the binary
+/// the daemon started from after a package upgrade replaced the file on disk.
+pub fn worker_command() -> tokio::process::Command {
+    let exe = Path::new("/proc/self/exe");
+    let exe = if exe.exists() {
+        exe.to_path_buf()
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("edgefleet-agent"))
+    };
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("worker").kill_on_drop(true);
+    cmd
+}
+
+/// A worker must not outlive the daemon that watches it (a SIGKILLed daemon cannot clean up).
+fn die_with_parent() {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // The parent may have died before the line above ran.
+    if nix::unistd::getppid().as_raw() == 1 {
+        std::process::exit(1);
+    }
+}
+
 /// Entry point of `edgefleet-agent worker`: reads a [`WorkerJob`] from stdin and prints a
 /// [`WorkerOutcome`]. Exits 0 when it measured, 1 when the job failed.
 pub fn main_job() -> std::process::ExitCode {
+    die_with_parent();
     let (outcome, code) = match read_job().and_then(|job| run_job(&job)) {
         Ok(report) => (
             WorkerOutcome::Measured(Box::new(report)),
@@ -83,6 +107,7 @@ pub fn main_job() -> std::process::ExitCode {
 
 /// Entry point of `edgefleet-agent worker --probe`.
 pub fn main_probe(library: &Path) -> std::process::ExitCode {
+    die_with_parent();
     match Runtime::load(library) {
         Ok(runtime) => {
             let probe = RuntimeProbe {

@@ -12,12 +12,21 @@ pub struct ArtifactDir {
     root: PathBuf,
 }
 
-/// A file being received: bytes go to a temporary file while being hashed.
+/// A file being received: bytes go to a temporary file while being hashed. Dropped without
+/// [`ArtifactDir::commit`], it removes its temporary file.
 pub struct Upload {
     tmp: PathBuf,
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     hasher: Sha256,
     pub size: u64,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl ArtifactDir {
@@ -50,7 +59,7 @@ impl ArtifactDir {
         let file = std::fs::File::create(&tmp)?;
         Ok(Upload {
             tmp,
-            file,
+            file: Some(file),
             hasher: Sha256::new(),
             size: 0,
         })
@@ -58,18 +67,17 @@ impl ArtifactDir {
 
     /// Moves a finished upload into place under its digest; if the same bytes are already
     /// stored, the upload is dropped instead. Returns the digest.
-    pub fn commit(&self, upload: Upload) -> std::io::Result<String> {
-        let Upload {
-            tmp, file, hasher, ..
-        } = upload;
-        file.sync_all()?;
-        drop(file);
-        let sha256 = hex::encode(hasher.finalize());
+    pub fn commit(&self, mut upload: Upload) -> std::io::Result<String> {
+        upload
+            .file
+            .as_ref()
+            .expect("not committed yet")
+            .sync_all()?;
+        let sha256 = hex::encode(std::mem::take(&mut upload.hasher).finalize());
         let dest = self.root.join(&sha256);
-        if dest.exists() {
-            std::fs::remove_file(&tmp)?;
-        } else {
-            std::fs::rename(&tmp, &dest)?;
+        if !dest.exists() {
+            std::fs::rename(&upload.tmp, &dest)?;
+            upload.file = None; // moved into place: nothing to clean up
         }
         Ok(sha256)
     }
@@ -77,7 +85,10 @@ impl ArtifactDir {
 
 impl Upload {
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)?;
+        self.file
+            .as_mut()
+            .expect("not committed yet")
+            .write_all(bytes)?;
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         Ok(())
@@ -89,9 +100,7 @@ impl Upload {
     }
 
     /// Throws the upload away.
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.tmp);
-    }
+    pub fn discard(self) {}
 }
 
 #[cfg(test)]
@@ -115,6 +124,9 @@ mod tests {
         assert_eq!(store.commit(b).unwrap(), sha);
         let c = store.begin().unwrap();
         c.discard();
+        let mut d = store.begin().unwrap();
+        d.write(b"cut off").unwrap();
+        drop(d); // a client that went away mid-upload
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

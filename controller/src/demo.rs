@@ -228,11 +228,10 @@ async fn wait_for_agents(
 /// SIGTERM, then up to 10 s to drain, then SIGKILL.
 async fn stop_agent(name: &str, child: &mut Child) {
     if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
         Ok(Ok(status)) if status.success() => {}

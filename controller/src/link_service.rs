@@ -95,20 +95,29 @@ impl AgentLink for LinkService {
             })),
         };
         tx.send(Ok(welcome)).await.expect("the receiver is alive");
+        if ctl.fleet.is_online(&hello.agent_id) {
+            tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "an agent with this id is already connected; the new connection replaces it (two devices sharing one data directory?)");
+        }
+        let session = ctl.fleet.join(&hello.agent_id, tx.clone());
         // Jobs planned for this agent that never reported back (it was offline, or restarted
-        // mid-run) go out again; the agent skips any it already has.
+        // mid-run) go out again; the agent skips any it already has. Sent from a task: the
+        // stream's buffer only drains once this call has returned it.
         let pending = ctl
             .store
             .pending_jobs(&hello.agent_id)
             .map_err(|e| Status::internal(e.to_string()))?;
-        for (run_id, jobs) in group_by_run(pending) {
-            tracing::info!(agent = %hello.name, %run_id, jobs = jobs.len(), "resending unfinished jobs");
-            let message = ControllerMessage {
-                body: Some(controller_message::Body::RunJobs(RunJobs { run_id, jobs })),
-            };
-            tx.send(Ok(message)).await.expect("the receiver is alive");
-        }
-        let session = ctl.fleet.join(&hello.agent_id, tx);
+        let name = hello.name.clone();
+        tokio::spawn(async move {
+            for (run_id, jobs) in group_by_run(pending) {
+                tracing::info!(agent = %name, %run_id, jobs = jobs.len(), "resending unfinished jobs");
+                let message = ControllerMessage {
+                    body: Some(controller_message::Body::RunJobs(RunJobs { run_id, jobs })),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
         tracing::info!(agent = %hello.name, agent_id = %hello.agent_id, peer = ?peer, "agent connected");
 
         let ctl = ctl.clone();
