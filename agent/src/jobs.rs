@@ -19,7 +19,8 @@ use crate::procfs;
 use crate::runtime_library;
 use crate::worker::{WorkerJob, WorkerOutcome, WorkerReport};
 
-/// Time a worker gets beyond the workload's maximum duration, for loading and warm-up.
+/// Time a worker gets beyond the workload's maximum duration (per repetition), for loading and
+/// warm-up.
 const WORKER_GRACE: Duration = Duration::from_secs(180);
 /// Tries for one artifact before its job fails (1 + 2 + 4 + 8 + 16 s of waiting in between).
 const FETCH_ATTEMPTS: u32 = 6;
@@ -76,7 +77,8 @@ async fn measure(ctx: &mut JobContext, job: &BenchJob) -> Result<(WorkerReport, 
     let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
         .map_err(|e| e.to_string())?;
     let worker_job = worker_job(workload, library, model_path, tokenizer_path)?;
-    let timeout = Duration::from_millis(worker_job.max_duration_ms) + WORKER_GRACE;
+    let timeout =
+        Duration::from_millis(worker_job.max_duration_ms) * worker_job.repetitions + WORKER_GRACE;
     run_worker(&worker_job, timeout).await
 }
 
@@ -132,6 +134,7 @@ fn worker_job(
         min_queries: workload.min_queries.max(1),
         min_duration_ms: workload.min_duration_ms,
         max_duration_ms: workload.max_duration_ms.max(workload.min_duration_ms),
+        repetitions: workload.repetitions.max(1),
     })
 }
 
@@ -214,6 +217,10 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
             stddev: l.stddev,
             min: l.min,
             percentiles: l.percentiles.clone(),
+            p50_ci_low: l.p50_ci95.0,
+            p50_ci_high: l.p50_ci95.1,
+            p90_ci_low: l.p90_ci95.0,
+            p90_ci_high: l.p90_ci95.1,
         }),
         throughput_per_s: report.throughput_per_s,
         peak_rss_bytes: report.peak_rss_bytes.max(outside_peak),
@@ -224,5 +231,8 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
         threads: 0,
         started_at_unix_ms: started_at,
         mean_tokens: report.mean_tokens,
+        repetition_medians_ms: report.repetition_medians_ms,
+        repetition_cv: report.repetition_cv,
+        latency_histogram: report.latency_histogram,
     }
 }

@@ -26,6 +26,7 @@ pub struct WorkerJob {
     pub min_queries: u32,
     pub min_duration_ms: u64,
     pub max_duration_ms: u64,
+    pub repetitions: u32,
 }
 
 /// A worker's answer (JSON on its stdout).
@@ -52,6 +53,10 @@ pub struct WorkerReport {
     pub cpu_percent: Option<f64>,
     pub peak_rss_bytes: u64,
     pub mean_tokens: f64,
+    pub repetition_medians_ms: Vec<f64>,
+    pub repetition_cv: Option<f64>,
+    /// HdrHistogram V2 + deflate of every warm latency, in nanoseconds.
+    pub latency_histogram: Vec<u8>,
 }
 
 /// The answer to `worker --probe`.
@@ -165,24 +170,36 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
             .map_err(|e| e.to_string())?;
     }
 
-    let min_duration = Duration::from_millis(job.min_duration_ms);
-    let max_duration = Duration::from_millis(job.max_duration_ms);
-    let min_queries = job.min_queries as usize;
+    let rules = RunLength {
+        min_duration: Duration::from_millis(job.min_duration_ms),
+        max_duration: Duration::from_millis(job.max_duration_ms),
+        min_queries: job.min_queries as usize,
+    };
     let cpu_before = procfs::own_cpu_seconds();
-    let mut latencies = Vec::with_capacity(min_queries.max(1024));
-    let start = Instant::now();
-    loop {
-        let query = Instant::now();
-        model
-            .run(&feeds[latencies.len() % feeds.len()])
-            .map_err(|e| e.to_string())?;
-        latencies.push(ms(query.elapsed()));
-        let elapsed = start.elapsed();
-        if elapsed >= max_duration || (latencies.len() >= min_queries && elapsed >= min_duration) {
-            break;
+    let mut latencies = Vec::with_capacity(rules.min_queries.max(1024));
+    let mut medians = Vec::new();
+    let mut wall = Duration::ZERO;
+    let mut valid = true;
+    for _ in 0..job.repetitions.max(1) {
+        let first = latencies.len();
+        let start = Instant::now();
+        loop {
+            let query = Instant::now();
+            model
+                .run(&feeds[latencies.len() % feeds.len()])
+                .map_err(|e| e.to_string())?;
+            latencies.push(ms(query.elapsed()));
+            if rules.done(latencies.len() - first, start.elapsed()) {
+                break;
+            }
         }
+        let elapsed = start.elapsed();
+        wall += elapsed;
+        valid &= rules.met(latencies.len() - first, elapsed);
+        let mut this: Vec<f64> = latencies[first..].to_vec();
+        this.sort_by(f64::total_cmp);
+        medians.push(stats::nearest_rank(&this, 50.0));
     }
-    let wall = start.elapsed();
     let cpu_percent = match (cpu_before, procfs::own_cpu_seconds()) {
         (Some(before), Some(after)) => Some((after - before) / wall.as_secs_f64() * 100.0),
         _ => None,
@@ -196,13 +213,34 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         first_inference_ms,
         samples: latencies.len() as u64,
         duration_s: wall.as_secs_f64(),
-        valid: latencies.len() >= min_queries && wall >= min_duration,
+        valid,
         latency_ms,
         throughput_per_s: latencies.len() as f64 / wall.as_secs_f64(),
         cpu_percent,
         peak_rss_bytes: procfs::own_peak_rss_bytes().unwrap_or(0),
         mean_tokens,
+        repetition_cv: stats::coefficient_of_variation(&medians),
+        repetition_medians_ms: medians,
+        latency_histogram: stats::hdr_histogram(&latencies),
     })
+}
+
+/// When a repetition's measured phase stops: after both minimums are met, or at the maximum.
+#[derive(Debug, Clone, Copy)]
+struct RunLength {
+    min_duration: Duration,
+    max_duration: Duration,
+    min_queries: usize,
+}
+
+impl RunLength {
+    fn met(&self, queries: usize, elapsed: Duration) -> bool {
+        queries >= self.min_queries && elapsed >= self.min_duration
+    }
+
+    fn done(&self, queries: usize, elapsed: Duration) -> bool {
+        elapsed >= self.max_duration || self.met(queries, elapsed)
+    }
 }
 
 /// One sentence as token ids, mask and type ids.

@@ -72,6 +72,9 @@ pub struct Scenario {
     pub min_queries: NonZeroU32,
     pub min_duration: Duration,
     pub max_duration: Duration,
+    /// How many times the measured phase runs; statistics pool them, and the spread of their
+    /// medians shows how stable the device is.
+    pub repetitions: NonZeroU32,
 }
 
 /// A suite that cannot be used, with where it went wrong.

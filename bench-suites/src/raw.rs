@@ -37,7 +37,11 @@ struct RawScenario {
     min_queries: Option<Spanned<i64>>,
     min_duration_s: Option<Spanned<f64>>,
     max_duration_s: Option<Spanned<f64>>,
+    repetitions: Option<Spanned<i64>>,
 }
+
+/// More repetitions than this would rather be a longer run.
+const MAX_REPETITIONS: u32 = 100;
 
 /// Where a field sits in the text, for errors.
 struct Locator<'a> {
@@ -214,6 +218,23 @@ fn scenario(at: &Locator<'_>, raw: &Spanned<RawScenario>) -> Result<Scenario, Su
             ),
         ));
     }
+    let repetitions = match &s.repetitions {
+        None => NonZeroU32::MIN,
+        Some(r) => u32::try_from(*r.get_ref())
+            .ok()
+            .filter(|n| (1..=MAX_REPETITIONS).contains(n))
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                at.error(
+                    r.span(),
+                    "scenario.repetitions",
+                    format!(
+                        "must be a whole number from 1 to {MAX_REPETITIONS}, not {}",
+                        r.get_ref()
+                    ),
+                )
+            })?,
+    };
     Ok(Scenario {
         kind,
         threads,
@@ -221,6 +242,7 @@ fn scenario(at: &Locator<'_>, raw: &Spanned<RawScenario>) -> Result<Scenario, Su
         min_queries,
         min_duration,
         max_duration,
+        repetitions,
     })
 }
 

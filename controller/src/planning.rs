@@ -97,6 +97,7 @@ pub fn jobs_for_agent(
                     min_queries: run.scenario.min_queries.get(),
                     min_duration_ms: run.scenario.min_duration.as_millis() as u64,
                     max_duration_ms: run.scenario.max_duration.as_millis() as u64,
+                    repetitions: run.scenario.repetitions.get(),
                     input: Some(workload::Input::Text(TextInput {
                         sentences: sentences.clone(),
                         sequence_length: sequence_length.map_or(0, |n| n.get()),

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use edgefleet_reports::{AgentSummary, FailedRun, LatencyMs, ResultRecord};
+use base64::Engine;
+use edgefleet_reports::{AgentSummary, FailedRun, LatencyCi, LatencyMs, ResultRecord};
 
 use crate::planning::target_key;
 use crate::store::{AgentRow, Store, StoreError};
@@ -78,6 +79,14 @@ pub fn collect(
             suite_sha256: row.suite_sha256.clone(),
             agent_version: agent.map(|a| a.agent_version.clone()).unwrap_or_default(),
             latency_percentiles_ms: l.percentiles.clone(),
+            latency_ci95_ms: LatencyCi {
+                p50: [l.p50_ci_low, l.p50_ci_high],
+                p90: [l.p90_ci_low, l.p90_ci_high],
+            },
+            repetition_medians_ms: m.repetition_medians_ms.clone(),
+            repetition_cv: m.repetition_cv,
+            latency_histogram_hdr: base64::engine::general_purpose::STANDARD
+                .encode(&m.latency_histogram),
         });
     }
     let failures = store

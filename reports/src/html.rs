@@ -98,8 +98,11 @@ fn results_section(out: &mut String, records: &[ResultRecord]) {
         ("samples", true),
         ("valid", false),
         ("p50 ms", true),
+        ("p50 95% CI", true),
         ("p90 ms", true),
+        ("p90 95% CI", true),
         ("p99 ms", true),
+        ("repetition CV", true),
         ("throughput /s", true),
         ("peak RSS MB", true),
         ("load ms", true),
@@ -120,8 +123,12 @@ fn results_section(out: &mut String, records: &[ResultRecord]) {
             r.samples.to_string(),
             valid.to_string(),
             fmt_num(r.latency_ms.p50),
+            fmt_interval(r.latency_ci95_ms.p50),
             fmt_num(r.latency_ms.p90),
+            fmt_interval(r.latency_ci95_ms.p90),
             fmt_num(r.latency_ms.p99),
+            r.repetition_cv
+                .map_or_else(|| "–".to_string(), |cv| format!("{:.1}%", cv * 100.0)),
             fmt_num(r.throughput_per_s),
             fmt_mb(r.peak_rss_bytes as f64 / 1e6),
             fmt_num(r.load_ms),
@@ -129,6 +136,11 @@ fn results_section(out: &mut String, records: &[ResultRecord]) {
         ]
     });
     table(out, &head, rows);
+}
+
+/// `[low, high]` as "low–high".
+fn fmt_interval([low, high]: [f64; 2]) -> String {
+    format!("{}–{}", fmt_num(low), fmt_num(high))
 }
 
 fn charts_section(

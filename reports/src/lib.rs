@@ -57,6 +57,22 @@ pub struct ResultRecord {
     pub agent_version: String,
     /// Nearest-rank latency percentiles 0, 1, …, 100 in milliseconds (for distribution charts).
     pub latency_percentiles_ms: Vec<f64>,
+    /// Exact bootstrap 95% intervals of p50 and p90, in milliseconds.
+    pub latency_ci95_ms: LatencyCi,
+    /// The median latency of each repetition of the measured phase.
+    pub repetition_medians_ms: Vec<f64>,
+    /// Coefficient of variation of those medians (`null` with one repetition).
+    pub repetition_cv: Option<f64>,
+    /// Every warm latency as a base64 HdrHistogram (V2, deflate; nanoseconds), the format
+    /// HdrHistogram's tools read: percentiles can be recomputed and runs merged.
+    pub latency_histogram_hdr: String,
+}
+
+/// 95% confidence intervals, each `[low, high]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyCi {
+    pub p50: [f64; 2],
+    pub p90: [f64; 2],
 }
 
 /// Warm-latency statistics in milliseconds (nearest-rank percentiles).

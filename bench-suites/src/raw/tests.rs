@@ -19,6 +19,7 @@ warmup = 3
 min_queries = 10
 min_duration_s = 0.5
 max_duration_s = 2
+repetitions = 3
 "#;
 
 #[test]
@@ -38,6 +39,7 @@ fn a_good_suite_becomes_typed_values() {
     );
     assert_eq!(s.min_duration, Duration::from_millis(500));
     assert_eq!(s.max_duration, Duration::from_secs(2));
+    assert_eq!(s.repetitions.get(), 3);
     assert_eq!(
         suite.plan().len(),
         4,
@@ -145,6 +147,20 @@ fn bad_suites_name_line_and_field() {
             "invalid type",
         ),
         ("name = \"t\"\n", "", 1, "name", "missing field"),
+        (
+            "repetitions = 3",
+            "repetitions = 0",
+            15,
+            "scenario.repetitions",
+            "from 1 to 100, not 0",
+        ),
+        (
+            "repetitions = 3",
+            "repetitions = 1000",
+            15,
+            "scenario.repetitions",
+            "from 1 to 100, not 1000",
+        ),
     ];
     for (from, to, line, field, message) in cases {
         check(from, to, line, field, message);

@@ -30,6 +30,13 @@ impl Drop for TempDir {
 
 /// A plausible record whose latencies grow from `p0_ms` with a tail: percentile i is
 /// `p0_ms · (1 + i/200 + (i/100)^8)`, so p100 is 2.5 × p0.
+fn edgefleet_reports_ci(p0_ms: f64) -> crate::LatencyCi {
+    crate::LatencyCi {
+        p50: [p0_ms * 1.4, p0_ms * 1.6],
+        p90: [p0_ms * 1.8, p0_ms * 2.2],
+    }
+}
+
 fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
     let percentiles: Vec<f64> = (0..=100)
         .map(|i| {
@@ -89,6 +96,10 @@ fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
         suite_sha256: "cd".repeat(32),
         agent_version: "0.1.0".to_string(),
         latency_percentiles_ms: percentiles,
+        latency_ci95_ms: edgefleet_reports_ci(p0_ms),
+        repetition_medians_ms: vec![p0_ms * 1.5; 3],
+        repetition_cv: Some(0.0),
+        latency_histogram_hdr: String::new(),
     }
 }
 

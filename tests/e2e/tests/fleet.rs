@@ -22,6 +22,7 @@ warmup = 3
 min_queries = 30
 min_duration_s = 0.5
 max_duration_s = 5
+repetitions = 2
 "#;
 
 fn register_models(ctl: &Controller) {
@@ -126,6 +127,31 @@ fn two_agents_benchmark_real_models_and_a_report_is_written() {
         assert_eq!(r["scenario"], "single-stream");
         assert_eq!(r["threads"], 1);
         assert_eq!(r["model_sha256"].as_str().unwrap().len(), 64);
+        let ci = &r["latency_ci95_ms"];
+        let bracket = |key: &str, value: f64| {
+            let (lo, hi) = (ci[key][0].as_f64().unwrap(), ci[key][1].as_f64().unwrap());
+            assert!(
+                lo <= value && value <= hi,
+                "{key} {value} outside [{lo}, {hi}]"
+            );
+        };
+        bracket("p50", p50);
+        bracket("p90", p90);
+        assert_eq!(
+            r["repetition_medians_ms"].as_array().unwrap().len(),
+            2,
+            "{r:#}"
+        );
+        assert!(r["repetition_cv"].as_f64().unwrap() >= 0.0);
+        assert!(
+            r["samples"].as_u64().unwrap() >= 60,
+            "30 queries in each of 2 repetitions"
+        );
+        let hdr = r["latency_histogram_hdr"].as_str().unwrap();
+        assert!(
+            hdr.starts_with("HISTF"),
+            "an HdrHistogram V2 deflate record: {hdr}"
+        );
         // Not measured yet: null, never zero.
         assert!(
             r["energy_j_per_inference"].is_null() && r["energy_method"].is_null(),
