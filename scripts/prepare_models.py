@@ -82,6 +82,28 @@ def minilm():
     say(int8)
 
 
+def tiny_add():
+    """A near-empty model (one Add on input_ids) for measuring a harness's own per-query cost."""
+    from onnx import TensorProto, helper
+    d = os.path.join(OUT, "tiny")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "add.onnx")
+    print("[tiny add]", flush=True)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["input_ids", "one"], ["output"])],
+        "add_one",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence"])],
+        [helper.make_tensor_value_info("output", TensorProto.INT64, [1, "sequence"])],
+        [helper.make_tensor("one", TensorProto.INT64, [], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    say(path)
+
+
 os.makedirs(OUT, exist_ok=True)
 minilm()
+tiny_add()
 print("prepare_models: done", flush=True)

