@@ -73,6 +73,12 @@ fn main() {
             min_duration_ms: 0,
             max_duration_ms: 3_600_000,
             repetitions: 1,
+            scenario: "single-stream".into(),
+            batch: 1,
+            target_qps: 0.0,
+            p99_bound_ms: 0.0,
+            seed: 0,
+            peak_search: false,
         };
         let job_file =
             std::env::temp_dir().join(format!("edgefleet-harness-{}.json", std::process::id()));

@@ -99,13 +99,16 @@ impl Runtime {
 }
 
 impl Model {
-    /// Builds the tensors of one query from named int64 inputs of shape `[1, len]`.
-    pub fn feed(&self, named: Vec<(String, Vec<i64>)>) -> Result<Feed, EngineError> {
+    /// Builds the tensors of one query from named int64 inputs, each of `shape` [rows, columns].
+    pub fn feed(
+        &self,
+        named: Vec<(String, Vec<i64>)>,
+        shape: [usize; 2],
+    ) -> Result<Feed, EngineError> {
         let tensors = named
             .into_iter()
             .map(|(name, values)| {
-                let len = values.len();
-                Tensor::from_array(([1usize, len], values))
+                Tensor::from_array((shape, values))
                     .map(|t| (name, t))
                     .map_err(|e| EngineError::Run(e.to_string()))
             })

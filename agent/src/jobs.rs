@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
-    job_result, workload, BenchJob, JobResult, LatencySummary, Measurement, Workload,
+    job_result, workload, BenchJob, JobResult, LatencySummary, Measurement, ServerOutcome, Workload,
 };
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
@@ -114,11 +114,17 @@ fn worker_job(
     model_path: std::path::PathBuf,
     tokenizer_path: Option<std::path::PathBuf>,
 ) -> Result<WorkerJob, String> {
-    if workload.scenario != "single-stream" {
+    const SCENARIOS: [&str; 4] = ["single-stream", "multi-stream", "offline", "server"];
+    if !SCENARIOS.contains(&workload.scenario.as_str()) {
         return Err(format!(
-            "scenario `{}` is not supported by this agent (supported: single-stream)",
-            workload.scenario
+            "scenario `{}` is not supported by this agent (supported: {})",
+            workload.scenario,
+            SCENARIOS.join(", ")
         ));
+    }
+    if workload.scenario == "server" && !(workload.target_qps > 0.0 && workload.p99_bound_ms > 0.0)
+    {
+        return Err("a server scenario needs a target rate and a p99 bound".into());
     }
     let Some(workload::Input::Text(text)) = &workload.input else {
         return Err("the workload has no input".into());
@@ -135,6 +141,12 @@ fn worker_job(
         min_duration_ms: workload.min_duration_ms,
         max_duration_ms: workload.max_duration_ms.max(workload.min_duration_ms),
         repetitions: workload.repetitions.max(1),
+        scenario: workload.scenario.clone(),
+        batch: workload.batch.max(1),
+        target_qps: workload.target_qps,
+        p99_bound_ms: workload.p99_bound_ms,
+        seed: workload.seed,
+        peak_search: workload.peak_search,
     })
 }
 
@@ -234,5 +246,13 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
         repetition_medians_ms: report.repetition_medians_ms,
         repetition_cv: report.repetition_cv,
         latency_histogram: report.latency_histogram,
+        batch: report.batch,
+        server: report.server.map(|s| ServerOutcome {
+            target_qps: s.target_qps,
+            achieved_qps: s.achieved_qps,
+            p99_bound_ms: s.p99_bound_ms,
+            bound_met: s.bound_met,
+            peak_qps: s.peak_qps,
+        }),
     }
 }

@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Model, Runtime, ENGINE_NAME};
+pub mod measure;
+pub mod text_input;
+
+use crate::engine::{Runtime, ENGINE_NAME};
 use crate::procfs;
 use crate::stats::{self, LatencySummary};
+use measure::{run_phase, Arrivals, RunLength};
 
 /// What the daemon asks a worker to do (sent as JSON on its stdin).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +31,15 @@ pub struct WorkerJob {
     pub min_duration_ms: u64,
     pub max_duration_ms: u64,
     pub repetitions: u32,
+    /// single-stream | multi-stream | offline | server
+    pub scenario: String,
+    /// Samples per inference call.
+    pub batch: u32,
+    /// Server scenario settings.
+    pub target_qps: f64,
+    pub p99_bound_ms: f64,
+    pub seed: u64,
+    pub peak_search: bool,
 }
 
 /// A worker's answer (JSON on its stdout).
@@ -57,6 +70,19 @@ pub struct WorkerReport {
     pub repetition_cv: Option<f64>,
     /// HdrHistogram V2 + deflate of every warm latency, in nanoseconds.
     pub latency_histogram: Vec<u8>,
+    /// Samples per inference call; `samples` counts calls, throughput counts samples.
+    pub batch: u32,
+    pub server: Option<ServerReport>,
+}
+
+/// How a server-scenario run fared against its bound.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerReport {
+    pub target_qps: f64,
+    pub achieved_qps: f64,
+    pub p99_bound_ms: f64,
+    pub bound_met: bool,
+    pub peak_qps: Option<f64>,
 }
 
 /// The answer to `worker --probe`.
@@ -140,7 +166,7 @@ fn read_job() -> Result<WorkerJob, String> {
     serde_json::from_str(&text).map_err(|e| format!("unreadable job: {e}"))
 }
 
-/// Loads the runtime and model, tokenizes the sentences, and runs the single-stream loop.
+/// Loads the runtime and model, tokenizes the sentences, and runs the scenario.
 pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
     let runtime = Runtime::load(&job.onnxruntime_library).map_err(|e| e.to_string())?;
     let load_start = Instant::now();
@@ -149,14 +175,16 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         .map_err(|e| e.to_string())?;
     let load_ms = ms(load_start.elapsed());
 
-    let token_inputs = tokenize(job)?;
-    let mean_tokens = token_inputs.iter().map(|t| t.ids.len()).sum::<usize>() as f64
-        / token_inputs.len().max(1) as f64;
-    let feeds = token_inputs
-        .into_iter()
-        .map(|tokens| {
+    let sentences = text_input::tokenize(job)?;
+    let mean_tokens =
+        sentences.iter().map(|t| t.ids.len()).sum::<usize>() as f64 / sentences.len().max(1) as f64;
+    let rows = job.batch.max(1) as usize;
+    let feeds = (0..sentences.len())
+        .map(|start| {
+            let batch = text_input::batch(&sentences, start, rows);
+            let named = text_input::feed_for(&model, &batch)?;
             model
-                .feed(feed_for(&model, tokens)?)
+                .feed(named, [batch.rows, batch.columns])
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -164,10 +192,13 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
     let first = Instant::now();
     model.run(&feeds[0]).map_err(|e| e.to_string())?;
     let first_inference_ms = ms(first.elapsed());
+    let mut warm = Vec::new();
     for i in 0..job.warmup_queries as usize {
+        let t = Instant::now();
         model
             .run(&feeds[i % feeds.len()])
             .map_err(|e| e.to_string())?;
+        warm.push(ms(t.elapsed()));
     }
 
     let rules = RunLength {
@@ -175,36 +206,65 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         max_duration: Duration::from_millis(job.max_duration_ms),
         min_queries: job.min_queries as usize,
     };
+    let server = job.scenario == "server";
     let cpu_before = procfs::own_cpu_seconds();
-    let mut latencies = Vec::with_capacity(rules.min_queries.max(1024));
+    let mut latencies = Vec::new();
     let mut medians = Vec::new();
     let mut wall = Duration::ZERO;
     let mut valid = true;
-    for _ in 0..job.repetitions.max(1) {
-        let first = latencies.len();
-        let start = Instant::now();
-        loop {
-            let query = Instant::now();
-            model
-                .run(&feeds[latencies.len() % feeds.len()])
-                .map_err(|e| e.to_string())?;
-            latencies.push(ms(query.elapsed()));
-            if rules.done(latencies.len() - first, start.elapsed()) {
-                break;
+    for repetition in 0..u64::from(job.repetitions.max(1)) {
+        let arrivals = if server {
+            Arrivals::Poisson {
+                qps: job.target_qps,
+                seed: job.seed.wrapping_add(repetition),
             }
-        }
-        let elapsed = start.elapsed();
-        wall += elapsed;
-        valid &= rules.met(latencies.len() - first, elapsed);
-        let mut this: Vec<f64> = latencies[first..].to_vec();
-        this.sort_by(f64::total_cmp);
-        medians.push(stats::nearest_rank(&this, 50.0));
+        } else {
+            Arrivals::Closed
+        };
+        let phase = run_phase(&mut model, &feeds, rules, arrivals)?;
+        wall += phase.wall;
+        valid &= rules.met(phase.latencies_ms.len(), phase.wall);
+        let mut sorted = phase.latencies_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        medians.push(stats::nearest_rank(&sorted, 50.0));
+        latencies.extend(phase.latencies_ms);
     }
     let cpu_percent = match (cpu_before, procfs::own_cpu_seconds()) {
         (Some(before), Some(after)) => Some((after - before) / wall.as_secs_f64() * 100.0),
         _ => None,
     };
     let latency_ms = stats::summarize(&latencies).expect("at least one query ran");
+    let queries_per_s = latencies.len() as f64 / wall.as_secs_f64();
+    let server = if server {
+        let peak_qps = if job.peak_search {
+            let mut sorted = if warm.is_empty() {
+                latencies.clone()
+            } else {
+                warm.clone()
+            };
+            sorted.sort_by(f64::total_cmp);
+            let service_ms = stats::nearest_rank(&sorted, 50.0);
+            Some(measure::peak_search(
+                &mut model,
+                &feeds,
+                rules,
+                service_ms,
+                job.p99_bound_ms,
+                job.seed,
+            )?)
+        } else {
+            None
+        };
+        Some(ServerReport {
+            target_qps: job.target_qps,
+            achieved_qps: queries_per_s,
+            p99_bound_ms: job.p99_bound_ms,
+            bound_met: latency_ms.p99 <= job.p99_bound_ms,
+            peak_qps,
+        })
+    } else {
+        None
+    };
     Ok(WorkerReport {
         engine: ENGINE_NAME.to_string(),
         engine_version: runtime.version.clone(),
@@ -215,119 +275,16 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         duration_s: wall.as_secs_f64(),
         valid,
         latency_ms,
-        throughput_per_s: latencies.len() as f64 / wall.as_secs_f64(),
+        throughput_per_s: queries_per_s * rows as f64,
         cpu_percent,
         peak_rss_bytes: procfs::own_peak_rss_bytes().unwrap_or(0),
         mean_tokens,
         repetition_cv: stats::coefficient_of_variation(&medians),
         repetition_medians_ms: medians,
         latency_histogram: stats::hdr_histogram(&latencies),
+        batch: rows as u32,
+        server,
     })
-}
-
-/// When a repetition's measured phase stops: after both minimums are met, or at the maximum.
-#[derive(Debug, Clone, Copy)]
-struct RunLength {
-    min_duration: Duration,
-    max_duration: Duration,
-    min_queries: usize,
-}
-
-impl RunLength {
-    fn met(&self, queries: usize, elapsed: Duration) -> bool {
-        queries >= self.min_queries && elapsed >= self.min_duration
-    }
-
-    fn done(&self, queries: usize, elapsed: Duration) -> bool {
-        elapsed >= self.max_duration || self.met(queries, elapsed)
-    }
-}
-
-/// One sentence as token ids, mask and type ids.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenInput {
-    pub ids: Vec<i64>,
-    pub attention_mask: Vec<i64>,
-    pub type_ids: Vec<i64>,
-}
-
-fn tokenize(job: &WorkerJob) -> Result<Vec<TokenInput>, String> {
-    let path = job
-        .tokenizer_path
-        .as_ref()
-        .ok_or("text input needs the model's tokenizer.json, and the model has none")?;
-    let mut tokenizer = tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
-    match job.sequence_length {
-        None => {
-            tokenizer.with_padding(None);
-            tokenizer
-                .with_truncation(None)
-                .map_err(|e| format!("tokenizer: {e}"))?;
-        }
-        Some(len) => {
-            let len = len as usize;
-            tokenizer.with_padding(Some(tokenizers::PaddingParams {
-                strategy: tokenizers::PaddingStrategy::Fixed(len),
-                ..Default::default()
-            }));
-            tokenizer
-                .with_truncation(Some(tokenizers::TruncationParams {
-                    max_length: len,
-                    ..Default::default()
-                }))
-                .map_err(|e| format!("tokenizer: {e}"))?;
-        }
-    }
-    if job.sentences.is_empty() {
-        return Err("the workload has no sentences".into());
-    }
-    job.sentences
-        .iter()
-        .map(|s| {
-            let enc = tokenizer
-                .encode(s.as_str(), true)
-                .map_err(|e| format!("cannot tokenize `{s}`: {e}"))?;
-            let widen = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>();
-            Ok(TokenInput {
-                ids: widen(enc.get_ids()),
-                attention_mask: widen(enc.get_attention_mask()),
-                type_ids: widen(enc.get_type_ids()),
-            })
-        })
-        .collect()
-}
-
-/// Matches token arrays to the model's declared inputs by name.
-fn feed_for(model: &Model, tokens: TokenInput) -> Result<Vec<(String, Vec<i64>)>, String> {
-    let mut feed = Vec::new();
-    for input in &model.inputs {
-        let values = match input.name.as_str() {
-            "input_ids" => tokens.ids.clone(),
-            "attention_mask" => tokens.attention_mask.clone(),
-            "token_type_ids" => tokens.type_ids.clone(),
-            other => {
-                return Err(format!(
-                    "model input `{other}` ({} {:?}) cannot be fed from text; text feeds input_ids, attention_mask and token_type_ids",
-                    input.dtype, input.shape
-                ))
-            }
-        };
-        if input.dtype != "i64" && input.dtype != "int64" {
-            return Err(format!(
-                "model input `{}` is {}, but token inputs are int64",
-                input.name, input.dtype
-            ));
-        }
-        if input.shape.len() != 2 {
-            return Err(format!(
-                "model input `{}` has shape {:?}, but token inputs are [batch, sequence]",
-                input.name, input.shape
-            ));
-        }
-        feed.push((input.name.clone(), values));
-    }
-    Ok(feed)
 }
 
 fn ms(d: Duration) -> f64 {

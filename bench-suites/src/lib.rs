@@ -46,19 +46,45 @@ pub enum Input {
 }
 
 /// How queries are issued, after MLPerf LoadGen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ScenarioKind {
     /// The next query is issued when the previous one completes.
     SingleStream,
+    /// Each query carries several samples (one batched inference); its latency is that of the
+    /// slowest sample, i.e. of the whole batch.
+    MultiStream { samples_per_query: NonZeroU32 },
+    /// Throughput of large batches; latency is per batch.
+    Offline { batch_size: NonZeroU32 },
+    /// Queries arrive at random (Poisson) times at a target rate from a seeded generator;
+    /// latency counts from each query's scheduled time, so queueing shows. The run passes when
+    /// its p99 stays within the bound; `peak_search` also looks for the highest rate that does.
+    Server {
+        target_qps: f64,
+        p99_bound: Duration,
+        seed: u64,
+        peak_search: bool,
+    },
 }
 
 impl ScenarioKind {
-    pub const ALL: [(&'static str, ScenarioKind); 1] =
-        [("single-stream", ScenarioKind::SingleStream)];
+    /// The names a suite may use.
+    pub const NAMES: [&'static str; 4] = ["single-stream", "multi-stream", "offline", "server"];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             ScenarioKind::SingleStream => "single-stream",
+            ScenarioKind::MultiStream { .. } => "multi-stream",
+            ScenarioKind::Offline { .. } => "offline",
+            ScenarioKind::Server { .. } => "server",
+        }
+    }
+
+    /// Samples in one inference call.
+    pub fn batch(&self) -> u32 {
+        match self {
+            ScenarioKind::MultiStream { samples_per_query } => samples_per_query.get(),
+            ScenarioKind::Offline { batch_size } => batch_size.get(),
+            ScenarioKind::SingleStream | ScenarioKind::Server { .. } => 1,
         }
     }
 }

@@ -38,6 +38,12 @@ struct RawScenario {
     min_duration_s: Option<Spanned<f64>>,
     max_duration_s: Option<Spanned<f64>>,
     repetitions: Option<Spanned<i64>>,
+    samples_per_query: Option<Spanned<i64>>,
+    batch_size: Option<Spanned<i64>>,
+    target_qps: Option<Spanned<f64>>,
+    p99_bound_ms: Option<Spanned<f64>>,
+    seed: Option<Spanned<i64>>,
+    peak_search: Option<Spanned<bool>>,
 }
 
 /// More repetitions than this would rather be a longer run.
@@ -160,22 +166,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
 
 fn scenario(at: &Locator<'_>, raw: &Spanned<RawScenario>) -> Result<Scenario, SuiteError> {
     let s = raw.get_ref();
-    let kind = ScenarioKind::ALL
-        .iter()
-        .find(|(name, _)| *name == s.kind.get_ref())
-        .map(|&(_, kind)| kind)
-        .ok_or_else(|| {
-            let known: Vec<&str> = ScenarioKind::ALL.iter().map(|(n, _)| *n).collect();
-            at.error(
-                s.kind.span(),
-                "scenario.kind",
-                format!(
-                    "unknown scenario `{}` (supported: {})",
-                    s.kind.get_ref(),
-                    known.join(", ")
-                ),
-            )
-        })?;
+    let kind = scenario_kind(at, s)?;
 
     let threads = match &s.threads {
         None => vec![NonZeroU32::MIN],
@@ -243,6 +234,119 @@ fn scenario(at: &Locator<'_>, raw: &Spanned<RawScenario>) -> Result<Scenario, Su
         min_duration,
         max_duration,
         repetitions,
+    })
+}
+
+/// The scenario's kind with its own settings; a setting given to a kind that has no use for it
+/// is an error, not silently ignored.
+fn scenario_kind(at: &Locator<'_>, s: &RawScenario) -> Result<ScenarioKind, SuiteError> {
+    let name = s.kind.get_ref().as_str();
+    let wanted: &[&str] = match name {
+        "single-stream" => &[],
+        "multi-stream" => &["samples_per_query"],
+        "offline" => &["batch_size"],
+        "server" => &["target_qps", "p99_bound_ms", "seed", "peak_search"],
+        _ => {
+            return Err(at.error(
+                s.kind.span(),
+                "scenario.kind",
+                format!(
+                    "unknown scenario `{name}` (supported: {})",
+                    ScenarioKind::NAMES.join(", ")
+                ),
+            ))
+        }
+    };
+    let given = [
+        (
+            "samples_per_query",
+            s.samples_per_query.as_ref().map(|v| v.span()),
+        ),
+        ("batch_size", s.batch_size.as_ref().map(|v| v.span())),
+        ("target_qps", s.target_qps.as_ref().map(|v| v.span())),
+        ("p99_bound_ms", s.p99_bound_ms.as_ref().map(|v| v.span())),
+        ("seed", s.seed.as_ref().map(|v| v.span())),
+        ("peak_search", s.peak_search.as_ref().map(|v| v.span())),
+    ];
+    for (field, span) in given {
+        if let Some(span) = span {
+            if !wanted.contains(&field) {
+                return Err(at.error(
+                    span,
+                    &format!("scenario.{field}"),
+                    format!("does not apply to a {name} scenario"),
+                ));
+            }
+        }
+    }
+    let required = |field: &str| {
+        at.error(
+            s.kind.span(),
+            &format!("scenario.{field}"),
+            format!("a {name} scenario needs `{field}`"),
+        )
+    };
+    Ok(match name {
+        "single-stream" => ScenarioKind::SingleStream,
+        "multi-stream" => ScenarioKind::MultiStream {
+            samples_per_query: match &s.samples_per_query {
+                Some(v) => positive_u32(at, v, "scenario.samples_per_query")?,
+                None => return Err(required("samples_per_query")),
+            },
+        },
+        "offline" => ScenarioKind::Offline {
+            batch_size: match &s.batch_size {
+                Some(v) => positive_u32(at, v, "scenario.batch_size")?,
+                None => NonZeroU32::new(32).expect("32 is not zero"),
+            },
+        },
+        _ => {
+            let target_qps = match &s.target_qps {
+                Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 => *v.get_ref(),
+                Some(v) => {
+                    return Err(at.error(
+                        v.span(),
+                        "scenario.target_qps",
+                        format!(
+                            "must be more than 0 queries per second, not {}",
+                            v.get_ref()
+                        ),
+                    ))
+                }
+                None => return Err(required("target_qps")),
+            };
+            let p99_bound = match &s.p99_bound_ms {
+                Some(v)
+                    if v.get_ref().is_finite()
+                        && (0.0..=3_600_000.0).contains(v.get_ref())
+                        && *v.get_ref() > 0.0 =>
+                {
+                    Duration::from_secs_f64(*v.get_ref() / 1000.0)
+                }
+                Some(v) => {
+                    return Err(at.error(
+                        v.span(),
+                        "scenario.p99_bound_ms",
+                        format!(
+                            "must be more than 0 ms and at most one hour, not {}",
+                            v.get_ref()
+                        ),
+                    ))
+                }
+                None => return Err(required("p99_bound_ms")),
+            };
+            let seed = match &s.seed {
+                Some(v) => u64::try_from(*v.get_ref())
+                    .map_err(|_| at.error(v.span(), "scenario.seed", "must be 0 or more"))?,
+                None => 1,
+            };
+            ScenarioKind::Server {
+                target_qps,
+                p99_bound,
+                seed,
+                peak_search: s.peak_search.as_ref().is_some_and(|v| *v.get_ref()),
+            }
+        }
     })
 }
 

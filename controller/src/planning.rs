@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use edgefleet_proto::v1::{workload, ArtifactRef, BenchJob, ModelSpec, TextInput, Workload};
-use edgefleet_suites::{Input, Suite};
+use edgefleet_suites::{Input, ScenarioKind, Suite};
 
 use crate::store::{AgentRow, ModelRow};
 
@@ -74,6 +74,15 @@ pub fn jobs_for_agent(
         .enumerate()
         .map(|(i, run)| {
             let model = &models[&run.model.to_string()];
+            let server = match run.scenario.kind {
+                ScenarioKind::Server {
+                    target_qps,
+                    p99_bound,
+                    seed,
+                    peak_search,
+                } => Some((target_qps, p99_bound, seed, peak_search)),
+                _ => None,
+            };
             BenchJob {
                 job_id: format!("a{agent_index:03}-j{i:03}"),
                 model: Some(ModelSpec {
@@ -98,6 +107,11 @@ pub fn jobs_for_agent(
                     min_duration_ms: run.scenario.min_duration.as_millis() as u64,
                     max_duration_ms: run.scenario.max_duration.as_millis() as u64,
                     repetitions: run.scenario.repetitions.get(),
+                    batch: run.scenario.kind.batch(),
+                    target_qps: server.map_or(0.0, |s| s.0),
+                    p99_bound_ms: server.map_or(0.0, |s| s.1.as_secs_f64() * 1000.0),
+                    seed: server.map_or(0, |s| s.2),
+                    peak_search: server.is_some_and(|s| s.3),
                     input: Some(workload::Input::Text(TextInput {
                         sentences: sentences.clone(),
                         sequence_length: sequence_length.map_or(0, |n| n.get()),

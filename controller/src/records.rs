@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use edgefleet_reports::{AgentSummary, FailedRun, LatencyCi, LatencyMs, ResultRecord};
+use edgefleet_reports::{
+    AgentSummary, FailedRun, LatencyCi, LatencyMs, ResultRecord, ServerOutcome,
+};
 
 use crate::planning::target_key;
 use crate::store::{AgentRow, Store, StoreError};
@@ -87,6 +89,14 @@ pub fn collect(
             repetition_cv: m.repetition_cv,
             latency_histogram_hdr: base64::engine::general_purpose::STANDARD
                 .encode(&m.latency_histogram),
+            samples_per_query: m.batch.max(1),
+            server: m.server.map(|s| ServerOutcome {
+                target_qps: s.target_qps,
+                achieved_qps: s.achieved_qps,
+                p99_bound_ms: s.p99_bound_ms,
+                bound_met: s.bound_met,
+                peak_qps: s.peak_qps,
+            }),
         });
     }
     let failures = store

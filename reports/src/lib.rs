@@ -66,6 +66,22 @@ pub struct ResultRecord {
     /// Every warm latency as a base64 HdrHistogram (V2, deflate; nanoseconds), the format
     /// HdrHistogram's tools read: percentiles can be recomputed and runs merged.
     pub latency_histogram_hdr: String,
+    /// Samples per inference call (N for multi-stream, the batch for offline, else 1);
+    /// `samples` counts calls and `throughput_per_s` counts samples.
+    pub samples_per_query: u32,
+    /// How a server-scenario run fared (`null` for other scenarios).
+    pub server: Option<ServerOutcome>,
+}
+
+/// A server-scenario run against its p99 bound.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerOutcome {
+    pub target_qps: f64,
+    pub achieved_qps: f64,
+    pub p99_bound_ms: f64,
+    pub bound_met: bool,
+    /// The highest rate found that met the bound, when a peak search ran.
+    pub peak_qps: Option<f64>,
 }
 
 /// 95% confidence intervals, each `[low, high]`.

@@ -49,6 +49,38 @@ fn a_good_suite_becomes_typed_values() {
 }
 
 #[test]
+fn every_scenario_kind_parses_with_its_own_settings() {
+    let with = |scenario: &str| {
+        let text = GOOD.replace("kind = \"single-stream\"", scenario);
+        Suite::parse(&text, "s.toml").map(|s| s.scenarios[0].kind)
+    };
+    assert_eq!(
+        with("kind = \"multi-stream\"\nsamples_per_query = 8").unwrap(),
+        ScenarioKind::MultiStream {
+            samples_per_query: 8.try_into().unwrap()
+        }
+    );
+    assert_eq!(with("kind = \"offline\"").unwrap().batch(), 32);
+    assert_eq!(
+        with("kind = \"offline\"\nbatch_size = 4").unwrap().batch(),
+        4
+    );
+    let server =
+        with("kind = \"server\"\ntarget_qps = 50.5\np99_bound_ms = 20\npeak_search = true")
+            .unwrap();
+    assert_eq!(
+        server,
+        ScenarioKind::Server {
+            target_qps: 50.5,
+            p99_bound: Duration::from_millis(20),
+            seed: 1,
+            peak_search: true
+        }
+    );
+    assert_eq!(server.batch(), 1);
+}
+
+#[test]
 fn shipped_suites_are_valid() {
     for (name, text) in crate::SHIPPED {
         let suite = Suite::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
@@ -147,6 +179,48 @@ fn bad_suites_name_line_and_field() {
             "invalid type",
         ),
         ("name = \"t\"\n", "", 1, "name", "missing field"),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"multi-stream\"",
+            9,
+            "scenario.samples_per_query",
+            "needs `samples_per_query`",
+        ),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"single-stream\"\nbatch_size = 4",
+            10,
+            "scenario.batch_size",
+            "does not apply to a single-stream",
+        ),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"server\"\np99_bound_ms = 20",
+            9,
+            "scenario.target_qps",
+            "needs `target_qps`",
+        ),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"server\"\ntarget_qps = 0\np99_bound_ms = 20",
+            10,
+            "scenario.target_qps",
+            "more than 0",
+        ),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"server\"\ntarget_qps = 5\np99_bound_ms = -1",
+            11,
+            "scenario.p99_bound_ms",
+            "more than 0 ms",
+        ),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"multi-stream\"\nsamples_per_query = 0",
+            10,
+            "scenario.samples_per_query",
+            "whole number",
+        ),
         (
             "repetitions = 3",
             "repetitions = 0",

@@ -100,6 +100,8 @@ fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
         repetition_medians_ms: vec![p0_ms * 1.5; 3],
         repetition_cv: Some(0.0),
         latency_histogram_hdr: String::new(),
+        samples_per_query: 1,
+        server: None,
     }
 }
 

@@ -324,3 +324,97 @@ fn an_agent_killed_mid_run_finishes_its_jobs_after_it_restarts() {
         .wait_for_log("resending unfinished jobs", Duration::from_secs(1));
     assert_eq!(ctl.agents().len(), 1, "the restarted agent kept its id");
 }
+
+#[test]
+fn multi_stream_offline_and_server_scenarios_and_a_wrong_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-s", &[]);
+    ctl.wait_online(&["edge-s"], Duration::from_secs(60));
+    register_models(&ctl);
+    let tokenizer = cached("models/minilm-l6/tokenizer.json");
+    let add = cached("models/tiny/add.onnx");
+    ctl.cli_ok(&[
+        "models",
+        "add",
+        add.to_str().unwrap(),
+        "--name",
+        "add-one",
+        "--version",
+        "1",
+        "--with",
+        tokenizer.to_str().unwrap(),
+    ]);
+    let suite = dir.path().join("scenarios.toml");
+    std::fs::write(
+        &suite,
+        r#"
+name = "scenarios"
+models = ["minilm-l6@int8", "add-one@1"]
+[input]
+text = ["The firmware update failed.", "Is the store open on Sunday mornings?", "Reset the thermostat."]
+[[scenario]]
+kind = "multi-stream"
+samples_per_query = 4
+min_queries = 20
+min_duration_s = 0.3
+[[scenario]]
+kind = "offline"
+batch_size = 8
+min_queries = 10
+min_duration_s = 0.3
+[[scenario]]
+kind = "server"
+target_qps = 40
+p99_bound_ms = 40
+peak_search = true
+min_queries = 20
+min_duration_s = 0.5
+"#,
+    )
+    .unwrap();
+    let out = ctl.cli(&["bench", "run", suite.to_str().unwrap(), "--wait", "--json"]);
+    // add-one has a fixed batch of 1: its batched scenarios fail, naming input and shapes.
+    assert!(!out.status.success(), "two jobs must fail");
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let by = |model: &str, scenario: &str| {
+        records
+            .iter()
+            .find(|r| r["model"] == model && r["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no {model} {scenario} record in {records:#?}"))
+    };
+
+    let multi = by("minilm-l6", "multi-stream");
+    assert_eq!(multi["samples_per_query"], 4);
+    let per_call = multi["samples"].as_f64().unwrap() / multi["duration_s"].as_f64().unwrap();
+    let throughput = multi["throughput_per_s"].as_f64().unwrap();
+    assert!(
+        (throughput / per_call - 4.0).abs() < 0.01,
+        "throughput counts samples: {multi:#}"
+    );
+    assert!(multi["server"].is_null());
+    assert_eq!(by("minilm-l6", "offline")["samples_per_query"], 8);
+
+    for model in ["minilm-l6", "add-one"] {
+        let server = &by(model, "server")["server"];
+        assert_eq!(server["target_qps"], 40.0);
+        let achieved = server["achieved_qps"].as_f64().unwrap();
+        assert!(
+            (20.0..=60.0).contains(&achieved),
+            "Poisson arrivals near 40/s: {server:#}"
+        );
+        assert!(server["bound_met"].is_boolean());
+        assert!(server["peak_qps"].as_f64().unwrap() > 0.0, "{server:#}");
+    }
+    let status = ctl.cli(&["report", "--out", dir.path().join("r").to_str().unwrap()]);
+    assert!(status.status.success());
+    let exported: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(exported.len(), 4, "4 measured, 2 failed");
+    let html = std::fs::read_to_string(dir.path().join("r/report.html")).unwrap();
+    assert!(
+        html.contains("model input `input_ids` expects shape [1, ?] but the workload gives [4, "),
+        "the failure names the input and both shapes"
+    );
+}
