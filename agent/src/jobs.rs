@@ -247,6 +247,8 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
         repetition_cv: report.repetition_cv,
         latency_histogram: report.latency_histogram,
         batch: report.batch,
+        early_stopping_percentile: report.early_stopping_percentile,
+        early_stopping_ms: report.early_stopping_ms,
         server: report.server.map(|s| ServerOutcome {
             target_qps: s.target_qps,
             achieved_qps: s.achieved_qps,

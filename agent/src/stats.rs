@@ -93,6 +93,38 @@ pub fn bootstrap_ci95(sorted: &[f64], p: f64) -> (f64, f64) {
     )
 }
 
+/// LoadGen-style early-stopping estimate: the smallest latency that, with 99% confidence, is at
+/// least the true `p` percentile, given these samples. It is the sample percentile pushed up by
+/// how few samples there are; `None` when there are too few to say anything at that confidence
+/// (fewer than 44 for p90, 459 for p99).
+///
+/// With n samples, the j-th smallest is at least the true p-quantile unless j or more samples
+/// fell below it, which happens with probability P(Binomial(n, p) ≥ j).
+pub fn early_stopping_estimate(sorted: &[f64], p: f64) -> Option<f64> {
+    const CONFIDENCE: f64 = 0.99;
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let ln_fact = ln_factorials(n);
+    let q = p / 100.0;
+    let risk = |j: usize| binomial_at_least(n, j, q, &ln_fact);
+    if risk(n) > 1.0 - CONFIDENCE {
+        return None;
+    }
+    // risk(j) falls as j grows: binary search for the first j with risk ≤ 1%.
+    let (mut lo, mut hi) = (1usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if risk(mid) <= 1.0 - CONFIDENCE {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(sorted[lo - 1])
+}
+
 /// ln(i!) for i in 0..=n.
 fn ln_factorials(n: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(n + 1);
@@ -205,6 +237,34 @@ mod tests {
         assert_eq!(hist.len(), 1000);
         let p90_ms = hist.value_at_quantile(0.90) as f64 / 1e6;
         assert!((p90_ms - 9.0).abs() / 9.0 < 0.001, "{p90_ms}");
+    }
+
+    #[test]
+    fn early_stopping_needs_enough_samples_and_errs_upward() {
+        let values = |n: usize| -> Vec<f64> { (1..=n).map(|i| i as f64).collect() };
+        assert_eq!(
+            early_stopping_estimate(&values(43), 90.0),
+            None,
+            "0.9^43 > 1%"
+        );
+        assert_eq!(
+            early_stopping_estimate(&values(44), 90.0),
+            Some(44.0),
+            "only the maximum will do"
+        );
+        assert_eq!(early_stopping_estimate(&values(458), 99.0), None);
+        for n in [100, 1000, 10_000] {
+            let v = values(n);
+            let estimate = early_stopping_estimate(&v, 90.0).unwrap();
+            let p90 = nearest_rank(&v, 90.0);
+            assert!(
+                estimate > p90,
+                "n={n}: {estimate} must be above the sample p90 {p90}"
+            );
+        }
+        // The margin shrinks with more samples (about 2.3 standard errors of the rank).
+        let margin = |n: usize| early_stopping_estimate(&values(n), 90.0).unwrap() / n as f64 - 0.9;
+        assert!(margin(10_000) < margin(1000) / 2.0);
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct WorkerReport {
     /// Samples per inference call; `samples` counts calls, throughput counts samples.
     pub batch: u32,
     pub server: Option<ServerReport>,
+    /// The scenario's target percentile (0 when it has none) and its early-stopping estimate.
+    pub early_stopping_percentile: f64,
+    pub early_stopping_ms: Option<f64>,
 }
 
 /// How a server-scenario run fared against its bound.
@@ -234,6 +237,16 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         _ => None,
     };
     let latency_ms = stats::summarize(&latencies).expect("at least one query ran");
+    let target_percentile = match job.scenario.as_str() {
+        "single-stream" => 90.0,
+        "multi-stream" | "server" => 99.0,
+        _ => 0.0,
+    };
+    let early_stopping_ms = (target_percentile > 0.0).then(|| {
+        let mut sorted = latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        stats::early_stopping_estimate(&sorted, target_percentile)
+    });
     let queries_per_s = latencies.len() as f64 / wall.as_secs_f64();
     let server = if server {
         let peak_qps = if job.peak_search {
@@ -284,6 +297,8 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         latency_histogram: stats::hdr_histogram(&latencies),
         batch: rows as u32,
         server,
+        early_stopping_percentile: target_percentile,
+        early_stopping_ms: early_stopping_ms.flatten(),
     })
 }
 

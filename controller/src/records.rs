@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use edgefleet_reports::{
-    AgentSummary, FailedRun, LatencyCi, LatencyMs, ResultRecord, ServerOutcome,
+    AgentSummary, EarlyStopping, FailedRun, LatencyCi, LatencyMs, ResultRecord, ServerOutcome,
 };
 
 use crate::planning::target_key;
@@ -96,6 +96,11 @@ pub fn collect(
                 p99_bound_ms: s.p99_bound_ms,
                 bound_met: s.bound_met,
                 peak_qps: s.peak_qps,
+            }),
+            early_stopping: (m.early_stopping_percentile > 0.0).then_some(EarlyStopping {
+                percentile: m.early_stopping_percentile,
+                confidence: 0.99,
+                estimate_ms: m.early_stopping_ms,
             }),
         });
     }

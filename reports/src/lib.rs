@@ -71,6 +71,17 @@ pub struct ResultRecord {
     pub samples_per_query: u32,
     /// How a server-scenario run fared (`null` for other scenarios).
     pub server: Option<ServerOutcome>,
+    /// LoadGen-style early stopping for the scenario's target percentile (`null` for offline).
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// An upper estimate of the target percentile that holds with the stated confidence given the
+/// number of queries run; `estimate_ms` is `null` when there were too few queries.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    pub percentile: f64,
+    pub confidence: f64,
+    pub estimate_ms: Option<f64>,
 }
 
 /// A server-scenario run against its p99 bound.

@@ -102,6 +102,7 @@ fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
         latency_histogram_hdr: String::new(),
         samples_per_query: 1,
         server: None,
+        early_stopping: None,
     }
 }
 

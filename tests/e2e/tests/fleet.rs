@@ -147,6 +147,12 @@ fn two_agents_benchmark_real_models_and_a_report_is_written() {
             r["samples"].as_u64().unwrap() >= 60,
             "30 queries in each of 2 repetitions"
         );
+        let early = &r["early_stopping"];
+        assert_eq!(early["percentile"], 90.0);
+        assert!(
+            early["estimate_ms"].as_f64().unwrap() >= p90,
+            "an upper estimate: {early:#}"
+        );
         let hdr = r["latency_histogram_hdr"].as_str().unwrap();
         assert!(
             hdr.starts_with("HISTF"),
