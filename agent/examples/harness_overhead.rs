@@ -79,6 +79,10 @@ fn main() {
             p99_bound_ms: 0.0,
             seed: 0,
             peak_search: false,
+            sensors_root: PathBuf::from("/"),
+            idle_power_s: 0.0,
+            max_start_temp_c: None,
+            max_wait_s: 0.0,
         };
         let job_file =
             std::env::temp_dir().join(format!("edgefleet-harness-{}.json", std::process::id()));

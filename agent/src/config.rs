@@ -20,6 +20,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// An explicit path to `libonnxruntime.so`; otherwise see [`crate::runtime_library`].
     pub onnxruntime_library: Option<PathBuf>,
+    /// Where `/sys` and friends are read from (`/`; a fixture tree in tests).
+    pub sensors_root: PathBuf,
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
     pub shutdown_grace: Duration,
@@ -62,6 +64,7 @@ pub struct Overrides {
     pub labels: Vec<String>,
     pub data_dir: Option<PathBuf>,
     pub onnxruntime_library: Option<PathBuf>,
+    pub sensors_root: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -96,6 +99,7 @@ impl AgentConfig {
             labels,
             data_dir,
             onnxruntime_library: flags.onnxruntime_library.or(file.onnxruntime_library),
+            sensors_root: flags.sensors_root.unwrap_or_else(|| PathBuf::from("/")),
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             shutdown_grace: crate::DEFAULT_SHUTDOWN_GRACE,

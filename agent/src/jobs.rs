@@ -76,7 +76,13 @@ async fn measure(ctx: &mut JobContext, job: &BenchJob) -> Result<(WorkerReport, 
     let model_path = model_path.expect("the model file was fetched above");
     let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
         .map_err(|e| e.to_string())?;
-    let worker_job = worker_job(workload, library, model_path, tokenizer_path)?;
+    let worker_job = worker_job(
+        workload,
+        library,
+        model_path,
+        tokenizer_path,
+        &ctx.config.sensors_root,
+    )?;
     let timeout =
         Duration::from_millis(worker_job.max_duration_ms) * worker_job.repetitions + WORKER_GRACE;
     run_worker(&worker_job, timeout).await
@@ -113,6 +119,7 @@ fn worker_job(
     library: std::path::PathBuf,
     model_path: std::path::PathBuf,
     tokenizer_path: Option<std::path::PathBuf>,
+    sensors_root: &std::path::Path,
 ) -> Result<WorkerJob, String> {
     const SCENARIOS: [&str; 4] = ["single-stream", "multi-stream", "offline", "server"];
     if !SCENARIOS.contains(&workload.scenario.as_str()) {
@@ -147,6 +154,10 @@ fn worker_job(
         p99_bound_ms: workload.p99_bound_ms,
         seed: workload.seed,
         peak_search: workload.peak_search,
+        sensors_root: sensors_root.to_path_buf(),
+        idle_power_s: workload.idle_power_s,
+        max_start_temp_c: workload.max_start_temp_c,
+        max_wait_s: workload.max_wait_s,
     })
 }
 
@@ -212,6 +223,7 @@ async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerReport,
 
 fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Measurement {
     let l = &report.latency_ms;
+    let c = &report.conditions;
     Measurement {
         samples: report.samples,
         duration_s: report.duration_s,
@@ -249,6 +261,18 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
         batch: report.batch,
         early_stopping_percentile: report.early_stopping_percentile,
         early_stopping_ms: report.early_stopping_ms,
+        energy_j_per_sample: c
+            .energy_j
+            .map(|j| j / (report.samples.max(1) * u64::from(report.batch.max(1))) as f64),
+        energy_method: c.energy_method.clone(),
+        energy_sample_hz: c.energy_sample_hz,
+        idle_power_w: c.idle_power_w,
+        active_power_w: c.active_power_w,
+        energy_note: c.energy_note.clone(),
+        temperature_start_c: c.temperature_start_c,
+        temperature_max_c: c.temperature_max_c,
+        throttled: c.throttled,
+        cool_down_wait_s: c.cool_down_wait_s,
         server: report.server.map(|s| ServerOutcome {
             target_qps: s.target_qps,
             achieved_qps: s.achieved_qps,

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod link;
 pub mod procfs;
 pub mod runtime_library;
+pub mod sensors;
 pub mod stats;
 pub mod worker;
 

@@ -56,6 +56,9 @@ struct DaemonArgs {
     /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to this binary).
     #[arg(long, env = "EDGEFLEET_ONNXRUNTIME")]
     onnxruntime_library: Option<PathBuf>,
+    /// Read sensors under this root instead of / (for tests and containers).
+    #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT")]
+    sensors_root: Option<PathBuf>,
 }
 
 impl DaemonArgs {
@@ -81,6 +84,7 @@ impl DaemonArgs {
                 labels: self.labels,
                 data_dir: self.data_dir,
                 onnxruntime_library: self.onnxruntime_library,
+                sensors_root: self.sensors_root,
             },
         )
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod conditions;
 pub mod measure;
 pub mod text_input;
 
@@ -40,6 +41,13 @@ pub struct WorkerJob {
     pub p99_bound_ms: f64,
     pub seed: u64,
     pub peak_search: bool,
+    /// Where sensors are read (`/` on a device).
+    pub sensors_root: PathBuf,
+    /// Idle power is measured this long before the run (0: not at all).
+    pub idle_power_s: f64,
+    /// Cool-down guard: wait until the hottest zone is at most this, at most `max_wait_s`.
+    pub max_start_temp_c: Option<f64>,
+    pub max_wait_s: f64,
 }
 
 /// A worker's answer (JSON on its stdout).
@@ -76,6 +84,7 @@ pub struct WorkerReport {
     /// The scenario's target percentile (0 when it has none) and its early-stopping estimate.
     pub early_stopping_percentile: f64,
     pub early_stopping_ms: Option<f64>,
+    pub conditions: conditions::Observed,
 }
 
 /// How a server-scenario run fared against its bound.
@@ -192,6 +201,13 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
 
+    let mut conditions = conditions::Conditions::discover(job.sensors_root.clone());
+    conditions.cool_down(
+        job.max_start_temp_c,
+        Duration::from_secs_f64(job.max_wait_s.max(0.0)),
+    );
+    conditions.idle_power(Duration::from_secs_f64(job.idle_power_s.max(0.0)));
+
     let first = Instant::now();
     model.run(&feeds[0]).map_err(|e| e.to_string())?;
     let first_inference_ms = ms(first.elapsed());
@@ -210,6 +226,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         min_queries: job.min_queries as usize,
     };
     let server = job.scenario == "server";
+    let watch = conditions.watch();
     let cpu_before = procfs::own_cpu_seconds();
     let mut latencies = Vec::new();
     let mut medians = Vec::new();
@@ -236,6 +253,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         (Some(before), Some(after)) => Some((after - before) / wall.as_secs_f64() * 100.0),
         _ => None,
     };
+    let observed = watch.finish();
     let latency_ms = stats::summarize(&latencies).expect("at least one query ran");
     let target_percentile = match job.scenario.as_str() {
         "single-stream" => 90.0,
@@ -299,6 +317,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         server,
         early_stopping_percentile: target_percentile,
         early_stopping_ms: early_stopping_ms.flatten(),
+        conditions: observed,
     })
 }
 

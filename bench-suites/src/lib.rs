@@ -23,8 +23,31 @@ pub struct Suite {
     pub models: Vec<ModelRef>,
     pub input: Input,
     pub scenarios: Vec<Scenario>,
+    pub conditions: Conditions,
     /// sha256 of the suite's TOML text, recorded with every result for provenance.
     pub sha256: String,
+}
+
+/// What is measured around each run: idle power first, and a cool-down guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditions {
+    /// Idle power is measured this long before each run (where an energy source exists) and
+    /// subtracted from the run's energy.
+    pub idle_power: std::time::Duration,
+    /// Before each run, wait until the hottest thermal zone is at most this (or stops cooling).
+    pub max_start_temp_c: Option<f64>,
+    /// …but never longer than this.
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Conditions {
+            idle_power: std::time::Duration::from_secs(2),
+            max_start_temp_c: None,
+            max_wait: std::time::Duration::from_secs(120),
+        }
+    }
 }
 
 /// A registered model version, written `name@version` in a suite.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{suite_hash, Input, ModelRef, Scenario, ScenarioKind, Suite, SuiteError};
+use crate::{suite_hash, Conditions, Input, ModelRef, Scenario, ScenarioKind, Suite, SuiteError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +19,15 @@ struct RawSuite {
     models: Spanned<Vec<Spanned<String>>>,
     input: Spanned<RawInput>,
     scenario: Spanned<Vec<Spanned<RawScenario>>>,
+    conditions: Option<RawConditions>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConditions {
+    idle_power_s: Option<Spanned<f64>>,
+    max_start_temp_c: Option<Spanned<f64>>,
+    max_wait_s: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -151,7 +160,13 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
         .map(|s| scenario(&at, s))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let conditions = match raw.conditions {
+        None => Conditions::default(),
+        Some(c) => conditions(&at, c)?,
+    };
+
     Ok(Suite {
+        conditions,
         name: name.to_string(),
         description: raw.description,
         models,
@@ -162,6 +177,31 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
         scenarios,
         sha256: suite_hash(text),
     })
+}
+
+fn conditions(at: &Locator<'_>, raw: RawConditions) -> Result<Conditions, SuiteError> {
+    let mut out = Conditions::default();
+    if let Some(v) = &raw.idle_power_s {
+        out.idle_power = if *v.get_ref() == 0.0 {
+            Duration::ZERO
+        } else {
+            positive_seconds(at, v, "conditions.idle_power_s")?
+        };
+    }
+    if let Some(v) = &raw.max_start_temp_c {
+        if !(v.get_ref().is_finite() && (0.0..=150.0).contains(v.get_ref())) {
+            return Err(at.error(
+                v.span(),
+                "conditions.max_start_temp_c",
+                format!("must be between 0 and 150 °C, not {}", v.get_ref()),
+            ));
+        }
+        out.max_start_temp_c = Some(*v.get_ref());
+    }
+    if let Some(v) = &raw.max_wait_s {
+        out.max_wait = positive_seconds(at, v, "conditions.max_wait_s")?;
+    }
+    Ok(out)
 }
 
 fn scenario(at: &Locator<'_>, raw: &Spanned<RawScenario>) -> Result<Scenario, SuiteError> {

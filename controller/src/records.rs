@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use edgefleet_reports::{
     AgentSummary, EarlyStopping, FailedRun, LatencyCi, LatencyMs, ResultRecord, ServerOutcome,
+    TemperatureC,
 };
 
 use crate::planning::target_key;
@@ -66,10 +67,17 @@ pub fn collect(
             throughput_per_s: m.throughput_per_s,
             peak_rss_bytes: m.peak_rss_bytes,
             cpu_percent: m.cpu_percent,
-            energy_j_per_inference: None,
-            energy_method: None,
-            temperature_c: None,
-            throttled: None,
+            energy_j_per_inference: m.energy_j_per_sample,
+            energy_method: Some(if m.energy_method.is_empty() {
+                "none".to_string()
+            } else {
+                m.energy_method.clone()
+            }),
+            temperature_c: m
+                .temperature_start_c
+                .zip(m.temperature_max_c)
+                .map(|(start, max)| TemperatureC { start, max }),
+            throttled: m.throttled,
             ttft_ms: None,
             tpot_ms: None,
             prefill_tokens_per_s: None,
@@ -102,6 +110,11 @@ pub fn collect(
                 confidence: 0.99,
                 estimate_ms: m.early_stopping_ms,
             }),
+            energy_sample_hz: (m.energy_sample_hz > 0.0).then_some(m.energy_sample_hz),
+            idle_power_w: m.idle_power_w,
+            active_power_w: m.active_power_w,
+            energy_note: (!m.energy_note.is_empty()).then(|| m.energy_note.clone()),
+            cool_down_wait_s: m.cool_down_wait_s,
         });
     }
     let failures = store

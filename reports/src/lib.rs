@@ -73,6 +73,16 @@ pub struct ResultRecord {
     pub server: Option<ServerOutcome>,
     /// LoadGen-style early stopping for the scenario's target percentile (`null` for offline).
     pub early_stopping: Option<EarlyStopping>,
+    /// How often the energy source was read during the run (`null` without a source).
+    pub energy_sample_hz: Option<f64>,
+    /// Power measured idle before the run (subtracted from the run's energy).
+    pub idle_power_w: Option<f64>,
+    /// Mean power during the run.
+    pub active_power_w: Option<f64>,
+    /// Why an energy source that exists gave no number, or a caveat on it.
+    pub energy_note: Option<String>,
+    /// Seconds the cool-down guard waited before the run.
+    pub cool_down_wait_s: f64,
 }
 
 /// An upper estimate of the target percentile that holds with the stated confidence given the

@@ -46,6 +46,17 @@ fn a_good_suite_becomes_typed_values() {
         "2 models x 1 scenario x 2 thread counts"
     );
     assert_eq!(suite.sha256.len(), 64);
+    assert_eq!(suite.conditions, crate::Conditions::default());
+    let guarded = Suite::parse(
+        &format!(
+            "{GOOD}\n[conditions]\nidle_power_s = 0\nmax_start_temp_c = 55\nmax_wait_s = 30\n"
+        ),
+        "g.toml",
+    )
+    .unwrap();
+    assert_eq!(guarded.conditions.idle_power, Duration::ZERO);
+    assert_eq!(guarded.conditions.max_start_temp_c, Some(55.0));
+    assert_eq!(guarded.conditions.max_wait, Duration::from_secs(30));
 }
 
 #[test]

@@ -103,6 +103,11 @@ fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
         samples_per_query: 1,
         server: None,
         early_stopping: None,
+        energy_sample_hz: None,
+        idle_power_w: None,
+        active_power_w: None,
+        energy_note: None,
+        cool_down_wait_s: 0.0,
     }
 }
 

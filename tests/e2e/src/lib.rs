@@ -209,8 +209,23 @@ impl Controller {
     }
 }
 
-/// Starts an agent process that dials `address`.
+/// Starts an agent process that dials `address`, reading sensors from an empty tree (so results
+/// do not depend on the test machine's hardware).
 pub fn start_agent(dir: &Path, address: &str, token: &str, name: &str, labels: &[&str]) -> Process {
+    let empty = dir.join("no-sensors");
+    std::fs::create_dir_all(&empty).expect("sensor root");
+    start_agent_with_sensors(dir, address, token, name, labels, &empty)
+}
+
+/// Starts an agent process that reads its sensors under `sensors_root` (a fixture tree).
+pub fn start_agent_with_sensors(
+    dir: &Path,
+    address: &str,
+    token: &str,
+    name: &str,
+    labels: &[&str],
+    sensors_root: &Path,
+) -> Process {
     let log = dir.join(format!("{name}.log"));
     let mut cmd = Command::new(binary("edgefleet-agent"));
     cmd.args(["run", "--controller", address, "--name", name, "--data-dir"])
@@ -220,6 +235,7 @@ pub fn start_agent(dir: &Path, address: &str, token: &str, name: &str, labels: &
         .env("EDGEFLEET_TOKEN", token)
         .env("EDGEFLEET_LOG", "info")
         .env("NO_COLOR", "1")
+        .env("EDGEFLEET_SENSORS_ROOT", sensors_root)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"));
     for label in labels {

@@ -158,11 +158,10 @@ fn two_agents_benchmark_real_models_and_a_report_is_written() {
             hdr.starts_with("HISTF"),
             "an HdrHistogram V2 deflate record: {hdr}"
         );
-        // Not measured yet: null, never zero.
-        assert!(
-            r["energy_j_per_inference"].is_null() && r["energy_method"].is_null(),
-            "{r:#}"
-        );
+        // The agents read an empty sensor tree: unsupported is null with method none, never zero.
+        assert!(r["energy_j_per_inference"].is_null(), "{r:#}");
+        assert_eq!(r["energy_method"], "none");
+        assert!(r["temperature_c"].is_null() && r["throttled"].is_null());
     }
     let fp32 = records
         .iter()
