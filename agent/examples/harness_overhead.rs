@@ -83,6 +83,7 @@ fn main() {
             idle_power_s: 0.0,
             max_start_temp_c: None,
             max_wait_s: 0.0,
+            quality: None,
         };
         let job_file =
             std::env::temp_dir().join(format!("edgefleet-harness-{}.json", std::process::id()));

@@ -47,6 +47,13 @@ pub struct Model {
     pub inputs: Vec<InputInfo>,
 }
 
+/// A float32 output: its shape and values (row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloatOutput {
+    pub shape: Vec<i64>,
+    pub values: Vec<f32>,
+}
+
 /// The inputs of one query, built before timing starts.
 pub struct Feed {
     tensors: Vec<(String, Tensor<i64>)>,
@@ -114,6 +121,32 @@ impl Model {
             })
             .collect::<Result<_, _>>()?;
         Ok(Feed { tensors })
+    }
+
+    /// Runs one query and returns its first output, which must be a float32 tensor.
+    pub fn run_output(&mut self, feed: &Feed) -> Result<FloatOutput, EngineError> {
+        let inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = feed
+            .tensors
+            .iter()
+            .map(|(name, tensor)| (name.as_str(), tensor.into()))
+            .collect();
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(|e| EngineError::Run(e.to_string()))?;
+        let (name, value) = outputs
+            .iter()
+            .next()
+            .ok_or_else(|| EngineError::Run("the model has no outputs".into()))?;
+        let (shape, values) = value.try_extract_tensor::<f32>().map_err(|_| {
+            EngineError::Run(format!(
+                "model output `{name}` is not a float32 tensor; quality metrics need one"
+            ))
+        })?;
+        Ok(FloatOutput {
+            shape: shape.iter().copied().collect(),
+            values: values.to_vec(),
+        })
     }
 
     /// Runs one query and drops its outputs.

@@ -2,6 +2,7 @@
 //! workload in a worker process, watch its memory from outside, kill it if it hangs, and turn
 //! what happened into a result for the controller. A failing job never takes the daemon down.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +18,7 @@ use crate::artifacts::ArtifactStore;
 use crate::config::AgentConfig;
 use crate::procfs;
 use crate::runtime_library;
-use crate::worker::{WorkerJob, WorkerOutcome, WorkerReport};
+use crate::worker::{QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
 
 /// Time a worker gets beyond the workload's maximum duration (per repetition), for loading and
 /// warm-up.
@@ -43,10 +44,20 @@ pub async fn execute(ctx: &mut JobContext, run_id: &str, job: BenchJob) -> JobRe
         .map_or(0, |d| d.as_millis() as i64);
     let threads = job.workload.as_ref().map_or(1, |w| w.threads.max(1));
     let outcome = match measure(ctx, &job).await {
-        Ok((report, outside_peak)) => job_result::Outcome::Measurement(Measurement {
-            threads,
-            ..measurement(report, outside_peak, started_at)
-        }),
+        Ok((report, outside_peak, quality)) => {
+            let mut m = Measurement {
+                threads,
+                ..measurement(report, outside_peak, started_at)
+            };
+            if let Some((reference, quality)) = quality {
+                m.quality_reference = reference;
+                match quality {
+                    Ok(values) => m.quality = values.into_iter().collect(),
+                    Err(error) => m.quality_error = error,
+                }
+            }
+            job_result::Outcome::Measurement(m)
+        }
         Err(error) => job_result::Outcome::Error(error),
     };
     JobResult {
@@ -56,7 +67,15 @@ pub async fn execute(ctx: &mut JobContext, run_id: &str, job: BenchJob) -> JobRe
     }
 }
 
-async fn measure(ctx: &mut JobContext, job: &BenchJob) -> Result<(WorkerReport, u64), String> {
+/// A quality check's reference (`name@version`) and what it found.
+type QualityOutcome = Option<(String, Result<BTreeMap<String, f64>, String>)>;
+
+/// Times the model in one worker, then (if asked) compares it with the reference in another, so
+/// the second model never counts in the first one's memory.
+async fn measure(
+    ctx: &mut JobContext,
+    job: &BenchJob,
+) -> Result<(WorkerReport, u64, QualityOutcome), String> {
     let model = job.model.as_ref().ok_or("the job names no model")?;
     let workload = job.workload.as_ref().ok_or("the job has no workload")?;
     let onnx = model
@@ -85,7 +104,44 @@ async fn measure(ctx: &mut JobContext, job: &BenchJob) -> Result<(WorkerReport, 
     )?;
     let timeout =
         Duration::from_millis(worker_job.max_duration_ms) * worker_job.repetitions + WORKER_GRACE;
-    run_worker(&worker_job, timeout).await
+    let (report, peak) = match run_worker(&worker_job, timeout).await? {
+        (WorkerOutcome::Measured(report), peak) => (*report, peak),
+        _ => return Err("the worker answered a timing job with something else".into()),
+    };
+    let quality = match (&job.reference, workload.quality_metric.is_empty()) {
+        (Some(reference), false) => {
+            let name = format!("{}@{}", reference.name, reference.version);
+            Some((name, compare(ctx, reference, workload, worker_job).await))
+        }
+        _ => None,
+    };
+    Ok((report, peak, quality))
+}
+
+/// The quality worker: the same model and tokenizer, the reference, and the golden sentences.
+async fn compare(
+    ctx: &mut JobContext,
+    reference: &edgefleet_proto::v1::ModelSpec,
+    workload: &Workload,
+    timing_job: WorkerJob,
+) -> Result<BTreeMap<String, f64>, String> {
+    let onnx = reference
+        .files
+        .first()
+        .ok_or("the reference model has no files")?;
+    let reference_path = fetch_with_retries(ctx, &onnx.sha256).await?;
+    let job = WorkerJob {
+        sentences: workload.golden.clone(),
+        quality: Some(QualityJob {
+            reference_path,
+            metric: workload.quality_metric.clone(),
+        }),
+        ..timing_job
+    };
+    match run_worker(&job, WORKER_GRACE).await? {
+        (WorkerOutcome::Compared(values), _) => Ok(values),
+        _ => Err("the worker answered a quality job with something else".into()),
+    }
 }
 
 /// A transfer that breaks (the controller restarts, the network drops) is retried, resuming at
@@ -158,12 +214,13 @@ fn worker_job(
         idle_power_s: workload.idle_power_s,
         max_start_temp_c: workload.max_start_temp_c,
         max_wait_s: workload.max_wait_s,
+        quality: None,
     })
 }
 
 /// Starts a worker process for the job, samples its peak memory until it exits, and reads its
 /// report. Returns the report and the peak resident memory seen from outside.
-async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerReport, u64), String> {
+async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerOutcome, u64), String> {
     let mut child = crate::worker::worker_command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -199,8 +256,8 @@ async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerReport,
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last_line = stdout.lines().last().unwrap_or("");
     match serde_json::from_str::<WorkerOutcome>(last_line) {
-        Ok(WorkerOutcome::Measured(report)) => Ok((*report, peak)),
         Ok(WorkerOutcome::Failed(reason)) => Err(reason),
+        Ok(outcome) => Ok((outcome, peak)),
         Err(_) => {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let hint = stderr.lines().last().unwrap_or("").trim();
@@ -261,6 +318,9 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
         batch: report.batch,
         early_stopping_percentile: report.early_stopping_percentile,
         early_stopping_ms: report.early_stopping_ms,
+        quality: Default::default(),
+        quality_reference: String::new(),
+        quality_error: String::new(),
         energy_j_per_sample: c
             .energy_j
             .map(|j| j / (report.samples.max(1) * u64::from(report.batch.max(1))) as f64),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod conditions;
 pub mod measure;
+pub mod quality;
 pub mod text_input;
 
 use crate::engine::{Runtime, ENGINE_NAME};
@@ -48,6 +49,16 @@ pub struct WorkerJob {
     /// Cool-down guard: wait until the hottest zone is at most this, at most `max_wait_s`.
     pub max_start_temp_c: Option<f64>,
     pub max_wait_s: f64,
+    /// When set, the worker only compares the model with this reference on `sentences`.
+    pub quality: Option<QualityJob>,
+}
+
+/// A quality comparison: the job's model against a reference model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QualityJob {
+    pub reference_path: PathBuf,
+    /// cosine | logits | classes
+    pub metric: String,
 }
 
 /// A worker's answer (JSON on its stdout).
@@ -55,6 +66,7 @@ pub struct WorkerJob {
 #[serde(rename_all = "snake_case")]
 pub enum WorkerOutcome {
     Measured(Box<WorkerReport>),
+    Compared(std::collections::BTreeMap<String, f64>),
     Failed(String),
 }
 
@@ -131,11 +143,12 @@ fn die_with_parent() {
 /// [`WorkerOutcome`]. Exits 0 when it measured, 1 when the job failed.
 pub fn main_job() -> std::process::ExitCode {
     die_with_parent();
-    let (outcome, code) = match read_job().and_then(|job| run_job(&job)) {
-        Ok(report) => (
-            WorkerOutcome::Measured(Box::new(report)),
-            std::process::ExitCode::SUCCESS,
-        ),
+    let outcome = read_job().and_then(|job| match &job.quality {
+        Some(q) => run_quality(&job, q).map(WorkerOutcome::Compared),
+        None => run_job(&job).map(|r| WorkerOutcome::Measured(Box::new(r))),
+    });
+    let (outcome, code) = match outcome {
+        Ok(outcome) => (outcome, std::process::ExitCode::SUCCESS),
         Err(message) => (
             WorkerOutcome::Failed(message),
             std::process::ExitCode::FAILURE,
@@ -176,6 +189,37 @@ fn read_job() -> Result<WorkerJob, String> {
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read the job: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("unreadable job: {e}"))
+}
+
+/// Runs every sentence through the model and the reference, one at a time, and compares their
+/// first outputs by the metric.
+pub fn run_quality(
+    job: &WorkerJob,
+    q: &QualityJob,
+) -> Result<std::collections::BTreeMap<String, f64>, String> {
+    let runtime = Runtime::load(&job.onnxruntime_library).map_err(|e| e.to_string())?;
+    let threads = job.threads.max(1) as usize;
+    let mut candidate = runtime
+        .load_model(&job.model_path, threads)
+        .map_err(|e| e.to_string())?;
+    let mut reference = runtime
+        .load_model(&q.reference_path, threads)
+        .map_err(|e| e.to_string())?;
+    let sentences = text_input::tokenize(job)?;
+    let mut pairs = Vec::new();
+    for i in 0..sentences.len() {
+        let batch = text_input::batch(&sentences, i, 1);
+        let shape = [batch.rows, batch.columns];
+        let output = |model: &mut crate::engine::Model| {
+            let feed = model
+                .feed(text_input::feed_for(model, &batch)?, shape)
+                .map_err(|e| e.to_string())?;
+            model.run_output(&feed).map_err(|e| e.to_string())
+        };
+        let (c, r) = (output(&mut candidate)?, output(&mut reference)?);
+        pairs.push((c, r, batch.attention_mask.clone()));
+    }
+    quality::compare(&q.metric, &pairs)
 }
 
 /// Loads the runtime and model, tokenizes the sentences, and runs the scenario.

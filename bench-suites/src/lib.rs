@@ -24,9 +24,24 @@ pub struct Suite {
     pub input: Input,
     pub scenarios: Vec<Scenario>,
     pub conditions: Conditions,
+    /// Compare every model with a reference on golden inputs, when set.
+    pub quality: Option<QualityCheck>,
     /// sha256 of the suite's TOML text, recorded with every result for provenance.
     pub sha256: String,
 }
+
+/// A quality check: each model's outputs against a reference model's on golden inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityCheck {
+    pub reference: ModelRef,
+    /// cosine (embeddings), logits (top-1 agreement and KL divergence) or classes (exact match).
+    pub metric: String,
+    /// Sentences both models see; the suite's input sentences when not given.
+    pub golden: Vec<String>,
+}
+
+/// The quality metrics a suite may name.
+pub const QUALITY_METRICS: [&str; 3] = ["cosine", "logits", "classes"];
 
 /// What is measured around each run: idle power first, and a cool-down guard.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{suite_hash, Conditions, Input, ModelRef, Scenario, ScenarioKind, Suite, SuiteError};
+use crate::{
+    suite_hash, Conditions, Input, ModelRef, QualityCheck, Scenario, ScenarioKind, Suite,
+    SuiteError,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +23,15 @@ struct RawSuite {
     input: Spanned<RawInput>,
     scenario: Spanned<Vec<Spanned<RawScenario>>>,
     conditions: Option<RawConditions>,
+    quality: Option<Spanned<RawQuality>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuality {
+    reference: Spanned<String>,
+    metric: Spanned<String>,
+    golden: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -160,12 +172,54 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
         .map(|s| scenario(&at, s))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let quality = match &raw.quality {
+        None => None,
+        Some(q) => {
+            let q = q.get_ref();
+            let reference = q
+                .reference
+                .get_ref()
+                .parse()
+                .map_err(|e: String| at.error(q.reference.span(), "quality.reference", e))?;
+            if !crate::QUALITY_METRICS.contains(&q.metric.get_ref().as_str()) {
+                return Err(at.error(
+                    q.metric.span(),
+                    "quality.metric",
+                    format!(
+                        "unknown metric `{}` (supported: {})",
+                        q.metric.get_ref(),
+                        crate::QUALITY_METRICS.join(", ")
+                    ),
+                ));
+            }
+            let golden = match &q.golden {
+                Some(g)
+                    if g.get_ref().is_empty()
+                        || g.get_ref().iter().any(|s| s.trim().is_empty()) =>
+                {
+                    return Err(at.error(
+                        g.span(),
+                        "quality.golden",
+                        "needs sentences, and no empty ones",
+                    ))
+                }
+                Some(g) => g.get_ref().clone(),
+                None => sentences.clone(),
+            };
+            Some(QualityCheck {
+                reference,
+                metric: q.metric.get_ref().clone(),
+                golden,
+            })
+        }
+    };
     let conditions = match raw.conditions {
         None => Conditions::default(),
         Some(c) => conditions(&at, c)?,
     };
 
     Ok(Suite {
+        quality,
         conditions,
         name: name.to_string(),
         description: raw.description,

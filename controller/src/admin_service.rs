@@ -195,7 +195,11 @@ impl Admin for AdminService {
             .map_err(Status::invalid_argument)?;
 
         let mut models = BTreeMap::new();
-        for r in &suite.models {
+        for r in suite
+            .models
+            .iter()
+            .chain(suite.quality.as_ref().map(|q| &q.reference))
+        {
             let model = ctl.store.model(&r.name, &r.version)?.ok_or_else(|| {
                 Status::not_found(format!("unknown model {r} in suite {origin}; `edgefleet models ls` lists the registered ones"))
             })?;

@@ -59,6 +59,7 @@ pub fn matches(agent: &AgentRow, conditions: &[Condition]) -> bool {
 }
 
 /// The jobs of a suite for one agent, in the suite's order, with job ids unique within the run.
+/// `models` holds every model the suite names, its quality reference included.
 pub fn jobs_for_agent(
     suite: &Suite,
     models: &BTreeMap<String, ModelRow>,
@@ -68,6 +69,7 @@ pub fn jobs_for_agent(
         sentences,
         sequence_length,
     } = &suite.input;
+    let quality = suite.quality.as_ref();
     suite
         .plan()
         .iter()
@@ -85,20 +87,10 @@ pub fn jobs_for_agent(
             };
             BenchJob {
                 job_id: format!("a{agent_index:03}-j{i:03}"),
-                model: Some(ModelSpec {
-                    name: model.name.clone(),
-                    version: model.version.clone(),
-                    quantization: model.quantization.clone(),
-                    files: model
-                        .files
-                        .iter()
-                        .map(|f| ArtifactRef {
-                            file_name: f.file_name.clone(),
-                            sha256: f.sha256.clone(),
-                            size_bytes: f.size_bytes,
-                        })
-                        .collect(),
-                }),
+                model: Some(model_spec(model)),
+                reference: quality
+                    .filter(|q| q.reference != *run.model)
+                    .map(|q| model_spec(&models[&q.reference.to_string()])),
                 workload: Some(Workload {
                     scenario: run.scenario.kind.as_str().to_string(),
                     threads: run.threads.get(),
@@ -115,6 +107,12 @@ pub fn jobs_for_agent(
                     idle_power_s: suite.conditions.idle_power.as_secs_f64(),
                     max_start_temp_c: suite.conditions.max_start_temp_c,
                     max_wait_s: suite.conditions.max_wait.as_secs_f64(),
+                    quality_metric: quality
+                        .filter(|q| q.reference != *run.model)
+                        .map_or_else(String::new, |q| q.metric.clone()),
+                    golden: quality
+                        .filter(|q| q.reference != *run.model)
+                        .map_or_else(Vec::new, |q| q.golden.clone()),
                     input: Some(workload::Input::Text(TextInput {
                         sentences: sentences.clone(),
                         sequence_length: sequence_length.map_or(0, |n| n.get()),
@@ -123,6 +121,23 @@ pub fn jobs_for_agent(
             }
         })
         .collect()
+}
+
+fn model_spec(model: &ModelRow) -> ModelSpec {
+    ModelSpec {
+        name: model.name.clone(),
+        version: model.version.clone(),
+        quantization: model.quantization.clone(),
+        files: model
+            .files
+            .iter()
+            .map(|f| ArtifactRef {
+                file_name: f.file_name.clone(),
+                sha256: f.sha256.clone(),
+                size_bytes: f.size_bytes,
+            })
+            .collect(),
+    }
 }
 
 /// The hardware target key results are grouped by.

@@ -82,7 +82,8 @@ pub fn collect(
             tpot_ms: None,
             prefill_tokens_per_s: None,
             decode_tokens_per_s: None,
-            quality: None,
+            quality: (!m.quality.is_empty())
+                .then(|| m.quality.iter().map(|(k, v)| (k.clone(), *v)).collect()),
             started_at: rfc3339(m.started_at_unix_ms),
             run_id: row.job.run_id.clone(),
             suite: row.suite.clone(),
@@ -115,6 +116,9 @@ pub fn collect(
             active_power_w: m.active_power_w,
             energy_note: (!m.energy_note.is_empty()).then(|| m.energy_note.clone()),
             cool_down_wait_s: m.cool_down_wait_s,
+            quality_reference: (!m.quality_reference.is_empty())
+                .then(|| m.quality_reference.clone()),
+            quality_error: (!m.quality_error.is_empty()).then(|| m.quality_error.clone()),
         });
     }
     let failures = store

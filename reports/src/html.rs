@@ -107,6 +107,8 @@ fn results_section(out: &mut String, records: &[ResultRecord]) {
         ("peak RSS MB", true),
         ("load ms", true),
         ("first inference ms", true),
+        ("quality", false),
+        ("energy J/inference", true),
     ];
     let rows = records.iter().map(|r| {
         let valid = if r.valid {
@@ -133,9 +135,27 @@ fn results_section(out: &mut String, records: &[ResultRecord]) {
             fmt_mb(r.peak_rss_bytes as f64 / 1e6),
             fmt_num(r.load_ms),
             fmt_num(r.first_inference_ms),
+            quality_text(r),
+            r.energy_j_per_inference.map_or_else(
+                || esc(r.energy_method.as_deref().unwrap_or("none")),
+                fmt_num,
+            ),
         ]
     });
     table(out, &head, rows);
+}
+
+/// "cosine_mean 0.9938 vs minilm-l6@fp32", escaped, or "–".
+fn quality_text(r: &ResultRecord) -> String {
+    let reference = r.quality_reference.as_deref().unwrap_or("reference");
+    match (&r.quality, &r.quality_error) {
+        (Some(q), _) => {
+            let values: Vec<String> = q.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            esc(&format!("{} vs {reference}", values.join(", ")))
+        }
+        (None, Some(e)) => esc(&format!("failed: {e}")),
+        (None, None) => "–".to_string(),
+    }
 }
 
 /// `[low, high]` as "low–high".

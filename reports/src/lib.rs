@@ -83,6 +83,10 @@ pub struct ResultRecord {
     pub energy_note: Option<String>,
     /// Seconds the cool-down guard waited before the run.
     pub cool_down_wait_s: f64,
+    /// The model `quality` compares against (`name@version`).
+    pub quality_reference: Option<String>,
+    /// Why a quality check that was asked for gave no numbers.
+    pub quality_error: Option<String>,
 }
 
 /// An upper estimate of the target percentile that holds with the stated confidence given the

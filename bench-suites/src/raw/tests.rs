@@ -57,6 +57,28 @@ fn a_good_suite_becomes_typed_values() {
     assert_eq!(guarded.conditions.idle_power, Duration::ZERO);
     assert_eq!(guarded.conditions.max_start_temp_c, Some(55.0));
     assert_eq!(guarded.conditions.max_wait, Duration::from_secs(30));
+    assert_eq!(suite.quality, None);
+    let checked = Suite::parse(
+        &format!("{GOOD}\n[quality]\nreference = \"m@1\"\nmetric = \"cosine\"\n"),
+        "q.toml",
+    )
+    .unwrap();
+    let q = checked.quality.unwrap();
+    assert_eq!(
+        (q.reference.to_string(), q.metric.as_str()),
+        ("m@1".to_string(), "cosine")
+    );
+    assert_eq!(q.golden.len(), 2, "the input sentences by default");
+    let bad = Suite::parse(
+        &format!("{GOOD}\n[quality]\nreference = \"m@1\"\nmetric = \"bleu\"\n"),
+        "q.toml",
+    )
+    .unwrap_err();
+    assert!(
+        bad.to_string()
+            .contains("q.toml:19: field `quality.metric`: unknown metric `bleu`"),
+        "{bad}"
+    );
 }
 
 #[test]

@@ -43,6 +43,7 @@ fn job(id: &str, agent: &str) -> (String, BenchJob) {
             threads: 1,
             ..Default::default()
         }),
+        reference: None,
     };
     (agent.to_string(), job)
 }

@@ -108,6 +108,8 @@ fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
         active_power_w: None,
         energy_note: None,
         cool_down_wait_s: 0.0,
+        quality_reference: None,
+        quality_error: None,
     }
 }
 

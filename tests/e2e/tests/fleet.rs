@@ -23,6 +23,11 @@ min_queries = 30
 min_duration_s = 0.5
 max_duration_s = 5
 repetitions = 2
+
+[quality]
+reference = "minilm-l6@fp32"
+metric = "cosine"
+golden = ["A sudden frost damaged most of the apple blossoms.", "Our camera reports a blurry image after sunset.", "How many passengers took the early train?"]
 "#;
 
 fn register_models(ctl: &Controller) {
@@ -172,6 +177,18 @@ fn two_agents_benchmark_real_models_and_a_report_is_written() {
         .find(|r| r["model_version"] == "int8")
         .unwrap();
     assert!(fp32["model_bytes"].as_u64().unwrap() > 3 * int8["model_bytes"].as_u64().unwrap());
+    // The recipe measured a mean embedding cosine of 0.994 for this int8 model against fp32.
+    assert!(
+        fp32["quality"].is_null(),
+        "the reference is not compared with itself"
+    );
+    assert_eq!(int8["quality_reference"], "minilm-l6@fp32");
+    let cosine = int8["quality"]["cosine_mean"].as_f64().unwrap();
+    assert!(
+        (0.98..1.0).contains(&cosine),
+        "int8 vs fp32 cosine {cosine}: {int8:#}"
+    );
+    assert!(int8["quality"]["cosine_min"].as_f64().unwrap() <= cosine);
 
     let report_dir = dir.path().join("report");
     ctl.cli_ok(&["report", "--out", report_dir.to_str().unwrap()]);
