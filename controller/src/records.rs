@@ -119,6 +119,13 @@ pub fn collect(
             quality_reference: (!m.quality_reference.is_empty())
                 .then(|| m.quality_reference.clone()),
             quality_error: (!m.quality_error.is_empty()).then(|| m.quality_error.clone()),
+            kernel: agent.map(|a| a.hardware.kernel.clone()).unwrap_or_default(),
+            cpu_governor: agent
+                .map(|a| a.hardware.cpu_governor.clone())
+                .unwrap_or_default(),
+            cpu_model: agent
+                .map(|a| a.hardware.cpu_model.clone())
+                .unwrap_or_default(),
         });
     }
     let failures = store

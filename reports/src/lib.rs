@@ -87,6 +87,10 @@ pub struct ResultRecord {
     pub quality_reference: Option<String>,
     /// Why a quality check that was asked for gave no numbers.
     pub quality_error: Option<String>,
+    /// Provenance: the device's kernel, CPU frequency governor and CPU model at the time.
+    pub kernel: String,
+    pub cpu_governor: String,
+    pub cpu_model: String,
 }
 
 /// An upper estimate of the target percentile that holds with the stated confidence given the

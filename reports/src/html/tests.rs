@@ -110,6 +110,9 @@ fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
         cool_down_wait_s: 0.0,
         quality_reference: None,
         quality_error: None,
+        kernel: "6.1.0".into(),
+        cpu_governor: "performance".into(),
+        cpu_model: "Cortex-A76".into(),
     }
 }
 

@@ -232,6 +232,11 @@ fn two_agents_benchmark_real_models_and_a_report_is_written() {
         "quality",
         "started_at",
         "run_id",
+        "agent_version",
+        "engine_version",
+        "suite_sha256",
+        "kernel",
+        "cpu_governor",
     ] {
         assert!(exported[0].get(key).is_some(), "results.json lacks `{key}`");
     }
