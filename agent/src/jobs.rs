@@ -22,7 +22,7 @@ use crate::worker::{QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
 
 /// Time a worker gets beyond the workload's maximum duration (per repetition), for loading and
 /// warm-up.
-const WORKER_GRACE: Duration = Duration::from_secs(180);
+pub(crate) const WORKER_GRACE: Duration = Duration::from_secs(180);
 /// Tries for one artifact before its job fails (1 + 2 + 4 + 8 + 16 s of waiting in between).
 const FETCH_ATTEMPTS: u32 = 6;
 /// How often a worker's memory is sampled.
@@ -220,7 +220,10 @@ fn worker_job(
 
 /// Starts a worker process for the job, samples its peak memory until it exits, and reads its
 /// report. Returns the report and the peak resident memory seen from outside.
-async fn run_worker(job: &WorkerJob, timeout: Duration) -> Result<(WorkerOutcome, u64), String> {
+pub(crate) async fn run_worker(
+    job: &WorkerJob,
+    timeout: Duration,
+) -> Result<(WorkerOutcome, u64), String> {
     let mut child = crate::worker::worker_command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

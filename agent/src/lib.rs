@@ -17,6 +17,7 @@ pub mod hardware;
 pub mod jobs;
 pub mod ledger;
 pub mod link;
+pub mod local;
 pub mod procfs;
 pub mod runtime_library;
 pub mod sensors;

@@ -22,6 +22,19 @@ enum Command {
     Run(DaemonArgs),
     /// Print this device's hardware profile and whether ONNX Runtime loads, then exit.
     Check(DaemonArgs),
+    /// Run a suite on this device alone (models named as .onnx files in the suite) and print a
+    /// table, or result records with --json.
+    Bench {
+        suite: PathBuf,
+        /// Print a JSON array of result records instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to this binary).
+        #[arg(long, env = "EDGEFLEET_ONNXRUNTIME")]
+        onnxruntime_library: Option<PathBuf>,
+        #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT", default_value = "/")]
+        sensors_root: PathBuf,
+    },
     /// Run one benchmark job read from stdin (started by the daemon, not by people).
     #[command(hide = true)]
     Worker {
@@ -112,7 +125,50 @@ fn main() -> ExitCode {
         }
         Command::Worker { probe: false, .. } => edgefleet_agent::worker::main_job(),
         Command::Check(args) => check(args),
+        Command::Bench {
+            suite,
+            json,
+            onnxruntime_library,
+            sensors_root,
+        } => bench(&suite, json, onnxruntime_library, sensors_root),
         Command::Run(args) => daemon(args),
+    }
+}
+
+fn bench(
+    suite: &std::path::Path,
+    json: bool,
+    library: Option<PathBuf>,
+    sensors_root: PathBuf,
+) -> ExitCode {
+    let library = match edgefleet_agent::runtime_library::locate(library.as_deref()) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = edgefleet_agent::local::LocalRun {
+        onnxruntime_library: library,
+        sensors_root,
+        agent_name: sysinfo::System::host_name().unwrap_or_else(|_| "local".into()),
+    };
+    match small_runtime().block_on(edgefleet_agent::local::run(suite, &local)) {
+        Ok(records) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&records).expect("records serialize")
+                );
+            } else {
+                edgefleet_agent::local::print_table(&records);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

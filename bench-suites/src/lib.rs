@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 pub struct Suite {
     pub name: String,
     pub description: String,
-    pub models: Vec<ModelRef>,
+    pub models: Vec<ModelSource>,
     pub input: Input,
     pub scenarios: Vec<Scenario>,
     pub conditions: Conditions,
@@ -33,7 +33,7 @@ pub struct Suite {
 /// A quality check: each model's outputs against a reference model's on golden inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QualityCheck {
-    pub reference: ModelRef,
+    pub reference: ModelSource,
     /// cosine (embeddings), logits (top-1 agreement and KL divergence) or classes (exact match).
     pub metric: String,
     /// Sentences both models see; the suite's input sentences when not given.
@@ -61,6 +61,47 @@ impl Default for Conditions {
             idle_power: std::time::Duration::from_secs(2),
             max_start_temp_c: None,
             max_wait: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+/// A model a suite names: a registered version (`name@version`), or an `.onnx` file for runs on
+/// one device without a controller (`edgefleet-agent bench`), relative to the suite's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelSource {
+    Registered(ModelRef),
+    File(std::path::PathBuf),
+}
+
+impl ModelSource {
+    pub fn registered(&self) -> Option<&ModelRef> {
+        match self {
+            ModelSource::Registered(r) => Some(r),
+            ModelSource::File(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Registered(r) => r.fmt(f),
+            ModelSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl FromStr for ModelSource {
+    type Err = String;
+
+    /// A path ends in `.onnx`; anything else must be `name@version`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.ends_with(".onnx") {
+            Ok(ModelSource::File(s.into()))
+        } else {
+            s.parse()
+                .map(ModelSource::Registered)
+                .map_err(|e: String| format!("{e}, or a path to an .onnx file"))
         }
     }
 }
@@ -203,7 +244,7 @@ impl Suite {
 /// One benchmark run of a suite on one agent.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlannedRun<'a> {
-    pub model: &'a ModelRef,
+    pub model: &'a ModelSource,
     pub scenario: &'a Scenario,
     pub threads: NonZeroU32,
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    suite_hash, Conditions, Input, ModelRef, QualityCheck, Scenario, ScenarioKind, Suite,
+    suite_hash, Conditions, Input, ModelSource, QualityCheck, Scenario, ScenarioKind, Suite,
     SuiteError,
 };
 
@@ -130,7 +130,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
     }
     let mut models = Vec::new();
     for model in raw.models.get_ref() {
-        let parsed: ModelRef = model
+        let parsed: ModelSource = model
             .get_ref()
             .parse()
             .map_err(|e: String| at.error(model.span(), "models", e))?;

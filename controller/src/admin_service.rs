@@ -200,6 +200,11 @@ impl Admin for AdminService {
             .iter()
             .chain(suite.quality.as_ref().map(|q| &q.reference))
         {
+            let r = r.registered().ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "suite {origin} names the file {r}: files run only on one device with `edgefleet-agent bench`; register it with `edgefleet models add` and name it name@version"
+                ))
+            })?;
             let model = ctl.store.model(&r.name, &r.version)?.ok_or_else(|| {
                 Status::not_found(format!("unknown model {r} in suite {origin}; `edgefleet models ls` lists the registered ones"))
             })?;

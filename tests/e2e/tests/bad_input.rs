@@ -149,6 +149,17 @@ fn bad_suites_name_file_line_and_field() {
 
     std::fs::write(&suite, "name = \"bad\"\nmodels = [\"nope@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\n").unwrap();
     let out = ctl.cli(&["bench", "run", suite.to_str().unwrap()]);
+    std::fs::write(
+        &suite,
+        "name = \"bad\"\nmodels = [\"local/model.onnx\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\n",
+    )
+    .unwrap();
+    let files = ctl.cli(&["bench", "run", suite.to_str().unwrap()]);
+    assert!(
+        stderr_of(&files).contains("files run only on one device with `edgefleet-agent bench`"),
+        "{}",
+        stderr_of(&files)
+    );
     assert!(
         stderr_of(&out).contains("unknown model nope@1"),
         "{}",

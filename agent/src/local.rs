@@ -1,0 +1,307 @@
+//! `edgefleet-agent bench SUITE.toml`: a suite run on this device alone, without a controller,
+//! for people tuning one device. Models are `.onnx` files named in the suite (their
+//! `tokenizer.json` beside them); each run goes through the same worker processes as jobs from a
+//! controller, and the results come out as a table or as result records.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use edgefleet_reports::{
+    EarlyStopping, LatencyCi, LatencyMs, ResultRecord, ServerOutcome, TemperatureC,
+};
+use edgefleet_suites::{Input, ModelSource, PlannedRun, ScenarioKind, Suite};
+
+use crate::jobs::{run_worker, WORKER_GRACE};
+use crate::worker::{QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
+
+/// Where the local run gets its runtime and sensors.
+pub struct LocalRun {
+    pub onnxruntime_library: PathBuf,
+    pub sensors_root: PathBuf,
+    pub agent_name: String,
+}
+
+/// Runs every planned run of the suite in turn, printing a line per run to stderr.
+pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<ResultRecord>> {
+    let suite = Suite::load(suite_path)?;
+    let dir = suite_path.parent().unwrap_or(Path::new("."));
+    let file = |source: &ModelSource| -> anyhow::Result<PathBuf> {
+        match source {
+            ModelSource::File(path) => {
+                let path = dir.join(path);
+                if !path.is_file() {
+                    bail!("{}: model file {} not found", suite_path.display(), path.display());
+                }
+                Ok(path)
+            }
+            ModelSource::Registered(r) => bail!(
+                "{}: `{r}` is a registered model; a local run needs .onnx files (run registered models through a controller with `edgefleet bench run`)",
+                suite_path.display()
+            ),
+        }
+    };
+    let plan = suite.plan();
+    let mut records = Vec::new();
+    for (i, run) in plan.iter().enumerate() {
+        let model_path = file(run.model)?;
+        let label = format!(
+            "[{}/{}] {} {} {} thread(s)",
+            i + 1,
+            plan.len(),
+            run.model,
+            run.scenario.kind.as_str(),
+            run.threads
+        );
+        eprintln!("{label} …");
+        let started_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let job = worker_job(&suite, run, model_path.clone(), local);
+        let timeout = Duration::from_millis(job.max_duration_ms) * job.repetitions + WORKER_GRACE;
+        let (report, peak) = match run_worker(&job, timeout).await {
+            Ok((WorkerOutcome::Measured(report), peak)) => (*report, peak),
+            Ok(_) => bail!("the worker answered a timing job with something else"),
+            Err(e) => {
+                eprintln!("{label} failed: {e}");
+                continue;
+            }
+        };
+        let quality = match &suite.quality {
+            Some(q) if q.reference != *run.model => {
+                let reference_path = file(&q.reference)?;
+                let quality_job = WorkerJob {
+                    sentences: q.golden.clone(),
+                    quality: Some(QualityJob {
+                        reference_path,
+                        metric: q.metric.clone(),
+                    }),
+                    ..job.clone()
+                };
+                Some((
+                    q.reference.to_string(),
+                    run_worker(&quality_job, WORKER_GRACE).await,
+                ))
+            }
+            _ => None,
+        };
+        eprintln!(
+            "{label} done: p50 {:.3} ms, {:.1}/s",
+            report.latency_ms.p50, report.throughput_per_s
+        );
+        let mut record = record(&suite, run, &model_path, report, peak, started_at, local);
+        if let Some((reference, outcome)) = quality {
+            record.quality_reference = Some(reference);
+            match outcome {
+                Ok((WorkerOutcome::Compared(values), _)) => record.quality = Some(values),
+                Ok(_) => record.quality_error = Some("unexpected worker answer".into()),
+                Err(e) => record.quality_error = Some(e),
+            }
+        }
+        records.push(record);
+    }
+    if records.is_empty() {
+        bail!("every run of {} failed (see above)", suite_path.display());
+    }
+    Ok(records)
+}
+
+fn worker_job(
+    suite: &Suite,
+    run: &PlannedRun<'_>,
+    model_path: PathBuf,
+    local: &LocalRun,
+) -> WorkerJob {
+    let Input::Text {
+        sentences,
+        sequence_length,
+    } = &suite.input;
+    let tokenizer = model_path.with_file_name("tokenizer.json");
+    let s = run.scenario;
+    let (target_qps, p99_bound_ms, seed, peak_search) = match s.kind {
+        ScenarioKind::Server {
+            target_qps,
+            p99_bound,
+            seed,
+            peak_search,
+        } => (
+            target_qps,
+            p99_bound.as_secs_f64() * 1000.0,
+            seed,
+            peak_search,
+        ),
+        _ => (0.0, 0.0, 0, false),
+    };
+    WorkerJob {
+        onnxruntime_library: local.onnxruntime_library.clone(),
+        model_path,
+        tokenizer_path: tokenizer.is_file().then_some(tokenizer),
+        sentences: sentences.clone(),
+        sequence_length: sequence_length.map(|n| n.get()),
+        threads: run.threads.get(),
+        warmup_queries: s.warmup_queries,
+        min_queries: s.min_queries.get(),
+        min_duration_ms: s.min_duration.as_millis() as u64,
+        max_duration_ms: s.max_duration.as_millis() as u64,
+        repetitions: s.repetitions.get(),
+        scenario: s.kind.as_str().to_string(),
+        batch: s.kind.batch(),
+        target_qps,
+        p99_bound_ms,
+        seed,
+        peak_search,
+        sensors_root: local.sensors_root.clone(),
+        idle_power_s: suite.conditions.idle_power.as_secs_f64(),
+        max_start_temp_c: suite.conditions.max_start_temp_c,
+        max_wait_s: suite.conditions.max_wait.as_secs_f64(),
+        quality: None,
+    }
+}
+
+/// A worker's report as a result record (DESIGN.md's field names).
+fn record(
+    suite: &Suite,
+    run: &PlannedRun<'_>,
+    model_path: &Path,
+    report: WorkerReport,
+    outside_peak: u64,
+    started_at: i64,
+    local: &LocalRun,
+) -> ResultRecord {
+    let hw = crate::hardware::static_profile();
+    let l = &report.latency_ms;
+    let c = &report.conditions;
+    let samples_total = (report.samples * u64::from(report.batch.max(1))).max(1) as f64;
+    ResultRecord {
+        agent: local.agent_name.clone(),
+        agent_id: String::new(),
+        target: format!("{}/{}/{}c", hw.arch, hw.cpu_model, hw.cpu_cores),
+        labels: Default::default(),
+        model: model_label(model_path),
+        model_version: String::new(),
+        quantization: String::new(),
+        model_sha256: crate::artifacts::sha256_of_file(model_path).unwrap_or_default(),
+        model_bytes: std::fs::metadata(model_path).map_or(0, |m| m.len()),
+        engine: report.engine.clone(),
+        engine_version: report.engine_version.clone(),
+        execution_provider: report.execution_provider.clone(),
+        threads: run.threads.get(),
+        scenario: run.scenario.kind.as_str().to_string(),
+        samples: report.samples,
+        duration_s: report.duration_s,
+        valid: report.valid,
+        load_ms: report.load_ms,
+        first_inference_ms: report.first_inference_ms,
+        latency_ms: LatencyMs {
+            p50: l.p50,
+            p90: l.p90,
+            p95: l.p95,
+            p99: l.p99,
+            p999: l.p999,
+            max: l.max,
+            mean: l.mean,
+            stddev: l.stddev,
+        },
+        throughput_per_s: report.throughput_per_s,
+        peak_rss_bytes: report.peak_rss_bytes.max(outside_peak),
+        cpu_percent: report.cpu_percent,
+        energy_j_per_inference: c.energy_j.map(|j| j / samples_total),
+        energy_method: Some(c.energy_method.clone()),
+        temperature_c: c
+            .temperature_start_c
+            .zip(c.temperature_max_c)
+            .map(|(start, max)| TemperatureC { start, max }),
+        throttled: c.throttled,
+        ttft_ms: None,
+        tpot_ms: None,
+        prefill_tokens_per_s: None,
+        decode_tokens_per_s: None,
+        quality: None,
+        started_at: edgefleet_reports::rfc3339(started_at),
+        run_id: "local".into(),
+        suite: suite.name.clone(),
+        suite_sha256: suite.sha256.clone(),
+        agent_version: crate::AGENT_VERSION.to_string(),
+        latency_percentiles_ms: l.percentiles.clone(),
+        latency_ci95_ms: LatencyCi {
+            p50: [l.p50_ci95.0, l.p50_ci95.1],
+            p90: [l.p90_ci95.0, l.p90_ci95.1],
+        },
+        repetition_medians_ms: report.repetition_medians_ms.clone(),
+        repetition_cv: report.repetition_cv,
+        latency_histogram_hdr: String::new(),
+        samples_per_query: report.batch.max(1),
+        server: report.server.as_ref().map(|s| ServerOutcome {
+            target_qps: s.target_qps,
+            achieved_qps: s.achieved_qps,
+            p99_bound_ms: s.p99_bound_ms,
+            bound_met: s.bound_met,
+            peak_qps: s.peak_qps,
+        }),
+        early_stopping: (report.early_stopping_percentile > 0.0).then_some(EarlyStopping {
+            percentile: report.early_stopping_percentile,
+            confidence: 0.99,
+            estimate_ms: report.early_stopping_ms,
+        }),
+        energy_sample_hz: (c.energy_sample_hz > 0.0).then_some(c.energy_sample_hz),
+        idle_power_w: c.idle_power_w,
+        active_power_w: c.active_power_w,
+        energy_note: (!c.energy_note.is_empty()).then(|| c.energy_note.clone()),
+        cool_down_wait_s: c.cool_down_wait_s,
+        quality_reference: None,
+        quality_error: None,
+        kernel: hw.kernel.clone(),
+        cpu_governor: hw.cpu_governor.clone(),
+        cpu_model: hw.cpu_model.clone(),
+    }
+}
+
+/// `minilm-l6/model.int8` for `…/minilm-l6/model.int8.onnx`: the folder usually names the model.
+fn model_label(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    match path.parent().and_then(|p| p.file_name()) {
+        Some(dir) => format!("{}/{stem}", dir.to_string_lossy()),
+        None => stem,
+    }
+}
+
+/// The local results as a table on stdout.
+pub fn print_table(records: &[ResultRecord]) {
+    println!(
+        "{:<28} {:<14} {:>7} {:>8} {:>9} {:>9} {:>9} {:>12} {:>8}  QUALITY",
+        "MODEL",
+        "SCENARIO",
+        "THREADS",
+        "SAMPLES",
+        "P50 MS",
+        "P90 MS",
+        "P99 MS",
+        "THROUGHPUT/S",
+        "PEAK MB"
+    );
+    for r in records {
+        let quality = r.quality.as_ref().map_or_else(
+            || "-".to_string(),
+            |q| {
+                q.iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
+        println!(
+            "{:<28} {:<14} {:>7} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>12.1} {:>8.1}  {quality}",
+            r.model,
+            r.scenario,
+            r.threads,
+            r.samples,
+            r.latency_ms.p50,
+            r.latency_ms.p90,
+            r.latency_ms.p99,
+            r.throughput_per_s,
+            r.peak_rss_bytes as f64 / 1e6,
+        );
+    }
+}
