@@ -186,3 +186,57 @@ fn a_missing_onnxruntime_library_is_one_clear_line() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn an_unsupported_operator_is_a_failed_result_naming_it_and_the_agent_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-op", &[]);
+    ctl.wait_online(&["edge-op"], Duration::from_secs(60));
+    // The one-Add model with its operator renamed in place: still a well-formed ONNX file.
+    let bytes = std::fs::read(cached("models/tiny/add.onnx")).unwrap();
+    let at = bytes
+        .windows(3)
+        .position(|w| w == b"Add")
+        .expect("the Add op_type");
+    let mut mutated = bytes.clone();
+    mutated[at..at + 3].copy_from_slice(b"Xdd");
+    let model = dir.path().join("xdd.onnx");
+    std::fs::write(&model, mutated).unwrap();
+    let tokenizer = cached("models/minilm-l6/tokenizer.json");
+    for (file, name) in [
+        (model.as_path(), "xdd"),
+        (cached("models/tiny/add.onnx").as_path(), "add"),
+    ] {
+        ctl.cli_ok(&[
+            "models",
+            "add",
+            file.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            "1",
+            "--with",
+            tokenizer.to_str().unwrap(),
+        ]);
+    }
+    let suite = dir.path().join("op.toml");
+    std::fs::write(
+        &suite,
+        "name = \"op\"\nmodels = [\"xdd@1\", \"add@1\"]\n[input]\ntext = [\"hi there\"]\n[conditions]\nidle_power_s = 0\n[[scenario]]\nkind = \"single-stream\"\nmin_queries = 10\nmin_duration_s = 0.1\n",
+    )
+    .unwrap();
+    let out = ctl.cli(&["bench", "run", suite.to_str().unwrap(), "--wait"]);
+    assert!(!out.status.success(), "one of two jobs failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed = stdout
+        .lines()
+        .find(|l| l.starts_with("FAILED"))
+        .expect("a FAILED line");
+    assert!(
+        failed.contains("xdd@1") && failed.contains("Xdd"),
+        "names the operator: {failed}"
+    );
+    assert!(stdout.contains("add@1"), "the next job still ran: {stdout}");
+    drop(agent);
+}
