@@ -84,6 +84,8 @@ fn main() {
             max_start_temp_c: None,
             max_wait_s: 0.0,
             quality: None,
+            prompt_tokens: 0,
+            generate_tokens: 0,
         };
         let job_file =
             std::env::temp_dir().join(format!("edgefleet-harness-{}.json", std::process::id()));

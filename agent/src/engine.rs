@@ -47,6 +47,85 @@ pub struct Model {
     pub inputs: Vec<InputInfo>,
 }
 
+/// The key/value cache of a decoder between steps: the `present.*` outputs of one step, kept as
+/// ONNX Runtime values and fed back as `past_key_values.*` without copying.
+pub struct KvCache {
+    past: Vec<(String, ort::value::DynValue)>,
+    /// Tokens the cache holds.
+    pub length: usize,
+}
+
+impl Model {
+    /// Whether the model is a decoder with a key/value cache (HF/Optimum naming).
+    pub fn is_decoder(&self) -> bool {
+        self.inputs
+            .iter()
+            .any(|i| i.name.starts_with("past_key_values."))
+    }
+
+    /// An empty cache: every `past_key_values.*` input with a past length of 0.
+    pub fn empty_cache(&self) -> Result<KvCache, EngineError> {
+        let past = self
+            .inputs
+            .iter()
+            .filter(|i| i.name.starts_with("past_key_values."))
+            .map(|i| {
+                let [_, heads, _, width] = i.shape[..] else {
+                    return Err(EngineError::Run(format!(
+                        "decoder input `{}` has shape {:?}, not [batch, heads, past, width]",
+                        i.name, i.shape
+                    )));
+                };
+                let shape = [1usize, heads.max(1) as usize, 0, width.max(1) as usize];
+                let tensor = Tensor::from_array((shape, Vec::<f32>::new()))
+                    .map_err(|e| EngineError::Run(e.to_string()))?;
+                Ok((i.name.clone(), tensor.into_dyn()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(KvCache { past, length: 0 })
+    }
+
+    /// One decoder step: feeds `tokens` after what the cache holds, keeps the new cache, and
+    /// returns the most likely next token (greedy).
+    pub fn decode_step(&mut self, cache: &mut KvCache, tokens: &[i64]) -> Result<i64, EngineError> {
+        let run_error = |e: ort::Error| EngineError::Run(e.to_string());
+        let (past, new) = (cache.length, tokens.len());
+        let ids = Tensor::from_array(([1usize, new], tokens.to_vec())).map_err(run_error)?;
+        let mask = Tensor::from_array(([1usize, past + new], vec![1i64; past + new]))
+            .map_err(run_error)?;
+        let positions: Vec<i64> = (past..past + new).map(|p| p as i64).collect();
+        let positions = Tensor::from_array(([1usize, new], positions)).map_err(run_error)?;
+        let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![
+            ("input_ids".into(), ids.into()),
+            ("attention_mask".into(), mask.into()),
+        ];
+        if self.inputs.iter().any(|i| i.name == "position_ids") {
+            inputs.push(("position_ids".into(), positions.into()));
+        }
+        for (name, value) in std::mem::take(&mut cache.past) {
+            inputs.push((name, value.into()));
+        }
+        let outputs = self.session.run(inputs).map_err(run_error)?;
+        let mut next = None;
+        for (name, value) in outputs {
+            if name == "logits" {
+                let (shape, logits) = value.try_extract_tensor::<f32>().map_err(run_error)?;
+                let vocab = *shape.last().unwrap_or(&0) as usize;
+                let last = &logits[logits.len().saturating_sub(vocab)..];
+                next = last
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i as i64);
+            } else if let Some(rest) = name.strip_prefix("present.") {
+                cache.past.push((format!("past_key_values.{rest}"), value));
+            }
+        }
+        cache.length = past + new;
+        next.ok_or_else(|| EngineError::Run("the decoder has no `logits` output".into()))
+    }
+}
+
 /// A float32 output: its shape and values (row-major).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FloatOutput {

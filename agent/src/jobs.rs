@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
-    job_result, workload, BenchJob, JobResult, LatencySummary, Measurement, ServerOutcome, Workload,
+    job_result, workload, BenchJob, GenerateOutcome, JobResult, LatencySummary, Measurement,
+    ServerOutcome, Workload,
 };
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
@@ -177,7 +178,13 @@ fn worker_job(
     tokenizer_path: Option<std::path::PathBuf>,
     sensors_root: &std::path::Path,
 ) -> Result<WorkerJob, String> {
-    const SCENARIOS: [&str; 4] = ["single-stream", "multi-stream", "offline", "server"];
+    const SCENARIOS: [&str; 5] = [
+        "single-stream",
+        "multi-stream",
+        "offline",
+        "server",
+        "generate",
+    ];
     if !SCENARIOS.contains(&workload.scenario.as_str()) {
         return Err(format!(
             "scenario `{}` is not supported by this agent (supported: {})",
@@ -215,6 +222,8 @@ fn worker_job(
         max_start_temp_c: workload.max_start_temp_c,
         max_wait_s: workload.max_wait_s,
         quality: None,
+        prompt_tokens: workload.prompt_tokens,
+        generate_tokens: workload.generate_tokens,
     })
 }
 
@@ -324,9 +333,27 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
         quality: Default::default(),
         quality_reference: String::new(),
         quality_error: String::new(),
-        energy_j_per_sample: c
-            .energy_j
-            .map(|j| j / (report.samples.max(1) * u64::from(report.batch.max(1))) as f64),
+        generate: report.generate.as_ref().map(|g| GenerateOutcome {
+            prompt_tokens: g.prompt_tokens,
+            generated_tokens: g.generated_tokens,
+            ttft_ms_p50: g.ttft_ms_p50,
+            ttft_ms_p90: g.ttft_ms_p90,
+            tpot_ms_p50: g.tpot_ms_p50,
+            tpot_ms_p90: g.tpot_ms_p90,
+            prefill_tokens_per_s: g.prefill_tokens_per_s,
+            decode_tokens_per_s: g.decode_tokens_per_s,
+            tokenize_ms: g.tokenize_ms,
+        }),
+        // Per sample; for generate, per generated token.
+        energy_j_per_sample: c.energy_j.map(|j| {
+            let per_query = report
+                .generate
+                .as_ref()
+                .map_or(u64::from(report.batch.max(1)), |g| {
+                    u64::from(g.generated_tokens)
+                });
+            j / (report.samples.max(1) * per_query.max(1)) as f64
+        }),
         energy_method: c.energy_method.clone(),
         energy_sample_hz: c.energy_sample_hz,
         idle_power_w: c.idle_power_w,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use edgefleet_reports::{
-    EarlyStopping, LatencyCi, LatencyMs, ResultRecord, ServerOutcome, TemperatureC,
+    EarlyStopping, GenerateDetail, LatencyCi, LatencyMs, ResultRecord, ServerOutcome, TemperatureC,
 };
 use edgefleet_suites::{Input, ModelSource, PlannedRun, ScenarioKind, Suite};
 
@@ -132,6 +132,13 @@ fn worker_job(
         ),
         _ => (0.0, 0.0, 0, false),
     };
+    let (prompt_tokens, generate_tokens) = match s.kind {
+        ScenarioKind::Generate {
+            prompt_tokens,
+            generate_tokens,
+        } => (prompt_tokens.get(), generate_tokens.get()),
+        _ => (0, 0),
+    };
     WorkerJob {
         onnxruntime_library: local.onnxruntime_library.clone(),
         model_path,
@@ -155,6 +162,8 @@ fn worker_job(
         max_start_temp_c: suite.conditions.max_start_temp_c,
         max_wait_s: suite.conditions.max_wait.as_secs_f64(),
         quality: None,
+        prompt_tokens,
+        generate_tokens,
     }
 }
 
@@ -212,10 +221,10 @@ fn record(
             .zip(c.temperature_max_c)
             .map(|(start, max)| TemperatureC { start, max }),
         throttled: c.throttled,
-        ttft_ms: None,
-        tpot_ms: None,
-        prefill_tokens_per_s: None,
-        decode_tokens_per_s: None,
+        ttft_ms: report.generate.as_ref().map(|g| g.ttft_ms_p50),
+        tpot_ms: report.generate.as_ref().map(|g| g.tpot_ms_p50),
+        prefill_tokens_per_s: report.generate.as_ref().map(|g| g.prefill_tokens_per_s),
+        decode_tokens_per_s: report.generate.as_ref().map(|g| g.decode_tokens_per_s),
         quality: None,
         started_at: edgefleet_reports::rfc3339(started_at),
         run_id: "local".into(),
@@ -253,6 +262,13 @@ fn record(
         kernel: hw.kernel.clone(),
         cpu_governor: hw.cpu_governor.clone(),
         cpu_model: hw.cpu_model.clone(),
+        generate: report.generate.as_ref().map(|g| GenerateDetail {
+            prompt_tokens: g.prompt_tokens,
+            generated_tokens: g.generated_tokens,
+            ttft_p90_ms: g.ttft_ms_p90,
+            tpot_p90_ms: g.tpot_ms_p90,
+            tokenize_ms: g.tokenize_ms,
+        }),
     }
 }
 

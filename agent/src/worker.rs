@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub mod conditions;
+pub mod generate;
 pub mod measure;
 pub mod quality;
 pub mod text_input;
@@ -51,6 +52,9 @@ pub struct WorkerJob {
     pub max_wait_s: f64,
     /// When set, the worker only compares the model with this reference on `sentences`.
     pub quality: Option<QualityJob>,
+    /// Generate scenario: prompt and generated lengths.
+    pub prompt_tokens: u32,
+    pub generate_tokens: u32,
 }
 
 /// A quality comparison: the job's model against a reference model.
@@ -97,6 +101,23 @@ pub struct WorkerReport {
     pub early_stopping_percentile: f64,
     pub early_stopping_ms: Option<f64>,
     pub conditions: conditions::Observed,
+    /// Generate scenario only.
+    pub generate: Option<GenerateReport>,
+}
+
+/// Decoder timings of a generate run, in ms unless named otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateReport {
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub ttft_ms_p50: f64,
+    pub ttft_ms_p90: f64,
+    pub tpot_ms_p50: f64,
+    pub tpot_ms_p90: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// Tokenizing the prompt, timed apart and excluded from everything above.
+    pub tokenize_ms: f64,
 }
 
 /// How a server-scenario run fared against its bound.
@@ -230,6 +251,9 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         .load_model(&job.model_path, job.threads.max(1) as usize)
         .map_err(|e| e.to_string())?;
     let load_ms = ms(load_start.elapsed());
+    if job.scenario == "generate" {
+        return generate::run(job, &runtime, model, load_ms);
+    }
 
     let sentences = text_input::tokenize(job)?;
     let mean_tokens =
@@ -245,12 +269,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
 
-    let mut conditions = conditions::Conditions::discover(job.sensors_root.clone());
-    conditions.cool_down(
-        job.max_start_temp_c,
-        Duration::from_secs_f64(job.max_wait_s.max(0.0)),
-    );
-    conditions.idle_power(Duration::from_secs_f64(job.idle_power_s.max(0.0)));
+    let conditions = conditions::Conditions::before_run(job);
 
     let first = Instant::now();
     model.run(&feeds[0]).map_err(|e| e.to_string())?;
@@ -362,6 +381,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         early_stopping_percentile: target_percentile,
         early_stopping_ms: early_stopping_ms.flatten(),
         conditions: observed,
+        generate: None,
     })
 }
 

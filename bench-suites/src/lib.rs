@@ -143,11 +143,23 @@ pub enum ScenarioKind {
         seed: u64,
         peak_search: bool,
     },
+    /// A decoder with a key/value cache reads a prompt of `prompt_tokens`, then generates
+    /// `generate_tokens` greedily: time to first token, time per output token, tokens/s.
+    Generate {
+        prompt_tokens: NonZeroU32,
+        generate_tokens: NonZeroU32,
+    },
 }
 
 impl ScenarioKind {
     /// The names a suite may use.
-    pub const NAMES: [&'static str; 4] = ["single-stream", "multi-stream", "offline", "server"];
+    pub const NAMES: [&'static str; 5] = [
+        "single-stream",
+        "multi-stream",
+        "offline",
+        "server",
+        "generate",
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -155,6 +167,7 @@ impl ScenarioKind {
             ScenarioKind::MultiStream { .. } => "multi-stream",
             ScenarioKind::Offline { .. } => "offline",
             ScenarioKind::Server { .. } => "server",
+            ScenarioKind::Generate { .. } => "generate",
         }
     }
 
@@ -163,7 +176,9 @@ impl ScenarioKind {
         match self {
             ScenarioKind::MultiStream { samples_per_query } => samples_per_query.get(),
             ScenarioKind::Offline { batch_size } => batch_size.get(),
-            ScenarioKind::SingleStream | ScenarioKind::Server { .. } => 1,
+            ScenarioKind::SingleStream
+            | ScenarioKind::Server { .. }
+            | ScenarioKind::Generate { .. } => 1,
         }
     }
 }

@@ -65,6 +65,8 @@ struct RawScenario {
     p99_bound_ms: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
     peak_search: Option<Spanned<bool>>,
+    prompt_tokens: Option<Spanned<i64>>,
+    generate_tokens: Option<Spanned<i64>>,
 }
 
 /// More repetitions than this would rather be a longer run.
@@ -340,6 +342,7 @@ fn scenario_kind(at: &Locator<'_>, s: &RawScenario) -> Result<ScenarioKind, Suit
         "multi-stream" => &["samples_per_query"],
         "offline" => &["batch_size"],
         "server" => &["target_qps", "p99_bound_ms", "seed", "peak_search"],
+        "generate" => &["prompt_tokens", "generate_tokens"],
         _ => {
             return Err(at.error(
                 s.kind.span(),
@@ -361,6 +364,11 @@ fn scenario_kind(at: &Locator<'_>, s: &RawScenario) -> Result<ScenarioKind, Suit
         ("p99_bound_ms", s.p99_bound_ms.as_ref().map(|v| v.span())),
         ("seed", s.seed.as_ref().map(|v| v.span())),
         ("peak_search", s.peak_search.as_ref().map(|v| v.span())),
+        ("prompt_tokens", s.prompt_tokens.as_ref().map(|v| v.span())),
+        (
+            "generate_tokens",
+            s.generate_tokens.as_ref().map(|v| v.span()),
+        ),
     ];
     for (field, span) in given {
         if let Some(span) = span {
@@ -388,6 +396,16 @@ fn scenario_kind(at: &Locator<'_>, s: &RawScenario) -> Result<ScenarioKind, Suit
                 None => return Err(required("samples_per_query")),
             },
         },
+        "generate" => {
+            let count = |v: &Option<Spanned<i64>>, field: &str| match v {
+                Some(v) => positive_u32(at, v, &format!("scenario.{field}")),
+                None => Err(required(field)),
+            };
+            ScenarioKind::Generate {
+                prompt_tokens: count(&s.prompt_tokens, "prompt_tokens")?,
+                generate_tokens: count(&s.generate_tokens, "generate_tokens")?,
+            }
+        }
         "offline" => ScenarioKind::Offline {
             batch_size: match &s.batch_size {
                 Some(v) => positive_u32(at, v, "scenario.batch_size")?,

@@ -104,6 +104,16 @@ pub fn jobs_for_agent(
                     p99_bound_ms: server.map_or(0.0, |s| s.1.as_secs_f64() * 1000.0),
                     seed: server.map_or(0, |s| s.2),
                     peak_search: server.is_some_and(|s| s.3),
+                    prompt_tokens: match run.scenario.kind {
+                        ScenarioKind::Generate { prompt_tokens, .. } => prompt_tokens.get(),
+                        _ => 0,
+                    },
+                    generate_tokens: match run.scenario.kind {
+                        ScenarioKind::Generate {
+                            generate_tokens, ..
+                        } => generate_tokens.get(),
+                        _ => 0,
+                    },
                     idle_power_s: suite.conditions.idle_power.as_secs_f64(),
                     max_start_temp_c: suite.conditions.max_start_temp_c,
                     max_wait_s: suite.conditions.max_wait.as_secs_f64(),

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use edgefleet_reports::{
-    AgentSummary, EarlyStopping, FailedRun, LatencyCi, LatencyMs, ResultRecord, ServerOutcome,
-    TemperatureC,
+    AgentSummary, EarlyStopping, FailedRun, GenerateDetail, LatencyCi, LatencyMs, ResultRecord,
+    ServerOutcome, TemperatureC,
 };
 
 use crate::planning::target_key;
@@ -78,10 +78,10 @@ pub fn collect(
                 .zip(m.temperature_max_c)
                 .map(|(start, max)| TemperatureC { start, max }),
             throttled: m.throttled,
-            ttft_ms: None,
-            tpot_ms: None,
-            prefill_tokens_per_s: None,
-            decode_tokens_per_s: None,
+            ttft_ms: m.generate.as_ref().map(|g| g.ttft_ms_p50),
+            tpot_ms: m.generate.as_ref().map(|g| g.tpot_ms_p50),
+            prefill_tokens_per_s: m.generate.as_ref().map(|g| g.prefill_tokens_per_s),
+            decode_tokens_per_s: m.generate.as_ref().map(|g| g.decode_tokens_per_s),
             quality: (!m.quality.is_empty())
                 .then(|| m.quality.iter().map(|(k, v)| (k.clone(), *v)).collect()),
             started_at: rfc3339(m.started_at_unix_ms),
@@ -126,6 +126,13 @@ pub fn collect(
             cpu_model: agent
                 .map(|a| a.hardware.cpu_model.clone())
                 .unwrap_or_default(),
+            generate: m.generate.as_ref().map(|g| GenerateDetail {
+                prompt_tokens: g.prompt_tokens,
+                generated_tokens: g.generated_tokens,
+                ttft_p90_ms: g.ttft_ms_p90,
+                tpot_p90_ms: g.tpot_ms_p90,
+                tokenize_ms: g.tokenize_ms,
+            }),
         });
     }
     let failures = store

@@ -91,6 +91,19 @@ pub struct ResultRecord {
     pub kernel: String,
     pub cpu_governor: String,
     pub cpu_model: String,
+    /// Generate scenario details beyond `ttft_ms`/`tpot_ms` (their p50s): `null` otherwise.
+    pub generate: Option<GenerateDetail>,
+}
+
+/// A generate run: prompt and generated lengths, tail latencies, and tokenization (excluded
+/// from every timing).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GenerateDetail {
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub ttft_p90_ms: f64,
+    pub tpot_p90_ms: f64,
+    pub tokenize_ms: f64,
 }
 
 /// An upper estimate of the target percentile that holds with the stated confidence given the

@@ -57,6 +57,17 @@ impl Conditions {
         }
     }
 
+    /// Finds the sensors, waits for the cool-down guard and measures idle power, as a job asks.
+    pub fn before_run(job: &crate::worker::WorkerJob) -> Conditions {
+        let mut conditions = Conditions::discover(job.sensors_root.clone());
+        conditions.cool_down(
+            job.max_start_temp_c,
+            Duration::from_secs_f64(job.max_wait_s.max(0.0)),
+        );
+        conditions.idle_power(Duration::from_secs_f64(job.idle_power_s.max(0.0)));
+        conditions
+    }
+
     /// Waits, at most `max_wait`, until the hottest zone is at most `max_c` or has stopped
     /// cooling (less than 0.5 °C lower over 5 s).
     pub fn cool_down(&mut self, max_c: Option<f64>, max_wait: Duration) {

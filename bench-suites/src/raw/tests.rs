@@ -111,6 +111,17 @@ fn every_scenario_kind_parses_with_its_own_settings() {
         }
     );
     assert_eq!(server.batch(), 1);
+    assert_eq!(
+        with("kind = \"generate\"\nprompt_tokens = 32\ngenerate_tokens = 64").unwrap(),
+        ScenarioKind::Generate {
+            prompt_tokens: 32.try_into().unwrap(),
+            generate_tokens: 64.try_into().unwrap()
+        }
+    );
+    assert!(with("kind = \"generate\"\nprompt_tokens = 32")
+        .unwrap_err()
+        .to_string()
+        .contains("needs `generate_tokens`"));
 }
 
 #[test]

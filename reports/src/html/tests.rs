@@ -113,6 +113,7 @@ fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
         kernel: "6.1.0".into(),
         cpu_governor: "performance".into(),
         cpu_model: "Cortex-A76".into(),
+        generate: None,
     }
 }
 
