@@ -301,4 +301,9 @@ pub fn suite_hash(text: &str) -> String {
 }
 
 /// The suites shipped in `bench-suites/suites/`, built into the binaries: (name, TOML text).
-pub const SHIPPED: [(&str, &str); 1] = [("quick", include_str!("../suites/quick.toml"))];
+pub const SHIPPED: [(&str, &str); 4] = [
+    ("quick", include_str!("../suites/quick.toml")),
+    ("slm-encoders", include_str!("../suites/slm-encoders.toml")),
+    ("slm-encoders-128", include_str!("../suites/slm-encoders-128.toml")),
+    ("slm-generate", include_str!("../suites/slm-generate.toml")),
+];
