@@ -304,6 +304,9 @@ pub fn suite_hash(text: &str) -> String {
 pub const SHIPPED: [(&str, &str); 4] = [
     ("quick", include_str!("../suites/quick.toml")),
     ("slm-encoders", include_str!("../suites/slm-encoders.toml")),
-    ("slm-encoders-128", include_str!("../suites/slm-encoders-128.toml")),
+    (
+        "slm-encoders-128",
+        include_str!("../suites/slm-encoders-128.toml"),
+    ),
     ("slm-generate", include_str!("../suites/slm-generate.toml")),
 ];
