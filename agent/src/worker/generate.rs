@@ -30,8 +30,12 @@ pub fn run(
         job.prompt_tokens.max(1) as usize,
         job.generate_tokens.max(1) as usize,
     );
+    let tokenizer = text_input::load_tokenizer(&WorkerJob {
+        sequence_length: None,
+        ..job.clone()
+    })?;
     let tokenize_start = Instant::now();
-    let prompt = prompt(job, prompt_len)?;
+    let prompt = prompt(&tokenizer, &job.sentences, prompt_len)?;
     let tokenize_ms = ms(tokenize_start.elapsed());
 
     let conditions = Conditions::before_run(job);
@@ -149,12 +153,12 @@ fn generation(model: &mut Model, prompt: &[i64], new_tokens: usize) -> Result<Ge
 }
 
 /// The input sentences' tokens, one after another and repeated, cut to exactly `len` tokens.
-fn prompt(job: &WorkerJob, len: usize) -> Result<Vec<i64>, String> {
-    let unpadded = WorkerJob {
-        sequence_length: None,
-        ..job.clone()
-    };
-    let ids: Vec<i64> = text_input::tokenize(&unpadded)?
+fn prompt(
+    tokenizer: &tokenizers::Tokenizer,
+    sentences: &[String],
+    len: usize,
+) -> Result<Vec<i64>, String> {
+    let ids: Vec<i64> = text_input::encode(tokenizer, sentences)?
         .into_iter()
         .flat_map(|t| t.ids)
         .collect();

@@ -24,6 +24,11 @@ pub struct TokenBatch {
 
 /// Tokenizes every sentence of the job (padding/truncating to its sequence length, if set).
 pub fn tokenize(job: &WorkerJob) -> Result<Vec<TokenInput>, String> {
+    encode(&load_tokenizer(job)?, &job.sentences)
+}
+
+/// The model's tokenizer, set to pad/truncate to the job's sequence length (if any).
+pub fn load_tokenizer(job: &WorkerJob) -> Result<tokenizers::Tokenizer, String> {
     let path = job
         .tokenizer_path
         .as_ref()
@@ -51,10 +56,18 @@ pub fn tokenize(job: &WorkerJob) -> Result<Vec<TokenInput>, String> {
                 .map_err(|e| format!("tokenizer: {e}"))?;
         }
     }
-    if job.sentences.is_empty() {
+    Ok(tokenizer)
+}
+
+/// Each sentence as token ids, mask and type ids.
+pub fn encode(
+    tokenizer: &tokenizers::Tokenizer,
+    sentences: &[String],
+) -> Result<Vec<TokenInput>, String> {
+    if sentences.is_empty() {
         return Err("the workload has no sentences".into());
     }
-    job.sentences
+    sentences
         .iter()
         .map(|s| {
             let enc = tokenizer

@@ -76,3 +76,73 @@ min_duration_s = 0.3
         "{err}"
     );
 }
+
+#[test]
+fn smollm2_generates_with_its_key_value_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = cached("models/smollm2-135m/model.q4.onnx");
+    cached("models/smollm2-135m/tokenizer.json");
+    let suite = dir.path().join("generate.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"
+name = "generate"
+models = ["{model}"]
+[input]
+text = ["Edge devices run small language models close to the data they serve."]
+[conditions]
+idle_power_s = 0
+[[scenario]]
+kind = "generate"
+prompt_tokens = 32
+generate_tokens = 16
+warmup = 0
+min_queries = 2
+min_duration_s = 0.1
+"#,
+            model = model.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary("edgefleet-agent"))
+        .args(["bench", "--json"])
+        .arg(&suite)
+        .arg("--onnxruntime-library")
+        .arg(onnxruntime_library())
+        .env("EDGEFLEET_SENSORS_ROOT", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &records[0];
+    assert_eq!(r["scenario"], "generate");
+    let (ttft, tpot) = (
+        r["ttft_ms"].as_f64().unwrap(),
+        r["tpot_ms"].as_f64().unwrap(),
+    );
+    assert!(ttft > 0.0 && tpot > 0.0, "{r:#}");
+    assert!(
+        ttft > tpot,
+        "a 32-token prefill takes longer than one decode step: {r:#}"
+    );
+    let decode = r["decode_tokens_per_s"].as_f64().unwrap();
+    assert!(
+        (decode * tpot / 1000.0 - 1.0).abs() < 0.5,
+        "decode tokens/s is about 1000/TPOT: {r:#}"
+    );
+    assert!(
+        r["prefill_tokens_per_s"].as_f64().unwrap() > decode,
+        "prefill batches tokens: {r:#}"
+    );
+    assert_eq!(r["generate"]["prompt_tokens"], 32);
+    assert_eq!(r["generate"]["generated_tokens"], 16);
+    assert!(r["generate"]["tokenize_ms"].as_f64().unwrap() >= 0.0);
+    assert!(r["generate"]["tpot_p90_ms"].as_f64().unwrap() >= tpot);
+    // The 4-bit weights stay 4-bit in memory: well under the 651 MB an fp32 copy would take.
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() < 450_000_000, "{r:#}");
+}
