@@ -50,6 +50,9 @@ pub(crate) fn render(input: &ReportInput) -> Result<String, ReportError> {
     );
     agents_section(&mut out, &input.agents);
     results_section(&mut out, &input.records);
+    generate_section(&mut out, &input.records);
+    server_section(&mut out, &input.records);
+    conditions_section(&mut out, &input.records);
     charts_section(&mut out, &input.records, &agents)?;
     failures_section(&mut out, &input.failures);
     out += "<footer>Latency percentiles are nearest-rank over the warm queries of a run; \
@@ -57,6 +60,130 @@ pub(crate) fn render(input: &ReportInput) -> Result<String, ReportError> {
         All fields of every result, including those not shown here, are in \
         <code>results.json</code> next to this file.</footer>\n</body>\n</html>\n";
     Ok(out)
+}
+
+/// Decoder runs: time to first token, time per output token, tokens per second.
+fn generate_section(out: &mut String, records: &[ResultRecord]) {
+    let runs: Vec<&ResultRecord> = records.iter().filter(|r| r.generate.is_some()).collect();
+    if runs.is_empty() {
+        return;
+    }
+    *out += "<h2>Generation</h2>\n";
+    let head = [
+        ("agent", false),
+        ("model", false),
+        ("prompt tokens", true),
+        ("generated", true),
+        ("TTFT p50 ms", true),
+        ("TTFT p90 ms", true),
+        ("TPOT p50 ms", true),
+        ("TPOT p90 ms", true),
+        ("prefill tokens/s", true),
+        ("decode tokens/s", true),
+        ("tokenize ms", true),
+    ];
+    let rows = runs.into_iter().map(|r| {
+        let g = r.generate.expect("filtered");
+        let opt = |v: Option<f64>| v.map_or_else(|| "–".to_string(), fmt_num);
+        vec![
+            esc(&r.agent),
+            esc(&format!("{}@{}", r.model, r.model_version)),
+            g.prompt_tokens.to_string(),
+            g.generated_tokens.to_string(),
+            opt(r.ttft_ms),
+            fmt_num(g.ttft_p90_ms),
+            opt(r.tpot_ms),
+            fmt_num(g.tpot_p90_ms),
+            opt(r.prefill_tokens_per_s),
+            opt(r.decode_tokens_per_s),
+            fmt_num(g.tokenize_ms),
+        ]
+    });
+    table(out, &head, rows);
+}
+
+/// Server runs: the rate asked for, the rate achieved, and whether p99 stayed in bounds.
+fn server_section(out: &mut String, records: &[ResultRecord]) {
+    let runs: Vec<&ResultRecord> = records.iter().filter(|r| r.server.is_some()).collect();
+    if runs.is_empty() {
+        return;
+    }
+    *out += "<h2>Server scenario</h2>\n";
+    let head = [
+        ("agent", false),
+        ("model", false),
+        ("target /s", true),
+        ("achieved /s", true),
+        ("p99 ms", true),
+        ("p99 bound ms", true),
+        ("bound met", false),
+        ("peak /s", true),
+    ];
+    let rows = runs.into_iter().map(|r| {
+        let s = r.server.expect("filtered");
+        vec![
+            esc(&r.agent),
+            esc(&format!("{}@{}", r.model, r.model_version)),
+            fmt_num(s.target_qps),
+            fmt_num(s.achieved_qps),
+            fmt_num(r.latency_ms.p99),
+            fmt_num(s.p99_bound_ms),
+            if s.bound_met {
+                "yes".into()
+            } else {
+                "<span class=\"bad\">no</span>".into()
+            },
+            s.peak_qps.map_or_else(|| "–".to_string(), fmt_num),
+        ]
+    });
+    table(out, &head, rows);
+}
+
+/// Energy, temperature and throttling, where any run has them.
+fn conditions_section(out: &mut String, records: &[ResultRecord]) {
+    let measured = records.iter().any(|r| {
+        r.energy_j_per_inference.is_some() || r.temperature_c.is_some() || r.energy_note.is_some()
+    });
+    if !measured {
+        return;
+    }
+    *out += "<h2>Energy and temperature</h2>\n";
+    let head = [
+        ("agent", false),
+        ("model", false),
+        ("scenario", false),
+        ("method", false),
+        ("J/inference", true),
+        ("idle W", true),
+        ("active W", true),
+        ("sample Hz", true),
+        ("start °C", true),
+        ("max °C", true),
+        ("throttled", false),
+        ("note", false),
+    ];
+    let rows = records.iter().map(|r| {
+        let opt = |v: Option<f64>| v.map_or_else(|| "–".to_string(), fmt_num);
+        vec![
+            esc(&r.agent),
+            esc(&format!("{}@{}", r.model, r.model_version)),
+            esc(&r.scenario),
+            esc(r.energy_method.as_deref().unwrap_or("none")),
+            opt(r.energy_j_per_inference),
+            opt(r.idle_power_w),
+            opt(r.active_power_w),
+            opt(r.energy_sample_hz),
+            opt(r.temperature_c.map(|t| t.start)),
+            opt(r.temperature_c.map(|t| t.max)),
+            match r.throttled {
+                Some(true) => "<span class=\"bad\">yes</span>".into(),
+                Some(false) => "no".into(),
+                None => "–".into(),
+            },
+            esc(r.energy_note.as_deref().unwrap_or("")),
+        ]
+    });
+    table(out, &head, rows);
 }
 
 fn agents_section(out: &mut String, agents: &[AgentSummary]) {

@@ -242,3 +242,57 @@ fn equal_percentiles_and_odd_values_render() {
     assert!(html.contains("tiny@1 (int8) · 4 threads"));
     assert!(html.contains("<td class=\"num\">–</td>"));
 }
+
+#[test]
+fn generation_server_and_energy_sections_appear_when_there_is_data() {
+    let mut bare = sample_input();
+    for r in &mut bare.records {
+        r.temperature_c = None;
+    }
+    let plain = super::render(&bare).unwrap();
+    for heading in ["Generation", "Server scenario", "Energy and temperature"] {
+        assert!(
+            !plain.contains(&format!("<h2>{heading}</h2>")),
+            "{heading} without data"
+        );
+    }
+    let mut input = sample_input();
+    let r = &mut input.records[0];
+    r.scenario = "generate".into();
+    r.ttft_ms = Some(83.0);
+    r.tpot_ms = Some(11.5);
+    r.prefill_tokens_per_s = Some(386.0);
+    r.decode_tokens_per_s = Some(85.7);
+    r.generate = Some(crate::GenerateDetail {
+        prompt_tokens: 32,
+        generated_tokens: 64,
+        ttft_p90_ms: 90.0,
+        tpot_p90_ms: 12.4,
+        tokenize_ms: 0.2,
+    });
+    let s = &mut input.records[1];
+    s.server = Some(crate::ServerOutcome {
+        target_qps: 40.0,
+        achieved_qps: 39.1,
+        p99_bound_ms: 20.0,
+        bound_met: false,
+        peak_qps: Some(31.0),
+    });
+    s.energy_method = Some("rapl".into());
+    s.energy_j_per_inference = Some(0.012);
+    s.energy_note = Some("idle <power> & co".into());
+    let html = super::render(&input).unwrap();
+    assert!(
+        html.contains("<h2>Generation</h2>") && html.contains("85.7"),
+        "generation table"
+    );
+    assert!(
+        html.contains("<h2>Server scenario</h2>") && html.contains("39.1"),
+        "server table"
+    );
+    assert!(html.contains("<h2>Energy and temperature</h2>") && html.contains("rapl"));
+    assert!(
+        html.contains("idle &lt;power&gt; &amp; co"),
+        "notes are escaped"
+    );
+}
