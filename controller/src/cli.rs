@@ -175,17 +175,13 @@ impl Client {
         quiet: bool,
     ) -> anyhow::Result<RunStatus> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = (u32::MAX, u32::MAX);
+        let mut progress = Progress::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         loop {
             let status = self.run_status(run_id).await?;
-            let finished = status.jobs_done + status.jobs_failed;
-            if !quiet && (finished, status.jobs_failed) != last {
-                eprintln!(
-                    "{run_id}: {finished}/{} jobs finished ({} failed)",
-                    status.jobs_total, status.jobs_failed
-                );
-                last = (finished, status.jobs_failed);
+            if !quiet {
+                progress.show(&status);
             }
+            let finished = status.jobs_done + status.jobs_failed;
             if finished >= status.jobs_total {
                 return Ok(status);
             }
@@ -254,6 +250,75 @@ impl Client {
         let files = edgefleet_reports::write_report(out, &input)?;
         Ok((files, records, failures))
     }
+}
+
+/// Live progress of a run, per agent: a bar for each on a terminal (redrawn in place), plain
+/// lines for each job that finishes otherwise.
+struct Progress {
+    terminal: bool,
+    drawn_lines: usize,
+    reported: std::collections::HashSet<String>,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Progress {
+        Progress {
+            terminal,
+            drawn_lines: 0,
+            reported: Default::default(),
+        }
+    }
+
+    fn show(&mut self, status: &RunStatus) {
+        if self.terminal {
+            let mut agents: std::collections::BTreeMap<&str, (usize, usize, usize)> =
+                Default::default();
+            for job in &status.jobs {
+                let entry = agents.entry(job.agent_name.as_str()).or_default();
+                entry.0 += 1;
+                match job.state.as_str() {
+                    "done" => entry.1 += 1,
+                    "failed" => entry.2 += 1,
+                    _ => {}
+                }
+            }
+            if self.drawn_lines > 0 {
+                eprint!("\x1b[{}A", self.drawn_lines);
+            }
+            for (agent, (total, done, failed)) in &agents {
+                eprintln!("\x1b[2K{}", bar_line(agent, *total, *done, *failed));
+            }
+            self.drawn_lines = agents.len();
+        } else {
+            for job in &status.jobs {
+                if job.state != "pending" && self.reported.insert(job.job_id.clone()) {
+                    match job.state.as_str() {
+                        "failed" => {
+                            eprintln!("{}: {} failed: {}", job.agent_name, job.model, job.error)
+                        }
+                        _ => eprintln!("{}: {} done", job.agent_name, job.model),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `edge-a  [########--------]  2/4 jobs (1 failed)`
+fn bar_line(agent: &str, total: usize, done: usize, failed: usize) -> String {
+    const WIDTH: usize = 24;
+    let finished = done + failed;
+    let filled = (finished * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let failures = if failed > 0 {
+        format!(" ({failed} failed)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{agent:<16} [{}{}] {finished}/{total} jobs{failures}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled)
+    )
 }
 
 /// Prints rows as aligned columns under a header.
@@ -349,6 +414,15 @@ pub fn ago(then_ms: i64, now_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn progress_bars_fill_with_finished_jobs() {
+        assert_eq!(
+            super::bar_line("edge-a", 4, 1, 1),
+            "edge-a           [############------------] 2/4 jobs (1 failed)"
+        );
+        assert!(super::bar_line("b", 0, 0, 0).contains("0/0 jobs"));
+    }
+
     #[test]
     fn ago_reads_naturally() {
         assert_eq!(super::ago(0, 5_000), "5 s ago");
