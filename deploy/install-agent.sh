@@ -19,11 +19,14 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $EUID -eq 0 ]] || { echo "install-agent: run as root" >&2; exit 1; }
 [[ -x "$BINARY" ]] || { echo "install-agent: --binary must point to the edgefleet-agent binary" >&2; exit 64; }
+[[ -x "$(dirname "$BINARY")/edgefleet-agent-worker" ]] || { echo "install-agent: edgefleet-agent-worker must sit next to --binary" >&2; exit 64; }
 [[ -f "$LIBRARY" ]] || { echo "install-agent: --onnxruntime must point to libonnxruntime.so.1.31.1" >&2; exit 64; }
 [[ -n "$CONTROLLER" && -n "$TOKEN" ]] || { echo "install-agent: --controller and --token are required" >&2; exit 64; }
 
 install -d -m 0755 /opt/edgefleet/bin /opt/edgefleet/lib /etc/edgefleet
 install -m 0755 "$BINARY" /opt/edgefleet/bin/edgefleet-agent
+# The benchmark worker the daemon starts for each job lives next to it.
+install -m 0755 "$(dirname "$BINARY")/edgefleet-agent-worker" /opt/edgefleet/bin/edgefleet-agent-worker
 install -m 0644 "$LIBRARY" /opt/edgefleet/lib/libonnxruntime.so.1.31.1
 id edgefleet >/dev/null 2>&1 || useradd --system --home /var/lib/edgefleet-agent --shell /usr/sbin/nologin edgefleet
 if [[ ! -f /etc/edgefleet/agent.toml ]]; then

@@ -76,7 +76,7 @@ async fn probe_runtime(config: &AgentConfig) -> Result<RuntimeProbe, String> {
     let output = tokio::time::timeout(Duration::from_secs(60), output)
         .await
         .map_err(|_| "the ONNX Runtime probe did not answer within 60 s".to_string())?
-        .map_err(|e| format!("cannot start the worker process: {e}"))?;
+        .map_err(|e| crate::worker::start_error(&e))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().last().unwrap_or("no output").trim();

@@ -238,7 +238,7 @@ pub(crate) async fn run_worker(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start a worker process: {e}"))?;
+        .map_err(|e| crate::worker::start_error(&e))?;
     let pid = child.id().unwrap_or(0);
     let mut stdin = child.stdin.take().expect("stdin was piped");
     let job_json = serde_json::to_vec(job).expect("job serializes");

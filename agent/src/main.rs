@@ -35,15 +35,6 @@ enum Command {
         #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT", default_value = "/")]
         sensors_root: PathBuf,
     },
-    /// Run one benchmark job read from stdin (started by the daemon, not by people).
-    #[command(hide = true)]
-    Worker {
-        /// Only load ONNX Runtime and print its version and execution providers.
-        #[arg(long)]
-        probe: bool,
-        #[arg(long)]
-        onnxruntime_library: Option<PathBuf>,
-    },
 }
 
 #[derive(clap::Args)]
@@ -109,21 +100,6 @@ const EXIT_BAD_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Worker {
-            probe: true,
-            onnxruntime_library,
-        } => {
-            let library =
-                match edgefleet_agent::runtime_library::locate(onnxruntime_library.as_deref()) {
-                    Ok(path) => path,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-            edgefleet_agent::worker::main_probe(&library)
-        }
-        Command::Worker { probe: false, .. } => edgefleet_agent::worker::main_job(),
         Command::Check(args) => check(args),
         Command::Bench {
             suite,

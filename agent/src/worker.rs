@@ -1,4 +1,4 @@
-//! The benchmark worker: a separate process (`edgefleet-agent worker`) that loads ONNX Runtime and
+//! The benchmark worker: a separate process (`edgefleet-agent-worker`) that loads ONNX Runtime and
 //! one model, runs the workload, and prints a JSON report on stdout. Keeping it out of the daemon
 //! means a crashing or memory-hungry model takes down only the worker, and the daemon's own
 //! footprint stays small.
@@ -137,18 +137,29 @@ pub struct RuntimeProbe {
     pub execution_providers: Vec<String>,
 }
 
-/// A command that starts this same binary as a worker. `/proc/self/exe` still runs the binary
-/// the daemon started from after a package upgrade replaced the file on disk.
+/// The worker's program name, installed next to `edgefleet-agent`.
+pub const WORKER_BINARY: &str = "edgefleet-agent-worker";
+
+/// A command that starts the worker binary that sits next to this program. (After a package
+/// upgrade replaced the files, `current_exe` reads "… (deleted)"; its folder still holds the new
+/// worker.)
 pub fn worker_command() -> tokio::process::Command {
-    let exe = Path::new("/proc/self/exe");
-    let exe = if exe.exists() {
-        exe.to_path_buf()
-    } else {
-        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("edgefleet-agent"))
-    };
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("worker").kill_on_drop(true);
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut cmd = tokio::process::Command::new(dir.join(WORKER_BINARY));
+    cmd.kill_on_drop(true);
     cmd
+}
+
+/// Why the worker binary would not start, naming where it was expected.
+pub fn start_error(e: &std::io::Error) -> String {
+    let program = worker_command().as_std().get_program().to_owned();
+    format!(
+        "cannot start the benchmark worker {}: {e} (it is installed next to edgefleet-agent)",
+        Path::new(&program).display()
+    )
 }
 
 /// A worker must not outlive the daemon that watches it (a SIGKILLed daemon cannot clean up).
@@ -160,7 +171,7 @@ fn die_with_parent() {
     }
 }
 
-/// Entry point of `edgefleet-agent worker`: reads a [`WorkerJob`] from stdin and prints a
+/// Entry point of `edgefleet-agent-worker`: reads a [`WorkerJob`] from stdin and prints a
 /// [`WorkerOutcome`]. Exits 0 when it measured, 1 when the job failed.
 pub fn main_job() -> std::process::ExitCode {
     die_with_parent();
@@ -182,7 +193,7 @@ pub fn main_job() -> std::process::ExitCode {
     code
 }
 
-/// Entry point of `edgefleet-agent worker --probe`.
+/// Entry point of `edgefleet-agent-worker --probe`.
 pub fn main_probe(library: &Path) -> std::process::ExitCode {
     die_with_parent();
     match Runtime::load(library) {
