@@ -298,15 +298,7 @@ pub fn print_table(records: &[ResultRecord]) {
         "PEAK MB"
     );
     for r in records {
-        let quality = r.quality.as_ref().map_or_else(
-            || "-".to_string(),
-            |q| {
-                q.iter()
-                    .map(|(k, v)| format!("{k} {v:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        );
+        let quality = r.quality_summary().unwrap_or_else(|| "-".into());
         println!(
             "{:<28} {:<14} {:>7} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>12.1} {:>8.1}  {quality}",
             r.model,

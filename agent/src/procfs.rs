@@ -51,6 +51,12 @@ pub fn own_cpu_seconds() -> Option<f64> {
     stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
+/// CPU use of this process over `wall` since `before` (from [`own_cpu_seconds`]), in percent of
+/// one core.
+pub fn cpu_percent_since(before: Option<f64>, wall: std::time::Duration) -> Option<f64> {
+    Some((own_cpu_seconds()? - before?) / wall.as_secs_f64() * 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

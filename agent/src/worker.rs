@@ -323,10 +323,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         medians.push(stats::nearest_rank(&sorted, 50.0));
         latencies.extend(phase.latencies_ms);
     }
-    let cpu_percent = match (cpu_before, procfs::own_cpu_seconds()) {
-        (Some(before), Some(after)) => Some((after - before) / wall.as_secs_f64() * 100.0),
-        _ => None,
-    };
+    let cpu_percent = procfs::cpu_percent_since(cpu_before, wall);
     let observed = watch.finish();
     let latency_ms = stats::summarize(&latencies).expect("at least one query ran");
     let target_percentile = match job.scenario.as_str() {

@@ -359,7 +359,7 @@ pub fn print_results(records: &[ResultRecord], failures: &[FailedRun]) {
                 format!("{:.1}", r.throughput_per_s),
                 format!("{:.1}", r.peak_rss_bytes as f64 / 1e6),
                 if r.valid { "yes".into() } else { "no".into() },
-                quality_cell(r),
+                r.quality_summary().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -384,20 +384,6 @@ pub fn print_results(records: &[ResultRecord], failures: &[FailedRun]) {
             "FAILED  {}@{} on {}: {}",
             f.model, f.model_version, f.agent, f.error
         );
-    }
-}
-
-/// The quality numbers of a result, e.g. `cosine_mean 0.9938`, or `-`.
-fn quality_cell(r: &ResultRecord) -> String {
-    match (&r.quality, &r.quality_error) {
-        (Some(q), _) => q
-            .iter()
-            .filter(|(k, _)| !k.ends_with("_min"))
-            .map(|(k, v)| format!("{k} {v:.4}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        (None, Some(_)) => "failed".into(),
-        (None, None) => "-".into(),
     }
 }
 

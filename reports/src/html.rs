@@ -274,14 +274,13 @@ fn results_section(out: &mut String, records: &[ResultRecord]) {
 
 /// "cosine_mean 0.9938 vs minilm-l6@fp32", escaped, or "–".
 fn quality_text(r: &ResultRecord) -> String {
-    let reference = r.quality_reference.as_deref().unwrap_or("reference");
-    match (&r.quality, &r.quality_error) {
-        (Some(q), _) => {
-            let values: Vec<String> = q.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-            esc(&format!("{} vs {reference}", values.join(", ")))
-        }
-        (None, Some(e)) => esc(&format!("failed: {e}")),
-        (None, None) => "–".to_string(),
+    match (r.quality_summary(), r.quality.is_some()) {
+        (Some(q), true) => esc(&format!(
+            "{q} vs {}",
+            r.quality_reference.as_deref().unwrap_or("reference")
+        )),
+        (Some(failed), false) => esc(&failed),
+        (None, _) => "–".to_string(),
     }
 }
 

@@ -126,6 +126,24 @@ pub struct ServerOutcome {
     pub peak_qps: Option<f64>,
 }
 
+impl ResultRecord {
+    /// The quality numbers in one line, e.g. `cosine_mean 0.9938` (minimums left out), or why
+    /// the check failed; `None` when none was asked for.
+    pub fn quality_summary(&self) -> Option<String> {
+        match (&self.quality, &self.quality_error) {
+            (Some(q), _) => Some(
+                q.iter()
+                    .filter(|(k, _)| !k.ends_with("_min"))
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            (None, Some(e)) => Some(format!("failed: {e}")),
+            (None, None) => None,
+        }
+    }
+}
+
 /// 95% confidence intervals, each `[low, high]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencyCi {

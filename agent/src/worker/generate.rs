@@ -79,10 +79,7 @@ pub fn run(
         medians.push(stats::nearest_rank(&this, 50.0));
     }
     let observed = watch.finish();
-    let cpu_percent = match (cpu_before, procfs::own_cpu_seconds()) {
-        (Some(before), Some(after)) => Some((after - before) / wall.as_secs_f64() * 100.0),
-        _ => None,
-    };
+    let cpu_percent = procfs::cpu_percent_since(cpu_before, wall);
     let ttft = stats::summarize(&ttfts).expect("at least one generation");
     let tpot = stats::summarize(&tpots);
     let generated = totals.len() * new_tokens;

@@ -182,6 +182,30 @@ impl Controller {
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
+    /// `edgefleet models add` of a cached model (path under the set-up cache) with the MiniLM
+    /// tokenizer as its companion.
+    pub fn add_cached_model(&self, model: &str, name: &str, version: &str) {
+        let model = cached(model);
+        let tokenizer = cached("models/minilm-l6/tokenizer.json");
+        let out = self.cli_ok(&[
+            "models",
+            "add",
+            model.to_str().expect("utf-8 path"),
+            "--name",
+            name,
+            "--version",
+            version,
+            "--quant",
+            version,
+            "--with",
+            tokenizer.to_str().expect("utf-8 path"),
+        ]);
+        assert!(
+            out.contains(&format!("registered {name}@{version}")),
+            "{out}"
+        );
+    }
+
     /// `edgefleet agents --json`.
     pub fn agents(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.cli_ok(&["agents", "--json"])).expect("agents JSON")

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::{cached, start_agent_with_sensors, Controller};
+use edgefleet_e2e::{start_agent_with_sensors, Controller};
 
 const TOKEN: &str = "energy-token";
 const WATTS: f64 = 5.0;
@@ -64,19 +64,7 @@ fn rapl_energy_is_measured_net_of_idle_with_wrap_around_and_thermal_is_read() {
     let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
     let _agent = start_agent_with_sensors(dir.path(), &ctl.address, TOKEN, "edge-e", &[], &sys);
     ctl.wait_online(&["edge-e"], Duration::from_secs(60));
-    let model = cached("models/minilm-l6/model.int8.onnx");
-    let tokenizer = cached("models/minilm-l6/tokenizer.json");
-    ctl.cli_ok(&[
-        "models",
-        "add",
-        model.to_str().unwrap(),
-        "--name",
-        "minilm-l6",
-        "--version",
-        "int8",
-        "--with",
-        tokenizer.to_str().unwrap(),
-    ]);
+    ctl.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm-l6", "int8");
     let suite = dir.path().join("energy.toml");
     std::fs::write(
         &suite,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use edgefleet_e2e::{cached, start_agent, Controller};
+use edgefleet_e2e::{start_agent, Controller};
 
 const TOKEN: &str = "e2e-token";
 
@@ -31,25 +31,11 @@ golden = ["A sudden frost damaged most of the apple blossoms.", "Our camera repo
 "#;
 
 fn register_models(ctl: &Controller) {
-    let tokenizer = cached("models/minilm-l6/tokenizer.json");
     for quant in ["fp32", "int8"] {
-        let model = cached(&format!("models/minilm-l6/model.{quant}.onnx"));
-        let out = ctl.cli_ok(&[
-            "models",
-            "add",
-            model.to_str().unwrap(),
-            "--name",
+        ctl.add_cached_model(
+            &format!("models/minilm-l6/model.{quant}.onnx"),
             "minilm-l6",
-            "--version",
             quant,
-            "--quant",
-            quant,
-            "--with",
-            tokenizer.to_str().unwrap(),
-        ]);
-        assert!(
-            out.contains(&format!("registered minilm-l6@{quant}")),
-            "{out}"
         );
     }
 }
@@ -359,19 +345,7 @@ fn multi_stream_offline_and_server_scenarios_and_a_wrong_shape() {
     let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-s", &[]);
     ctl.wait_online(&["edge-s"], Duration::from_secs(60));
     register_models(&ctl);
-    let tokenizer = cached("models/minilm-l6/tokenizer.json");
-    let add = cached("models/tiny/add.onnx");
-    ctl.cli_ok(&[
-        "models",
-        "add",
-        add.to_str().unwrap(),
-        "--name",
-        "add-one",
-        "--version",
-        "1",
-        "--with",
-        tokenizer.to_str().unwrap(),
-    ]);
+    ctl.add_cached_model("models/tiny/add.onnx", "add-one", "1");
     let suite = dir.path().join("scenarios.toml");
     std::fs::write(
         &suite,
