@@ -285,31 +285,5 @@ fn model_label(path: &Path) -> String {
 
 /// The local results as a table on stdout.
 pub fn print_table(records: &[ResultRecord]) {
-    println!(
-        "{:<28} {:<14} {:>7} {:>8} {:>9} {:>9} {:>9} {:>12} {:>8}  QUALITY",
-        "MODEL",
-        "SCENARIO",
-        "THREADS",
-        "SAMPLES",
-        "P50 MS",
-        "P90 MS",
-        "P99 MS",
-        "THROUGHPUT/S",
-        "PEAK MB"
-    );
-    for r in records {
-        let quality = r.quality_summary().unwrap_or_else(|| "-".into());
-        println!(
-            "{:<28} {:<14} {:>7} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>12.1} {:>8.1}  {quality}",
-            r.model,
-            r.scenario,
-            r.threads,
-            r.samples,
-            r.latency_ms.p50,
-            r.latency_ms.p90,
-            r.latency_ms.p99,
-            r.throughput_per_s,
-            r.peak_rss_bytes as f64 / 1e6,
-        );
-    }
+    print!("{}", edgefleet_reports::text::summary(records, &[]));
 }

@@ -323,68 +323,12 @@ fn bar_line(agent: &str, total: usize, done: usize, failed: usize) -> String {
 
 /// Prints rows as aligned columns under a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row.clone());
-    }
+    print!("{}", edgefleet_reports::text::table(header, rows));
 }
 
-/// The results table shown after a run and by the demo: model × agent.
+/// The results summary shown after a run and by the demo.
 pub fn print_results(records: &[ResultRecord], failures: &[FailedRun]) {
-    let rows: Vec<Vec<String>> = records
-        .iter()
-        .map(|r| {
-            vec![
-                format!("{}@{}", r.model, r.model_version),
-                r.agent.clone(),
-                r.threads.to_string(),
-                r.samples.to_string(),
-                format!("{:.2}", r.latency_ms.p50),
-                format!("{:.2}", r.latency_ms.p90),
-                format!("{:.2}", r.latency_ms.p99),
-                format!("{:.1}", r.throughput_per_s),
-                format!("{:.1}", r.peak_rss_bytes as f64 / 1e6),
-                if r.valid { "yes".into() } else { "no".into() },
-                r.quality_summary().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "MODEL",
-            "AGENT",
-            "THREADS",
-            "SAMPLES",
-            "P50 MS",
-            "P90 MS",
-            "P99 MS",
-            "THROUGHPUT/S",
-            "PEAK MB",
-            "VALID",
-            "QUALITY",
-        ],
-        &rows,
-    );
-    for f in failures {
-        println!(
-            "FAILED  {}@{} on {}: {}",
-            f.model, f.model_version, f.agent, f.error
-        );
-    }
+    print!("{}", edgefleet_reports::text::summary(records, failures));
 }
 
 /// "12 s ago", "3 min ago", …

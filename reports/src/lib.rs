@@ -4,6 +4,7 @@
 
 mod charts;
 mod html;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
