@@ -336,6 +336,16 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\ncat <<'OUT'\n{output}\nOUT\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Another test thread forking at the moment the script was open for writing leaves the
+        // file "busy" (ETXTBSY) until that child execs; wait for it to become runnable.
+        for _ in 0..100 {
+            match std::process::Command::new(&path).output() {
+                Err(e) if e.raw_os_error() == Some(26) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => return,
+            }
+        }
     }
 
     #[test]
