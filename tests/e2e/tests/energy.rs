@@ -96,22 +96,23 @@ min_duration_s = 4
 
     let r = &records[0];
     assert_eq!(r["energy_method"], "rapl", "{r:#}");
-    let near = |key: &str, want: f64| {
+    // Margins allow for a loaded 2-core machine delaying the fixture's writer or the sampler.
+    let near = |key: &str, want: f64, within: f64| {
         let got = r[key]
             .as_f64()
             .unwrap_or_else(|| panic!("{key} missing: {r:#}"));
         assert!(
-            (got - want).abs() / want < 0.15,
+            (got - want).abs() / want < within,
             "{key} = {got}, want about {want}: {r:#}"
         );
     };
-    near("idle_power_w", WATTS);
-    near("active_power_w", WATTS);
-    near("energy_sample_hz", 10.0);
+    near("idle_power_w", WATTS, 0.25);
+    near("active_power_w", WATTS, 0.25);
+    near("energy_sample_hz", 10.0, 0.5);
     // A steady draw means the run costs nothing above idle: net energy near zero, never negative.
     let per_inference = r["energy_j_per_inference"].as_f64().unwrap();
     assert!(
-        (0.0..0.01).contains(&per_inference),
+        (0.0..0.05).contains(&per_inference),
         "{per_inference} J: {r:#}"
     );
     assert!(r["energy_note"].is_null(), "{r:#}");
