@@ -86,6 +86,7 @@ fn main() {
             quality: None,
             prompt_tokens: 0,
             generate_tokens: 0,
+            engine: String::new(),
         };
         let job_file =
             std::env::temp_dir().join(format!("edgefleet-harness-{}.json", std::process::id()));

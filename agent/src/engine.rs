@@ -1,5 +1,9 @@
-//! The inference engine: ONNX Runtime through `ort`, loaded from a shared library at run time.
-//! This is the only module that touches `ort`; it runs only inside worker processes.
+//! The inference engines: ONNX Runtime through `ort`, loaded from a shared library at run time,
+//! and (cargo feature `tract`) the pure-Rust tract. This module and [`tract`] are the only ones
+//! that touch an engine; they run only inside worker processes.
+
+#[cfg(feature = "tract")]
+pub mod tract;
 
 use std::path::{Path, PathBuf};
 
@@ -43,8 +47,38 @@ pub struct InputInfo {
 
 /// A model ready to run.
 pub struct Model {
-    session: Session,
+    backend: Backend,
     pub inputs: Vec<InputInfo>,
+}
+
+/// Which engine runs a model.
+enum Backend {
+    Ort(Session),
+    #[cfg(feature = "tract")]
+    Tract(tract::Plan),
+}
+
+impl Model {
+    #[cfg_attr(not(feature = "tract"), allow(unused_variables))]
+    fn ort(&mut self, what: &str) -> Result<&mut Session, EngineError> {
+        match &mut self.backend {
+            Backend::Ort(session) => Ok(session),
+            #[cfg(feature = "tract")]
+            Backend::Tract(_) => Err(EngineError::Run(format!(
+                "{what} needs the onnxruntime engine; tract runs encoders only"
+            ))),
+        }
+    }
+
+    /// Loads a model into the pure-Rust tract engine (cargo feature `tract`).
+    #[cfg(feature = "tract")]
+    pub fn load_tract(path: &Path, shape: [usize; 2]) -> Result<Model, EngineError> {
+        let (plan, inputs) = tract::load(path, shape)?;
+        Ok(Model {
+            backend: Backend::Tract(plan),
+            inputs,
+        })
+    }
 }
 
 /// The key/value cache of a decoder between steps: the `present.*` outputs of one step, kept as
@@ -105,7 +139,10 @@ impl Model {
         for (name, value) in std::mem::take(&mut cache.past) {
             inputs.push((name, value.into()));
         }
-        let outputs = self.session.run(inputs).map_err(run_error)?;
+        let outputs = self
+            .ort("the generate scenario")?
+            .run(inputs)
+            .map_err(run_error)?;
         let mut next = None;
         for (name, value) in outputs {
             if name == "logits" {
@@ -135,6 +172,8 @@ pub struct FloatOutput {
 
 /// The inputs of one query, built before timing starts.
 pub struct Feed {
+    #[cfg(feature = "tract")]
+    tract: Option<tract::Values>,
     tensors: Vec<(String, Tensor<i64>)>,
 }
 
@@ -180,7 +219,10 @@ impl Runtime {
             .iter()
             .map(|outlet| describe_input(outlet.name(), outlet.dtype()))
             .collect();
-        Ok(Model { session, inputs })
+        Ok(Model {
+            backend: Backend::Ort(session),
+            inputs,
+        })
     }
 }
 
@@ -191,7 +233,14 @@ impl Model {
         named: Vec<(String, Vec<i64>)>,
         shape: [usize; 2],
     ) -> Result<Feed, EngineError> {
-        let tensors = named
+        #[cfg(feature = "tract")]
+        if let Backend::Tract(_) = &self.backend {
+            return Ok(Feed {
+                tract: Some(tract::feed(&named, shape)?),
+                tensors: Vec::new(),
+            });
+        }
+        let tensors: Vec<(String, Tensor<i64>)> = named
             .into_iter()
             .map(|(name, values)| {
                 Tensor::from_array((shape, values))
@@ -199,18 +248,26 @@ impl Model {
                     .map_err(|e| EngineError::Run(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Feed { tensors })
+        Ok(Feed {
+            #[cfg(feature = "tract")]
+            tract: None,
+            tensors,
+        })
     }
 
     /// Runs one query and returns its first output, which must be a float32 tensor.
     pub fn run_output(&mut self, feed: &Feed) -> Result<FloatOutput, EngineError> {
+        #[cfg(feature = "tract")]
+        if let (Backend::Tract(plan), Some(values)) = (&self.backend, &feed.tract) {
+            return tract::run_output(plan, values);
+        }
         let inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = feed
             .tensors
             .iter()
             .map(|(name, tensor)| (name.as_str(), tensor.into()))
             .collect();
         let outputs = self
-            .session
+            .ort("running")?
             .run(inputs)
             .map_err(|e| EngineError::Run(e.to_string()))?;
         let (name, value) = outputs
@@ -230,12 +287,16 @@ impl Model {
 
     /// Runs one query and drops its outputs.
     pub fn run(&mut self, feed: &Feed) -> Result<(), EngineError> {
+        #[cfg(feature = "tract")]
+        if let (Backend::Tract(plan), Some(values)) = (&self.backend, &feed.tract) {
+            return tract::run(plan, values);
+        }
         let inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = feed
             .tensors
             .iter()
             .map(|(name, tensor)| (name.as_str(), tensor.into()))
             .collect();
-        self.session
+        self.ort("running")?
             .run(inputs)
             .map(drop)
             .map_err(|e| EngineError::Run(e.to_string()))

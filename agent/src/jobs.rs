@@ -224,6 +224,7 @@ fn worker_job(
         quality: None,
         prompt_tokens: workload.prompt_tokens,
         generate_tokens: workload.generate_tokens,
+        engine: workload.engine.clone(),
     })
 }
 

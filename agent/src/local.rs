@@ -46,10 +46,11 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<Resu
     for (i, run) in plan.iter().enumerate() {
         let model_path = file(run.model)?;
         let label = format!(
-            "[{}/{}] {} {} {} thread(s)",
+            "[{}/{}] {} on {} {} {} thread(s)",
             i + 1,
             plan.len(),
             run.model,
+            run.engine,
             run.scenario.kind.as_str(),
             run.threads
         );
@@ -164,6 +165,7 @@ fn worker_job(
         quality: None,
         prompt_tokens,
         generate_tokens,
+        engine: run.engine.to_string(),
     }
 }
 

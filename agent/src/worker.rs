@@ -55,6 +55,9 @@ pub struct WorkerJob {
     /// Generate scenario: prompt and generated lengths.
     pub prompt_tokens: u32,
     pub generate_tokens: u32,
+    /// onnxruntime (also when empty) or tract.
+    #[serde(default)]
+    pub engine: String,
 }
 
 /// A quality comparison: the job's model against a reference model.
@@ -229,14 +232,10 @@ pub fn run_quality(
     job: &WorkerJob,
     q: &QualityJob,
 ) -> Result<std::collections::BTreeMap<String, f64>, String> {
-    let runtime = Runtime::load(&job.onnxruntime_library).map_err(|e| e.to_string())?;
-    let threads = job.threads.max(1) as usize;
-    let mut candidate = runtime
-        .load_model(&job.model_path, threads)
-        .map_err(|e| e.to_string())?;
-    let mut reference = runtime
-        .load_model(&q.reference_path, threads)
-        .map_err(|e| e.to_string())?;
+    let job = &with_fixed_length(job)?;
+    let engine = Engine::start(job)?;
+    let mut candidate = engine.load(job, &job.model_path)?;
+    let mut reference = engine.load(job, &q.reference_path)?;
     let sentences = text_input::tokenize(job)?;
     let mut pairs = Vec::new();
     for i in 0..sentences.len() {
@@ -254,16 +253,94 @@ pub fn run_quality(
     quality::compare(&q.metric, &pairs)
 }
 
+/// The engine a job runs on: ONNX Runtime (the default) or tract.
+pub struct Engine {
+    pub name: &'static str,
+    pub version: String,
+    pub provider: &'static str,
+    /// Kept alive while models built from it run.
+    runtime: Option<Runtime>,
+}
+
+impl Engine {
+    pub fn start(job: &WorkerJob) -> Result<Engine, String> {
+        match job.engine.as_str() {
+            "" | ENGINE_NAME => {
+                let runtime = Runtime::load(&job.onnxruntime_library).map_err(|e| e.to_string())?;
+                Ok(Engine {
+                    name: ENGINE_NAME,
+                    version: runtime.version.clone(),
+                    provider: "CPUExecutionProvider",
+                    runtime: Some(runtime),
+                })
+            }
+            #[cfg(feature = "tract")]
+            crate::engine::tract::ENGINE_NAME => {
+                if job.threads > 1 {
+                    return Err(format!(
+                        "tract runs on one thread; this run asks for {}",
+                        job.threads
+                    ));
+                }
+                Ok(Engine {
+                    name: crate::engine::tract::ENGINE_NAME,
+                    version: crate::engine::tract::ENGINE_VERSION.to_string(),
+                    provider: "cpu",
+                    runtime: None,
+                })
+            }
+            #[cfg(not(feature = "tract"))]
+            "tract" => {
+                Err("this agent was built without the tract engine (cargo feature `tract`)".into())
+            }
+            other => Err(format!("unknown engine `{other}` (onnxruntime, tract)")),
+        }
+    }
+
+    pub fn load(&self, job: &WorkerJob, path: &Path) -> Result<crate::engine::Model, String> {
+        match &self.runtime {
+            Some(runtime) => runtime
+                .load_model(path, job.threads.max(1) as usize)
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "tract")]
+            None => {
+                // tract plans for one input shape: [batch, the job's fixed sequence length].
+                let columns = job.sequence_length.unwrap_or(0) as usize;
+                crate::engine::Model::load_tract(path, [job.batch.max(1) as usize, columns])
+                    .map_err(|e| e.to_string())
+            }
+            #[cfg(not(feature = "tract"))]
+            None => unreachable!("only tract runs without ONNX Runtime"),
+        }
+    }
+}
+
+/// tract plans for one concrete shape: without a fixed sequence length, every sentence is
+/// padded to the longest one.
+fn with_fixed_length(job: &WorkerJob) -> Result<WorkerJob, String> {
+    if job.engine != "tract" || job.sequence_length.is_some() {
+        return Ok(job.clone());
+    }
+    let longest = text_input::tokenize(job)?
+        .iter()
+        .map(|t| t.ids.len())
+        .max()
+        .unwrap_or(1);
+    Ok(WorkerJob {
+        sequence_length: Some(longest as u32),
+        ..job.clone()
+    })
+}
+
 /// Loads the runtime and model, tokenizes the sentences, and runs the scenario.
 pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
-    let runtime = Runtime::load(&job.onnxruntime_library).map_err(|e| e.to_string())?;
+    let job = &with_fixed_length(job)?;
+    let engine = Engine::start(job)?;
     let load_start = Instant::now();
-    let mut model = runtime
-        .load_model(&job.model_path, job.threads.max(1) as usize)
-        .map_err(|e| e.to_string())?;
+    let mut model = engine.load(job, &job.model_path)?;
     let load_ms = ms(load_start.elapsed());
     if job.scenario == "generate" {
-        return generate::run(job, &runtime, model, load_ms);
+        return generate::run(job, &engine, model, load_ms);
     }
 
     let sentences = text_input::tokenize(job)?;
@@ -368,9 +445,9 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         None
     };
     Ok(WorkerReport {
-        engine: ENGINE_NAME.to_string(),
-        engine_version: runtime.version.clone(),
-        execution_provider: "CPUExecutionProvider".to_string(),
+        engine: engine.name.to_string(),
+        engine_version: engine.version.clone(),
+        execution_provider: engine.provider.to_string(),
         load_ms,
         first_inference_ms,
         samples: latencies.len() as u64,

@@ -23,6 +23,8 @@ pub struct Suite {
     pub models: Vec<ModelSource>,
     pub input: Input,
     pub scenarios: Vec<Scenario>,
+    /// Inference engines to run every run on: onnxruntime (default) and/or tract.
+    pub engines: Vec<String>,
     pub conditions: Conditions,
     /// Compare every model with a reference on golden inputs, when set.
     pub quality: Option<QualityCheck>,
@@ -39,6 +41,9 @@ pub struct QualityCheck {
     /// Sentences both models see; the suite's input sentences when not given.
     pub golden: Vec<String>,
 }
+
+/// The engines a suite may name.
+pub const ENGINES: [&str; 2] = ["onnxruntime", "tract"];
 
 /// The quality metrics a suite may name.
 pub const QUALITY_METRICS: [&str; 3] = ["cosine", "logits", "classes"];
@@ -242,13 +247,16 @@ impl Suite {
     pub fn plan(&self) -> Vec<PlannedRun<'_>> {
         let mut runs = Vec::new();
         for model in &self.models {
-            for scenario in &self.scenarios {
-                for &threads in &scenario.threads {
-                    runs.push(PlannedRun {
-                        model,
-                        scenario,
-                        threads,
-                    });
+            for engine in &self.engines {
+                for scenario in &self.scenarios {
+                    for &threads in &scenario.threads {
+                        runs.push(PlannedRun {
+                            model,
+                            engine,
+                            scenario,
+                            threads,
+                        });
+                    }
                 }
             }
         }
@@ -260,6 +268,7 @@ impl Suite {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlannedRun<'a> {
     pub model: &'a ModelSource,
+    pub engine: &'a str,
     pub scenario: &'a Scenario,
     pub threads: NonZeroU32,
 }

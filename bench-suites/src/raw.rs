@@ -24,6 +24,7 @@ struct RawSuite {
     scenario: Spanned<Vec<Spanned<RawScenario>>>,
     conditions: Option<RawConditions>,
     quality: Option<Spanned<RawQuality>>,
+    engines: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -220,7 +221,33 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
         Some(c) => conditions(&at, c)?,
     };
 
+    let engines = match &raw.engines {
+        None => vec!["onnxruntime".to_string()],
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(at.error(list.span(), "engines", "lists no engine"))
+        }
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|e| {
+                if crate::ENGINES.contains(&e.get_ref().as_str()) {
+                    Ok(e.get_ref().clone())
+                } else {
+                    Err(at.error(
+                        e.span(),
+                        "engines",
+                        format!(
+                            "unknown engine `{}` (supported: {})",
+                            e.get_ref(),
+                            crate::ENGINES.join(", ")
+                        ),
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     Ok(Suite {
+        engines,
         quality,
         conditions,
         name: name.to_string(),

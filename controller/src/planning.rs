@@ -99,6 +99,7 @@ pub fn jobs_for_agent(
                     min_duration_ms: run.scenario.min_duration.as_millis() as u64,
                     max_duration_ms: run.scenario.max_duration.as_millis() as u64,
                     repetitions: run.scenario.repetitions.get(),
+                    engine: run.engine.to_string(),
                     batch: run.scenario.kind.batch(),
                     target_qps: server.map_or(0.0, |s| s.0),
                     p99_bound_ms: server.map_or(0.0, |s| s.1.as_secs_f64() * 1000.0),

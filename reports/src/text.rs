@@ -41,6 +41,7 @@ pub fn summary(records: &[ResultRecord], failures: &[FailedRun]) -> String {
             vec![
                 model(r),
                 r.agent.clone(),
+                r.engine.clone(),
                 r.scenario.clone(),
                 r.threads.to_string(),
                 r.samples.to_string(),
@@ -58,6 +59,7 @@ pub fn summary(records: &[ResultRecord], failures: &[FailedRun]) -> String {
         &[
             "MODEL",
             "AGENT",
+            "ENGINE",
             "SCENARIO",
             "THREADS",
             "SAMPLES",

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{Model, Runtime, ENGINE_NAME};
+use crate::engine::Model;
 use crate::procfs;
 use crate::stats;
 
@@ -15,7 +15,7 @@ use super::{text_input, GenerateReport, WorkerJob, WorkerReport};
 /// Runs generations until the run-length rules are met, for every repetition.
 pub fn run(
     job: &WorkerJob,
-    runtime: &Runtime,
+    engine: &super::Engine,
     mut model: Model,
     load_ms: f64,
 ) -> Result<WorkerReport, String> {
@@ -84,9 +84,9 @@ pub fn run(
     let tpot = stats::summarize(&tpots);
     let generated = totals.len() * new_tokens;
     Ok(WorkerReport {
-        engine: ENGINE_NAME.to_string(),
-        engine_version: runtime.version.clone(),
-        execution_provider: "CPUExecutionProvider".to_string(),
+        engine: engine.name.to_string(),
+        engine_version: engine.version.clone(),
+        execution_provider: engine.provider.to_string(),
         load_ms,
         first_inference_ms,
         samples: totals.len() as u64,

@@ -146,3 +146,64 @@ min_duration_s = 0.1
     // The 4-bit weights stay 4-bit in memory: well under the 651 MB an fp32 copy would take.
     assert!(r["peak_rss_bytes"].as_u64().unwrap() < 450_000_000, "{r:#}");
 }
+
+#[test]
+fn the_tract_engine_runs_the_same_suite_for_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = cached("models/minilm-l6/model.fp32.onnx");
+    let int8 = cached("models/minilm-l6/model.int8.onnx");
+    let suite = dir.path().join("engines.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"
+name = "engines"
+models = ["{int8}"]
+engines = ["onnxruntime", "tract"]
+[input]
+text = ["The firmware update failed.", "Is the store open on Sunday mornings?"]
+[conditions]
+idle_power_s = 0
+[quality]
+reference = "{fp32}"
+metric = "cosine"
+[[scenario]]
+kind = "single-stream"
+min_queries = 10
+min_duration_s = 0.1
+"#,
+            int8 = int8.display(),
+            fp32 = fp32.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary("edgefleet-agent"))
+        .args(["bench", "--json"])
+        .arg(&suite)
+        .arg("--onnxruntime-library")
+        .arg(onnxruntime_library())
+        .env("EDGEFLEET_SENSORS_ROOT", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("built without the tract engine"),
+        "the agent must be built with --features edgefleet-agent/tract (scripts/test.sh does): {stderr}"
+    );
+    assert!(out.status.success(), "{stderr}");
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let engines: Vec<&str> = records
+        .iter()
+        .map(|r| r["engine"].as_str().unwrap())
+        .collect();
+    assert_eq!(engines, ["onnxruntime", "tract"]);
+    let tract = &records[1];
+    assert_eq!(tract["engine_version"], "0.23");
+    assert!(tract["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    // Both engines compute the same int8 model: the same quality against fp32.
+    let cosine = |r: &serde_json::Value| r["quality"]["cosine_mean"].as_f64().unwrap();
+    assert!(
+        (cosine(tract) - cosine(&records[0])).abs() < 0.005,
+        "{records:#?}"
+    );
+}
