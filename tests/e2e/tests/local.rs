@@ -5,6 +5,19 @@ use std::process::Command;
 
 use edgefleet_e2e::{binary, cached, onnxruntime_library};
 
+/// `edgefleet-agent bench --json SUITE` with the cached ONNX Runtime and sensors read under
+/// `sensors_root` (an empty folder: no energy or thermal sources).
+fn local_bench(suite: &std::path::Path, sensors_root: &std::path::Path) -> std::process::Output {
+    Command::new(binary("edgefleet-agent"))
+        .args(["bench", "--json"])
+        .arg(suite)
+        .arg("--onnxruntime-library")
+        .arg(onnxruntime_library())
+        .env("EDGEFLEET_SENSORS_ROOT", sensors_root)
+        .output()
+        .expect("run edgefleet-agent bench")
+}
+
 #[test]
 fn a_local_suite_prints_result_records_with_quality() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,14 +47,7 @@ min_duration_s = 0.3
         ),
     )
     .unwrap();
-    let out = Command::new(binary("edgefleet-agent"))
-        .args(["bench", "--json"])
-        .arg(&suite)
-        .arg("--onnxruntime-library")
-        .arg(onnxruntime_library())
-        .env("EDGEFLEET_SENSORS_ROOT", dir.path())
-        .output()
-        .unwrap();
+    let out = local_bench(&suite, dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -105,14 +111,7 @@ min_duration_s = 0.1
         ),
     )
     .unwrap();
-    let out = Command::new(binary("edgefleet-agent"))
-        .args(["bench", "--json"])
-        .arg(&suite)
-        .arg("--onnxruntime-library")
-        .arg(onnxruntime_library())
-        .env("EDGEFLEET_SENSORS_ROOT", dir.path())
-        .output()
-        .unwrap();
+    let out = local_bench(&suite, dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -177,14 +176,7 @@ min_duration_s = 0.1
         ),
     )
     .unwrap();
-    let out = Command::new(binary("edgefleet-agent"))
-        .args(["bench", "--json"])
-        .arg(&suite)
-        .arg("--onnxruntime-library")
-        .arg(onnxruntime_library())
-        .env("EDGEFLEET_SENSORS_ROOT", dir.path())
-        .output()
-        .unwrap();
+    let out = local_bench(&suite, dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("built without the tract engine"),
