@@ -1,6 +1,7 @@
 //! The agent's content-addressed model store (`DATA/artifacts/<sha256>`) and the resumable fetch
-//! that fills it: bytes are appended to `<sha256>.partial`, a broken transfer resumes at the byte
-//! it reached, and a file is only renamed into place after its sha256 has been verified.
+//! that fills it: chunks are pulled one at a time and appended to `<sha256>.partial`, a broken
+//! transfer resumes at the byte it reached, an optional rate cap spaces the pulls, and a file is
+//! only renamed into place after its sha256 has been verified.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,10 +29,23 @@ pub enum ArtifactError {
 /// A transfer that delivers nothing for this long is broken.
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Bytes asked for per pull: what a cut can lose at most.
+pub const CHUNK_BYTES: u64 = 1 << 20;
+
 /// Where verified artifacts live on the device.
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     dir: PathBuf,
+    /// Download cap in bytes per second (None: as fast as the link goes).
+    rate_limit: Option<f64>,
+}
+
+/// What one `ensure` did.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub path: PathBuf,
+    /// Bytes received from the controller (0 when the artifact was held already).
+    pub bytes: u64,
 }
 
 impl ArtifactStore {
@@ -42,7 +56,36 @@ impl ArtifactStore {
         })?;
         Ok(ArtifactStore {
             dir: dir.to_path_buf(),
+            rate_limit: None,
         })
+    }
+
+    /// Caps downloads at this many bytes per second.
+    pub fn with_rate_limit(mut self, bytes_per_s: Option<f64>) -> ArtifactStore {
+        self.rate_limit = bytes_per_s.filter(|r| *r > 0.0);
+        self
+    }
+
+    /// The folder the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes still to fetch for an artifact of `size` bytes (a partial transfer counts).
+    pub fn missing_bytes(&self, sha256: &str, size: u64) -> u64 {
+        if self.contains(sha256) {
+            return 0;
+        }
+        let partial =
+            std::fs::metadata(self.dir.join(format!("{sha256}.partial"))).map_or(0, |m| m.len());
+        size.saturating_sub(partial)
+    }
+
+    /// Deletes a verified artifact (no longer needed by any installed version).
+    pub fn remove(&self, sha256: &str) {
+        if let Ok(path) = self.path(sha256) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// The path of a verified artifact (which may not exist yet).
@@ -68,17 +111,20 @@ impl ArtifactStore {
         out
     }
 
-    /// Makes sure the artifact is held, fetching what is missing from the controller, and returns
-    /// its path.
+    /// Makes sure the artifact is held, fetching what is missing from the controller, chunk by
+    /// chunk, and returns its path.
     pub async fn ensure(
         &self,
         client: &mut AgentLinkClient<Channel>,
         agent_id: &str,
         sha256: &str,
-    ) -> Result<PathBuf, ArtifactError> {
+    ) -> Result<Fetched, ArtifactError> {
         let final_path = self.path(sha256)?;
         if final_path.is_file() {
-            return Ok(final_path);
+            return Ok(Fetched {
+                path: final_path,
+                bytes: 0,
+            });
         }
         let partial = self.dir.join(format!("{sha256}.partial"));
         let io = |source| ArtifactError::Io {
@@ -98,32 +144,36 @@ impl ArtifactStore {
         if offset > 0 {
             tracing::info!(%sha256, offset, "resuming artifact transfer");
         }
-        let mut stream = client
-            .fetch_artifact(FetchArtifactRequest {
+        let started = tokio::time::Instant::now();
+        let mut received = 0u64;
+        loop {
+            let request = client.fetch_artifact(FetchArtifactRequest {
                 sha256: sha256.to_string(),
                 offset,
                 agent_id: agent_id.to_string(),
-            })
-            .await
-            .map_err(|s| transfer(s.message().to_string()))?
-            .into_inner();
-        loop {
-            let next = tokio::time::timeout(STALL_TIMEOUT, stream.message())
+                max_bytes: CHUNK_BYTES,
+            });
+            let chunk = tokio::time::timeout(STALL_TIMEOUT, request)
                 .await
-                .map_err(|_| transfer(format!("no data for {} s", STALL_TIMEOUT.as_secs())))?;
-            let Some(chunk) = next.map_err(|s| transfer(s.message().to_string()))? else {
-                break;
-            };
+                .map_err(|_| transfer(format!("no data for {} s", STALL_TIMEOUT.as_secs())))?
+                .map_err(|s| transfer(s.message().to_string()))?
+                .into_inner();
             if chunk.offset != offset {
                 return Err(transfer(format!(
                     "controller sent bytes from offset {} but the file has {offset}",
                     chunk.offset
                 )));
             }
+            // Written before the next pull: a cut loses at most the chunk in flight.
             file.write_all(&chunk.data).map_err(io)?;
             offset += chunk.data.len() as u64;
-            if offset > chunk.total_size {
+            received += chunk.data.len() as u64;
+            if chunk.data.is_empty() || offset >= chunk.total_size {
                 break;
+            }
+            if let Some(rate) = self.rate_limit {
+                let due = started + std::time::Duration::from_secs_f64(received as f64 / rate);
+                tokio::time::sleep_until(due).await;
             }
         }
         file.sync_all().map_err(io)?;
@@ -144,7 +194,10 @@ impl ArtifactStore {
             });
         }
         std::fs::rename(&partial, &final_path).map_err(io)?;
-        Ok(final_path)
+        Ok(Fetched {
+            path: final_path,
+            bytes: received,
+        })
     }
 }
 

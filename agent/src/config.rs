@@ -25,6 +25,14 @@ pub struct AgentConfig {
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
     pub shutdown_grace: Duration,
+    /// The controller's ed25519 public key, when pinned; otherwise the first one seen is kept.
+    pub controller_key: Option<[u8; 32]>,
+    /// Downloads are capped at this many bytes per second (None: no cap).
+    pub download_limit: Option<f64>,
+    /// An install that would leave less free disk than this is refused.
+    pub min_free_disk_bytes: u64,
+    /// Versions kept per model, the active one included (at least 2).
+    pub keep_versions: usize,
 }
 
 /// The config file as written (`/etc/edgefleet/agent.toml`); every field is optional and flags
@@ -39,6 +47,14 @@ pub struct ConfigFile {
     pub labels: BTreeMap<String, String>,
     pub data_dir: Option<PathBuf>,
     pub onnxruntime_library: Option<PathBuf>,
+    /// The controller's public key (64 hex digits), to pin it instead of trusting the first seen.
+    pub controller_key: Option<String>,
+    /// Cap on model downloads, in megabytes per second.
+    pub download_limit_mb_per_s: Option<f64>,
+    /// Free disk (MB) an install must leave; default 100.
+    pub min_free_disk_mb: Option<u64>,
+    /// Versions kept per model for rollback, the active one included; default 2.
+    pub keep_versions: Option<usize>,
 }
 
 impl ConfigFile {
@@ -65,6 +81,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub onnxruntime_library: Option<PathBuf>,
     pub sensors_root: Option<PathBuf>,
+    pub download_limit_mb_per_s: Option<f64>,
+    pub min_free_disk_mb: Option<u64>,
 }
 
 impl AgentConfig {
@@ -92,7 +110,33 @@ impl AgentConfig {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("/var/lib/edgefleet-agent"));
+        let controller_key = file
+            .controller_key
+            .as_deref()
+            .map(crate::enrollment::parse_key)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("controller_key: {e}"))?;
+        let download_limit = flags
+            .download_limit_mb_per_s
+            .or(file.download_limit_mb_per_s);
+        if let Some(limit) = download_limit {
+            if !(limit > 0.0 && limit.is_finite()) {
+                bail!("the download limit must be a positive number of MB/s, not {limit}");
+            }
+        }
+        let keep_versions = file.keep_versions.unwrap_or(2);
+        if keep_versions < 2 {
+            bail!("keep_versions must be at least 2 (the active version and one to roll back to)");
+        }
         Ok(AgentConfig {
+            controller_key,
+            download_limit: download_limit.map(|mb| mb * 1e6),
+            min_free_disk_bytes: flags
+                .min_free_disk_mb
+                .or(file.min_free_disk_mb)
+                .unwrap_or(100)
+                .saturating_mul(1_000_000),
+            keep_versions,
             controller,
             enrollment_token,
             name,

@@ -36,6 +36,8 @@ pub struct JobContext {
     pub agent_id: String,
     pub store: ArtifactStore,
     pub client: AgentLinkClient<Channel>,
+    pub installer: crate::installer::ModelInstaller,
+    pub enrollment: crate::enrollment::Enrollment,
 }
 
 /// Runs one job to a result; every failure becomes a result with its reason.
@@ -145,21 +147,30 @@ async fn compare(
     }
 }
 
-/// A transfer that breaks (the controller restarts, the network drops) is retried, resuming at
-/// the byte it reached, before the job is given up.
 async fn fetch_with_retries(
     ctx: &mut JobContext,
     sha256: &str,
 ) -> Result<std::path::PathBuf, String> {
+    fetch_artifact(&ctx.store, &mut ctx.client, &ctx.agent_id, sha256)
+        .await
+        .map(|f| f.path)
+}
+
+/// A transfer that breaks (the controller restarts, the network drops) is retried, resuming at
+/// the byte it reached, before it is given up. Bytes that fail verification are not retried:
+/// the same bytes would come again.
+pub(crate) async fn fetch_artifact(
+    store: &ArtifactStore,
+    client: &mut AgentLinkClient<Channel>,
+    agent_id: &str,
+    sha256: &str,
+) -> Result<crate::artifacts::Fetched, String> {
     let mut delay = Duration::from_secs(1);
     let mut attempt = 1;
     loop {
-        match ctx
-            .store
-            .ensure(&mut ctx.client, &ctx.agent_id, sha256)
-            .await
-        {
-            Ok(path) => return Ok(path),
+        match store.ensure(client, agent_id, sha256).await {
+            Ok(fetched) => return Ok(fetched),
+            Err(e @ crate::artifacts::ArtifactError::Corrupt { .. }) => return Err(e.to_string()),
             Err(e) if attempt < FETCH_ATTEMPTS => {
                 tracing::warn!(%sha256, attempt, error = %e, retry_in_s = delay.as_secs(), "artifact transfer failed; retrying");
                 tokio::time::sleep(delay).await;

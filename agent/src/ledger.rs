@@ -4,34 +4,62 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use edgefleet_proto::v1::JobResult;
+use edgefleet_proto::v1::{InstallResult, JobResult};
 
 type Key = (String, String);
+
+/// A result the ledger can file: it names the command it answers.
+pub trait Answer: Clone {
+    fn key(&self) -> Key;
+}
+
+impl Answer for JobResult {
+    fn key(&self) -> Key {
+        (self.run_id.clone(), self.job_id.clone())
+    }
+}
+
+/// Install and rollback commands are filed under ("install", install id).
+impl Answer for InstallResult {
+    fn key(&self) -> Key {
+        ("install".into(), self.install_id.clone())
+    }
+}
 
 /// How many finished results are kept for re-sending.
 pub const KEEP_FINISHED: usize = 1000;
 
 /// Jobs accepted (queued or running) and results kept after they were sent.
-#[derive(Debug, Default)]
-pub struct JobLedger {
+#[derive(Debug)]
+pub struct JobLedger<R = JobResult> {
     accepted: HashSet<Key>,
-    finished: HashMap<Key, JobResult>,
+    finished: HashMap<Key, R>,
     order: VecDeque<Key>,
+}
+
+impl<R> Default for JobLedger<R> {
+    fn default() -> Self {
+        JobLedger {
+            accepted: HashSet::new(),
+            finished: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
 }
 
 /// What to do with a job the controller sent.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Admission {
+pub enum Admission<R = JobResult> {
     /// Not seen before: run it.
     Run,
     /// Queued or running already: nothing to do.
     AlreadyAccepted,
     /// Finished already, but the controller has no result: send this one again.
-    Resend(Box<JobResult>),
+    Resend(Box<R>),
 }
 
-impl JobLedger {
-    pub fn admit(&mut self, run_id: &str, job_id: &str) -> Admission {
+impl<R: Answer> JobLedger<R> {
+    pub fn admit(&mut self, run_id: &str, job_id: &str) -> Admission<R> {
         let key = (run_id.to_string(), job_id.to_string());
         if let Some(result) = self.finished.get(&key) {
             return Admission::Resend(Box::new(result.clone()));
@@ -45,8 +73,8 @@ impl JobLedger {
 
     /// Records a finished job's result, forgetting the oldest beyond [`KEEP_FINISHED`] (their
     /// results reached the controller long ago, or the agent would have heard of them again).
-    pub fn finish(&mut self, result: &JobResult) {
-        let key = (result.run_id.clone(), result.job_id.clone());
+    pub fn finish(&mut self, result: &R) {
+        let key = result.key();
         self.accepted.remove(&key);
         if self.finished.insert(key.clone(), result.clone()).is_none() {
             self.order.push_back(key);
@@ -73,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_job_runs_once_and_its_result_is_resent_on_request() {
-        let mut ledger = JobLedger::default();
+        let mut ledger = JobLedger::<JobResult>::default();
         assert_eq!(ledger.admit("r", "j1"), Admission::Run);
         assert_eq!(ledger.admit("r", "j1"), Admission::AlreadyAccepted);
         assert_eq!(
@@ -89,8 +117,25 @@ mod tests {
     }
 
     #[test]
+    fn installs_are_filed_by_their_id() {
+        let mut ledger = JobLedger::<InstallResult>::default();
+        assert_eq!(ledger.admit("install", "i1"), Admission::Run);
+        assert_eq!(ledger.admit("install", "i1"), Admission::AlreadyAccepted);
+        let done = InstallResult {
+            install_id: "i1".into(),
+            ok: true,
+            ..InstallResult::default()
+        };
+        ledger.finish(&done);
+        assert_eq!(
+            ledger.admit("install", "i1"),
+            Admission::Resend(Box::new(done))
+        );
+    }
+
+    #[test]
     fn memory_is_bounded() {
-        let mut ledger = JobLedger::default();
+        let mut ledger = JobLedger::<JobResult>::default();
         for i in 0..(KEEP_FINISHED + 10) {
             let job = format!("j{i}");
             assert_eq!(ledger.admit("r", &job), Admission::Run);

@@ -13,7 +13,10 @@ pub mod artifacts;
 pub mod backoff;
 pub mod config;
 pub mod engine;
+pub mod enrollment;
 pub mod hardware;
+pub mod installer;
+pub mod installs;
 pub mod jobs;
 pub mod ledger;
 pub mod link;
@@ -38,7 +41,10 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// out the jobs it sends. Returns after in-flight work has had `grace` to finish.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = config::load_or_create_identity(&config.data_dir)?;
-    let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?;
+    let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
+        .with_rate_limit(config.download_limit);
+    let installer =
+        installer::ModelInstaller::open(&config.data_dir.join("models"), config.keep_versions)?;
     let profile = hardware::probe(&config).await;
     if !profile.runtime_error.is_empty() {
         tracing::error!(error = %profile.runtime_error, "ONNX Runtime is not usable: benchmark jobs will fail until it is installed");
@@ -51,6 +57,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         agent_id: identity,
         profile,
         store,
+        installer,
     };
     tasks.spawn(link.maintain(shutdown.child_token()));
     shutdown.cancelled().await;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, AgentMessage, ControllerMessage, HardwareProfile, Heartbeat,
-    Hello, JobResult, RunJobs,
+    Hello, InstallModel, InstallResult, RollbackModel, RunJobs,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,9 +20,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::artifacts::ArtifactStore;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
+use crate::enrollment::Enrollment;
+use crate::installer::ModelInstaller;
 use crate::jobs::{self, JobContext};
 use crate::ledger::{Admission, JobLedger};
-use crate::procfs;
+use crate::{installs, procfs};
 
 /// What the agent tells the controller about itself, and where it keeps its models.
 pub struct Link {
@@ -30,15 +32,24 @@ pub struct Link {
     pub agent_id: String,
     pub profile: HardwareProfile,
     pub store: ArtifactStore,
+    pub installer: ModelInstaller,
 }
 
-/// What outlives a single connection: the job queue, results not yet sent, and the jobs already
-/// accepted (so a reconnect that brings them again does not run them twice).
+/// Work the controller sends, carried out one piece at a time (it all shares the device).
+enum Work {
+    Bench(RunJobs),
+    Install(InstallModel),
+    Rollback(RollbackModel),
+}
+
+/// What outlives a single connection: the work queue, results not yet sent, and the commands
+/// already accepted (so a reconnect that brings them again does not run them twice).
 struct WorkState {
-    job_tx: mpsc::UnboundedSender<RunJobs>,
-    result_rx: mpsc::UnboundedReceiver<JobResult>,
-    pending: VecDeque<JobResult>,
+    job_tx: mpsc::UnboundedSender<Work>,
+    result_rx: mpsc::UnboundedReceiver<agent_message::Body>,
+    pending: VecDeque<agent_message::Body>,
     ledger: JobLedger,
+    install_ledger: JobLedger<InstallResult>,
     busy: Arc<AtomicU32>,
 }
 
@@ -84,6 +95,8 @@ impl Link {
             agent_id: self.agent_id.clone(),
             store: self.store.clone(),
             client: AgentLinkClient::new(channel.clone()),
+            installer: self.installer.clone(),
+            enrollment: self.enrollment(),
         };
         let executor = tokio::spawn(run_jobs(
             ctx,
@@ -98,6 +111,7 @@ impl Link {
             result_rx,
             pending: VecDeque::new(),
             ledger: JobLedger::default(),
+            install_ledger: JobLedger::default(),
             busy,
         };
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
@@ -172,18 +186,16 @@ impl Link {
         };
         let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(200));
         tracing::info!(controller = %self.config.controller, version = %welcome.controller_version, agent_id = %self.agent_id, "connected to the controller");
+        self.enrollment().observe(&welcome.controller_public_key);
 
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Results that could not be sent on an earlier connection go first.
             while let Some(result) = work.pending.pop_front() {
-                if let Err(e) = tx
-                    .send(message(agent_message::Body::JobResult(result)))
-                    .await
-                {
-                    if let Some(agent_message::Body::JobResult(r)) = e.0.body {
-                        work.pending.push_front(r);
+                if let Err(e) = tx.send(message(result)).await {
+                    if let Some(body) = e.0.body {
+                        work.pending.push_front(body);
                     }
                     return Ok(dropped("the outbound stream closed".into()));
                 }
@@ -201,7 +213,11 @@ impl Link {
                     }
                 }
                 Some(result) = work.result_rx.recv() => {
-                    work.ledger.finish(&result);
+                    match &result {
+                        agent_message::Body::JobResult(r) => work.ledger.finish(r),
+                        agent_message::Body::InstallResult(r) => work.install_ledger.finish(r),
+                        _ => {}
+                    }
                     work.pending.push_back(result);
                 }
                 msg = inbound.message() => match msg {
@@ -218,13 +234,21 @@ impl Link {
                             });
                             if !resend.is_empty() {
                                 tracing::info!(run_id = %run.run_id, results = resend.len(), "sending finished results again");
-                                work.pending.extend(resend);
+                                work.pending.extend(resend.into_iter().map(agent_message::Body::JobResult));
                             }
                             if !run.jobs.is_empty() {
                                 tracing::info!(run_id = %run.run_id, jobs = run.jobs.len(), "received benchmark jobs");
                                 work.busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
-                                let _ = work.job_tx.send(run);
+                                let _ = work.job_tx.send(Work::Bench(run));
                             }
+                        }
+                        Some(controller_message::Body::Install(install)) => {
+                            let id = install.install_id.clone();
+                            work.admit_command(&id, Work::Install(install));
+                        }
+                        Some(controller_message::Body::Rollback(rollback)) => {
+                            let id = rollback.install_id.clone();
+                            work.admit_command(&id, Work::Rollback(rollback));
                         }
                         Some(controller_message::Body::Welcome(_)) | None => {}
                     },
@@ -233,6 +257,10 @@ impl Link {
                 },
             }
         }
+    }
+
+    fn enrollment(&self) -> Enrollment {
+        Enrollment::new(&self.config.data_dir, self.config.controller_key)
     }
 
     fn hello(&self) -> Hello {
@@ -244,19 +272,52 @@ impl Link {
             agent_version: crate::AGENT_VERSION.to_string(),
             hardware: Some(self.profile.clone()),
             artifacts: self.store.list(),
+            installed: self.installer.list(),
         }
     }
 }
 
-/// Runs received jobs one after another (benchmarks must not share the device).
+impl WorkState {
+    /// Queues an install or rollback unless it is queued already; one that finished has its
+    /// result sent again.
+    fn admit_command(&mut self, install_id: &str, work: Work) {
+        match self.install_ledger.admit("install", install_id) {
+            Admission::Run => {
+                self.busy.fetch_add(1, Ordering::Relaxed);
+                let _ = self.job_tx.send(work);
+            }
+            Admission::AlreadyAccepted => {}
+            Admission::Resend(result) => self
+                .pending
+                .push_back(agent_message::Body::InstallResult(*result)),
+        }
+    }
+}
+
+/// Carries out received work one piece after another (benchmarks must not share the device).
 async fn run_jobs(
     mut ctx: JobContext,
-    mut jobs: mpsc::UnboundedReceiver<RunJobs>,
-    results: mpsc::UnboundedSender<JobResult>,
+    mut jobs: mpsc::UnboundedReceiver<Work>,
+    results: mpsc::UnboundedSender<agent_message::Body>,
     busy: Arc<AtomicU32>,
     shutdown: CancellationToken,
 ) {
-    while let Some(run) = jobs.recv().await {
+    while let Some(work) = jobs.recv().await {
+        let run = match work {
+            Work::Bench(run) => run,
+            Work::Install(command) => {
+                let result = installs::install(&mut ctx, command).await;
+                busy.fetch_sub(1, Ordering::Relaxed);
+                let _ = results.send(agent_message::Body::InstallResult(result));
+                continue;
+            }
+            Work::Rollback(command) => {
+                let result = installs::rollback(&ctx, &command);
+                busy.fetch_sub(1, Ordering::Relaxed);
+                let _ = results.send(agent_message::Body::InstallResult(result));
+                continue;
+            }
+        };
         for job in run.jobs {
             if shutdown.is_cancelled() {
                 return;
@@ -271,7 +332,7 @@ async fn run_jobs(
                 _ => tracing::info!(run_id = %run.run_id, %job_id, "job finished"),
             }
             busy.fetch_sub(1, Ordering::Relaxed);
-            let _ = results.send(result);
+            let _ = results.send(agent_message::Body::JobResult(result));
         }
     }
 }

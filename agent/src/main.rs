@@ -63,6 +63,12 @@ struct DaemonArgs {
     /// Read sensors under this root instead of / (for tests and containers).
     #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT")]
     sensors_root: Option<PathBuf>,
+    /// Cap model downloads at this many megabytes per second.
+    #[arg(long, value_name = "MB_PER_S")]
+    download_limit: Option<f64>,
+    /// Refuse installs that would leave less free disk than this many megabytes (default 100).
+    #[arg(long, value_name = "MB")]
+    min_free_disk_mb: Option<u64>,
 }
 
 impl DaemonArgs {
@@ -89,6 +95,8 @@ impl DaemonArgs {
                 data_dir: self.data_dir,
                 onnxruntime_library: self.onnxruntime_library,
                 sensors_root: self.sensors_root,
+                download_limit_mb_per_s: self.download_limit,
+                min_free_disk_mb: self.min_free_disk_mb,
             },
         )
     }

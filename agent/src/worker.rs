@@ -74,6 +74,10 @@ pub struct QualityJob {
 pub enum WorkerOutcome {
     Measured(Box<WorkerReport>),
     Compared(std::collections::BTreeMap<String, f64>),
+    /// Scenario `load` (a health check of a model with no input the agent can make): it loaded.
+    Loaded {
+        load_ms: f64,
+    },
     Failed(String),
 }
 
@@ -180,6 +184,14 @@ pub fn main_job() -> std::process::ExitCode {
     die_with_parent();
     let outcome = read_job().and_then(|job| match &job.quality {
         Some(q) => run_quality(&job, q).map(WorkerOutcome::Compared),
+        None if job.scenario == "load" => {
+            let engine = Engine::start(&job)?;
+            let start = Instant::now();
+            engine.load(&job, &job.model_path)?;
+            Ok(WorkerOutcome::Loaded {
+                load_ms: ms(start.elapsed()),
+            })
+        }
         None => run_job(&job).map(|r| WorkerOutcome::Measured(Box::new(r))),
     });
     let (outcome, code) = match outcome {

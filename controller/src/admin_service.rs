@@ -6,17 +6,21 @@ use std::io::Read;
 use edgefleet_proto::v1::admin_server::Admin;
 use edgefleet_proto::v1::{
     add_model_request, controller_message, AddModelRequest, AgentInfo, ArtifactRef,
-    ControllerMessage, GetResultsReply, GetResultsRequest, GetRunRequest, JobStatus,
-    ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest, ModelInfo, RunJobs,
-    RunStatus, StartBenchReply, StartBenchRequest, TensorSignature,
+    ControlRolloutRequest, ControllerMessage, GetResultsReply, GetResultsRequest, GetRunRequest,
+    JobStatus, ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest,
+    ListRolloutsReply, ListRolloutsRequest, ModelDetail, ModelInfo, ModelPlacement, ModelRequest,
+    RemoveModelReply, RemoveModelRequest, RolloutStatus, RunJobs, RunStatus, StartBenchReply,
+    StartBenchRequest, StartRolloutRequest, TensorSignature,
 };
 use edgefleet_suites::Suite;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::artifact_dir::Upload;
 use crate::planning::{self, target_key};
-use crate::store::{ModelFile, ModelRow, RunRow, StoreError};
-use crate::{now_ms, onnx_model, records, Controller};
+use crate::rollout::{self, state};
+use crate::rollout_driver;
+use crate::store::{ModelFile, ModelRow, RolloutRow, RunRow, StoreError, TargetRow};
+use crate::{manifest, now_ms, onnx_model, records, Controller};
 
 pub struct AdminService {
     controller: Controller,
@@ -142,7 +146,7 @@ impl Admin for AdminService {
             "inputs": summary.inputs.iter().map(sig_json).collect::<Vec<_>>(),
             "outputs": summary.outputs.iter().map(sig_json).collect::<Vec<_>>(),
         });
-        let row = ModelRow {
+        let mut row = ModelRow {
             name: header.name,
             version: header.version,
             quantization: if header.quantization.is_empty() {
@@ -154,7 +158,10 @@ impl Admin for AdminService {
             signature_json: signature.to_string(),
             files,
             created_ms: now_ms(),
+            manifest: Vec::new(),
+            manifest_signature: Vec::new(),
         };
+        manifest::sign(&mut row, &self.controller.signer);
         self.controller.store.insert_model(&row)?;
         tracing::info!(model = %model_ref, files = row.files.len(), "model registered");
         Ok(Response::new(model_info(row)))
@@ -299,6 +306,249 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn show_model(
+        &self,
+        request: Request<ModelRequest>,
+    ) -> Result<Response<ModelDetail>, Status> {
+        let req = request.into_inner();
+        let ctl = &self.controller;
+        let model = find_model(ctl, &req.name, &req.version)?;
+        let names: BTreeMap<String, String> = ctl
+            .store
+            .agents()?
+            .into_iter()
+            .map(|a| (a.id, a.name))
+            .collect();
+        let placements = ctl
+            .store
+            .installed()?
+            .into_iter()
+            .filter(|m| m.name == req.name && m.versions.contains(&req.version))
+            .map(|m| ModelPlacement {
+                agent_name: names.get(&m.agent_id).cloned().unwrap_or_default(),
+                role: if m.active_version == req.version {
+                    "active".into()
+                } else {
+                    "kept".into()
+                },
+                agent_id: m.agent_id,
+            })
+            .collect();
+        Ok(Response::new(ModelDetail {
+            model: Some(model_info(model)),
+            signed_by: ctl.signer.fingerprint(),
+            placements,
+        }))
+    }
+
+    async fn remove_model(
+        &self,
+        request: Request<RemoveModelRequest>,
+    ) -> Result<Response<RemoveModelReply>, Status> {
+        let req = request.into_inner();
+        let ctl = &self.controller;
+        let _guard = ctl.rollout_lock.lock().await;
+        let model = find_model(ctl, &req.name, &req.version)?;
+        let model_ref = format!("{}@{}", req.name, req.version);
+        if !req.force {
+            let names: BTreeMap<String, String> = ctl
+                .store
+                .agents()?
+                .into_iter()
+                .map(|a| (a.id, a.name))
+                .collect();
+            let holders: Vec<String> = ctl
+                .store
+                .installed()?
+                .into_iter()
+                .filter(|m| m.name == req.name && m.versions.contains(&req.version))
+                .map(|m| {
+                    let name = names.get(&m.agent_id).cloned().unwrap_or(m.agent_id);
+                    if m.active_version == req.version {
+                        format!("{name} (active)")
+                    } else {
+                        format!("{name} (kept for rollback)")
+                    }
+                })
+                .collect();
+            if !holders.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "{model_ref} is installed on {}; remove it anyway with --force",
+                    holders.join(", ")
+                )));
+            }
+            if let Some(r) = ctl.store.rollouts()?.into_iter().find(|r| {
+                r.model_name == req.name
+                    && r.model_version == req.version
+                    && matches!(r.state.as_str(), "running" | "paused")
+            }) {
+                return Err(Status::failed_precondition(format!(
+                    "{model_ref} is being rolled out by {} ({}); abort it first, or use --force",
+                    r.id, r.state
+                )));
+            }
+        }
+        let orphaned = ctl.store.delete_model(&req.name, &req.version)?;
+        let mut freed = 0;
+        for sha in &orphaned {
+            if let Some(path) = ctl.artifacts.path(sha) {
+                freed += std::fs::metadata(&path).map_or(0, |m| m.len());
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        tracing::info!(model = %model_ref, artifacts = orphaned.len(), forced = req.force, files = model.files.len(), "model removed");
+        Ok(Response::new(RemoveModelReply {
+            artifacts_deleted: orphaned.len() as u32,
+            bytes_freed: freed,
+        }))
+    }
+
+    async fn start_rollout(
+        &self,
+        request: Request<StartRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        let req = request.into_inner();
+        let ctl = &self.controller;
+        let bad = Status::invalid_argument;
+        let conditions = rollout::parse_selector(&req.select).map_err(bad)?;
+        let waves = rollout::parse_waves(&req.waves).map_err(bad)?;
+        let success = if req.success.is_empty() {
+            "100%".to_string()
+        } else {
+            req.success.clone()
+        };
+        rollout::Amount::parse(&success, "success threshold").map_err(bad)?;
+        if !req.abort_after.is_empty() {
+            rollout::Amount::parse(&req.abort_after, "abort criterion").map_err(bad)?;
+        }
+        let limits = rollout::parse_gate(&req.gate).map_err(bad)?;
+        let health_check = match req.health_check.as_str() {
+            "" | "smoke" => "smoke",
+            "none" => "none",
+            other => return Err(bad(format!("unknown health check `{other}` (smoke, none)"))),
+        };
+        let model = find_model(ctl, &req.name, &req.version)?;
+        if !limits.is_empty() && !model.files.iter().any(|f| f.file_name == "tokenizer.json") {
+            return Err(Status::failed_precondition(format!(
+                "the performance gate benchmarks with real sentences and needs {}@{}'s tokenizer.json (add it with --with)",
+                req.name, req.version
+            )));
+        }
+        let _guard = ctl.rollout_lock.lock().await;
+        if let Some(r) =
+            ctl.store.rollouts()?.into_iter().find(|r| {
+                r.model_name == req.name && matches!(r.state.as_str(), "running" | "paused")
+            })
+        {
+            return Err(Status::failed_precondition(format!(
+                "rollout {} of {}@{} is {}; abort it before starting another for {}",
+                r.id, r.model_name, r.model_version, r.state, req.name
+            )));
+        }
+        let mut agents: Vec<_> = ctl
+            .store
+            .agents()?
+            .into_iter()
+            .filter(|a| crate::planning::matches(a, &conditions))
+            .collect();
+        if agents.is_empty() {
+            return Err(Status::failed_precondition(if req.select.is_empty() {
+                "no agent has ever connected".to_string()
+            } else {
+                format!("no agent matches `{}`", req.select)
+            }));
+        }
+        // Online agents first, so the first wave is made of devices that can answer now.
+        agents.sort_by_key(|a| (!ctl.fleet.is_online(&a.id), a.name.clone(), a.id.clone()));
+        let now = now_ms();
+        let row = RolloutRow {
+            id: format!("ro-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+            model_name: req.name.clone(),
+            model_version: req.version.clone(),
+            selector: req.select.clone(),
+            waves: if req.waves.is_empty() {
+                "100%".into()
+            } else {
+                req.waves.clone()
+            },
+            success,
+            abort_after: req.abort_after.clone(),
+            gate: req.gate.clone(),
+            health_check: health_check.into(),
+            state: "running".into(),
+            reason: String::new(),
+            current_wave: 0,
+            created_ms: now,
+            updated_ms: now,
+        };
+        let targets: Vec<TargetRow> = rollout::assign_waves(&waves, agents.len())
+            .into_iter()
+            .zip(&agents)
+            .map(|(wave, agent)| TargetRow {
+                rollout_id: row.id.clone(),
+                agent_id: agent.id.clone(),
+                wave,
+                state: state::WAITING.into(),
+                error: String::new(),
+                previous_version: String::new(),
+                health: String::new(),
+                updated_ms: now,
+            })
+            .collect();
+        ctl.store.insert_rollout(&row, &targets)?;
+        ctl.store.log_event(
+            Some(&row.id),
+            None,
+            &format!(
+                "started: {}@{} to {} agent(s) in waves {}",
+                row.model_name,
+                row.model_version,
+                targets.len(),
+                row.waves
+            ),
+            now,
+        )?;
+        tracing::info!(rollout = %row.id, model = %format!("{}@{}", row.model_name, row.model_version), agents = targets.len(), "rollout started");
+        Ok(Response::new(rollout_driver::status(ctl, &row)?))
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<ListRolloutsRequest>,
+    ) -> Result<Response<ListRolloutsReply>, Status> {
+        let id = request.into_inner().rollout_id;
+        let ctl = &self.controller;
+        let rows = if id.is_empty() {
+            ctl.store.rollouts()?
+        } else {
+            vec![ctl
+                .store
+                .rollout(&id)?
+                .ok_or_else(|| Status::not_found(format!("no rollout {id}")))?]
+        };
+        let rollouts = rows
+            .iter()
+            .map(|r| rollout_driver::status(ctl, r))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(ListRolloutsReply { rollouts }))
+    }
+
+    async fn control_rollout(
+        &self,
+        request: Request<ControlRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        let req = request.into_inner();
+        let ctl = &self.controller;
+        rollout_driver::control(ctl, &req.rollout_id, &req.action)
+            .await
+            .map_err(Status::failed_precondition)?;
+        let row = ctl
+            .store
+            .rollout(&req.rollout_id)?
+            .ok_or_else(|| Status::not_found(format!("no rollout {}", req.rollout_id)))?;
+        Ok(Response::new(rollout_driver::status(ctl, &row)?))
+    }
+
     async fn get_results(
         &self,
         request: Request<GetResultsRequest>,
@@ -371,36 +621,24 @@ async fn check_model(upload: &Upload, file_name: &str) -> Result<onnx_model::Onn
     .map_err(internal)?
 }
 
+/// A registered version, or a not-found that says how to list them.
+fn find_model(ctl: &Controller, name: &str, version: &str) -> Result<ModelRow, Status> {
+    ctl.store.model(name, version)?.ok_or_else(|| {
+        Status::not_found(format!(
+            "unknown model {name}@{version}; `edgefleet models ls` lists the registered ones"
+        ))
+    })
+}
+
 fn sig_json(s: &TensorSignature) -> serde_json::Value {
     serde_json::json!({"name": s.name, "element_type": s.element_type, "shape": s.shape})
 }
 
 fn model_info(m: ModelRow) -> ModelInfo {
-    let sig: serde_json::Value = serde_json::from_str(&m.signature_json).unwrap_or_default();
-    let list = |key: &str| -> Vec<TensorSignature> {
-        sig[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|v| TensorSignature {
-                        name: v["name"].as_str().unwrap_or_default().to_string(),
-                        element_type: v["element_type"].as_str().unwrap_or_default().to_string(),
-                        shape: v["shape"]
-                            .as_array()
-                            .map(|d| {
-                                d.iter()
-                                    .filter_map(|x| x.as_str().map(str::to_string))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let (inputs, outputs) = manifest::signatures(&m.signature_json);
     ModelInfo {
-        inputs: list("inputs"),
-        outputs: list("outputs"),
+        inputs,
+        outputs,
         name: m.name,
         version: m.version,
         quantization: m.quantization,
@@ -415,5 +653,7 @@ fn model_info(m: ModelRow) -> ModelInfo {
             .collect(),
         opset: m.opset,
         created_unix_ms: m.created_ms,
+        manifest: m.manifest,
+        signature: m.manifest_signature,
     }
 }

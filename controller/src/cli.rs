@@ -7,8 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::{
-    add_model_request, AddModelHeader, AddModelRequest, GetResultsRequest, GetRunRequest,
-    ListAgentsRequest, ListModelsRequest, ModelInfo, NewFile, RunStatus, StartBenchRequest,
+    add_model_request, AddModelHeader, AddModelRequest, ControlRolloutRequest, GetResultsRequest,
+    GetRunRequest, ListAgentsRequest, ListModelsRequest, ListRolloutsRequest, ModelDetail,
+    ModelInfo, ModelRequest, NewFile, RemoveModelReply, RemoveModelRequest, RolloutStatus,
+    RunStatus, StartBenchRequest, StartRolloutRequest,
 };
 use edgefleet_reports::{FailedRun, ReportFiles, ReportInput, ResultRecord};
 use tokio::io::AsyncReadExt;
@@ -105,7 +107,14 @@ impl Client {
             })),
         };
         tx.send(header).await.expect("receiver alive");
+        let total: u64 = std::fs::metadata(model).map_or(0, |m| m.len())
+            + companions
+                .iter()
+                .map(|c| std::fs::metadata(c).map_or(0, |m| m.len()))
+                .sum::<u64>();
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let reader = tokio::spawn(async move {
+            let mut sent = 0u64;
             for path in files {
                 let mut file = tokio::fs::File::open(&path)
                     .await
@@ -120,6 +129,10 @@ impl Client {
                         break;
                     }
                     buf.truncate(n);
+                    sent += n as u64;
+                    if terminal {
+                        eprint!("\r\x1b[2K{}", transfer_bar("uploading", sent, total));
+                    }
                     let part = AddModelRequest {
                         part: Some(add_model_request::Part::Data(buf)),
                     };
@@ -135,7 +148,80 @@ impl Client {
             .add_model(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await;
         reader.await.expect("reader task panicked")?;
+        if terminal {
+            eprint!("\r\x1b[2K");
+        }
         Ok(reply.map_err(|s| self.fail(s))?.into_inner())
+    }
+
+    pub async fn show_model(&mut self, name: &str, version: &str) -> anyhow::Result<ModelDetail> {
+        let reply = self
+            .inner
+            .show_model(ModelRequest {
+                name: name.into(),
+                version: version.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub async fn remove_model(
+        &mut self,
+        name: &str,
+        version: &str,
+        force: bool,
+    ) -> anyhow::Result<RemoveModelReply> {
+        let reply = self
+            .inner
+            .remove_model(RemoveModelRequest {
+                name: name.into(),
+                version: version.into(),
+                force,
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub async fn start_rollout(
+        &mut self,
+        request: StartRolloutRequest,
+    ) -> anyhow::Result<RolloutStatus> {
+        let reply = self
+            .inner
+            .start_rollout(request)
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    /// One rollout, or every rollout (newest first) when `id` is empty.
+    pub async fn rollouts(&mut self, id: &str) -> anyhow::Result<Vec<RolloutStatus>> {
+        let reply = self
+            .inner
+            .list_rollouts(ListRolloutsRequest {
+                rollout_id: id.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().rollouts)
+    }
+
+    pub async fn control_rollout(
+        &mut self,
+        id: &str,
+        action: &str,
+    ) -> anyhow::Result<RolloutStatus> {
+        let reply = self
+            .inner
+            .control_rollout(ControlRolloutRequest {
+                rollout_id: id.into(),
+                action: action.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
     }
 
     pub async fn start_bench(
@@ -246,6 +332,16 @@ impl Client {
             agents: crate::records::agent_summaries(&rows),
             records: records.clone(),
             failures: failures.clone(),
+            // A report of everything also tells the story of every rollout.
+            rollouts: match run_id {
+                Some(_) => Vec::new(),
+                None => self
+                    .rollouts("")
+                    .await?
+                    .iter()
+                    .map(crate::rollout_view::summary)
+                    .collect(),
+            },
         };
         let files = edgefleet_reports::write_report(out, &input)?;
         Ok((files, records, failures))
@@ -321,6 +417,21 @@ fn bar_line(agent: &str, total: usize, done: usize, failed: usize) -> String {
     )
 }
 
+/// `uploading [######------] 12.0/23.1 MB`
+pub fn transfer_bar(label: &str, done: u64, total: u64) -> String {
+    const WIDTH: usize = 24;
+    let filled = ((done.min(total) as u128 * WIDTH as u128)
+        .checked_div(total as u128)
+        .unwrap_or(WIDTH as u128)) as usize;
+    format!(
+        "{label} [{}{}] {:.1}/{:.1} MB",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        done as f64 / 1e6,
+        total as f64 / 1e6
+    )
+}
+
 /// Prints rows as aligned columns under a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     print!("{}", edgefleet_reports::text::table(header, rows));
@@ -351,6 +462,15 @@ mod tests {
             "edge-a           [############------------] 2/4 jobs (1 failed)"
         );
         assert!(super::bar_line("b", 0, 0, 0).contains("0/0 jobs"));
+    }
+
+    #[test]
+    fn transfer_bars_fill_with_bytes() {
+        assert_eq!(
+            super::transfer_bar("up", 5_000_000, 10_000_000),
+            "up [############------------] 5.0/10.0 MB"
+        );
+        assert!(super::transfer_bar("up", 0, 0).contains("[########################]"));
     }
 
     #[test]

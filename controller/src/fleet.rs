@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 #[derive(Clone, Default)]
 pub struct Fleet {
     inner: Arc<Mutex<HashMap<String, Session>>>,
+    /// Artifact bytes served per (agent id, sha256) since this controller started.
+    served: Arc<Mutex<HashMap<(String, String), u64>>>,
 }
 
 struct Session {
@@ -56,6 +58,24 @@ impl Fleet {
             Some(tx) => tx.send(Ok(message)).await.is_ok(),
             None => false,
         }
+    }
+
+    /// Counts artifact bytes sent to an agent.
+    pub fn add_served(&self, agent_id: &str, sha256: &str, bytes: u64) {
+        let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        *served
+            .entry((agent_id.to_string(), sha256.to_string()))
+            .or_default() += bytes;
+    }
+
+    /// Bytes of this artifact sent to this agent since the controller started (a resumed
+    /// transfer counts only what was sent again).
+    pub fn served(&self, agent_id: &str, sha256: &str) -> u64 {
+        let served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        served
+            .get(&(agent_id.to_string(), sha256.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {

@@ -3,7 +3,9 @@
 //!
 //! Layout: [`server`] wires the services onto a listener; [`link_service`] holds agents' streams
 //! and serves artifacts; [`admin_service`] answers the CLI; [`planning`] decides which agents run
-//! which jobs (pure); [`records`] turns stored rows into result records; [`store`] owns SQLite;
+//! which jobs (pure); [`rollout`] decides what a rollout does next (pure) and
+//! [`rollout_driver`] carries it out; [`manifest`] and [`signing`] make the signed manifests
+//! agents verify; [`records`] turns stored rows into result records; [`store`] owns SQLite;
 //! [`artifact_dir`] owns artifact bytes; [`fleet`] knows who is connected; [`onnx_model`] reads
 //! model signatures; [`cli`] and [`demo`] are the command-line side.
 
@@ -13,10 +15,15 @@ pub mod cli;
 pub mod demo;
 pub mod fleet;
 pub mod link_service;
+pub mod manifest;
 pub mod onnx_model;
 pub mod planning;
 pub mod records;
+pub mod rollout;
+pub mod rollout_driver;
+pub mod rollout_view;
 pub mod server;
+pub mod signing;
 pub mod store;
 
 use std::path::Path;
@@ -35,6 +42,10 @@ pub struct Controller {
     pub artifacts: artifact_dir::ArtifactDir,
     pub fleet: fleet::Fleet,
     pub settings: Arc<Settings>,
+    pub signer: signing::ManifestSigner,
+    /// Held while a rollout's state is read and changed, so the driver and agents' results
+    /// never interleave.
+    pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How the controller behaves.
@@ -46,8 +57,8 @@ pub struct Settings {
 }
 
 impl Controller {
-    /// Opens (creating if needed) the controller's data directory: `controller.db` and
-    /// `artifacts/`.
+    /// Opens (creating if needed) the controller's data directory: `controller.db`,
+    /// `artifacts/` and the signing key `controller.key`.
     pub fn open(data_dir: &Path, settings: Settings) -> anyhow::Result<Controller> {
         use anyhow::Context;
         std::fs::create_dir_all(data_dir)
@@ -55,11 +66,15 @@ impl Controller {
         let store = store::Store::open(&data_dir.join("controller.db"))?;
         let artifacts = artifact_dir::ArtifactDir::open(&data_dir.join("artifacts"))
             .with_context(|| format!("cannot open {}", data_dir.join("artifacts").display()))?;
+        let signer = signing::ManifestSigner::load_or_create(data_dir)?;
+        manifest::sign_unsigned(&store, &signer)?;
         Ok(Controller {
             store,
             artifacts,
             fleet: fleet::Fleet::default(),
             settings: Arc::new(settings),
+            signer,
+            rollout_lock: Arc::default(),
         })
     }
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
+use crate::store::AgentModelRow;
+
 use edgefleet_proto::v1::agent_link_server::AgentLink;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, BenchJob,
@@ -17,8 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::store::Recorded;
 use crate::{now_ms, Controller, CONTROLLER_VERSION};
 
-/// Size of one artifact chunk on the wire.
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// The largest artifact chunk served per request.
+pub const CHUNK_BYTES: u64 = 4 << 20;
 /// How long an agent has to say hello after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -86,12 +88,26 @@ impl AgentLink for LinkService {
                 now_ms(),
             )
             .map_err(|e| Status::internal(e.to_string()))?;
+        let installed: Vec<AgentModelRow> = hello
+            .installed
+            .iter()
+            .map(|m| AgentModelRow {
+                agent_id: hello.agent_id.clone(),
+                name: m.name.clone(),
+                active_version: m.active_version.clone(),
+                versions: m.versions.clone(),
+            })
+            .collect();
+        ctl.store
+            .record_installed(&hello.agent_id, &installed, None, now_ms())
+            .map_err(|e| Status::internal(e.to_string()))?;
 
         let (tx, rx) = mpsc::channel(32);
         let welcome = ControllerMessage {
             body: Some(controller_message::Body::Welcome(Welcome {
                 controller_version: CONTROLLER_VERSION.to_string(),
                 heartbeat_interval_ms: ctl.settings.heartbeat_interval.as_millis() as u32,
+                controller_public_key: ctl.signer.public_key().to_vec(),
             })),
         };
         tx.send(Ok(welcome)).await.expect("the receiver is alive");
@@ -106,8 +122,15 @@ impl AgentLink for LinkService {
             .store
             .pending_jobs(&hello.agent_id)
             .map_err(|e| Status::internal(e.to_string()))?;
+        let commands = crate::rollout_driver::commands_for_agent(ctl, &hello.agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?;
         let name = hello.name.clone();
         tokio::spawn(async move {
+            for command in commands {
+                if tx.send(Ok(command)).await.is_err() {
+                    return;
+                }
+            }
             for (run_id, jobs) in group_by_run(pending) {
                 tracing::info!(agent = %name, %run_id, jobs = jobs.len(), "resending unfinished jobs");
                 let message = ControllerMessage {
@@ -125,7 +148,7 @@ impl AgentLink for LinkService {
             let agent_id = hello.agent_id;
             let reason = loop {
                 match inbound.message().await {
-                    Ok(Some(msg)) => handle(&ctl, &agent_id, msg),
+                    Ok(Some(msg)) => handle(&ctl, &agent_id, msg).await,
                     Ok(None) => break "closed by the agent".to_string(),
                     Err(status) => break status.message().to_string(),
                 }
@@ -137,12 +160,10 @@ impl AgentLink for LinkService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    type FetchArtifactStream = ReceiverStream<Result<ArtifactChunk, Status>>;
-
     async fn fetch_artifact(
         &self,
         request: Request<FetchArtifactRequest>,
-    ) -> Result<Response<Self::FetchArtifactStream>, Status> {
+    ) -> Result<Response<ArtifactChunk>, Status> {
         let req = request.into_inner();
         let ctl = &self.controller;
         let size = ctl
@@ -160,37 +181,30 @@ impl AgentLink for LinkService {
                 req.offset
             )));
         }
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| Status::internal(format!("cannot open artifact {}: {e}", req.sha256)))?;
-        file.seek(SeekFrom::Start(req.offset))
-            .map_err(|e| Status::internal(e.to_string()))?;
-
-        let (tx, rx) = mpsc::channel(4);
-        let mut offset = req.offset;
-        tokio::task::spawn_blocking(move || loop {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let n = match read_full(&mut file, &mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
-                    return;
-                }
-            };
-            if n == 0 {
-                return;
-            }
+        let want = match req.max_bytes {
+            0 => CHUNK_BYTES,
+            n => n.min(CHUNK_BYTES),
+        }
+        .min(size - req.offset);
+        let offset = req.offset;
+        let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut file = std::fs::File::open(&path)?;
+            file.seek(SeekFrom::Start(offset))?;
+            let mut buf = vec![0u8; want as usize];
+            let n = read_full(&mut file, &mut buf)?;
             buf.truncate(n);
-            let chunk = ArtifactChunk {
-                offset,
-                data: buf,
-                total_size: size,
-            };
-            offset += n as u64;
-            if tx.blocking_send(Ok(chunk)).is_err() {
-                return; // the agent went away
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("cannot read artifact {}: {e}", req.sha256)))?;
+        ctl.fleet
+            .add_served(&req.agent_id, &req.sha256, data.len() as u64);
+        Ok(Response::new(ArtifactChunk {
+            offset,
+            data,
+            total_size: size,
+        }))
     }
 }
 
@@ -207,8 +221,11 @@ fn group_by_run(jobs: Vec<(String, BenchJob)>) -> Vec<(String, Vec<BenchJob>)> {
 }
 
 /// Applies one message from an agent.
-fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
+async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
     match msg.body {
+        Some(agent_message::Body::InstallResult(result)) => {
+            crate::rollout_driver::on_install_result(ctl, agent_id, result).await
+        }
         Some(agent_message::Body::Heartbeat(_)) => {
             if let Err(e) = ctl.store.touch_agent(agent_id, now_ms()) {
                 tracing::warn!(%agent_id, error = %e, "cannot record heartbeat");

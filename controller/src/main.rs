@@ -55,6 +55,10 @@ enum Command {
     /// Benchmark runs.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Roll a model version out to agents in waves, with health checks, performance gates and
+    /// rollback.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Write DIR/report.html and DIR/results.json from stored results.
     Report {
         #[arg(long)]
@@ -97,6 +101,71 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show a version's signed manifest and the agents that hold it.
+    Show {
+        /// NAME@VERSION
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a version and the artifact bytes no other version uses. Refused while the version
+    /// is active on an agent, kept there for rollback, or being rolled out.
+    Rm {
+        /// NAME@VERSION
+        model: String,
+        /// Remove it even so.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Start rolling NAME@VERSION out to the selected agents.
+    Start {
+        /// NAME@VERSION
+        model: String,
+        /// Which agents: key=value / key!=value on labels or hardware fields, comma-separated,
+        /// all must hold (e.g. hw=rpi5,site!=lab). Default: every agent.
+        #[arg(long, default_value = "")]
+        select: String,
+        /// Cumulative wave sizes, percentages or counts, ending at 100%.
+        #[arg(long, default_value = "100%")]
+        waves: String,
+        /// Share of a wave that must install and pass its health check before the next starts.
+        #[arg(long, default_value = "100%")]
+        success: String,
+        /// Stop and roll back the wave after this many failed installs (N or N%).
+        #[arg(long)]
+        abort_after: Option<String>,
+        /// Performance gate: candidate vs the active version on each wave's devices, e.g.
+        /// "p90<=1.10x,energy<=1.10x,quality>=0.99" (metrics p50 p90 p99 energy memory quality).
+        #[arg(long)]
+        gate: Option<String>,
+        /// Health check after install: smoke (load and run a few queries) or none.
+        #[arg(long, default_value = "smoke")]
+        health: String,
+        /// Follow the rollout until it settles.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show one rollout (or all of them, newest first).
+    Status {
+        id: Option<String>,
+        /// Redraw until the rollout settles.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop starting new installs (in-flight ones finish).
+    Pause { id: String },
+    /// Continue a paused rollout.
+    Resume { id: String },
+    /// Stop the rollout where it is; installed agents keep the new version.
+    Abort { id: String },
+    /// Switch every agent the rollout reached back to the version it had before.
+    Rollback { id: String },
 }
 
 #[derive(Subcommand)]
@@ -335,6 +404,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Models(ModelsCommand::Show { model, json }) => {
+            let (name, version) = split_model(&model)?;
+            let detail = Client::connect(&address)
+                .await?
+                .show_model(&name, &version)
+                .await?;
+            let m = detail.model.unwrap_or_default();
+            if json {
+                let value = serde_json::json!({
+                    "name": m.name, "version": m.version, "quantization": m.quantization,
+                    "opset": m.opset, "created_at": edgefleet_controller::records::rfc3339(m.created_unix_ms),
+                    "signed_by": detail.signed_by,
+                    "manifest_sha256": sha256_hex(&m.manifest),
+                    "signature": hex_string(&m.signature),
+                    "files": m.files.iter().map(|f| serde_json::json!({"file_name": f.file_name, "sha256": f.sha256, "size_bytes": f.size_bytes})).collect::<Vec<_>>(),
+                    "inputs": m.inputs.iter().map(|s| serde_json::json!({"name": s.name, "element_type": s.element_type, "shape": s.shape})).collect::<Vec<_>>(),
+                    "outputs": m.outputs.iter().map(|s| serde_json::json!({"name": s.name, "element_type": s.element_type, "shape": s.shape})).collect::<Vec<_>>(),
+                    "placements": detail.placements.iter().map(|p| serde_json::json!({"agent": p.agent_name, "agent_id": p.agent_id, "role": p.role})).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(());
+            }
+            println!(
+                "{}@{}  {}  opset {}",
+                m.name, m.version, m.quantization, m.opset
+            );
+            println!(
+                "manifest sha256 {}  signed by controller key {}",
+                sha256_hex(&m.manifest),
+                detail.signed_by
+            );
+            for f in &m.files {
+                println!(
+                    "  {:<24} {:>12} bytes  sha256 {}",
+                    f.file_name, f.size_bytes, f.sha256
+                );
+            }
+            for (kind, list) in [("input ", &m.inputs), ("output", &m.outputs)] {
+                for s in list.iter() {
+                    println!(
+                        "  {kind} {} {}[{}]",
+                        s.name,
+                        s.element_type,
+                        s.shape.join(",")
+                    );
+                }
+            }
+            if detail.placements.is_empty() {
+                println!("installed on no agent");
+            }
+            for p in &detail.placements {
+                println!("  on {} ({})", p.agent_name, p.role);
+            }
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Rm { model, force }) => {
+            let (name, version) = split_model(&model)?;
+            let reply = Client::connect(&address)
+                .await?
+                .remove_model(&name, &version, force)
+                .await?;
+            println!(
+                "removed {model} ({} artifact file(s), {:.1} MB freed)",
+                reply.artifacts_deleted,
+                reply.bytes_freed as f64 / 1e6
+            );
+            Ok(())
+        }
+        Command::Rollout(command) => rollout(&address, command).await,
         Command::Report { out, run } => {
             let mut client = Client::connect(&address).await?;
             let (files, records, failures) = client.write_report(&out, run.as_deref()).await?;
@@ -356,6 +494,172 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// `name@version` → (name, version), or a one-line reason.
+fn split_model(s: &str) -> anyhow::Result<(String, String)> {
+    let r: edgefleet_suites::ModelRef = s.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    Ok((r.name, r.version))
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex_string(&sha2::Sha256::digest(bytes))
+}
+
+async fn rollout(address: &str, command: RolloutCommand) -> anyhow::Result<()> {
+    use edgefleet_controller::rollout_view;
+    let mut client = Client::connect(address).await?;
+    let (status, watch, json) = match command {
+        RolloutCommand::Start {
+            model,
+            select,
+            waves,
+            success,
+            abort_after,
+            gate,
+            health,
+            watch,
+        } => {
+            let (name, version) = split_model(&model)?;
+            let status = client
+                .start_rollout(edgefleet_proto::v1::StartRolloutRequest {
+                    name,
+                    version,
+                    select,
+                    waves,
+                    success,
+                    abort_after: abort_after.unwrap_or_default(),
+                    gate: gate.unwrap_or_default(),
+                    health_check: health,
+                })
+                .await?;
+            eprintln!(
+                "started {} ({} to {} agent(s))",
+                status.rollout_id,
+                status.model,
+                status.targets.len()
+            );
+            if !watch {
+                println!("{}", status.rollout_id);
+                return Ok(());
+            }
+            (status, true, false)
+        }
+        RolloutCommand::Status { id, watch, json } => {
+            let all = client.rollouts(id.as_deref().unwrap_or("")).await?;
+            if id.is_none() {
+                if json {
+                    let list: Vec<_> = all.iter().map(rollout_view::to_json).collect();
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else if all.is_empty() {
+                    println!("no rollouts yet");
+                } else {
+                    let now = now_ms();
+                    let rows: Vec<Vec<String>> = all
+                        .iter()
+                        .map(|r| {
+                            let done = r.targets.iter().filter(|t| t.state == "done").count();
+                            vec![
+                                r.rollout_id.clone(),
+                                r.model.clone(),
+                                r.state.clone(),
+                                format!("{done}/{}", r.targets.len()),
+                                ago(r.created_unix_ms, now),
+                                r.reason.clone(),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &["ROLLOUT", "MODEL", "STATE", "DONE", "STARTED", "REASON"],
+                        &rows,
+                    );
+                }
+                return Ok(());
+            }
+            let status = all.into_iter().next().expect("one rollout asked for");
+            (status, watch, json)
+        }
+        RolloutCommand::Pause { id } => (client.control_rollout(&id, "pause").await?, false, false),
+        RolloutCommand::Resume { id } => {
+            (client.control_rollout(&id, "resume").await?, false, false)
+        }
+        RolloutCommand::Abort { id } => (client.control_rollout(&id, "abort").await?, false, false),
+        RolloutCommand::Rollback { id } => {
+            (client.control_rollout(&id, "rollback").await?, true, false)
+        }
+    };
+    // What a watched rollout should end as for the command to succeed.
+    let expected = if status.state == "rolled_back" {
+        "rolled_back"
+    } else {
+        "succeeded"
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rollout_view::to_json(&status))?
+        );
+        return Ok(());
+    }
+    if !watch {
+        print!("{}", rollout_view::render(&status));
+        return Ok(());
+    }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut status = status;
+    let mut drawn = 0;
+    let mut last = String::new();
+    loop {
+        let text = rollout_view::render(&status);
+        if terminal {
+            if drawn > 0 {
+                print!("\x1b[{drawn}A");
+            }
+            for line in text.lines() {
+                println!("\x1b[2K{line}");
+            }
+            drawn = text.lines().count();
+        } else if text != last {
+            print!("{text}");
+        }
+        last = text;
+        if rollout_view::settled(&status) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        status = client
+            .rollouts(&status.rollout_id)
+            .await?
+            .into_iter()
+            .next()
+            .expect("the rollout exists");
+    }
+    let failed_rollbacks = status
+        .targets
+        .iter()
+        .filter(|t| t.error.starts_with("rollback failed"))
+        .count();
+    anyhow::ensure!(
+        failed_rollbacks == 0,
+        "{failed_rollbacks} agent(s) could not roll back"
+    );
+    anyhow::ensure!(
+        status.state == expected,
+        "rollout {} {}{}",
+        status.rollout_id,
+        status.state,
+        if status.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", status.reason)
+        }
+    );
+    Ok(())
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

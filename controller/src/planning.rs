@@ -134,7 +134,7 @@ pub fn jobs_for_agent(
         .collect()
 }
 
-fn model_spec(model: &ModelRow) -> ModelSpec {
+pub fn model_spec(model: &ModelRow) -> ModelSpec {
     ModelSpec {
         name: model.name.clone(),
         version: model.version.clone(),
@@ -231,6 +231,8 @@ mod tests {
             signature_json: "{}".into(),
             files: vec![],
             created_ms: 0,
+            manifest: vec![],
+            manifest_signature: vec![],
         };
         let models = BTreeMap::from([
             ("m@1".to_string(), model("1")),

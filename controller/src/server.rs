@@ -1,4 +1,5 @@
-//! Serving the agent link and the admin service on one already-bound listener until shutdown.
+//! Serving the agent link and the admin service on one already-bound listener until shutdown,
+//! with the rollout driver running beside them.
 
 use std::future::Future;
 
@@ -22,8 +23,14 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     // Agent streams never end by themselves: closing them is what lets the server drain.
     let fleet = controller.fleet.clone();
+    let stop_driver = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::rollout_driver::drive(
+        controller.clone(),
+        stop_driver.clone(),
+    ));
     let shutdown = async move {
         shutdown.await;
+        stop_driver.cancel();
         fleet.close_all();
     };
     let link = AgentLinkServer::new(LinkService::new(controller.clone()))

@@ -2,6 +2,9 @@
 //! timeout, and numbered schema migrations recorded in `PRAGMA user_version`.
 
 mod migrations;
+mod rollouts;
+
+pub use rollouts::{AgentModelRow, EventRow, GateRow, RolloutRow, TargetRow};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,6 +64,9 @@ pub struct ModelRow {
     pub signature_json: String,
     pub files: Vec<ModelFile>,
     pub created_ms: i64,
+    /// The encoded manifest and its signature (empty until signed).
+    pub manifest: Vec<u8>,
+    pub manifest_signature: Vec<u8>,
 }
 
 /// A benchmark job as planned.
@@ -134,7 +140,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -216,15 +222,18 @@ impl Store {
             )));
         }
         tx.execute(
-            "INSERT INTO models (name, version, quantization, opset, signature, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO models (name, version, quantization, opset, signature, created_ms,
+                 manifest, manifest_signature)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 model.name,
                 model.version,
                 model.quantization,
                 model.opset,
                 model.signature_json,
-                model.created_ms
+                model.created_ms,
+                model.manifest,
+                model.manifest_signature
             ],
         )?;
         for (position, file) in model.files.iter().enumerate() {
@@ -251,7 +260,8 @@ impl Store {
     pub fn models(&self) -> Result<Vec<ModelRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT name, version, quantization, opset, signature, created_ms
+            "SELECT name, version, quantization, opset, signature, created_ms, manifest,
+                    manifest_signature
              FROM models ORDER BY name, created_ms",
         )?;
         let mut models = stmt
@@ -264,6 +274,8 @@ impl Store {
                     signature_json: r.get(4)?,
                     files: Vec::new(),
                     created_ms: r.get(5)?,
+                    manifest: r.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+                    manifest_signature: r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -55,6 +55,7 @@ pub(crate) fn render(input: &ReportInput) -> Result<String, ReportError> {
     conditions_section(&mut out, &input.records);
     charts_section(&mut out, &input.records, &agents)?;
     failures_section(&mut out, &input.failures);
+    rollouts_section(&mut out, &input.rollouts);
     out += "<footer>Latency percentiles are nearest-rank over the warm queries of a run; \
         model load and the first inference are timed separately. MB = 10<sup>6</sup> bytes. \
         All fields of every result, including those not shown here, are in \
@@ -350,6 +351,68 @@ fn failures_section(out: &mut String, failures: &[FailedRun]) {
             esc(&f.scenario),
             f.threads.to_string(),
             esc(&f.error),
+        ]
+    });
+    table(out, &head, rows);
+}
+
+/// Rollouts and the performance-gate measurements that decided them.
+fn rollouts_section(out: &mut String, rollouts: &[crate::RolloutSummary]) {
+    if rollouts.is_empty() {
+        return;
+    }
+    *out += "<h2>Rollouts</h2>\n";
+    let head = [
+        ("rollout", false),
+        ("model", false),
+        ("started", false),
+        ("state", false),
+        ("agents done", true),
+        ("gate", false),
+        ("reason", false),
+    ];
+    let rows = rollouts.iter().map(|r| {
+        vec![
+            esc(&r.id),
+            esc(&r.model),
+            esc(&r.started_at),
+            esc(&r.state),
+            format!("{}/{}", r.agents_done, r.agents),
+            esc(if r.gate.is_empty() { "none" } else { &r.gate }),
+            esc(&r.reason),
+        ]
+    });
+    table(out, &head, rows);
+    let decisions: Vec<(&crate::RolloutSummary, &crate::GateDecision)> = rollouts
+        .iter()
+        .flat_map(|r| r.gates.iter().map(move |g| (r, g)))
+        .collect();
+    if decisions.is_empty() {
+        return;
+    }
+    *out += "<h3>Performance gates: candidate vs the active version, same device</h3>\n";
+    let head = [
+        ("rollout", false),
+        ("wave", true),
+        ("agent", false),
+        ("metric", false),
+        ("measured", true),
+        ("limit", true),
+        ("outcome", false),
+        ("detail", false),
+    ];
+    let rows = decisions.into_iter().map(|(r, g)| {
+        let unit = if g.metric == "quality" { "" } else { "×" };
+        vec![
+            esc(&r.id),
+            g.wave.to_string(),
+            esc(&g.agent),
+            esc(&g.metric),
+            g.value
+                .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}{unit}")),
+            format!("{}{:.2}{unit}", esc(&g.comparison), g.limit),
+            esc(&g.outcome),
+            esc(&g.detail),
         ]
     });
     table(out, &head, rows);

@@ -203,6 +203,37 @@ pub struct ReportInput {
     pub agents: Vec<AgentSummary>,
     pub records: Vec<ResultRecord>,
     pub failures: Vec<FailedRun>,
+    /// Rollouts, newest first, with the gate measurements that decided them.
+    pub rollouts: Vec<RolloutSummary>,
+}
+
+/// A rollout as the report shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutSummary {
+    pub id: String,
+    pub model: String,
+    pub state: String,
+    pub reason: String,
+    pub gate: String,
+    pub started_at: String,
+    pub agents: usize,
+    pub agents_done: usize,
+    pub gates: Vec<GateDecision>,
+}
+
+/// One gated metric on one agent: candidate vs the version it would replace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateDecision {
+    pub wave: u32,
+    pub agent: String,
+    pub metric: String,
+    /// The ratio (candidate / active), or the quality; `None` when it could not be measured.
+    pub value: Option<f64>,
+    pub comparison: String,
+    pub limit: f64,
+    /// passed | breached | unmeasured
+    pub outcome: String,
+    pub detail: String,
 }
 
 /// The files a report wrote.

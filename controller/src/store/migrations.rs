@@ -65,6 +65,60 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (run_id, job_id),
          FOREIGN KEY (run_id, job_id) REFERENCES bench_jobs (run_id, job_id)
      );",
+    // 2: signed manifests, what each agent has installed, rollouts and their event log.
+    "ALTER TABLE models ADD COLUMN manifest BLOB;
+     ALTER TABLE models ADD COLUMN manifest_signature BLOB;
+     CREATE TABLE agent_models (
+         agent_id TEXT NOT NULL REFERENCES agents (id),
+         name TEXT NOT NULL,
+         active_version TEXT NOT NULL,
+         -- JSON array of the versions kept on the agent, newest first.
+         versions TEXT NOT NULL,
+         updated_ms INTEGER NOT NULL,
+         PRIMARY KEY (agent_id, name)
+     );
+     CREATE TABLE rollouts (
+         id TEXT PRIMARY KEY,
+         model_name TEXT NOT NULL,
+         model_version TEXT NOT NULL,
+         selector TEXT NOT NULL,
+         waves TEXT NOT NULL,
+         success TEXT NOT NULL,
+         abort_after TEXT NOT NULL,
+         gate TEXT NOT NULL,
+         health_check TEXT NOT NULL,
+         state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'succeeded', 'aborted', 'rolled_back')),
+         reason TEXT NOT NULL DEFAULT '',
+         current_wave INTEGER NOT NULL DEFAULT 0,
+         created_ms INTEGER NOT NULL,
+         updated_ms INTEGER NOT NULL
+     );
+     CREATE TABLE rollout_targets (
+         rollout_id TEXT NOT NULL REFERENCES rollouts (id),
+         agent_id TEXT NOT NULL REFERENCES agents (id),
+         wave INTEGER NOT NULL,
+         state TEXT NOT NULL,
+         error TEXT NOT NULL DEFAULT '',
+         previous_version TEXT NOT NULL DEFAULT '',
+         health TEXT NOT NULL DEFAULT '',
+         updated_ms INTEGER NOT NULL,
+         PRIMARY KEY (rollout_id, agent_id)
+     );
+     CREATE TABLE rollout_gates (
+         rollout_id TEXT NOT NULL REFERENCES rollouts (id),
+         wave INTEGER NOT NULL,
+         run_id TEXT NOT NULL REFERENCES bench_runs (id),
+         -- JSON verdicts once decided, empty while the benchmark runs.
+         verdicts TEXT NOT NULL DEFAULT '',
+         PRIMARY KEY (rollout_id, wave)
+     );
+     CREATE TABLE events (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         at_ms INTEGER NOT NULL,
+         rollout_id TEXT,
+         agent_id TEXT,
+         message TEXT NOT NULL
+     );",
 ];
 
 /// Brings the schema up to the newest version, each step in its own transaction.

@@ -27,6 +27,8 @@ fn model(name: &str, version: &str) -> ModelRow {
             size_bytes: 10,
         }],
         created_ms: 1,
+        manifest: Vec::new(),
+        manifest_signature: Vec::new(),
     }
 }
 

@@ -152,7 +152,41 @@ fn sample_input() -> ReportInput {
             error: "shape mismatch: expected <1x3x640x640> & got \"1x3x320x320\"".to_string(),
             run_id: "run-failed".to_string(),
         }],
+        rollouts: Vec::new(),
     }
+}
+
+#[test]
+fn rollouts_show_the_gate_ratios_that_decided_them() {
+    let mut input = sample_input();
+    input.rollouts = vec![crate::RolloutSummary {
+        id: "ro-1".into(),
+        model: "resnet50@2".into(),
+        state: "aborted".into(),
+        reason: "performance gate breached on nuc-lab: p90 2.310x".into(),
+        gate: "p90<=1.10x".into(),
+        agents: 2,
+        gates: vec![crate::GateDecision {
+            wave: 1,
+            agent: "nuc-lab".into(),
+            metric: "p90".into(),
+            value: Some(2.31),
+            comparison: "<=".into(),
+            limit: 1.1,
+            outcome: "breached".into(),
+            detail: "9.2 ms vs 4.0 ms".into(),
+        }],
+        ..crate::RolloutSummary::default()
+    }];
+    let html = super::render(&input).unwrap();
+    assert!(html.contains("<h2>Rollouts</h2>"));
+    assert!(
+        html.contains(
+            "<td class=\"num\">2.310×</td><td class=\"num\">&lt;=1.10×</td><td>breached</td>"
+        ),
+        "{html}"
+    );
+    assert!(!super::render(&sample_input()).unwrap().contains("Rollouts"));
 }
 
 #[test]

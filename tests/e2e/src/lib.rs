@@ -206,6 +206,18 @@ impl Controller {
         );
     }
 
+    /// `edgefleet rollout status ID --json`.
+    pub fn rollout(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["rollout", "status", id, "--json"]))
+            .expect("rollout JSON")
+    }
+
+    /// `edgefleet models show NAME@VERSION --json`.
+    pub fn model(&self, model: &str) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["models", "show", model, "--json"]))
+            .expect("model JSON")
+    }
+
     /// `edgefleet agents --json`.
     pub fn agents(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.cli_ok(&["agents", "--json"])).expect("agents JSON")
@@ -250,7 +262,26 @@ pub fn start_agent_with_sensors(
     labels: &[&str],
     sensors_root: &Path,
 ) -> Process {
+    start_agent_with(dir, address, token, name, labels, sensors_root, &[])
+}
+
+/// Starts an agent with extra command-line flags (e.g. `--download-limit 20`). Its log is
+/// appended to, so a restarted agent keeps the earlier lines.
+pub fn start_agent_with(
+    dir: &Path,
+    address: &str,
+    token: &str,
+    name: &str,
+    labels: &[&str],
+    sensors_root: &Path,
+    extra: &[&str],
+) -> Process {
     let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log file");
     let mut cmd = Command::new(binary("edgefleet-agent"));
     cmd.args(["run", "--controller", address, "--name", name, "--data-dir"])
         .arg(dir.join("agents").join(name))
@@ -261,7 +292,8 @@ pub fn start_agent_with_sensors(
         .env("NO_COLOR", "1")
         .env("EDGEFLEET_SENSORS_ROOT", sensors_root)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"));
+        .stderr(log_file)
+        .args(extra);
     for label in labels {
         cmd.arg("--label").arg(label);
     }

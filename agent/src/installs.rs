@@ -1,0 +1,329 @@
+//! Carrying out install and rollback commands: verify the manifest's signature against the
+//! enrolled controller key, check free disk space, fetch what is missing (resumable), verify
+//! every file's sha256, stage and activate the version atomically, run the health check in a
+//! worker, and switch back to the previous version if it fails. Every outcome is an
+//! [`InstallResult`] with its reason; nothing here can take the daemon down.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edgefleet_proto::v1::{InstallModel, InstallResult, Manifest, RollbackModel};
+use prost::Message;
+
+use crate::artifacts::sha256_of_file;
+use crate::jobs::{fetch_artifact, run_worker, JobContext};
+use crate::runtime_library;
+use crate::worker::{WorkerJob, WorkerOutcome};
+
+/// How long a health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Installs a signed model version and makes it active, or explains why not (leaving the
+/// previous version active).
+pub async fn install(ctx: &mut JobContext, command: InstallModel) -> InstallResult {
+    let mut result = InstallResult {
+        install_id: command.install_id.clone(),
+        ..InstallResult::default()
+    };
+    let manifest = match Manifest::decode(command.manifest.as_slice()) {
+        Ok(m) => m,
+        Err(e) => {
+            result.error = format!("the manifest is unreadable: {e}");
+            return result;
+        }
+    };
+    result.model_name = manifest.name.clone();
+    if let Err(e) = install_steps(ctx, &command, &manifest, &mut result).await {
+        tracing::warn!(model = %manifest.name, version = %manifest.version, error = %e, "install failed");
+        result.ok = false;
+        result.error = e;
+    } else {
+        result.ok = true;
+        tracing::info!(model = %manifest.name, version = %manifest.version, previous = %result.previous_version, health = %result.health, "model installed and active");
+    }
+    result.state = Some(ctx.installer.state(&manifest.name));
+    result.active_version = result
+        .state
+        .as_ref()
+        .map(|s| s.active_version.clone())
+        .unwrap_or_default();
+    result
+}
+
+async fn install_steps(
+    ctx: &mut JobContext,
+    command: &InstallModel,
+    manifest: &Manifest,
+    result: &mut InstallResult,
+) -> Result<(), String> {
+    ctx.enrollment
+        .verify(&command.manifest, &command.signature)?;
+    let name = &manifest.name;
+    let version = &manifest.version;
+    let active = ctx.installer.active(name).map_err(|e| e.to_string())?;
+    result.previous_version = active.clone().unwrap_or_default();
+    if active.as_deref() == Some(version.as_str())
+        && ctx.installer.holds(manifest, &command.manifest)
+    {
+        // The same install again (a resend after a reconnect): nothing to do. What was active
+        // before it is next in the history.
+        result.previous_version = ctx
+            .installer
+            .history(name)
+            .get(1)
+            .cloned()
+            .unwrap_or_default();
+        result.health = "already active".into();
+        return Ok(());
+    }
+    if manifest.files.is_empty() {
+        return Err("the manifest lists no files".into());
+    }
+
+    check_disk_space(ctx, manifest)?;
+    let fetch_started = Instant::now();
+    result.fetch_started_unix_ms = unix_ms();
+    let mut sources = Vec::new();
+    for file in &manifest.files {
+        let fetched =
+            fetch_artifact(&ctx.store, &mut ctx.client, &ctx.agent_id, &file.sha256).await?;
+        result.fetched_bytes += fetched.bytes;
+        sources.push(fetched.path);
+    }
+    result.fetch_finished_unix_ms = unix_ms();
+    result.fetch_ms = fetch_started.elapsed().as_secs_f64() * 1000.0;
+    verify_files(manifest, &sources).await?;
+
+    let installer = ctx.installer.clone();
+    installer
+        .stage(manifest, &command.manifest, &command.signature, &sources)
+        .map_err(|e| e.to_string())?;
+    installer
+        .activate(name, Some(version))
+        .map_err(|e| e.to_string())?;
+
+    let version_dir = installer
+        .version_dir(name, version)
+        .map_err(|e| e.to_string())?;
+    let health = if command.health_check == "none" {
+        Ok("not asked for".to_string())
+    } else {
+        health_check(ctx, manifest, &version_dir).await
+    };
+    match health {
+        Ok(verdict) => result.health = verdict,
+        Err(reason) => {
+            installer.activate(name, active.as_deref()).map_err(|e| {
+                format!("health check failed: {reason}; and switching back failed: {e}")
+            })?;
+            let _ = installer.remove(name, version);
+            return Err(format!(
+                "health check failed: {reason}; {}",
+                match &active {
+                    Some(v) => format!("version {v} is active again"),
+                    None => "no version is active".into(),
+                }
+            ));
+        }
+    }
+    prune(ctx, name);
+    Ok(())
+}
+
+/// Switches a model away from a version: to a named earlier one (still on disk), or to the one
+/// active before it, or to none. A model not running `from_version` is left alone.
+pub fn rollback(ctx: &JobContext, command: &RollbackModel) -> InstallResult {
+    let name = &command.model_name;
+    let mut result = InstallResult {
+        install_id: command.install_id.clone(),
+        model_name: name.clone(),
+        ..InstallResult::default()
+    };
+    let outcome = ctx.installer.active(name).and_then(|active| {
+        result.previous_version = active.clone().unwrap_or_default();
+        if active.as_deref() != Some(command.from_version.as_str()) {
+            return Ok(());
+        }
+        let to = if command.to_previous {
+            let history = ctx.installer.history(name);
+            history
+                .iter()
+                .position(|v| *v == command.from_version)
+                .and_then(|i| history.get(i + 1).cloned())
+        } else {
+            (!command.to_version.is_empty()).then(|| command.to_version.clone())
+        };
+        ctx.installer.activate(name, to.as_deref()).map(|_| ())
+    });
+    match outcome {
+        Ok(()) => {
+            result.ok = true;
+            tracing::info!(model = %name, from = %command.from_version, to = %command.to_version, "rolled back");
+        }
+        Err(e) => {
+            result.error = format!("rollback failed: {e}");
+            tracing::error!(model = %name, error = %result.error, "rollback failed");
+        }
+    }
+    result.state = Some(ctx.installer.state(name));
+    result.active_version = result
+        .state
+        .as_ref()
+        .map(|s| s.active_version.clone())
+        .unwrap_or_default();
+    result
+}
+
+/// Refuses an install that would leave less than the configured reserve free.
+fn check_disk_space(ctx: &JobContext, manifest: &Manifest) -> Result<(), String> {
+    let needed: u64 = manifest
+        .files
+        .iter()
+        .map(|f| ctx.store.missing_bytes(&f.sha256, f.size_bytes))
+        .sum();
+    let dir = ctx.store.dir();
+    let free =
+        free_bytes(dir).map_err(|e| format!("cannot read free space of {}: {e}", dir.display()))?;
+    let reserve = ctx.config.min_free_disk_bytes;
+    if free < needed.saturating_add(reserve) {
+        return Err(format!(
+            "not enough disk space in {}: the install needs {} and {} must stay free, but only {} are free",
+            dir.display(),
+            megabytes(needed),
+            megabytes(reserve),
+            megabytes(free)
+        ));
+    }
+    Ok(())
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Bytes available to this (unprivileged) process on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
+/// Hashes every file again just before install, so bit rot in the store is caught too.
+async fn verify_files(manifest: &Manifest, sources: &[PathBuf]) -> Result<(), String> {
+    for (file, path) in manifest.files.iter().zip(sources) {
+        let path = path.clone();
+        let actual = tokio::task::spawn_blocking(move || sha256_of_file(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read {}: {e}", file.file_name))?;
+        if actual != file.sha256 {
+            return Err(format!(
+                "{} failed verification: sha256 {actual}, the manifest says {}; refused",
+                file.file_name, file.sha256
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the installed version in a worker and runs a few real queries: text through its
+/// tokenizer when it has one (a short generation for decoders), else loading alone.
+async fn health_check(
+    ctx: &JobContext,
+    manifest: &Manifest,
+    version_dir: &Path,
+) -> Result<String, String> {
+    let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
+        .map_err(|e| e.to_string())?;
+    let model_path = version_dir.join(&manifest.files[0].file_name);
+    let tokenizer_path = manifest
+        .files
+        .iter()
+        .find(|f| f.file_name == "tokenizer.json")
+        .map(|f| version_dir.join(&f.file_name));
+    let decoder = manifest
+        .inputs
+        .iter()
+        .any(|i| i.name.starts_with("past_key_values"));
+    let scenario = match (&tokenizer_path, decoder) {
+        (None, _) => "load",
+        (Some(_), true) => "generate",
+        (Some(_), false) => "single-stream",
+    };
+    let job = WorkerJob {
+        onnxruntime_library: library,
+        model_path,
+        tokenizer_path,
+        sentences: vec!["edgefleet checks that this model answers after install.".into()],
+        sequence_length: None,
+        threads: 1,
+        warmup_queries: 1,
+        min_queries: 3,
+        min_duration_ms: 0,
+        max_duration_ms: 10_000,
+        repetitions: 1,
+        scenario: scenario.into(),
+        batch: 1,
+        target_qps: 0.0,
+        p99_bound_ms: 0.0,
+        seed: 0,
+        peak_search: false,
+        sensors_root: ctx.config.sensors_root.clone(),
+        idle_power_s: 0.0,
+        max_start_temp_c: None,
+        max_wait_s: 0.0,
+        quality: None,
+        prompt_tokens: 8,
+        generate_tokens: 2,
+        engine: String::new(),
+    };
+    match run_worker(&job, HEALTH_TIMEOUT).await? {
+        (WorkerOutcome::Measured(report), _) => Ok(format!(
+            "{} smoke queries ok, p50 {:.2} ms (load {:.0} ms)",
+            report.samples, report.latency_ms.p50, report.load_ms
+        )),
+        (WorkerOutcome::Loaded { load_ms }, _) => Ok(format!(
+            "loaded in {load_ms:.0} ms (no tokenizer.json: no smoke inference)"
+        )),
+        _ => Err("the worker answered the health check with something else".into()),
+    }
+}
+
+/// Deletes versions beyond the kept ones, and their artifacts that no kept version uses.
+fn prune(ctx: &JobContext, name: &str) {
+    let removed = match ctx.installer.prune(name) {
+        Ok(removed) => removed,
+        Err(e) => {
+            tracing::warn!(model = %name, error = %e, "cannot clean up old versions");
+            return;
+        }
+    };
+    if removed.is_empty() {
+        return;
+    }
+    let in_use: std::collections::HashSet<String> = ctx
+        .installer
+        .list()
+        .iter()
+        .flat_map(|m| {
+            m.versions
+                .iter()
+                .filter_map(|v| ctx.installer.manifest(&m.name, v))
+                .collect::<Vec<_>>()
+        })
+        .flat_map(|m| m.files.into_iter().map(|f| f.sha256))
+        .collect();
+    for manifest in removed {
+        tracing::info!(model = %name, version = %manifest.version, "removed an old version");
+        for file in manifest.files {
+            if !in_use.contains(&file.sha256) {
+                ctx.store.remove(&file.sha256);
+            }
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,115 @@
+//! Model manifests: what a version is (name, version, every file with sha256 and size,
+//! quantization, opset, the input/output signature), encoded as a protobuf `Manifest` and signed
+//! with the controller's key. Agents verify the exact bytes signed.
+
+use edgefleet_proto::v1::{ArtifactRef, Manifest, TensorSignature};
+use prost::Message;
+
+use crate::signing::ManifestSigner;
+use crate::store::{ModelRow, Store, StoreError};
+
+/// The inputs and outputs stored with a model (`{"inputs": [...], "outputs": [...]}`).
+pub fn signatures(signature_json: &str) -> (Vec<TensorSignature>, Vec<TensorSignature>) {
+    let sig: serde_json::Value = serde_json::from_str(signature_json).unwrap_or_default();
+    let list = |key: &str| -> Vec<TensorSignature> {
+        sig[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| TensorSignature {
+                        name: v["name"].as_str().unwrap_or_default().to_string(),
+                        element_type: v["element_type"].as_str().unwrap_or_default().to_string(),
+                        shape: v["shape"]
+                            .as_array()
+                            .map(|d| {
+                                d.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (list("inputs"), list("outputs"))
+}
+
+/// The manifest of a registered model version.
+pub fn manifest_of(model: &ModelRow) -> Manifest {
+    let (inputs, outputs) = signatures(&model.signature_json);
+    Manifest {
+        name: model.name.clone(),
+        version: model.version.clone(),
+        quantization: model.quantization.clone(),
+        opset: model.opset,
+        files: model
+            .files
+            .iter()
+            .map(|f| ArtifactRef {
+                file_name: f.file_name.clone(),
+                sha256: f.sha256.clone(),
+                size_bytes: f.size_bytes,
+            })
+            .collect(),
+        inputs,
+        outputs,
+        created_unix_ms: model.created_ms,
+    }
+}
+
+/// Fills in the model's encoded manifest and its signature.
+pub fn sign(model: &mut ModelRow, signer: &ManifestSigner) {
+    model.manifest = manifest_of(model).encode_to_vec();
+    model.manifest_signature = signer.sign(&model.manifest);
+}
+
+/// Signs models registered before manifests existed (a database from an older controller).
+pub fn sign_unsigned(store: &Store, signer: &ManifestSigner) -> Result<(), StoreError> {
+    for mut model in store.models()? {
+        if model.manifest.is_empty() {
+            sign(&mut model, signer);
+            store.set_manifest(
+                &model.name,
+                &model.version,
+                &model.manifest,
+                &model.manifest_signature,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ModelFile;
+
+    #[test]
+    fn the_manifest_names_every_file_and_the_signature_covers_it() {
+        let mut model = ModelRow {
+            name: "minilm".into(),
+            version: "2".into(),
+            quantization: "int8".into(),
+            opset: 17,
+            signature_json: r#"{"inputs":[{"name":"input_ids","element_type":"int64","shape":["batch","seq"]}],"outputs":[]}"#.into(),
+            files: vec![
+                ModelFile { file_name: "model.onnx".into(), sha256: "a".repeat(64), size_bytes: 10 },
+                ModelFile { file_name: "tokenizer.json".into(), sha256: "b".repeat(64), size_bytes: 5 },
+            ],
+            created_ms: 7,
+            manifest: Vec::new(),
+            manifest_signature: Vec::new(),
+        };
+        let signer = ManifestSigner::ephemeral();
+        sign(&mut model, &signer);
+        let m = Manifest::decode(model.manifest.as_slice()).unwrap();
+        assert_eq!(m.files.len(), 2);
+        assert_eq!(m.files[1].file_name, "tokenizer.json");
+        assert_eq!(m.inputs[0].shape, ["batch", "seq"]);
+        use ed25519_dalek::Verifier;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&signer.public_key()).unwrap();
+        let sig = ed25519_dalek::Signature::from_slice(&model.manifest_signature).unwrap();
+        assert!(key.verify(&model.manifest, &sig).is_ok());
+    }
+}

@@ -1,0 +1,468 @@
+//! Rollouts end to end: real controller and agent processes on loopback, real models, signed
+//! manifests, resumable transfers, atomic installs, health checks, performance gates and
+//! rollback, including the ways they must fail safely.
+
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::{start_agent, start_agent_with, Controller};
+
+const TOKEN: &str = "rollout-token";
+
+/// These tests run one at a time: a performance gate compares timings, and two tests'
+/// benchmarks sharing the machine's cores would blur them.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn register(ctl: &Controller) {
+    ctl.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm", "int8");
+    ctl.add_cached_model("models/minilm-l6/model.fp32.onnx", "minilm", "fp32");
+}
+
+/// Starts a rollout with `--watch`; returns (exit ok, stdout + stderr, rollout id).
+fn rollout(ctl: &Controller, args: &[&str]) -> (bool, String, String) {
+    let mut full = vec!["rollout", "start"];
+    full.extend_from_slice(args);
+    full.push("--watch");
+    let out = ctl.cli(&full);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("ro-"))
+        .unwrap_or_else(|| panic!("no rollout id in:\n{text}"))
+        .to_string();
+    (out.status.success(), text, id)
+}
+
+/// The active version of `name` on agent `agent`, from the controller's view.
+fn active_on(ctl: &Controller, model: &str, agent: &str) -> Option<String> {
+    let shown = ctl.model(model);
+    shown["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["agent"] == agent)
+        .map(|p| p["role"].as_str().unwrap().to_string())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn waves_install_and_a_performance_gate_stops_a_slower_model_and_passes_a_faster_one() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let _a = start_agent(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-a",
+        &["hw=gw", "site=lab"],
+    );
+    let _b = start_agent(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-b",
+        &["hw=gw", "site=store"],
+    );
+    ctl.wait_online(&["edge-a", "edge-b"], Duration::from_secs(60));
+    register(&ctl);
+
+    // Bad input: one line each, and no rollout is created.
+    for (args, why) in [
+        (vec!["minilm@nope"], "unknown model minilm@nope"),
+        (
+            vec!["minilm@int8", "--select", "hw=rpi5"],
+            "no agent matches `hw=rpi5`",
+        ),
+        (vec!["minilm@int8", "--select", "hw"], "selector `hw`"),
+        (
+            vec!["minilm@int8", "--waves", "10%,50%"],
+            "must end at 100%",
+        ),
+        (
+            vec!["minilm@int8", "--gate", "latency<=1.1x"],
+            "unknown gate metric `latency`",
+        ),
+        (vec!["minilm@int8", "--success", "120%"], "at most 100%"),
+    ] {
+        let mut full = vec!["rollout", "start"];
+        full.extend_from_slice(&args);
+        let out = ctl.cli(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert!(ctl
+        .cli_ok(&["rollout", "status"])
+        .contains("no rollouts yet"));
+
+    // fp32 everywhere, in two waves.
+    let (ok, text, first) = rollout(&ctl, &["minilm@fp32", "--waves", "50%,100%"]);
+    assert!(ok, "{text}");
+    let status = ctl.rollout(&first);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let waves: Vec<u64> = status["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["wave"].as_u64().unwrap())
+        .collect();
+    assert_eq!(waves, [1, 2], "{status:#}");
+    for t in status["targets"].as_array().unwrap() {
+        assert_eq!(t["state"], "done", "{t:#}");
+        assert!(
+            t["health"].as_str().unwrap().contains("smoke queries ok"),
+            "{t:#}"
+        );
+        assert_eq!(t["previous_version"], "");
+    }
+    assert_eq!(
+        active_on(&ctl, "minilm@fp32", "edge-a").as_deref(),
+        Some("active")
+    );
+
+    // int8 replaces fp32 through the gate: faster, and close enough in quality.
+    let gate = "p90<=1.10x,energy<=1.10x,quality>=0.99";
+    // Two waves: one device benchmarks at a time (on a real fleet each has its own cores).
+    let (ok, text, faster) = rollout(
+        &ctl,
+        &[
+            "minilm@int8",
+            "--gate",
+            gate,
+            "--select",
+            "hw=gw",
+            "--waves",
+            "50%,100%",
+        ],
+    );
+    assert!(ok, "{text}");
+    let status = ctl.rollout(&faster);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let verdicts = status["gates"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 2, "{status:#}");
+    for v in verdicts {
+        assert_eq!(v["passed"], true, "{v:#}");
+        let m = v["measurements"].as_array().unwrap();
+        let p90 = m[0]["value"].as_f64().unwrap();
+        assert!(p90 < 1.0, "int8 is faster than fp32: {v:#}");
+        assert_eq!(
+            m[1]["outcome"], "unmeasured",
+            "no energy sensor here: {v:#}"
+        );
+        let quality = m[2]["value"].as_f64().unwrap();
+        assert!((0.99..1.0).contains(&quality), "{v:#}");
+    }
+    assert!(text.contains("p90"), "the watch shows the ratios: {text}");
+
+    // fp32 back over int8: clearly slower, so the gate stops it and rolls the wave back.
+    let (ok, text, slower) = rollout(
+        &ctl,
+        &["minilm@fp32", "--gate", "p90<=1.10x", "--waves", "50%,100%"],
+    );
+    assert!(!ok, "{text}");
+    let status = ctl.rollout(&slower);
+    assert_eq!(status["state"], "aborted", "{status:#}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("performance gate breached") && reason.contains("p90"),
+        "{reason}"
+    );
+    let ratio = status["gates"][0]["measurements"][0]["value"]
+        .as_f64()
+        .unwrap();
+    assert!(ratio > 1.5, "fp32 is much slower than int8: {status:#}");
+    // The first wave's agent is rolled back; the second wave never started.
+    let targets = ctl.rollout(&slower)["targets"].clone();
+    assert_eq!(targets[0]["state"], "rolled_back", "{targets:#}");
+    assert_eq!(targets[1]["state"], "waiting", "{targets:#}");
+    for agent in ["edge-a", "edge-b"] {
+        assert_eq!(
+            active_on(&ctl, "minilm@int8", agent).as_deref(),
+            Some("active")
+        );
+    }
+    let first_wave = targets[0]["agent"].as_str().unwrap();
+    assert_eq!(
+        active_on(&ctl, "minilm@fp32", first_wave).as_deref(),
+        Some("kept")
+    );
+    // The report carries the gates' benchmark runs next to every other result.
+    let report = dir.path().join("report");
+    ctl.cli_ok(&["report", "--out", report.to_str().unwrap()]);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(
+        html.contains("<h2>Rollouts</h2>") && html.contains(&slower),
+        "rollouts are in the report"
+    );
+    assert!(html.contains("breached"), "with the gate's verdicts");
+    let results = std::fs::read_to_string(report.join("results.json")).unwrap();
+    assert!(
+        results.contains(&format!("gate {slower} wave 1")),
+        "the gate's runs are results too"
+    );
+
+    // The registry refuses to remove what agents run or keep for rollback.
+    let out = ctl.cli(&["models", "rm", "minilm@int8"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("edge-a (active)"),
+        "{err}"
+    );
+    let out = ctl.cli(&["models", "rm", "minilm@fp32"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("kept for rollback"),
+        "{err}"
+    );
+    // The same bytes under another version are stored once: removing it frees nothing.
+    ctl.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm", "copy");
+    let out = ctl.cli_ok(&["models", "rm", "minilm@copy"]);
+    assert!(out.contains("0 artifact file(s)"), "{out}");
+}
+
+#[test]
+fn an_agent_killed_mid_transfer_resumes_without_fetching_the_bytes_it_had() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let sensors = dir.path().join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let limit = ["--download-limit", "25"];
+    let agent = start_agent_with(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-r",
+        &[],
+        &sensors,
+        &limit,
+    );
+    ctl.wait_online(&["edge-r"], Duration::from_secs(60));
+    register(&ctl);
+
+    let id = ctl
+        .cli_ok(&["rollout", "start", "minilm@fp32"])
+        .trim()
+        .to_string();
+    let total = ctl.rollout(&id)["model_bytes"].as_u64().unwrap();
+    wait_until(
+        "a third of the model fetched",
+        Duration::from_secs(60),
+        || {
+            ctl.rollout(&id)["targets"][0]["served_bytes"]
+                .as_u64()
+                .unwrap()
+                > total / 3
+        },
+    );
+    drop(agent); // SIGKILL in the middle of the transfer
+    let served_before = ctl.rollout(&id)["targets"][0]["served_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(served_before < total, "the kill came mid-transfer");
+
+    let agent = start_agent_with(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-r",
+        &[],
+        &sensors,
+        &limit,
+    );
+    let out = ctl.cli(&["rollout", "status", &id, "--watch"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = ctl.rollout(&id);
+    assert_eq!(status["targets"][0]["state"], "done", "{status:#}");
+    let served = status["targets"][0]["served_bytes"].as_u64().unwrap();
+    // Every byte once, plus at most the one chunk that was in flight when the agent died.
+    assert!(served >= total, "{served} < {total}");
+    assert!(
+        served <= total + (1 << 20),
+        "re-sent {} bytes, more than one chunk",
+        served - total
+    );
+    agent.wait_for_log("resuming artifact transfer", Duration::from_secs(1));
+    assert_eq!(
+        active_on(&ctl, "minilm@fp32", "edge-r").as_deref(),
+        Some("active")
+    );
+}
+
+#[test]
+fn a_controller_restarted_mid_rollout_finishes_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let sensors = dir.path().join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let limit = ["--download-limit", "30"];
+    let _a = start_agent_with(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-1",
+        &[],
+        &sensors,
+        &limit,
+    );
+    let _b = start_agent_with(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-2",
+        &[],
+        &sensors,
+        &limit,
+    );
+    ctl.wait_online(&["edge-1", "edge-2"], Duration::from_secs(60));
+    register(&ctl);
+    let id = ctl
+        .cli_ok(&["rollout", "start", "minilm@fp32", "--waves", "50%,100%"])
+        .trim()
+        .to_string();
+    wait_until(
+        "the first wave is fetching",
+        Duration::from_secs(60),
+        || {
+            ctl.rollout(&id)["targets"][0]["served_bytes"]
+                .as_u64()
+                .unwrap()
+                > 10_000_000
+        },
+    );
+    let listen = ctl.address.trim_start_matches("http://").to_string();
+    let mut ctl = ctl;
+    let _ = ctl.process.child.kill(); // no goodbye: SIGKILL
+    let _ = ctl.process.child.wait();
+    drop(ctl);
+
+    let ctl = Controller::start(dir.path(), TOKEN, &listen);
+    let out = ctl.cli(&["rollout", "status", &id, "--watch"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = ctl.rollout(&id);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    for name in ["edge-1", "edge-2"] {
+        assert_eq!(
+            active_on(&ctl, "minilm@fp32", name).as_deref(),
+            Some("active")
+        );
+    }
+}
+
+#[test]
+fn tampered_bytes_a_foreign_key_and_a_full_disk_are_refused_and_the_old_version_stays() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let sensors = dir.path().join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-t", &[]);
+    ctl.wait_online(&["edge-t"], Duration::from_secs(60));
+    register(&ctl);
+    let (ok, text, _) = rollout(&ctl, &["minilm@int8"]);
+    assert!(ok, "{text}");
+
+    // Not enough disk: the agent keeps a reserve larger than any disk.
+    drop(agent);
+    let reserve = ["--min-free-disk-mb", "1000000000"];
+    let agent = start_agent_with(
+        dir.path(),
+        &ctl.address,
+        TOKEN,
+        "edge-t",
+        &[],
+        &sensors,
+        &reserve,
+    );
+    ctl.wait_online(&["edge-t"], Duration::from_secs(60));
+    let (ok, text, id) = rollout(&ctl, &["minilm@fp32"]);
+    assert!(!ok, "{text}");
+    let status = ctl.rollout(&id);
+    let error = status["targets"][0]["error"].as_str().unwrap();
+    assert!(error.contains("not enough disk space"), "{status:#}");
+    assert_eq!(
+        active_on(&ctl, "minilm@int8", "edge-t").as_deref(),
+        Some("active")
+    );
+    drop(agent);
+    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-t", &[]);
+    ctl.wait_online(&["edge-t"], Duration::from_secs(60));
+
+    // One flipped bit in the controller's copy of the fp32 model.
+    let sha = ctl.model("minilm@fp32")["files"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored = ctl.data_dir.join("artifacts").join(&sha);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&stored, &bytes).unwrap();
+    let (ok, text, id) = rollout(&ctl, &["minilm@fp32"]);
+    assert!(!ok, "{text}");
+    let error = ctl.rollout(&id)["targets"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("failed verification"), "{error}");
+    assert_eq!(
+        active_on(&ctl, "minilm@int8", "edge-t").as_deref(),
+        Some("active")
+    );
+
+    // Another controller (another key) takes over the address: its manifests are refused.
+    let listen = ctl.address.trim_start_matches("http://").to_string();
+    drop(ctl);
+    let rogue_dir = dir.path().join("rogue");
+    std::fs::create_dir_all(&rogue_dir).unwrap();
+    let rogue = Controller::start(&rogue_dir, TOKEN, &listen);
+    rogue.wait_online(&["edge-t"], Duration::from_secs(60));
+    rogue.add_cached_model("models/minilm-l6/model.fp32.onnx", "minilm", "fp32");
+    let (ok, text, id) = rollout(&rogue, &["minilm@fp32"]);
+    assert!(!ok, "{text}");
+    let error = rogue.rollout(&id)["targets"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("does not verify against the controller key"),
+        "{error}"
+    );
+    // The agent still runs int8, as it tells the new controller.
+    let shown: serde_json::Value =
+        serde_json::from_str(&rogue.cli_ok(&["models", "show", "minilm@fp32", "--json"])).unwrap();
+    assert!(
+        shown["placements"].as_array().unwrap().is_empty(),
+        "{shown:#}"
+    );
+    let model_dir = dir.path().join("agents/edge-t/models/minilm");
+    assert_eq!(
+        std::fs::read_link(model_dir.join("active")).unwrap(),
+        std::path::Path::new("int8")
+    );
+}
