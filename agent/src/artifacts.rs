@@ -30,7 +30,7 @@ pub enum ArtifactError {
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Bytes asked for per pull: what a cut can lose at most.
-pub const CHUNK_BYTES: u64 = 1 << 20;
+pub const CHUNK_BYTES: u64 = 4 << 20;
 
 /// Where verified artifacts live on the device.
 #[derive(Debug, Clone)]
@@ -141,8 +141,15 @@ impl ArtifactStore {
             .open(&partial)
             .map_err(io)?;
         let mut offset = file.metadata().map_err(io)?.len();
+        // The digest is computed as bytes arrive; a resumed transfer first hashes what it had.
+        let mut hasher = Sha256::new();
         if offset > 0 {
             tracing::info!(%sha256, offset, "resuming artifact transfer");
+            let held = partial.clone();
+            hasher = tokio::task::spawn_blocking(move || hash_into(hasher, &held))
+                .await
+                .expect("hashing task panicked")
+                .map_err(io)?;
         }
         let started = tokio::time::Instant::now();
         let mut received = 0u64;
@@ -166,6 +173,7 @@ impl ArtifactStore {
             }
             // Written before the next pull: a cut loses at most the chunk in flight.
             file.write_all(&chunk.data).map_err(io)?;
+            hasher.update(&chunk.data);
             offset += chunk.data.len() as u64;
             received += chunk.data.len() as u64;
             if chunk.data.is_empty() || offset >= chunk.total_size {
@@ -179,13 +187,7 @@ impl ArtifactStore {
         file.sync_all().map_err(io)?;
         drop(file);
 
-        let actual = tokio::task::spawn_blocking({
-            let partial = partial.clone();
-            move || sha256_of_file(&partial)
-        })
-        .await
-        .expect("hashing task panicked")
-        .map_err(io)?;
+        let actual = hex::encode(hasher.finalize());
         if actual != sha256 {
             let _ = std::fs::remove_file(&partial);
             return Err(ArtifactError::Corrupt {
@@ -215,8 +217,12 @@ fn check_digest(s: &str) -> Result<(), ArtifactError> {
 
 /// The hex sha256 of a file's bytes.
 pub fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    Ok(hex::encode(hash_into(Sha256::new(), path)?.finalize()))
+}
+
+/// Feeds a file's bytes to a hasher.
+fn hash_into(mut hasher: Sha256, path: &Path) -> std::io::Result<Sha256> {
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf)?;
@@ -225,7 +231,7 @@ pub fn sha256_of_file(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher)
 }
 
 #[cfg(test)]

@@ -84,15 +84,20 @@ async fn install_steps(
     let fetch_started = Instant::now();
     result.fetch_started_unix_ms = unix_ms();
     let mut sources = Vec::new();
+    let mut held_before = Vec::new();
     for file in &manifest.files {
+        let was_held = ctx.store.contains(&file.sha256);
         let fetched =
             fetch_artifact(&ctx.store, &mut ctx.client, &ctx.agent_id, &file.sha256).await?;
         result.fetched_bytes += fetched.bytes;
+        held_before.push(was_held);
         sources.push(fetched.path);
     }
     result.fetch_finished_unix_ms = unix_ms();
     result.fetch_ms = fetch_started.elapsed().as_secs_f64() * 1000.0;
-    verify_files(manifest, &sources).await?;
+    // Fetched files were hashed as they arrived; those held from before are hashed again, so
+    // bit rot in the store is caught too.
+    verify_files(manifest, &sources, &held_before).await?;
 
     let installer = ctx.installer.clone();
     installer
@@ -207,9 +212,23 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
-/// Hashes every file again just before install, so bit rot in the store is caught too.
-async fn verify_files(manifest: &Manifest, sources: &[PathBuf]) -> Result<(), String> {
-    for (file, path) in manifest.files.iter().zip(sources) {
+/// Checks each file's size, and hashes again those held before this install.
+async fn verify_files(
+    manifest: &Manifest,
+    sources: &[PathBuf],
+    held_before: &[bool],
+) -> Result<(), String> {
+    for ((file, path), held) in manifest.files.iter().zip(sources).zip(held_before) {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if size != file.size_bytes {
+            return Err(format!(
+                "{} is {size} bytes, the manifest says {}; refused",
+                file.file_name, file.size_bytes
+            ));
+        }
+        if !held {
+            continue;
+        }
         let path = path.clone();
         let actual = tokio::task::spawn_blocking(move || sha256_of_file(&path))
             .await

@@ -81,6 +81,9 @@ impl Link {
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_timeout(Duration::from_secs(20))
                 .keep_alive_while_idle(true)
+                // Room for a whole artifact chunk in flight.
+                .initial_stream_window_size(8 << 20)
+                .initial_connection_window_size(16 << 20)
                 .connect_lazy(),
             Err(e) => {
                 tracing::error!(controller = %self.config.controller, error = %e, "invalid controller address");
@@ -94,7 +97,7 @@ impl Link {
             config: self.config.clone(),
             agent_id: self.agent_id.clone(),
             store: self.store.clone(),
-            client: AgentLinkClient::new(channel.clone()),
+            client: AgentLinkClient::new(channel.clone()).max_decoding_message_size(16 << 20),
             installer: self.installer.clone(),
             enrollment: self.enrollment(),
         };

@@ -493,6 +493,9 @@ impl Admin for AdminService {
                 previous_version: String::new(),
                 health: String::new(),
                 updated_ms: now,
+                fetched_bytes: 0,
+                fetch_started_ms: 0,
+                fetch_finished_ms: 0,
             })
             .collect();
         ctl.store.insert_rollout(&row, &targets)?;

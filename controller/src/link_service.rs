@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::store::Recorded;
 use crate::{now_ms, Controller, CONTROLLER_VERSION};
 
-/// The largest artifact chunk served per request.
-pub const CHUNK_BYTES: u64 = 4 << 20;
+/// The largest artifact chunk served per request (agents ask for 4 MiB).
+pub const CHUNK_BYTES: u64 = 8 << 20;
 /// How long an agent has to say hello after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -657,6 +657,9 @@ async fn apply_install_result(
     ) {
         return Ok(()); // a duplicate answer
     }
+    target.fetched_bytes = result.fetched_bytes;
+    target.fetch_started_ms = result.fetch_started_unix_ms;
+    target.fetch_finished_ms = result.fetch_finished_unix_ms;
     if result.ok {
         target.previous_version = result.previous_version.clone();
         target.health = result.health.clone();
@@ -731,6 +734,9 @@ pub fn status(ctl: &Controller, rollout: &RolloutRow) -> Result<RolloutStatus, S
             error: t.error,
             previous_version: t.previous_version,
             health: t.health,
+            fetched_bytes: t.fetched_bytes,
+            fetch_started_unix_ms: t.fetch_started_ms,
+            fetch_finished_unix_ms: t.fetch_finished_ms,
         })
         .collect();
     let mut gates = Vec::new();

@@ -145,6 +145,8 @@ pub fn to_json(status: &RolloutStatus) -> serde_json::Value {
             "agent": t.agent_name, "agent_id": t.agent_id, "wave": t.wave + 1, "state": t.state,
             "online": t.online, "error": t.error, "previous_version": t.previous_version,
             "health": t.health, "served_bytes": t.served_bytes,
+            "fetched_bytes": t.fetched_bytes, "fetch_started_unix_ms": t.fetch_started_unix_ms,
+            "fetch_finished_unix_ms": t.fetch_finished_unix_ms,
         })).collect::<Vec<_>>(),
         "gates": status.gates.iter().map(|g| serde_json::json!({
             "wave": g.wave + 1, "agent": g.agent_name, "passed": g.passed, "run_id": g.run_id,

@@ -102,6 +102,10 @@ const MIGRATIONS: &[&str] = &[
          previous_version TEXT NOT NULL DEFAULT '',
          health TEXT NOT NULL DEFAULT '',
          updated_ms INTEGER NOT NULL,
+         -- The install's transfer: bytes fetched and when (agent clock, Unix ms).
+         fetched_bytes INTEGER NOT NULL DEFAULT 0,
+         fetch_started_ms INTEGER NOT NULL DEFAULT 0,
+         fetch_finished_ms INTEGER NOT NULL DEFAULT 0,
          PRIMARY KEY (rollout_id, agent_id)
      );
      CREATE TABLE rollout_gates (

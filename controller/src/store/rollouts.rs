@@ -38,6 +38,10 @@ pub struct TargetRow {
     pub previous_version: String,
     pub health: String,
     pub updated_ms: i64,
+    /// The install's transfer: bytes fetched and when it started and finished (agent clock).
+    pub fetched_bytes: u64,
+    pub fetch_started_ms: i64,
+    pub fetch_finished_ms: i64,
 }
 
 /// A wave's gate benchmark and, once decided, its verdicts (JSON).
@@ -97,6 +101,9 @@ fn target_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TargetRow> {
         previous_version: r.get(5)?,
         health: r.get(6)?,
         updated_ms: r.get(7)?,
+        fetched_bytes: r.get::<_, i64>(8)? as u64,
+        fetch_started_ms: r.get(9)?,
+        fetch_finished_ms: r.get(10)?,
     })
 }
 
@@ -175,7 +182,8 @@ impl Store {
     pub fn targets(&self, rollout_id: &str) -> Result<Vec<TargetRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms
+            "SELECT rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms,
+                    fetched_bytes, fetch_started_ms, fetch_finished_ms
              FROM rollout_targets WHERE rollout_id = ?1 ORDER BY wave, agent_id",
         )?;
         let rows = stmt.query_map(params![rollout_id], target_from_row)?;
@@ -186,7 +194,8 @@ impl Store {
     pub fn update_target(&self, t: &TargetRow) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE rollout_targets SET state = ?3, error = ?4, previous_version = ?5, health = ?6,
-                 updated_ms = ?7 WHERE rollout_id = ?1 AND agent_id = ?2",
+                 updated_ms = ?7, fetched_bytes = ?8, fetch_started_ms = ?9, fetch_finished_ms = ?10
+             WHERE rollout_id = ?1 AND agent_id = ?2",
             params![
                 t.rollout_id,
                 t.agent_id,
@@ -194,7 +203,10 @@ impl Store {
                 t.error,
                 t.previous_version,
                 t.health,
-                t.updated_ms
+                t.updated_ms,
+                t.fetched_bytes as i64,
+                t.fetch_started_ms,
+                t.fetch_finished_ms
             ],
         )?;
         Ok(())
@@ -208,7 +220,8 @@ impl Store {
         let targets: Vec<TargetRow> = {
             let conn = self.conn();
             let mut stmt = conn.prepare(
-                "SELECT rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms
+                "SELECT rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms,
+                    fetched_bytes, fetch_started_ms, fetch_finished_ms
                  FROM rollout_targets WHERE agent_id = ?1 AND state IN ('installing', 'rolling_back')",
             )?;
             let rows = stmt.query_map(params![agent_id], target_from_row)?;

@@ -1,0 +1,208 @@
+//! Distribution benchmark: one ~110 MB model (SmolLM2-135M q4 from the set-up cache) rolled out
+//! to 20 real agent processes on loopback, against the same bytes fetched by 20 concurrent
+//! `curl` clients from Python's static HTTP server, in the same run, alternating twice.
+//! Prints each aggregate throughput and the ratio ours / peer (goal ≥ 1.0).
+//!
+//! Ours is "fetched and verified": from the first agent's first request to the last agent's
+//! sha256 check, as the agents report it. The peer's is from starting the curls to the last
+//! one's exit, with no verification.
+//!
+//! Run: `cargo run --release -p edgefleet-e2e --example distribution` (after scripts/setup.sh
+//! and `cargo build --release --bins`).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::{cached, start_agent_with, Controller, Process};
+
+const TOKEN: &str = "distribution";
+
+/// Agents and curl clients (20, or EDGEFLEET_DIST_AGENTS).
+fn client_count() -> usize {
+    std::env::var("EDGEFLEET_DIST_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+fn main() {
+    let model = cached("models/smollm2-135m/model.q4.onnx");
+    let size = std::fs::metadata(&model).unwrap().len();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    println!(
+        "artifact: {} ({:.1} MB), {} agents, loopback",
+        model.display(),
+        size as f64 / 1e6,
+        client_count()
+    );
+
+    let ctl = Controller::start(dir, TOKEN, "127.0.0.1:0");
+    ctl.cli_ok(&[
+        "models",
+        "add",
+        model.to_str().unwrap(),
+        "--name",
+        "dist",
+        "--version",
+        "1",
+        "--quant",
+        "q4",
+    ]);
+    // Warm the page cache for both servers' copies alike.
+    let stored = ctl.data_dir.join("artifacts");
+    for entry in std::fs::read_dir(&stored).unwrap().flatten() {
+        let _ = std::fs::read(entry.path());
+    }
+    let _ = std::fs::read(&model);
+
+    let peer = PeerServer::start(dir, &model);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 1..=2 {
+        theirs.push(peer.fetch_all(dir, round, size));
+        ours.push(rollout_round(&ctl, dir, round, size));
+        println!(
+            "round {round}: edgefleet {:.0} MB/s, python http.server + curl {:.0} MB/s",
+            ours.last().unwrap() / 1e6,
+            theirs.last().unwrap() / 1e6
+        );
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!(
+        "aggregate throughput, best of 2: edgefleet {:.0} MB/s vs peer {:.0} MB/s: ratio {:.2} (goal >= 1.00)",
+        best(&ours) / 1e6,
+        best(&theirs) / 1e6,
+        best(&ours) / best(&theirs)
+    );
+}
+
+/// Starts client_count() fresh agents, rolls the model out to them, and returns bytes/s.
+fn rollout_round(ctl: &Controller, dir: &Path, round: usize, size: u64) -> f64 {
+    let sensors = dir.join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let round_dir = dir.join(format!("round{round}"));
+    std::fs::create_dir_all(&round_dir).unwrap();
+    let label = format!("round={round}");
+    let names: Vec<String> = (0..client_count())
+        .map(|i| format!("r{round}-agent-{i:02}"))
+        .collect();
+    let processes: Vec<Process> = names
+        .iter()
+        .map(|n| start_agent_with(&round_dir, &ctl.address, TOKEN, n, &[&label], &sensors, &[]))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    ctl.wait_online(&refs, Duration::from_secs(120));
+    let out = ctl.cli(&[
+        "rollout", "start", "dist@1", "--select", &label, "--health", "none", "--watch",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stderr)
+        .split_whitespace()
+        .find(|w| w.starts_with("ro-"))
+        .expect("rollout id")
+        .to_string();
+    let status = ctl.rollout(&id);
+    let targets = status["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), client_count());
+    let start = targets
+        .iter()
+        .map(|t| t["fetch_started_unix_ms"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    let end = targets
+        .iter()
+        .map(|t| t["fetch_finished_unix_ms"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let bytes: u64 = targets
+        .iter()
+        .map(|t| t["fetched_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        bytes,
+        size * client_count() as u64,
+        "every agent fetched every byte"
+    );
+    let served: u64 = targets
+        .iter()
+        .map(|t| t["served_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, bytes, "no byte was sent twice");
+    drop(processes);
+    bytes as f64 / ((end - start).max(1) as f64 / 1000.0)
+}
+
+/// `python3 -m http.server` serving the model's folder.
+struct PeerServer {
+    process: Process,
+    url: String,
+}
+
+impl PeerServer {
+    fn start(dir: &Path, model: &Path) -> PeerServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join("http-server.log");
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(model.parent().unwrap())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3 starts");
+        let url = format!(
+            "http://127.0.0.1:{port}/{}",
+            model.file_name().unwrap().to_str().unwrap()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PeerServer {
+            process: Process { child, log },
+            url,
+        }
+    }
+
+    /// client_count() concurrent curls to files; returns bytes/s.
+    fn fetch_all(&self, dir: &Path, round: usize, size: u64) -> f64 {
+        let out = dir.join(format!("curl{round}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let started = Instant::now();
+        let children: Vec<_> = (0..client_count())
+            .map(|i| {
+                Command::new("curl")
+                    .args(["-sS", "--fail", "-o"])
+                    .arg(out.join(format!("{i}.onnx")))
+                    .arg(&self.url)
+                    .spawn()
+                    .expect("curl starts (install curl)")
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "a curl failed");
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        for i in 0..client_count() {
+            let got = std::fs::metadata(out.join(format!("{i}.onnx")))
+                .unwrap()
+                .len();
+            assert_eq!(got, size, "curl {i} fetched the whole file");
+        }
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = &self.process;
+        (size * client_count() as u64) as f64 / elapsed
+    }
+}
