@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use edgefleet_proto::v1::{workload, ArtifactRef, BenchJob, ModelSpec, TextInput, Workload};
+use std::path::PathBuf;
+
+use edgefleet_proto::v1::{
+    workload, ArtifactRef, AudioInput, BenchJob, ImageInput, ModelSpec, TextInput, Workload,
+};
 use edgefleet_suites::{Input, ScenarioKind, Suite};
 
 use crate::store::{AgentRow, ModelRow};
@@ -59,23 +63,21 @@ pub fn matches(agent: &AgentRow, conditions: &[Condition]) -> bool {
 }
 
 /// The jobs of a suite for one agent, in the suite's order, with job ids unique within the run.
-/// `models` holds every model the suite names, its quality reference included.
+/// `models` holds every model the suite names, its quality references included; `inputs` every
+/// input file it names (as written), stored as an artifact.
 pub fn jobs_for_agent(
     suite: &Suite,
     models: &BTreeMap<String, ModelRow>,
+    inputs: &BTreeMap<PathBuf, ArtifactRef>,
     agent_index: usize,
 ) -> Vec<BenchJob> {
-    let Input::Text {
-        sentences,
-        sequence_length,
-    } = &suite.input;
-    let quality = suite.quality.as_ref();
     suite
         .plan()
         .iter()
         .enumerate()
         .map(|(i, run)| {
             let model = &models[&run.model.to_string()];
+            let quality = run.quality();
             let server = match run.scenario.kind {
                 ScenarioKind::Server {
                     target_qps,
@@ -88,9 +90,7 @@ pub fn jobs_for_agent(
             BenchJob {
                 job_id: format!("a{agent_index:03}-j{i:03}"),
                 model: Some(model_spec(model)),
-                reference: quality
-                    .filter(|q| q.reference != *run.model)
-                    .map(|q| model_spec(&models[&q.reference.to_string()])),
+                reference: quality.map(|q| model_spec(&models[&q.reference.to_string()])),
                 workload: Some(Workload {
                     scenario: run.scenario.kind.as_str().to_string(),
                     threads: run.threads.get(),
@@ -118,20 +118,41 @@ pub fn jobs_for_agent(
                     idle_power_s: suite.conditions.idle_power.as_secs_f64(),
                     max_start_temp_c: suite.conditions.max_start_temp_c,
                     max_wait_s: suite.conditions.max_wait.as_secs_f64(),
-                    quality_metric: quality
-                        .filter(|q| q.reference != *run.model)
-                        .map_or_else(String::new, |q| q.metric.clone()),
-                    golden: quality
-                        .filter(|q| q.reference != *run.model)
-                        .map_or_else(Vec::new, |q| q.golden.clone()),
-                    input: Some(workload::Input::Text(TextInput {
-                        sentences: sentences.clone(),
-                        sequence_length: sequence_length.map_or(0, |n| n.get()),
-                    })),
+                    quality_metric: quality.map_or_else(String::new, |q| q.metric.clone()),
+                    golden: quality.map_or_else(Vec::new, |q| q.golden.clone()),
+                    input: Some(workload_input(&run.group.input, inputs)),
                 }),
             }
         })
         .collect()
+}
+
+/// A group's input as the agent receives it: input files become artifact references.
+fn workload_input(input: &Input, files: &BTreeMap<PathBuf, ArtifactRef>) -> workload::Input {
+    let refs = |names: &[PathBuf]| names.iter().map(|n| files[n].clone()).collect();
+    match input {
+        Input::Text {
+            sentences,
+            sequence_length,
+        } => workload::Input::Text(TextInput {
+            sentences: sentences.clone(),
+            sequence_length: sequence_length.map_or(0, |n| n.get()),
+        }),
+        Input::Audio(a) => workload::Input::Audio(AudioInput {
+            files: refs(&a.files),
+            sample_rate: a.sample_rate.get(),
+            chunk_samples: a.chunk_samples.get(),
+            context_samples: a.context_samples,
+        }),
+        Input::Image(i) => workload::Input::Image(ImageInput {
+            files: refs(&i.files),
+            width: i.width.get(),
+            height: i.height.get(),
+            resize: i.resize.as_str().to_string(),
+            mean: i.mean.to_vec(),
+            std: i.std.to_vec(),
+        }),
+    }
 }
 
 fn model_spec(model: &ModelRow) -> ModelSpec {
@@ -236,7 +257,7 @@ mod tests {
             ("m@1".to_string(), model("1")),
             ("m@2".to_string(), model("2")),
         ]);
-        let jobs = jobs_for_agent(&suite, &models, 3);
+        let jobs = jobs_for_agent(&suite, &models, &BTreeMap::new(), 3);
         assert_eq!(jobs.len(), 4);
         assert_eq!(jobs[0].job_id, "a003-j000");
         let threads: Vec<u32> = jobs
