@@ -449,7 +449,7 @@ pub fn suite_hash(text: &str) -> String {
 }
 
 /// The suites shipped in `bench-suites/suites/`, built into the binaries: (name, TOML text).
-pub const SHIPPED: [(&str, &str); 4] = [
+pub const SHIPPED: [(&str, &str); 6] = [
     ("quick", include_str!("../suites/quick.toml")),
     ("slm-encoders", include_str!("../suites/slm-encoders.toml")),
     (
@@ -457,4 +457,6 @@ pub const SHIPPED: [(&str, &str); 4] = [
         include_str!("../suites/slm-encoders-128.toml"),
     ),
     ("slm-generate", include_str!("../suites/slm-generate.toml")),
+    ("audio-vad", include_str!("../suites/audio-vad.toml")),
+    ("vision-ocr", include_str!("../suites/vision-ocr.toml")),
 ];

@@ -358,14 +358,16 @@ fn group(
                 ));
             }
             let golden = match (&q.golden, &input) {
-                (Some(g), Input::Audio(_) | Input::Image(_)) => return Err(at.error(
-                    g.span(),
-                    &field("quality.golden"),
-                    format!(
+                (Some(g), Input::Audio(_) | Input::Image(_)) => {
+                    return Err(at.error(
+                        g.span(),
+                        &field("quality.golden"),
+                        format!(
                         "applies to text input; {} input compares the models on its input files",
                         input.kind()
                     ),
-                )),
+                    ))
+                }
                 (Some(g), _)
                     if g.get_ref().is_empty()
                         || g.get_ref().iter().any(|s| s.trim().is_empty()) =>

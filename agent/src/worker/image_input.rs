@@ -23,8 +23,14 @@ pub struct ImageSpec {
 
 /// One image as the model sees it: `[3, height, width]`, channel by channel.
 pub fn load(path: &Path, spec: ImageSpec) -> Result<Vec<f32>, String> {
-    let decoded = image::open(path)
-        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?
+    // By content, not by name: artifacts are stored under their sha256, without an extension.
+    let error = |e: &dyn std::fmt::Display| format!("cannot read image {}: {e}", path.display());
+    let decoded = image::io::Reader::open(path)
+        .map_err(|e| error(&e))?
+        .with_guessed_format()
+        .map_err(|e| error(&e))?
+        .decode()
+        .map_err(|e| error(&e))?
         .to_rgb8();
     Ok(prepare(&decoded, spec))
 }
@@ -164,6 +170,17 @@ mod tests {
         let row = |y: usize| &out[y * 320..(y + 1) * 320];
         assert!(row(29).iter().all(|&v| v > 0.99), "30 rows of image");
         assert!(row(30).iter().all(|&v| v == 0.0), "then padding");
+    }
+
+    #[test]
+    fn images_are_recognised_by_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0123abcd");
+        image::RgbImage::from_pixel(3, 2, image::Rgb([255, 255, 255]))
+            .save_with_format(&path, image::ImageFormat::Png)
+            .unwrap();
+        let out = load(&path, spec(3, 2, false)).unwrap();
+        assert_eq!(out, vec![1.0; 18]);
     }
 
     #[test]

@@ -133,7 +133,18 @@ fn shipped_suites_are_valid() {
     for (name, text) in crate::SHIPPED {
         let suite = Suite::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(suite.name, name);
+        for file in suite.input_files() {
+            // scripts/setup.sh links the generated inputs there.
+            assert!(file.starts_with("inputs"), "{name}: {}", file.display());
+        }
     }
+    let kinds = |name: &str| -> Vec<&'static str> {
+        let (_, text) = crate::SHIPPED.iter().find(|(n, _)| *n == name).unwrap();
+        let suite = Suite::parse(text, name).unwrap();
+        suite.groups.iter().map(|g| g.input.kind()).collect()
+    };
+    assert_eq!(kinds("audio-vad"), ["audio"]);
+    assert_eq!(kinds("vision-ocr"), ["image", "image"]);
 }
 
 /// Replaces `from` in the good suite with `to` and checks the error's line, field and message.
