@@ -267,4 +267,102 @@ mod tests {
         assert_eq!(threads, [1, 2, 1, 2]);
         assert_eq!(jobs[3].model.as_ref().unwrap().version, "2");
     }
+
+    #[test]
+    fn groups_get_their_own_input_files_and_reference() {
+        let suite = Suite::parse(
+            r#"
+name = "s"
+[[scenario]]
+kind = "single-stream"
+[[group]]
+name = "audio"
+models = ["vad@fp32", "vad@int8"]
+[group.input]
+kind = "audio"
+files = ["speech.wav"]
+context_samples = 64
+[group.quality]
+reference = "vad@fp32"
+metric = "classes"
+[[group]]
+name = "image"
+models = ["rec@int8"]
+[group.input]
+kind = "image"
+files = ["a.png", "b.png"]
+width = 320
+height = 48
+resize = "pad"
+mean = 0.5
+std = [0.5, 0.25, 0.5]
+"#,
+            "s.toml",
+        )
+        .unwrap();
+        let model = |name: &str, v: &str| ModelRow {
+            name: name.into(),
+            version: v.into(),
+            quantization: v.into(),
+            opset: 17,
+            signature_json: "{}".into(),
+            files: vec![],
+            created_ms: 0,
+        };
+        let models = BTreeMap::from([
+            ("vad@fp32".to_string(), model("vad", "fp32")),
+            ("vad@int8".to_string(), model("vad", "int8")),
+            ("rec@int8".to_string(), model("rec", "int8")),
+        ]);
+        let artifact = |name: &str, sha: char| {
+            (
+                PathBuf::from(name),
+                ArtifactRef {
+                    file_name: name.into(),
+                    sha256: sha.to_string().repeat(64),
+                    size_bytes: 10,
+                },
+            )
+        };
+        let inputs = BTreeMap::from([
+            artifact("speech.wav", 'a'),
+            artifact("a.png", 'b'),
+            artifact("b.png", 'c'),
+        ]);
+        let jobs = jobs_for_agent(&suite, &models, &inputs, 0);
+        assert_eq!(jobs.len(), 3);
+        let workload = |i: usize| jobs[i].workload.clone().unwrap();
+        assert!(jobs[0].reference.is_none(), "the reference itself");
+        assert_eq!(jobs[1].reference.as_ref().unwrap().version, "fp32");
+        assert_eq!(workload(1).quality_metric, "classes");
+        let Some(workload::Input::Audio(audio)) = workload(1).input else {
+            panic!("{:?}", workload(1).input)
+        };
+        assert_eq!(
+            (
+                audio.sample_rate,
+                audio.chunk_samples,
+                audio.context_samples
+            ),
+            (16000, 512, 64)
+        );
+        assert_eq!(audio.files[0].sha256, "a".repeat(64));
+        assert!(
+            jobs[2].reference.is_none(),
+            "the image group has no quality check"
+        );
+        let Some(workload::Input::Image(image)) = workload(2).input else {
+            panic!("{:?}", workload(2).input)
+        };
+        let shas: Vec<&str> = image.files.iter().map(|f| &f.sha256[..1]).collect();
+        assert_eq!(shas, ["b", "c"]);
+        assert_eq!(
+            (image.width, image.height, image.resize.as_str()),
+            (320, 48, "pad")
+        );
+        assert_eq!(
+            (image.mean, image.std),
+            (vec![0.5; 3], vec![0.5, 0.25, 0.5])
+        );
+    }
 }
