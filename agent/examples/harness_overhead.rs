@@ -87,6 +87,7 @@ fn main() {
             prompt_tokens: 0,
             generate_tokens: 0,
             engine: String::new(),
+            media: None,
         };
         let job_file =
             std::env::temp_dir().join(format!("edgefleet-harness-{}.json", std::process::id()));

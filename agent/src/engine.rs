@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ort::ep::ExecutionProvider;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::{Tensor, ValueType};
+use ort::value::{DynTensor, DynValue, Tensor, ValueType};
 
 /// Name of this engine on results.
 pub const ENGINE_NAME: &str = "onnxruntime";
@@ -49,6 +49,8 @@ pub struct InputInfo {
 pub struct Model {
     backend: Backend,
     pub inputs: Vec<InputInfo>,
+    /// Output names, in the model's order.
+    pub outputs: Vec<String>,
 }
 
 /// Which engine runs a model.
@@ -73,10 +75,11 @@ impl Model {
     /// Loads a model into the pure-Rust tract engine (cargo feature `tract`).
     #[cfg(feature = "tract")]
     pub fn load_tract(path: &Path, shape: [usize; 2]) -> Result<Model, EngineError> {
-        let (plan, inputs) = tract::load(path, shape)?;
+        let (plan, inputs, outputs) = tract::load(path, shape)?;
         Ok(Model {
             backend: Backend::Tract(plan),
             inputs,
+            outputs,
         })
     }
 }
@@ -174,7 +177,36 @@ pub struct FloatOutput {
 pub struct Feed {
     #[cfg(feature = "tract")]
     tract: Option<tract::Values>,
-    tensors: Vec<(String, Tensor<i64>)>,
+    tensors: Vec<(String, DynTensor)>,
+}
+
+/// The values of one input tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+}
+
+/// Recurrent state carried from one query to the next: for each input `X` with an output `XN`
+/// (or `Xn`), the output of one query is the input of the next, kept as an ONNX Runtime value
+/// (Silero VAD: `stateN` → `state`). A stream starts from zeros.
+pub struct Carry {
+    /// (input, output) pairs.
+    links: Vec<(String, String)>,
+    zeros: Vec<DynTensor>,
+    current: Vec<Option<DynValue>>,
+}
+
+impl Carry {
+    /// Starts a new stream: the next query gets zeros.
+    pub fn reset(&mut self) {
+        self.current.iter_mut().for_each(|c| *c = None);
+    }
+
+    /// The inputs it feeds.
+    pub fn inputs(&self) -> impl Iterator<Item = &str> {
+        self.links.iter().map(|(input, _)| input.as_str())
+    }
 }
 
 impl Runtime {
@@ -219,9 +251,15 @@ impl Runtime {
             .iter()
             .map(|outlet| describe_input(outlet.name(), outlet.dtype()))
             .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|outlet| outlet.name().to_string())
+            .collect();
         Ok(Model {
             backend: Backend::Ort(session),
             inputs,
+            outputs,
         })
     }
 }
@@ -240,19 +278,154 @@ impl Model {
                 tensors: Vec::new(),
             });
         }
-        let tensors: Vec<(String, Tensor<i64>)> = named
+        self.feed_tensors(
+            named
+                .into_iter()
+                .map(|(name, values)| (name, shape.to_vec(), TensorData::I64(values)))
+                .collect(),
+        )
+    }
+
+    /// Builds the tensors of one query from named values of any shape (ONNX Runtime only).
+    pub fn feed_tensors(
+        &self,
+        named: Vec<(String, Vec<usize>, TensorData)>,
+    ) -> Result<Feed, EngineError> {
+        self.ort_ref("feeding audio or image input")?;
+        let run_error = |e: ort::Error| EngineError::Run(e.to_string());
+        let tensors = named
             .into_iter()
-            .map(|(name, values)| {
-                Tensor::from_array((shape, values))
-                    .map(|t| (name, t))
-                    .map_err(|e| EngineError::Run(e.to_string()))
+            .map(|(name, shape, data)| {
+                let tensor = match data {
+                    TensorData::I64(v) if shape.is_empty() => {
+                        Tensor::from_array(((), v)).map_err(run_error)?.upcast()
+                    }
+                    TensorData::I64(v) => {
+                        Tensor::from_array((shape, v)).map_err(run_error)?.upcast()
+                    }
+                    TensorData::F32(v) => {
+                        Tensor::from_array((shape, v)).map_err(run_error)?.upcast()
+                    }
+                };
+                Ok((name, tensor))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, EngineError>>()?;
         Ok(Feed {
             #[cfg(feature = "tract")]
             tract: None,
             tensors,
         })
+    }
+
+    #[cfg_attr(not(feature = "tract"), allow(unused_variables))]
+    fn ort_ref(&self, what: &str) -> Result<&Session, EngineError> {
+        match &self.backend {
+            Backend::Ort(session) => Ok(session),
+            #[cfg(feature = "tract")]
+            Backend::Tract(_) => Err(EngineError::Run(format!(
+                "{what} needs the onnxruntime engine; tract runs text input only"
+            ))),
+        }
+    }
+
+    /// The (input, output) pairs of recurrent state: an input `X` with an output `XN` or `Xn`.
+    pub fn recurrent_links(&self) -> Vec<(String, String)> {
+        self.inputs
+            .iter()
+            .filter_map(|i| {
+                [format!("{}N", i.name), format!("{}n", i.name)]
+                    .into_iter()
+                    .find(|o| self.outputs.contains(o))
+                    .map(|o| (i.name.clone(), o))
+            })
+            .collect()
+    }
+
+    /// Zeros for every recurrent input (float32, its declared shape with dynamic dimensions set
+    /// to `batch`).
+    pub fn carry(&self, batch: usize) -> Result<Carry, EngineError> {
+        let links = self.recurrent_links();
+        let zeros = links
+            .iter()
+            .map(|(input, _)| {
+                let info = self
+                    .inputs
+                    .iter()
+                    .find(|i| &i.name == input)
+                    .expect("links name inputs");
+                if info.dtype != "f32" {
+                    return Err(EngineError::Run(format!(
+                        "recurrent input `{input}` is {}; edgefleet carries float32 state",
+                        info.dtype
+                    )));
+                }
+                let shape: Vec<usize> = info
+                    .shape
+                    .iter()
+                    .map(|&d| if d < 0 { batch } else { d as usize })
+                    .collect();
+                let count = shape.iter().product();
+                Tensor::from_array((shape, vec![0f32; count]))
+                    .map(|t| t.upcast())
+                    .map_err(|e| EngineError::Run(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Carry {
+            current: links.iter().map(|_| None).collect(),
+            links,
+            zeros,
+        })
+    }
+
+    /// Runs one query of a stream: the feed plus the carried state; keeps the new state, and
+    /// returns the first output that is not state when `keep_output` asks for it.
+    pub fn run_streaming(
+        &mut self,
+        feed: &Feed,
+        carry: &mut Carry,
+        keep_output: bool,
+    ) -> Result<Option<FloatOutput>, EngineError> {
+        let run_error = |e: ort::Error| EngineError::Run(e.to_string());
+        let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = feed
+            .tensors
+            .iter()
+            .map(|(name, tensor)| (name.clone(), tensor.into()))
+            .collect();
+        for (((input, _), current), zeros) in carry
+            .links
+            .iter()
+            .zip(carry.current.iter_mut())
+            .zip(&carry.zeros)
+        {
+            let value = match current.take() {
+                Some(value) => value.into(),
+                None => zeros.into(),
+            };
+            inputs.push((input.clone(), value));
+        }
+        let outputs = self.ort("streaming")?.run(inputs).map_err(run_error)?;
+        let mut first = None;
+        for (name, value) in outputs {
+            if let Some(k) = carry.links.iter().position(|(_, out)| out == name) {
+                carry.current[k] = Some(value);
+            } else if keep_output && first.is_none() {
+                let (shape, values) = value.try_extract_tensor::<f32>().map_err(|_| {
+                    EngineError::Run(format!(
+                        "model output `{name}` is not a float32 tensor; quality metrics need one"
+                    ))
+                })?;
+                first = Some(FloatOutput {
+                    shape: shape.iter().copied().collect(),
+                    values: values.to_vec(),
+                });
+            }
+        }
+        if keep_output && first.is_none() {
+            return Err(EngineError::Run(
+                "the model has no output besides its state".into(),
+            ));
+        }
+        Ok(first)
     }
 
     /// Runs one query and returns its first output, which must be a float32 tensor.

@@ -294,6 +294,7 @@ async fn health_check(
         prompt_tokens: 8,
         generate_tokens: 2,
         engine: String::new(),
+        media: None,
     };
     match run_worker(&job, HEALTH_TIMEOUT).await? {
         (WorkerOutcome::Measured(report), _) => Ok(format!(

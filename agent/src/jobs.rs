@@ -19,7 +19,7 @@ use crate::artifacts::ArtifactStore;
 use crate::config::AgentConfig;
 use crate::procfs;
 use crate::runtime_library;
-use crate::worker::{QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
+use crate::worker::{MediaInput, QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
 
 /// Time a worker gets beyond the workload's maximum duration (per repetition), for loading and
 /// warm-up.
@@ -96,6 +96,16 @@ async fn measure(
         }
     }
     let model_path = model_path.expect("the model file was fetched above");
+    // Input files (audio, image) are artifacts too.
+    let input_refs = match &workload.input {
+        Some(workload::Input::Audio(a)) => a.files.as_slice(),
+        Some(workload::Input::Image(i)) => i.files.as_slice(),
+        _ => &[],
+    };
+    let mut input_paths = Vec::new();
+    for file in input_refs {
+        input_paths.push(fetch_with_retries(ctx, &file.sha256).await?);
+    }
     let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
         .map_err(|e| e.to_string())?;
     let worker_job = worker_job(
@@ -103,6 +113,7 @@ async fn measure(
         library,
         model_path,
         tokenizer_path,
+        input_paths,
         &ctx.config.sensors_root,
     )?;
     let timeout =
@@ -187,6 +198,7 @@ fn worker_job(
     library: std::path::PathBuf,
     model_path: std::path::PathBuf,
     tokenizer_path: Option<std::path::PathBuf>,
+    input_paths: Vec<std::path::PathBuf>,
     sensors_root: &std::path::Path,
 ) -> Result<WorkerJob, String> {
     const SCENARIOS: [&str; 5] = [
@@ -207,15 +219,49 @@ fn worker_job(
     {
         return Err("a server scenario needs a target rate and a p99 bound".into());
     }
-    let Some(workload::Input::Text(text)) = &workload.input else {
-        return Err("the workload has no input".into());
+    let channels = |v: &[f32], name: &str| -> Result<[f32; 3], String> {
+        v.try_into()
+            .map_err(|_| format!("image input needs three {name} values, not {}", v.len()))
     };
+    let (sentences, sequence_length, media) = match &workload.input {
+        None => return Err("the workload has no input".into()),
+        Some(workload::Input::Text(text)) => (
+            text.sentences.clone(),
+            (text.sequence_length > 0).then_some(text.sequence_length),
+            None,
+        ),
+        Some(workload::Input::Audio(a)) => (
+            Vec::new(),
+            None,
+            Some(MediaInput::Audio {
+                files: input_paths,
+                sample_rate: a.sample_rate,
+                chunk_samples: a.chunk_samples,
+                context_samples: a.context_samples,
+            }),
+        ),
+        Some(workload::Input::Image(i)) => (
+            Vec::new(),
+            None,
+            Some(MediaInput::Image {
+                files: input_paths,
+                width: i.width,
+                height: i.height,
+                resize: i.resize.clone(),
+                mean: channels(&i.mean, "mean")?,
+                std: channels(&i.std, "std")?,
+            }),
+        ),
+    };
+    if let Some(media) = &media {
+        media.check()?;
+    }
     Ok(WorkerJob {
         onnxruntime_library: library,
         model_path,
         tokenizer_path,
-        sentences: text.sentences.clone(),
-        sequence_length: (text.sequence_length > 0).then_some(text.sequence_length),
+        sentences,
+        sequence_length,
         threads: workload.threads.max(1),
         warmup_queries: workload.warmup_queries,
         min_queries: workload.min_queries.max(1),
@@ -236,6 +282,7 @@ fn worker_job(
         prompt_tokens: workload.prompt_tokens,
         generate_tokens: workload.generate_tokens,
         engine: workload.engine.clone(),
+        media,
     })
 }
 

@@ -1,7 +1,8 @@
 //! `edgefleet-agent bench SUITE.toml`: a suite run on this device alone, without a controller,
 //! for people tuning one device. Models are `.onnx` files named in the suite (their
-//! `tokenizer.json` beside them); each run goes through the same worker processes as jobs from a
-//! controller, and the results come out as a table or as result records.
+//! `tokenizer.json` beside them), input files are relative to the suite too; each run goes
+//! through the same worker processes as jobs from a controller, and the results come out as a
+//! table or as result records.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,7 +14,7 @@ use edgefleet_reports::{
 use edgefleet_suites::{Input, ModelSource, PlannedRun, ScenarioKind, Suite};
 
 use crate::jobs::{run_worker, WORKER_GRACE};
-use crate::worker::{QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
+use crate::worker::{MediaInput, QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
 
 /// Where the local run gets its runtime and sensors.
 pub struct LocalRun {
@@ -58,7 +59,7 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<Resu
         let started_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let job = worker_job(&suite, run, model_path.clone(), local);
+        let job = worker_job(&suite, run, model_path.clone(), local, dir);
         let timeout = Duration::from_millis(job.max_duration_ms) * job.repetitions + WORKER_GRACE;
         let (report, peak) = match run_worker(&job, timeout).await {
             Ok((WorkerOutcome::Measured(report), peak)) => (*report, peak),
@@ -68,8 +69,8 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<Resu
                 continue;
             }
         };
-        let quality = match &suite.quality {
-            Some(q) if q.reference != *run.model => {
+        let quality = match run.quality() {
+            Some(q) => {
                 let reference_path = file(&q.reference)?;
                 let quality_job = WorkerJob {
                     sentences: q.golden.clone(),
@@ -84,7 +85,7 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<Resu
                     run_worker(&quality_job, WORKER_GRACE).await,
                 ))
             }
-            _ => None,
+            None => None,
         };
         eprintln!(
             "{label} done: p50 {:.3} ms, {:.1}/s",
@@ -107,16 +108,42 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<Resu
     Ok(records)
 }
 
+/// A run's input as a worker takes it; `dir` is the suite's folder.
+pub fn media_input(input: &Input, dir: &Path) -> Option<MediaInput> {
+    let files = |names: &[PathBuf]| names.iter().map(|n| dir.join(n)).collect();
+    match input {
+        Input::Text { .. } => None,
+        Input::Audio(a) => Some(MediaInput::Audio {
+            files: files(&a.files),
+            sample_rate: a.sample_rate.get(),
+            chunk_samples: a.chunk_samples.get(),
+            context_samples: a.context_samples,
+        }),
+        Input::Image(i) => Some(MediaInput::Image {
+            files: files(&i.files),
+            width: i.width.get(),
+            height: i.height.get(),
+            resize: i.resize.as_str().to_string(),
+            mean: i.mean,
+            std: i.std,
+        }),
+    }
+}
+
 fn worker_job(
     suite: &Suite,
     run: &PlannedRun<'_>,
     model_path: PathBuf,
     local: &LocalRun,
+    dir: &Path,
 ) -> WorkerJob {
-    let Input::Text {
-        sentences,
-        sequence_length,
-    } = &suite.input;
+    let (sentences, sequence_length) = match &run.group.input {
+        Input::Text {
+            sentences,
+            sequence_length,
+        } => (sentences.clone(), sequence_length.map(|n| n.get())),
+        _ => (Vec::new(), None),
+    };
     let tokenizer = model_path.with_file_name("tokenizer.json");
     let s = run.scenario;
     let (target_qps, p99_bound_ms, seed, peak_search) = match s.kind {
@@ -144,8 +171,8 @@ fn worker_job(
         onnxruntime_library: local.onnxruntime_library.clone(),
         model_path,
         tokenizer_path: tokenizer.is_file().then_some(tokenizer),
-        sentences: sentences.clone(),
-        sequence_length: sequence_length.map(|n| n.get()),
+        sentences,
+        sequence_length,
         threads: run.threads.get(),
         warmup_queries: s.warmup_queries,
         min_queries: s.min_queries.get(),
@@ -166,6 +193,7 @@ fn worker_job(
         prompt_tokens,
         generate_tokens,
         engine: run.engine.to_string(),
+        media: media_input(&run.group.input, dir),
     }
 }
 

@@ -9,16 +9,21 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod audio_input;
 pub mod conditions;
 pub mod generate;
+pub mod image_input;
 pub mod measure;
 pub mod quality;
+pub mod queries;
 pub mod text_input;
 
 use crate::engine::{Runtime, ENGINE_NAME};
 use crate::procfs;
 use crate::stats::{self, LatencySummary};
 use measure::{run_phase, Arrivals, RunLength};
+pub use queries::MediaInput;
+use queries::Queries;
 
 /// What the daemon asks a worker to do (sent as JSON on its stdin).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +63,9 @@ pub struct WorkerJob {
     /// onnxruntime (also when empty) or tract.
     #[serde(default)]
     pub engine: String,
+    /// Audio or image input instead of `sentences`.
+    #[serde(default)]
+    pub media: Option<MediaInput>,
 }
 
 /// A quality comparison: the job's model against a reference model.
@@ -238,8 +246,8 @@ fn read_job() -> Result<WorkerJob, String> {
     serde_json::from_str(&text).map_err(|e| format!("unreadable job: {e}"))
 }
 
-/// Runs every sentence through the model and the reference, one at a time, and compares their
-/// first outputs by the metric.
+/// Runs every golden input through the model and the reference (sentences one at a time, each
+/// image, each audio file streamed whole) and compares their first outputs by the metric.
 pub fn run_quality(
     job: &WorkerJob,
     q: &QualityJob,
@@ -248,6 +256,10 @@ pub fn run_quality(
     let engine = Engine::start(job)?;
     let mut candidate = engine.load(job, &job.model_path)?;
     let mut reference = engine.load(job, &q.reference_path)?;
+    if let Some(media) = &job.media {
+        let pairs = queries::quality_pairs(media, &mut candidate, &mut reference)?;
+        return quality::compare(&q.metric, &pairs);
+    }
     let sentences = text_input::tokenize(job)?;
     let mut pairs = Vec::new();
     for i in 0..sentences.len() {
@@ -315,6 +327,11 @@ impl Engine {
                 .load_model(path, job.threads.max(1) as usize)
                 .map_err(|e| e.to_string()),
             #[cfg(feature = "tract")]
+            None if job.media.is_some() => Err(
+                "tract runs text input only here; audio and image input need the onnxruntime engine"
+                    .into(),
+            ),
+            #[cfg(feature = "tract")]
             None => {
                 // tract plans for one input shape: [batch, the job's fixed sequence length].
                 let columns = job.sequence_length.unwrap_or(0) as usize;
@@ -330,7 +347,7 @@ impl Engine {
 /// tract plans for one concrete shape: without a fixed sequence length, every sentence is
 /// padded to the longest one.
 fn with_fixed_length(job: &WorkerJob) -> Result<WorkerJob, String> {
-    if job.engine != "tract" || job.sequence_length.is_some() {
+    if job.engine != "tract" || job.sequence_length.is_some() || job.media.is_some() {
         return Ok(job.clone());
     }
     let longest = text_input::tokenize(job)?
@@ -344,7 +361,8 @@ fn with_fixed_length(job: &WorkerJob) -> Result<WorkerJob, String> {
     })
 }
 
-/// Loads the runtime and model, tokenizes the sentences, and runs the scenario.
+/// Loads the runtime and model, prepares the input (tokenized sentences, images, audio chunks),
+/// and runs the scenario.
 pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
     let job = &with_fixed_length(job)?;
     let engine = Engine::start(job)?;
@@ -355,31 +373,25 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         return generate::run(job, &engine, model, load_ms);
     }
 
-    let sentences = text_input::tokenize(job)?;
-    let mean_tokens =
-        sentences.iter().map(|t| t.ids.len()).sum::<usize>() as f64 / sentences.len().max(1) as f64;
+    if job.media.is_some() && job.scenario == "generate" {
+        return Err("the generate scenario needs text input".into());
+    }
     let rows = job.batch.max(1) as usize;
-    let feeds = (0..sentences.len())
-        .map(|start| {
-            let batch = text_input::batch(&sentences, start, rows);
-            let named = text_input::feed_for(&model, &batch)?;
-            model
-                .feed(named, [batch.rows, batch.columns])
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let queries::Prepared {
+        mut queries,
+        mean_tokens,
+    } = Queries::prepare(job, &model)?;
+    let mut query = |i: usize| queries.run(&mut model, i);
 
     let conditions = conditions::Conditions::before_run(job);
 
     let first = Instant::now();
-    model.run(&feeds[0]).map_err(|e| e.to_string())?;
+    query(0)?;
     let first_inference_ms = ms(first.elapsed());
     let mut warm = Vec::new();
     for i in 0..job.warmup_queries as usize {
         let t = Instant::now();
-        model
-            .run(&feeds[i % feeds.len()])
-            .map_err(|e| e.to_string())?;
+        query(i)?;
         warm.push(ms(t.elapsed()));
     }
 
@@ -404,7 +416,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
         } else {
             Arrivals::Closed
         };
-        let phase = run_phase(&mut model, &feeds, rules, arrivals)?;
+        let phase = run_phase(&mut query, rules, arrivals)?;
         wall += phase.wall;
         valid &= rules.met(phase.latencies_ms.len(), phase.wall);
         let mut sorted = phase.latencies_ms.clone();
@@ -436,8 +448,7 @@ pub fn run_job(job: &WorkerJob) -> Result<WorkerReport, String> {
             sorted.sort_by(f64::total_cmp);
             let service_ms = stats::nearest_rank(&sorted, 50.0);
             Some(measure::peak_search(
-                &mut model,
-                &feeds,
+                &mut query,
                 rules,
                 service_ms,
                 job.p99_bound_ms,

@@ -3,13 +3,14 @@
 //!
 //! Parsing happens in two steps: serde reads the text into raw structs that refuse unknown
 //! fields, then [`Suite::parse`] turns them into typed values (`NonZeroU32`, `Duration`,
-//! [`ModelRef`]). Past that boundary nobody reads a raw string again.
+//! [`ModelRef`], [`Input`]). Past that boundary nobody reads a raw string again.
+//! [`Suite::load`] also checks that the input files a suite names exist beside it.
 
 mod raw;
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -20,25 +21,37 @@ use sha2::{Digest, Sha256};
 pub struct Suite {
     pub name: String,
     pub description: String,
-    pub models: Vec<ModelSource>,
-    pub input: Input,
+    /// Models that share an input and a quality check. A suite written without `[[group]]`
+    /// (top-level `models`, `[input]`, `[quality]`) has exactly one, with an empty name.
+    pub groups: Vec<ModelGroup>,
     pub scenarios: Vec<Scenario>,
     /// Inference engines to run every run on: onnxruntime (default) and/or tract.
     pub engines: Vec<String>,
     pub conditions: Conditions,
-    /// Compare every model with a reference on golden inputs, when set.
-    pub quality: Option<QualityCheck>,
     /// sha256 of the suite's TOML text, recorded with every result for provenance.
     pub sha256: String,
+}
+
+/// Models benchmarked on one input, and compared with one reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelGroup {
+    /// `[[group]]`'s name; empty for a suite without groups.
+    pub name: String,
+    pub models: Vec<ModelSource>,
+    pub input: Input,
+    /// Compare every other model of the group with a reference, when set.
+    pub quality: Option<QualityCheck>,
 }
 
 /// A quality check: each model's outputs against a reference model's on golden inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QualityCheck {
     pub reference: ModelSource,
-    /// cosine (embeddings), logits (top-1 agreement and KL divergence) or classes (exact match).
+    /// cosine, logits (top-1 agreement and KL divergence), classes (exact match) or ctc (text
+    /// read by greedy CTC decoding); see [`QUALITY_METRICS`].
     pub metric: String,
-    /// Sentences both models see; the suite's input sentences when not given.
+    /// Sentences both models see (text input; the input sentences when not given). Audio and
+    /// image groups compare the models on their input files, and this is empty.
     pub golden: Vec<String>,
 }
 
@@ -46,7 +59,7 @@ pub struct QualityCheck {
 pub const ENGINES: [&str; 2] = ["onnxruntime", "tract"];
 
 /// The quality metrics a suite may name.
-pub const QUALITY_METRICS: [&str; 3] = ["cosine", "logits", "classes"];
+pub const QUALITY_METRICS: [&str; 4] = ["cosine", "logits", "classes", "ctc"];
 
 /// What is measured around each run: idle power first, and a cool-down guard.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +140,96 @@ pub enum Input {
         /// Pad or truncate to this many tokens; `None` keeps each sentence's own length.
         sequence_length: Option<NonZeroU32>,
     },
+    Audio(AudioInput),
+    Image(ImageInput),
+}
+
+impl Input {
+    /// The names `[input] kind` takes.
+    pub const KINDS: [&'static str; 3] = ["text", "audio", "image"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Text { .. } => "text",
+            Input::Audio(_) => "audio",
+            Input::Image(_) => "image",
+        }
+    }
+
+    /// The files an audio or image input reads, as the suite names them.
+    pub fn files(&self) -> &[PathBuf] {
+        match self {
+            Input::Text { .. } => &[],
+            Input::Audio(a) => &a.files,
+            Input::Image(i) => &i.files,
+        }
+    }
+}
+
+/// WAV files streamed through the model in fixed chunks, one chunk a query. A model with
+/// recurrent state (an input `X` and an output `XN`, as Silero VAD's `state`/`stateN`) gets each
+/// chunk's state back with the next chunk; every file starts from zeros.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioInput {
+    /// Paths relative to the suite's folder (or absolute).
+    pub files: Vec<PathBuf>,
+    /// Every file must be at this rate (no resampling on the device).
+    pub sample_rate: NonZeroU32,
+    /// New samples per query.
+    pub chunk_samples: NonZeroU32,
+    /// Samples of the previous chunk repeated in front of each chunk (zeros before the first):
+    /// a query feeds `[batch, context_samples + chunk_samples]`.
+    pub context_samples: u32,
+}
+
+/// Image files decoded, resized to `width` × `height`, and fed as float RGB `[batch, 3, height,
+/// width]`, each channel as `(value / 255 - mean) / std`. Each query takes the next image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    /// Paths relative to the suite's folder (or absolute); PNG or JPEG.
+    pub files: Vec<PathBuf>,
+    pub width: NonZeroU32,
+    pub height: NonZeroU32,
+    pub resize: Resize,
+    /// Per RGB channel.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// How an image is brought to the model's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    /// To exactly width × height.
+    Stretch,
+    /// Keeping its aspect ratio, as large as fits, at the top left; the rest is 0 after
+    /// normalising (how PaddleOCR pads a text line for its recogniser).
+    Pad,
+}
+
+impl Resize {
+    pub const NAMES: [&'static str; 2] = ["stretch", "pad"];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Resize::Stretch => "stretch",
+            Resize::Pad => "pad",
+        }
+    }
+}
+
+impl FromStr for Resize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stretch" => Ok(Resize::Stretch),
+            "pad" => Ok(Resize::Pad),
+            other => Err(format!(
+                "unknown resize `{other}` (supported: {})",
+                Resize::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 /// How queries are issued, after MLPerf LoadGen.
@@ -226,7 +329,8 @@ impl fmt::Display for SuiteError {
 }
 
 impl Suite {
-    /// Reads and validates a suite file.
+    /// Reads and validates a suite file, and checks that the input files it names exist
+    /// (relative paths from the suite's folder).
     pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| SuiteError {
@@ -235,27 +339,49 @@ impl Suite {
             field: None,
             message: format!("cannot read the suite: {e}"),
         })?;
-        Suite::parse(&text, &origin)
+        let dir = path.parent().unwrap_or(Path::new(""));
+        raw::parse(&text, &origin, Some(dir))
     }
 
-    /// Parses and validates suite text; `origin` names it in errors (usually its path).
+    /// Parses and validates suite text; `origin` names it in errors (usually its path). Input
+    /// files are not looked at (the text may come from another machine).
     pub fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
-        raw::parse(text, origin)
+        raw::parse(text, origin, None)
     }
 
-    /// Every run the suite asks for on one agent: model × scenario × thread count, in that order.
+    /// Every model the suite names, group by group.
+    pub fn models(&self) -> impl Iterator<Item = &ModelSource> {
+        self.groups.iter().flat_map(|g| &g.models)
+    }
+
+    /// Every input file the suite names, once each, as written.
+    pub fn input_files(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = Vec::new();
+        for file in self.groups.iter().flat_map(|g| g.input.files()) {
+            if !out.contains(&file.as_path()) {
+                out.push(file);
+            }
+        }
+        out
+    }
+
+    /// Every run the suite asks for on one agent: model × engine × scenario × thread count, in
+    /// that order, group after group.
     pub fn plan(&self) -> Vec<PlannedRun<'_>> {
         let mut runs = Vec::new();
-        for model in &self.models {
-            for engine in &self.engines {
-                for scenario in &self.scenarios {
-                    for &threads in &scenario.threads {
-                        runs.push(PlannedRun {
-                            model,
-                            engine,
-                            scenario,
-                            threads,
-                        });
+        for group in &self.groups {
+            for model in &group.models {
+                for engine in &self.engines {
+                    for scenario in &self.scenarios {
+                        for &threads in &scenario.threads {
+                            runs.push(PlannedRun {
+                                model,
+                                group,
+                                engine,
+                                scenario,
+                                threads,
+                            });
+                        }
                     }
                 }
             }
@@ -268,9 +394,22 @@ impl Suite {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlannedRun<'a> {
     pub model: &'a ModelSource,
+    /// The model's group: its input and quality check.
+    pub group: &'a ModelGroup,
     pub engine: &'a str,
     pub scenario: &'a Scenario,
     pub threads: NonZeroU32,
+}
+
+impl PlannedRun<'_> {
+    /// The quality check that applies to this run: its group's, unless the model is the
+    /// reference itself.
+    pub fn quality(&self) -> Option<&QualityCheck> {
+        self.group
+            .quality
+            .as_ref()
+            .filter(|q| q.reference != *self.model)
+    }
 }
 
 impl fmt::Display for ModelRef {
@@ -310,7 +449,7 @@ pub fn suite_hash(text: &str) -> String {
 }
 
 /// The suites shipped in `bench-suites/suites/`, built into the binaries: (name, TOML text).
-pub const SHIPPED: [(&str, &str); 4] = [
+pub const SHIPPED: [(&str, &str); 6] = [
     ("quick", include_str!("../suites/quick.toml")),
     ("slm-encoders", include_str!("../suites/slm-encoders.toml")),
     (
@@ -318,4 +457,6 @@ pub const SHIPPED: [(&str, &str); 4] = [
         include_str!("../suites/slm-encoders-128.toml"),
     ),
     ("slm-generate", include_str!("../suites/slm-generate.toml")),
+    ("audio-vad", include_str!("../suites/audio-vad.toml")),
+    ("vision-ocr", include_str!("../suites/vision-ocr.toml")),
 ];

@@ -3,14 +3,15 @@
 
 use std::num::NonZeroU32;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    suite_hash, Conditions, Input, ModelSource, QualityCheck, Scenario, ScenarioKind, Suite,
-    SuiteError,
+    suite_hash, AudioInput, Conditions, ImageInput, Input, ModelGroup, ModelSource, QualityCheck,
+    Resize, Scenario, ScenarioKind, Suite, SuiteError,
 };
 
 #[derive(Deserialize)]
@@ -19,12 +20,23 @@ struct RawSuite {
     name: Spanned<String>,
     #[serde(default)]
     description: String,
-    models: Spanned<Vec<Spanned<String>>>,
-    input: Spanned<RawInput>,
+    models: Option<Spanned<Vec<Spanned<String>>>>,
+    input: Option<Spanned<RawInput>>,
     scenario: Spanned<Vec<Spanned<RawScenario>>>,
     conditions: Option<RawConditions>,
     quality: Option<Spanned<RawQuality>>,
     engines: Option<Spanned<Vec<Spanned<String>>>>,
+    group: Option<Spanned<Vec<Spanned<RawGroup>>>>,
+}
+
+/// `[[group]]`: models that share an input and a quality check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Spanned<String>,
+    models: Spanned<Vec<Spanned<String>>>,
+    input: Spanned<RawInput>,
+    quality: Option<Spanned<RawQuality>>,
 }
 
 #[derive(Deserialize)]
@@ -46,8 +58,27 @@ struct RawConditions {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInput {
+    /// text (the default), audio or image.
+    kind: Option<Spanned<String>>,
     text: Option<Spanned<Vec<String>>>,
     sequence_length: Option<Spanned<i64>>,
+    files: Option<Spanned<Vec<Spanned<String>>>>,
+    sample_rate: Option<Spanned<i64>>,
+    chunk_samples: Option<Spanned<i64>>,
+    context_samples: Option<Spanned<i64>>,
+    width: Option<Spanned<i64>>,
+    height: Option<Spanned<i64>>,
+    resize: Option<Spanned<String>>,
+    mean: Option<Spanned<RawChannels>>,
+    std: Option<Spanned<RawChannels>>,
+}
+
+/// One value for every channel, or one per channel.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawChannels {
+    One(f64),
+    Each(Vec<f64>),
 }
 
 #[derive(Deserialize)]
@@ -72,6 +103,10 @@ struct RawScenario {
 
 /// More repetitions than this would rather be a longer run.
 const MAX_REPETITIONS: u32 = 100;
+/// Image sides beyond this are a mistake, not a model input.
+const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Audio sample rates edgefleet accepts.
+const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=384_000;
 
 /// Where a field sits in the text, for errors.
 struct Locator<'a> {
@@ -109,7 +144,8 @@ impl Locator<'_> {
     }
 }
 
-pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
+/// Parses suite text; with `base` (the suite's folder), input files must exist there.
+pub(crate) fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Suite, SuiteError> {
     let at = Locator { text, origin };
     let raw: RawSuite = toml::from_str(text).map_err(|e| {
         let (field, message) = split_serde_message(e.message());
@@ -128,42 +164,80 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
         return Err(at.error(raw.name.span(), "name", "must not be empty"));
     }
 
-    if raw.models.get_ref().is_empty() {
-        return Err(at.error(raw.models.span(), "models", "lists no model"));
-    }
-    let mut models = Vec::new();
-    for model in raw.models.get_ref() {
-        let parsed: ModelSource = model
-            .get_ref()
-            .parse()
-            .map_err(|e: String| at.error(model.span(), "models", e))?;
-        if models.contains(&parsed) {
-            return Err(at.error(
-                model.span(),
-                "models",
-                format!("`{parsed}` is listed twice"),
-            ));
+    let groups = match (raw.group, raw.models, raw.input) {
+        (Some(groups), None, None) if raw.quality.is_none() => {
+            if groups.get_ref().is_empty() {
+                return Err(at.error(groups.span(), "group", "lists no group"));
+            }
+            let mut out: Vec<ModelGroup> = Vec::new();
+            for g in groups.into_inner() {
+                let g = g.into_inner();
+                let group_name = g.name.get_ref().trim().to_string();
+                if group_name.is_empty() || out.iter().any(|o| o.name == group_name) {
+                    return Err(at.error(
+                        g.name.span(),
+                        "group.name",
+                        "needs a name of its own (not empty, not another group's)",
+                    ));
+                }
+                out.push(group(
+                    &at,
+                    "group.",
+                    group_name,
+                    g.models,
+                    g.input,
+                    g.quality,
+                    base,
+                )?);
+            }
+            out
         }
-        models.push(parsed);
-    }
-
-    let input_span = raw.input.span();
-    let raw_input = raw.input.into_inner();
-    let Some(text_input) = raw_input.text else {
-        return Err(at.error(input_span, "input", "needs `text` (a list of sentences)"));
+        (Some(groups), _, _) => {
+            return Err(at.error(
+                groups.span(),
+                "group",
+                "a suite with [[group]] names its models, input and quality inside each group, not at the top",
+            ))
+        }
+        (None, Some(models), Some(input)) => {
+            vec![group(
+                &at,
+                "",
+                String::new(),
+                models,
+                input,
+                raw.quality,
+                base,
+            )?]
+        }
+        (None, None, _) => {
+            return Err(at.error(
+                0..0,
+                "models",
+                "missing field `models` (or [[group]] sections)",
+            ))
+        }
+        (None, Some(models), None) => {
+            return Err(at.error(
+                models.span(),
+                "input",
+                "missing [input]: what each query feeds the models",
+            ))
+        }
     };
-    let sentences = text_input.get_ref().clone();
-    if sentences.is_empty() || sentences.iter().any(|s| s.trim().is_empty()) {
-        return Err(at.error(
-            text_input.span(),
-            "input.text",
-            "needs at least one sentence, and no empty ones",
-        ));
+    let mut seen: Vec<&ModelSource> = Vec::new();
+    for model in groups.iter().flat_map(|g| &g.models) {
+        if seen.contains(&model) {
+            // Results name the model, so one model in two groups would read as one.
+            return Err(SuiteError {
+                origin: origin.to_string(),
+                line: None,
+                field: Some("group.models".into()),
+                message: format!("`{model}` is in two groups"),
+            });
+        }
+        seen.push(model);
     }
-    let sequence_length = match raw_input.sequence_length {
-        None => None,
-        Some(len) => Some(positive_u32(&at, &len, "input.sequence_length")?),
-    };
 
     let scenarios_span = raw.scenario.span();
     let raw_scenarios = raw.scenario.into_inner();
@@ -174,48 +248,24 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
         .iter()
         .map(|s| scenario(&at, s))
         .collect::<Result<Vec<_>, _>>()?;
-
-    let quality = match &raw.quality {
-        None => None,
-        Some(q) => {
-            let q = q.get_ref();
-            let reference = q
-                .reference
-                .get_ref()
-                .parse()
-                .map_err(|e: String| at.error(q.reference.span(), "quality.reference", e))?;
-            if !crate::QUALITY_METRICS.contains(&q.metric.get_ref().as_str()) {
+    if let Some(g) = groups
+        .iter()
+        .find(|g| !matches!(g.input, Input::Text { .. }))
+    {
+        for (raw, s) in raw_scenarios.iter().zip(&scenarios) {
+            if let ScenarioKind::Generate { .. } = s.kind {
                 return Err(at.error(
-                    q.metric.span(),
-                    "quality.metric",
+                    raw.get_ref().kind.span(),
+                    "scenario.kind",
                     format!(
-                        "unknown metric `{}` (supported: {})",
-                        q.metric.get_ref(),
-                        crate::QUALITY_METRICS.join(", ")
+                        "a generate scenario needs text input (its prompts), not {} input",
+                        g.input.kind()
                     ),
                 ));
             }
-            let golden = match &q.golden {
-                Some(g)
-                    if g.get_ref().is_empty()
-                        || g.get_ref().iter().any(|s| s.trim().is_empty()) =>
-                {
-                    return Err(at.error(
-                        g.span(),
-                        "quality.golden",
-                        "needs sentences, and no empty ones",
-                    ))
-                }
-                Some(g) => g.get_ref().clone(),
-                None => sentences.clone(),
-            };
-            Some(QualityCheck {
-                reference,
-                metric: q.metric.get_ref().clone(),
-                golden,
-            })
         }
-    };
+    }
+
     let conditions = match raw.conditions {
         None => Conditions::default(),
         Some(c) => conditions(&at, c)?,
@@ -248,18 +298,350 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
     };
     Ok(Suite {
         engines,
-        quality,
         conditions,
         name: name.to_string(),
         description: raw.description,
-        models,
-        input: Input::Text {
-            sentences,
-            sequence_length,
-        },
+        groups,
         scenarios,
         sha256: suite_hash(text),
     })
+}
+
+/// One group's models, input and quality check; `prefix` is `group.` inside `[[group]]`.
+fn group(
+    at: &Locator<'_>,
+    prefix: &str,
+    name: String,
+    raw_models: Spanned<Vec<Spanned<String>>>,
+    raw_input: Spanned<RawInput>,
+    raw_quality: Option<Spanned<RawQuality>>,
+    base: Option<&Path>,
+) -> Result<ModelGroup, SuiteError> {
+    let field = |f: &str| format!("{prefix}{f}");
+    if raw_models.get_ref().is_empty() {
+        return Err(at.error(raw_models.span(), &field("models"), "lists no model"));
+    }
+    let mut models = Vec::new();
+    for model in raw_models.get_ref() {
+        let parsed: ModelSource = model
+            .get_ref()
+            .parse()
+            .map_err(|e: String| at.error(model.span(), &field("models"), e))?;
+        if models.contains(&parsed) {
+            return Err(at.error(
+                model.span(),
+                &field("models"),
+                format!("`{parsed}` is listed twice"),
+            ));
+        }
+        models.push(parsed);
+    }
+
+    let input = input(at, prefix, raw_input, base)?;
+
+    let quality = match &raw_quality {
+        None => None,
+        Some(q) => {
+            let q = q.get_ref();
+            let reference = q.reference.get_ref().parse().map_err(|e: String| {
+                at.error(q.reference.span(), &field("quality.reference"), e)
+            })?;
+            if !crate::QUALITY_METRICS.contains(&q.metric.get_ref().as_str()) {
+                return Err(at.error(
+                    q.metric.span(),
+                    &field("quality.metric"),
+                    format!(
+                        "unknown metric `{}` (supported: {})",
+                        q.metric.get_ref(),
+                        crate::QUALITY_METRICS.join(", ")
+                    ),
+                ));
+            }
+            let golden = match (&q.golden, &input) {
+                (Some(g), Input::Audio(_) | Input::Image(_)) => {
+                    return Err(at.error(
+                        g.span(),
+                        &field("quality.golden"),
+                        format!(
+                        "applies to text input; {} input compares the models on its input files",
+                        input.kind()
+                    ),
+                    ))
+                }
+                (Some(g), _)
+                    if g.get_ref().is_empty()
+                        || g.get_ref().iter().any(|s| s.trim().is_empty()) =>
+                {
+                    return Err(at.error(
+                        g.span(),
+                        &field("quality.golden"),
+                        "needs sentences, and no empty ones",
+                    ))
+                }
+                (Some(g), _) => g.get_ref().clone(),
+                (None, Input::Text { sentences, .. }) => sentences.clone(),
+                (None, _) => Vec::new(),
+            };
+            Some(QualityCheck {
+                reference,
+                metric: q.metric.get_ref().clone(),
+                golden,
+            })
+        }
+    };
+    Ok(ModelGroup {
+        name,
+        models,
+        input,
+        quality,
+    })
+}
+
+/// `[input]` by its kind; a setting that does not apply to the kind is an error.
+fn input(
+    at: &Locator<'_>,
+    prefix: &str,
+    raw: Spanned<RawInput>,
+    base: Option<&Path>,
+) -> Result<Input, SuiteError> {
+    let field = |f: &str| format!("{prefix}input.{f}");
+    let span = raw.span();
+    let r = raw.into_inner();
+    let kind = match &r.kind {
+        None => "text",
+        Some(k) if Input::KINDS.contains(&k.get_ref().as_str()) => k.get_ref().as_str(),
+        Some(k) => {
+            return Err(at.error(
+                k.span(),
+                &field("kind"),
+                format!(
+                    "unknown input kind `{}` (supported: {})",
+                    k.get_ref(),
+                    Input::KINDS.join(", ")
+                ),
+            ))
+        }
+    };
+    let wanted: &[&str] = match kind {
+        "text" => &["text", "sequence_length"],
+        "audio" => &["files", "sample_rate", "chunk_samples", "context_samples"],
+        _ => &["files", "width", "height", "resize", "mean", "std"],
+    };
+    let given = [
+        ("text", r.text.as_ref().map(|v| v.span())),
+        (
+            "sequence_length",
+            r.sequence_length.as_ref().map(|v| v.span()),
+        ),
+        ("files", r.files.as_ref().map(|v| v.span())),
+        ("sample_rate", r.sample_rate.as_ref().map(|v| v.span())),
+        ("chunk_samples", r.chunk_samples.as_ref().map(|v| v.span())),
+        (
+            "context_samples",
+            r.context_samples.as_ref().map(|v| v.span()),
+        ),
+        ("width", r.width.as_ref().map(|v| v.span())),
+        ("height", r.height.as_ref().map(|v| v.span())),
+        ("resize", r.resize.as_ref().map(|v| v.span())),
+        ("mean", r.mean.as_ref().map(|v| v.span())),
+        ("std", r.std.as_ref().map(|v| v.span())),
+    ];
+    for (name, given_span) in given {
+        if let Some(given_span) = given_span {
+            if !wanted.contains(&name) {
+                return Err(at.error(
+                    given_span,
+                    &field(name),
+                    format!("does not apply to {kind} input"),
+                ));
+            }
+        }
+    }
+    let required = |name: &str| {
+        at.error(
+            span.clone(),
+            &field(name),
+            format!("{kind} input needs `{name}`"),
+        )
+    };
+
+    if kind == "text" {
+        let Some(text_input) = r.text else {
+            return Err(at.error(
+                span,
+                &format!("{prefix}input"),
+                "needs `text` (a list of sentences), or a `kind` (audio, image)",
+            ));
+        };
+        let sentences = text_input.get_ref().clone();
+        if sentences.is_empty() || sentences.iter().any(|s| s.trim().is_empty()) {
+            return Err(at.error(
+                text_input.span(),
+                &field("text"),
+                "needs at least one sentence, and no empty ones",
+            ));
+        }
+        let sequence_length = match r.sequence_length {
+            None => None,
+            Some(len) => Some(positive_u32(at, &len, &field("sequence_length"))?),
+        };
+        return Ok(Input::Text {
+            sentences,
+            sequence_length,
+        });
+    }
+
+    let files = match &r.files {
+        None => return Err(required("files")),
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(at.error(list.span(), &field("files"), "lists no file"))
+        }
+        Some(list) => {
+            let mut files: Vec<PathBuf> = Vec::new();
+            for f in list.get_ref() {
+                let path = PathBuf::from(f.get_ref());
+                if f.get_ref().trim().is_empty() {
+                    return Err(at.error(f.span(), &field("files"), "has an empty path"));
+                }
+                if files.contains(&path) {
+                    return Err(at.error(
+                        f.span(),
+                        &field("files"),
+                        format!("`{}` is listed twice", f.get_ref()),
+                    ));
+                }
+                if let Some(base) = base {
+                    let full = base.join(&path);
+                    if !full.is_file() {
+                        return Err(at.error(
+                            f.span(),
+                            &field("files"),
+                            format!(
+                                "`{}` is not a file (looked at {}){}",
+                                f.get_ref(),
+                                full.display(),
+                                if f.get_ref().starts_with("inputs/") {
+                                    "; scripts/setup.sh generates the shipped suites' inputs"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ));
+                    }
+                }
+                files.push(path);
+            }
+            files
+        }
+    };
+
+    if kind == "audio" {
+        let sample_rate = match &r.sample_rate {
+            None => NonZeroU32::new(16_000).expect("not zero"),
+            Some(v) => u32::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| SAMPLE_RATES.contains(n))
+                .and_then(NonZeroU32::new)
+                .ok_or_else(|| {
+                    at.error(
+                        v.span(),
+                        &field("sample_rate"),
+                        format!(
+                            "must be from {} to {} Hz, not {}",
+                            SAMPLE_RATES.start(),
+                            SAMPLE_RATES.end(),
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+        };
+        let chunk_samples = match &r.chunk_samples {
+            None => NonZeroU32::new(512).expect("not zero"),
+            Some(v) => positive_u32(at, v, &field("chunk_samples"))?,
+        };
+        let context_samples = match &r.context_samples {
+            None => 0,
+            Some(v) => u32::try_from(*v.get_ref())
+                .map_err(|_| at.error(v.span(), &field("context_samples"), "must be 0 or more"))?,
+        };
+        // A query longer than a minute of audio is a file, not a stream chunk.
+        let limit = u64::from(sample_rate.get()) * 60;
+        if u64::from(chunk_samples.get()) + u64::from(context_samples) > limit {
+            let span = r
+                .chunk_samples
+                .as_ref()
+                .or(r.context_samples.as_ref())
+                .map_or(span.clone(), |v| v.span());
+            return Err(at.error(
+                span,
+                &field("chunk_samples"),
+                format!("chunk and context together must be at most a minute ({limit} samples)"),
+            ));
+        }
+        return Ok(Input::Audio(AudioInput {
+            files,
+            sample_rate,
+            chunk_samples,
+            context_samples,
+        }));
+    }
+
+    let side = |v: &Option<Spanned<i64>>, name: &str| match v {
+        None => Err(required(name)),
+        Some(v) => u32::try_from(*v.get_ref())
+            .ok()
+            .filter(|n| (1..=MAX_IMAGE_SIDE).contains(n))
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                at.error(
+                    v.span(),
+                    &field(name),
+                    format!(
+                        "must be from 1 to {MAX_IMAGE_SIDE} pixels, not {}",
+                        v.get_ref()
+                    ),
+                )
+            }),
+    };
+    let width = side(&r.width, "width")?;
+    let height = side(&r.height, "height")?;
+    let resize = match &r.resize {
+        None => Resize::Stretch,
+        Some(v) => v
+            .get_ref()
+            .parse()
+            .map_err(|e: String| at.error(v.span(), &field("resize"), e))?,
+    };
+    let channels = |v: &Option<Spanned<RawChannels>>, name: &str, default: f32, positive: bool| {
+        let Some(v) = v else {
+            return Ok([default; 3]);
+        };
+        let ok = |x: &f64| x.is_finite() && (!positive || *x > 0.0);
+        let values = match v.get_ref() {
+            RawChannels::One(x) => vec![*x],
+            RawChannels::Each(list) => list.clone(),
+        };
+        match values[..] {
+            [x] if ok(&x) => Ok([x as f32; 3]),
+            [r, g, b] if [r, g, b].iter().all(ok) => Ok([r as f32, g as f32, b as f32]),
+            _ => Err(at.error(
+                v.span(),
+                &field(name),
+                format!(
+                    "needs one value or three (red, green, blue){}",
+                    if positive { ", each more than 0" } else { "" }
+                ),
+            )),
+        }
+    };
+    Ok(Input::Image(ImageInput {
+        files,
+        width,
+        height,
+        resize,
+        mean: channels(&r.mean, "mean", 0.0, false)?,
+        std: channels(&r.std, "std", 1.0, true)?,
+    }))
 }
 
 fn conditions(at: &Locator<'_>, raw: RawConditions) -> Result<Conditions, SuiteError> {

@@ -7,7 +7,7 @@ use edgefleet_proto::v1::admin_server::Admin;
 use edgefleet_proto::v1::{
     add_model_request, controller_message, AddModelRequest, AgentInfo, ArtifactRef,
     ControlRolloutRequest, ControllerMessage, GetResultsReply, GetResultsRequest, GetRunRequest,
-    JobStatus, ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest,
+    InputFile, JobStatus, ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest,
     ListRolloutsReply, ListRolloutsRequest, ModelDetail, ModelInfo, ModelPlacement, ModelRequest,
     RemoveModelReply, RemoveModelRequest, RolloutStatus, RunJobs, RunStatus, StartBenchReply,
     StartBenchRequest, StartRolloutRequest, TensorSignature,
@@ -202,11 +202,12 @@ impl Admin for AdminService {
             .map_err(Status::invalid_argument)?;
 
         let mut models = BTreeMap::new();
-        for r in suite
-            .models
-            .iter()
-            .chain(suite.quality.as_ref().map(|q| &q.reference))
-        {
+        for r in suite.models().chain(
+            suite
+                .groups
+                .iter()
+                .filter_map(|g| g.quality.as_ref().map(|q| &q.reference)),
+        ) {
             let r = r.registered().ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "suite {origin} names the file {r}: files run only on one device with `edgefleet-agent bench`; register it with `edgefleet models add` and name it name@version"
@@ -231,6 +232,8 @@ impl Admin for AdminService {
             }));
         }
 
+        let inputs = store_inputs(ctl, &suite, req.inputs, origin)?;
+
         let run = RunRow {
             id: format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             suite: suite.name.clone(),
@@ -239,7 +242,7 @@ impl Admin for AdminService {
         };
         let mut planned = Vec::new();
         for (i, agent) in agents.iter().enumerate() {
-            for job in planning::jobs_for_agent(&suite, &models, i) {
+            for job in planning::jobs_for_agent(&suite, &models, &inputs, i) {
                 planned.push((agent.id.clone(), job));
             }
         }
@@ -564,6 +567,51 @@ impl Admin for AdminService {
             failures_json: serde_json::to_string(&failures).map_err(internal)?,
         }))
     }
+}
+
+/// Stores every input file the suite names from the bytes the CLI sent, content-addressed like
+/// models (agents fetch them the same way), and returns each one's reference by its path.
+fn store_inputs(
+    ctl: &Controller,
+    suite: &Suite,
+    sent: Vec<InputFile>,
+    origin: &str,
+) -> Result<BTreeMap<std::path::PathBuf, ArtifactRef>, Status> {
+    let mut sent: BTreeMap<std::path::PathBuf, Vec<u8>> = sent
+        .into_iter()
+        .map(|f| (std::path::PathBuf::from(f.path), f.data))
+        .collect();
+    let mut out = BTreeMap::new();
+    for path in suite.input_files() {
+        let data = sent.remove(path).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "suite {origin} names the input file {} but its bytes were not sent",
+                path.display()
+            ))
+        })?;
+        let mut upload = ctl.artifacts.begin().map_err(internal)?;
+        upload.write(&data).map_err(|e| {
+            Status::resource_exhausted(format!("cannot store {}: {e}", path.display()))
+        })?;
+        let size = upload.size;
+        let sha256 = ctl.artifacts.commit(upload).map_err(internal)?;
+        ctl.store.insert_artifact(&sha256, size, now_ms())?;
+        out.insert(
+            path.to_path_buf(),
+            ArtifactRef {
+                file_name: path.display().to_string(),
+                sha256,
+                size_bytes: size,
+            },
+        );
+    }
+    if let Some(extra) = sent.keys().next() {
+        return Err(Status::invalid_argument(format!(
+            "{} was sent but suite {origin} names no such input file",
+            extra.display()
+        )));
+    }
+    Ok(out)
 }
 
 /// Reads the declared files' bytes, in order, into uploads.

@@ -8,9 +8,9 @@ use anyhow::{bail, Context};
 use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::{
     add_model_request, AddModelHeader, AddModelRequest, ControlRolloutRequest, GetResultsRequest,
-    GetRunRequest, ListAgentsRequest, ListModelsRequest, ListRolloutsRequest, ModelDetail,
-    ModelInfo, ModelRequest, NewFile, RemoveModelReply, RemoveModelRequest, RolloutStatus,
-    RunStatus, StartBenchRequest, StartRolloutRequest,
+    GetRunRequest, InputFile, ListAgentsRequest, ListModelsRequest, ListRolloutsRequest,
+    ModelDetail, ModelInfo, ModelRequest, NewFile, RemoveModelReply, RemoveModelRequest,
+    RolloutStatus, RunStatus, StartBenchRequest, StartRolloutRequest,
 };
 use edgefleet_reports::{FailedRun, ReportFiles, ReportInput, ResultRecord};
 use tokio::io::AsyncReadExt;
@@ -20,6 +20,8 @@ use crate::records::rfc3339;
 
 /// Bytes per upload message.
 const UPLOAD_CHUNK: usize = 1 << 20;
+/// A suite's input files travel in one message, which the controller takes up to 16 MiB.
+const MAX_INPUT_BYTES: u64 = 12 << 20;
 
 /// A connection to a controller's admin service.
 pub struct Client {
@@ -229,6 +231,7 @@ impl Client {
         suite_toml: &str,
         origin: &str,
         select: &[String],
+        inputs: Vec<InputFile>,
     ) -> anyhow::Result<edgefleet_proto::v1::StartBenchReply> {
         let reply = self
             .inner
@@ -236,12 +239,49 @@ impl Client {
                 suite_toml: suite_toml.to_string(),
                 suite_origin: origin.to_string(),
                 select: select.to_vec(),
+                inputs,
             })
             .await
             .map_err(|s| self.fail(s))?;
         Ok(reply.into_inner())
     }
+}
 
+/// Reads the input files a loaded suite names (relative to its folder) for
+/// [`Client::start_bench`].
+pub fn read_inputs(
+    suite: &edgefleet_suites::Suite,
+    suite_path: &Path,
+) -> anyhow::Result<Vec<InputFile>> {
+    let dir = suite_path.parent().unwrap_or(Path::new(""));
+    let mut total = 0u64;
+    let mut out = Vec::new();
+    for path in suite.input_files() {
+        let full = dir.join(path);
+        let data = std::fs::read(&full).with_context(|| {
+            format!(
+                "cannot read input file {} of {}",
+                full.display(),
+                suite_path.display()
+            )
+        })?;
+        total += data.len() as u64;
+        if total > MAX_INPUT_BYTES {
+            bail!(
+                "the input files of {} add up to more than {} MiB; a suite's inputs travel in one request",
+                suite_path.display(),
+                MAX_INPUT_BYTES >> 20
+            );
+        }
+        out.push(InputFile {
+            path: path.display().to_string(),
+            data,
+        });
+    }
+    Ok(out)
+}
+
+impl Client {
     pub async fn run_status(&mut self, run_id: &str) -> anyhow::Result<RunStatus> {
         let reply = self
             .inner

@@ -133,7 +133,7 @@ async fn drive(
         .find(|(name, _)| *name == "quick")
         .expect("the quick suite is shipped");
     let run = client
-        .start_bench(suite, "bench-suites/suites/quick.toml", &[])
+        .start_bench(suite, "bench-suites/suites/quick.toml", &[], Vec::new())
         .await?;
     println!(
         "benchmark    {} ({} jobs on {} agents)",

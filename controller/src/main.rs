@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edgefleet_controller::cli::{ago, print_results, print_table, Client};
+use edgefleet_controller::cli::{ago, print_results, print_table, read_inputs, Client};
 use edgefleet_controller::{demo, now_ms, Controller, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -375,9 +375,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Validate locally first: errors then name the user's file and line.
             let parsed = edgefleet_suites::Suite::load(&suite)?;
             let text = std::fs::read_to_string(&suite)?;
+            let inputs = read_inputs(&parsed, &suite)?;
             let mut client = Client::connect(&address).await?;
             let run = client
-                .start_bench(&text, &suite.display().to_string(), &select)
+                .start_bench(&text, &suite.display().to_string(), &select, inputs)
                 .await?;
             eprintln!(
                 "started {} ({}: {} jobs on {} agents)",

@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use edgefleet_proto::v1::{workload, ArtifactRef, BenchJob, ModelSpec, TextInput, Workload};
+use std::path::PathBuf;
+
+use edgefleet_proto::v1::{
+    workload, ArtifactRef, AudioInput, BenchJob, ImageInput, ModelSpec, TextInput, Workload,
+};
 use edgefleet_suites::{Input, ScenarioKind, Suite};
 
 use crate::store::{AgentRow, ModelRow};
@@ -59,23 +63,21 @@ pub fn matches(agent: &AgentRow, conditions: &[Condition]) -> bool {
 }
 
 /// The jobs of a suite for one agent, in the suite's order, with job ids unique within the run.
-/// `models` holds every model the suite names, its quality reference included.
+/// `models` holds every model the suite names, its quality references included; `inputs` every
+/// input file it names (as written), stored as an artifact.
 pub fn jobs_for_agent(
     suite: &Suite,
     models: &BTreeMap<String, ModelRow>,
+    inputs: &BTreeMap<PathBuf, ArtifactRef>,
     agent_index: usize,
 ) -> Vec<BenchJob> {
-    let Input::Text {
-        sentences,
-        sequence_length,
-    } = &suite.input;
-    let quality = suite.quality.as_ref();
     suite
         .plan()
         .iter()
         .enumerate()
         .map(|(i, run)| {
             let model = &models[&run.model.to_string()];
+            let quality = run.quality();
             let server = match run.scenario.kind {
                 ScenarioKind::Server {
                     target_qps,
@@ -88,9 +90,7 @@ pub fn jobs_for_agent(
             BenchJob {
                 job_id: format!("a{agent_index:03}-j{i:03}"),
                 model: Some(model_spec(model)),
-                reference: quality
-                    .filter(|q| q.reference != *run.model)
-                    .map(|q| model_spec(&models[&q.reference.to_string()])),
+                reference: quality.map(|q| model_spec(&models[&q.reference.to_string()])),
                 workload: Some(Workload {
                     scenario: run.scenario.kind.as_str().to_string(),
                     threads: run.threads.get(),
@@ -118,20 +118,41 @@ pub fn jobs_for_agent(
                     idle_power_s: suite.conditions.idle_power.as_secs_f64(),
                     max_start_temp_c: suite.conditions.max_start_temp_c,
                     max_wait_s: suite.conditions.max_wait.as_secs_f64(),
-                    quality_metric: quality
-                        .filter(|q| q.reference != *run.model)
-                        .map_or_else(String::new, |q| q.metric.clone()),
-                    golden: quality
-                        .filter(|q| q.reference != *run.model)
-                        .map_or_else(Vec::new, |q| q.golden.clone()),
-                    input: Some(workload::Input::Text(TextInput {
-                        sentences: sentences.clone(),
-                        sequence_length: sequence_length.map_or(0, |n| n.get()),
-                    })),
+                    quality_metric: quality.map_or_else(String::new, |q| q.metric.clone()),
+                    golden: quality.map_or_else(Vec::new, |q| q.golden.clone()),
+                    input: Some(workload_input(&run.group.input, inputs)),
                 }),
             }
         })
         .collect()
+}
+
+/// A group's input as the agent receives it: input files become artifact references.
+fn workload_input(input: &Input, files: &BTreeMap<PathBuf, ArtifactRef>) -> workload::Input {
+    let refs = |names: &[PathBuf]| names.iter().map(|n| files[n].clone()).collect();
+    match input {
+        Input::Text {
+            sentences,
+            sequence_length,
+        } => workload::Input::Text(TextInput {
+            sentences: sentences.clone(),
+            sequence_length: sequence_length.map_or(0, |n| n.get()),
+        }),
+        Input::Audio(a) => workload::Input::Audio(AudioInput {
+            files: refs(&a.files),
+            sample_rate: a.sample_rate.get(),
+            chunk_samples: a.chunk_samples.get(),
+            context_samples: a.context_samples,
+        }),
+        Input::Image(i) => workload::Input::Image(ImageInput {
+            files: refs(&i.files),
+            width: i.width.get(),
+            height: i.height.get(),
+            resize: i.resize.as_str().to_string(),
+            mean: i.mean.to_vec(),
+            std: i.std.to_vec(),
+        }),
+    }
 }
 
 pub fn model_spec(model: &ModelRow) -> ModelSpec {
@@ -238,7 +259,7 @@ mod tests {
             ("m@1".to_string(), model("1")),
             ("m@2".to_string(), model("2")),
         ]);
-        let jobs = jobs_for_agent(&suite, &models, 3);
+        let jobs = jobs_for_agent(&suite, &models, &BTreeMap::new(), 3);
         assert_eq!(jobs.len(), 4);
         assert_eq!(jobs[0].job_id, "a003-j000");
         let threads: Vec<u32> = jobs
@@ -247,5 +268,103 @@ mod tests {
             .collect();
         assert_eq!(threads, [1, 2, 1, 2]);
         assert_eq!(jobs[3].model.as_ref().unwrap().version, "2");
+    }
+
+    #[test]
+    fn groups_get_their_own_input_files_and_reference() {
+        let suite = Suite::parse(
+            r#"
+name = "s"
+[[scenario]]
+kind = "single-stream"
+[[group]]
+name = "audio"
+models = ["vad@fp32", "vad@int8"]
+[group.input]
+kind = "audio"
+files = ["speech.wav"]
+context_samples = 64
+[group.quality]
+reference = "vad@fp32"
+metric = "classes"
+[[group]]
+name = "image"
+models = ["rec@int8"]
+[group.input]
+kind = "image"
+files = ["a.png", "b.png"]
+width = 320
+height = 48
+resize = "pad"
+mean = 0.5
+std = [0.5, 0.25, 0.5]
+"#,
+            "s.toml",
+        )
+        .unwrap();
+        let model = |name: &str, v: &str| ModelRow {
+            name: name.into(),
+            version: v.into(),
+            quantization: v.into(),
+            opset: 17,
+            signature_json: "{}".into(),
+            files: vec![],
+            created_ms: 0,
+        };
+        let models = BTreeMap::from([
+            ("vad@fp32".to_string(), model("vad", "fp32")),
+            ("vad@int8".to_string(), model("vad", "int8")),
+            ("rec@int8".to_string(), model("rec", "int8")),
+        ]);
+        let artifact = |name: &str, sha: char| {
+            (
+                PathBuf::from(name),
+                ArtifactRef {
+                    file_name: name.into(),
+                    sha256: sha.to_string().repeat(64),
+                    size_bytes: 10,
+                },
+            )
+        };
+        let inputs = BTreeMap::from([
+            artifact("speech.wav", 'a'),
+            artifact("a.png", 'b'),
+            artifact("b.png", 'c'),
+        ]);
+        let jobs = jobs_for_agent(&suite, &models, &inputs, 0);
+        assert_eq!(jobs.len(), 3);
+        let workload = |i: usize| jobs[i].workload.clone().unwrap();
+        assert!(jobs[0].reference.is_none(), "the reference itself");
+        assert_eq!(jobs[1].reference.as_ref().unwrap().version, "fp32");
+        assert_eq!(workload(1).quality_metric, "classes");
+        let Some(workload::Input::Audio(audio)) = workload(1).input else {
+            panic!("{:?}", workload(1).input)
+        };
+        assert_eq!(
+            (
+                audio.sample_rate,
+                audio.chunk_samples,
+                audio.context_samples
+            ),
+            (16000, 512, 64)
+        );
+        assert_eq!(audio.files[0].sha256, "a".repeat(64));
+        assert!(
+            jobs[2].reference.is_none(),
+            "the image group has no quality check"
+        );
+        let Some(workload::Input::Image(image)) = workload(2).input else {
+            panic!("{:?}", workload(2).input)
+        };
+        let shas: Vec<&str> = image.files.iter().map(|f| &f.sha256[..1]).collect();
+        assert_eq!(shas, ["b", "c"]);
+        assert_eq!(
+            (image.width, image.height, image.resize.as_str()),
+            (320, 48, "pad")
+        );
+        assert_eq!(
+            (image.mean, image.std),
+            (vec![0.5; 3], vec![0.5, 0.25, 0.5])
+        );
     }
 }

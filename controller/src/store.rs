@@ -305,6 +305,20 @@ impl Store {
             .find(|m| m.name == name && m.version == version))
     }
 
+    /// Records an artifact that is not a model file (a suite's input file), once.
+    pub fn insert_artifact(
+        &self,
+        sha256: &str,
+        size_bytes: u64,
+        created_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO artifacts (sha256, size_bytes, created_ms) VALUES (?1, ?2, ?3)",
+            params![sha256, size_bytes as i64, created_ms],
+        )?;
+        Ok(())
+    }
+
     /// Whether any model file has this digest (artifacts are served only if registered).
     pub fn artifact_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
         Ok(self

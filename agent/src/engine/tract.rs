@@ -20,7 +20,10 @@ pub type Values = TVec<TValue>;
 
 /// Loads and optimizes a model for int64 inputs of one `[rows, columns]` shape (tract plans for
 /// concrete shapes; a 0 leaves that dimension as the model declares it).
-pub fn load(path: &Path, shape: [usize; 2]) -> Result<(Plan, Vec<InputInfo>), EngineError> {
+/// The plan, its inputs, and its output names.
+type Loaded = (Plan, Vec<InputInfo>, Vec<String>);
+
+pub fn load(path: &Path, shape: [usize; 2]) -> Result<Loaded, EngineError> {
     let error = |e: TractError| EngineError::Model {
         path: path.to_path_buf(),
         message: format!("{e:#}"),
@@ -57,8 +60,14 @@ pub fn load(path: &Path, shape: [usize; 2]) -> Result<(Plan, Vec<InputInfo>), En
         })
         .collect::<TractResult<Vec<_>>>()
         .map_err(error)?;
+    let outputs = typed
+        .output_outlets()
+        .map_err(error)?
+        .iter()
+        .map(|outlet| typed.node(outlet.node).name.clone())
+        .collect();
     let plan = typed.into_runnable().map_err(error)?;
-    Ok((plan, inputs))
+    Ok((plan, inputs, outputs))
 }
 
 /// The same names ONNX Runtime uses (`i64`, `f32`), so input checks read alike.

@@ -1,11 +1,13 @@
 //! The measured phase of a benchmark: issue queries by the scenario's rule (closed loop, or
 //! Poisson arrivals for the server scenario), time each one, and stop by the run-length rules.
+//! A query is whatever `query(i)` runs, so every scenario works with every kind of input.
 
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::engine::{Feed, Model};
+/// Runs query number `i` of a phase (0, 1, 2, …).
+pub type Query<'a> = dyn FnMut(usize) -> Result<(), String> + 'a;
 
 /// When a repetition's measured phase stops: after both minimums are met, or at the maximum.
 #[derive(Debug, Clone, Copy)]
@@ -42,10 +44,9 @@ pub struct Phase {
     pub wall: Duration,
 }
 
-/// Runs queries over `feeds` in turn until `rules` say stop.
+/// Runs queries 0, 1, 2, … until `rules` say stop.
 pub fn run_phase(
-    model: &mut Model,
-    feeds: &[Feed],
+    query: &mut Query<'_>,
     rules: RunLength,
     arrivals: Arrivals,
 ) -> Result<Phase, String> {
@@ -68,9 +69,7 @@ pub fn run_phase(
                 *next
             }
         };
-        model
-            .run(&feeds[latencies.len() % feeds.len()])
-            .map_err(|e| e.to_string())?;
+        query(latencies.len())?;
         latencies.push(origin.elapsed().as_secs_f64() * 1000.0);
         if rules.done(latencies.len(), start.elapsed()) {
             break;
@@ -109,8 +108,7 @@ pub fn p99(latencies_ms: &[f64]) -> f64 {
 /// a little above what one query at a time can sustain (`1 / service_ms`). Six trials, each run
 /// by `rules`; returns 0 when even the lowest trial fails.
 pub fn peak_search(
-    model: &mut Model,
-    feeds: &[Feed],
+    query: &mut Query<'_>,
     rules: RunLength,
     service_ms: f64,
     bound_ms: f64,
@@ -120,8 +118,7 @@ pub fn peak_search(
     for trial in 0..6 {
         let qps = (passing + failing) / 2.0;
         let phase = run_phase(
-            model,
-            feeds,
+            query,
             rules,
             Arrivals::Poisson {
                 qps,

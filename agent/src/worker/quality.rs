@@ -1,16 +1,29 @@
 //! Quality of a model against a reference on golden inputs: what quantization gave up. Cosine
-//! similarity of mean-pooled embeddings, top-1 agreement and mean KL divergence of logits, exact
-//! match of classes. Pure functions over output tensors.
+//! similarity of mean-pooled embeddings (or of whole outputs), top-1 agreement and mean KL
+//! divergence of logits, exact match of classes (or of yes/no decisions), and the text a CTC
+//! recogniser reads. Pure functions over output tensors.
 
 use std::collections::BTreeMap;
 
 use crate::engine::FloatOutput;
 
 /// The metrics a suite can ask for.
-pub const METRICS: [&str; 3] = ["cosine", "logits", "classes"];
+pub const METRICS: [&str; 4] = ["cosine", "logits", "classes", "ctc"];
 
 /// Compares candidate and reference outputs, one pair per golden input (with its attention
-/// mask); returns named values such as `cosine_mean`.
+/// mask; empty for audio and image input); returns named values such as `cosine_mean`.
+///
+/// - `cosine`: of mean-pooled `[1, sequence, width]` outputs where there is a mask (sentence
+///   embeddings), else of the whole outputs flattened (a detector's map, a track of
+///   probabilities); `cosine_mean`, `cosine_min` over the pairs.
+/// - `logits`: each row of the last dimension is a distribution: `top1_agreement`, `kl_mean`.
+/// - `classes`: each row of the last dimension is a decision, the highest class; a row of one
+///   value is a probability and the decision is whether it is above 0.5: `exact_match` (rows
+///   that agree), and for yes/no decisions `positive_rate` and `reference_positive_rate`.
+/// - `ctc`: `[1, time, classes]` outputs decoded greedily (blank is class 0, repeats merged;
+///   as in PaddleOCR the last class is the space, not counted at either end of a line):
+///   `text_exact_match` (lines read the same) and `char_error_rate` (edits per reference
+///   character).
 pub fn compare(
     metric: &str,
     pairs: &[(FloatOutput, FloatOutput, Vec<i64>)],
@@ -20,7 +33,15 @@ pub fn compare(
         "cosine" => {
             let sims = pairs
                 .iter()
-                .map(|(c, r, mask)| Ok(cosine(&mean_pool(c, mask)?, &mean_pool(r, mask)?)))
+                .map(|(c, r, mask)| {
+                    if mask.is_empty() {
+                        same_shape(c, r)?;
+                        let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+                        Ok(cosine(&widen(&c.values), &widen(&r.values)))
+                    } else {
+                        Ok(cosine(&mean_pool(c, mask)?, &mean_pool(r, mask)?))
+                    }
+                })
                 .collect::<Result<Vec<f64>, String>>()?;
             out.insert("cosine_mean".into(), mean(&sims));
             out.insert(
@@ -43,15 +64,45 @@ pub fn compare(
             out.insert("kl_mean".into(), kl_sum / total.max(1) as f64);
         }
         "classes" => {
-            let mut agree = 0usize;
+            let (mut agree, mut total, mut positive, mut reference_positive) = (0, 0, 0, 0);
+            let mut binary = false;
             for (c, r, _) in pairs {
                 same_shape(c, r)?;
-                agree += usize::from(argmax(&c.values) == argmax(&r.values));
+                let width = (*c.shape.last().unwrap_or(&1)).max(1) as usize;
+                binary = width == 1;
+                for (cv, rv) in c.values.chunks(width).zip(r.values.chunks(width)) {
+                    let (a, b) = if binary {
+                        (usize::from(cv[0] > 0.5), usize::from(rv[0] > 0.5))
+                    } else {
+                        (argmax(cv), argmax(rv))
+                    };
+                    agree += usize::from(a == b);
+                    positive += a;
+                    reference_positive += b;
+                    total += 1;
+                }
+            }
+            let rate = |n: usize| n as f64 / total.max(1) as f64;
+            out.insert("exact_match".into(), rate(agree));
+            if binary {
+                out.insert("positive_rate".into(), rate(positive));
+                out.insert("reference_positive_rate".into(), rate(reference_positive));
+            }
+        }
+        "ctc" => {
+            let (mut same, mut edits, mut chars) = (0usize, 0usize, 0usize);
+            for (c, r, _) in pairs {
+                same_shape(c, r)?;
+                let (read, expected) = (ctc_decode(c)?, ctc_decode(r)?);
+                same += usize::from(read == expected);
+                edits += edit_distance(&read, &expected);
+                chars += expected.len();
             }
             out.insert(
-                "exact_match".into(),
-                agree as f64 / pairs.len().max(1) as f64,
+                "text_exact_match".into(),
+                same as f64 / pairs.len().max(1) as f64,
             );
+            out.insert("char_error_rate".into(), edits as f64 / chars.max(1) as f64);
         }
         other => {
             return Err(format!(
@@ -104,6 +155,55 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
+}
+
+/// Greedy CTC decoding of a `[1, time, classes]` (or `[time, classes]`) output: the best class
+/// per step, repeats merged, blanks (class 0) dropped, the space (the last class) trimmed at
+/// both ends.
+pub fn ctc_decode(output: &FloatOutput) -> Result<Vec<usize>, String> {
+    let classes = match output.shape[..] {
+        [1, _, c] | [_, c] if c > 1 => c as usize,
+        _ => {
+            return Err(format!(
+                "ctc needs a [1, time, classes] output, not {:?}",
+                output.shape
+            ))
+        }
+    };
+    let mut labels = Vec::new();
+    let mut previous = 0;
+    for step in output.values.chunks(classes) {
+        let best = argmax(step);
+        if best != 0 && best != previous {
+            labels.push(best);
+        }
+        previous = best;
+    }
+    let space = classes - 1;
+    let start = labels
+        .iter()
+        .position(|&l| l != space)
+        .unwrap_or(labels.len());
+    let end = labels
+        .iter()
+        .rposition(|&l| l != space)
+        .map_or(start, |i| i + 1);
+    Ok(labels[start..end].to_vec())
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &[usize], b: &[usize]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(x != y);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -162,6 +262,77 @@ mod tests {
         let m = compare("logits", &[(reference.clone(), reference, vec![1, 1])]).unwrap();
         assert!(m["kl_mean"].abs() < 1e-12);
         assert!((kl_divergence(&[1.0, 2.0], &[1.0, 2.0])).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cosine_of_whole_outputs_without_a_mask() {
+        let a = out(&[1, 1, 2, 2], &[0.0, 1.0, 0.0, 1.0]);
+        let b = out(&[1, 1, 2, 2], &[0.0, 2.0, 0.0, 2.0]);
+        let c = out(&[1, 1, 2, 2], &[1.0, 0.0, 1.0, 0.0]);
+        let m = compare("cosine", &[(a.clone(), b, vec![]), (a.clone(), c, vec![])]).unwrap();
+        assert!((m["cosine_mean"] - 0.5).abs() < 1e-12, "{m:?}");
+        assert!(m["cosine_min"].abs() < 1e-12);
+        assert!(compare("cosine", &[(a, out(&[1, 3], &[1.0; 3]), vec![])]).is_err());
+    }
+
+    #[test]
+    fn yes_no_decisions_of_probability_tracks() {
+        // Speech probabilities per chunk: [chunks, 1].
+        let reference = out(&[4, 1], &[0.9, 0.8, 0.2, 0.1]);
+        let candidate = out(&[4, 1], &[0.7, 0.4, 0.3, 0.6]);
+        let m = compare("classes", &[(candidate, reference, vec![])]).unwrap();
+        assert_eq!(m["exact_match"], 0.5);
+        assert_eq!(m["positive_rate"], 0.5);
+        assert_eq!(m["reference_positive_rate"], 0.5);
+        // Rows of several classes compare their highest class, one decision a row.
+        let reference = out(&[1, 3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
+        let candidate = out(&[1, 3, 2], &[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        let m = compare("classes", &[(candidate, reference, vec![])]).unwrap();
+        assert!((m["exact_match"] - 2.0 / 3.0).abs() < 1e-12);
+        assert!(!m.contains_key("positive_rate"));
+    }
+
+    /// One-hot steps of a [1, time, classes] output.
+    fn steps(best: &[usize], classes: usize) -> FloatOutput {
+        let mut values = vec![0.0; best.len() * classes];
+        for (t, &c) in best.iter().enumerate() {
+            values[t * classes + c] = 1.0;
+        }
+        out(&[1, best.len() as i64, classes as i64], &values)
+    }
+
+    #[test]
+    fn ctc_reads_text_greedily() {
+        // Classes: 0 blank, 1..=3 characters, 4 the space.
+        assert_eq!(
+            ctc_decode(&steps(&[4, 1, 1, 0, 1, 2, 2, 4, 3, 4, 0], 5)).unwrap(),
+            [1, 1, 2, 4, 3]
+        );
+        assert!(ctc_decode(&out(&[2, 3, 4], &[0.0; 24])).is_err());
+        let reference = [steps(&[1, 2, 3, 0], 5), steps(&[2, 0, 2, 0], 5)];
+        let pairs = |candidate: [FloatOutput; 2]| -> Vec<_> {
+            candidate
+                .into_iter()
+                .zip(reference.clone())
+                .map(|(c, r)| (c, r, vec![]))
+                .collect()
+        };
+        // A leading space and a held step read the same text.
+        let m = compare(
+            "ctc",
+            &pairs([steps(&[4, 1, 2, 3], 5), steps(&[2, 2, 0, 2], 5)]),
+        )
+        .unwrap();
+        assert_eq!((m["text_exact_match"], m["char_error_rate"]), (1.0, 0.0));
+        let m = compare(
+            "ctc",
+            &pairs([steps(&[1, 3, 0, 0], 5), steps(&[2, 0, 2, 0], 5)]),
+        )
+        .unwrap();
+        assert_eq!(m["text_exact_match"], 0.5);
+        assert!((m["char_error_rate"] - 1.0 / 5.0).abs() < 1e-12, "{m:?}");
+        assert_eq!(edit_distance(&[1, 2, 3], &[1, 3]), 1);
+        assert_eq!(edit_distance(&[], &[1, 2]), 2);
     }
 
     #[test]

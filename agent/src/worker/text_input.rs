@@ -154,7 +154,7 @@ pub fn feed_for(model: &Model, batch: &TokenBatch) -> Result<Vec<(String, Vec<i6
 }
 
 /// `[batch, 128]` style, with `?` for dynamic dimensions.
-fn shape_text(shape: &[i64]) -> String {
+pub(crate) fn shape_text(shape: &[i64]) -> String {
     let dims: Vec<String> = shape
         .iter()
         .map(|&d| {

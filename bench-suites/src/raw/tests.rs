@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::{Input, ScenarioKind, Suite};
+use std::path::{Path, PathBuf};
+
+use crate::{Input, Resize, ScenarioKind, Suite};
 
 const GOOD: &str = r#"
 name = "t"
@@ -26,10 +28,12 @@ repetitions = 3
 fn a_good_suite_becomes_typed_values() {
     let suite = Suite::parse(GOOD, "good.toml").expect("valid suite");
     assert_eq!(suite.name, "t");
-    assert_eq!(suite.models.len(), 2);
-    assert_eq!(suite.models[1].to_string(), "m@2");
+    assert_eq!(suite.groups.len(), 1);
+    let group = &suite.groups[0];
+    assert_eq!(group.models.len(), 2);
+    assert_eq!(group.models[1].to_string(), "m@2");
     assert!(
-        matches!(&suite.input, Input::Text { sentences, sequence_length: None } if sentences.len() == 2)
+        matches!(&group.input, Input::Text { sentences, sequence_length: None } if sentences.len() == 2)
     );
     let s = &suite.scenarios[0];
     assert_eq!(s.kind, ScenarioKind::SingleStream);
@@ -57,13 +61,13 @@ fn a_good_suite_becomes_typed_values() {
     assert_eq!(guarded.conditions.idle_power, Duration::ZERO);
     assert_eq!(guarded.conditions.max_start_temp_c, Some(55.0));
     assert_eq!(guarded.conditions.max_wait, Duration::from_secs(30));
-    assert_eq!(suite.quality, None);
+    assert_eq!(suite.groups[0].quality, None);
     let checked = Suite::parse(
         &format!("{GOOD}\n[quality]\nreference = \"m@1\"\nmetric = \"cosine\"\n"),
         "q.toml",
     )
     .unwrap();
-    let q = checked.quality.unwrap();
+    let q = checked.groups[0].quality.clone().unwrap();
     assert_eq!(
         (q.reference.to_string(), q.metric.as_str()),
         ("m@1".to_string(), "cosine")
@@ -129,7 +133,18 @@ fn shipped_suites_are_valid() {
     for (name, text) in crate::SHIPPED {
         let suite = Suite::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(suite.name, name);
+        for file in suite.input_files() {
+            // scripts/setup.sh links the generated inputs there.
+            assert!(file.starts_with("inputs"), "{name}: {}", file.display());
+        }
     }
+    let kinds = |name: &str| -> Vec<&'static str> {
+        let (_, text) = crate::SHIPPED.iter().find(|(n, _)| *n == name).unwrap();
+        let suite = Suite::parse(text, name).unwrap();
+        suite.groups.iter().map(|g| g.input.kind()).collect()
+    };
+    assert_eq!(kinds("audio-vad"), ["audio"]);
+    assert_eq!(kinds("vision-ocr"), ["image", "image"]);
 }
 
 /// Replaces `from` in the good suite with `to` and checks the error's line, field and message.
@@ -292,5 +307,394 @@ fn an_unreadable_file_names_its_path() {
         err.to_string()
             .starts_with("/nonexistent/suite.toml: cannot read the suite"),
         "{err}"
+    );
+}
+
+const AUDIO: &str = r#"
+name = "a"
+models = ["vad@fp32", "vad@int8"]
+
+[input]
+kind = "audio"
+files = ["speech.wav"]
+sample_rate = 16000
+chunk_samples = 512
+context_samples = 64
+
+[quality]
+reference = "vad@fp32"
+metric = "classes"
+
+[[scenario]]
+kind = "single-stream"
+"#;
+
+const IMAGE: &str = r#"
+name = "i"
+models = ["rec@fp32"]
+
+[input]
+kind = "image"
+files = ["line-1.png", "line-2.png"]
+width = 320
+height = 48
+resize = "pad"
+mean = 0.5
+std = [0.5, 0.5, 0.5]
+
+[[scenario]]
+kind = "single-stream"
+"#;
+
+#[test]
+fn audio_and_image_inputs_become_typed_values() {
+    let suite = Suite::parse(AUDIO, "a.toml").unwrap();
+    let Input::Audio(audio) = &suite.groups[0].input else {
+        panic!("{:?}", suite.groups[0].input)
+    };
+    assert_eq!(audio.files, [PathBuf::from("speech.wav")]);
+    assert_eq!(
+        (
+            audio.sample_rate.get(),
+            audio.chunk_samples.get(),
+            audio.context_samples
+        ),
+        (16000, 512, 64)
+    );
+    let q = suite.groups[0].quality.as_ref().unwrap();
+    assert!(
+        q.golden.is_empty(),
+        "audio compares the models on its files"
+    );
+    assert_eq!(suite.input_files(), [Path::new("speech.wav")]);
+
+    let defaults = Suite::parse(
+        &AUDIO
+            .replace("sample_rate = 16000\n", "")
+            .replace("context_samples = 64\n", ""),
+        "a.toml",
+    )
+    .unwrap();
+    let Input::Audio(audio) = &defaults.groups[0].input else {
+        panic!()
+    };
+    assert_eq!((audio.sample_rate.get(), audio.context_samples), (16000, 0));
+
+    let suite = Suite::parse(IMAGE, "i.toml").unwrap();
+    let Input::Image(image) = &suite.groups[0].input else {
+        panic!()
+    };
+    assert_eq!(
+        (image.width.get(), image.height.get(), image.resize),
+        (320, 48, Resize::Pad)
+    );
+    assert_eq!((image.mean, image.std), ([0.5; 3], [0.5; 3]));
+    assert_eq!(suite.groups[0].input.kind(), "image");
+    let stretched = Suite::parse(
+        &IMAGE
+            .replace("resize = \"pad\"\n", "")
+            .replace("mean = 0.5\n", ""),
+        "i.toml",
+    )
+    .unwrap();
+    let Input::Image(image) = &stretched.groups[0].input else {
+        panic!()
+    };
+    assert_eq!((image.resize, image.mean), (Resize::Stretch, [0.0; 3]));
+}
+
+/// Like [`check`], on another suite.
+fn check_in(suite: &str, from: &str, to: &str, line: usize, field: &str, message: &str) {
+    assert!(
+        suite.contains(from),
+        "test is wrong: `{from}` not in the suite"
+    );
+    let err = Suite::parse(&suite.replacen(from, to, 1), "bad.toml")
+        .expect_err(&format!("`{to}` must be refused"));
+    assert_eq!(err.line, Some(line), "line for `{to}`: {err}");
+    assert_eq!(err.field.as_deref(), Some(field), "field for `{to}`: {err}");
+    assert!(err.message.contains(message), "message for `{to}`: {err}");
+}
+
+#[test]
+fn bad_audio_and_image_inputs_name_line_and_field() {
+    let audio_cases = [
+        (
+            "kind = \"audio\"",
+            "kind = \"video\"",
+            6,
+            "input.kind",
+            "unknown input kind `video` (supported: text, audio, image)",
+        ),
+        (
+            "files = [\"speech.wav\"]",
+            "files = []",
+            7,
+            "input.files",
+            "lists no file",
+        ),
+        (
+            "files = [\"speech.wav\"]",
+            "files = [\"a.wav\", \"a.wav\"]",
+            7,
+            "input.files",
+            "listed twice",
+        ),
+        (
+            "files = [\"speech.wav\"]\n",
+            "",
+            5,
+            "input.files",
+            "audio input needs `files`",
+        ),
+        (
+            "sample_rate = 16000",
+            "sample_rate = 0",
+            8,
+            "input.sample_rate",
+            "from 1000 to 384000 Hz, not 0",
+        ),
+        (
+            "chunk_samples = 512",
+            "chunk_samples = 0",
+            9,
+            "input.chunk_samples",
+            "whole number",
+        ),
+        (
+            "chunk_samples = 512",
+            "chunk_samples = 2000000",
+            9,
+            "input.chunk_samples",
+            "at most a minute",
+        ),
+        (
+            "context_samples = 64",
+            "context_samples = -1",
+            10,
+            "input.context_samples",
+            "0 or more",
+        ),
+        (
+            "context_samples = 64",
+            "context_samples = 64\nwidth = 32",
+            11,
+            "input.width",
+            "does not apply to audio input",
+        ),
+        (
+            "context_samples = 64",
+            "context_samples = 64\ntext = [\"hi\"]",
+            11,
+            "input.text",
+            "does not apply to audio input",
+        ),
+        (
+            "metric = \"classes\"",
+            "metric = \"classes\"\ngolden = [\"hi\"]",
+            15,
+            "quality.golden",
+            "audio input compares the models on its input files",
+        ),
+        (
+            "kind = \"single-stream\"",
+            "kind = \"generate\"\nprompt_tokens = 4\ngenerate_tokens = 4",
+            17,
+            "scenario.kind",
+            "a generate scenario needs text input",
+        ),
+    ];
+    for (from, to, line, field, message) in audio_cases {
+        check_in(AUDIO, from, to, line, field, message);
+    }
+    let image_cases = [
+        (
+            "width = 320",
+            "width = 0",
+            8,
+            "input.width",
+            "from 1 to 16384 pixels, not 0",
+        ),
+        (
+            "height = 48",
+            "height = 100000",
+            9,
+            "input.height",
+            "from 1 to 16384 pixels, not 100000",
+        ),
+        (
+            "height = 48\n",
+            "",
+            5,
+            "input.height",
+            "image input needs `height`",
+        ),
+        (
+            "resize = \"pad\"",
+            "resize = \"crop\"",
+            10,
+            "input.resize",
+            "unknown resize `crop` (supported: stretch, pad)",
+        ),
+        (
+            "std = [0.5, 0.5, 0.5]",
+            "std = [0.5, 0, 0.5]",
+            12,
+            "input.std",
+            "each more than 0",
+        ),
+        (
+            "mean = 0.5",
+            "mean = [0.5, 0.5]",
+            11,
+            "input.mean",
+            "one value or three",
+        ),
+        (
+            "mean = 0.5",
+            "sample_rate = 8000",
+            11,
+            "input.sample_rate",
+            "does not apply to image input",
+        ),
+        (
+            "kind = \"image\"",
+            "kind = \"text\"",
+            7,
+            "input.files",
+            "does not apply to text input",
+        ),
+    ];
+    for (from, to, line, field, message) in image_cases {
+        check_in(IMAGE, from, to, line, field, message);
+    }
+}
+
+#[test]
+fn loading_a_suite_checks_its_input_files_beside_it() {
+    let dir = std::env::temp_dir().join(format!("edgefleet-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("image.toml");
+    std::fs::write(&path, IMAGE).unwrap();
+    std::fs::write(dir.join("line-1.png"), b"png").unwrap();
+    let err = Suite::load(&path).unwrap_err();
+    assert_eq!(err.line, Some(7), "{err}");
+    assert_eq!(err.field.as_deref(), Some("input.files"));
+    assert!(
+        err.message.contains(&format!(
+            "`line-2.png` is not a file (looked at {})",
+            dir.join("line-2.png").display()
+        )),
+        "{err}"
+    );
+    std::fs::write(dir.join("line-2.png"), b"png").unwrap();
+    let suite = Suite::load(&path).unwrap();
+    assert_eq!(suite.input_files().len(), 2);
+    // Parsing alone (the controller's side) does not look for files.
+    assert!(Suite::parse(&IMAGE.replace("line-1", "elsewhere"), "x.toml").is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const GROUPS: &str = r#"
+name = "ocr"
+
+[[scenario]]
+kind = "single-stream"
+
+[[group]]
+name = "det"
+models = ["det@fp32", "det@int8"]
+[group.input]
+kind = "image"
+files = ["page.png"]
+width = 640
+height = 320
+[group.quality]
+reference = "det@fp32"
+metric = "cosine"
+
+[[group]]
+name = "rec"
+models = ["rec@fp32", "rec@int8"]
+[group.input]
+kind = "image"
+files = ["line.png"]
+width = 320
+height = 48
+[group.quality]
+reference = "rec@fp32"
+metric = "ctc"
+"#;
+
+#[test]
+fn groups_give_models_their_own_input_and_reference() {
+    let suite = Suite::parse(GROUPS, "g.toml").unwrap();
+    let names: Vec<&str> = suite.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["det", "rec"]);
+    assert_eq!(suite.models().count(), 4);
+    let plan = suite.plan();
+    assert_eq!(plan.len(), 4);
+    let rec_int8 = &plan[3];
+    assert_eq!(rec_int8.model.to_string(), "rec@int8");
+    assert_eq!(rec_int8.group.name, "rec");
+    assert_eq!(rec_int8.quality().unwrap().metric, "ctc");
+    assert_eq!(
+        rec_int8.quality().unwrap().reference.to_string(),
+        "rec@fp32"
+    );
+    assert!(
+        plan[2].quality().is_none(),
+        "the reference is not compared with itself"
+    );
+    assert_eq!(
+        suite.input_files(),
+        [Path::new("page.png"), Path::new("line.png")]
+    );
+
+    let cases = [
+        (
+            "name = \"rec\"",
+            "name = \"det\"",
+            20,
+            "group.name",
+            "not another group's",
+        ),
+        (
+            "\"rec@fp32\", \"rec@int8\"",
+            "\"rec@fp32\", \"rec@fp32\"",
+            21,
+            "group.models",
+            "listed twice",
+        ),
+        (
+            "metric = \"ctc\"",
+            "metric = \"bleu\"",
+            29,
+            "group.quality.metric",
+            "unknown metric `bleu`",
+        ),
+        (
+            "width = 320",
+            "width = -1",
+            25,
+            "group.input.width",
+            "pixels",
+        ),
+        (
+            "name = \"ocr\"",
+            "name = \"ocr\"\nmodels = [\"m@1\"]",
+            8,
+            "group",
+            "inside each group, not at the top",
+        ),
+    ];
+    for (from, to, line, field, message) in cases {
+        check_in(GROUPS, from, to, line, field, message);
+    }
+    let twice =
+        Suite::parse(&GROUPS.replace("\"rec@int8\"", "\"det@int8\""), "g.toml").unwrap_err();
+    assert!(
+        twice.to_string().contains("`det@int8` is in two groups"),
+        "{twice}"
     );
 }

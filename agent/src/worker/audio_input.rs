@@ -1,0 +1,369 @@
+//! Audio input for a worker: WAV files read into mono float samples, cut into fixed chunks (with
+//! context samples of the previous chunk in front), and streamed through a model one chunk a
+//! query, its recurrent state carried from chunk to chunk (Silero VAD's `state` → `stateN`).
+
+use std::path::Path;
+
+use crate::engine::{Carry, Feed, FloatOutput, Model, TensorData};
+
+use super::text_input::shape_text;
+
+/// A decoded WAV file: mono samples in [-1, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wav {
+    pub sample_rate: u32,
+    /// Channels in the file (averaged into `samples`).
+    pub channels: u16,
+    pub samples: Vec<f32>,
+}
+
+/// Reads a RIFF/WAVE file: PCM of 8, 16, 24 or 32 bits, or 32-bit float (also in the
+/// WAVE_FORMAT_EXTENSIBLE wrapper); several channels are averaged into one.
+pub fn read_wav(path: &Path) -> Result<Wav, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_wav(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`read_wav`] on bytes.
+pub fn parse_wav(bytes: &[u8]) -> Result<Wav, String> {
+    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err("not a WAV file (no RIFF/WAVE header)".into());
+    }
+    let (mut format, mut data) = (None, None);
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        let body = &bytes[at + 8..(at + 8).saturating_add(size).min(bytes.len())];
+        match id {
+            b"fmt " => format = Some(body),
+            b"data" => data = Some(body),
+            _ => {}
+        }
+        // Chunks are padded to an even size.
+        at = at
+            .saturating_add(8)
+            .saturating_add(size)
+            .saturating_add(size % 2);
+    }
+    let format = format.ok_or("the WAV file has no `fmt ` chunk")?;
+    let data = data.ok_or("the WAV file has no `data` chunk")?;
+    if format.len() < 16 {
+        return Err("the WAV `fmt ` chunk is too short".into());
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
+    let mut tag = u16_at(0);
+    let channels = u16_at(2);
+    let sample_rate = u32::from_le_bytes(format[4..8].try_into().expect("4 bytes"));
+    let bits = u16_at(14);
+    if tag == 0xFFFE && format.len() >= 26 {
+        // WAVE_FORMAT_EXTENSIBLE: the real format is the sub-format GUID's first two bytes.
+        tag = u16_at(24);
+    }
+    if channels == 0 || sample_rate == 0 {
+        return Err("the WAV file declares no channels or a sample rate of 0".into());
+    }
+    let width = match (tag, bits) {
+        (1, 8 | 16 | 24 | 32) | (3, 32) => usize::from(bits / 8),
+        _ => {
+            return Err(format!(
+                "unsupported WAV encoding (format {tag}, {bits} bits); use PCM of 8 to 32 bits or 32-bit float"
+            ))
+        }
+    };
+    let sample = |b: &[u8]| -> f32 {
+        match (tag, width) {
+            (3, _) => f32::from_le_bytes(b.try_into().expect("4 bytes")),
+            (_, 1) => (f32::from(b[0]) - 128.0) / 128.0,
+            (_, 2) => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
+            (_, 3) => (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0,
+            _ => i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32 / 2_147_483_648.0,
+        }
+    };
+    let frame = width * usize::from(channels);
+    let samples = data
+        .chunks_exact(frame)
+        .map(|f| f.chunks_exact(width).map(sample).sum::<f32>() / f32::from(channels))
+        .collect();
+    Ok(Wav {
+        sample_rate,
+        channels,
+        samples,
+    })
+}
+
+/// Every whole chunk of `samples`, each behind the `context` samples that precede it (zeros
+/// before the start): `context + chunk` values a chunk. A tail shorter than a chunk is dropped.
+pub fn chunks(samples: &[f32], chunk: usize, context: usize) -> Vec<Vec<f32>> {
+    (0..samples.len() / chunk.max(1))
+        .map(|k| {
+            let start = k * chunk;
+            let mut out = vec![0.0; context.saturating_sub(start)];
+            out.extend_from_slice(&samples[start.saturating_sub(context)..start + chunk]);
+            out
+        })
+        .collect()
+}
+
+/// The audio settings of a job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AudioSpec {
+    pub sample_rate: u32,
+    pub chunk_samples: u32,
+    pub context_samples: u32,
+}
+
+/// One file's chunks, read and checked against the job's sample rate.
+pub fn load_chunks(path: &Path, spec: AudioSpec) -> Result<Vec<Vec<f32>>, String> {
+    let wav = read_wav(path)?;
+    if wav.sample_rate != spec.sample_rate {
+        return Err(format!(
+            "{} is at {} Hz but the suite's input is at {} Hz (edgefleet does not resample)",
+            path.display(),
+            wav.sample_rate,
+            spec.sample_rate
+        ));
+    }
+    let out = chunks(
+        &wav.samples,
+        spec.chunk_samples as usize,
+        spec.context_samples as usize,
+    );
+    if out.is_empty() {
+        return Err(format!(
+            "{} has {} samples, fewer than one chunk of {}",
+            path.display(),
+            wav.samples.len(),
+            spec.chunk_samples
+        ));
+    }
+    Ok(out)
+}
+
+/// The files as one stream of queries: each chunk's feed (`rows` copies side by side for a
+/// batched scenario), and whether it starts a file (the state is then reset).
+pub struct Stream {
+    feeds: Vec<(Feed, bool)>,
+    carry: Carry,
+}
+
+impl Stream {
+    /// Matches the chunks to the model's inputs: its recurrent inputs are carried, an `sr`
+    /// input gets the sample rate, and the one remaining float input takes the audio.
+    pub fn new(
+        model: &Model,
+        files: &[Vec<Vec<f32>>],
+        spec: AudioSpec,
+        rows: usize,
+    ) -> Result<Stream, String> {
+        let carry = model.carry(rows).map_err(|e| e.to_string())?;
+        let carried: Vec<&str> = carry.inputs().collect();
+        let width = (spec.context_samples + spec.chunk_samples) as usize;
+        let given = [rows as i64, width as i64];
+        let mut audio = None;
+        let mut sample_rate = None;
+        for input in &model.inputs {
+            if carried.contains(&input.name.as_str()) {
+                continue;
+            }
+            if input.name == "sr" && input.dtype == "i64" && input.shape.is_empty() {
+                sample_rate = Some(input.name.clone());
+                continue;
+            }
+            if input.dtype != "f32" || audio.is_some() {
+                return Err(format!(
+                    "model input `{}` ({} {}) cannot be fed from audio; audio feeds one float32 input [batch, samples], an `sr` sample rate and recurrent state (an input X with an output XN)",
+                    input.name,
+                    input.dtype,
+                    shape_text(&input.shape)
+                ));
+            }
+            let fits = input.shape.len() == 2
+                && input
+                    .shape
+                    .iter()
+                    .zip(given)
+                    .all(|(&want, have)| want < 0 || want == have);
+            if !fits {
+                return Err(format!(
+                    "model input `{}` expects shape {} but the workload gives {} ({} context + {} new samples per chunk)",
+                    input.name,
+                    shape_text(&input.shape),
+                    shape_text(&given),
+                    spec.context_samples,
+                    spec.chunk_samples
+                ));
+            }
+            audio = Some(input.name.clone());
+        }
+        let audio = audio.ok_or("the model has no float32 input to feed audio to")?;
+        let mut feeds = Vec::new();
+        for file in files {
+            for (k, chunk) in file.iter().enumerate() {
+                let mut named = vec![(
+                    audio.clone(),
+                    vec![rows, width],
+                    TensorData::F32(chunk.repeat(rows)),
+                )];
+                if let Some(sr) = &sample_rate {
+                    named.push((
+                        sr.clone(),
+                        Vec::new(),
+                        TensorData::I64(vec![i64::from(spec.sample_rate)]),
+                    ));
+                }
+                let feed = model.feed_tensors(named).map_err(|e| e.to_string())?;
+                feeds.push((feed, k == 0));
+            }
+        }
+        Ok(Stream { feeds, carry })
+    }
+
+    /// Chunks in the stream (a query each).
+    pub fn len(&self) -> usize {
+        self.feeds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.feeds.is_empty()
+    }
+
+    /// Runs query `i` (chunk `i` of the stream, wrapping around) with the carried state.
+    pub fn run(
+        &mut self,
+        model: &mut Model,
+        i: usize,
+        keep_output: bool,
+    ) -> Result<Option<FloatOutput>, String> {
+        let (feed, starts_file) = &self.feeds[i % self.feeds.len()];
+        if *starts_file {
+            self.carry.reset();
+        }
+        model
+            .run_streaming(feed, &mut self.carry, keep_output)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WAV file as a writer would produce it.
+    fn wav(tag: u16, channels: u16, rate: u32, bits: u16, data: &[u8], extra: &[u8]) -> Vec<u8> {
+        let mut fmt = Vec::new();
+        fmt.extend_from_slice(&tag.to_le_bytes());
+        fmt.extend_from_slice(&channels.to_le_bytes());
+        fmt.extend_from_slice(&rate.to_le_bytes());
+        let block = channels * bits / 8;
+        fmt.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+        fmt.extend_from_slice(&block.to_le_bytes());
+        fmt.extend_from_slice(&bits.to_le_bytes());
+        fmt.extend_from_slice(extra);
+        let mut body = b"WAVE".to_vec();
+        for (id, chunk) in [(b"fmt ", &fmt[..]), (b"LIST", &b"abc"[..]), (b"data", data)] {
+            body.extend_from_slice(id);
+            body.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            body.extend_from_slice(chunk);
+            if chunk.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn pcm_and_float_wav_files_read_as_mono_samples() {
+        let pcm16: Vec<u8> = [0i16, 16384, -32768, 32767]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let w = parse_wav(&wav(1, 1, 16000, 16, &pcm16, &[])).unwrap();
+        assert_eq!((w.sample_rate, w.channels), (16000, 1));
+        assert_eq!(w.samples, [0.0, 0.5, -1.0, 32767.0 / 32768.0]);
+
+        // Two channels are averaged; an odd-sized chunk before `data` is skipped with its pad.
+        let stereo: Vec<u8> = [16384i16, 0, -16384, -16384]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let w = parse_wav(&wav(1, 2, 8000, 16, &stereo, &[])).unwrap();
+        assert_eq!(w.samples, [0.25, -0.5]);
+
+        let float: Vec<u8> = [0.25f32, -0.75]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        assert_eq!(
+            parse_wav(&wav(3, 1, 16000, 32, &float, &[]))
+                .unwrap()
+                .samples,
+            [0.25, -0.75]
+        );
+        let pcm24 = [0x00, 0x00, 0x40, 0x00, 0x00, 0xC0];
+        assert_eq!(
+            parse_wav(&wav(1, 1, 16000, 24, &pcm24, &[]))
+                .unwrap()
+                .samples,
+            [0.5, -0.5]
+        );
+        assert_eq!(
+            parse_wav(&wav(1, 1, 16000, 8, &[128, 192, 0], &[]))
+                .unwrap()
+                .samples,
+            [0.0, 0.5, -1.0]
+        );
+        // WAVE_FORMAT_EXTENSIBLE with a float sub-format.
+        let mut extensible = vec![22, 0, 32, 0, 4, 0, 0, 0];
+        extensible.extend_from_slice(&[
+            3, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71,
+        ]);
+        assert_eq!(
+            parse_wav(&wav(0xFFFE, 1, 16000, 32, &float, &extensible))
+                .unwrap()
+                .samples,
+            [0.25, -0.75]
+        );
+    }
+
+    #[test]
+    fn broken_or_unsupported_wav_files_say_why() {
+        let cases: [(Vec<u8>, &str); 5] = [
+            (b"RIFF\0\0\0\0WAVX".to_vec(), "not a WAV file"),
+            (b"ID3 something".to_vec(), "not a WAV file"),
+            (
+                wav(2, 1, 16000, 4, &[0; 8], &[]),
+                "unsupported WAV encoding (format 2, 4 bits)",
+            ),
+            (wav(1, 0, 16000, 16, &[0; 8], &[]), "no channels"),
+            (
+                b"RIFF\x0c\0\0\0WAVEdata\0\0\0\0".to_vec(),
+                "no `fmt ` chunk",
+            ),
+        ];
+        for (bytes, message) in cases {
+            let err = parse_wav(&bytes).unwrap_err();
+            assert!(err.contains(message), "{err}");
+        }
+        let err = read_wav(Path::new("/nonexistent/clip.wav")).unwrap_err();
+        assert!(
+            err.starts_with("cannot read /nonexistent/clip.wav"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn chunks_carry_the_previous_samples_as_context() {
+        let samples: Vec<f32> = (1..=7).map(|x| x as f32).collect();
+        assert_eq!(
+            chunks(&samples, 3, 2),
+            [vec![0.0, 0.0, 1.0, 2.0, 3.0], vec![2.0, 3.0, 4.0, 5.0, 6.0]],
+            "the tail (7) is shorter than a chunk"
+        );
+        assert_eq!(chunks(&samples, 4, 0), [vec![1.0, 2.0, 3.0, 4.0]]);
+        assert!(chunks(&samples[..2], 3, 2).is_empty());
+    }
+}
