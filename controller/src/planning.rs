@@ -310,6 +310,8 @@ std = [0.5, 0.25, 0.5]
             signature_json: "{}".into(),
             files: vec![],
             created_ms: 0,
+            manifest: vec![],
+            manifest_signature: vec![],
         };
         let models = BTreeMap::from([
             ("vad@fp32".to_string(), model("vad", "fp32")),
