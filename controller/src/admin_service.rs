@@ -708,3 +708,55 @@ fn model_info(m: ModelRow) -> ModelInfo {
         signature: m.manifest_signature,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUITE: &str = "name = \"s\"\nmodels = [\"vad@1\"]\n[input]\nkind = \"audio\"\nfiles = [\"clip.wav\"]\n[[scenario]]\nkind = \"single-stream\"\n";
+
+    fn file(path: &str, data: &[u8]) -> InputFile {
+        InputFile {
+            path: path.into(),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn input_files_are_stored_content_addressed_and_must_match_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = Controller::open(
+            dir.path(),
+            crate::Settings {
+                enrollment_token: "t".into(),
+                heartbeat_interval: std::time::Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let suite = Suite::parse(SUITE, "s.toml").unwrap();
+
+        let missing = store_inputs(&ctl, &suite, vec![], "s.toml").unwrap_err();
+        assert!(
+            missing
+                .message()
+                .contains("names the input file clip.wav but its bytes were not sent"),
+            "{missing:?}"
+        );
+        let extra = vec![file("clip.wav", b"RIFF"), file("other.wav", b"x")];
+        let extra = store_inputs(&ctl, &suite, extra, "s.toml").unwrap_err();
+        assert!(
+            extra.message().contains("other.wav was sent but"),
+            "{extra:?}"
+        );
+
+        let stored = store_inputs(&ctl, &suite, vec![file("clip.wav", b"RIFF")], "s.toml").unwrap();
+        let clip = &stored[std::path::Path::new("clip.wav")];
+        assert_eq!((clip.file_name.as_str(), clip.size_bytes), ("clip.wav", 4));
+        assert_eq!(
+            std::fs::read(ctl.artifacts.path(&clip.sha256).unwrap()).unwrap(),
+            b"RIFF"
+        );
+        // Agents may fetch it: the store knows it as an artifact.
+        assert_eq!(ctl.store.artifact_size(&clip.sha256).unwrap(), Some(4));
+    }
+}
