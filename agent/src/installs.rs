@@ -41,13 +41,7 @@ pub async fn install(ctx: &mut JobContext, command: InstallModel) -> InstallResu
         result.ok = true;
         tracing::info!(model = %manifest.name, version = %manifest.version, previous = %result.previous_version, health = %result.health, "model installed and active");
     }
-    result.state = Some(ctx.installer.state(&manifest.name));
-    result.active_version = result
-        .state
-        .as_ref()
-        .map(|s| s.active_version.clone())
-        .unwrap_or_default();
-    result
+    with_state(ctx, &manifest.name, result)
 }
 
 async fn install_steps(
@@ -170,12 +164,14 @@ pub fn rollback(ctx: &JobContext, command: &RollbackModel) -> InstallResult {
             tracing::error!(model = %name, error = %result.error, "rollback failed");
         }
     }
-    result.state = Some(ctx.installer.state(name));
-    result.active_version = result
-        .state
-        .as_ref()
-        .map(|s| s.active_version.clone())
-        .unwrap_or_default();
+    with_state(ctx, name, result)
+}
+
+/// Adds what is installed of the model now to a command's answer.
+fn with_state(ctx: &JobContext, name: &str, mut result: InstallResult) -> InstallResult {
+    let state = ctx.installer.state(name);
+    result.active_version = state.active_version.clone();
+    result.state = Some(state);
     result
 }
 

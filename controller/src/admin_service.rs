@@ -281,12 +281,7 @@ impl Admin for AdminService {
             .store
             .run(&run_id)?
             .ok_or_else(|| Status::not_found(format!("no run {run_id}")))?;
-        let names: BTreeMap<String, String> = ctl
-            .store
-            .agents()?
-            .into_iter()
-            .map(|a| (a.id, a.name))
-            .collect();
+        let names = ctl.store.agent_names()?;
         let jobs: Vec<JobStatus> = ctl
             .store
             .jobs(Some(&run_id))?
@@ -316,12 +311,7 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let ctl = &self.controller;
         let model = find_model(ctl, &req.name, &req.version)?;
-        let names: BTreeMap<String, String> = ctl
-            .store
-            .agents()?
-            .into_iter()
-            .map(|a| (a.id, a.name))
-            .collect();
+        let names = ctl.store.agent_names()?;
         let placements = ctl
             .store
             .installed()?
@@ -354,12 +344,7 @@ impl Admin for AdminService {
         let model = find_model(ctl, &req.name, &req.version)?;
         let model_ref = format!("{}@{}", req.name, req.version);
         if !req.force {
-            let names: BTreeMap<String, String> = ctl
-                .store
-                .agents()?
-                .into_iter()
-                .map(|a| (a.id, a.name))
-                .collect();
+            let names = ctl.store.agent_names()?;
             let holders: Vec<String> = ctl
                 .store
                 .installed()?

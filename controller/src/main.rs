@@ -418,7 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "opset": m.opset, "created_at": edgefleet_controller::records::rfc3339(m.created_unix_ms),
                     "signed_by": detail.signed_by,
                     "manifest_sha256": sha256_hex(&m.manifest),
-                    "signature": hex_string(&m.signature),
+                    "signature": hex::encode(&m.signature),
                     "files": m.files.iter().map(|f| serde_json::json!({"file_name": f.file_name, "sha256": f.sha256, "size_bytes": f.size_bytes})).collect::<Vec<_>>(),
                     "inputs": m.inputs.iter().map(|s| serde_json::json!({"name": s.name, "element_type": s.element_type, "shape": s.shape})).collect::<Vec<_>>(),
                     "outputs": m.outputs.iter().map(|s| serde_json::json!({"name": s.name, "element_type": s.element_type, "shape": s.shape})).collect::<Vec<_>>(),
@@ -503,13 +503,9 @@ fn split_model(s: &str) -> anyhow::Result<(String, String)> {
     Ok((r.name, r.version))
 }
 
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex_string(&sha2::Sha256::digest(bytes))
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 async fn rollout(address: &str, command: RolloutCommand) -> anyhow::Result<()> {

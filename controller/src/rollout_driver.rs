@@ -66,15 +66,6 @@ fn event(ctl: &Controller, rollout_id: &str, agent_id: Option<&str>, message: &s
     }
 }
 
-fn agent_names(ctl: &Controller) -> Result<BTreeMap<String, String>, StoreError> {
-    Ok(ctl
-        .store
-        .agents()?
-        .into_iter()
-        .map(|a| (a.id, a.name))
-        .collect())
-}
-
 fn install_command(rollout: &RolloutRow, model: &ModelRow, agent_id: &str) -> ControllerMessage {
     ControllerMessage {
         body: Some(controller_message::Body::Install(InstallModel {
@@ -496,7 +487,7 @@ async fn check_gate(
             entry.1.push(measured);
         }
     }
-    let names = agent_names(ctl)?;
+    let names = ctl.store.agent_names()?;
     let mut verdicts = Vec::new();
     let mut breaches = Vec::new();
     for (agent_id, (candidate, active, errors)) in by_agent {
@@ -712,7 +703,7 @@ fn display_version(v: &str) -> &str {
 
 /// A rollout as the CLI shows it.
 pub fn status(ctl: &Controller, rollout: &RolloutRow) -> Result<RolloutStatus, StoreError> {
-    let names = agent_names(ctl)?;
+    let names = ctl.store.agent_names()?;
     let model = ctl
         .store
         .model(&rollout.model_name, &rollout.model_version)?;

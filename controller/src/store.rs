@@ -203,6 +203,11 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Agent names by id, for showing ids to people.
+    pub fn agent_names(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self.agents()?.into_iter().map(|a| (a.id, a.name)).collect())
+    }
+
     /// Registers a model version whose files are already in the artifact folder.
     pub fn insert_model(&self, model: &ModelRow) -> Result<(), StoreError> {
         let mut conn = self.conn();

@@ -2,9 +2,10 @@
 //! manifests, resumable transfers, atomic installs, health checks, performance gates and
 //! rollback, including the ways they must fail safely.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::{start_agent, start_agent_with, Controller};
+use edgefleet_e2e::{start_agent, start_agent_with, Controller, Process};
 
 const TOKEN: &str = "rollout-token";
 
@@ -49,6 +50,13 @@ fn active_on(ctl: &Controller, model: &str, agent: &str) -> Option<String> {
         .iter()
         .find(|p| p["agent"] == agent)
         .map(|p| p["role"].as_str().unwrap().to_string())
+}
+
+/// An agent with extra flags (e.g. a download limit), reading no sensors.
+fn agent_with_flags(dir: &Path, address: &str, name: &str, flags: &[&str]) -> Process {
+    let sensors = dir.join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    start_agent_with(dir, address, TOKEN, name, &[], &sensors, flags)
 }
 
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -241,18 +249,8 @@ fn an_agent_killed_mid_transfer_resumes_without_fetching_the_bytes_it_had() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let sensors = dir.path().join("no-sensors");
-    std::fs::create_dir_all(&sensors).unwrap();
     let limit = ["--download-limit", "25"];
-    let agent = start_agent_with(
-        dir.path(),
-        &ctl.address,
-        TOKEN,
-        "edge-r",
-        &[],
-        &sensors,
-        &limit,
-    );
+    let agent = agent_with_flags(dir.path(), &ctl.address, "edge-r", &limit);
     ctl.wait_online(&["edge-r"], Duration::from_secs(60));
     register(&ctl);
 
@@ -277,15 +275,7 @@ fn an_agent_killed_mid_transfer_resumes_without_fetching_the_bytes_it_had() {
         .unwrap();
     assert!(served_before < total, "the kill came mid-transfer");
 
-    let agent = start_agent_with(
-        dir.path(),
-        &ctl.address,
-        TOKEN,
-        "edge-r",
-        &[],
-        &sensors,
-        &limit,
-    );
+    let agent = agent_with_flags(dir.path(), &ctl.address, "edge-r", &limit);
     let out = ctl.cli(&["rollout", "status", &id, "--watch"]);
     assert!(
         out.status.success(),
@@ -314,27 +304,9 @@ fn a_controller_restarted_mid_rollout_finishes_it() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let sensors = dir.path().join("no-sensors");
-    std::fs::create_dir_all(&sensors).unwrap();
     let limit = ["--download-limit", "30"];
-    let _a = start_agent_with(
-        dir.path(),
-        &ctl.address,
-        TOKEN,
-        "edge-1",
-        &[],
-        &sensors,
-        &limit,
-    );
-    let _b = start_agent_with(
-        dir.path(),
-        &ctl.address,
-        TOKEN,
-        "edge-2",
-        &[],
-        &sensors,
-        &limit,
-    );
+    let _a = agent_with_flags(dir.path(), &ctl.address, "edge-1", &limit);
+    let _b = agent_with_flags(dir.path(), &ctl.address, "edge-2", &limit);
     ctl.wait_online(&["edge-1", "edge-2"], Duration::from_secs(60));
     register(&ctl);
     let id = ctl
@@ -379,8 +351,6 @@ fn tampered_bytes_a_foreign_key_and_a_full_disk_are_refused_and_the_old_version_
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let sensors = dir.path().join("no-sensors");
-    std::fs::create_dir_all(&sensors).unwrap();
     let agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-t", &[]);
     ctl.wait_online(&["edge-t"], Duration::from_secs(60));
     register(&ctl);
@@ -390,15 +360,7 @@ fn tampered_bytes_a_foreign_key_and_a_full_disk_are_refused_and_the_old_version_
     // Not enough disk: the agent keeps a reserve larger than any disk.
     drop(agent);
     let reserve = ["--min-free-disk-mb", "1000000000"];
-    let agent = start_agent_with(
-        dir.path(),
-        &ctl.address,
-        TOKEN,
-        "edge-t",
-        &[],
-        &sensors,
-        &reserve,
-    );
+    let agent = agent_with_flags(dir.path(), &ctl.address, "edge-t", &reserve);
     ctl.wait_online(&["edge-t"], Duration::from_secs(60));
     let (ok, text, id) = rollout(&ctl, &["minilm@fp32"]);
     assert!(!ok, "{text}");
