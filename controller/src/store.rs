@@ -263,14 +263,25 @@ impl Store {
     }
 
     pub fn models(&self) -> Result<Vec<ModelRow>, StoreError> {
+        self.select_models(None)
+    }
+
+    /// One model version (read alone: the rollout driver asks several times a second).
+    pub fn model(&self, name: &str, version: &str) -> Result<Option<ModelRow>, StoreError> {
+        Ok(self.select_models(Some((name, version)))?.pop())
+    }
+
+    /// Every model version, or the one named, with its files in order.
+    fn select_models(&self, only: Option<(&str, &str)>) -> Result<Vec<ModelRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT name, version, quantization, opset, signature, created_ms, manifest,
                     manifest_signature
-             FROM models ORDER BY name, created_ms",
+             FROM models WHERE ?1 IS NULL OR (name = ?1 AND version = ?2)
+             ORDER BY name, created_ms",
         )?;
         let mut models = stmt
-            .query_map([], |r| {
+            .query_map(params![only.map(|o| o.0), only.map(|o| o.1)], |r| {
                 Ok(ModelRow {
                     name: r.get(0)?,
                     version: r.get(1)?,
@@ -301,13 +312,6 @@ impl Store {
                 .collect::<Result<_, _>>()?;
         }
         Ok(models)
-    }
-
-    pub fn model(&self, name: &str, version: &str) -> Result<Option<ModelRow>, StoreError> {
-        Ok(self
-            .models()?
-            .into_iter()
-            .find(|m| m.name == name && m.version == version))
     }
 
     /// Records an artifact that is not a model file (a suite's input file), once.
