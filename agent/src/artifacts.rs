@@ -172,8 +172,7 @@ impl ArtifactStore {
                 )));
             }
             // Written before the next pull: a cut loses at most the chunk in flight.
-            file.write_all(&chunk.data).map_err(io)?;
-            hasher.update(&chunk.data);
+            write_and_hash(&mut file, &mut hasher, &chunk.data).map_err(io)?;
             offset += chunk.data.len() as u64;
             received += chunk.data.len() as u64;
             if chunk.data.is_empty() || offset >= chunk.total_size {
@@ -202,6 +201,24 @@ impl ArtifactStore {
         })
     }
 }
+
+/// Appends bytes to a file and feeds them to a hasher, a slice at a time so each slice is still
+/// in the CPU cache for the second pass: with 20 agents on 2 cores, 64 KiB slices fetched at
+/// 760 MB/s and 1 MiB ones at 560 (tests/e2e/examples/distribution.rs).
+fn write_and_hash(
+    file: &mut std::fs::File,
+    hasher: &mut Sha256,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    for slice in bytes.chunks(WRITE_SLICE_BYTES) {
+        hasher.update(slice);
+        file.write_all(slice)?;
+    }
+    Ok(())
+}
+
+/// See [`write_and_hash`].
+const WRITE_SLICE_BYTES: usize = 64 << 10;
 
 /// Refuses anything but 64 lowercase hex digits, so a digest can never name another path.
 fn check_digest(s: &str) -> Result<(), ArtifactError> {

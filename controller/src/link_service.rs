@@ -190,9 +190,9 @@ impl AgentLink for LinkService {
         let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut file = std::fs::File::open(&path)?;
             file.seek(SeekFrom::Start(offset))?;
-            let mut buf = vec![0u8; want as usize];
-            let n = read_full(&mut file, &mut buf)?;
-            buf.truncate(n);
+            // Read into spare capacity: no zeroing pass over bytes about to be overwritten.
+            let mut buf = Vec::with_capacity(want as usize);
+            file.take(want).read_to_end(&mut buf)?;
             Ok(buf)
         })
         .await
@@ -202,7 +202,7 @@ impl AgentLink for LinkService {
             .add_served(&req.agent_id, &req.sha256, data.len() as u64);
         Ok(Response::new(ArtifactChunk {
             offset,
-            data,
+            data: data.into(),
             total_size: size,
         }))
     }
@@ -263,17 +263,6 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
         }
         Some(agent_message::Body::Hello(_)) | None => {}
     }
-}
-
-fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 /// Compares tokens in time independent of where they differ.

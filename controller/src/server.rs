@@ -6,7 +6,7 @@ use std::future::Future;
 use edgefleet_proto::v1::admin_server::AdminServer;
 use edgefleet_proto::v1::agent_link_server::AgentLinkServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin_service::AdminService;
 use crate::link_service::LinkService;
@@ -42,6 +42,11 @@ pub async fn serve(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .add_service(link)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // No Nagle: a reply's last small frame must not wait for the agent's delayed ACK
+            // (measured: 40 ms stalls on one artifact chunk in five).
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
