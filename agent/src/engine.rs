@@ -125,6 +125,30 @@ impl Model {
     /// One decoder step: feeds `tokens` after what the cache holds, keeps the new cache, and
     /// returns the most likely next token (greedy).
     pub fn decode_step(&mut self, cache: &mut KvCache, tokens: &[i64]) -> Result<i64, EngineError> {
+        let logits = self.decoder_step(cache, tokens, false)?;
+        let last = &logits.values[logits.values.len().saturating_sub(logits.width())..];
+        Ok(last
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as i64))
+    }
+
+    /// The logits `[1, tokens, vocab]` a decoder gives at every position of `tokens` read from
+    /// an empty cache (what the quality metric `logits` compares for decoders).
+    pub fn prompt_logits(&mut self, tokens: &[i64]) -> Result<FloatOutput, EngineError> {
+        let mut cache = self.empty_cache()?;
+        self.decoder_step(&mut cache, tokens, true)
+    }
+
+    /// Feeds `tokens` after what the cache holds and keeps the new cache; returns the logits of
+    /// every position, or of the last one only.
+    fn decoder_step(
+        &mut self,
+        cache: &mut KvCache,
+        tokens: &[i64],
+        every_position: bool,
+    ) -> Result<FloatOutput, EngineError> {
         let run_error = |e: ort::Error| EngineError::Run(e.to_string());
         let (past, new) = (cache.length, tokens.len());
         let ids = Tensor::from_array(([1usize, new], tokens.to_vec())).map_err(run_error)?;
@@ -146,23 +170,28 @@ impl Model {
             .ort("the generate scenario")?
             .run(inputs)
             .map_err(run_error)?;
-        let mut next = None;
+        let mut logits = None;
         for (name, value) in outputs {
             if name == "logits" {
-                let (shape, logits) = value.try_extract_tensor::<f32>().map_err(run_error)?;
-                let vocab = *shape.last().unwrap_or(&0) as usize;
-                let last = &logits[logits.len().saturating_sub(vocab)..];
-                next = last
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(i, _)| i as i64);
+                let (shape, values) = value.try_extract_tensor::<f32>().map_err(run_error)?;
+                let vocab = *shape.last().unwrap_or(&0);
+                logits = Some(if every_position {
+                    FloatOutput {
+                        shape: shape.to_vec(),
+                        values: values.to_vec(),
+                    }
+                } else {
+                    FloatOutput {
+                        shape: vec![1, 1, vocab],
+                        values: values[values.len().saturating_sub(vocab as usize)..].to_vec(),
+                    }
+                });
             } else if let Some(rest) = name.strip_prefix("present.") {
                 cache.past.push((format!("past_key_values.{rest}"), value));
             }
         }
         cache.length = past + new;
-        next.ok_or_else(|| EngineError::Run("the decoder has no `logits` output".into()))
+        logits.ok_or_else(|| EngineError::Run("the decoder has no `logits` output".into()))
     }
 }
 
@@ -171,6 +200,13 @@ impl Model {
 pub struct FloatOutput {
     pub shape: Vec<i64>,
     pub values: Vec<f32>,
+}
+
+impl FloatOutput {
+    /// The size of the last dimension (1 for a scalar).
+    pub fn width(&self) -> usize {
+        self.shape.last().map_or(1, |&w| w.max(0) as usize)
+    }
 }
 
 /// The inputs of one query, built before timing starts.

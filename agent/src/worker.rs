@@ -18,7 +18,7 @@ pub mod quality;
 pub mod queries;
 pub mod text_input;
 
-use crate::engine::{Runtime, ENGINE_NAME};
+use crate::engine::{FloatOutput, Runtime, ENGINE_NAME};
 use crate::procfs;
 use crate::stats::{self, LatencySummary};
 use measure::{run_phase, Arrivals, RunLength};
@@ -260,6 +260,12 @@ pub fn run_quality(
         let pairs = queries::quality_pairs(media, &mut candidate, &mut reference)?;
         return quality::compare(&q.metric, &pairs);
     }
+    if candidate.is_decoder() {
+        return quality::compare(
+            &q.metric,
+            &decoder_pairs(job, &mut candidate, &mut reference)?,
+        );
+    }
     let sentences = text_input::tokenize(job)?;
     let mut pairs = Vec::new();
     for i in 0..sentences.len() {
@@ -275,6 +281,33 @@ pub fn run_quality(
         pairs.push((c, r, batch.attention_mask.clone()));
     }
     quality::compare(&q.metric, &pairs)
+}
+
+/// A decoder's and its reference's logits at every position of each golden text, read from an
+/// empty cache (teacher forcing: both see the same tokens, whatever either would have chosen).
+fn decoder_pairs(
+    job: &WorkerJob,
+    candidate: &mut crate::engine::Model,
+    reference: &mut crate::engine::Model,
+) -> Result<Vec<(FloatOutput, FloatOutput, Vec<i64>)>, String> {
+    if !reference.is_decoder() {
+        return Err("the model is a decoder but its quality reference is not".into());
+    }
+    let tokenizer = text_input::load_tokenizer(&WorkerJob {
+        sequence_length: None,
+        ..job.clone()
+    })?;
+    let mut pairs = Vec::new();
+    for tokens in text_input::encode(&tokenizer, &job.sentences)? {
+        if tokens.ids.is_empty() {
+            continue;
+        }
+        let logits = |model: &mut crate::engine::Model| {
+            model.prompt_logits(&tokens.ids).map_err(|e| e.to_string())
+        };
+        pairs.push((logits(candidate)?, logits(reference)?, Vec::new()));
+    }
+    Ok(pairs)
 }
 
 /// The engine a job runs on: ONNX Runtime (the default) or tract.
