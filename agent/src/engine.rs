@@ -23,6 +23,8 @@ pub enum EngineError {
     Model { path: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Run(String),
+    #[error("{0}")]
+    Provider(String),
     #[error(
         "model input `{name}` is {dtype}, but edgefleet can only feed int64 token inputs to it"
     )]
@@ -266,22 +268,59 @@ impl Runtime {
         })
     }
 
-    /// Loads a model with `threads` intra-op threads and full graph optimisation.
-    pub fn load_model(&self, path: &Path, threads: usize) -> Result<Model, EngineError> {
+    /// The full name of an execution provider given by its short name (`cuda` →
+    /// `CUDAExecutionProvider`; empty → CPU), if this library offers it.
+    pub fn provider(&self, short: &str) -> Result<&'static str, EngineError> {
+        let (name, _) = provider_dispatch(short)?;
+        if name == ort::ep::CPU::NAME || self.execution_providers.iter().any(|p| p == name) {
+            Ok(name)
+        } else {
+            Err(EngineError::Provider(format!(
+                "execution provider `{short}` ({name}) is not offered by the loaded ONNX Runtime {} (it offers {})",
+                self.version,
+                self.execution_providers.join(", ")
+            )))
+        }
+    }
+
+    /// Loads a model with the suite's threads, execution provider and graph optimisation.
+    pub fn load_model(
+        &self,
+        path: &Path,
+        settings: &SessionSettings,
+    ) -> Result<Model, EngineError> {
         let model_error = |e: ort::Error| EngineError::Model {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        let session = Session::builder(&self._environment)
+        let level = match settings.graph_optimization.as_str() {
+            "disabled" => GraphOptimizationLevel::Disable,
+            "basic" => GraphOptimizationLevel::Level1,
+            "extended" => GraphOptimizationLevel::Level2,
+            "" | "all" => GraphOptimizationLevel::All,
+            other => {
+                return Err(EngineError::Provider(format!(
+                    "unknown graph optimization level `{other}` (disabled, basic, extended, all)"
+                )))
+            }
+        };
+        self.provider(&settings.execution_provider)?;
+        let (_, dispatch) = provider_dispatch(&settings.execution_provider)?;
+        let mut builder = Session::builder(&self._environment)
             .map_err(model_error)?
-            .with_intra_threads(threads)
+            .with_intra_threads(settings.intra_op_threads)
             .map_err(|e| model_error(e.into()))?
-            .with_inter_threads(1)
+            .with_inter_threads(settings.inter_op_threads)
             .map_err(|e| model_error(e.into()))?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| model_error(e.into()))?
-            .commit_from_file(path)
-            .map_err(model_error)?;
+            .with_optimization_level(level)
+            .map_err(|e| model_error(e.into()))?;
+        if let Some(dispatch) = dispatch {
+            // A provider that cannot start is an error, never a silent fall-back to the CPU.
+            builder = builder
+                .with_execution_providers([dispatch.error_on_failure()])
+                .map_err(|e| model_error(e.into()))?;
+        }
+        let session = builder.commit_from_file(path).map_err(model_error)?;
         let inputs = session
             .inputs()
             .iter()
@@ -544,6 +583,42 @@ fn version_from_build_info(info: &str) -> Option<String> {
 }
 
 /// The execution providers the loaded library was built with, among those edgefleet knows.
+/// How one session runs, from the suite.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSettings {
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    /// Short name (`cuda`); CPU when empty or `cpu`.
+    pub execution_provider: String,
+    /// disabled, basic, extended or all (also when empty).
+    pub graph_optimization: String,
+}
+
+/// A provider's full name, and what registers it on a session (none for the CPU provider,
+/// which every session has).
+fn provider_dispatch(
+    short: &str,
+) -> Result<(&'static str, Option<ort::ep::ExecutionProviderDispatch>), EngineError> {
+    use ort::ep;
+    Ok(match short.to_ascii_lowercase().as_str() {
+        "" | "cpu" => (ep::CPU::NAME, None),
+        "cuda" => (ep::CUDA::NAME, Some(ep::CUDA::default().build())),
+        "tensorrt" => (ep::TensorRT::NAME, Some(ep::TensorRT::default().build())),
+        "openvino" => (ep::OpenVINO::NAME, Some(ep::OpenVINO::default().build())),
+        "xnnpack" => (ep::XNNPACK::NAME, Some(ep::XNNPACK::default().build())),
+        "acl" => (ep::ACL::NAME, Some(ep::ACL::default().build())),
+        "qnn" => (ep::QNN::NAME, Some(ep::QNN::default().build())),
+        "rocm" => (ep::ROCm::NAME, Some(ep::ROCm::default().build())),
+        "migraphx" => (ep::MIGraphX::NAME, Some(ep::MIGraphX::default().build())),
+        "nnapi" => (ep::NNAPI::NAME, Some(ep::NNAPI::default().build())),
+        other => {
+            return Err(EngineError::Provider(format!(
+                "unknown execution provider `{other}` (cpu, cuda, tensorrt, openvino, xnnpack, acl, qnn, rocm, migraphx, nnapi)"
+            )))
+        }
+    })
+}
+
 fn available_providers() -> Vec<String> {
     fn check<E: ExecutionProvider>(out: &mut Vec<String>) {
         if E::is_available().unwrap_or(false) {

@@ -290,6 +290,9 @@ async fn health_check(
         prompt_tokens: 8,
         generate_tokens: 2,
         engine: String::new(),
+        execution_provider: String::new(),
+        graph_optimization: String::new(),
+        inter_op_threads: 0,
         media: None,
     };
     match run_worker(&job, HEALTH_TIMEOUT).await? {

@@ -282,6 +282,9 @@ fn worker_job(
         prompt_tokens: workload.prompt_tokens,
         generate_tokens: workload.generate_tokens,
         engine: workload.engine.clone(),
+        execution_provider: workload.execution_provider.clone(),
+        graph_optimization: workload.graph_optimization.clone(),
+        inter_op_threads: workload.inter_op_threads,
         media,
     })
 }

@@ -193,6 +193,9 @@ fn worker_job(
         prompt_tokens,
         generate_tokens,
         engine: run.engine.to_string(),
+        execution_provider: run.provider.to_string(),
+        graph_optimization: suite.onnxruntime.graph_optimization.clone(),
+        inter_op_threads: suite.onnxruntime.inter_op_threads.get(),
         media: media_input(&run.group.input, dir),
     }
 }

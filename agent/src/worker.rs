@@ -18,7 +18,7 @@ pub mod quality;
 pub mod queries;
 pub mod text_input;
 
-use crate::engine::{FloatOutput, Runtime, ENGINE_NAME};
+use crate::engine::{FloatOutput, Runtime, SessionSettings, ENGINE_NAME};
 use crate::procfs;
 use crate::stats::{self, LatencySummary};
 use measure::{run_phase, Arrivals, RunLength};
@@ -63,6 +63,15 @@ pub struct WorkerJob {
     /// onnxruntime (also when empty) or tract.
     #[serde(default)]
     pub engine: String,
+    /// ONNX Runtime's execution provider by short name (`cuda`; CPU when empty or `cpu`).
+    #[serde(default)]
+    pub execution_provider: String,
+    /// ONNX Runtime's graph optimization level: disabled, basic, extended or all (when empty).
+    #[serde(default)]
+    pub graph_optimization: String,
+    /// ONNX Runtime's inter-op threads (1 when 0).
+    #[serde(default)]
+    pub inter_op_threads: u32,
     /// Audio or image input instead of `sentences`.
     #[serde(default)]
     pub media: Option<MediaInput>,
@@ -314,7 +323,8 @@ fn decoder_pairs(
 pub struct Engine {
     pub name: &'static str,
     pub version: String,
-    pub provider: &'static str,
+    /// The execution provider's full name (`CPUExecutionProvider`, `CUDAExecutionProvider`).
+    pub provider: String,
     /// Kept alive while models built from it run.
     runtime: Option<Runtime>,
 }
@@ -324,10 +334,13 @@ impl Engine {
         match job.engine.as_str() {
             "" | ENGINE_NAME => {
                 let runtime = Runtime::load(&job.onnxruntime_library).map_err(|e| e.to_string())?;
+                let provider = runtime
+                    .provider(&job.execution_provider)
+                    .map_err(|e| e.to_string())?;
                 Ok(Engine {
                     name: ENGINE_NAME,
                     version: runtime.version.clone(),
-                    provider: "CPUExecutionProvider",
+                    provider: provider.to_string(),
                     runtime: Some(runtime),
                 })
             }
@@ -342,7 +355,7 @@ impl Engine {
                 Ok(Engine {
                     name: crate::engine::tract::ENGINE_NAME,
                     version: crate::engine::tract::ENGINE_VERSION.to_string(),
-                    provider: "cpu",
+                    provider: "cpu".into(),
                     runtime: None,
                 })
             }
@@ -357,7 +370,15 @@ impl Engine {
     pub fn load(&self, job: &WorkerJob, path: &Path) -> Result<crate::engine::Model, String> {
         match &self.runtime {
             Some(runtime) => runtime
-                .load_model(path, job.threads.max(1) as usize)
+                .load_model(
+                    path,
+                    &SessionSettings {
+                        intra_op_threads: job.threads.max(1) as usize,
+                        inter_op_threads: job.inter_op_threads.max(1) as usize,
+                        execution_provider: job.execution_provider.clone(),
+                        graph_optimization: job.graph_optimization.clone(),
+                    },
+                )
                 .map_err(|e| e.to_string()),
             #[cfg(feature = "tract")]
             None if job.media.is_some() => Err(

@@ -27,6 +27,9 @@ pub struct Suite {
     pub scenarios: Vec<Scenario>,
     /// Inference engines to run every run on: onnxruntime (default) and/or tract.
     pub engines: Vec<String>,
+    /// How ONNX Runtime runs: its execution providers (each onnxruntime run is repeated on
+    /// every one), graph optimization level and inter-op threads.
+    pub onnxruntime: OnnxRuntimeOptions,
     pub conditions: Conditions,
     /// sha256 of the suite's TOML text, recorded with every result for provenance.
     pub sha256: String,
@@ -57,6 +60,36 @@ pub struct QualityCheck {
 
 /// The engines a suite may name.
 pub const ENGINES: [&str; 2] = ["onnxruntime", "tract"];
+
+/// ONNX Runtime's settings in a suite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxRuntimeOptions {
+    /// Short provider names ([`EXECUTION_PROVIDERS`]); `["cpu"]` unless the suite says.
+    pub execution_providers: Vec<String>,
+    /// One of [`GRAPH_OPTIMIZATION_LEVELS`]; `all` unless the suite says.
+    pub graph_optimization: String,
+    /// Threads that run independent nodes in parallel (1: nodes run one after another).
+    pub inter_op_threads: NonZeroU32,
+}
+
+impl Default for OnnxRuntimeOptions {
+    fn default() -> OnnxRuntimeOptions {
+        OnnxRuntimeOptions {
+            execution_providers: vec!["cpu".into()],
+            graph_optimization: "all".into(),
+            inter_op_threads: NonZeroU32::MIN,
+        }
+    }
+}
+
+/// The execution providers a suite may name. Whether a device has one is up to the ONNX Runtime
+/// library it loads: a run on a provider the library does not offer fails with the reason.
+pub const EXECUTION_PROVIDERS: [&str; 10] = [
+    "cpu", "cuda", "tensorrt", "openvino", "xnnpack", "acl", "qnn", "rocm", "migraphx", "nnapi",
+];
+
+/// ONNX Runtime's graph optimization levels, from none to every rewrite.
+pub const GRAPH_OPTIMIZATION_LEVELS: [&str; 4] = ["disabled", "basic", "extended", "all"];
 
 /// The quality metrics a suite may name.
 pub const QUALITY_METRICS: [&str; 4] = ["cosine", "logits", "classes", "ctc"];
@@ -365,22 +398,34 @@ impl Suite {
         out
     }
 
-    /// Every run the suite asks for on one agent: model × engine × scenario × thread count, in
-    /// that order, group after group.
+    /// Every run the suite asks for on one agent: model × engine (× execution provider, for
+    /// onnxruntime) × scenario × thread count, in that order, group after group.
     pub fn plan(&self) -> Vec<PlannedRun<'_>> {
         let mut runs = Vec::new();
         for group in &self.groups {
             for model in &group.models {
                 for engine in &self.engines {
-                    for scenario in &self.scenarios {
-                        for &threads in &scenario.threads {
-                            runs.push(PlannedRun {
-                                model,
-                                group,
-                                engine,
-                                scenario,
-                                threads,
-                            });
+                    let providers: Vec<&str> = match engine.as_str() {
+                        "onnxruntime" => self
+                            .onnxruntime
+                            .execution_providers
+                            .iter()
+                            .map(String::as_str)
+                            .collect(),
+                        _ => vec!["cpu"],
+                    };
+                    for provider in providers {
+                        for scenario in &self.scenarios {
+                            for &threads in &scenario.threads {
+                                runs.push(PlannedRun {
+                                    model,
+                                    group,
+                                    engine,
+                                    provider,
+                                    scenario,
+                                    threads,
+                                });
+                            }
                         }
                     }
                 }
@@ -397,6 +442,8 @@ pub struct PlannedRun<'a> {
     /// The model's group: its input and quality check.
     pub group: &'a ModelGroup,
     pub engine: &'a str,
+    /// The execution provider's short name (`cpu` for tract).
+    pub provider: &'a str,
     pub scenario: &'a Scenario,
     pub threads: NonZeroU32,
 }

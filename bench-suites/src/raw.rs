@@ -10,8 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    suite_hash, AudioInput, Conditions, ImageInput, Input, ModelGroup, ModelSource, QualityCheck,
-    Resize, Scenario, ScenarioKind, Suite, SuiteError,
+    suite_hash, AudioInput, Conditions, ImageInput, Input, ModelGroup, ModelSource,
+    OnnxRuntimeOptions, QualityCheck, Resize, Scenario, ScenarioKind, Suite, SuiteError,
 };
 
 #[derive(Deserialize)]
@@ -26,6 +26,9 @@ struct RawSuite {
     conditions: Option<RawConditions>,
     quality: Option<Spanned<RawQuality>>,
     engines: Option<Spanned<Vec<Spanned<String>>>>,
+    execution_providers: Option<Spanned<Vec<Spanned<String>>>>,
+    graph_optimization: Option<Spanned<String>>,
+    inter_op_threads: Option<Spanned<i64>>,
     group: Option<Spanned<Vec<Spanned<RawGroup>>>>,
 }
 
@@ -164,6 +167,7 @@ pub(crate) fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Sui
         return Err(at.error(raw.name.span(), "name", "must not be empty"));
     }
 
+    let onnxruntime = onnxruntime_options(&at, &raw)?;
     let groups = match (raw.group, raw.models, raw.input) {
         (Some(groups), None, None) if raw.quality.is_none() => {
             if groups.get_ref().is_empty() {
@@ -298,6 +302,7 @@ pub(crate) fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Sui
     };
     Ok(Suite {
         engines,
+        onnxruntime,
         conditions,
         name: name.to_string(),
         description: raw.description,
@@ -917,3 +922,67 @@ fn split_serde_message(message: &str) -> (Option<String>, String) {
 
 #[cfg(test)]
 mod tests;
+
+/// `execution_providers`, `graph_optimization` and `inter_op_threads`.
+fn onnxruntime_options(at: &Locator<'_>, raw: &RawSuite) -> Result<OnnxRuntimeOptions, SuiteError> {
+    let mut options = OnnxRuntimeOptions::default();
+    if let Some(list) = &raw.execution_providers {
+        if list.get_ref().is_empty() {
+            return Err(at.error(
+                list.span(),
+                "execution_providers",
+                "lists no execution provider",
+            ));
+        }
+        options.execution_providers.clear();
+        for provider in list.get_ref() {
+            let name = provider.get_ref().to_ascii_lowercase();
+            if !crate::EXECUTION_PROVIDERS.contains(&name.as_str()) {
+                return Err(at.error(
+                    provider.span(),
+                    "execution_providers",
+                    format!(
+                        "unknown execution provider `{}` (supported: {})",
+                        provider.get_ref(),
+                        crate::EXECUTION_PROVIDERS.join(", ")
+                    ),
+                ));
+            }
+            if options.execution_providers.contains(&name) {
+                return Err(at.error(
+                    provider.span(),
+                    "execution_providers",
+                    format!("`{name}` is listed twice"),
+                ));
+            }
+            options.execution_providers.push(name);
+        }
+    }
+    if let Some(level) = &raw.graph_optimization {
+        if !crate::GRAPH_OPTIMIZATION_LEVELS.contains(&level.get_ref().as_str()) {
+            return Err(at.error(
+                level.span(),
+                "graph_optimization",
+                format!(
+                    "unknown level `{}` (supported: {})",
+                    level.get_ref(),
+                    crate::GRAPH_OPTIMIZATION_LEVELS.join(", ")
+                ),
+            ));
+        }
+        options.graph_optimization = level.get_ref().clone();
+    }
+    if let Some(threads) = &raw.inter_op_threads {
+        options.inter_op_threads = u32::try_from(*threads.get_ref())
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                at.error(
+                    threads.span(),
+                    "inter_op_threads",
+                    format!("must be at least 1, not {}", threads.get_ref()),
+                )
+            })?;
+    }
+    Ok(options)
+}

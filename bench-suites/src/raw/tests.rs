@@ -698,3 +698,76 @@ fn groups_give_models_their_own_input_and_reference() {
         "{twice}"
     );
 }
+
+#[test]
+fn onnxruntime_runs_repeat_on_every_execution_provider() {
+    let suite = Suite::parse(
+        &GOOD.replace(
+            "name = \"t\"",
+            "name = \"t\"\nengines = [\"onnxruntime\", \"tract\"]\nexecution_providers = [\"CPU\", \"cuda\"]\ngraph_optimization = \"basic\"\ninter_op_threads = 2",
+        ),
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(suite.onnxruntime.execution_providers, ["cpu", "cuda"]);
+    assert_eq!(suite.onnxruntime.graph_optimization, "basic");
+    assert_eq!(suite.onnxruntime.inter_op_threads.get(), 2);
+    let runs: Vec<(&str, &str)> = suite
+        .plan()
+        .iter()
+        .filter(|r| r.model.to_string() == "m@1" && r.threads.get() == 1)
+        .map(|r| (r.engine, r.provider))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("onnxruntime", "cpu"),
+            ("onnxruntime", "cuda"),
+            ("tract", "cpu")
+        ]
+    );
+
+    let defaults = Suite::parse(GOOD, "good.toml").unwrap();
+    assert_eq!(defaults.onnxruntime.execution_providers, ["cpu"]);
+    assert_eq!(defaults.onnxruntime.graph_optimization, "all");
+    assert_eq!(defaults.onnxruntime.inter_op_threads.get(), 1);
+}
+
+#[test]
+fn bad_onnxruntime_settings_name_line_and_field() {
+    let cases = [
+        (
+            "name = \"t\"\nexecution_providers = [\"cpu\", \"gpu\"]",
+            3,
+            "execution_providers",
+            "unknown execution provider `gpu` (supported: cpu, cuda,",
+        ),
+        (
+            "name = \"t\"\nexecution_providers = []",
+            3,
+            "execution_providers",
+            "lists no execution provider",
+        ),
+        (
+            "name = \"t\"\nexecution_providers = [\"cuda\", \"CUDA\"]",
+            3,
+            "execution_providers",
+            "`cuda` is listed twice",
+        ),
+        (
+            "name = \"t\"\ngraph_optimization = \"max\"",
+            3,
+            "graph_optimization",
+            "unknown level `max` (supported: disabled, basic, extended, all)",
+        ),
+        (
+            "name = \"t\"\ninter_op_threads = 0",
+            3,
+            "inter_op_threads",
+            "must be at least 1, not 0",
+        ),
+    ];
+    for (to, line, field, message) in cases {
+        check("name = \"t\"", to, line, field, message);
+    }
+}

@@ -229,3 +229,48 @@ min_duration_s = 0.1
         "{records:#?}"
     );
 }
+
+#[test]
+fn a_provider_the_library_lacks_fails_its_run_with_the_reason_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = cached("models/minilm-l6/model.int8.onnx");
+    let suite = dir.path().join("providers.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"
+name = "providers"
+models = ["{int8}"]
+execution_providers = ["cuda", "cpu"]
+graph_optimization = "disabled"
+inter_op_threads = 2
+[input]
+text = ["The firmware update failed.", "Is the store open on Sunday mornings?"]
+[conditions]
+idle_power_s = 0
+[[scenario]]
+kind = "single-stream"
+min_queries = 10
+min_duration_s = 0.1
+"#,
+            int8 = int8.display(),
+        ),
+    )
+    .unwrap();
+    let out = local_bench(&suite, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The wheel's library is CPU-only: the CUDA run fails in one line naming what it offers,
+    // instead of quietly running on the CPU under CUDA's name.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("failed"))
+        .unwrap_or_else(|| panic!("no failed run: {stderr}"));
+    assert!(
+        line.contains("execution provider `cuda` (CUDAExecutionProvider) is not offered by the loaded ONNX Runtime 1.31.1 (it offers CPUExecutionProvider"),
+        "{line}"
+    );
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 1, "the CPU run still ran: {stderr}");
+    assert_eq!(records[0]["execution_provider"], "CPUExecutionProvider");
+    assert!(records[0]["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+}
