@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Benchmark program: the agent daemon's resident memory while connected to a controller and idle,
-# against the 5 MB AWS gives for its Greengrass nucleus lite (written in C). Uses the release
-# binaries (cargo build --release --bins) and loopback only; stops what it starts.
+# against the 5 MB AWS gives for its Greengrass nucleus lite (written in C). Measures the agent as
+# it goes on a device (the `device` cargo profile, built here if needed) against the release
+# controller; loopback only; stops what it starts.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN="$ROOT/target/release"
-[[ -x "$BIN/edgefleet" && -x "$BIN/edgefleet-agent" ]] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
+AGENT_BIN="$ROOT/target/device/edgefleet-agent"
+(cd "$ROOT" && cargo build --release --bin edgefleet && cargo build --profile device --bin edgefleet-agent) >&2
 WORK=$(mktemp -d)
 trap 'kill $AGENT $CONTROLLER 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 EDGEFLEET_TOKEN=footprint "$BIN/edgefleet" serve --listen 127.0.0.1:0 --data-dir "$WORK/c" > "$WORK/addr" 2> "$WORK/c.log" &
 CONTROLLER=$!
 for _ in $(seq 50); do grep -q listening "$WORK/addr" && break; sleep 0.1; done
 ADDR=$(sed -n 's/^edgefleet controller listening on //p' "$WORK/addr")
-EDGEFLEET_TOKEN=footprint "$BIN/edgefleet-agent" run --controller "http://$ADDR" --name footprint \
+EDGEFLEET_TOKEN=footprint "$AGENT_BIN" run --controller "http://$ADDR" --name footprint \
   --data-dir "$WORK/a" 2> "$WORK/a.log" &
 AGENT=$!
 sleep "${SETTLE_S:-10}"

@@ -87,6 +87,9 @@ fn main() {
             prompt_tokens: 0,
             generate_tokens: 0,
             engine: String::new(),
+            execution_provider: String::new(),
+            graph_optimization: String::new(),
+            inter_op_threads: 0,
             media: None,
         };
         let job_file =

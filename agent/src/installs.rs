@@ -107,7 +107,7 @@ async fn install_steps(
     let health = if command.health_check == "none" {
         Ok("not asked for".to_string())
     } else {
-        health_check(ctx, manifest, &version_dir).await
+        health_check(ctx, manifest, &version_dir, command.health_check == "bench").await
     };
     match health {
         Ok(verdict) => result.health = verdict,
@@ -241,11 +241,14 @@ async fn verify_files(
 }
 
 /// Loads the installed version in a worker and runs a few real queries: text through its
-/// tokenizer when it has one (a short generation for decoders), else loading alone.
+/// tokenizer when it has one (a short generation for decoders), else loading alone. With
+/// `benchmark`, the queries are the quick suite's single-stream run instead (10 warm-up, then at
+/// least 200 queries and 3 s; generations of 16 tokens after a 32-token prompt for decoders).
 async fn health_check(
     ctx: &JobContext,
     manifest: &Manifest,
     version_dir: &Path,
+    benchmark: bool,
 ) -> Result<String, String> {
     let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
         .map_err(|e| e.to_string())?;
@@ -271,10 +274,14 @@ async fn health_check(
         sentences: vec!["edgefleet checks that this model answers after install.".into()],
         sequence_length: None,
         threads: 1,
-        warmup_queries: 1,
-        min_queries: 3,
-        min_duration_ms: 0,
-        max_duration_ms: 10_000,
+        warmup_queries: if benchmark { 10 } else { 1 },
+        min_queries: match (benchmark, decoder) {
+            (false, _) => 3,
+            (true, true) => 5,
+            (true, false) => 200,
+        },
+        min_duration_ms: if benchmark { 3_000 } else { 0 },
+        max_duration_ms: if benchmark { 60_000 } else { 10_000 },
         repetitions: 1,
         scenario: scenario.into(),
         batch: 1,
@@ -287,8 +294,8 @@ async fn health_check(
         max_start_temp_c: None,
         max_wait_s: 0.0,
         quality: None,
-        prompt_tokens: 8,
-        generate_tokens: 2,
+        prompt_tokens: if benchmark { 32 } else { 8 },
+        generate_tokens: if benchmark { 16 } else { 2 },
         engine: String::new(),
         execution_provider: String::new(),
         graph_optimization: String::new(),
@@ -296,6 +303,15 @@ async fn health_check(
         media: None,
     };
     match run_worker(&job, HEALTH_TIMEOUT).await? {
+        (WorkerOutcome::Measured(report), _) if benchmark => Ok(format!(
+            "benchmark ok: {} queries in {:.1} s, p50 {:.2} ms, p90 {:.2} ms, peak RSS {:.0} MB (load {:.0} ms)",
+            report.samples,
+            report.duration_s,
+            report.latency_ms.p50,
+            report.latency_ms.p90,
+            report.peak_rss_bytes as f64 / 1e6,
+            report.load_ms
+        )),
         (WorkerOutcome::Measured(report), _) => Ok(format!(
             "{} smoke queries ok, p50 {:.2} ms (load {:.0} ms)",
             report.samples, report.latency_ms.p50, report.load_ms

@@ -412,8 +412,13 @@ impl Admin for AdminService {
         let limits = rollout::parse_gate(&req.gate).map_err(bad)?;
         let health_check = match req.health_check.as_str() {
             "" | "smoke" => "smoke",
+            "bench" => "bench",
             "none" => "none",
-            other => return Err(bad(format!("unknown health check `{other}` (smoke, none)"))),
+            other => {
+                return Err(bad(format!(
+                    "unknown health check `{other}` (smoke, bench, none)"
+                )))
+            }
         };
         let model = find_model(ctl, &req.name, &req.version)?;
         if !limits.is_empty() && !model.files.iter().any(|f| f.file_name == "tokenizer.json") {

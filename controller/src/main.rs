@@ -142,7 +142,9 @@ enum RolloutCommand {
         /// "p90<=1.10x,energy<=1.10x,quality>=0.99" (metrics p50 p90 p99 energy memory quality).
         #[arg(long)]
         gate: Option<String>,
-        /// Health check after install: smoke (load and run a few queries) or none.
+        /// Health check after install: smoke (load and run a few queries), bench (the quick
+        /// suite's single-stream run: at least 200 queries and 3 s; a failure rolls back like a
+        /// failed smoke test) or none.
         #[arg(long, default_value = "smoke")]
         health: String,
         /// Follow the rollout until it settles.

@@ -106,6 +106,10 @@ fn waves_install_and_a_performance_gate_stops_a_slower_model_and_passes_a_faster
             "unknown gate metric `latency`",
         ),
         (vec!["minilm@int8", "--success", "120%"], "at most 100%"),
+        (
+            vec!["minilm@int8", "--health", "full"],
+            "unknown health check `full` (smoke, bench, none)",
+        ),
     ] {
         let mut full = vec!["rollout", "start"];
         full.extend_from_slice(&args);
@@ -119,8 +123,11 @@ fn waves_install_and_a_performance_gate_stops_a_slower_model_and_passes_a_faster
         .cli_ok(&["rollout", "status"])
         .contains("no rollouts yet"));
 
-    // fp32 everywhere, in two waves.
-    let (ok, text, first) = rollout(&ctl, &["minilm@fp32", "--waves", "50%,100%"]);
+    // fp32 everywhere, in two waves, each install checked by a benchmark.
+    let (ok, text, first) = rollout(
+        &ctl,
+        &["minilm@fp32", "--waves", "50%,100%", "--health", "bench"],
+    );
     assert!(ok, "{text}");
     let status = ctl.rollout(&first);
     assert_eq!(status["state"], "succeeded", "{status:#}");
@@ -134,7 +141,7 @@ fn waves_install_and_a_performance_gate_stops_a_slower_model_and_passes_a_faster
     for t in status["targets"].as_array().unwrap() {
         assert_eq!(t["state"], "done", "{t:#}");
         assert!(
-            t["health"].as_str().unwrap().contains("smoke queries ok"),
+            t["health"].as_str().unwrap().contains("benchmark ok: "),
             "{t:#}"
         );
         assert_eq!(t["previous_version"], "");
