@@ -156,14 +156,25 @@ fn bench(
     }
 }
 
+/// Logs to stderr at `info`, or as `EDGEFLEET_LOG` says (`debug`, `edgefleet_agent=debug,info`).
+/// A target filter rather than tracing's `EnvFilter`, whose regex engine would otherwise sit in
+/// the daemon's resident memory.
 fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDGEFLEET_LOG")
-                .unwrap_or_else(|_| "info".into()),
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("EDGEFLEET_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(filter)
         .init();
 }
 
