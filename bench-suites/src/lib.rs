@@ -496,7 +496,7 @@ pub fn suite_hash(text: &str) -> String {
 }
 
 /// The suites shipped in `bench-suites/suites/`, built into the binaries: (name, TOML text).
-pub const SHIPPED: [(&str, &str); 6] = [
+pub const SHIPPED: [(&str, &str); 7] = [
     ("quick", include_str!("../suites/quick.toml")),
     ("slm-encoders", include_str!("../suites/slm-encoders.toml")),
     (
@@ -506,4 +506,5 @@ pub const SHIPPED: [(&str, &str); 6] = [
     ("slm-generate", include_str!("../suites/slm-generate.toml")),
     ("audio-vad", include_str!("../suites/audio-vad.toml")),
     ("vision-ocr", include_str!("../suites/vision-ocr.toml")),
+    ("runtimes", include_str!("../suites/runtimes.toml")),
 ];
