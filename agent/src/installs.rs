@@ -241,7 +241,8 @@ async fn verify_files(
 }
 
 /// Loads the installed version in a worker and runs a few real queries: text through its
-/// tokenizer when it has one (a short generation for decoders), else loading alone. With
+/// tokenizer when it has one (a short generation for decoders), else zero-filled inputs of the
+/// model's declared shapes. With
 /// `benchmark`, the queries are the quick suite's single-stream run instead (10 warm-up, then at
 /// least 200 queries and 3 s; generations of 16 tokens after a 32-token prompt for decoders).
 async fn health_check(
@@ -316,9 +317,9 @@ async fn health_check(
             "{} smoke queries ok, p50 {:.2} ms (load {:.0} ms)",
             report.samples, report.latency_ms.p50, report.load_ms
         )),
-        (WorkerOutcome::Loaded { load_ms }, _) => Ok(format!(
-            "loaded in {load_ms:.0} ms (no tokenizer.json: no smoke inference)"
-        )),
+        (WorkerOutcome::Loaded { load_ms, smoke }, _) => {
+            Ok(format!("loaded in {load_ms:.0} ms; {smoke}"))
+        }
         _ => Err("the worker answered the health check with something else".into()),
     }
 }

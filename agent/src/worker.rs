@@ -91,9 +91,11 @@ pub struct QualityJob {
 pub enum WorkerOutcome {
     Measured(Box<WorkerReport>),
     Compared(std::collections::BTreeMap<String, f64>),
-    /// Scenario `load` (a health check of a model with no input the agent can make): it loaded.
+    /// Scenario `load` (a health check of a model without a tokenizer): it loaded, and what a
+    /// smoke inference on zero-filled inputs gave (or why none could be made).
     Loaded {
         load_ms: f64,
+        smoke: String,
     },
     Failed(String),
 }
@@ -204,10 +206,10 @@ pub fn main_job() -> std::process::ExitCode {
         None if job.scenario == "load" => {
             let engine = Engine::start(&job)?;
             let start = Instant::now();
-            engine.load(&job, &job.model_path)?;
-            Ok(WorkerOutcome::Loaded {
-                load_ms: ms(start.elapsed()),
-            })
+            let mut model = engine.load(&job, &job.model_path)?;
+            let load_ms = ms(start.elapsed());
+            let smoke = smoke_inference(&mut model, job.min_queries.max(1))?;
+            Ok(WorkerOutcome::Loaded { load_ms, smoke })
         }
         None => run_job(&job).map(|r| WorkerOutcome::Measured(Box::new(r))),
     });
@@ -317,6 +319,58 @@ fn decoder_pairs(
         pairs.push((logits(candidate)?, logits(reference)?, Vec::new()));
     }
     Ok(pairs)
+}
+
+/// Runs a model a few times on zero-filled inputs of its declared shapes (a dynamic dimension is
+/// 1 first, 64 elsewhere: a batch of one, 64 tokens or a 64-pixel side), so a model that loads but
+/// cannot run fails its health check. Inputs other than float32 and int64 cannot be made up; the
+/// answer then says so.
+fn smoke_inference(model: &mut crate::engine::Model, runs: u32) -> Result<String, String> {
+    use crate::engine::TensorData;
+    let mut named = Vec::new();
+    for input in &model.inputs {
+        let shape: Vec<usize> = input
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(axis, &d)| match (axis, d) {
+                (_, d) if d > 0 => d as usize,
+                (0, _) => 1,
+                _ => 64,
+            })
+            .collect();
+        let count = shape.iter().product();
+        let values = match input.dtype.as_str() {
+            "f32" => TensorData::F32(vec![0.0; count]),
+            "i64" => TensorData::I64(vec![0; count]),
+            other => {
+                return Ok(format!(
+                    "no smoke inference: input `{}` is {other}, not float32 or int64",
+                    input.name
+                ))
+            }
+        };
+        named.push((input.name.clone(), shape, values));
+    }
+    let described: Vec<String> = named
+        .iter()
+        .map(|(name, shape, _)| format!("{name} {shape:?}"))
+        .collect();
+    let feed = model.feed_tensors(named).map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        model
+            .run(&feed)
+            .map_err(|e| format!("smoke inference on zero-filled inputs failed: {e}"))?;
+        times.push(ms(start.elapsed()));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(format!(
+        "{runs} inferences on zero-filled inputs ({}) ok, p50 {:.2} ms",
+        described.join(", "),
+        stats::nearest_rank(&times, 50.0)
+    ))
 }
 
 /// The engine a job runs on: ONNX Runtime (the default) or tract.

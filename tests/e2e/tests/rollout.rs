@@ -435,3 +435,32 @@ fn tampered_bytes_a_foreign_key_and_a_full_disk_are_refused_and_the_old_version_
         std::path::Path::new("int8")
     );
 }
+
+#[test]
+fn a_model_without_a_tokenizer_is_health_checked_on_zero_filled_inputs() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-v", &[]);
+    ctl.wait_online(&["edge-v"], Duration::from_secs(60));
+    let vad = edgefleet_e2e::cached("models/silero-vad/model.fp32.onnx");
+    ctl.cli_ok(&[
+        "models",
+        "add",
+        vad.to_str().unwrap(),
+        "--name",
+        "vad",
+        "--version",
+        "fp32",
+    ]);
+    let (ok, text, id) = rollout(&ctl, &["vad@fp32"]);
+    assert!(ok, "{text}");
+    let status = ctl.rollout(&id);
+    let health = status["targets"][0]["health"].as_str().unwrap();
+    // Silero's declared inputs, run three times: a model that loads but cannot run would fail.
+    assert!(
+        health
+            .contains("3 inferences on zero-filled inputs (input [1, 576], state [2, 1, 128]) ok"),
+        "{status:#}"
+    );
+}
