@@ -421,12 +421,68 @@ impl Admin for AdminService {
             }
         };
         let model = find_model(ctl, &req.name, &req.version)?;
-        if !limits.is_empty() && !model.files.iter().any(|f| f.file_name == "tokenizer.json") {
+        let gate_suite = if req.gate_suite_toml.is_empty() {
+            None
+        } else if limits.is_empty() {
+            return Err(bad(
+                "--gate-suite gives the performance gate its workload; add --gate with the limits"
+                    .into(),
+            ));
+        } else {
+            let origin = if req.gate_suite_origin.is_empty() {
+                "gate suite"
+            } else {
+                &req.gate_suite_origin
+            };
+            let suite =
+                Suite::parse(&req.gate_suite_toml, origin).map_err(|e| bad(e.to_string()))?;
+            Some((suite, origin.to_string()))
+        };
+        let text_gate = gate_suite.as_ref().is_none_or(|(suite, _)| {
+            matches!(
+                gate_group(suite, &req.name).map(|g| &g.input),
+                Some(edgefleet_suites::Input::Text { .. })
+            )
+        });
+        if !limits.is_empty()
+            && text_gate
+            && !model.files.iter().any(|f| f.file_name == "tokenizer.json")
+        {
             return Err(Status::failed_precondition(format!(
-                "the performance gate benchmarks with real sentences and needs {}@{}'s tokenizer.json (add it with --with)",
+                "the performance gate benchmarks with real sentences and needs {}@{}'s tokenizer.json (add it with --with, or give the gate audio or image input with --gate-suite)",
                 req.name, req.version
             )));
         }
+        let gate_workload = match &gate_suite {
+            None => Vec::new(),
+            Some((suite, origin)) => {
+                let group = gate_group(suite, &req.name).ok_or_else(|| {
+                    bad(format!(
+                        "gate suite {origin} has several groups and none names a version of {}",
+                        req.name
+                    ))
+                })?;
+                let inputs = store_inputs(ctl, suite, req.gate_inputs, origin)?;
+                let run = suite
+                    .plan()
+                    .into_iter()
+                    .find(|r| std::ptr::eq(r.group, group))
+                    .ok_or_else(|| bad(format!("gate suite {origin} plans no run")))?;
+                let mut workload = crate::planning::workload_for(suite, &run, &inputs);
+                // The gate decides the metric's reference (the version being replaced).
+                workload.quality_metric = group
+                    .quality
+                    .as_ref()
+                    .map_or_else(|| "cosine".to_string(), |q| q.metric.clone());
+                if let edgefleet_suites::Input::Text { sentences, .. } = &group.input {
+                    workload.golden = match &group.quality {
+                        Some(q) if !q.golden.is_empty() => q.golden.clone(),
+                        _ => sentences.clone(),
+                    };
+                }
+                prost::Message::encode_to_vec(&workload)
+            }
+        };
         let _guard = ctl.rollout_lock.lock().await;
         if let Some(r) =
             ctl.store.rollouts()?.into_iter().find(|r| {
@@ -467,6 +523,7 @@ impl Admin for AdminService {
             success,
             abort_after: req.abort_after.clone(),
             gate: req.gate.clone(),
+            gate_workload,
             health_check: health_check.into(),
             state: "running".into(),
             reason: String::new(),
@@ -561,6 +618,23 @@ impl Admin for AdminService {
 
 /// Stores every input file the suite names from the bytes the CLI sent, content-addressed like
 /// models (agents fetch them the same way), and returns each one's reference by its path.
+/// The group of a gate suite whose input and quality check the gate uses: the one that names a
+/// version of the model, or the only one.
+fn gate_group<'a>(suite: &'a Suite, model: &str) -> Option<&'a edgefleet_suites::ModelGroup> {
+    suite
+        .groups
+        .iter()
+        .find(|g| {
+            g.models
+                .iter()
+                .any(|m| m.registered().is_some_and(|r| r.name == model))
+        })
+        .or(match suite.groups.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
 fn store_inputs(
     ctl: &Controller,
     suite: &Suite,

@@ -142,6 +142,11 @@ enum RolloutCommand {
         /// "p90<=1.10x,energy<=1.10x,quality>=0.99" (metrics p50 p90 p99 energy memory quality).
         #[arg(long)]
         gate: Option<String>,
+        /// The gate's workload from a suite instead of built-in sentences (needed for models
+        /// without a tokenizer: audio or image input): the group naming this model (or the
+        /// only one) gives the input and quality metric, its first scenario the run.
+        #[arg(long, value_name = "SUITE.toml", requires = "gate")]
+        gate_suite: Option<PathBuf>,
         /// Health check after install: smoke (load and run a few queries), bench (the quick
         /// suite's single-stream run: at least 200 queries and 3 s; a failure rolls back like a
         /// failed smoke test) or none.
@@ -521,10 +526,23 @@ async fn rollout(address: &str, command: RolloutCommand) -> anyhow::Result<()> {
             success,
             abort_after,
             gate,
+            gate_suite,
             health,
             watch,
         } => {
             let (name, version) = split_model(&model)?;
+            let (gate_suite_toml, gate_suite_origin, gate_inputs) = match &gate_suite {
+                None => (String::new(), String::new(), Vec::new()),
+                Some(path) => {
+                    let parsed = edgefleet_suites::Suite::load(path)?;
+                    let text = std::fs::read_to_string(path)?;
+                    (
+                        text,
+                        path.display().to_string(),
+                        read_inputs(&parsed, path)?,
+                    )
+                }
+            };
             let status = client
                 .start_rollout(edgefleet_proto::v1::StartRolloutRequest {
                     name,
@@ -535,6 +553,9 @@ async fn rollout(address: &str, command: RolloutCommand) -> anyhow::Result<()> {
                     abort_after: abort_after.unwrap_or_default(),
                     gate: gate.unwrap_or_default(),
                     health_check: health,
+                    gate_suite_toml,
+                    gate_suite_origin,
+                    gate_inputs,
                 })
                 .await?;
             eprintln!(

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use edgefleet_proto::v1::{
     workload, ArtifactRef, AudioInput, BenchJob, ImageInput, ModelSpec, TextInput, Workload,
 };
-use edgefleet_suites::{Input, ScenarioKind, Suite};
+use edgefleet_suites::{Input, PlannedRun, ScenarioKind, Suite};
 
 use crate::store::{AgentRow, ModelRow};
 
@@ -78,56 +78,66 @@ pub fn jobs_for_agent(
         .map(|(i, run)| {
             let model = &models[&run.model.to_string()];
             let quality = run.quality();
-            let server = match run.scenario.kind {
-                ScenarioKind::Server {
-                    target_qps,
-                    p99_bound,
-                    seed,
-                    peak_search,
-                } => Some((target_qps, p99_bound, seed, peak_search)),
-                _ => None,
-            };
             BenchJob {
                 job_id: format!("a{agent_index:03}-j{i:03}"),
                 model: Some(model_spec(model)),
                 reference: quality.map(|q| model_spec(&models[&q.reference.to_string()])),
-                workload: Some(Workload {
-                    scenario: run.scenario.kind.as_str().to_string(),
-                    threads: run.threads.get(),
-                    warmup_queries: run.scenario.warmup_queries,
-                    min_queries: run.scenario.min_queries.get(),
-                    min_duration_ms: run.scenario.min_duration.as_millis() as u64,
-                    max_duration_ms: run.scenario.max_duration.as_millis() as u64,
-                    repetitions: run.scenario.repetitions.get(),
-                    engine: run.engine.to_string(),
-                    execution_provider: run.provider.to_string(),
-                    graph_optimization: suite.onnxruntime.graph_optimization.clone(),
-                    inter_op_threads: suite.onnxruntime.inter_op_threads.get(),
-                    batch: run.scenario.kind.batch(),
-                    target_qps: server.map_or(0.0, |s| s.0),
-                    p99_bound_ms: server.map_or(0.0, |s| s.1.as_secs_f64() * 1000.0),
-                    seed: server.map_or(0, |s| s.2),
-                    peak_search: server.is_some_and(|s| s.3),
-                    prompt_tokens: match run.scenario.kind {
-                        ScenarioKind::Generate { prompt_tokens, .. } => prompt_tokens.get(),
-                        _ => 0,
-                    },
-                    generate_tokens: match run.scenario.kind {
-                        ScenarioKind::Generate {
-                            generate_tokens, ..
-                        } => generate_tokens.get(),
-                        _ => 0,
-                    },
-                    idle_power_s: suite.conditions.idle_power.as_secs_f64(),
-                    max_start_temp_c: suite.conditions.max_start_temp_c,
-                    max_wait_s: suite.conditions.max_wait.as_secs_f64(),
-                    quality_metric: quality.map_or_else(String::new, |q| q.metric.clone()),
-                    golden: quality.map_or_else(Vec::new, |q| q.golden.clone()),
-                    input: Some(workload_input(&run.group.input, inputs)),
-                }),
+                workload: Some(workload_for(suite, run, inputs)),
             }
         })
         .collect()
+}
+
+/// What one planned run asks the agent to do (its quality check included, when it has one).
+pub fn workload_for(
+    suite: &Suite,
+    run: &PlannedRun<'_>,
+    inputs: &BTreeMap<PathBuf, ArtifactRef>,
+) -> Workload {
+    let quality = run.quality();
+    let server = match run.scenario.kind {
+        ScenarioKind::Server {
+            target_qps,
+            p99_bound,
+            seed,
+            peak_search,
+        } => Some((target_qps, p99_bound, seed, peak_search)),
+        _ => None,
+    };
+    Workload {
+        scenario: run.scenario.kind.as_str().to_string(),
+        threads: run.threads.get(),
+        warmup_queries: run.scenario.warmup_queries,
+        min_queries: run.scenario.min_queries.get(),
+        min_duration_ms: run.scenario.min_duration.as_millis() as u64,
+        max_duration_ms: run.scenario.max_duration.as_millis() as u64,
+        repetitions: run.scenario.repetitions.get(),
+        engine: run.engine.to_string(),
+        execution_provider: run.provider.to_string(),
+        graph_optimization: suite.onnxruntime.graph_optimization.clone(),
+        inter_op_threads: suite.onnxruntime.inter_op_threads.get(),
+        batch: run.scenario.kind.batch(),
+        target_qps: server.map_or(0.0, |s| s.0),
+        p99_bound_ms: server.map_or(0.0, |s| s.1.as_secs_f64() * 1000.0),
+        seed: server.map_or(0, |s| s.2),
+        peak_search: server.is_some_and(|s| s.3),
+        prompt_tokens: match run.scenario.kind {
+            ScenarioKind::Generate { prompt_tokens, .. } => prompt_tokens.get(),
+            _ => 0,
+        },
+        generate_tokens: match run.scenario.kind {
+            ScenarioKind::Generate {
+                generate_tokens, ..
+            } => generate_tokens.get(),
+            _ => 0,
+        },
+        idle_power_s: suite.conditions.idle_power.as_secs_f64(),
+        max_start_temp_c: suite.conditions.max_start_temp_c,
+        max_wait_s: suite.conditions.max_wait.as_secs_f64(),
+        quality_metric: quality.map_or_else(String::new, |q| q.metric.clone()),
+        golden: quality.map_or_else(Vec::new, |q| q.golden.clone()),
+        input: Some(workload_input(&run.group.input, inputs)),
+    }
 }
 
 /// A group's input as the agent receives it: input files become artifact references.

@@ -279,6 +279,34 @@ async fn roll_back(
     Ok(())
 }
 
+/// The one quality figure a gate's `quality>=` limit reads, from whichever metric measured it:
+/// mean cosine, top-1 agreement of logits, share of decisions alike, or of text lines read alike.
+pub fn gate_quality(values: &std::collections::HashMap<String, f64>) -> Option<f64> {
+    [
+        "cosine_mean",
+        "top1_agreement",
+        "exact_match",
+        "text_exact_match",
+    ]
+    .iter()
+    .find_map(|key| values.get(*key).copied())
+}
+
+/// The gate's workload for one version: the suite's from `--gate-suite` when the rollout has one,
+/// else the built-in sentences; the quality check only where asked.
+fn rollout_gate_workload(rollout: &RolloutRow, quality: bool) -> Workload {
+    if rollout.gate_workload.is_empty() {
+        return gate_workload(quality);
+    }
+    let mut workload =
+        <Workload as prost::Message>::decode(rollout.gate_workload.as_slice()).unwrap_or_default();
+    if !quality {
+        workload.quality_metric.clear();
+        workload.golden.clear();
+    }
+    workload
+}
+
 /// The workload a performance gate runs: the same for both versions, on the same device.
 pub fn gate_workload(quality: bool) -> Workload {
     const SENTENCES: [&str; 6] = [
@@ -366,7 +394,7 @@ async fn start_gate(
                     job_id: format!("a{n:03}-r{round}-candidate"),
                     model: Some(model_spec(model)),
                     reference: quality.then(|| model_spec(&active)),
-                    workload: Some(gate_workload(quality)),
+                    workload: Some(rollout_gate_workload(rollout, quality)),
                 },
             ));
             jobs.push((
@@ -375,7 +403,7 @@ async fn start_gate(
                     job_id: format!("a{n:03}-r{round}-active"),
                     model: Some(model_spec(&active)),
                     reference: None,
-                    workload: Some(gate_workload(false)),
+                    workload: Some(rollout_gate_workload(rollout, false)),
                 },
             ));
         }
@@ -475,7 +503,7 @@ async fn check_gate(
             p99_ms: latency.p99,
             energy_j: m.energy_j_per_sample,
             peak_rss_bytes: m.peak_rss_bytes,
-            quality: m.quality.get("cosine_mean").copied(),
+            quality: gate_quality(&m.quality),
         };
         let entry = by_agent.entry(r.job.agent_id.clone()).or_default();
         if r.job.job_id.ends_with("-candidate") {

@@ -123,6 +123,9 @@ const MIGRATIONS: &[&str] = &[
          agent_id TEXT,
          message TEXT NOT NULL
      );",
+    // 3: a performance gate's workload taken from a suite (`rollout start --gate-suite`): the
+    //    encoded edgefleet.v1.Workload, empty for the built-in text workload.
+    "ALTER TABLE rollouts ADD COLUMN gate_workload BLOB NOT NULL DEFAULT x'';",
 ];
 
 /// Brings the schema up to the newest version, each step in its own transaction.

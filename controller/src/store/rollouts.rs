@@ -16,6 +16,9 @@ pub struct RolloutRow {
     pub success: String,
     pub abort_after: String,
     pub gate: String,
+    /// The gate's workload from a suite (an encoded `edgefleet.v1.Workload`); empty: the
+    /// built-in text workload.
+    pub gate_workload: Vec<u8>,
     pub health_check: String,
     /// running | paused | succeeded | aborted | rolled_back
     pub state: String,
@@ -70,7 +73,7 @@ pub struct EventRow {
     pub message: String,
 }
 
-const ROLLOUT_COLUMNS: &str = "id, model_name, model_version, selector, waves, success, abort_after, gate, health_check, state, reason, current_wave, created_ms, updated_ms";
+const ROLLOUT_COLUMNS: &str = "id, model_name, model_version, selector, waves, success, abort_after, gate, health_check, state, reason, current_wave, created_ms, updated_ms, gate_workload";
 
 fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
     Ok(RolloutRow {
@@ -88,6 +91,7 @@ fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
         current_wave: r.get(11)?,
         created_ms: r.get(12)?,
         updated_ms: r.get(13)?,
+        gate_workload: r.get(14)?,
     })
 }
 
@@ -117,7 +121,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO rollouts ({ROLLOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            &format!("INSERT INTO rollouts ({ROLLOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
             params![
                 rollout.id,
                 rollout.model_name,
@@ -132,7 +136,8 @@ impl Store {
                 rollout.reason,
                 rollout.current_wave,
                 rollout.created_ms,
-                rollout.updated_ms
+                rollout.updated_ms,
+                rollout.gate_workload
             ],
         )?;
         for t in targets {

@@ -464,3 +464,69 @@ fn a_model_without_a_tokenizer_is_health_checked_on_zero_filled_inputs() {
         "{status:#}"
     );
 }
+
+#[test]
+fn a_gate_with_a_suites_audio_input_stops_a_model_that_decides_differently() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-s", &[]);
+    ctl.wait_online(&["edge-s"], Duration::from_secs(60));
+    for version in ["fp32", "int8"] {
+        let file = edgefleet_e2e::cached(&format!("models/silero-vad/model.{version}.onnx"));
+        ctl.cli_ok(&[
+            "models",
+            "add",
+            file.to_str().unwrap(),
+            "--name",
+            "silero-vad",
+            "--version",
+            version,
+        ]);
+    }
+    let (ok, text, _) = rollout(&ctl, &["silero-vad@fp32"]);
+    assert!(ok, "{text}");
+
+    // Silero has no tokenizer: without a suite the gate has nothing to feed it.
+    let out = ctl.cli(&[
+        "rollout",
+        "start",
+        "silero-vad@int8",
+        "--gate",
+        "quality>=0.99",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--gate-suite"),
+        "{err}"
+    );
+
+    // With the shipped audio-vad suite, the gate streams its speech clip through both versions
+    // and compares their per-chunk speech decisions: int8 agrees on about 95% of the chunks.
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench-suites/suites/audio-vad.toml");
+    let (ok, text, id) = rollout(
+        &ctl,
+        &[
+            "silero-vad@int8",
+            "--gate",
+            "quality>=0.99",
+            "--gate-suite",
+            shipped.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "{text}");
+    let status = ctl.rollout(&id);
+    assert_eq!(status["state"], "aborted", "{status:#}");
+    let verdict = &status["gates"][0];
+    assert_eq!(verdict["passed"], false, "{status:#}");
+    let quality = verdict["measurements"][0]["value"].as_f64().unwrap();
+    assert!(
+        (0.85..0.99).contains(&quality),
+        "decision agreement {quality}: {status:#}"
+    );
+    assert_eq!(
+        active_on(&ctl, "silero-vad@fp32", "edge-s").as_deref(),
+        Some("active")
+    );
+}
