@@ -1,7 +1,8 @@
 //! The agent's content-addressed model store (`DATA/artifacts/<sha256>`) and the resumable fetch
-//! that fills it: chunks are pulled one at a time and appended to `<sha256>.partial`, a broken
-//! transfer resumes at the byte it reached, an optional rate cap spaces the pulls, and a file is
-//! only renamed into place after its sha256 has been verified.
+//! that fills it: chunks are pulled one at a time, each streamed in pieces appended to
+//! `<sha256>.partial` as they arrive; a broken transfer resumes at the byte it reached, an
+//! optional rate cap spaces the pulls, and a file is only renamed into place after its sha256 has
+//! been verified.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -152,7 +153,9 @@ impl ArtifactStore {
                 .map_err(io)?;
         }
         let started = tokio::time::Instant::now();
+        let stalled = || transfer(format!("no data for {} s", STALL_TIMEOUT.as_secs()));
         let mut received = 0u64;
+        let mut total = None;
         loop {
             let request = client.fetch_artifact(FetchArtifactRequest {
                 sha256: sha256.to_string(),
@@ -160,22 +163,34 @@ impl ArtifactStore {
                 agent_id: agent_id.to_string(),
                 max_bytes: CHUNK_BYTES,
             });
-            let chunk = tokio::time::timeout(STALL_TIMEOUT, request)
+            let mut pieces = tokio::time::timeout(STALL_TIMEOUT, request)
                 .await
-                .map_err(|_| transfer(format!("no data for {} s", STALL_TIMEOUT.as_secs())))?
+                .map_err(|_| stalled())?
                 .map_err(|s| transfer(s.message().to_string()))?
                 .into_inner();
-            if chunk.offset != offset {
-                return Err(transfer(format!(
-                    "controller sent bytes from offset {} but the file has {offset}",
-                    chunk.offset
-                )));
+            let chunk_start = offset;
+            // Each piece is written as it arrives; the next chunk is asked for once this one is
+            // written, so a cut loses at most the chunk in flight.
+            while let Some(piece) = tokio::time::timeout(STALL_TIMEOUT, pieces.message())
+                .await
+                .map_err(|_| stalled())?
+                .map_err(|s| transfer(s.message().to_string()))?
+            {
+                if piece.offset != offset {
+                    return Err(transfer(format!(
+                        "controller sent bytes from offset {} but the file has {offset}",
+                        piece.offset
+                    )));
+                }
+                write_and_hash(&mut file, &mut hasher, &piece.data).map_err(io)?;
+                offset += piece.data.len() as u64;
+                received += piece.data.len() as u64;
+                total = Some(piece.total_size);
             }
-            // Written before the next pull: a cut loses at most the chunk in flight.
-            write_and_hash(&mut file, &mut hasher, &chunk.data).map_err(io)?;
-            offset += chunk.data.len() as u64;
-            received += chunk.data.len() as u64;
-            if chunk.data.is_empty() || offset >= chunk.total_size {
+            let Some(total) = total else {
+                return Err(transfer("the controller sent no bytes".into()));
+            };
+            if offset == chunk_start || offset >= total {
                 break;
             }
             if let Some(rate) = self.rate_limit {

@@ -21,6 +21,9 @@ use crate::{now_ms, Controller, CONTROLLER_VERSION};
 
 /// The largest artifact chunk served per request (agents ask for 4 MiB).
 pub const CHUNK_BYTES: u64 = 8 << 20;
+
+/// A chunk travels in pieces of this size, each written by the agent as it arrives.
+const PIECE_BYTES: u64 = 256 << 10;
 /// How long an agent has to say hello after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -160,10 +163,12 @@ impl AgentLink for LinkService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    type FetchArtifactStream = ReceiverStream<Result<ArtifactChunk, Status>>;
+
     async fn fetch_artifact(
         &self,
         request: Request<FetchArtifactRequest>,
-    ) -> Result<Response<ArtifactChunk>, Status> {
+    ) -> Result<Response<Self::FetchArtifactStream>, Status> {
         let req = request.into_inner();
         let ctl = &self.controller;
         let size = ctl
@@ -186,25 +191,47 @@ impl AgentLink for LinkService {
             n => n.min(CHUNK_BYTES),
         }
         .min(size - req.offset);
-        let offset = req.offset;
-        let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut file = std::fs::File::open(&path)?;
-            file.seek(SeekFrom::Start(offset))?;
-            // Read into spare capacity: no zeroing pass over bytes about to be overwritten.
-            let mut buf = Vec::with_capacity(want as usize);
-            file.take(want).read_to_end(&mut buf)?;
-            Ok(buf)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(format!("cannot read artifact {}: {e}", req.sha256)))?;
-        ctl.fleet
-            .add_served(&req.agent_id, &req.sha256, data.len() as u64);
-        Ok(Response::new(ArtifactChunk {
-            offset,
-            data: data.into(),
-            total_size: size,
-        }))
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| Status::internal(format!("cannot read artifact {}: {e}", req.sha256)))?;
+        // Pieces are read on a blocking thread while earlier ones are on their way: the agent
+        // hashes and writes one while the next is read and sent.
+        let (tx, rx) = mpsc::channel(2);
+        let fleet = ctl.fleet.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = |file: &mut std::fs::File, at: u64, len: u64| -> std::io::Result<Vec<u8>> {
+                file.seek(SeekFrom::Start(at))?;
+                // Read into spare capacity: no zeroing pass over bytes about to be overwritten.
+                let mut buf = Vec::with_capacity(len as usize);
+                file.take(len).read_to_end(&mut buf)?;
+                Ok(buf)
+            };
+            let end = req.offset + want;
+            let mut at = req.offset;
+            while at < end || at == req.offset {
+                let piece = match read(&mut file, at, PIECE_BYTES.min(end - at)) {
+                    Ok(piece) => piece,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                            "cannot read artifact {}: {e}",
+                            req.sha256
+                        ))));
+                        return;
+                    }
+                };
+                let len = piece.len() as u64;
+                fleet.add_served(&req.agent_id, &req.sha256, len);
+                let chunk = ArtifactChunk {
+                    offset: at,
+                    data: piece.into(),
+                    total_size: size,
+                };
+                if tx.blocking_send(Ok(chunk)).is_err() || len == 0 {
+                    return; // the agent went away, or the file ended early
+                }
+                at += len;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
