@@ -23,8 +23,9 @@ pub enum EngineError {
     Model { path: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Run(String),
+    /// A session setting the loaded library cannot honour (provider, optimization level).
     #[error("{0}")]
-    Provider(String),
+    Setting(String),
     #[error(
         "model input `{name}` is {dtype}, but edgefleet can only feed int64 token inputs to it"
     )]
@@ -275,7 +276,7 @@ impl Runtime {
         if name == ort::ep::CPU::NAME || self.execution_providers.iter().any(|p| p == name) {
             Ok(name)
         } else {
-            Err(EngineError::Provider(format!(
+            Err(EngineError::Setting(format!(
                 "execution provider `{short}` ({name}) is not offered by the loaded ONNX Runtime {} (it offers {})",
                 self.version,
                 self.execution_providers.join(", ")
@@ -299,8 +300,9 @@ impl Runtime {
             "extended" => GraphOptimizationLevel::Level2,
             "" | "all" => GraphOptimizationLevel::All,
             other => {
-                return Err(EngineError::Provider(format!(
-                    "unknown graph optimization level `{other}` (disabled, basic, extended, all)"
+                return Err(EngineError::Setting(format!(
+                    "unknown graph optimization level `{other}` ({})",
+                    edgefleet_suites::GRAPH_OPTIMIZATION_LEVELS.join(", ")
                 )))
             }
         };
@@ -582,7 +584,6 @@ fn version_from_build_info(info: &str) -> Option<String> {
     branch.strip_prefix("rel-").map(str::to_string)
 }
 
-/// The execution providers the loaded library was built with, among those edgefleet knows.
 /// How one session runs, from the suite.
 #[derive(Debug, Clone, Default)]
 pub struct SessionSettings {
@@ -612,13 +613,15 @@ fn provider_dispatch(
         "migraphx" => (ep::MIGraphX::NAME, Some(ep::MIGraphX::default().build())),
         "nnapi" => (ep::NNAPI::NAME, Some(ep::NNAPI::default().build())),
         other => {
-            return Err(EngineError::Provider(format!(
-                "unknown execution provider `{other}` (cpu, cuda, tensorrt, openvino, xnnpack, acl, qnn, rocm, migraphx, nnapi)"
+            return Err(EngineError::Setting(format!(
+                "unknown execution provider `{other}` ({})",
+                edgefleet_suites::EXECUTION_PROVIDERS.join(", ")
             )))
         }
     })
 }
 
+/// The execution providers the loaded library was built with, among those edgefleet knows.
 fn available_providers() -> Vec<String> {
     fn check<E: ExecutionProvider>(out: &mut Vec<String>) {
         if E::is_available().unwrap_or(false) {

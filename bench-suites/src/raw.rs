@@ -920,9 +920,6 @@ fn split_serde_message(message: &str) -> (Option<String>, String) {
     (field, message.trim().to_string())
 }
 
-#[cfg(test)]
-mod tests;
-
 /// `execution_providers`, `graph_optimization` and `inter_op_threads`.
 fn onnxruntime_options(at: &Locator<'_>, raw: &RawSuite) -> Result<OnnxRuntimeOptions, SuiteError> {
     let mut options = OnnxRuntimeOptions::default();
@@ -986,3 +983,6 @@ fn onnxruntime_options(at: &Locator<'_>, raw: &RawSuite) -> Result<OnnxRuntimeOp
     }
     Ok(options)
 }
+
+#[cfg(test)]
+mod tests;

@@ -438,12 +438,17 @@ impl Admin for AdminService {
                 Suite::parse(&req.gate_suite_toml, origin).map_err(|e| bad(e.to_string()))?;
             Some((suite, origin.to_string()))
         };
-        let text_gate = gate_suite.as_ref().is_none_or(|(suite, _)| {
-            matches!(
-                gate_group(suite, &req.name).map(|g| &g.input),
-                Some(edgefleet_suites::Input::Text { .. })
-            )
-        });
+        let gate_group = match &gate_suite {
+            None => None,
+            Some((suite, origin)) => Some(gate_group(suite, &req.name).ok_or_else(|| {
+                bad(format!(
+                    "gate suite {origin} has several groups and none names a version of {}",
+                    req.name
+                ))
+            })?),
+        };
+        let text_gate =
+            gate_group.is_none_or(|g| matches!(g.input, edgefleet_suites::Input::Text { .. }));
         if !limits.is_empty()
             && text_gate
             && !model.files.iter().any(|f| f.file_name == "tokenizer.json")
@@ -453,15 +458,8 @@ impl Admin for AdminService {
                 req.name, req.version
             )));
         }
-        let gate_workload = match &gate_suite {
-            None => Vec::new(),
-            Some((suite, origin)) => {
-                let group = gate_group(suite, &req.name).ok_or_else(|| {
-                    bad(format!(
-                        "gate suite {origin} has several groups and none names a version of {}",
-                        req.name
-                    ))
-                })?;
+        let gate_workload = match (&gate_suite, gate_group) {
+            (Some((suite, origin)), Some(group)) => {
                 let inputs = store_inputs(ctl, suite, req.gate_inputs, origin)?;
                 let run = suite
                     .plan()
@@ -482,6 +480,7 @@ impl Admin for AdminService {
                 }
                 prost::Message::encode_to_vec(&workload)
             }
+            _ => Vec::new(),
         };
         let _guard = ctl.rollout_lock.lock().await;
         if let Some(r) =
@@ -616,8 +615,6 @@ impl Admin for AdminService {
     }
 }
 
-/// Stores every input file the suite names from the bytes the CLI sent, content-addressed like
-/// models (agents fetch them the same way), and returns each one's reference by its path.
 /// The group of a gate suite whose input and quality check the gate uses: the one that names a
 /// version of the model, or the only one.
 fn gate_group<'a>(suite: &'a Suite, model: &str) -> Option<&'a edgefleet_suites::ModelGroup> {
@@ -635,6 +632,8 @@ fn gate_group<'a>(suite: &'a Suite, model: &str) -> Option<&'a edgefleet_suites:
         })
 }
 
+/// Stores every input file the suite names from the bytes the CLI sent, content-addressed like
+/// models (agents fetch them the same way), and returns each one's reference by its path.
 fn store_inputs(
     ctl: &Controller,
     suite: &Suite,

@@ -24,6 +24,7 @@ pub const CHUNK_BYTES: u64 = 8 << 20;
 
 /// A chunk travels in pieces of this size, each written by the agent as it arrives.
 const PIECE_BYTES: u64 = 256 << 10;
+
 /// How long an agent has to say hello after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -198,37 +199,36 @@ impl AgentLink for LinkService {
         let (tx, rx) = mpsc::channel(2);
         let fleet = ctl.fleet.clone();
         tokio::task::spawn_blocking(move || {
-            let read = |file: &mut std::fs::File, at: u64, len: u64| -> std::io::Result<Vec<u8>> {
-                file.seek(SeekFrom::Start(at))?;
-                // Read into spare capacity: no zeroing pass over bytes about to be overwritten.
-                let mut buf = Vec::with_capacity(len as usize);
-                file.take(len).read_to_end(&mut buf)?;
-                Ok(buf)
-            };
-            let end = req.offset + want;
-            let mut at = req.offset;
-            while at < end || at == req.offset {
-                let piece = match read(&mut file, at, PIECE_BYTES.min(end - at)) {
-                    Ok(piece) => piece,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!(
-                            "cannot read artifact {}: {e}",
-                            req.sha256
-                        ))));
-                        return;
+            let mut send_pieces = || -> std::io::Result<()> {
+                file.seek(SeekFrom::Start(req.offset))?;
+                let end = req.offset + want;
+                let mut at = req.offset;
+                // At least one piece: an empty one when the agent asks from the end.
+                loop {
+                    // Read into spare capacity: no zeroing pass over bytes about to be overwritten.
+                    let mut piece = Vec::with_capacity(PIECE_BYTES.min(end - at) as usize);
+                    (&mut file)
+                        .take(PIECE_BYTES.min(end - at))
+                        .read_to_end(&mut piece)?;
+                    let len = piece.len() as u64;
+                    fleet.add_served(&req.agent_id, &req.sha256, len);
+                    let chunk = ArtifactChunk {
+                        offset: at,
+                        data: piece.into(),
+                        total_size: size,
+                    };
+                    at += len;
+                    // Done when the agent went away, the chunk is sent, or the file ended early.
+                    if tx.blocking_send(Ok(chunk)).is_err() || len == 0 || at >= end {
+                        return Ok(());
                     }
-                };
-                let len = piece.len() as u64;
-                fleet.add_served(&req.agent_id, &req.sha256, len);
-                let chunk = ArtifactChunk {
-                    offset: at,
-                    data: piece.into(),
-                    total_size: size,
-                };
-                if tx.blocking_send(Ok(chunk)).is_err() || len == 0 {
-                    return; // the agent went away, or the file ended early
                 }
-                at += len;
+            };
+            if let Err(e) = send_pieces() {
+                let _ = tx.blocking_send(Err(Status::internal(format!(
+                    "cannot read artifact {}: {e}",
+                    req.sha256
+                ))));
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
