@@ -3,16 +3,80 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY-free: build scripts are single-threaded, and tonic-prost-build reads PROTOC.
     std::env::set_var("PROTOC", protoc);
-    tonic_prost_build::configure()
+    let mut config = tonic_prost_build::configure()
         // Artifact bytes are sliced out of the received buffer instead of copied into a Vec.
-        .bytes(".edgefleet.v1.ArtifactChunk.data")
-        .compile_protos(
-            &[
-                "proto/edgefleet/v1/link.proto",
-                "proto/edgefleet/v1/admin.proto",
-                "proto/onnx/onnx_subset.proto",
-            ],
-            &["proto"],
-        )?;
+        .bytes(".edgefleet.v1.ArtifactChunk.data");
+    // What the CLI prints with --json: serde derives, with the names and units scripts read.
+    for message in JSON_MESSAGES {
+        config = config.type_attribute(
+            format!(".edgefleet.v1.{message}"),
+            "#[derive(serde::Serialize)]",
+        );
+    }
+    for (field, attribute) in JSON_FIELDS {
+        config = config.field_attribute(format!(".edgefleet.v1.{field}"), attribute);
+    }
+    config.compile_protos(
+        &[
+            "proto/edgefleet/v1/link.proto",
+            "proto/edgefleet/v1/admin.proto",
+            "proto/onnx/onnx_subset.proto",
+        ],
+        &["proto"],
+    )?;
     Ok(())
 }
+
+/// Admin replies the CLI prints as JSON.
+const JSON_MESSAGES: [&str; 10] = [
+    "AgentInfo",
+    "HardwareProfile",
+    "ModelInfo",
+    "ArtifactRef",
+    "TensorSignature",
+    "ModelPlacement",
+    "RolloutStatus",
+    "RolloutTarget",
+    "GateVerdict",
+    "GateMeasurement",
+];
+
+/// Fields whose JSON name or form differs from the wire: ids and agents named as people read
+/// them, times as RFC 3339, waves counted from 1, signed bytes left to `models show`.
+const JSON_FIELDS: [(&str, &str); 14] = [
+    ("AgentInfo.agent_id", r#"#[serde(rename = "id")]"#),
+    (
+        "AgentInfo.last_seen_unix_ms",
+        r#"#[serde(rename = "last_seen", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "AgentInfo.first_seen_unix_ms",
+        r#"#[serde(rename = "first_seen", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "ModelInfo.created_unix_ms",
+        r#"#[serde(rename = "created_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    ("ModelInfo.manifest", "#[serde(skip)]"),
+    ("ModelInfo.signature", "#[serde(skip)]"),
+    ("ModelPlacement.agent_name", r#"#[serde(rename = "agent")]"#),
+    ("RolloutStatus.rollout_id", r#"#[serde(rename = "id")]"#),
+    (
+        "RolloutStatus.created_unix_ms",
+        r#"#[serde(rename = "created_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "RolloutStatus.updated_unix_ms",
+        r#"#[serde(rename = "updated_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    ("RolloutTarget.agent_name", r#"#[serde(rename = "agent")]"#),
+    (
+        "RolloutTarget.wave",
+        r#"#[serde(serialize_with = "crate::json::counted_from_one")]"#,
+    ),
+    ("GateVerdict.agent_name", r#"#[serde(rename = "agent")]"#),
+    (
+        "GateVerdict.wave",
+        r#"#[serde(serialize_with = "crate::json::counted_from_one")]"#,
+    ),
+];

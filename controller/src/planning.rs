@@ -12,36 +12,7 @@ use edgefleet_suites::{Input, PlannedRun, ScenarioKind, Suite};
 
 use crate::store::{AgentRow, ModelRow};
 
-/// One `key=value` or `key!=value` condition on an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Condition {
-    pub key: String,
-    pub value: String,
-    pub negated: bool,
-}
-
-/// Agent fields a selector can name besides labels.
-pub const FIELDS: [&str; 7] = ["name", "id", "arch", "cpu_model", "cores", "os", "hostname"];
-
-/// Parses `key=value` / `key!=value`.
-pub fn parse_condition(s: &str) -> Result<Condition, String> {
-    let (key, value, negated) = if let Some((k, v)) = s.split_once("!=") {
-        (k, v, true)
-    } else if let Some((k, v)) = s.split_once('=') {
-        (k, v, false)
-    } else {
-        return Err(format!("selector `{s}` is not key=value or key!=value"));
-    };
-    let key = key.trim();
-    if key.is_empty() || key.contains(char::is_whitespace) {
-        return Err(format!("selector `{s}` has no key"));
-    }
-    Ok(Condition {
-        key: key.to_string(),
-        value: value.trim().to_string(),
-        negated,
-    })
-}
+use crate::selector::Condition;
 
 /// Whether an agent meets every condition. A condition on a key the agent lacks fails for `=`
 /// and holds for `!=`.
@@ -194,6 +165,7 @@ pub fn target_key(hw: &edgefleet_proto::v1::HardwareProfile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selector::parse_condition;
     use edgefleet_proto::v1::HardwareProfile;
 
     fn agent(name: &str, arch: &str, labels: &[(&str, &str)]) -> AgentRow {

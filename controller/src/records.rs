@@ -1,11 +1,11 @@
 //! Turning stored rows into the result records of DESIGN.md (the schema of `results.json` and of
-//! reports), the failed-run list, and agent summaries.
+//! reports) and the failed-run list.
 
 use std::collections::HashMap;
 
 use base64::Engine;
 use edgefleet_reports::{
-    AgentSummary, EarlyStopping, FailedRun, GenerateDetail, LatencyCi, LatencyMs, ResultRecord,
+    rfc3339, EarlyStopping, FailedRun, GenerateDetail, LatencyCi, LatencyMs, ResultRecord,
     ServerOutcome, TemperatureC,
 };
 
@@ -153,38 +153,3 @@ pub fn collect(
         .collect();
     Ok((records, failures))
 }
-
-/// How the report describes each agent.
-pub fn agent_summaries(agents: &[AgentRow]) -> Vec<AgentSummary> {
-    agents
-        .iter()
-        .map(|a| {
-            let hw = &a.hardware;
-            let runtime = if hw.onnxruntime_version.is_empty() {
-                "ONNX Runtime unavailable".to_string()
-            } else {
-                format!(
-                    "ONNX Runtime {} ({})",
-                    hw.onnxruntime_version,
-                    hw.execution_providers.join(", ")
-                )
-            };
-            AgentSummary {
-                name: a.name.clone(),
-                target: target_key(hw),
-                labels: a.labels.clone(),
-                hardware: format!(
-                    "{} {}, {} cores, {:.1} GiB; {}; kernel {}; {runtime}",
-                    hw.arch,
-                    hw.cpu_model,
-                    hw.cpu_cores,
-                    hw.memory_bytes as f64 / (1u64 << 30) as f64,
-                    hw.os,
-                    hw.kernel
-                ),
-            }
-        })
-        .collect()
-}
-
-pub use edgefleet_reports::rfc3339;

@@ -1,19 +1,103 @@
-//! Serving the agent link and the admin service on one already-bound listener until shutdown,
-//! with the rollout driver running beside them.
+//! What `edgefleet serve` runs: the shared state of a running controller ([`Controller`]), the
+//! agent link ([`link`]: streams, results, artifact bytes), the admin service the CLI talks to
+//! ([`admin`], one file per resource), who is connected ([`fleet`]) and the loop that moves
+//! rollouts forward ([`rollout_driver`]), served on one already-bound listener until shutdown.
+
+pub mod admin;
+pub mod fleet;
+pub mod link;
+pub mod rollout_driver;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use edgefleet_proto::v1::admin_server::AdminServer;
 use edgefleet_proto::v1::agent_link_server::AgentLinkServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::admin_service::AdminService;
-use crate::link_service::LinkService;
-use crate::Controller;
+use crate::registry::artifact_dir::ArtifactDir;
+use crate::registry::manifest;
+use crate::registry::signing::{KeyError, ManifestSigner};
+use crate::store::{Store, StoreError};
+use admin::AdminService;
+use link::LinkService;
+
+/// The controller's version, sent to agents in the welcome.
+pub const CONTROLLER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Largest admin message (model uploads arrive in chunks well below this).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Shared state of a running controller.
+#[derive(Clone)]
+pub struct Controller {
+    pub store: Store,
+    pub artifacts: ArtifactDir,
+    pub fleet: fleet::Fleet,
+    pub settings: Arc<Settings>,
+    pub signer: ManifestSigner,
+    /// Held while a rollout's state is read and changed, so the driver and agents' results
+    /// never interleave.
+    pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How the controller behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The token every agent must present in its hello.
+    pub enrollment_token: String,
+    pub heartbeat_interval: Duration,
+}
+
+/// Why a data directory cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {}: {source}", path.display())]
+    Artifacts {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl Controller {
+    /// Opens (creating if needed) the controller's data directory: `controller.db`,
+    /// `artifacts/` and the signing key `controller.key`.
+    pub fn open(data_dir: &Path, settings: Settings) -> Result<Controller, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let store = Store::open(&data_dir.join("controller.db"))?;
+        let artifacts_path = data_dir.join("artifacts");
+        let artifacts =
+            ArtifactDir::open(&artifacts_path).map_err(|source| OpenError::Artifacts {
+                path: artifacts_path,
+                source,
+            })?;
+        let signer = ManifestSigner::load_or_create(data_dir)?;
+        manifest::sign_unsigned(&store, &signer)?;
+        Ok(Controller {
+            store,
+            artifacts,
+            fleet: fleet::Fleet::default(),
+            settings: Arc::new(settings),
+            signer,
+            rollout_lock: Arc::default(),
+        })
+    }
+}
 
 /// Serves until `shutdown` completes. Taking a bound listener lets tests bind port 0.
 pub async fn serve(
@@ -24,7 +108,7 @@ pub async fn serve(
     // Agent streams never end by themselves: closing them is what lets the server drain.
     let fleet = controller.fleet.clone();
     let stop_driver = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(crate::rollout_driver::drive(
+    tokio::spawn(rollout_driver::drive(
         controller.clone(),
         stop_driver.clone(),
     ));
@@ -39,7 +123,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(256 << 20);
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(link)
         .add_service(admin)
         .serve_with_incoming_shutdown(

@@ -3,25 +3,26 @@
 
 use crate::{FailedRun, ResultRecord};
 
-/// Aligned columns under a header, one line per row, trailing spaces trimmed.
+/// Aligned columns under a header, one line per row, trailing spaces trimmed. A row may have
+/// more (or fewer) cells than the header: the table grows a column rather than losing a cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    use comfy_table::{presets::NOTHING, ContentArrangement, Table};
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
     for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
+        table.add_row(row.iter().map(String::as_str));
     }
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
-    for row in rows {
-        out += &line(row);
+    // No left margin, two spaces between columns.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    let mut out = String::new();
+    for line in table.lines() {
+        out += line.trim_end();
+        out += "\n";
     }
     out
 }
@@ -159,5 +160,11 @@ mod tests {
     fn columns_align_and_trailing_space_goes() {
         let t = super::table(&["A", "LONG"], &[vec!["wide cell".into(), "x".into()]]);
         assert_eq!(t, "A          LONG\nwide cell  x\n");
+    }
+
+    #[test]
+    fn a_row_wider_than_its_header_keeps_every_cell() {
+        let t = super::table(&["A"], &[vec!["1".into(), "extra".into()], vec![]]);
+        assert_eq!(t, "A\n1  extra\n\n");
     }
 }

@@ -1,6 +1,8 @@
 //! Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection, Transaction};
+
+use crate::rollout::{RolloutSpec, SpecText};
 
 /// Each entry moves the schema one version forward. Never edit a released entry: add one.
 const MIGRATIONS: &[&str] = &[
@@ -126,10 +128,76 @@ const MIGRATIONS: &[&str] = &[
     // 3: a performance gate's workload taken from a suite (`rollout start --gate-suite`): the
     //    encoded edgefleet.v1.Workload, empty for the built-in text workload.
     "ALTER TABLE rollouts ADD COLUMN gate_workload BLOB NOT NULL DEFAULT x'';",
+    // 4: a rollout's flags parsed once and stored typed (`spec`, JSON of `RolloutSpec`);
+    //    `typed_specs` fills it from the text columns, which then go.
+    "ALTER TABLE rollouts ADD COLUMN spec TEXT NOT NULL DEFAULT '';",
 ];
+
+/// Steps in Rust that run right after the SQL of the same (1-based) version, in its
+/// transaction.
+const RUST_STEPS: &[(usize, RustStep)] = &[(4, typed_specs)];
+
+/// A migration step written in Rust (it parses what SQL cannot).
+type RustStep = fn(&Transaction<'_>) -> rusqlite::Result<()>;
+
+/// Migration 4: parses each rollout's text flags into its stored spec. A row whose flags do not
+/// parse keeps an empty spec, which reads back as a corrupt row naming it (never as defaults).
+fn typed_specs(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<(String, [String; 6])> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, selector, waves, success, abort_after, gate, health_check FROM rollouts",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                [
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ],
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (id, [select, waves, success, abort_after, gate, health_check]) in rows {
+        let spec = RolloutSpec::parse(&SpecText {
+            select: &select,
+            waves: &waves,
+            success: &success,
+            abort_after: &abort_after,
+            gate: &gate,
+            health_check: &health_check,
+        });
+        if let Ok(spec) = spec {
+            tx.execute(
+                "UPDATE rollouts SET spec = ?2 WHERE id = ?1",
+                params![id, serde_json::to_string(&spec).expect("a spec serializes")],
+            )?;
+        }
+    }
+    for column in [
+        "selector",
+        "waves",
+        "success",
+        "abort_after",
+        "gate",
+        "health_check",
+    ] {
+        tx.execute_batch(&format!("ALTER TABLE rollouts DROP COLUMN {column}"))?;
+    }
+    Ok(())
+}
 
 /// Brings the schema up to the newest version, each step in its own transaction.
 pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+    apply_up_to(conn, MIGRATIONS.len())
+}
+
+/// Brings the schema up to version `last` (tests start from an older schema this way).
+pub(super) fn apply_up_to(conn: &mut Connection, last: usize) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let current = usize::try_from(current).unwrap_or(0);
     if current > MIGRATIONS.len() {
@@ -138,9 +206,12 @@ pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(last).skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        for (_, step) in RUST_STEPS.iter().filter(|(version, _)| *version == i + 1) {
+            step(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }

@@ -1,9 +1,13 @@
-//! Rollout state in SQLite: rollouts, their targets (one per agent), gate runs and verdicts, what
-//! each agent has installed, and the event log. Everything a controller restart needs to resume.
+//! Rollout state in SQLite: rollouts (with their typed spec), their targets (one per agent), gate
+//! runs and verdicts, and the event log. Everything a controller restart needs to resume.
 
+use edgefleet_proto::v1::Workload;
+use prost::Message;
 use rusqlite::{params, OptionalExtension};
 
-use super::{Store, StoreError};
+use super::{decode_json, decode_proto, decode_state, Store, StoreError};
+use crate::rollout::gate::AgentVerdict;
+use crate::rollout::{RolloutSpec, RolloutState, TargetState};
 
 /// A rollout as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,17 +15,11 @@ pub struct RolloutRow {
     pub id: String,
     pub model_name: String,
     pub model_version: String,
-    pub selector: String,
-    pub waves: String,
-    pub success: String,
-    pub abort_after: String,
-    pub gate: String,
-    /// The gate's workload from a suite (an encoded `edgefleet.v1.Workload`); empty: the
-    /// built-in text workload.
-    pub gate_workload: Vec<u8>,
-    pub health_check: String,
-    /// running | paused | succeeded | aborted | rolled_back
-    pub state: String,
+    /// What it was asked to do (stored as JSON, read back typed).
+    pub spec: RolloutSpec,
+    /// The gate's workload from a suite; `None`: the built-in text workload.
+    pub gate_workload: Option<Workload>,
+    pub state: RolloutState,
     pub reason: String,
     pub current_wave: u32,
     pub created_ms: i64,
@@ -34,8 +32,7 @@ pub struct TargetRow {
     pub rollout_id: String,
     pub agent_id: String,
     pub wave: u32,
-    /// See [`crate::rollout::state`].
-    pub state: String,
+    pub state: TargetState,
     pub error: String,
     /// The version that was active before (what a rollback returns to; empty: none).
     pub previous_version: String,
@@ -47,22 +44,14 @@ pub struct TargetRow {
     pub fetch_finished_ms: i64,
 }
 
-/// A wave's gate benchmark and, once decided, its verdicts (JSON).
+/// A wave's gate benchmark and, once decided, its verdicts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateRow {
     pub rollout_id: String,
     pub wave: u32,
     pub run_id: String,
-    pub verdicts: String,
-}
-
-/// What an agent reported installed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentModelRow {
-    pub agent_id: String,
-    pub name: String,
-    pub active_version: String,
-    pub versions: Vec<String>,
+    /// `None` while the gate's benchmark runs.
+    pub verdicts: Option<Vec<AgentVerdict>>,
 }
 
 /// One line of the event log.
@@ -73,42 +62,94 @@ pub struct EventRow {
     pub message: String,
 }
 
-const ROLLOUT_COLUMNS: &str = "id, model_name, model_version, selector, waves, success, abort_after, gate, health_check, state, reason, current_wave, created_ms, updated_ms, gate_workload";
+const ROLLOUT_COLUMNS: &str = "id, model_name, model_version, spec, gate_workload, state, reason, current_wave, created_ms, updated_ms";
 
-fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
-    Ok(RolloutRow {
-        id: r.get(0)?,
-        model_name: r.get(1)?,
-        model_version: r.get(2)?,
-        selector: r.get(3)?,
-        waves: r.get(4)?,
-        success: r.get(5)?,
-        abort_after: r.get(6)?,
-        gate: r.get(7)?,
-        health_check: r.get(8)?,
-        state: r.get(9)?,
-        reason: r.get(10)?,
-        current_wave: r.get(11)?,
-        created_ms: r.get(12)?,
-        updated_ms: r.get(13)?,
-        gate_workload: r.get(14)?,
-    })
+const TARGET_COLUMNS: &str = "rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms, fetched_bytes, fetch_started_ms, fetch_finished_ms";
+
+/// A rollout row with its stored text and blobs not yet decoded.
+struct RawRollout {
+    id: String,
+    model_name: String,
+    model_version: String,
+    spec: String,
+    gate_workload: Vec<u8>,
+    state: String,
+    reason: String,
+    current_wave: u32,
+    created_ms: i64,
+    updated_ms: i64,
 }
 
-fn target_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TargetRow> {
-    Ok(TargetRow {
-        rollout_id: r.get(0)?,
-        agent_id: r.get(1)?,
-        wave: r.get(2)?,
-        state: r.get(3)?,
-        error: r.get(4)?,
-        previous_version: r.get(5)?,
-        health: r.get(6)?,
-        updated_ms: r.get(7)?,
-        fetched_bytes: r.get::<_, i64>(8)? as u64,
-        fetch_started_ms: r.get(9)?,
-        fetch_finished_ms: r.get(10)?,
-    })
+impl RawRollout {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRollout> {
+        Ok(RawRollout {
+            id: r.get(0)?,
+            model_name: r.get(1)?,
+            model_version: r.get(2)?,
+            spec: r.get(3)?,
+            gate_workload: r.get(4)?,
+            state: r.get(5)?,
+            reason: r.get(6)?,
+            current_wave: r.get(7)?,
+            created_ms: r.get(8)?,
+            updated_ms: r.get(9)?,
+        })
+    }
+
+    fn decode(self) -> Result<RolloutRow, StoreError> {
+        let id = self.id;
+        Ok(RolloutRow {
+            spec: decode_json(&self.spec, "rollouts", &id)?,
+            gate_workload: if self.gate_workload.is_empty() {
+                None
+            } else {
+                Some(decode_proto(&self.gate_workload, "rollouts", &id)?)
+            },
+            state: decode_state(&self.state, "rollouts", &id)?,
+            id,
+            model_name: self.model_name,
+            model_version: self.model_version,
+            reason: self.reason,
+            current_wave: self.current_wave,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        })
+    }
+}
+
+/// A target row with its state not yet decoded.
+struct RawTarget {
+    row: TargetRow,
+    state: String,
+}
+
+impl RawTarget {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTarget> {
+        Ok(RawTarget {
+            row: TargetRow {
+                rollout_id: r.get(0)?,
+                agent_id: r.get(1)?,
+                wave: r.get(2)?,
+                state: TargetState::Waiting,
+                error: r.get(4)?,
+                previous_version: r.get(5)?,
+                health: r.get(6)?,
+                updated_ms: r.get(7)?,
+                fetched_bytes: r.get::<_, i64>(8)? as u64,
+                fetch_started_ms: r.get(9)?,
+                fetch_finished_ms: r.get(10)?,
+            },
+            state: r.get(3)?,
+        })
+    }
+
+    fn decode(self) -> Result<TargetRow, StoreError> {
+        let key = format!("{}, {}", self.row.rollout_id, self.row.agent_id);
+        Ok(TargetRow {
+            state: decode_state(&self.state, "rollout_targets", key)?,
+            ..self.row
+        })
+    }
 }
 
 impl Store {
@@ -121,27 +162,41 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO rollouts ({ROLLOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+            &format!("INSERT INTO rollouts ({ROLLOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
             params![
                 rollout.id,
                 rollout.model_name,
                 rollout.model_version,
-                rollout.selector,
-                rollout.waves,
-                rollout.success,
-                rollout.abort_after,
-                rollout.gate,
-                rollout.health_check,
-                rollout.state,
+                serde_json::to_string(&rollout.spec).expect("a spec serializes"),
+                rollout
+                    .gate_workload
+                    .as_ref()
+                    .map(Message::encode_to_vec)
+                    .unwrap_or_default(),
+                rollout.state.as_str(),
                 rollout.reason,
                 rollout.current_wave,
                 rollout.created_ms,
                 rollout.updated_ms,
-                rollout.gate_workload
             ],
         )?;
         for t in targets {
-            insert_target(&tx, t)?;
+            tx.execute(
+                &format!("INSERT INTO rollout_targets ({TARGET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    t.rollout_id,
+                    t.agent_id,
+                    t.wave,
+                    t.state.as_str(),
+                    t.error,
+                    t.previous_version,
+                    t.health,
+                    t.updated_ms,
+                    t.fetched_bytes as i64,
+                    t.fetch_started_ms,
+                    t.fetch_finished_ms
+                ],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -153,46 +208,49 @@ impl Store {
         let mut stmt = conn.prepare(&format!(
             "SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY created_ms DESC, id"
         ))?;
-        let rows = stmt.query_map([], rollout_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let raw = stmt
+            .query_map([], RawRollout::read)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter().map(RawRollout::decode).collect()
     }
 
     pub fn rollout(&self, id: &str) -> Result<Option<RolloutRow>, StoreError> {
-        Ok(self
+        let raw = self
             .conn()
             .query_row(
                 &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
                 params![id],
-                rollout_from_row,
+                RawRollout::read,
             )
-            .optional()?)
+            .optional()?;
+        raw.map(RawRollout::decode).transpose()
     }
 
     /// Sets a rollout's state, reason and current wave.
     pub fn update_rollout(
         &self,
         id: &str,
-        state: &str,
+        state: RolloutState,
         reason: &str,
         current_wave: u32,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE rollouts SET state = ?2, reason = ?3, current_wave = ?4, updated_ms = ?5 WHERE id = ?1",
-            params![id, state, reason, current_wave, now_ms],
+            params![id, state.as_str(), reason, current_wave, now_ms],
         )?;
         Ok(())
     }
 
     pub fn targets(&self, rollout_id: &str) -> Result<Vec<TargetRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms,
-                    fetched_bytes, fetch_started_ms, fetch_finished_ms
-             FROM rollout_targets WHERE rollout_id = ?1 ORDER BY wave, agent_id",
-        )?;
-        let rows = stmt.query_map(params![rollout_id], target_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TARGET_COLUMNS} FROM rollout_targets WHERE rollout_id = ?1 ORDER BY wave, agent_id"
+        ))?;
+        let raw = stmt
+            .query_map(params![rollout_id], RawTarget::read)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter().map(RawTarget::decode).collect()
     }
 
     /// Writes a target's state back.
@@ -204,7 +262,7 @@ impl Store {
             params![
                 t.rollout_id,
                 t.agent_id,
-                t.state,
+                t.state.as_str(),
                 t.error,
                 t.previous_version,
                 t.health,
@@ -222,18 +280,18 @@ impl Store {
         &self,
         agent_id: &str,
     ) -> Result<Vec<(RolloutRow, TargetRow)>, StoreError> {
-        let targets: Vec<TargetRow> = {
+        let raw = {
             let conn = self.conn();
-            let mut stmt = conn.prepare(
-                "SELECT rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms,
-                    fetched_bytes, fetch_started_ms, fetch_finished_ms
-                 FROM rollout_targets WHERE agent_id = ?1 AND state IN ('installing', 'rolling_back')",
-            )?;
-            let rows = stmt.query_map(params![agent_id], target_from_row)?;
-            rows.collect::<Result<_, _>>()?
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {TARGET_COLUMNS} FROM rollout_targets
+                 WHERE agent_id = ?1 AND state IN ('installing', 'rolling_back')"
+            ))?;
+            let rows = stmt.query_map(params![agent_id], RawTarget::read)?;
+            rows.collect::<Result<Vec<_>, _>>()?
         };
         let mut out = Vec::new();
-        for t in targets {
+        for t in raw {
+            let t = t.decode()?;
             if let Some(r) = self.rollout(&t.rollout_id)? {
                 out.push((r, t));
             }
@@ -241,10 +299,11 @@ impl Store {
         Ok(out)
     }
 
-    pub fn insert_gate(&self, gate: &GateRow) -> Result<(), StoreError> {
+    /// Records that a wave's gate benchmark runs as `run_id` (no verdicts yet).
+    pub fn insert_gate(&self, rollout_id: &str, wave: u32, run_id: &str) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO rollout_gates (rollout_id, wave, run_id, verdicts) VALUES (?1, ?2, ?3, ?4)",
-            params![gate.rollout_id, gate.wave, gate.run_id, gate.verdicts],
+            "INSERT INTO rollout_gates (rollout_id, wave, run_id, verdicts) VALUES (?1, ?2, ?3, '')",
+            params![rollout_id, wave, run_id],
         )?;
         Ok(())
     }
@@ -254,83 +313,51 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT rollout_id, wave, run_id, verdicts FROM rollout_gates WHERE rollout_id = ?1 ORDER BY wave",
         )?;
-        let rows = stmt.query_map(params![rollout_id], |r| {
-            Ok(GateRow {
-                rollout_id: r.get(0)?,
-                wave: r.get(1)?,
-                run_id: r.get(2)?,
-                verdicts: r.get(3)?,
+        let raw = stmt
+            .query_map(params![rollout_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(rollout_id, wave, run_id, verdicts)| {
+                let verdicts = match verdicts.as_str() {
+                    "" => None,
+                    text => Some(decode_json(
+                        text,
+                        "rollout_gates",
+                        format!("{rollout_id}, wave {}", wave + 1),
+                    )?),
+                };
+                Ok(GateRow {
+                    rollout_id,
+                    wave,
+                    run_id,
+                    verdicts,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 
     pub fn set_gate_verdicts(
         &self,
         rollout_id: &str,
         wave: u32,
-        verdicts: &str,
+        verdicts: &[AgentVerdict],
     ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE rollout_gates SET verdicts = ?3 WHERE rollout_id = ?1 AND wave = ?2",
-            params![rollout_id, wave, verdicts],
+            params![
+                rollout_id,
+                wave,
+                serde_json::to_string(verdicts).expect("verdicts serialize")
+            ],
         )?;
         Ok(())
-    }
-
-    /// Replaces what an agent has installed (from its hello), or one model of it (`only`).
-    pub fn record_installed(
-        &self,
-        agent_id: &str,
-        models: &[AgentModelRow],
-        only: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        match only {
-            Some(name) => tx.execute(
-                "DELETE FROM agent_models WHERE agent_id = ?1 AND name = ?2",
-                params![agent_id, name],
-            )?,
-            None => tx.execute(
-                "DELETE FROM agent_models WHERE agent_id = ?1",
-                params![agent_id],
-            )?,
-        };
-        for m in models {
-            tx.execute(
-                "INSERT INTO agent_models (agent_id, name, active_version, versions, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    agent_id,
-                    m.name,
-                    m.active_version,
-                    serde_json::to_string(&m.versions).expect("versions serialize"),
-                    now_ms
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// What every agent has installed.
-    pub fn installed(&self) -> Result<Vec<AgentModelRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT agent_id, name, active_version, versions FROM agent_models ORDER BY agent_id, name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let versions: String = r.get(3)?;
-            Ok(AgentModelRow {
-                agent_id: r.get(0)?,
-                name: r.get(1)?,
-                active_version: r.get(2)?,
-                versions: serde_json::from_str(&versions).unwrap_or_default(),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn log_event(
@@ -362,74 +389,4 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Stores a model's signed manifest.
-    pub fn set_manifest(
-        &self,
-        name: &str,
-        version: &str,
-        manifest: &[u8],
-        signature: &[u8],
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE models SET manifest = ?3, manifest_signature = ?4 WHERE name = ?1 AND version = ?2",
-            params![name, version, manifest, signature],
-        )?;
-        Ok(())
-    }
-
-    /// Deletes a model version; returns the digests of artifacts no other version uses (their
-    /// rows are gone too, so the caller deletes the bytes).
-    pub fn delete_model(&self, name: &str, version: &str) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let shas: Vec<String> = {
-            let mut stmt =
-                tx.prepare("SELECT sha256 FROM model_files WHERE name = ?1 AND version = ?2")?;
-            let rows = stmt.query_map(params![name, version], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        tx.execute(
-            "DELETE FROM model_files WHERE name = ?1 AND version = ?2",
-            params![name, version],
-        )?;
-        tx.execute(
-            "DELETE FROM models WHERE name = ?1 AND version = ?2",
-            params![name, version],
-        )?;
-        let mut orphaned = Vec::new();
-        for sha in shas {
-            let used: bool = tx
-                .query_row(
-                    "SELECT 1 FROM model_files WHERE sha256 = ?1 LIMIT 1",
-                    params![sha],
-                    |_| Ok(true),
-                )
-                .optional()?
-                .unwrap_or(false);
-            if !used && !orphaned.contains(&sha) {
-                tx.execute("DELETE FROM artifacts WHERE sha256 = ?1", params![sha])?;
-                orphaned.push(sha);
-            }
-        }
-        tx.commit()?;
-        Ok(orphaned)
-    }
-}
-
-fn insert_target(tx: &rusqlite::Transaction<'_>, t: &TargetRow) -> rusqlite::Result<usize> {
-    tx.execute(
-        "INSERT INTO rollout_targets (rollout_id, agent_id, wave, state, error, previous_version, health, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            t.rollout_id,
-            t.agent_id,
-            t.wave,
-            t.state,
-            t.error,
-            t.previous_version,
-            t.health,
-            t.updated_ms
-        ],
-    )
 }

@@ -1,5 +1,9 @@
 //! Store behaviour against a real SQLite database (in memory, and on disk for reopening).
 
+use std::collections::BTreeMap;
+
+use edgefleet_proto::v1::{BenchJob, HardwareProfile, Measurement};
+
 use super::*;
 
 fn agent(store: &Store, id: &str, now: i64) {
@@ -143,4 +147,238 @@ fn a_database_file_reopens_with_its_data() {
     }
     let s = Store::open(&path).unwrap();
     assert_eq!(s.agents().unwrap().len(), 1);
+}
+
+/// The error a damaged row reads as: which table, which key.
+fn corrupt_at(err: StoreError) -> (&'static str, String) {
+    let message = err.to_string();
+    match err {
+        StoreError::Corrupt { table, key, .. } => {
+            assert!(
+                message.starts_with(&format!("corrupt row in table {table} ({key}): ")),
+                "{message}"
+            );
+            (table, key)
+        }
+        other => panic!("expected a corrupt row, got {other}"),
+    }
+}
+
+fn rollout(id: &str) -> RolloutRow {
+    RolloutRow {
+        id: id.into(),
+        model_name: "m".into(),
+        model_version: "2".into(),
+        spec: crate::rollout::RolloutSpec::parse(&crate::rollout::SpecText {
+            waves: "50%,100%",
+            gate: "p90<=1.10x",
+            ..Default::default()
+        })
+        .unwrap(),
+        gate_workload: None,
+        state: crate::rollout::RolloutState::Running,
+        reason: String::new(),
+        current_wave: 0,
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+fn target(rollout_id: &str, agent_id: &str) -> TargetRow {
+    TargetRow {
+        rollout_id: rollout_id.into(),
+        agent_id: agent_id.into(),
+        wave: 0,
+        state: crate::rollout::TargetState::Installing,
+        error: String::new(),
+        previous_version: String::new(),
+        health: String::new(),
+        updated_ms: 1,
+        fetched_bytes: 0,
+        fetch_started_ms: 0,
+        fetch_finished_ms: 0,
+    }
+}
+
+#[test]
+fn a_corrupt_agent_row_is_an_error_naming_it_not_an_empty_agent() {
+    let s = Store::in_memory().unwrap();
+    agent(&s, "id1", 1);
+    s.execute_for_test("UPDATE agents SET hardware = x'ffffffff' WHERE id = 'id1'");
+    assert_eq!(
+        corrupt_at(s.agents().unwrap_err()),
+        ("agents", "id1".into())
+    );
+    agent(&s, "id1", 2);
+    s.execute_for_test("UPDATE agents SET labels = 'not json' WHERE id = 'id1'");
+    assert_eq!(
+        corrupt_at(s.agents().unwrap_err()),
+        ("agents", "id1".into())
+    );
+}
+
+#[test]
+fn a_corrupt_model_signature_is_an_error_naming_the_version() {
+    let s = Store::in_memory().unwrap();
+    s.insert_model(&model("m", "1")).unwrap();
+    s.execute_for_test("UPDATE models SET signature = '{\"inputs\": 7}'");
+    assert_eq!(
+        corrupt_at(s.model("m", "1").unwrap_err()),
+        ("models", "m@1".into())
+    );
+    assert!(s.models().is_err());
+}
+
+#[test]
+fn corrupt_jobs_and_results_are_errors_and_nothing_is_stored_on_their_account() {
+    let s = Store::in_memory().unwrap();
+    agent(&s, "ag", 1);
+    let run = RunRow {
+        id: "r1".into(),
+        suite: "quick".into(),
+        suite_sha256: "h".into(),
+        created_ms: 5,
+    };
+    s.insert_run(&run, "", &[job("j1", "ag"), job("j2", "ag")])
+        .unwrap();
+
+    // A job as sent that no longer decodes: not resent as an empty job.
+    s.execute_for_test("UPDATE bench_jobs SET spec = x'0a' WHERE job_id = 'j1'");
+    assert_eq!(
+        corrupt_at(s.pending_jobs("ag").unwrap_err()),
+        ("bench_jobs", "r1, j1".into())
+    );
+
+    // A state nobody wrote: the result is refused and nothing is written.
+    s.execute_for_test("UPDATE bench_jobs SET state = 'exploded' WHERE job_id = 'j2'");
+    let m = Measurement {
+        samples: 7,
+        ..Measurement::default()
+    };
+    assert_eq!(
+        corrupt_at(s.record_measurement("ag", "r1", "j2", &m).unwrap_err()),
+        ("bench_jobs", "r1, j2".into())
+    );
+    assert_eq!(
+        corrupt_at(s.jobs(Some("r1")).unwrap_err()),
+        ("bench_jobs", "r1, j2".into())
+    );
+    s.execute_for_test("UPDATE bench_jobs SET state = 'pending' WHERE job_id = 'j2'");
+    assert!(s.results(Some("r1")).unwrap().is_empty(), "nothing stored");
+
+    // A stored measurement that does not decode reads as an error, never as zeros.
+    s.record_measurement("ag", "r1", "j2", &m).unwrap();
+    s.execute_for_test("UPDATE results SET measurement = x'ff01' WHERE job_id = 'j2'");
+    assert_eq!(
+        corrupt_at(s.results(Some("r1")).unwrap_err()),
+        ("results", "r1, j2".into())
+    );
+}
+
+#[test]
+fn corrupt_rollout_rows_are_errors_naming_them() {
+    let s = Store::in_memory().unwrap();
+    agent(&s, "ag", 1);
+    s.insert_rollout(&rollout("ro-1"), &[target("ro-1", "ag")])
+        .unwrap();
+    assert_eq!(s.rollout("ro-1").unwrap().unwrap(), rollout("ro-1"));
+
+    for (damage, table, key) in [
+        ("UPDATE rollouts SET spec = '{}'", "rollouts", "ro-1"),
+        ("UPDATE rollouts SET spec = ''", "rollouts", "ro-1"),
+        (
+            "UPDATE rollouts SET gate_workload = x'ff'",
+            "rollouts",
+            "ro-1",
+        ),
+        ("UPDATE rollouts SET state = 'lost'", "rollouts", "ro-1"),
+    ] {
+        let good = Store::in_memory().unwrap();
+        agent(&good, "ag", 1);
+        good.insert_rollout(&rollout("ro-1"), &[]).unwrap();
+        good.execute_for_test(damage);
+        assert_eq!(
+            corrupt_at(good.rollout("ro-1").unwrap_err()),
+            (table, key.to_string()),
+            "{damage}"
+        );
+        assert!(good.rollouts().is_err(), "{damage}");
+    }
+
+    s.execute_for_test("UPDATE rollout_targets SET state = 'limbo'");
+    assert_eq!(
+        corrupt_at(s.targets("ro-1").unwrap_err()),
+        ("rollout_targets", "ro-1, ag".into())
+    );
+    assert!(s.commands_for_agent("ag").is_ok(), "limbo is not a command");
+
+    s.insert_run(
+        &RunRow {
+            id: "g1".into(),
+            suite: "gate".into(),
+            suite_sha256: String::new(),
+            created_ms: 2,
+        },
+        "",
+        &[],
+    )
+    .unwrap();
+    s.insert_gate("ro-1", 0, "g1").unwrap();
+    assert_eq!(s.gates("ro-1").unwrap()[0].verdicts, None);
+    s.execute_for_test("UPDATE rollout_gates SET verdicts = '[{\"passed\": \"yes\"}]'");
+    assert_eq!(
+        corrupt_at(s.gates("ro-1").unwrap_err()),
+        ("rollout_gates", "ro-1, wave 1".into())
+    );
+
+    s.record_installed(
+        "ag",
+        &[AgentModelRow {
+            agent_id: "ag".into(),
+            name: "m".into(),
+            active_version: "2".into(),
+            versions: vec!["2".into(), "1".into()],
+        }],
+        None,
+        3,
+    )
+    .unwrap();
+    assert_eq!(s.installed().unwrap()[0].versions, ["2", "1"]);
+    s.execute_for_test("UPDATE agent_models SET versions = '2,1'");
+    assert_eq!(
+        corrupt_at(s.installed().unwrap_err()),
+        ("agent_models", "ag, m".into())
+    );
+}
+
+#[test]
+fn rollouts_of_an_older_database_get_their_spec_parsed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    {
+        // A database as migration 3 left it, with one rollout whose flags parse and one whose
+        // flags do not.
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        super::migrations::apply_up_to(&mut conn, 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO rollouts (id, model_name, model_version, selector, waves, success,
+                 abort_after, gate, health_check, state, created_ms, updated_ms)
+             VALUES ('ro-old', 'm', '2', 'hw=rpi5', '10%,100%', '95%', '2', 'p90<=1.10x',
+                     'bench', 'running', 1, 1),
+                    ('ro-bad', 'm', '3', '', '100%', '100%', '', 'p90<=fast', 'smoke',
+                     'succeeded', 2, 2);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let old = s.rollout("ro-old").unwrap().unwrap();
+    assert_eq!(old.spec.waves_text(), "10%,100%");
+    assert_eq!(old.spec.select, "hw=rpi5");
+    assert_eq!(old.spec.gate_text(), "p90<=1.10x");
+    assert_eq!(old.spec.health_check, crate::rollout::HealthCheck::Bench);
+    // Flags that never parsed are not read as defaults (no gate, which would pass).
+    assert_eq!(
+        corrupt_at(s.rollout("ro-bad").unwrap_err()),
+        ("rollouts", "ro-bad".into())
+    );
 }

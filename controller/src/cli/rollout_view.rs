@@ -1,13 +1,11 @@
 //! How the CLI shows a rollout: a summary, one line per agent (a transfer bar while it fetches),
-//! the performance gate's measured ratios, and JSON for scripts.
+//! the performance gate's measured ratios, and the summary the HTML report shows.
 
 use edgefleet_proto::v1::RolloutStatus;
 
-use crate::cli::transfer_bar;
-
 /// Whether nothing more will happen to the rollout (offline agents aside, which get their
 /// commands when they reconnect).
-pub fn settled(status: &RolloutStatus) -> bool {
+pub(super) fn settled(status: &RolloutStatus) -> bool {
     let busy = status
         .targets
         .iter()
@@ -16,7 +14,7 @@ pub fn settled(status: &RolloutStatus) -> bool {
 }
 
 /// The rollout as text, for people.
-pub fn render(status: &RolloutStatus) -> String {
+pub(super) fn render(status: &RolloutStatus) -> String {
     let waves = status.waves.split(',').count().max(1);
     let mut out = format!(
         "{}  {}  {}{}\n",
@@ -94,14 +92,14 @@ pub fn render(status: &RolloutStatus) -> String {
 }
 
 /// The rollout as the HTML report shows it.
-pub fn summary(status: &RolloutStatus) -> edgefleet_reports::RolloutSummary {
+pub(super) fn summary(status: &RolloutStatus) -> edgefleet_reports::RolloutSummary {
     edgefleet_reports::RolloutSummary {
         id: status.rollout_id.clone(),
         model: status.model.clone(),
         state: status.state.clone(),
         reason: status.reason.clone(),
         gate: status.gate.clone(),
-        started_at: crate::records::rfc3339(status.created_unix_ms),
+        started_at: edgefleet_reports::rfc3339(status.created_unix_ms),
         agents: status.targets.len(),
         agents_done: status.targets.iter().filter(|t| t.state == "done").count(),
         gates: status
@@ -125,38 +123,20 @@ pub fn summary(status: &RolloutStatus) -> edgefleet_reports::RolloutSummary {
     }
 }
 
-/// The rollout as JSON, for scripts.
-pub fn to_json(status: &RolloutStatus) -> serde_json::Value {
-    serde_json::json!({
-        "id": status.rollout_id,
-        "model": status.model,
-        "state": status.state,
-        "reason": status.reason,
-        "select": status.select,
-        "waves": status.waves,
-        "success": status.success,
-        "abort_after": status.abort_after,
-        "gate": status.gate,
-        "current_wave": status.current_wave,
-        "created_at": crate::records::rfc3339(status.created_unix_ms),
-        "updated_at": crate::records::rfc3339(status.updated_unix_ms),
-        "model_bytes": status.model_bytes,
-        "targets": status.targets.iter().map(|t| serde_json::json!({
-            "agent": t.agent_name, "agent_id": t.agent_id, "wave": t.wave + 1, "state": t.state,
-            "online": t.online, "error": t.error, "previous_version": t.previous_version,
-            "health": t.health, "served_bytes": t.served_bytes,
-            "fetched_bytes": t.fetched_bytes, "fetch_started_unix_ms": t.fetch_started_unix_ms,
-            "fetch_finished_unix_ms": t.fetch_finished_unix_ms,
-        })).collect::<Vec<_>>(),
-        "gates": status.gates.iter().map(|g| serde_json::json!({
-            "wave": g.wave + 1, "agent": g.agent_name, "passed": g.passed, "run_id": g.run_id,
-            "error": g.error,
-            "measurements": g.measurements.iter().map(|m| serde_json::json!({
-                "metric": m.metric, "value": m.value, "comparison": m.comparison,
-                "limit": m.limit, "outcome": m.outcome, "detail": m.detail,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
+/// `fetching [######------] 12.0/23.1 MB`: one line of the rendered status, not a live bar
+/// (the text is redrawn whole; indicatif draws bars, it does not render one into a string).
+fn transfer_bar(label: &str, done: u64, total: u64) -> String {
+    const WIDTH: usize = 24;
+    let filled = ((done.min(total) as u128 * WIDTH as u128)
+        .checked_div(total as u128)
+        .unwrap_or(WIDTH as u128)) as usize;
+    format!(
+        "{label} [{}{}] {:.1}/{:.1} MB",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        done as f64 / 1e6,
+        total as f64 / 1e6
+    )
 }
 
 #[cfg(test)]
@@ -207,8 +187,17 @@ mod tests {
         assert!(text.contains("was int8; 3 smoke queries ok"), "{text}");
         assert!(settled(&status));
         assert_eq!(
-            to_json(&status)["gates"][0]["measurements"][0]["value"],
+            serde_json::to_value(&status).unwrap()["gates"][0]["measurements"][0]["value"],
             2.5
         );
+    }
+
+    #[test]
+    fn transfer_bars_fill_with_bytes() {
+        assert_eq!(
+            super::transfer_bar("up", 5_000_000, 10_000_000),
+            "up [############------------] 5.0/10.0 MB"
+        );
+        assert!(super::transfer_bar("up", 0, 0).contains("[########################]"));
     }
 }

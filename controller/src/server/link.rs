@@ -1,11 +1,10 @@
-//! The agent link service: checks an agent's hello, keeps its stream in the fleet, records its
-//! heartbeats and results, and serves artifact bytes from any offset.
+//! The agent link service, what happens when an agent connects: its hello is checked, its stream
+//! joins the fleet, unfinished jobs and rollout commands go out again, and its heartbeats,
+//! results and install answers are recorded; artifact bytes are served from any offset.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
-
-use crate::store::AgentModelRow;
 
 use edgefleet_proto::v1::agent_link_server::AgentLink;
 use edgefleet_proto::v1::{
@@ -16,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::store::Recorded;
-use crate::{now_ms, Controller, CONTROLLER_VERSION};
+use super::{rollout_driver, Controller, CONTROLLER_VERSION};
+use crate::clock::now_ms;
+use crate::store::{AgentModelRow, Recorded};
 
 /// The largest artifact chunk served per request (agents ask for 4 MiB).
 pub const CHUNK_BYTES: u64 = 8 << 20;
@@ -126,7 +126,7 @@ impl AgentLink for LinkService {
             .store
             .pending_jobs(&hello.agent_id)
             .map_err(|e| Status::internal(e.to_string()))?;
-        let commands = crate::rollout_driver::commands_for_agent(ctl, &hello.agent_id)
+        let commands = rollout_driver::commands_for_agent(ctl, &hello.agent_id)
             .map_err(|e| Status::internal(e.to_string()))?;
         let name = hello.name.clone();
         tokio::spawn(async move {
@@ -251,7 +251,7 @@ fn group_by_run(jobs: Vec<(String, BenchJob)>) -> Vec<(String, Vec<BenchJob>)> {
 async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
     match msg.body {
         Some(agent_message::Body::InstallResult(result)) => {
-            crate::rollout_driver::on_install_result(ctl, agent_id, result).await
+            rollout_driver::on_install_result(ctl, agent_id, result).await
         }
         Some(agent_message::Body::Heartbeat(_)) => {
             if let Err(e) = ctl.store.touch_agent(agent_id, now_ms()) {
@@ -294,8 +294,8 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
 
 /// Compares tokens in time independent of where they differ.
 fn tokens_match(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 #[cfg(test)]

@@ -3,14 +3,32 @@
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 /// The key file's name inside the data directory.
 pub const KEY_FILE: &str = "controller.key";
+
+/// Why the signing key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{} is readable by others (mode {mode:o}); run `chmod 600 {}`", path.display(), path.display())]
+    ReadableByOthers { path: PathBuf, mode: u32 },
+    #[error("{} is {len} bytes, not a 32-byte ed25519 key", path.display())]
+    WrongSize { path: PathBuf, len: usize },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// The controller's signing key.
 #[derive(Clone)]
@@ -22,26 +40,32 @@ impl ManifestSigner {
     /// Loads `DIR/controller.key`, or creates it (32 random bytes, readable by the owner only).
     /// A key file that others can read, or of the wrong size, is an error: it would mean the
     /// key may be known elsewhere, or is not ours.
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<ManifestSigner> {
+    pub fn load_or_create(data_dir: &Path) -> Result<ManifestSigner, KeyError> {
         let path = data_dir.join(KEY_FILE);
+        let read_error = |source| KeyError::Read {
+            path: path.clone(),
+            source,
+        };
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let mode = std::fs::metadata(&path)?.permissions().mode();
+                let mode = std::fs::metadata(&path)
+                    .map_err(read_error)?
+                    .permissions()
+                    .mode();
                 if mode & 0o077 != 0 {
-                    bail!(
-                        "{} is readable by others (mode {:o}); run `chmod 600 {}`",
-                        path.display(),
-                        mode & 0o777,
-                        path.display()
-                    );
+                    return Err(KeyError::ReadableByOthers {
+                        mode: mode & 0o777,
+                        path,
+                    });
                 }
-                let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    anyhow::anyhow!(
-                        "{} is {} bytes, not a 32-byte ed25519 key",
-                        path.display(),
-                        bytes.len()
-                    )
-                })?;
+                let seed: [u8; 32] =
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| KeyError::WrongSize {
+                            path: path.clone(),
+                            len: bytes.len(),
+                        })?;
                 Ok(ManifestSigner {
                     key: SigningKey::from_bytes(&seed),
                 })
@@ -49,24 +73,27 @@ impl ManifestSigner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let seed: [u8; 32] = rand::random();
                 let tmp = path.with_extension("tmp");
+                let create_error = |path: &Path| {
+                    let path = path.to_path_buf();
+                    move |source| KeyError::Create { path, source }
+                };
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
                     .mode(0o600)
                     .open(&tmp)
-                    .with_context(|| format!("cannot create {}", tmp.display()))?;
-                file.write_all(&seed)?;
-                file.sync_all()?;
-                std::fs::rename(&tmp, &path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
+                    .map_err(create_error(&tmp))?;
+                file.write_all(&seed).map_err(create_error(&tmp))?;
+                file.sync_all().map_err(create_error(&tmp))?;
+                std::fs::rename(&tmp, &path).map_err(create_error(&path))?;
                 let signer = ManifestSigner {
                     key: SigningKey::from_bytes(&seed),
                 };
                 tracing::info!(key = %path.display(), fingerprint = %signer.fingerprint(), "created the controller's signing key");
                 Ok(signer)
             }
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => Err(read_error(e)),
         }
     }
 

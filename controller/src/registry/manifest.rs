@@ -5,39 +5,45 @@
 use edgefleet_proto::v1::{ArtifactRef, Manifest, TensorSignature};
 use prost::Message;
 
-use crate::signing::ManifestSigner;
-use crate::store::{ModelRow, Store, StoreError};
+use super::signing::ManifestSigner;
+use crate::store::{ModelRow, ModelSignature, Store, StoreError, TensorShape};
 
-/// The inputs and outputs stored with a model (`{"inputs": [...], "outputs": [...]}`).
-pub fn signatures(signature_json: &str) -> (Vec<TensorSignature>, Vec<TensorSignature>) {
-    let sig: serde_json::Value = serde_json::from_str(signature_json).unwrap_or_default();
-    let list = |key: &str| -> Vec<TensorSignature> {
-        sig[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|v| TensorSignature {
-                        name: v["name"].as_str().unwrap_or_default().to_string(),
-                        element_type: v["element_type"].as_str().unwrap_or_default().to_string(),
-                        shape: v["shape"]
-                            .as_array()
-                            .map(|d| {
-                                d.iter()
-                                    .filter_map(|x| x.as_str().map(str::to_string))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    })
-                    .collect()
+/// A model's stored inputs and outputs as wire signatures.
+pub fn signatures(model: &ModelRow) -> (Vec<TensorSignature>, Vec<TensorSignature>) {
+    let signature = model.signature();
+    let wire = |list: Vec<TensorShape>| -> Vec<TensorSignature> {
+        list.into_iter()
+            .map(|t| TensorSignature {
+                name: t.name,
+                element_type: t.element_type,
+                shape: t.shape,
             })
-            .unwrap_or_default()
+            .collect()
     };
-    (list("inputs"), list("outputs"))
+    (wire(signature.inputs), wire(signature.outputs))
+}
+
+/// What `models add` stores as a model's signature, from the ONNX file's declarations.
+pub fn signature_json(inputs: &[TensorSignature], outputs: &[TensorSignature]) -> String {
+    let plain = |list: &[TensorSignature]| -> Vec<TensorShape> {
+        list.iter()
+            .map(|t| TensorShape {
+                name: t.name.clone(),
+                element_type: t.element_type.clone(),
+                shape: t.shape.clone(),
+            })
+            .collect()
+    };
+    serde_json::to_string(&ModelSignature {
+        inputs: plain(inputs),
+        outputs: plain(outputs),
+    })
+    .expect("a signature serializes")
 }
 
 /// The manifest of a registered model version.
 pub fn manifest_of(model: &ModelRow) -> Manifest {
-    let (inputs, outputs) = signatures(&model.signature_json);
+    let (inputs, outputs) = signatures(model);
     Manifest {
         name: model.name.clone(),
         version: model.version.clone(),

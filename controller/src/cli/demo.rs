@@ -10,17 +10,21 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{print_results, Client};
-use crate::{Controller, Settings};
+use edgefleet_controller::{Controller, Settings};
+
+use super::bench::wait_for_run;
+use super::client::Client;
+use super::output::print_results;
+use super::report::write_report;
 
 /// Where the demo's pieces come from.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
-    pub out: PathBuf,
+pub(super) struct DemoOptions {
+    pub(crate) out: PathBuf,
     /// The prepared models (`minilm-l6/…`); default: the set-up cache of this checkout.
-    pub models_dir: Option<PathBuf>,
+    pub(crate) models_dir: Option<PathBuf>,
     /// Passed to the agents; by default they find the set-up cache themselves.
-    pub onnxruntime_library: Option<PathBuf>,
+    pub(crate) onnxruntime_library: Option<PathBuf>,
 }
 
 /// The demo's agents: (name, labels).
@@ -31,7 +35,7 @@ const AGENTS: [(&str, &[&str]); 2] = [
 /// Marks a state folder as the demo's own, so a re-run may replace it.
 const STATE_MARKER: &str = ".edgefleet-demo";
 
-pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+pub(super) async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let models = locate_models(options.models_dir.as_deref())?;
     let agent_binary = sibling_binary("edgefleet-agent")?;
@@ -50,7 +54,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .context("cannot bind a loopback port")?;
     let address = format!("http://{}", listener.local_addr()?);
     let stop_server = CancellationToken::new();
-    let server = tokio::spawn(crate::serve(
+    let server = tokio::spawn(edgefleet_controller::serve(
         listener,
         controller.clone(),
         stop_server.clone().cancelled_owned(),
@@ -139,10 +143,8 @@ async fn drive(
         "benchmark    {} ({} jobs on {} agents)",
         run.run_id, run.jobs, run.agents
     );
-    let status = client
-        .wait_for_run(&run.run_id, Duration::from_secs(600), false)
-        .await?;
-    let (files, records, failures) = client.write_report(out, Some(&run.run_id)).await?;
+    let status = wait_for_run(&mut client, &run.run_id, Duration::from_secs(600), false).await?;
+    let (files, records, failures) = write_report(&mut client, out, Some(&run.run_id)).await?;
     println!();
     print_results(&records, &failures);
     println!();
@@ -274,7 +276,7 @@ fn prepare_state_dir(out: &Path) -> anyhow::Result<PathBuf> {
 
 /// The set-up cache's model folder: `--models-dir`, `EDGEFLEET_MODELS`, or `.cache/edgefleet/models`
 /// in the checkout this binary was built in (or the current directory).
-pub fn locate_models(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn locate_models(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(dir) = explicit {
         candidates.push(dir.to_path_buf());

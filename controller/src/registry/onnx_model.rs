@@ -16,30 +16,47 @@ pub struct OnnxSummary {
     pub nodes: usize,
 }
 
+/// Why a file is not a usable ONNX model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OnnxError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("not an ONNX model (protobuf does not decode: {0}); is the file truncated?")]
+    Undecodable(String),
+    #[error("not an ONNX model (no IR version)")]
+    NoIrVersion,
+    #[error("not an ONNX model (no graph)")]
+    NoGraph,
+    #[error("the ONNX graph has no nodes")]
+    NoNodes,
+    #[error("the ONNX graph has no outputs")]
+    NoOutputs,
+    #[error("the ONNX model imports no default opset (is the file truncated?)")]
+    NoDefaultOpset,
+}
+
 /// Parses the model; any file that is not a complete ONNX model is an error saying why.
-pub fn inspect(bytes: &[u8]) -> Result<OnnxSummary, String> {
+pub fn inspect(bytes: &[u8]) -> Result<OnnxSummary, OnnxError> {
     if bytes.is_empty() {
-        return Err("the file is empty".into());
+        return Err(OnnxError::Empty);
     }
-    let model = ModelProto::decode(bytes).map_err(|e| {
-        format!("not an ONNX model (protobuf does not decode: {e}); is the file truncated?")
-    })?;
+    let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Undecodable(e.to_string()))?;
     if model.ir_version <= 0 {
-        return Err("not an ONNX model (no IR version)".into());
+        return Err(OnnxError::NoIrVersion);
     }
-    let graph = model.graph.ok_or("not an ONNX model (no graph)")?;
+    let graph = model.graph.ok_or(OnnxError::NoGraph)?;
     if graph.node.is_empty() {
-        return Err("the ONNX graph has no nodes".into());
+        return Err(OnnxError::NoNodes);
     }
     if graph.output.is_empty() {
-        return Err("the ONNX graph has no outputs".into());
+        return Err(OnnxError::NoOutputs);
     }
     let opset = model
         .opset_import
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
-        .ok_or("the ONNX model imports no default opset (is the file truncated?)")?;
+        .ok_or(OnnxError::NoDefaultOpset)?;
     Ok(OnnxSummary {
         ir_version: model.ir_version,
         opset,
@@ -164,7 +181,7 @@ mod tests {
     #[test]
     fn junk_and_truncated_files_are_refused() {
         let good = tiny_model();
-        assert!(inspect(b"").unwrap_err().contains("empty"));
+        assert!(inspect(b"").unwrap_err().to_string().contains("empty"));
         assert!(inspect(b"this is not a model at all, just text").is_err());
         for cut in [1, good.len() / 3, good.len() / 2, good.len() - 1] {
             assert!(

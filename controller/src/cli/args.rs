@@ -1,0 +1,191 @@
+//! The command line's shape: every command, flag and help text (clap derive). Parsing only; each
+//! command family is carried out by its own module.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// edgefleet: roll out ONNX models to a fleet of edge devices, benchmark them there, and compare
+/// them in reports.
+#[derive(Parser)]
+#[command(name = "edgefleet", version, about)]
+pub(crate) struct Cli {
+    /// The controller to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEFLEET_CONTROLLER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub(crate) controller: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the controller: the server agents dial and the CLI talks to.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "EDGEFLEET_LISTEN", default_value = "0.0.0.0:7070")]
+        listen: String,
+        /// Where the database and artifacts live.
+        #[arg(long, env = "EDGEFLEET_DATA", default_value = "/var/lib/edgefleet")]
+        data_dir: PathBuf,
+        /// The enrollment token agents must present.
+        #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Seconds between agent heartbeats.
+        #[arg(long, default_value_t = 5)]
+        heartbeat_s: u64,
+    },
+    /// List agents, online or not.
+    Agents {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register and list model versions.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Benchmark runs.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Roll a model version out to agents in waves, with health checks, performance gates and
+    /// rollback.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Write DIR/report.html and DIR/results.json from stored results.
+    Report {
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this run (default: every run).
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Start a controller and two agents here, benchmark MiniLM-L6 fp32 vs int8, write a report.
+    Demo {
+        #[arg(long)]
+        out: PathBuf,
+        /// The prepared models (default: the set-up cache .cache/edgefleet/models).
+        #[arg(long, env = "EDGEFLEET_MODELS")]
+        models_dir: Option<PathBuf>,
+        /// libonnxruntime for the agents (default: they look in the set-up cache).
+        #[arg(long)]
+        onnxruntime_library: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModelsCommand {
+    /// Upload an ONNX model (and companions such as tokenizer.json) as NAME@VERSION.
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Quantization label, e.g. fp32, int8, q4.
+        #[arg(long, default_value = "unknown")]
+        quant: String,
+        /// Companion files stored with the model (tokenizer.json, external data).
+        #[arg(long = "with", value_name = "FILE")]
+        with: Vec<PathBuf>,
+    },
+    /// List registered model versions.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a version's signed manifest and the agents that hold it.
+    Show {
+        /// NAME@VERSION
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a version and the artifact bytes no other version uses. Refused while the version
+    /// is active on an agent, kept there for rollback, or being rolled out.
+    Rm {
+        /// NAME@VERSION
+        model: String,
+        /// Remove it even so.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RolloutCommand {
+    /// Start rolling NAME@VERSION out to the selected agents.
+    Start {
+        /// NAME@VERSION
+        model: String,
+        /// Which agents: key=value / key!=value on labels or hardware fields, comma-separated,
+        /// all must hold (e.g. hw=rpi5,site!=lab). Default: every agent.
+        #[arg(long, default_value = "")]
+        select: String,
+        /// Cumulative wave sizes, percentages or counts, ending at 100%.
+        #[arg(long, default_value = "100%")]
+        waves: String,
+        /// Share of a wave that must install and pass its health check before the next starts.
+        #[arg(long, default_value = "100%")]
+        success: String,
+        /// Stop and roll back the wave after this many failed installs (N or N%).
+        #[arg(long)]
+        abort_after: Option<String>,
+        /// Performance gate: candidate vs the active version on each wave's devices, e.g.
+        /// "p90<=1.10x,energy<=1.10x,quality>=0.99" (metrics p50 p90 p99 energy memory quality).
+        #[arg(long)]
+        gate: Option<String>,
+        /// The gate's workload from a suite instead of built-in sentences (needed for models
+        /// without a tokenizer: audio or image input): the group naming this model (or the
+        /// only one) gives the input and quality metric, its first scenario the run.
+        #[arg(long, value_name = "SUITE.toml", requires = "gate")]
+        gate_suite: Option<PathBuf>,
+        /// Health check after install: smoke (load and run a few queries), bench (the quick
+        /// suite's single-stream run: at least 200 queries and 3 s; a failure rolls back like a
+        /// failed smoke test) or none.
+        #[arg(long, default_value = "smoke")]
+        health: String,
+        /// Follow the rollout until it settles.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show one rollout (or all of them, newest first).
+    Status {
+        id: Option<String>,
+        /// Redraw until the rollout settles.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop starting new installs (in-flight ones finish).
+    Pause { id: String },
+    /// Continue a paused rollout.
+    Resume { id: String },
+    /// Stop the rollout where it is; installed agents keep the new version.
+    Abort { id: String },
+    /// Switch every agent the rollout reached back to the version it had before.
+    Rollback { id: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Run a suite on the selected online agents.
+    Run {
+        suite: PathBuf,
+        /// key=value or key!=value on labels or hardware fields (repeatable; all must hold).
+        #[arg(long = "select", value_name = "KEY=VALUE")]
+        select: Vec<String>,
+        /// Wait for the results and print them.
+        #[arg(long)]
+        wait: bool,
+        /// Print results as JSON (with --wait).
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout_s: u64,
+    },
+}

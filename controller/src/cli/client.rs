@@ -1,0 +1,275 @@
+//! A connection to a controller's admin service: one method per call, each failing with the
+//! controller's own one-line reason.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use edgefleet_proto::v1::admin_client::AdminClient;
+use edgefleet_proto::v1::{
+    add_model_request, AddModelHeader, AddModelRequest, ControlRolloutRequest, GetResultsRequest,
+    GetRunRequest, InputFile, ListAgentsRequest, ListModelsRequest, ListRolloutsRequest,
+    ModelDetail, ModelInfo, ModelRequest, NewFile, RemoveModelReply, RemoveModelRequest,
+    RolloutStatus, RunStatus, StartBenchRequest, StartRolloutRequest,
+};
+use edgefleet_reports::{FailedRun, ResultRecord};
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+
+use super::progress;
+
+/// Bytes per upload message.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// A connection to a controller's admin service.
+pub(crate) struct Client {
+    inner: AdminClient<Channel>,
+}
+
+impl Client {
+    /// Connects, or fails with the address that was tried.
+    pub(crate) async fn connect(address: &str) -> anyhow::Result<Client> {
+        let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
+            .with_context(|| {
+                format!("`{address}` is not a controller address (expected http://HOST:PORT)")
+            })?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|e| {
+            let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            anyhow::anyhow!("cannot reach the controller at {address}: {cause} (is `edgefleet serve` running there? set --controller or EDGEFLEET_CONTROLLER)")
+        })?;
+        Ok(Client {
+            inner: AdminClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(16 << 20),
+        })
+    }
+
+    fn fail(&self, status: tonic::Status) -> anyhow::Error {
+        anyhow::anyhow!("{}", status.message())
+    }
+
+    pub(crate) async fn agents(&mut self) -> anyhow::Result<Vec<edgefleet_proto::v1::AgentInfo>> {
+        let reply = self
+            .inner
+            .list_agents(ListAgentsRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().agents)
+    }
+
+    pub(crate) async fn models(&mut self) -> anyhow::Result<Vec<ModelInfo>> {
+        let reply = self
+            .inner
+            .list_models(ListModelsRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().models)
+    }
+
+    /// Uploads a model file and its companions and registers them as `name@version`.
+    pub(crate) async fn add_model(
+        &mut self,
+        model: &Path,
+        companions: &[PathBuf],
+        name: &str,
+        version: &str,
+        quantization: &str,
+    ) -> anyhow::Result<ModelInfo> {
+        let mut files = Vec::new();
+        let mut declared = Vec::new();
+        for path in std::iter::once(model).chain(companions.iter().map(PathBuf::as_path)) {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if !meta.is_file() {
+                bail!("{} is not a file", path.display());
+            }
+            let file_name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("{} has no usable file name", path.display()))?
+                .to_string();
+            declared.push(NewFile {
+                file_name,
+                size_bytes: meta.len(),
+            });
+            files.push(path.to_path_buf());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let header = AddModelRequest {
+            part: Some(add_model_request::Part::Header(AddModelHeader {
+                name: name.to_string(),
+                version: version.to_string(),
+                quantization: quantization.to_string(),
+                files: declared,
+            })),
+        };
+        tx.send(header).await.expect("receiver alive");
+        let total: u64 = std::fs::metadata(model).map_or(0, |m| m.len())
+            + companions
+                .iter()
+                .map(|c| std::fs::metadata(c).map_or(0, |m| m.len()))
+                .sum::<u64>();
+        let bar = progress::upload_bar(total);
+        let reader_bar = bar.clone();
+        let reader = tokio::spawn(async move {
+            for path in files {
+                let mut file = tokio::fs::File::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                loop {
+                    let mut buf = vec![0u8; UPLOAD_CHUNK];
+                    let n = file
+                        .read(&mut buf)
+                        .await
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    reader_bar.inc(n as u64);
+                    let part = AddModelRequest {
+                        part: Some(add_model_request::Part::Data(buf)),
+                    };
+                    if tx.send(part).await.is_err() {
+                        return Ok(()); // the controller refused the upload; its reply says why
+                    }
+                }
+            }
+            anyhow::Ok(())
+        });
+        let reply = self
+            .inner
+            .add_model(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        reader.await.expect("reader task panicked")?;
+        bar.finish_and_clear();
+        Ok(reply.map_err(|s| self.fail(s))?.into_inner())
+    }
+
+    pub(crate) async fn show_model(
+        &mut self,
+        name: &str,
+        version: &str,
+    ) -> anyhow::Result<ModelDetail> {
+        let reply = self
+            .inner
+            .show_model(ModelRequest {
+                name: name.into(),
+                version: version.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn remove_model(
+        &mut self,
+        name: &str,
+        version: &str,
+        force: bool,
+    ) -> anyhow::Result<RemoveModelReply> {
+        let reply = self
+            .inner
+            .remove_model(RemoveModelRequest {
+                name: name.into(),
+                version: version.into(),
+                force,
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn start_rollout(
+        &mut self,
+        request: StartRolloutRequest,
+    ) -> anyhow::Result<RolloutStatus> {
+        let reply = self
+            .inner
+            .start_rollout(request)
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    /// One rollout, or every rollout (newest first) when `id` is empty.
+    pub(crate) async fn rollouts(&mut self, id: &str) -> anyhow::Result<Vec<RolloutStatus>> {
+        let reply = self
+            .inner
+            .list_rollouts(ListRolloutsRequest {
+                rollout_id: id.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().rollouts)
+    }
+
+    pub(crate) async fn control_rollout(
+        &mut self,
+        id: &str,
+        action: &str,
+    ) -> anyhow::Result<RolloutStatus> {
+        let reply = self
+            .inner
+            .control_rollout(ControlRolloutRequest {
+                rollout_id: id.into(),
+                action: action.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn start_bench(
+        &mut self,
+        suite_toml: &str,
+        origin: &str,
+        select: &[String],
+        inputs: Vec<InputFile>,
+    ) -> anyhow::Result<edgefleet_proto::v1::StartBenchReply> {
+        let reply = self
+            .inner
+            .start_bench(StartBenchRequest {
+                suite_toml: suite_toml.to_string(),
+                suite_origin: origin.to_string(),
+                select: select.to_vec(),
+                inputs,
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn run_status(&mut self, run_id: &str) -> anyhow::Result<RunStatus> {
+        let reply = self
+            .inner
+            .get_run(GetRunRequest {
+                run_id: run_id.to_string(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    /// Result records and failures of one run, or of all runs.
+    pub(crate) async fn results(
+        &mut self,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<(Vec<ResultRecord>, Vec<FailedRun>)> {
+        let reply = self
+            .inner
+            .get_results(GetResultsRequest {
+                run_id: run_id.unwrap_or_default().to_string(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?
+            .into_inner();
+        Ok((
+            serde_json::from_str(&reply.records_json)
+                .context("unreadable result records from the controller")?,
+            serde_json::from_str(&reply.failures_json)
+                .context("unreadable failures from the controller")?,
+        ))
+    }
+}

@@ -1,0 +1,89 @@
+//! `edgefleet report`: result records, failures, the agents that produced them and (for a report
+//! of everything) every rollout, fetched from the controller and written by `edgefleet-reports`.
+
+use std::path::Path;
+
+use edgefleet_proto::v1::AgentInfo;
+use edgefleet_reports::{rfc3339, AgentSummary, FailedRun, ReportFiles, ReportInput, ResultRecord};
+
+use super::client::Client;
+use super::rollout_view;
+
+/// `report --out DIR [--run ID]`.
+pub(super) async fn run(address: &str, out: &Path, run_id: Option<&str>) -> anyhow::Result<()> {
+    let mut client = Client::connect(address).await?;
+    let (files, records, failures) = write_report(&mut client, out, run_id).await?;
+    println!("{} results, {} failed runs", records.len(), failures.len());
+    println!("report   {}", files.html.display());
+    println!("results  {}", files.json.display());
+    Ok(())
+}
+
+/// Writes `DIR/report.html` and `DIR/results.json` for one run or all runs.
+pub(super) async fn write_report(
+    client: &mut Client,
+    out: &Path,
+    run_id: Option<&str>,
+) -> anyhow::Result<(ReportFiles, Vec<ResultRecord>, Vec<FailedRun>)> {
+    let (records, failures) = client.results(run_id).await?;
+    let agents: Vec<AgentSummary> = client
+        .agents()
+        .await?
+        .iter()
+        .filter(|a| {
+            records.iter().any(|r| r.agent_id == a.agent_id)
+                || failures.iter().any(|f| f.agent == a.name)
+        })
+        .map(agent_summary)
+        .collect();
+    let input = ReportInput {
+        title: match run_id {
+            Some(id) => format!("edgefleet benchmark report: {id}"),
+            None => "edgefleet benchmark report".to_string(),
+        },
+        generated_at: rfc3339(edgefleet_controller::now_ms()),
+        agents,
+        records: records.clone(),
+        failures: failures.clone(),
+        // A report of everything also tells the story of every rollout.
+        rollouts: match run_id {
+            Some(_) => Vec::new(),
+            None => client
+                .rollouts("")
+                .await?
+                .iter()
+                .map(rollout_view::summary)
+                .collect(),
+        },
+    };
+    let files = edgefleet_reports::write_report(out, &input)?;
+    Ok((files, records, failures))
+}
+
+/// How the report describes an agent.
+fn agent_summary(agent: &AgentInfo) -> AgentSummary {
+    let hw = agent.hardware.clone().unwrap_or_default();
+    let runtime = if hw.onnxruntime_version.is_empty() {
+        "ONNX Runtime unavailable".to_string()
+    } else {
+        format!(
+            "ONNX Runtime {} ({})",
+            hw.onnxruntime_version,
+            hw.execution_providers.join(", ")
+        )
+    };
+    AgentSummary {
+        name: agent.name.clone(),
+        target: agent.target.clone(),
+        labels: agent.labels.clone().into_iter().collect(),
+        hardware: format!(
+            "{} {}, {} cores, {:.1} GiB; {}; kernel {}; {runtime}",
+            hw.arch,
+            hw.cpu_model,
+            hw.cpu_cores,
+            hw.memory_bytes as f64 / (1u64 << 30) as f64,
+            hw.os,
+            hw.kernel
+        ),
+    }
+}

@@ -1,0 +1,243 @@
+//! Benchmark runs: `bench run` (the suite parsed again, models resolved, input files stored,
+//! one job per agent × model × scenario × threads planned and sent), a run's progress, and its
+//! results as records.
+
+use std::collections::BTreeMap;
+
+use edgefleet_proto::v1::{
+    controller_message, ArtifactRef, ControllerMessage, GetResultsReply, InputFile, JobStatus,
+    RunJobs, RunStatus, StartBenchReply, StartBenchRequest,
+};
+use edgefleet_suites::Suite;
+use tonic::Status;
+
+use super::internal;
+use crate::clock::now_ms;
+use crate::server::Controller;
+use crate::store::RunRow;
+use crate::{planning, records, selector};
+
+/// `bench run`: plans and sends the run's jobs to the selected online agents.
+pub(super) async fn start(
+    ctl: &Controller,
+    req: StartBenchRequest,
+) -> Result<StartBenchReply, Status> {
+    let origin = if req.suite_origin.is_empty() {
+        "suite"
+    } else {
+        &req.suite_origin
+    };
+    let suite = Suite::parse(&req.suite_toml, origin)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let conditions = req
+        .select
+        .iter()
+        .map(|s| selector::parse_condition(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+
+    let mut models = BTreeMap::new();
+    for r in suite.models().chain(
+        suite
+            .groups
+            .iter()
+            .filter_map(|g| g.quality.as_ref().map(|q| &q.reference)),
+    ) {
+        let r = r.registered().ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "suite {origin} names the file {r}: files run only on one device with `edgefleet-agent bench`; register it with `edgefleet models add` and name it name@version"
+            ))
+        })?;
+        let model = ctl.store.model(&r.name, &r.version)?.ok_or_else(|| {
+            Status::not_found(format!("unknown model {r} in suite {origin}; `edgefleet models ls` lists the registered ones"))
+        })?;
+        models.insert(r.to_string(), model);
+    }
+    let agents: Vec<_> = ctl
+        .store
+        .agents()?
+        .into_iter()
+        .filter(|a| ctl.fleet.is_online(&a.id) && planning::matches(a, &conditions))
+        .collect();
+    if agents.is_empty() {
+        return Err(Status::failed_precondition(if req.select.is_empty() {
+            "no agent is online".to_string()
+        } else {
+            format!("no online agent matches {}", req.select.join(","))
+        }));
+    }
+
+    let inputs = store_inputs(ctl, &suite, req.inputs, origin)?;
+
+    let run = RunRow {
+        id: format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        suite: suite.name.clone(),
+        suite_sha256: suite.sha256.clone(),
+        created_ms: now_ms(),
+    };
+    let mut planned = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        for job in planning::jobs_for_agent(&suite, &models, &inputs, i) {
+            planned.push((agent.id.clone(), job));
+        }
+    }
+    ctl.store.insert_run(&run, &req.suite_toml, &planned)?;
+    for agent in &agents {
+        let jobs = planned
+            .iter()
+            .filter(|(id, _)| *id == agent.id)
+            .map(|(_, job)| job.clone())
+            .collect();
+        let message = ControllerMessage {
+            body: Some(controller_message::Body::RunJobs(RunJobs {
+                run_id: run.id.clone(),
+                jobs,
+            })),
+        };
+        if !ctl.fleet.send(&agent.id, message).await {
+            tracing::warn!(agent = %agent.name, run_id = %run.id, "agent went offline before its jobs were sent; they follow when it reconnects");
+        }
+    }
+    tracing::info!(run_id = %run.id, suite = %suite.name, agents = agents.len(), jobs = planned.len(), "benchmark run started");
+    Ok(StartBenchReply {
+        run_id: run.id,
+        agents: agents.len() as u32,
+        jobs: planned.len() as u32,
+    })
+}
+
+/// A run's progress, job by job.
+pub(super) fn run_status(ctl: &Controller, run_id: &str) -> Result<RunStatus, Status> {
+    let run = ctl
+        .store
+        .run(run_id)?
+        .ok_or_else(|| Status::not_found(format!("no run {run_id}")))?;
+    let names = ctl.store.agent_names()?;
+    let jobs: Vec<JobStatus> = ctl
+        .store
+        .jobs(Some(run_id))?
+        .into_iter()
+        .map(|j| JobStatus {
+            agent_name: names.get(&j.agent_id).cloned().unwrap_or(j.agent_id),
+            model: format!("{}@{}", j.model_name, j.model_version),
+            job_id: j.job_id,
+            state: j.state.to_string(),
+            error: j.error.unwrap_or_default(),
+        })
+        .collect();
+    Ok(RunStatus {
+        run_id: run.id,
+        suite: run.suite,
+        jobs_total: jobs.len() as u32,
+        jobs_done: jobs.iter().filter(|j| j.state == "done").count() as u32,
+        jobs_failed: jobs.iter().filter(|j| j.state == "failed").count() as u32,
+        jobs,
+    })
+}
+
+/// Result records and failures of one run (or of all runs, for an empty id) as JSON.
+pub(super) fn results(ctl: &Controller, run_id: &str) -> Result<GetResultsReply, Status> {
+    let run_id = (!run_id.is_empty()).then_some(run_id);
+    let (records, failures) = records::collect(&ctl.store, run_id)?;
+    Ok(GetResultsReply {
+        records_json: serde_json::to_string(&records).map_err(internal)?,
+        failures_json: serde_json::to_string(&failures).map_err(internal)?,
+    })
+}
+
+/// Stores every input file the suite names from the bytes the CLI sent, content-addressed like
+/// models (agents fetch them the same way), and returns each one's reference by its path.
+pub(super) fn store_inputs(
+    ctl: &Controller,
+    suite: &Suite,
+    sent: Vec<InputFile>,
+    origin: &str,
+) -> Result<BTreeMap<std::path::PathBuf, ArtifactRef>, Status> {
+    let mut sent: BTreeMap<std::path::PathBuf, Vec<u8>> = sent
+        .into_iter()
+        .map(|f| (std::path::PathBuf::from(f.path), f.data))
+        .collect();
+    let mut out = BTreeMap::new();
+    for path in suite.input_files() {
+        let data = sent.remove(path).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "suite {origin} names the input file {} but its bytes were not sent",
+                path.display()
+            ))
+        })?;
+        let mut upload = ctl.artifacts.begin().map_err(internal)?;
+        upload.write(&data).map_err(|e| {
+            Status::resource_exhausted(format!("cannot store {}: {e}", path.display()))
+        })?;
+        let size = upload.size;
+        let sha256 = ctl.artifacts.commit(upload).map_err(internal)?;
+        ctl.store.insert_artifact(&sha256, size, now_ms())?;
+        out.insert(
+            path.to_path_buf(),
+            ArtifactRef {
+                file_name: path.display().to_string(),
+                sha256,
+                size_bytes: size,
+            },
+        );
+    }
+    if let Some(extra) = sent.keys().next() {
+        return Err(Status::invalid_argument(format!(
+            "{} was sent but suite {origin} names no such input file",
+            extra.display()
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUITE: &str = "name = \"s\"\nmodels = [\"vad@1\"]\n[input]\nkind = \"audio\"\nfiles = [\"clip.wav\"]\n[[scenario]]\nkind = \"single-stream\"\n";
+
+    fn file(path: &str, data: &[u8]) -> InputFile {
+        InputFile {
+            path: path.into(),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn input_files_are_stored_content_addressed_and_must_match_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = Controller::open(
+            dir.path(),
+            crate::Settings {
+                enrollment_token: "t".into(),
+                heartbeat_interval: std::time::Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let suite = Suite::parse(SUITE, "s.toml").unwrap();
+
+        let missing = store_inputs(&ctl, &suite, vec![], "s.toml").unwrap_err();
+        assert!(
+            missing
+                .message()
+                .contains("names the input file clip.wav but its bytes were not sent"),
+            "{missing:?}"
+        );
+        let extra = vec![file("clip.wav", b"RIFF"), file("other.wav", b"x")];
+        let extra = store_inputs(&ctl, &suite, extra, "s.toml").unwrap_err();
+        assert!(
+            extra.message().contains("other.wav was sent but"),
+            "{extra:?}"
+        );
+
+        let stored = store_inputs(&ctl, &suite, vec![file("clip.wav", b"RIFF")], "s.toml").unwrap();
+        let clip = &stored[std::path::Path::new("clip.wav")];
+        assert_eq!((clip.file_name.as_str(), clip.size_bytes), ("clip.wav", 4));
+        assert_eq!(
+            std::fs::read(ctl.artifacts.path(&clip.sha256).unwrap()).unwrap(),
+            b"RIFF"
+        );
+        // Agents may fetch it: the store knows it as an artifact.
+        assert_eq!(ctl.store.artifact_size(&clip.sha256).unwrap(), Some(4));
+    }
+}

@@ -1,0 +1,180 @@
+//! Agents as last seen (hello, heartbeats) and what each one reports installed.
+
+use std::collections::BTreeMap;
+
+use edgefleet_proto::v1::HardwareProfile;
+use prost::Message;
+use rusqlite::params;
+
+use super::{decode_json, decode_proto, Store, StoreError};
+
+/// An agent as last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub hardware: HardwareProfile,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// What an agent reported installed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentModelRow {
+    pub agent_id: String,
+    pub name: String,
+    pub active_version: String,
+    pub versions: Vec<String>,
+}
+
+impl Store {
+    /// Records an agent's hello: creates it, or updates what it says about itself.
+    pub fn upsert_agent(
+        &self,
+        id: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        agent_version: &str,
+        hardware: &HardwareProfile,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO agents (id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT(id) DO UPDATE SET name = ?2, labels = ?3, agent_version = ?4,
+                 hardware = ?5, last_seen_ms = ?6",
+            params![
+                id,
+                name,
+                serde_json::to_string(labels).expect("labels serialize"),
+                agent_version,
+                hardware.encode_to_vec(),
+                now_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn touch_agent(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE agents SET last_seen_ms = ?2 WHERE id = ?1",
+            params![id, now_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
+             FROM agents ORDER BY name, id",
+        )?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(
+                |(id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms)| {
+                    Ok(AgentRow {
+                        labels: decode_json(&labels, "agents", &id)?,
+                        hardware: decode_proto(&hardware, "agents", &id)?,
+                        id,
+                        name,
+                        agent_version,
+                        first_seen_ms,
+                        last_seen_ms,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Agent names by id, for showing ids to people.
+    pub fn agent_names(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, name FROM agents")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces what an agent has installed (from its hello), or one model of it (`only`).
+    pub fn record_installed(
+        &self,
+        agent_id: &str,
+        models: &[AgentModelRow],
+        only: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        match only {
+            Some(name) => tx.execute(
+                "DELETE FROM agent_models WHERE agent_id = ?1 AND name = ?2",
+                params![agent_id, name],
+            )?,
+            None => tx.execute(
+                "DELETE FROM agent_models WHERE agent_id = ?1",
+                params![agent_id],
+            )?,
+        };
+        for m in models {
+            tx.execute(
+                "INSERT INTO agent_models (agent_id, name, active_version, versions, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    agent_id,
+                    m.name,
+                    m.active_version,
+                    serde_json::to_string(&m.versions).expect("versions serialize"),
+                    now_ms
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What every agent has installed.
+    pub fn installed(&self) -> Result<Vec<AgentModelRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT agent_id, name, active_version, versions FROM agent_models ORDER BY agent_id, name",
+        )?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(agent_id, name, active_version, versions)| {
+                Ok(AgentModelRow {
+                    versions: decode_json(
+                        &versions,
+                        "agent_models",
+                        format!("{agent_id}, {name}"),
+                    )?,
+                    agent_id,
+                    name,
+                    active_version,
+                })
+            })
+            .collect()
+    }
+}

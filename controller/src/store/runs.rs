@@ -1,0 +1,299 @@
+//! Benchmark runs, their jobs (stored as sent, so they can be sent again) and each job's result,
+//! stored once.
+
+use edgefleet_proto::v1::{BenchJob, Measurement};
+use prost::Message;
+use rusqlite::{params, OptionalExtension};
+
+use super::{decode_proto, decode_state, Store, StoreError};
+use crate::stored_states::stored_states;
+
+stored_states! {
+    /// Where a job stands.
+    JobState {
+        Pending = "pending",
+        Done = "done",
+        Failed = "failed",
+    }
+}
+
+/// A benchmark job as planned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub run_id: String,
+    pub job_id: String,
+    pub agent_id: String,
+    pub model_name: String,
+    pub model_version: String,
+    pub scenario: String,
+    pub threads: u32,
+    pub state: JobState,
+    pub error: Option<String>,
+}
+
+/// A stored measurement with what it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub job: JobRow,
+    pub suite: String,
+    pub suite_sha256: String,
+    pub measurement: Measurement,
+}
+
+/// A benchmark run and its suite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    pub suite: String,
+    pub suite_sha256: String,
+    pub created_ms: i64,
+}
+
+/// What storing a job's result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Stored,
+    /// The same result arrived before (a retry); nothing changed.
+    Duplicate,
+    /// No such job for this agent.
+    UnknownJob,
+}
+
+const JOB_COLUMNS: &str =
+    "j.run_id, j.job_id, j.agent_id, j.model_name, j.model_version, j.scenario, j.threads, j.state, j.error";
+
+/// A job row whose state is still text (decoded by [`RawJob::decode`]).
+struct RawJob {
+    row: JobRow,
+    state: String,
+}
+
+impl RawJob {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
+        Ok(RawJob {
+            row: JobRow {
+                run_id: r.get(0)?,
+                job_id: r.get(1)?,
+                agent_id: r.get(2)?,
+                model_name: r.get(3)?,
+                model_version: r.get(4)?,
+                scenario: r.get(5)?,
+                threads: r.get(6)?,
+                state: JobState::Pending,
+                error: r.get(8)?,
+            },
+            state: r.get(7)?,
+        })
+    }
+
+    fn decode(self) -> Result<JobRow, StoreError> {
+        let key = format!("{}, {}", self.row.run_id, self.row.job_id);
+        Ok(JobRow {
+            state: decode_state(&self.state, "bench_jobs", key)?,
+            ..self.row
+        })
+    }
+}
+
+impl Store {
+    /// Creates a run and its jobs (agent id, job as sent) in one transaction.
+    pub fn insert_run(
+        &self,
+        run: &RunRow,
+        suite_toml: &str,
+        jobs: &[(String, BenchJob)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO bench_runs (id, suite, suite_sha256, suite_toml, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                run.id,
+                run.suite,
+                run.suite_sha256,
+                suite_toml,
+                run.created_ms
+            ],
+        )?;
+        for (agent_id, job) in jobs {
+            let model = job.model.clone().unwrap_or_default();
+            let workload = job.workload.clone().unwrap_or_default();
+            tx.execute(
+                "INSERT INTO bench_jobs (run_id, job_id, agent_id, model_name, model_version,
+                     scenario, threads, state, spec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+                params![
+                    run.id,
+                    job.job_id,
+                    agent_id,
+                    model.name,
+                    model.version,
+                    workload.scenario,
+                    workload.threads,
+                    job.encode_to_vec()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Jobs given to an agent that have no result yet, as (run id, job), oldest run first: what
+    /// to send again when the agent reconnects.
+    pub fn pending_jobs(&self, agent_id: &str) -> Result<Vec<(String, BenchJob)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT j.run_id, j.job_id, j.spec FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
+             WHERE j.agent_id = ?1 AND j.state = 'pending' ORDER BY b.created_ms, j.job_id",
+        )?;
+        let raw = stmt
+            .query_map(params![agent_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(run_id, job_id, spec)| {
+                let job = decode_proto(&spec, "bench_jobs", format!("{run_id}, {job_id}"))?;
+                Ok((run_id, job))
+            })
+            .collect()
+    }
+
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, suite, suite_sha256, created_ms FROM bench_runs WHERE id = ?1",
+                params![run_id],
+                |r| {
+                    Ok(RunRow {
+                        id: r.get(0)?,
+                        suite: r.get(1)?,
+                        suite_sha256: r.get(2)?,
+                        created_ms: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Jobs of one run, or of every run when `run_id` is `None`.
+    pub fn jobs(&self, run_id: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM bench_jobs j WHERE ?1 IS NULL OR j.run_id = ?1
+             ORDER BY j.run_id, j.job_id"
+        ))?;
+        let raw = stmt
+            .query_map(params![run_id], RawJob::read)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter().map(RawJob::decode).collect()
+    }
+
+    /// Stores a job's measurement once; a repeated upload of the same job is a no-op.
+    pub fn record_measurement(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        job_id: &str,
+        measurement: &Measurement,
+    ) -> Result<Recorded, StoreError> {
+        self.finish_job(agent_id, run_id, job_id, Ok(measurement))
+    }
+
+    /// Marks a job failed with its reason (once).
+    pub fn record_failure(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        job_id: &str,
+        error: &str,
+    ) -> Result<Recorded, StoreError> {
+        self.finish_job(agent_id, run_id, job_id, Err(error))
+    }
+
+    fn finish_job(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        job_id: &str,
+        outcome: Result<&Measurement, &str>,
+    ) -> Result<Recorded, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let state: Option<String> = tx
+            .query_row(
+                "SELECT state FROM bench_jobs WHERE run_id = ?1 AND job_id = ?2 AND agent_id = ?3",
+                params![run_id, job_id, agent_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(state) = state else {
+            return Ok(Recorded::UnknownJob);
+        };
+        match decode_state(&state, "bench_jobs", format!("{run_id}, {job_id}"))? {
+            JobState::Pending => {}
+            JobState::Done | JobState::Failed => return Ok(Recorded::Duplicate),
+        }
+        match outcome {
+            Ok(m) => {
+                tx.execute(
+                    "INSERT INTO results (run_id, job_id, measurement) VALUES (?1, ?2, ?3)",
+                    params![run_id, job_id, m.encode_to_vec()],
+                )?;
+                tx.execute(
+                    "UPDATE bench_jobs SET state = 'done' WHERE run_id = ?1 AND job_id = ?2",
+                    params![run_id, job_id],
+                )?;
+            }
+            Err(error) => {
+                tx.execute(
+                    "UPDATE bench_jobs SET state = 'failed', error = ?3 WHERE run_id = ?1 AND job_id = ?2",
+                    params![run_id, job_id, error],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(Recorded::Stored)
+    }
+
+    /// Measurements of one run, or of every run.
+    pub fn results(&self, run_id: Option<&str>) -> Result<Vec<ResultRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS}, r.measurement, b.suite, b.suite_sha256
+             FROM results r
+             JOIN bench_jobs j ON j.run_id = r.run_id AND j.job_id = r.job_id
+             JOIN bench_runs b ON b.id = r.run_id
+             WHERE ?1 IS NULL OR r.run_id = ?1
+             ORDER BY b.created_ms, j.job_id"
+        ))?;
+        let raw = stmt
+            .query_map(params![run_id], |r| {
+                Ok((
+                    RawJob::read(r)?,
+                    r.get::<_, Vec<u8>>(9)?,
+                    r.get::<_, String>(10)?,
+                    r.get::<_, String>(11)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(job, blob, suite, suite_sha256)| {
+                let job = job.decode()?;
+                let key = format!("{}, {}", job.run_id, job.job_id);
+                Ok(ResultRow {
+                    measurement: decode_proto(&blob, "results", key)?,
+                    job,
+                    suite,
+                    suite_sha256,
+                })
+            })
+            .collect()
+    }
+}
