@@ -8,7 +8,24 @@ use std::collections::{BTreeMap, HashMap};
 
 use edgefleet_proto::v1::{workload, Measurement, TextInput, Workload};
 
-use super::spec::SpecError;
+/// Why a gate's limits were refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GateError {
+    #[error("gate `{0}` is not METRIC<=RATIOx or quality>=VALUE")]
+    Syntax(String),
+    #[error("unknown gate metric `{0}` (p50, p90, p99, energy, memory, quality)")]
+    UnknownMetric(String),
+    #[error("gate `{0}`: quality is gated as quality>=VALUE")]
+    QualityComparison(String),
+    #[error("gate `{0}`: quality must be a number in (0, 1]")]
+    QualityRange(String),
+    #[error("gate `{part}`: {metric} is gated as a ratio, {metric}<=RATIOx")]
+    RatioComparison { part: String, metric: &'static str },
+    #[error("gate `{0}`: the limit must be a ratio such as 1.10x")]
+    RatioValue(String),
+    #[error("gate metric `{0}` is given twice")]
+    MetricTwice(&'static str),
+}
 
 /// A gate alternates candidate and active version this many times on each device, so that drift
 /// (heat, other load) falls on both alike; each metric is the median over the rounds.
@@ -75,7 +92,7 @@ impl std::fmt::Display for GateLimit {
 }
 
 /// Parses `p90<=1.10x,energy<=1.10x,quality>=0.99`.
-pub fn parse_gate(spec: &str) -> Result<Vec<GateLimit>, SpecError> {
+pub fn parse_gate(spec: &str) -> Result<Vec<GateLimit>, GateError> {
     if spec.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -87,7 +104,7 @@ pub fn parse_gate(spec: &str) -> Result<Vec<GateLimit>, SpecError> {
         } else if let Some((n, v)) = part.split_once(">=") {
             (n, ">=", v)
         } else {
-            return Err(SpecError::GateSyntax(part.to_string()));
+            return Err(GateError::Syntax(part.to_string()));
         };
         let metric = match name.trim() {
             "p50" => GateMetric::P50,
@@ -96,21 +113,21 @@ pub fn parse_gate(spec: &str) -> Result<Vec<GateLimit>, SpecError> {
             "energy" => GateMetric::Energy,
             "memory" => GateMetric::Memory,
             "quality" => GateMetric::Quality,
-            other => return Err(SpecError::UnknownGateMetric(other.to_string())),
+            other => return Err(GateError::UnknownMetric(other.to_string())),
         };
         let value = value.trim();
         let limit: f64 = if metric == GateMetric::Quality {
             if op != ">=" {
-                return Err(SpecError::QualityComparison(part.to_string()));
+                return Err(GateError::QualityComparison(part.to_string()));
             }
             value
                 .parse()
                 .ok()
                 .filter(|v: &f64| *v > 0.0 && *v <= 1.0)
-                .ok_or_else(|| SpecError::QualityRange(part.to_string()))?
+                .ok_or_else(|| GateError::QualityRange(part.to_string()))?
         } else {
             if op != "<=" {
-                return Err(SpecError::RatioComparison {
+                return Err(GateError::RatioComparison {
                     part: part.to_string(),
                     metric: metric.as_str(),
                 });
@@ -119,10 +136,10 @@ pub fn parse_gate(spec: &str) -> Result<Vec<GateLimit>, SpecError> {
                 .strip_suffix('x')
                 .and_then(|v| v.trim().parse().ok())
                 .filter(|v: &f64| *v > 0.0 && v.is_finite())
-                .ok_or_else(|| SpecError::RatioValue(part.to_string()))?
+                .ok_or_else(|| GateError::RatioValue(part.to_string()))?
         };
         if limits.iter().any(|l: &GateLimit| l.metric == metric) {
-            return Err(SpecError::GateMetricTwice(metric.as_str()));
+            return Err(GateError::MetricTwice(metric.as_str()));
         }
         limits.push(GateLimit { metric, limit });
     }
@@ -425,119 +442,4 @@ pub fn workload(from_suite: Option<&Workload>, quality: bool) -> Workload {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gates_parse_and_bad_ones_say_why() {
-        let g = parse_gate("p90<=1.10x, energy<=1.2x,quality>=0.99").unwrap();
-        assert_eq!(g.len(), 3);
-        assert_eq!(
-            g[0],
-            GateLimit {
-                metric: GateMetric::P90,
-                limit: 1.10
-            }
-        );
-        assert_eq!(g[2].comparison(), ">=");
-        for (bad, why) in [
-            ("latency<=1.1x", "unknown gate metric `latency`"),
-            ("p90<=1.1", "ratio such as 1.10x"),
-            ("p90>=1.1x", "p90<=RATIOx"),
-            ("quality<=0.9", "quality>=VALUE"),
-            ("quality>=2", "(0, 1]"),
-            ("p90", "not METRIC"),
-            ("p90<=1.1x,p90<=1.2x", "twice"),
-        ] {
-            let err = parse_gate(bad).unwrap_err().to_string();
-            assert!(err.contains(why), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn the_gate_stops_a_slower_candidate_and_passes_a_faster_one() {
-        let limits = parse_gate("p90<=1.10x,energy<=1.10x,quality>=0.99").unwrap();
-        let fast = Measured {
-            p90_ms: 2.0,
-            quality: Some(0.994),
-            ..Measured::default()
-        };
-        let slow = Measured {
-            p90_ms: 5.0,
-            quality: Some(0.994),
-            ..Measured::default()
-        };
-        let judged = judge(&limits, &slow, &fast);
-        assert_eq!(judged[0].outcome, "breached");
-        assert_eq!(judged[0].value, Some(2.5));
-        assert_eq!(judged[1].outcome, "unmeasured");
-        assert_eq!(judged[2].outcome, "passed");
-        let judged = judge(&limits, &fast, &slow);
-        assert!(judged.iter().all(|j| j.outcome != "breached"), "{judged:?}");
-        let worse = Measured {
-            quality: Some(0.9),
-            ..fast.clone()
-        };
-        assert_eq!(judge(&limits, &worse, &slow)[2].outcome, "breached");
-    }
-
-    #[test]
-    fn a_gate_that_cannot_measure_what_it_gates_fails_closed() {
-        let limits = parse_gate("p90<=1.10x,quality>=0.99").unwrap();
-        let measured = Measured {
-            p90_ms: 2.0,
-            ..Measured::default()
-        };
-        // No quality figure (the check failed, or read a metric the gate does not know).
-        let judged = judge(&limits, &measured, &measured);
-        assert_eq!(judged[1].outcome, GateOutcome::Breached);
-        // No latency (a zero the worker could never measure): not a pass either.
-        let zero = Measured::default();
-        assert_eq!(judge(&limits, &zero, &measured)[0].outcome, "breached");
-
-        let rounds = |quality| AgentRounds {
-            candidate: vec![
-                Measured {
-                    quality,
-                    ..measured.clone()
-                };
-                GATE_ROUNDS
-            ],
-            active: vec![measured.clone(); GATE_ROUNDS],
-            errors: Vec::new(),
-        };
-        let names = BTreeMap::from([("a1".to_string(), "edge-a".to_string())]);
-        let wave = judge_wave(
-            &limits,
-            BTreeMap::from([("a1".to_string(), rounds(None))]),
-            &names,
-        );
-        assert!(!wave.verdicts[0].passed);
-        assert_eq!(
-            wave.breaches,
-            ["edge-a: quality not measured (quality was not measured)"]
-        );
-        let wave = judge_wave(
-            &limits,
-            BTreeMap::from([("a1".to_string(), rounds(Some(0.995)))]),
-            &names,
-        );
-        assert!(wave.breaches.is_empty(), "{:?}", wave.breaches);
-
-        // Two rounds instead of three: the benchmark did not complete.
-        let mut short = rounds(Some(0.995));
-        short.active.pop();
-        short.errors.push("a000-r2-active: worker crashed".into());
-        let wave = judge_wave(&limits, BTreeMap::from([("a1".to_string(), short)]), &names);
-        assert_eq!(
-            wave.breaches,
-            ["edge-a: gate benchmark failed: a000-r2-active: worker crashed"]
-        );
-    }
-
-    #[test]
-    fn a_measurement_without_latency_cannot_be_judged() {
-        let err = Measured::from_measurement(&Measurement::default()).unwrap_err();
-        assert!(err.to_string().contains("no latency"), "{err}");
-    }
-}
+mod tests;

@@ -2,8 +2,8 @@
 //! selector, the waves, the success threshold, the abort criterion, the performance gate's
 //! limits and the health check. Past this point nobody reads the flags' text again.
 
-use super::gate::{parse_gate, GateLimit};
-use super::waves::{parse_waves, Amount};
+use super::gate::{parse_gate, GateError, GateLimit};
+use super::waves::{parse_waves, Amount, WaveError};
 use crate::selector::{parse_selector, ConditionError};
 
 /// Why a rollout's flags were refused; each reads as one line for the person who typed them.
@@ -11,30 +11,10 @@ use crate::selector::{parse_selector, ConditionError};
 pub enum SpecError {
     #[error(transparent)]
     Selector(#[from] ConditionError),
-    #[error("{what} `{text}` is not a number or a percentage")]
-    NotAnAmount { what: &'static str, text: String },
-    #[error("{what} `{text}` must be above 0% and at most 100%")]
-    PercentOutOfRange { what: &'static str, text: String },
-    #[error("{what} must be at least 1")]
-    ZeroCount { what: &'static str },
-    #[error("the wave list `{0}` must end at 100% so that every selected agent is reached")]
-    WavesNotComplete(String),
-    #[error("waves are cumulative and must grow: `{spec}` goes from {from}% to {to}%")]
-    WavesShrink { spec: String, from: f64, to: f64 },
-    #[error("gate `{0}` is not METRIC<=RATIOx or quality>=VALUE")]
-    GateSyntax(String),
-    #[error("unknown gate metric `{0}` (p50, p90, p99, energy, memory, quality)")]
-    UnknownGateMetric(String),
-    #[error("gate `{0}`: quality is gated as quality>=VALUE")]
-    QualityComparison(String),
-    #[error("gate `{0}`: quality must be a number in (0, 1]")]
-    QualityRange(String),
-    #[error("gate `{part}`: {metric} is gated as a ratio, {metric}<=RATIOx")]
-    RatioComparison { part: String, metric: &'static str },
-    #[error("gate `{0}`: the limit must be a ratio such as 1.10x")]
-    RatioValue(String),
-    #[error("gate metric `{0}` is given twice")]
-    GateMetricTwice(&'static str),
+    #[error(transparent)]
+    Waves(#[from] WaveError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
     #[error("unknown health check `{0}` (smoke, bench, none)")]
     UnknownHealthCheck(String),
 }

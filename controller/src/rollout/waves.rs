@@ -1,8 +1,22 @@
 //! Waves: how many agents each wave takes (cumulative counts or percentages ending at 100%),
 //! which agent falls in which wave, and how a wave is judged from its targets' states.
 
-use super::spec::SpecError;
 use super::state::TargetState;
+
+/// Why a wave list or a threshold was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WaveError {
+    #[error("{what} `{text}` is not a number or a percentage")]
+    NotAnAmount { what: &'static str, text: String },
+    #[error("{what} `{text}` must be above 0% and at most 100%")]
+    PercentOutOfRange { what: &'static str, text: String },
+    #[error("{what} must be at least 1")]
+    ZeroCount { what: &'static str },
+    #[error("the wave list `{0}` must end at 100% so that every selected agent is reached")]
+    WavesNotComplete(String),
+    #[error("waves are cumulative and must grow: `{spec}` goes from {from}% to {to}%")]
+    WavesShrink { spec: String, from: f64, to: f64 },
+}
 
 /// A threshold given as a count or a percentage of a whole.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -14,16 +28,16 @@ pub enum Amount {
 
 impl Amount {
     /// Parses `3` or `10%` (0 < percent ≤ 100); `what` names it in errors.
-    pub fn parse(s: &str, what: &'static str) -> Result<Amount, SpecError> {
+    pub fn parse(s: &str, what: &'static str) -> Result<Amount, WaveError> {
         let s = s.trim();
-        let not_a_number = || SpecError::NotAnAmount {
+        let not_a_number = || WaveError::NotAnAmount {
             what,
             text: s.to_string(),
         };
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| not_a_number())?;
             if !(p > 0.0 && p <= 100.0) {
-                return Err(SpecError::PercentOutOfRange {
+                return Err(WaveError::PercentOutOfRange {
                     what,
                     text: s.to_string(),
                 });
@@ -32,7 +46,7 @@ impl Amount {
         } else {
             let n: u32 = s.parse().map_err(|_| not_a_number())?;
             if n == 0 {
-                return Err(SpecError::ZeroCount { what });
+                return Err(WaveError::ZeroCount { what });
             }
             Ok(Amount::Count(n))
         }
@@ -57,7 +71,7 @@ impl std::fmt::Display for Amount {
 }
 
 /// Parses a wave list (`10%,50%,100%` or `1,5,100%`): cumulative, increasing, ending at 100%.
-pub fn parse_waves(spec: &str) -> Result<Vec<Amount>, SpecError> {
+pub fn parse_waves(spec: &str) -> Result<Vec<Amount>, WaveError> {
     if spec.trim().is_empty() {
         return Ok(vec![Amount::Percent(100.0)]);
     }
@@ -66,12 +80,12 @@ pub fn parse_waves(spec: &str) -> Result<Vec<Amount>, SpecError> {
         .map(|w| Amount::parse(w, "wave"))
         .collect::<Result<Vec<_>, _>>()?;
     if waves.last() != Some(&Amount::Percent(100.0)) {
-        return Err(SpecError::WavesNotComplete(spec.to_string()));
+        return Err(WaveError::WavesNotComplete(spec.to_string()));
     }
     for pair in waves.windows(2) {
         if let (Amount::Percent(from), Amount::Percent(to)) = (pair[0], pair[1]) {
             if to <= from {
-                return Err(SpecError::WavesShrink {
+                return Err(WaveError::WavesShrink {
                     spec: spec.to_string(),
                     from,
                     to,

@@ -11,9 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::registry::manifest;
+use crate::rollout::gate::GATE_ROUNDS;
 use crate::rollout::{RolloutSpec, SpecText};
 use crate::server::Settings;
+use crate::store::RolloutRow;
+use crate::store::TargetRow;
 use crate::store::{ModelFile, ModelRow};
+use edgefleet_proto::v1::BenchJob;
 
 type Stream = mpsc::Receiver<Result<ControllerMessage, tonic::Status>>;
 

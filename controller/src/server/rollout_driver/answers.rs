@@ -1,0 +1,107 @@
+//! Agents' answers to install and rollback commands: what they installed is recorded, and the
+//! target moves as [`crate::rollout::transitions::on_answer`] says.
+
+use edgefleet_proto::v1::InstallResult;
+
+use super::actions::{event, rollback_command, set_state};
+use crate::clock::now_ms;
+use crate::rollout::transitions::{on_answer, Answer, Transition};
+use crate::rollout::TargetState;
+use crate::server::Controller;
+use crate::store::{AgentModelRow, StoreError};
+
+/// Applies an agent's answer to an install or rollback command.
+pub async fn on_install_result(ctl: &Controller, agent_id: &str, result: InstallResult) {
+    let _guard = ctl.rollout_lock.lock().await;
+    if let Err(e) = apply_install_result(ctl, agent_id, &result).await {
+        tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot record an install result");
+    }
+}
+
+async fn apply_install_result(
+    ctl: &Controller,
+    agent_id: &str,
+    result: &InstallResult,
+) -> Result<(), StoreError> {
+    if let Some(state) = &result.state {
+        let row = AgentModelRow {
+            agent_id: agent_id.to_string(),
+            name: state.name.clone(),
+            active_version: state.active_version.clone(),
+            versions: state.versions.clone(),
+        };
+        ctl.store
+            .record_installed(agent_id, &[row], Some(&state.name), now_ms())?;
+    }
+    let (rollout_id, answer) = match result.install_id.strip_suffix("/rollback") {
+        Some(rest) => (rest, Answer::Rollback { ok: result.ok }),
+        None => (
+            result.install_id.as_str(),
+            Answer::Install { ok: result.ok },
+        ),
+    };
+    let Some(rollout_id) = rollout_id.strip_suffix(&format!("/{agent_id}")) else {
+        tracing::warn!(%agent_id, install_id = %result.install_id, "an install result for another agent; ignored");
+        return Ok(());
+    };
+    let Some(rollout) = ctl.store.rollout(rollout_id)? else {
+        return Ok(());
+    };
+    let Some(mut target) = ctl
+        .store
+        .targets(rollout_id)?
+        .into_iter()
+        .find(|t| t.agent_id == agent_id)
+    else {
+        return Ok(());
+    };
+    let next = match on_answer(answer, target.state, rollout.state) {
+        Transition::Ignore => return Ok(()),
+        Transition::To(state) => state,
+        Transition::ToRollingBackAndSendRollback => {
+            ctl.fleet
+                .send(agent_id, rollback_command(&rollout, agent_id))
+                .await;
+            TargetState::RollingBack
+        }
+    };
+    let message = match answer {
+        Answer::Rollback { ok: true } => format!(
+            "rolled back; active: {}",
+            display_version(&result.active_version)
+        ),
+        Answer::Rollback { ok: false } => {
+            target.error = result.error.clone();
+            result.error.clone()
+        }
+        Answer::Install { ok } => {
+            target.fetched_bytes = result.fetched_bytes;
+            target.fetch_started_ms = result.fetch_started_unix_ms;
+            target.fetch_finished_ms = result.fetch_finished_unix_ms;
+            if ok {
+                target.previous_version = result.previous_version.clone();
+                target.health = result.health.clone();
+                format!(
+                    "installed (was {}; fetched {:.1} MB in {:.0} ms; health: {})",
+                    display_version(&result.previous_version),
+                    result.fetched_bytes as f64 / 1e6,
+                    result.fetch_ms,
+                    result.health
+                )
+            } else {
+                target.error = result.error.clone();
+                format!("install failed: {}", result.error)
+            }
+        }
+    };
+    event(ctl, rollout_id, Some(agent_id), &message);
+    set_state(ctl, &mut target, next)
+}
+
+fn display_version(v: &str) -> &str {
+    if v.is_empty() {
+        "none"
+    } else {
+        v
+    }
+}
