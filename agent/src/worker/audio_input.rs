@@ -52,11 +52,34 @@ pub fn read_wav(path: &Path) -> Result<Wav, InputError> {
     })
 }
 
-/// [`read_wav`] on bytes, decoded by `hound`.
+/// [`read_wav`] on bytes. The `fmt ` and `data` chunks are found here (hound does not skip the
+/// pad byte after an odd-sized chunk, and wants `fmt ` first), the data cut to whole frames (a
+/// truncated file reads up to its last whole frame), and `hound` decodes the two.
 pub fn parse_wav(bytes: &[u8]) -> Result<Wav, WavError> {
     hound::read_wave_header(&mut std::io::Cursor::new(bytes)).map_err(|_| WavError::NotWav)?;
+    let format = chunk(bytes, b"fmt ").ok_or(WavError::NoFormat)?;
+    let data = chunk(bytes, b"data").ok_or(WavError::NoData)?;
+    if format.len() < 16 {
+        return Err(WavError::FormatTooShort);
+    }
+    let frame = usize::from(u16::from_le_bytes([format[12], format[13]])).max(1);
+    let data = &data[..data.len() - data.len() % frame];
+    let mut wav = Vec::with_capacity(28 + format.len() + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(
+        &((20 + format.len() + format.len() % 2 + data.len()) as u32).to_le_bytes(),
+    );
+    wav.extend_from_slice(b"WAVE");
+    for (id, body) in [(b"fmt ", format), (b"data", data)] {
+        wav.extend_from_slice(id);
+        wav.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        wav.extend_from_slice(body);
+        if body.len() % 2 == 1 {
+            wav.push(0);
+        }
+    }
     let mut reader =
-        hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| diagnose(bytes, e))?;
+        hound::WavReader::new(std::io::Cursor::new(wav)).map_err(|e| diagnose(format, e))?;
     let spec = reader.spec();
     // hound takes a sample rate of 0 when the byte rate agrees.
     if spec.channels == 0 || spec.sample_rate == 0 {
@@ -73,9 +96,8 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav, WavError> {
         }
     }
     .map_err(WavError::Malformed)?;
-    let channels = usize::from(spec.channels);
     let samples = interleaved
-        .chunks_exact(channels)
+        .chunks_exact(usize::from(spec.channels))
         .map(|frame| frame.iter().sum::<f32>() / f32::from(spec.channels))
         .collect();
     Ok(Wav {
@@ -85,16 +107,10 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav, WavError> {
     })
 }
 
-/// Says why `hound` would not read a file, in edgefleet's words where the cause is a known one:
-/// a missing or short `fmt ` chunk, no channels, an encoding edgefleet does not read (named by
-/// its format tag and bits), or no `data` chunk.
-fn diagnose(bytes: &[u8], error: hound::Error) -> WavError {
-    let Some(format) = chunk(bytes, b"fmt ") else {
-        return WavError::NoFormat;
-    };
-    if format.len() < 16 {
-        return WavError::FormatTooShort;
-    }
+/// Says why `hound` would not read a `fmt ` chunk, in edgefleet's words where the cause is a
+/// known one: no channels or an encoding edgefleet does not read (named by its format tag and
+/// bits).
+fn diagnose(format: &[u8], error: hound::Error) -> WavError {
     let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
     let (mut tag, channels, bits) = (u16_at(0), u16_at(2), u16_at(14));
     let sample_rate = u32::from_le_bytes([format[4], format[5], format[6], format[7]]);
@@ -103,15 +119,12 @@ fn diagnose(bytes: &[u8], error: hound::Error) -> WavError {
         tag = u16_at(24);
     }
     if channels == 0 || sample_rate == 0 {
-        return WavError::NoChannels;
+        WavError::NoChannels
+    } else if !matches!((tag, bits), (1, 8 | 16 | 24 | 32) | (3, 32)) {
+        WavError::Unsupported { tag, bits }
+    } else {
+        WavError::Malformed(error)
     }
-    if !matches!((tag, bits), (1, 8 | 16 | 24 | 32) | (3, 32)) {
-        return WavError::Unsupported { tag, bits };
-    }
-    if chunk(bytes, b"data").is_none() {
-        return WavError::NoData;
-    }
-    WavError::Malformed(error)
 }
 
 /// The body of the first RIFF chunk named `id` (cut short where the file ends).
