@@ -11,7 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use edgefleet_agent::worker::{run_job, WorkerJob};
+use edgefleet_agent::worker::protocol::WorkerJob;
+use edgefleet_agent::worker::run_job;
 
 const SENTENCES: [&str; 4] = [
     "The firmware update failed because the device ran out of disk space.",

@@ -5,8 +5,55 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
+
+use crate::enrollment::EnrollmentError;
+
+/// Why the configuration or the agent's identity is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A TOML error at a line of the file (0 when it has no position).
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("no controller address: pass --controller URL or set `controller` in the config file")]
+    NoController,
+    #[error("controller address `{0}` must start with http:// or https://")]
+    ControllerScheme(String),
+    #[error("no enrollment token: pass --token or set `enrollment_token` in the config file")]
+    NoToken,
+    #[error("label `{0}` is not key=value")]
+    Label(String),
+    #[error("controller_key: {0}")]
+    ControllerKey(EnrollmentError),
+    #[error("the download limit must be a positive number of MB/s, not {0}")]
+    DownloadLimit(f64),
+    #[error("keep_versions must be at least 2 (the active version and one to roll back to)")]
+    KeepVersions,
+    #[error("cannot create data directory {}", path.display())]
+    CreateDataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {}", path.display())]
+    ReadIdentity {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    WriteIdentity {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// Everything the daemon needs to run, already validated.
 #[derive(Debug, Clone)]
@@ -58,15 +105,21 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
         toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start].matches('\n').count() + 1)
                 .unwrap_or(0);
-            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().trim().to_string(),
+            }
         })
     }
 }
@@ -87,16 +140,18 @@ pub struct Overrides {
 
 impl AgentConfig {
     /// Merges the file (if any) with the flags, and checks the result.
-    pub fn resolve(file: ConfigFile, flags: Overrides) -> anyhow::Result<AgentConfig> {
-        let controller = flags.controller.or(file.controller).context(
-            "no controller address: pass --controller URL or set `controller` in the config file",
-        )?;
+    pub fn resolve(file: ConfigFile, flags: Overrides) -> Result<AgentConfig, ConfigError> {
+        let controller = flags
+            .controller
+            .or(file.controller)
+            .ok_or(ConfigError::NoController)?;
         if !(controller.starts_with("http://") || controller.starts_with("https://")) {
-            bail!("controller address `{controller}` must start with http:// or https://");
+            return Err(ConfigError::ControllerScheme(controller));
         }
-        let enrollment_token = flags.enrollment_token.or(file.enrollment_token).context(
-            "no enrollment token: pass --token or set `enrollment_token` in the config file",
-        )?;
+        let enrollment_token = flags
+            .enrollment_token
+            .or(file.enrollment_token)
+            .ok_or(ConfigError::NoToken)?;
         let name = match flags.name.or(file.name) {
             Some(name) => name,
             None => sysinfo::System::host_name().unwrap_or_else(|_| "edge-device".to_string()),
@@ -115,18 +170,18 @@ impl AgentConfig {
             .as_deref()
             .map(crate::enrollment::parse_key)
             .transpose()
-            .map_err(|e| anyhow::anyhow!("controller_key: {e}"))?;
+            .map_err(ConfigError::ControllerKey)?;
         let download_limit = flags
             .download_limit_mb_per_s
             .or(file.download_limit_mb_per_s);
         if let Some(limit) = download_limit {
             if !(limit > 0.0 && limit.is_finite()) {
-                bail!("the download limit must be a positive number of MB/s, not {limit}");
+                return Err(ConfigError::DownloadLimit(limit));
             }
         }
         let keep_versions = file.keep_versions.unwrap_or(2);
         if keep_versions < 2 {
-            bail!("keep_versions must be at least 2 (the active version and one to roll back to)");
+            return Err(ConfigError::KeepVersions);
         }
         Ok(AgentConfig {
             controller_key,
@@ -152,29 +207,34 @@ impl AgentConfig {
 }
 
 /// Parses `key=value`.
-pub fn parse_label(s: &str) -> anyhow::Result<(String, String)> {
+pub fn parse_label(s: &str) -> Result<(String, String), ConfigError> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => bail!("label `{s}` is not key=value"),
+        _ => Err(ConfigError::Label(s.to_string())),
     }
 }
 
 /// The agent's id, created once and kept in `data_dir/agent-id` so the controller recognises the
 /// device across restarts.
-pub fn load_or_create_identity(data_dir: &Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+pub fn load_or_create_identity(data_dir: &Path) -> Result<String, ConfigError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| ConfigError::CreateDataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let path = data_dir.join("agent-id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(source) => return Err(ConfigError::ReadIdentity { path, source }),
     }
     let id = uuid::Uuid::new_v4().to_string();
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &id).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&tmp, &id).map_err(|source| ConfigError::WriteIdentity {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| ConfigError::WriteIdentity { path, source })?;
     Ok(id)
 }
 

@@ -61,29 +61,41 @@ impl Enrollment {
     }
 
     /// Checks a manifest's signature against the enrolled key, in one line when it fails.
-    pub fn verify(&self, manifest: &[u8], signature: &[u8]) -> Result<(), String> {
-        let key = self
-            .key()
-            .ok_or("this agent has not enrolled with a controller key yet")?;
-        let verifying = VerifyingKey::from_bytes(&key)
-            .map_err(|_| "the enrolled controller key is not a valid ed25519 key".to_string())?;
-        let signature = Signature::from_slice(signature)
-            .map_err(|_| "the manifest's signature is malformed".to_string())?;
-        verifying.verify(manifest, &signature).map_err(|_| {
-            format!(
-                "the manifest's signature does not verify against the controller key this agent enrolled with ({}); refused",
-                fingerprint(&key)
-            )
-        })
+    pub fn verify(&self, manifest: &[u8], signature: &[u8]) -> Result<(), EnrollmentError> {
+        let key = self.key().ok_or(EnrollmentError::NotEnrolled)?;
+        let verifying =
+            VerifyingKey::from_bytes(&key).map_err(|_| EnrollmentError::InvalidEnrolledKey)?;
+        let signature =
+            Signature::from_slice(signature).map_err(|_| EnrollmentError::MalformedSignature)?;
+        verifying
+            .verify(manifest, &signature)
+            .map_err(|_| EnrollmentError::DoesNotVerify {
+                fingerprint: fingerprint(&key),
+            })
     }
 }
 
+/// Why a manifest's signature or a configured key is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError {
+    #[error("this agent has not enrolled with a controller key yet")]
+    NotEnrolled,
+    #[error("the enrolled controller key is not a valid ed25519 key")]
+    InvalidEnrolledKey,
+    #[error("the manifest's signature is malformed")]
+    MalformedSignature,
+    #[error("the manifest's signature does not verify against the controller key this agent enrolled with ({fingerprint}); refused")]
+    DoesNotVerify { fingerprint: String },
+    #[error("`{0}` is not a 64-digit hex ed25519 public key")]
+    NotAKey(String),
+}
+
 /// A 64-digit hex ed25519 public key.
-pub fn parse_key(hex_key: &str) -> Result<[u8; 32], String> {
+pub fn parse_key(hex_key: &str) -> Result<[u8; 32], EnrollmentError> {
     hex::decode(hex_key)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .ok_or_else(|| format!("`{hex_key}` is not a 64-digit hex ed25519 public key"))
+        .ok_or_else(|| EnrollmentError::NotAKey(hex_key.to_string()))
 }
 
 /// The first 16 hex digits of the key's sha256 (the controller prints the same).
@@ -111,7 +123,8 @@ mod tests {
         assert!(enrollment.verify(b"m", &ours.sign(b"m").to_bytes()).is_ok());
         let err = enrollment
             .verify(b"m", &theirs.sign(b"m").to_bytes())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not verify"), "{err}");
         assert!(enrollment
             .verify(b"m2", &ours.sign(b"m").to_bytes())

@@ -1,6 +1,7 @@
 //! The device's hardware profile, read once at start from sysinfo, `/proc` and `/sys`, plus what
 //! the ONNX Runtime library offers (asked of a worker process, so the daemon never loads it).
 
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use edgefleet_proto::v1::HardwareProfile;
@@ -8,7 +9,8 @@ use sysinfo::{CpuRefreshKind, System};
 
 use crate::config::AgentConfig;
 use crate::runtime_library;
-use crate::worker::RuntimeProbe;
+use crate::worker::protocol::RuntimeProbe;
+use crate::worker::{start_error, worker_command, StartError};
 
 /// Reads the profile. Never fails: what cannot be read is left empty, and a missing ONNX Runtime
 /// is described in `runtime_error`.
@@ -19,7 +21,7 @@ pub async fn probe(config: &AgentConfig) -> HardwareProfile {
             profile.onnxruntime_version = runtime.version;
             profile.execution_providers = runtime.execution_providers;
         }
-        Err(error) => profile.runtime_error = error,
+        Err(error) => profile.runtime_error = error.to_string(),
     }
     profile
 }
@@ -63,11 +65,26 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Why ONNX Runtime could not be probed (sent to the controller as `runtime_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Library(#[from] runtime_library::LibraryNotFound),
+    #[error("the ONNX Runtime probe did not answer within 60 s")]
+    Timeout,
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The probe exited unsuccessfully: its status and the last line of its stderr.
+    #[error("ONNX Runtime probe failed ({status}): {last}")]
+    Failed { status: ExitStatus, last: String },
+    #[error("unreadable probe answer: {0}")]
+    Unreadable(#[source] serde_json::Error),
+}
+
 /// Asks a worker process to load ONNX Runtime and say its version and providers.
-async fn probe_runtime(config: &AgentConfig) -> Result<RuntimeProbe, String> {
-    let library = runtime_library::locate(config.onnxruntime_library.as_deref())
-        .map_err(|e| e.to_string())?;
-    let output = crate::worker::worker_command()
+async fn probe_runtime(config: &AgentConfig) -> Result<RuntimeProbe, ProbeError> {
+    let library = runtime_library::locate(config.onnxruntime_library.as_deref())?;
+    let output = worker_command()
         .arg("--probe")
         .arg("--onnxruntime-library")
         .arg(&library)
@@ -75,17 +92,17 @@ async fn probe_runtime(config: &AgentConfig) -> Result<RuntimeProbe, String> {
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), output)
         .await
-        .map_err(|_| "the ONNX Runtime probe did not answer within 60 s".to_string())?
-        .map_err(|e| crate::worker::start_error(&e))?;
+        .map_err(|_| ProbeError::Timeout)?
+        .map_err(start_error)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().last().unwrap_or("no output").trim();
-        return Err(format!(
-            "ONNX Runtime probe failed ({}): {last}",
-            output.status
-        ));
+        return Err(ProbeError::Failed {
+            status: output.status,
+            last: last.to_string(),
+        });
     }
-    serde_json::from_slice(&output.stdout).map_err(|e| format!("unreadable probe answer: {e}"))
+    serde_json::from_slice(&output.stdout).map_err(ProbeError::Unreadable)
 }
 
 #[cfg(test)]

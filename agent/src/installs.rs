@@ -11,9 +11,81 @@ use edgefleet_proto::v1::{InstallModel, InstallResult, Manifest, RollbackModel};
 use prost::Message;
 
 use crate::artifacts::sha256_of_file;
-use crate::jobs::{fetch_artifact, run_worker, JobContext};
+use crate::enrollment::EnrollmentError;
+use crate::installer::InstallError;
+use crate::jobs::{fetch_artifact, run_worker, JobContext, JobError};
 use crate::runtime_library;
-use crate::worker::{WorkerJob, WorkerOutcome};
+use crate::worker::protocol::{WorkerJob, WorkerOutcome};
+
+/// Why an install failed; its `Display` is the install result's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallsError {
+    #[error(transparent)]
+    Enrollment(#[from] EnrollmentError),
+    #[error(transparent)]
+    Installer(#[from] InstallError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Library(#[from] runtime_library::LibraryNotFound),
+    #[error("the manifest lists no files")]
+    NoFiles,
+    #[error("cannot read free space of {}: {source}", dir.display())]
+    FreeSpace {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not enough disk space in {}: the install needs {needed} and {reserve} must stay free, but only {free} are free", dir.display())]
+    NoSpace {
+        dir: PathBuf,
+        needed: Megabytes,
+        reserve: Megabytes,
+        free: Megabytes,
+    },
+    #[error("{file} is {size} bytes, the manifest says {expected}; refused")]
+    Size {
+        file: String,
+        size: u64,
+        expected: u64,
+    },
+    #[error(transparent)]
+    Hashing(#[from] tokio::task::JoinError),
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file} failed verification: sha256 {actual}, the manifest says {expected}; refused")]
+    Verification {
+        file: String,
+        actual: String,
+        expected: String,
+    },
+    /// The health check failed and the previous version (or none) is active again, as `now` says.
+    #[error("health check failed: {reason}; {now}")]
+    HealthCheck {
+        reason: Box<InstallsError>,
+        now: String,
+    },
+    #[error("health check failed: {reason}; and switching back failed: {source}")]
+    SwitchBack {
+        reason: Box<InstallsError>,
+        #[source]
+        source: InstallError,
+    },
+}
+
+/// A size in MB, one decimal (`12.3 MB`).
+#[derive(Debug, Clone, Copy)]
+pub struct Megabytes(pub u64);
+
+impl std::fmt::Display for Megabytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1} MB", self.0 as f64 / 1e6)
+    }
+}
 
 /// How long a health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -36,7 +108,7 @@ pub async fn install(ctx: &mut JobContext, command: InstallModel) -> InstallResu
     if let Err(e) = install_steps(ctx, &command, &manifest, &mut result).await {
         tracing::warn!(model = %manifest.name, version = %manifest.version, error = %e, "install failed");
         result.ok = false;
-        result.error = e;
+        result.error = e.to_string();
     } else {
         result.ok = true;
         tracing::info!(model = %manifest.name, version = %manifest.version, previous = %result.previous_version, health = %result.health, "model installed and active");
@@ -49,12 +121,12 @@ async fn install_steps(
     command: &InstallModel,
     manifest: &Manifest,
     result: &mut InstallResult,
-) -> Result<(), String> {
+) -> Result<(), InstallsError> {
     ctx.enrollment
         .verify(&command.manifest, &command.signature)?;
     let name = &manifest.name;
     let version = &manifest.version;
-    let active = ctx.installer.active(name).map_err(|e| e.to_string())?;
+    let active = ctx.installer.active(name)?;
     result.previous_version = active.clone().unwrap_or_default();
     if active.as_deref() == Some(version.as_str())
         && ctx.installer.holds(manifest, &command.manifest)
@@ -71,7 +143,7 @@ async fn install_steps(
         return Ok(());
     }
     if manifest.files.is_empty() {
-        return Err("the manifest lists no files".into());
+        return Err(InstallsError::NoFiles);
     }
 
     check_disk_space(ctx, manifest)?;
@@ -94,16 +166,10 @@ async fn install_steps(
     verify_files(manifest, &sources, &held_before).await?;
 
     let installer = ctx.installer.clone();
-    installer
-        .stage(manifest, &command.manifest, &command.signature, &sources)
-        .map_err(|e| e.to_string())?;
-    installer
-        .activate(name, Some(version))
-        .map_err(|e| e.to_string())?;
+    installer.stage(manifest, &command.manifest, &command.signature, &sources)?;
+    installer.activate(name, Some(version))?;
 
-    let version_dir = installer
-        .version_dir(name, version)
-        .map_err(|e| e.to_string())?;
+    let version_dir = installer.version_dir(name, version)?;
     let health = if command.health_check == "none" {
         Ok("not asked for".to_string())
     } else {
@@ -112,17 +178,18 @@ async fn install_steps(
     match health {
         Ok(verdict) => result.health = verdict,
         Err(reason) => {
-            installer.activate(name, active.as_deref()).map_err(|e| {
-                format!("health check failed: {reason}; and switching back failed: {e}")
-            })?;
+            let reason = Box::new(reason);
+            if let Err(source) = installer.activate(name, active.as_deref()) {
+                return Err(InstallsError::SwitchBack { reason, source });
+            }
             let _ = installer.remove(name, version);
-            return Err(format!(
-                "health check failed: {reason}; {}",
-                match &active {
+            return Err(InstallsError::HealthCheck {
+                reason,
+                now: match &active {
                     Some(v) => format!("version {v} is active again"),
                     None => "no version is active".into(),
-                }
-            ));
+                },
+            });
         }
     }
     prune(ctx, name);
@@ -176,30 +243,27 @@ fn with_state(ctx: &JobContext, name: &str, mut result: InstallResult) -> Instal
 }
 
 /// Refuses an install that would leave less than the configured reserve free.
-fn check_disk_space(ctx: &JobContext, manifest: &Manifest) -> Result<(), String> {
+fn check_disk_space(ctx: &JobContext, manifest: &Manifest) -> Result<(), InstallsError> {
     let needed: u64 = manifest
         .files
         .iter()
         .map(|f| ctx.store.missing_bytes(&f.sha256, f.size_bytes))
         .sum();
     let dir = ctx.store.dir();
-    let free =
-        free_bytes(dir).map_err(|e| format!("cannot read free space of {}: {e}", dir.display()))?;
+    let free = free_bytes(dir).map_err(|source| InstallsError::FreeSpace {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let reserve = ctx.config.min_free_disk_bytes;
     if free < needed.saturating_add(reserve) {
-        return Err(format!(
-            "not enough disk space in {}: the install needs {} and {} must stay free, but only {} are free",
-            dir.display(),
-            megabytes(needed),
-            megabytes(reserve),
-            megabytes(free)
-        ));
+        return Err(InstallsError::NoSpace {
+            dir: dir.to_path_buf(),
+            needed: Megabytes(needed),
+            reserve: Megabytes(reserve),
+            free: Megabytes(free),
+        });
     }
     Ok(())
-}
-
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// Bytes available to this (unprivileged) process on the file system holding `path`.
@@ -213,28 +277,32 @@ async fn verify_files(
     manifest: &Manifest,
     sources: &[PathBuf],
     held_before: &[bool],
-) -> Result<(), String> {
+) -> Result<(), InstallsError> {
     for ((file, path), held) in manifest.files.iter().zip(sources).zip(held_before) {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         if size != file.size_bytes {
-            return Err(format!(
-                "{} is {size} bytes, the manifest says {}; refused",
-                file.file_name, file.size_bytes
-            ));
+            return Err(InstallsError::Size {
+                file: file.file_name.clone(),
+                size,
+                expected: file.size_bytes,
+            });
         }
         if !held {
             continue;
         }
         let path = path.clone();
         let actual = tokio::task::spawn_blocking(move || sha256_of_file(&path))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read {}: {e}", file.file_name))?;
+            .await?
+            .map_err(|source| InstallsError::Read {
+                file: file.file_name.clone(),
+                source,
+            })?;
         if actual != file.sha256 {
-            return Err(format!(
-                "{} failed verification: sha256 {actual}, the manifest says {}; refused",
-                file.file_name, file.sha256
-            ));
+            return Err(InstallsError::Verification {
+                file: file.file_name.clone(),
+                actual,
+                expected: file.sha256.clone(),
+            });
         }
     }
     Ok(())
@@ -250,9 +318,8 @@ async fn health_check(
     manifest: &Manifest,
     version_dir: &Path,
     benchmark: bool,
-) -> Result<String, String> {
-    let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
-        .map_err(|e| e.to_string())?;
+) -> Result<String, InstallsError> {
+    let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())?;
     let model_path = version_dir.join(&manifest.files[0].file_name);
     let tokenizer_path = manifest
         .files
@@ -320,7 +387,7 @@ async fn health_check(
         (WorkerOutcome::Loaded { load_ms, smoke }, _) => {
             Ok(format!("loaded in {load_ms:.0} ms; {smoke}"))
         }
-        _ => Err("the worker answered the health check with something else".into()),
+        _ => Err(JobError::UnexpectedAnswer("the health check").into()),
     }
 }
 

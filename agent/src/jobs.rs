@@ -15,11 +15,74 @@ use edgefleet_proto::v1::{
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
 
-use crate::artifacts::ArtifactStore;
+use crate::artifacts::{ArtifactError, ArtifactStore};
 use crate::config::AgentConfig;
 use crate::procfs;
 use crate::runtime_library;
-use crate::worker::{MediaInput, QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
+use crate::worker::protocol::{
+    MediaInput, ProtocolError, QualityJob, WorkerJob, WorkerOutcome, WorkerReport,
+};
+use crate::worker::{start_error, worker_command, StartError};
+
+/// Why a job (or the worker it ran in) failed; its `Display` is the reason the controller shows.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("the job names no model")]
+    NoModel,
+    #[error("the job has no workload")]
+    NoWorkload,
+    #[error("model {name}@{version} has no files")]
+    NoFiles { name: String, version: String },
+    #[error("the reference model has no files")]
+    ReferenceHasNoFiles,
+    #[error("the workload has no input")]
+    NoInput,
+    #[error("scenario `{0}` is not supported by this agent (supported: {supported})", supported = SCENARIOS.join(", "))]
+    UnsupportedScenario(String),
+    #[error("a server scenario needs a target rate and a p99 bound")]
+    ServerNeedsBound,
+    #[error("image input needs three {name} values, not {count}")]
+    Channels { name: &'static str, count: usize },
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Library(#[from] runtime_library::LibraryNotFound),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{source} (gave up after {attempts} attempts)")]
+    GaveUp {
+        #[source]
+        source: ArtifactError,
+        attempts: u32,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot hand the job to the worker: {0}")]
+    HandOver(#[source] std::io::Error),
+    #[error("lost the worker: {0}")]
+    Lost(#[source] std::io::Error),
+    #[error("worker hung past its timeout of {0} s and was killed")]
+    Hung(u64),
+    /// The worker's own reason, as it arrived in its JSON outcome.
+    #[error("{0}")]
+    Failed(String),
+    /// The worker died without a result: how, and the last line of its stderr (`: …`, or empty).
+    #[error("worker {how} without a result{hint}")]
+    NoResult { how: String, hint: String },
+    /// The worker's answer was of another kind than the job (`a timing job`, `a quality job`,
+    /// `the health check`).
+    #[error("the worker answered {0} with something else")]
+    UnexpectedAnswer(&'static str),
+}
+
+/// The scenarios this agent runs.
+const SCENARIOS: [&str; 5] = [
+    "single-stream",
+    "multi-stream",
+    "offline",
+    "server",
+    "generate",
+];
 
 /// Time a worker gets beyond the workload's maximum duration (per repetition), for loading and
 /// warm-up.
@@ -56,12 +119,12 @@ pub async fn execute(ctx: &mut JobContext, run_id: &str, job: BenchJob) -> JobRe
                 m.quality_reference = reference;
                 match quality {
                     Ok(values) => m.quality = values.into_iter().collect(),
-                    Err(error) => m.quality_error = error,
+                    Err(error) => m.quality_error = error.to_string(),
                 }
             }
             job_result::Outcome::Measurement(m)
         }
-        Err(error) => job_result::Outcome::Error(error),
+        Err(error) => job_result::Outcome::Error(error.to_string()),
     };
     JobResult {
         run_id: run_id.to_string(),
@@ -71,20 +134,20 @@ pub async fn execute(ctx: &mut JobContext, run_id: &str, job: BenchJob) -> JobRe
 }
 
 /// A quality check's reference (`name@version`) and what it found.
-type QualityOutcome = Option<(String, Result<BTreeMap<String, f64>, String>)>;
+type QualityOutcome = Option<(String, Result<BTreeMap<String, f64>, JobError>)>;
 
 /// Times the model in one worker, then (if asked) compares it with the reference in another, so
 /// the second model never counts in the first one's memory.
 async fn measure(
     ctx: &mut JobContext,
     job: &BenchJob,
-) -> Result<(WorkerReport, u64, QualityOutcome), String> {
-    let model = job.model.as_ref().ok_or("the job names no model")?;
-    let workload = job.workload.as_ref().ok_or("the job has no workload")?;
-    let onnx = model
-        .files
-        .first()
-        .ok_or_else(|| format!("model {}@{} has no files", model.name, model.version))?;
+) -> Result<(WorkerReport, u64, QualityOutcome), JobError> {
+    let model = job.model.as_ref().ok_or(JobError::NoModel)?;
+    let workload = job.workload.as_ref().ok_or(JobError::NoWorkload)?;
+    let onnx = model.files.first().ok_or_else(|| JobError::NoFiles {
+        name: model.name.clone(),
+        version: model.version.clone(),
+    })?;
     let mut tokenizer_path = None;
     let mut model_path = None;
     for file in &model.files {
@@ -106,8 +169,7 @@ async fn measure(
     for file in input_refs {
         input_paths.push(fetch_with_retries(ctx, &file.sha256).await?);
     }
-    let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())
-        .map_err(|e| e.to_string())?;
+    let library = runtime_library::locate(ctx.config.onnxruntime_library.as_deref())?;
     let worker_job = worker_job(
         workload,
         library,
@@ -120,7 +182,7 @@ async fn measure(
         Duration::from_millis(worker_job.max_duration_ms) * worker_job.repetitions + WORKER_GRACE;
     let (report, peak) = match run_worker(&worker_job, timeout).await? {
         (WorkerOutcome::Measured(report), peak) => (*report, peak),
-        _ => return Err("the worker answered a timing job with something else".into()),
+        _ => return Err(JobError::UnexpectedAnswer("a timing job")),
     };
     let quality = match (&job.reference, workload.quality_metric.is_empty()) {
         (Some(reference), false) => {
@@ -138,11 +200,11 @@ async fn compare(
     reference: &edgefleet_proto::v1::ModelSpec,
     workload: &Workload,
     timing_job: WorkerJob,
-) -> Result<BTreeMap<String, f64>, String> {
+) -> Result<BTreeMap<String, f64>, JobError> {
     let onnx = reference
         .files
         .first()
-        .ok_or("the reference model has no files")?;
+        .ok_or(JobError::ReferenceHasNoFiles)?;
     let reference_path = fetch_with_retries(ctx, &onnx.sha256).await?;
     let job = WorkerJob {
         sentences: workload.golden.clone(),
@@ -154,14 +216,14 @@ async fn compare(
     };
     match run_worker(&job, WORKER_GRACE).await? {
         (WorkerOutcome::Compared(values), _) => Ok(values),
-        _ => Err("the worker answered a quality job with something else".into()),
+        _ => Err(JobError::UnexpectedAnswer("a quality job")),
     }
 }
 
 async fn fetch_with_retries(
     ctx: &mut JobContext,
     sha256: &str,
-) -> Result<std::path::PathBuf, String> {
+) -> Result<std::path::PathBuf, JobError> {
     fetch_artifact(&ctx.store, &mut ctx.client, &ctx.agent_id, sha256)
         .await
         .map(|f| f.path)
@@ -175,20 +237,25 @@ pub(crate) async fn fetch_artifact(
     client: &mut AgentLinkClient<Channel>,
     agent_id: &str,
     sha256: &str,
-) -> Result<crate::artifacts::Fetched, String> {
+) -> Result<crate::artifacts::Fetched, JobError> {
     let mut delay = Duration::from_secs(1);
     let mut attempt = 1;
     loop {
         match store.ensure(client, agent_id, sha256).await {
             Ok(fetched) => return Ok(fetched),
-            Err(e @ crate::artifacts::ArtifactError::Corrupt { .. }) => return Err(e.to_string()),
+            Err(e @ ArtifactError::Corrupt { .. }) => return Err(e.into()),
             Err(e) if attempt < FETCH_ATTEMPTS => {
                 tracing::warn!(%sha256, attempt, error = %e, retry_in_s = delay.as_secs(), "artifact transfer failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
                 attempt += 1;
             }
-            Err(e) => return Err(format!("{e} (gave up after {FETCH_ATTEMPTS} attempts)")),
+            Err(source) => {
+                return Err(JobError::GaveUp {
+                    source,
+                    attempts: FETCH_ATTEMPTS,
+                })
+            }
         }
     }
 }
@@ -200,31 +267,22 @@ fn worker_job(
     tokenizer_path: Option<std::path::PathBuf>,
     input_paths: Vec<std::path::PathBuf>,
     sensors_root: &std::path::Path,
-) -> Result<WorkerJob, String> {
-    const SCENARIOS: [&str; 5] = [
-        "single-stream",
-        "multi-stream",
-        "offline",
-        "server",
-        "generate",
-    ];
+) -> Result<WorkerJob, JobError> {
     if !SCENARIOS.contains(&workload.scenario.as_str()) {
-        return Err(format!(
-            "scenario `{}` is not supported by this agent (supported: {})",
-            workload.scenario,
-            SCENARIOS.join(", ")
-        ));
+        return Err(JobError::UnsupportedScenario(workload.scenario.clone()));
     }
     if workload.scenario == "server" && !(workload.target_qps > 0.0 && workload.p99_bound_ms > 0.0)
     {
-        return Err("a server scenario needs a target rate and a p99 bound".into());
+        return Err(JobError::ServerNeedsBound);
     }
-    let channels = |v: &[f32], name: &str| -> Result<[f32; 3], String> {
-        v.try_into()
-            .map_err(|_| format!("image input needs three {name} values, not {}", v.len()))
+    let channels = |v: &[f32], name: &'static str| -> Result<[f32; 3], JobError> {
+        v.try_into().map_err(|_| JobError::Channels {
+            name,
+            count: v.len(),
+        })
     };
     let (sentences, sequence_length, media) = match &workload.input {
-        None => return Err("the workload has no input".into()),
+        None => return Err(JobError::NoInput),
         Some(workload::Input::Text(text)) => (
             text.sentences.clone(),
             (text.sequence_length > 0).then_some(text.sequence_length),
@@ -294,20 +352,20 @@ fn worker_job(
 pub(crate) async fn run_worker(
     job: &WorkerJob,
     timeout: Duration,
-) -> Result<(WorkerOutcome, u64), String> {
-    let mut child = crate::worker::worker_command()
+) -> Result<(WorkerOutcome, u64), JobError> {
+    let mut child = worker_command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| crate::worker::start_error(&e))?;
+        .map_err(start_error)?;
     let pid = child.id().unwrap_or(0);
     let mut stdin = child.stdin.take().expect("stdin was piped");
     let job_json = serde_json::to_vec(job).expect("job serializes");
     stdin
         .write_all(&job_json)
         .await
-        .map_err(|e| format!("cannot hand the job to the worker: {e}"))?;
+        .map_err(JobError::HandOver)?;
     drop(stdin);
 
     let output = child.wait_with_output();
@@ -316,12 +374,12 @@ pub(crate) async fn run_worker(
     let mut peak = 0u64;
     let output = loop {
         tokio::select! {
-            out = &mut output => break out.map_err(|e| format!("lost the worker: {e}"))?,
+            out = &mut output => break out.map_err(JobError::Lost)?,
             _ = tokio::time::sleep(SAMPLE_EVERY) => {
                 peak = peak.max(procfs::peak_rss_bytes(pid).unwrap_or(0));
                 if tokio::time::Instant::now() >= deadline {
                     // Dropping the output future kills the worker (kill_on_drop).
-                    return Err(format!("worker hung past its timeout of {} s and was killed", timeout.as_secs()));
+                    return Err(JobError::Hung(timeout.as_secs()));
                 }
             }
         }
@@ -330,7 +388,7 @@ pub(crate) async fn run_worker(
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last_line = stdout.lines().last().unwrap_or("");
     match serde_json::from_str::<WorkerOutcome>(last_line) {
-        Ok(WorkerOutcome::Failed(reason)) => Err(reason),
+        Ok(WorkerOutcome::Failed(reason)) => Err(JobError::Failed(reason)),
         Ok(outcome) => Ok((outcome, peak)),
         Err(_) => {
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -340,14 +398,14 @@ pub(crate) async fn run_worker(
                 Some(sig) => format!("crashed (signal {sig})"),
                 None => format!("exited with {}", output.status),
             };
-            Err(format!(
-                "worker {how} without a result{}",
-                if hint.is_empty() {
+            Err(JobError::NoResult {
+                how,
+                hint: if hint.is_empty() {
                     String::new()
                 } else {
                     format!(": {hint}")
-                }
-            ))
+                },
+            })
         }
     }
 }

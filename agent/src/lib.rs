@@ -34,12 +34,23 @@ use tokio_util::task::TaskTracker;
 
 pub use config::AgentConfig;
 
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::ArtifactError),
+    #[error(transparent)]
+    Installer(#[from] installer::InstallError),
+}
+
 /// The agent's version, sent in its hello and recorded on every result.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Runs the daemon until `shutdown` is cancelled: keeps the link to the controller up and carries
 /// out the jobs it sends. Returns after in-flight work has had `grace` to finish.
-pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let identity = config::load_or_create_identity(&config.data_dir)?;
     let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
         .with_rate_limit(config.download_limit);

@@ -7,14 +7,28 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::bail;
 use edgefleet_reports::{
     EarlyStopping, GenerateDetail, LatencyCi, LatencyMs, ResultRecord, ServerOutcome, TemperatureC,
 };
 use edgefleet_suites::{Input, ModelSource, PlannedRun, ScenarioKind, Suite};
 
 use crate::jobs::{run_worker, WORKER_GRACE};
-use crate::worker::{MediaInput, QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
+use crate::worker::protocol::{MediaInput, QualityJob, WorkerJob, WorkerOutcome, WorkerReport};
+
+/// Why a local run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Suite(#[from] edgefleet_suites::SuiteError),
+    #[error("{}: model file {} not found", suite.display(), model.display())]
+    ModelNotFound { suite: PathBuf, model: PathBuf },
+    #[error("{}: `{model}` is a registered model; a local run needs .onnx files (run registered models through a controller with `edgefleet bench run`)", suite.display())]
+    Registered { suite: PathBuf, model: String },
+    #[error("the worker answered a timing job with something else")]
+    UnexpectedAnswer,
+    #[error("every run of {} failed (see above)", .0.display())]
+    EveryRunFailed(PathBuf),
+}
 
 /// Where the local run gets its runtime and sensors.
 pub struct LocalRun {
@@ -24,22 +38,25 @@ pub struct LocalRun {
 }
 
 /// Runs every planned run of the suite in turn, printing a line per run to stderr.
-pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<ResultRecord>> {
+pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<Vec<ResultRecord>, LocalError> {
     let suite = Suite::load(suite_path)?;
     let dir = suite_path.parent().unwrap_or(Path::new("."));
-    let file = |source: &ModelSource| -> anyhow::Result<PathBuf> {
+    let file = |source: &ModelSource| -> Result<PathBuf, LocalError> {
         match source {
             ModelSource::File(path) => {
                 let path = dir.join(path);
                 if !path.is_file() {
-                    bail!("{}: model file {} not found", suite_path.display(), path.display());
+                    return Err(LocalError::ModelNotFound {
+                        suite: suite_path.to_path_buf(),
+                        model: path,
+                    });
                 }
                 Ok(path)
             }
-            ModelSource::Registered(r) => bail!(
-                "{}: `{r}` is a registered model; a local run needs .onnx files (run registered models through a controller with `edgefleet bench run`)",
-                suite_path.display()
-            ),
+            ModelSource::Registered(r) => Err(LocalError::Registered {
+                suite: suite_path.to_path_buf(),
+                model: r.to_string(),
+            }),
         }
     };
     let plan = suite.plan();
@@ -63,7 +80,7 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<Resu
         let timeout = Duration::from_millis(job.max_duration_ms) * job.repetitions + WORKER_GRACE;
         let (report, peak) = match run_worker(&job, timeout).await {
             Ok((WorkerOutcome::Measured(report), peak)) => (*report, peak),
-            Ok(_) => bail!("the worker answered a timing job with something else"),
+            Ok(_) => return Err(LocalError::UnexpectedAnswer),
             Err(e) => {
                 eprintln!("{label} failed: {e}");
                 continue;
@@ -97,13 +114,13 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> anyhow::Result<Vec<Resu
             match outcome {
                 Ok((WorkerOutcome::Compared(values), _)) => record.quality = Some(values),
                 Ok(_) => record.quality_error = Some("unexpected worker answer".into()),
-                Err(e) => record.quality_error = Some(e),
+                Err(e) => record.quality_error = Some(e.to_string()),
             }
         }
         records.push(record);
     }
     if records.is_empty() {
-        bail!("every run of {} failed (see above)", suite_path.display());
+        return Err(LocalError::EveryRunFailed(suite_path.to_path_buf()));
     }
     Ok(records)
 }

@@ -85,7 +85,7 @@ impl DaemonArgs {
             Some(path) => ConfigFile::load(path)?,
             None => ConfigFile::default(),
         };
-        AgentConfig::resolve(
+        let config = AgentConfig::resolve(
             file,
             Overrides {
                 controller: self.controller,
@@ -98,7 +98,8 @@ impl DaemonArgs {
                 download_limit_mb_per_s: self.download_limit,
                 min_free_disk_mb: self.min_free_disk_mb,
             },
-        )
+        )?;
+        Ok(config)
     }
 }
 
@@ -137,7 +138,11 @@ fn bench(
         sensors_root,
         agent_name: sysinfo::System::host_name().unwrap_or_else(|_| "local".into()),
     };
-    match small_runtime().block_on(edgefleet_agent::local::run(suite, &local)) {
+    // Through anyhow, so that `{:#}` prints each error's causes after it.
+    let outcome = small_runtime()
+        .block_on(edgefleet_agent::local::run(suite, &local))
+        .map_err(anyhow::Error::from);
+    match outcome {
         Ok(records) => {
             if json {
                 println!(
@@ -188,7 +193,9 @@ fn daemon(args: DaemonArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        edgefleet_agent::run(config, shutdown).await
+        edgefleet_agent::run(config, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,9 +8,34 @@ pub mod energy;
 pub mod sampler;
 pub mod thermal;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A trimmed file's text, or `None` if it cannot be read.
+/// Why a sensor gave no reading, or a window of readings no energy figure.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SensorError {
+    #[error("cannot read {}", .0.display())]
+    Unreadable(PathBuf),
+    #[error("cannot read INA3221 channel {channel} in {}", chip.display())]
+    Ina3221Channel { channel: u32, chip: PathBuf },
+    #[error("cannot run {}: {message}", command.display())]
+    Run { command: PathBuf, message: String },
+    #[error("{} pmic_read_adc failed", .0.display())]
+    PmicFailed(PathBuf),
+    #[error("pmic_read_adc printed no rail with both current and voltage")]
+    NoPmicRail,
+    #[error("nvidia-smi gave no power reading: {0}")]
+    NoPowerReading(String),
+    #[error("fewer than two energy readings")]
+    TooFewReadings,
+    #[error("sensor lost mid-run: {0}")]
+    LostMidRun(Box<SensorError>),
+    #[error("the energy counter went backwards")]
+    CounterBackwards,
+    #[error("the sensor changed kind mid-run")]
+    KindChanged,
+}
+
 fn read_text(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()

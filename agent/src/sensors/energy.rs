@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{dirs_with_prefix, read_text, read_u64};
+use super::{dirs_with_prefix, read_text, read_u64, SensorError};
 
 /// One reading of a source.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,7 +25,7 @@ pub trait EnergySource: Send {
     fn wraps_at(&self) -> Option<u64> {
         None
     }
-    fn read(&mut self) -> Result<Reading, String>;
+    fn read(&mut self) -> Result<Reading, SensorError>;
 }
 
 /// Linux powercap RAPL: package 0's `energy_uj`, wrapping at `max_energy_range_uj`. (Edge
@@ -45,11 +45,11 @@ impl EnergySource for Rapl {
     fn wraps_at(&self) -> Option<u64> {
         Some(self.range_uj)
     }
-    fn read(&mut self) -> Result<Reading, String> {
+    fn read(&mut self) -> Result<Reading, SensorError> {
         let path = self.zone.join("energy_uj");
         read_u64(&path)
             .map(Reading::CounterMicrojoules)
-            .ok_or_else(|| format!("cannot read {}", path.display()))
+            .ok_or(SensorError::Unreadable(path))
     }
 }
 
@@ -70,9 +70,9 @@ impl EnergySource for Hwmon {
     fn describe(&self) -> String {
         self.file.display().to_string()
     }
-    fn read(&mut self) -> Result<Reading, String> {
+    fn read(&mut self) -> Result<Reading, SensorError> {
         let value =
-            read_u64(&self.file).ok_or_else(|| format!("cannot read {}", self.file.display()))?;
+            read_u64(&self.file).ok_or_else(|| SensorError::Unreadable(self.file.clone()))?;
         Ok(if self.energy {
             Reading::CounterMicrojoules(value)
         } else {
@@ -95,7 +95,7 @@ impl EnergySource for Ina3221 {
     fn describe(&self) -> String {
         format!("{} channels {:?}", self.chip.display(), self.channels)
     }
-    fn read(&mut self) -> Result<Reading, String> {
+    fn read(&mut self) -> Result<Reading, SensorError> {
         let mut watts = 0.0;
         for ch in &self.channels {
             let mv = read_u64(&self.chip.join(format!("in{ch}_input")));
@@ -103,10 +103,10 @@ impl EnergySource for Ina3221 {
             match (mv, ma) {
                 (Some(mv), Some(ma)) => watts += mv as f64 * ma as f64 / 1e6,
                 _ => {
-                    return Err(format!(
-                        "cannot read INA3221 channel {ch} in {}",
-                        self.chip.display()
-                    ))
+                    return Err(SensorError::Ina3221Channel {
+                        channel: *ch,
+                        chip: self.chip.clone(),
+                    })
                 }
             }
         }
@@ -126,13 +126,16 @@ impl EnergySource for Pmic {
     fn describe(&self) -> String {
         format!("{} pmic_read_adc", self.command.display())
     }
-    fn read(&mut self) -> Result<Reading, String> {
+    fn read(&mut self) -> Result<Reading, SensorError> {
         let out = Command::new(&self.command)
             .arg("pmic_read_adc")
             .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.command.display()))?;
+            .map_err(|e| SensorError::Run {
+                command: self.command.clone(),
+                message: e.to_string(),
+            })?;
         if !out.status.success() {
-            return Err(format!("{} pmic_read_adc failed", self.command.display()));
+            return Err(SensorError::PmicFailed(self.command.clone()));
         }
         pmic_watts(&String::from_utf8_lossy(&out.stdout)).map(Reading::PowerWatts)
     }
@@ -140,7 +143,7 @@ impl EnergySource for Pmic {
 
 /// Parses `vcgencmd pmic_read_adc`: lines `NAME_A current(N)=0.123A` and `NAME_V volt(N)=5.1V`;
 /// a rail's power is its current times the voltage of the same name.
-pub fn pmic_watts(text: &str) -> Result<f64, String> {
+pub fn pmic_watts(text: &str) -> Result<f64, SensorError> {
     let mut amps = std::collections::BTreeMap::new();
     let mut volts = std::collections::BTreeMap::new();
     for line in text.lines() {
@@ -165,7 +168,7 @@ pub fn pmic_watts(text: &str) -> Result<f64, String> {
         .filter_map(|(rail, a)| volts.get(rail).map(|v| a * v))
         .collect();
     if watts.is_empty() {
-        return Err("pmic_read_adc printed no rail with both current and voltage".into());
+        return Err(SensorError::NoPmicRail);
     }
     Ok(watts.iter().sum())
 }
@@ -182,18 +185,21 @@ impl EnergySource for Nvml {
     fn describe(&self) -> String {
         format!("{} --query-gpu=power.draw", self.command.display())
     }
-    fn read(&mut self) -> Result<Reading, String> {
+    fn read(&mut self) -> Result<Reading, SensorError> {
         let out = Command::new(&self.command)
             .args(["--query-gpu=power.draw", "--format=csv,noheader,nounits"])
             .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.command.display()))?;
+            .map_err(|e| SensorError::Run {
+                command: self.command.clone(),
+                message: e.to_string(),
+            })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let watts: Result<Vec<f64>, _> = text.lines().map(|l| l.trim().parse::<f64>()).collect();
         match watts {
             Ok(w) if out.status.success() && !w.is_empty() => {
                 Ok(Reading::PowerWatts(w.iter().sum()))
             }
-            _ => Err(format!("nvidia-smi gave no power reading: {}", text.trim())),
+            _ => Err(SensorError::NoPowerReading(text.trim().to_string())),
         }
     }
 }
@@ -366,7 +372,7 @@ mod tests {
         assert_eq!(s.read(), Ok(Reading::CounterMicrojoules(123456)));
         std::fs::remove_dir_all(root.path().join("sys/class/powercap/intel-rapl:0")).unwrap();
         assert!(
-            s.read().unwrap_err().contains("cannot read"),
+            s.read().unwrap_err().to_string().contains("cannot read"),
             "a vanished sensor is an error"
         );
     }

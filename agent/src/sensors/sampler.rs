@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::energy::{EnergySource, Reading};
 use super::thermal::{ThermalReading, ThermalSensors};
+use super::SensorError;
 
 /// How often sensors are read.
 pub const INTERVAL: Duration = Duration::from_millis(100);
@@ -23,7 +24,7 @@ pub struct Sampler {
 pub struct Samples {
     pub source: Option<Box<dyn EnergySource>>,
     /// (seconds since start, reading) for the energy source.
-    pub energy: Vec<(f64, Result<Reading, String>)>,
+    pub energy: Vec<(f64, Result<Reading, SensorError>)>,
     pub thermal: Vec<ThermalReading>,
     pub duration: Duration,
 }
@@ -82,11 +83,11 @@ impl Samples {
 /// are integrated with the trapezoid rule. A failed reading (the sensor disappeared) or a
 /// counter that runs backwards without a known wrap point makes the whole window unusable.
 pub fn joules(
-    readings: &[(f64, Result<Reading, String>)],
+    readings: &[(f64, Result<Reading, SensorError>)],
     wraps_at: Option<u64>,
-) -> Result<f64, String> {
+) -> Result<f64, SensorError> {
     if readings.len() < 2 {
-        return Err("fewer than two energy readings".into());
+        return Err(SensorError::TooFewReadings);
     }
     let mut total = 0.0;
     for pair in readings.windows(2) {
@@ -96,20 +97,20 @@ pub fn joules(
             pair[1]
                 .1
                 .as_ref()
-                .map_err(|e| format!("sensor lost mid-run: {e}"))?,
+                .map_err(|e| SensorError::LostMidRun(Box::new(e.clone())))?,
         );
         total += match (r0, r1) {
             (Reading::CounterMicrojoules(a), Reading::CounterMicrojoules(b)) => {
                 let delta = if b >= a {
                     b - a
                 } else {
-                    let range = wraps_at.ok_or("the energy counter went backwards")?;
+                    let range = wraps_at.ok_or(SensorError::CounterBackwards)?;
                     range - a + b
                 };
                 delta as f64 / 1e6
             }
             (Reading::PowerWatts(a), Reading::PowerWatts(b)) => (a + b) / 2.0 * (t1 - t0),
-            _ => return Err("the sensor changed kind mid-run".into()),
+            _ => return Err(SensorError::KindChanged),
         };
     }
     Ok(total)
@@ -142,7 +143,7 @@ pub fn thermal_summary(readings: &[ThermalReading]) -> (Option<(f64, f64)>, Opti
 mod tests {
     use super::*;
 
-    fn counter(t: f64, uj: u64) -> (f64, Result<Reading, String>) {
+    fn counter(t: f64, uj: u64) -> (f64, Result<Reading, SensorError>) {
         (t, Ok(Reading::CounterMicrojoules(uj)))
     }
 
@@ -161,7 +162,10 @@ mod tests {
             counter(0.2, 500_000),
         ];
         assert_eq!(joules(&wrapped, Some(10_000_000)), Ok(1.5));
-        assert!(joules(&wrapped, None).unwrap_err().contains("backwards"));
+        assert!(joules(&wrapped, None)
+            .unwrap_err()
+            .to_string()
+            .contains("backwards"));
     }
 
     #[test]
@@ -176,10 +180,11 @@ mod tests {
         let lost = [
             counter(0.0, 1),
             counter(0.1, 2),
-            (0.2, Err("cannot read energy_uj".to_string())),
+            (0.2, Err(SensorError::Unreadable("energy_uj".into()))),
         ];
         assert!(joules(&lost, Some(100))
             .unwrap_err()
+            .to_string()
             .contains("sensor lost mid-run"));
         assert!(joules(&[counter(0.0, 1)], None).is_err());
     }

@@ -1,11 +1,13 @@
 //! Audio input for a worker: WAV files read into mono float samples, cut into fixed chunks (with
 //! context samples of the previous chunk in front), and streamed through a model one chunk a
 //! query, its recurrent state carried from chunk to chunk (Silero VAD's `state` → `stateN`).
+//! WAV files are decoded by `hound`.
 
 use std::path::Path;
 
-use crate::engine::{Carry, Feed, FloatOutput, Model, TensorData};
+use crate::engine::{Carry, EngineError, Feed, FloatOutput, Model, TensorData};
 
+use super::error::InputError;
 use super::text_input::shape_text;
 
 /// A decoded WAV file: mono samples in [-1, 1].
@@ -17,28 +19,121 @@ pub struct Wav {
     pub samples: Vec<f32>,
 }
 
-/// Reads a RIFF/WAVE file: PCM of 8, 16, 24 or 32 bits, or 32-bit float (also in the
-/// WAVE_FORMAT_EXTENSIBLE wrapper); several channels are averaged into one.
-pub fn read_wav(path: &Path) -> Result<Wav, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_wav(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+/// Why bytes are not a WAV file edgefleet can read.
+#[derive(Debug, thiserror::Error)]
+pub enum WavError {
+    #[error("not a WAV file (no RIFF/WAVE header)")]
+    NotWav,
+    #[error("the WAV file has no `fmt ` chunk")]
+    NoFormat,
+    #[error("the WAV file has no `data` chunk")]
+    NoData,
+    #[error("the WAV `fmt ` chunk is too short")]
+    FormatTooShort,
+    #[error("the WAV file declares no channels or a sample rate of 0")]
+    NoChannels,
+    #[error("unsupported WAV encoding (format {tag}, {bits} bits); use PCM of 8 to 32 bits or 32-bit float")]
+    Unsupported { tag: u16, bits: u16 },
+    /// Anything else `hound` found wrong with the file.
+    #[error(transparent)]
+    Malformed(hound::Error),
 }
 
-/// [`read_wav`] on bytes.
-pub fn parse_wav(bytes: &[u8]) -> Result<Wav, String> {
-    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err("not a WAV file (no RIFF/WAVE header)".into());
+/// Reads a RIFF/WAVE file: PCM of 8, 16, 24 or 32 bits, or 32-bit float (also in the
+/// WAVE_FORMAT_EXTENSIBLE wrapper); several channels are averaged into one.
+pub fn read_wav(path: &Path) -> Result<Wav, InputError> {
+    let bytes = std::fs::read(path).map_err(|source| InputError::ReadAudio {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_wav(&bytes).map_err(|source| InputError::Wav {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// [`read_wav`] on bytes. The `fmt ` and `data` chunks are found here (hound does not skip the
+/// pad byte after an odd-sized chunk, and wants `fmt ` first), the data cut to whole frames (a
+/// truncated file reads up to its last whole frame), and `hound` decodes the two.
+pub fn parse_wav(bytes: &[u8]) -> Result<Wav, WavError> {
+    hound::read_wave_header(&mut std::io::Cursor::new(bytes)).map_err(|_| WavError::NotWav)?;
+    let format = chunk(bytes, b"fmt ").ok_or(WavError::NoFormat)?;
+    let data = chunk(bytes, b"data").ok_or(WavError::NoData)?;
+    if format.len() < 16 {
+        return Err(WavError::FormatTooShort);
     }
-    let (mut format, mut data) = (None, None);
+    let frame = usize::from(u16::from_le_bytes([format[12], format[13]])).max(1);
+    let data = &data[..data.len() - data.len() % frame];
+    let mut wav = Vec::with_capacity(28 + format.len() + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(
+        &((20 + format.len() + format.len() % 2 + data.len()) as u32).to_le_bytes(),
+    );
+    wav.extend_from_slice(b"WAVE");
+    for (id, body) in [(b"fmt ", format), (b"data", data)] {
+        wav.extend_from_slice(id);
+        wav.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        wav.extend_from_slice(body);
+        if body.len() % 2 == 1 {
+            wav.push(0);
+        }
+    }
+    let mut reader =
+        hound::WavReader::new(std::io::Cursor::new(wav)).map_err(|e| diagnose(format, e))?;
+    let spec = reader.spec();
+    // hound takes a sample rate of 0 when the byte rate agrees.
+    if spec.channels == 0 || spec.sample_rate == 0 {
+        return Err(WavError::NoChannels);
+    }
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>(),
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|s| s as f32 * scale))
+                .collect::<Result<_, _>>()
+        }
+    }
+    .map_err(WavError::Malformed)?;
+    let samples = interleaved
+        .chunks_exact(usize::from(spec.channels))
+        .map(|frame| frame.iter().sum::<f32>() / f32::from(spec.channels))
+        .collect();
+    Ok(Wav {
+        sample_rate: spec.sample_rate,
+        channels: spec.channels,
+        samples,
+    })
+}
+
+/// Says why `hound` would not read a `fmt ` chunk, in edgefleet's words where the cause is a
+/// known one: no channels or an encoding edgefleet does not read (named by its format tag and
+/// bits).
+fn diagnose(format: &[u8], error: hound::Error) -> WavError {
+    let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
+    let (mut tag, channels, bits) = (u16_at(0), u16_at(2), u16_at(14));
+    let sample_rate = u32::from_le_bytes([format[4], format[5], format[6], format[7]]);
+    if tag == 0xFFFE && format.len() >= 26 {
+        // WAVE_FORMAT_EXTENSIBLE: the real format is the sub-format GUID's first two bytes.
+        tag = u16_at(24);
+    }
+    if channels == 0 || sample_rate == 0 {
+        WavError::NoChannels
+    } else if !matches!((tag, bits), (1, 8 | 16 | 24 | 32) | (3, 32)) {
+        WavError::Unsupported { tag, bits }
+    } else {
+        WavError::Malformed(error)
+    }
+}
+
+/// The body of the first RIFF chunk named `id` (cut short where the file ends).
+fn chunk<'a>(bytes: &'a [u8], id: &[u8; 4]) -> Option<&'a [u8]> {
     let mut at = 12;
     while at + 8 <= bytes.len() {
-        let id = &bytes[at..at + 4];
         let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        let body = &bytes[at + 8..(at + 8).saturating_add(size).min(bytes.len())];
-        match id {
-            b"fmt " => format = Some(body),
-            b"data" => data = Some(body),
-            _ => {}
+        if &bytes[at..at + 4] == id {
+            return Some(&bytes[at + 8..(at + 8).saturating_add(size).min(bytes.len())]);
         }
         // Chunks are padded to an even size.
         at = at
@@ -46,50 +141,7 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav, String> {
             .saturating_add(size)
             .saturating_add(size % 2);
     }
-    let format = format.ok_or("the WAV file has no `fmt ` chunk")?;
-    let data = data.ok_or("the WAV file has no `data` chunk")?;
-    if format.len() < 16 {
-        return Err("the WAV `fmt ` chunk is too short".into());
-    }
-    let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
-    let mut tag = u16_at(0);
-    let channels = u16_at(2);
-    let sample_rate = u32::from_le_bytes(format[4..8].try_into().expect("4 bytes"));
-    let bits = u16_at(14);
-    if tag == 0xFFFE && format.len() >= 26 {
-        // WAVE_FORMAT_EXTENSIBLE: the real format is the sub-format GUID's first two bytes.
-        tag = u16_at(24);
-    }
-    if channels == 0 || sample_rate == 0 {
-        return Err("the WAV file declares no channels or a sample rate of 0".into());
-    }
-    let width = match (tag, bits) {
-        (1, 8 | 16 | 24 | 32) | (3, 32) => usize::from(bits / 8),
-        _ => {
-            return Err(format!(
-                "unsupported WAV encoding (format {tag}, {bits} bits); use PCM of 8 to 32 bits or 32-bit float"
-            ))
-        }
-    };
-    let sample = |b: &[u8]| -> f32 {
-        match (tag, width) {
-            (3, _) => f32::from_le_bytes(b.try_into().expect("4 bytes")),
-            (_, 1) => (f32::from(b[0]) - 128.0) / 128.0,
-            (_, 2) => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
-            (_, 3) => (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0,
-            _ => i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32 / 2_147_483_648.0,
-        }
-    };
-    let frame = width * usize::from(channels);
-    let samples = data
-        .chunks_exact(frame)
-        .map(|f| f.chunks_exact(width).map(sample).sum::<f32>() / f32::from(channels))
-        .collect();
-    Ok(Wav {
-        sample_rate,
-        channels,
-        samples,
-    })
+    None
 }
 
 /// Every whole chunk of `samples`, each behind the `context` samples that precede it (zeros
@@ -114,15 +166,14 @@ pub struct AudioSpec {
 }
 
 /// One file's chunks, read and checked against the job's sample rate.
-pub fn load_chunks(path: &Path, spec: AudioSpec) -> Result<Vec<Vec<f32>>, String> {
+pub fn load_chunks(path: &Path, spec: AudioSpec) -> Result<Vec<Vec<f32>>, InputError> {
     let wav = read_wav(path)?;
     if wav.sample_rate != spec.sample_rate {
-        return Err(format!(
-            "{} is at {} Hz but the suite's input is at {} Hz (edgefleet does not resample)",
-            path.display(),
-            wav.sample_rate,
-            spec.sample_rate
-        ));
+        return Err(InputError::SampleRate {
+            path: path.to_path_buf(),
+            have: wav.sample_rate,
+            want: spec.sample_rate,
+        });
     }
     let out = chunks(
         &wav.samples,
@@ -130,12 +181,11 @@ pub fn load_chunks(path: &Path, spec: AudioSpec) -> Result<Vec<Vec<f32>>, String
         spec.context_samples as usize,
     );
     if out.is_empty() {
-        return Err(format!(
-            "{} has {} samples, fewer than one chunk of {}",
-            path.display(),
-            wav.samples.len(),
-            spec.chunk_samples
-        ));
+        return Err(InputError::TooShort {
+            path: path.to_path_buf(),
+            samples: wav.samples.len(),
+            chunk: spec.chunk_samples,
+        });
     }
     Ok(out)
 }
@@ -155,8 +205,8 @@ impl Stream {
         files: &[Vec<Vec<f32>>],
         spec: AudioSpec,
         rows: usize,
-    ) -> Result<Stream, String> {
-        let carry = model.carry(rows).map_err(|e| e.to_string())?;
+    ) -> Result<Stream, InputError> {
+        let carry = model.carry(rows)?;
         let carried: Vec<&str> = carry.inputs().collect();
         let width = (spec.context_samples + spec.chunk_samples) as usize;
         let given = [rows as i64, width as i64];
@@ -171,12 +221,11 @@ impl Stream {
                 continue;
             }
             if input.dtype != "f32" || audio.is_some() {
-                return Err(format!(
-                    "model input `{}` ({} {}) cannot be fed from audio; audio feeds one float32 input [batch, samples], an `sr` sample rate and recurrent state (an input X with an output XN)",
-                    input.name,
-                    input.dtype,
-                    shape_text(&input.shape)
-                ));
+                return Err(InputError::NotAudio {
+                    name: input.name.clone(),
+                    dtype: input.dtype.clone(),
+                    shape: shape_text(&input.shape),
+                });
             }
             let fits = input.shape.len() == 2
                 && input
@@ -185,18 +234,19 @@ impl Stream {
                     .zip(given)
                     .all(|(&want, have)| want < 0 || want == have);
             if !fits {
-                return Err(format!(
-                    "model input `{}` expects shape {} but the workload gives {} ({} context + {} new samples per chunk)",
-                    input.name,
-                    shape_text(&input.shape),
-                    shape_text(&given),
-                    spec.context_samples,
-                    spec.chunk_samples
-                ));
+                return Err(InputError::Shape {
+                    name: input.name.clone(),
+                    expected: shape_text(&input.shape),
+                    given: shape_text(&given),
+                    note: format!(
+                        " ({} context + {} new samples per chunk)",
+                        spec.context_samples, spec.chunk_samples
+                    ),
+                });
             }
             audio = Some(input.name.clone());
         }
-        let audio = audio.ok_or("the model has no float32 input to feed audio to")?;
+        let audio = audio.ok_or(InputError::NoAudioInput)?;
         let mut feeds = Vec::new();
         for file in files {
             for (k, chunk) in file.iter().enumerate() {
@@ -212,7 +262,7 @@ impl Stream {
                         TensorData::I64(vec![i64::from(spec.sample_rate)]),
                     ));
                 }
-                let feed = model.feed_tensors(named).map_err(|e| e.to_string())?;
+                let feed = model.feed_tensors(named)?;
                 feeds.push((feed, k == 0));
             }
         }
@@ -234,14 +284,12 @@ impl Stream {
         model: &mut Model,
         i: usize,
         keep_output: bool,
-    ) -> Result<Option<FloatOutput>, String> {
+    ) -> Result<Option<FloatOutput>, EngineError> {
         let (feed, starts_file) = &self.feeds[i % self.feeds.len()];
         if *starts_file {
             self.carry.reset();
         }
-        model
-            .run_streaming(feed, &mut self.carry, keep_output)
-            .map_err(|e| e.to_string())
+        model.run_streaming(feed, &mut self.carry, keep_output)
     }
 }
 
@@ -345,10 +393,12 @@ mod tests {
             ),
         ];
         for (bytes, message) in cases {
-            let err = parse_wav(&bytes).unwrap_err();
+            let err = parse_wav(&bytes).unwrap_err().to_string();
             assert!(err.contains(message), "{err}");
         }
-        let err = read_wav(Path::new("/nonexistent/clip.wav")).unwrap_err();
+        let err = read_wav(Path::new("/nonexistent/clip.wav"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("cannot read /nonexistent/clip.wav"),
             "{err}"

@@ -4,29 +4,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::sensors::energy::{self, EnergySource, Probe};
 use crate::sensors::sampler::{self, Sampler, Samples};
 use crate::sensors::thermal::ThermalSensors;
 
-/// What was observed, ready for the result.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Observed {
-    /// rapl | hwmon-energy | hwmon-power | ina3221 | pmic | nvml | none
-    pub energy_method: String,
-    /// Net of idle power, for the whole measured phase.
-    pub energy_j: Option<f64>,
-    pub energy_sample_hz: f64,
-    pub idle_power_w: Option<f64>,
-    pub active_power_w: Option<f64>,
-    /// Why a source that exists gave no number.
-    pub energy_note: String,
-    pub temperature_start_c: Option<f64>,
-    pub temperature_max_c: Option<f64>,
-    pub throttled: Option<bool>,
-    pub cool_down_wait_s: f64,
-}
+use super::protocol::{Observed, WorkerJob};
 
 /// The device's sensors, found once per job.
 pub struct Conditions {
@@ -58,7 +40,7 @@ impl Conditions {
     }
 
     /// Finds the sensors, waits for the cool-down guard and measures idle power, as a job asks.
-    pub fn before_run(job: &crate::worker::WorkerJob) -> Conditions {
+    pub fn before_run(job: &WorkerJob) -> Conditions {
         let mut conditions = Conditions::discover(job.sensors_root.clone());
         conditions.cool_down(
             job.max_start_temp_c,
@@ -146,7 +128,7 @@ impl Watch {
                         observed.energy_note = "idle power not measured: energy is gross".into();
                     }
                 }
-                Err(e) => observed.energy_note = e,
+                Err(e) => observed.energy_note = e.to_string(),
             }
         }
         observed

@@ -4,27 +4,28 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::Model;
+use crate::engine::{EngineError, Model};
 use crate::procfs;
 use crate::stats;
 
 use super::conditions::Conditions;
+use super::engine_choice::Engine;
+use super::error::{InputError, WorkerError};
 use super::measure::RunLength;
-use super::{text_input, GenerateReport, WorkerJob, WorkerReport};
+use super::ms;
+use super::protocol::{GenerateReport, WorkerJob, WorkerReport};
+use super::text_input;
 
 /// Runs generations until the run-length rules are met, for every repetition.
 pub fn run(
     job: &WorkerJob,
-    engine: &super::Engine,
+    engine: &Engine,
     mut model: Model,
     load_ms: f64,
-) -> Result<WorkerReport, String> {
+) -> Result<WorkerReport, WorkerError> {
     if !model.is_decoder() {
         let names: Vec<&str> = model.inputs.iter().map(|i| i.name.as_str()).collect();
-        return Err(format!(
-            "the generate scenario needs a decoder with past_key_values.* inputs; this model takes {}",
-            names.join(", ")
-        ));
+        return Err(WorkerError::NotADecoder(names.join(", ")));
     }
     let (prompt_len, new_tokens) = (
         job.prompt_tokens.max(1) as usize,
@@ -40,10 +41,8 @@ pub fn run(
 
     let conditions = Conditions::before_run(job);
     let first = Instant::now();
-    let mut cache = model.empty_cache().map_err(|e| e.to_string())?;
-    model
-        .decode_step(&mut cache, &prompt)
-        .map_err(|e| e.to_string())?;
+    let mut cache = model.empty_cache()?;
+    model.decode_step(&mut cache, &prompt)?;
     let first_inference_ms = ms(first.elapsed());
     for _ in 0..job.warmup_queries {
         generation(&mut model, &prompt, new_tokens)?;
@@ -127,19 +126,19 @@ struct Generation {
 }
 
 /// Prefill, then `new_tokens - 1` single-token steps, each fed the previous step's choice.
-fn generation(model: &mut Model, prompt: &[i64], new_tokens: usize) -> Result<Generation, String> {
+fn generation(
+    model: &mut Model,
+    prompt: &[i64],
+    new_tokens: usize,
+) -> Result<Generation, EngineError> {
     let start = Instant::now();
-    let mut cache = model.empty_cache().map_err(|e| e.to_string())?;
-    let mut next = model
-        .decode_step(&mut cache, prompt)
-        .map_err(|e| e.to_string())?;
+    let mut cache = model.empty_cache()?;
+    let mut next = model.decode_step(&mut cache, prompt)?;
     let ttft_ms = ms(start.elapsed());
     let mut tpot_ms = Vec::with_capacity(new_tokens);
     for _ in 1..new_tokens {
         let step = Instant::now();
-        next = model
-            .decode_step(&mut cache, &[next])
-            .map_err(|e| e.to_string())?;
+        next = model.decode_step(&mut cache, &[next])?;
         tpot_ms.push(ms(step.elapsed()));
     }
     Ok(Generation {
@@ -154,17 +153,13 @@ fn prompt(
     tokenizer: &tokenizers::Tokenizer,
     sentences: &[String],
     len: usize,
-) -> Result<Vec<i64>, String> {
+) -> Result<Vec<i64>, InputError> {
     let ids: Vec<i64> = text_input::encode(tokenizer, sentences)?
         .into_iter()
         .flat_map(|t| t.ids)
         .collect();
     if ids.is_empty() {
-        return Err("the input sentences tokenize to nothing".into());
+        return Err(InputError::EmptyPrompt);
     }
     Ok(ids.iter().copied().cycle().take(len).collect())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -8,6 +8,7 @@ use image::imageops::FilterType;
 
 use crate::engine::{Feed, Model, TensorData};
 
+use super::error::InputError;
 use super::text_input::shape_text;
 
 /// The image settings of a job.
@@ -22,15 +23,19 @@ pub struct ImageSpec {
 }
 
 /// One image as the model sees it: `[3, height, width]`, channel by channel.
-pub fn load(path: &Path, spec: ImageSpec) -> Result<Vec<f32>, String> {
+pub fn load(path: &Path, spec: ImageSpec) -> Result<Vec<f32>, InputError> {
     // By content, not by name: artifacts are stored under their sha256, without an extension.
-    let error = |e: &dyn std::fmt::Display| format!("cannot read image {}: {e}", path.display());
+    let error = |source: image::ImageError| InputError::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    let io_error = |e: std::io::Error| error(image::ImageError::IoError(e));
     let decoded = image::io::Reader::open(path)
-        .map_err(|e| error(&e))?
+        .map_err(io_error)?
         .with_guessed_format()
-        .map_err(|e| error(&e))?
+        .map_err(io_error)?
         .decode()
-        .map_err(|e| error(&e))?
+        .map_err(error)?
         .to_rgb8();
     Ok(prepare(&decoded, spec))
 }
@@ -72,7 +77,7 @@ pub fn feed(
     start: usize,
     rows: usize,
     spec: ImageSpec,
-) -> Result<Feed, String> {
+) -> Result<Feed, InputError> {
     let given = [
         rows as i64,
         3,
@@ -85,16 +90,13 @@ pub fn feed(
             .iter()
             .map(|i| format!("`{}` {}", i.name, shape_text(&i.shape)))
             .collect();
-        return Err(format!(
-            "image input feeds one input [batch, 3, height, width]; this model takes {}",
-            names.join(", ")
-        ));
+        return Err(InputError::ImageInputs(names.join(", ")));
     };
     if input.dtype != "f32" {
-        return Err(format!(
-            "model input `{}` is {}, but image input is float32",
-            input.name, input.dtype
-        ));
+        return Err(InputError::NotImage {
+            name: input.name.clone(),
+            dtype: input.dtype.clone(),
+        });
     }
     let fits = input.shape.len() == 4
         && input
@@ -103,12 +105,12 @@ pub fn feed(
             .zip(given)
             .all(|(&want, have)| want < 0 || want == have);
     if !fits {
-        return Err(format!(
-            "model input `{}` expects shape {} but the workload gives {}",
-            input.name,
-            shape_text(&input.shape),
-            shape_text(&given)
-        ));
+        return Err(InputError::Shape {
+            name: input.name.clone(),
+            expected: shape_text(&input.shape),
+            given: shape_text(&given),
+            note: String::new(),
+        });
     }
     let values = (0..rows)
         .flat_map(|r| images[(start + r) % images.len()].iter().copied())
@@ -119,7 +121,7 @@ pub fn feed(
             given.iter().map(|&d| d as usize).collect(),
             TensorData::F32(values),
         )])
-        .map_err(|e| e.to_string())
+        .map_err(InputError::from)
 }
 
 #[cfg(test)]
@@ -188,12 +190,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("not-an-image.png");
         std::fs::write(&path, b"plain text").unwrap();
-        let err = load(&path, spec(4, 4, false)).unwrap_err();
+        let err = load(&path, spec(4, 4, false)).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("cannot read image {}", path.display())),
             "{err}"
         );
-        let err = load(Path::new("/nonexistent/page.png"), spec(4, 4, false)).unwrap_err();
+        let err = load(Path::new("/nonexistent/page.png"), spec(4, 4, false))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/page.png"), "{err}");
     }
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-/// Runs query number `i` of a phase (0, 1, 2, …).
-pub type Query<'a> = dyn FnMut(usize) -> Result<(), String> + 'a;
+/// Runs query number `i` of a phase (0, 1, 2, …); its error ends the phase.
+pub type Query<'a, E> = dyn FnMut(usize) -> Result<(), E> + 'a;
 
 /// When a repetition's measured phase stops: after both minimums are met, or at the maximum.
 #[derive(Debug, Clone, Copy)]
@@ -45,11 +45,11 @@ pub struct Phase {
 }
 
 /// Runs queries 0, 1, 2, … until `rules` say stop.
-pub fn run_phase(
-    query: &mut Query<'_>,
+pub fn run_phase<E>(
+    query: &mut Query<'_, E>,
     rules: RunLength,
     arrivals: Arrivals,
-) -> Result<Phase, String> {
+) -> Result<Phase, E> {
     let mut latencies = Vec::with_capacity(rules.min_queries.max(1024));
     let start = Instant::now();
     let mut schedule = match arrivals {
@@ -107,13 +107,13 @@ pub fn p99(latencies_ms: &[f64]) -> f64 {
 /// Binary search for the highest Poisson rate whose p99 stays within `bound_ms`, between 0 and
 /// a little above what one query at a time can sustain (`1 / service_ms`). Six trials, each run
 /// by `rules`; returns 0 when even the lowest trial fails.
-pub fn peak_search(
-    query: &mut Query<'_>,
+pub fn peak_search<E>(
+    query: &mut Query<'_, E>,
     rules: RunLength,
     service_ms: f64,
     bound_ms: f64,
     seed: u64,
-) -> Result<f64, String> {
+) -> Result<f64, E> {
     let (mut passing, mut failing) = (0.0, 1.2 * 1000.0 / service_ms.max(1e-6));
     for trial in 0..6 {
         let qps = (passing + failing) / 2.0;

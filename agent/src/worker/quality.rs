@@ -10,6 +10,28 @@ use crate::engine::FloatOutput;
 /// The metrics a suite can ask for.
 pub const METRICS: [&str; 4] = ["cosine", "logits", "classes", "ctc"];
 
+/// Why outputs cannot be compared.
+#[derive(Debug, thiserror::Error)]
+pub enum QualityError {
+    #[error("unknown quality metric `{metric}` (supported: {supported})", supported = METRICS.join(", "))]
+    UnknownMetric { metric: String },
+    #[error("the model's output shape {candidate:?} differs from the reference's {reference:?}")]
+    ShapeDiffers {
+        candidate: Vec<i64>,
+        reference: Vec<i64>,
+    },
+    #[error("logits have no dimensions")]
+    NoDimensions,
+    #[error("cosine needs a [batch, sequence, width] output, not {0:?}")]
+    NotPoolable(Vec<i64>),
+    #[error("mask of {mask} for a sequence of {sequence}")]
+    MaskLength { mask: usize, sequence: usize },
+    #[error("ctc needs a [1, time, classes] output, not {0:?}")]
+    NotCtc(Vec<i64>),
+    #[error("the model is a decoder but its quality reference is not")]
+    ReferenceNotDecoder,
+}
+
 /// Compares candidate and reference outputs, one pair per golden input (with its attention
 /// mask; empty for audio and image input); returns named values such as `cosine_mean`.
 ///
@@ -27,7 +49,7 @@ pub const METRICS: [&str; 4] = ["cosine", "logits", "classes", "ctc"];
 pub fn compare(
     metric: &str,
     pairs: &[(FloatOutput, FloatOutput, Vec<i64>)],
-) -> Result<BTreeMap<String, f64>, String> {
+) -> Result<BTreeMap<String, f64>, QualityError> {
     let mut out = BTreeMap::new();
     match metric {
         "cosine" => {
@@ -42,7 +64,7 @@ pub fn compare(
                         Ok(cosine(&mean_pool(c, mask)?, &mean_pool(r, mask)?))
                     }
                 })
-                .collect::<Result<Vec<f64>, String>>()?;
+                .collect::<Result<Vec<f64>, QualityError>>()?;
             out.insert("cosine_mean".into(), mean(&sims));
             out.insert(
                 "cosine_min".into(),
@@ -53,7 +75,7 @@ pub fn compare(
             let (mut agree, mut total, mut kl_sum) = (0usize, 0usize, 0.0);
             for (c, r, _) in pairs {
                 same_shape(c, r)?;
-                let vocab = *c.shape.last().ok_or("logits have no dimensions")? as usize;
+                let vocab = *c.shape.last().ok_or(QualityError::NoDimensions)? as usize;
                 for (cv, rv) in c.values.chunks(vocab).zip(r.values.chunks(vocab)) {
                     agree += usize::from(argmax(cv) == argmax(rv));
                     kl_sum += kl_divergence(rv, cv);
@@ -105,38 +127,37 @@ pub fn compare(
             out.insert("char_error_rate".into(), edits as f64 / chars.max(1) as f64);
         }
         other => {
-            return Err(format!(
-                "unknown quality metric `{other}` (supported: {})",
-                METRICS.join(", ")
-            ))
+            return Err(QualityError::UnknownMetric {
+                metric: other.to_string(),
+            })
         }
     }
     Ok(out)
 }
 
-fn same_shape(c: &FloatOutput, r: &FloatOutput) -> Result<(), String> {
+fn same_shape(c: &FloatOutput, r: &FloatOutput) -> Result<(), QualityError> {
     if c.shape == r.shape {
         Ok(())
     } else {
-        Err(format!(
-            "the model's output shape {:?} differs from the reference's {:?}",
-            c.shape, r.shape
-        ))
+        Err(QualityError::ShapeDiffers {
+            candidate: c.shape.clone(),
+            reference: r.shape.clone(),
+        })
     }
 }
 
 /// Mean over the sequence of a `[1, sequence, width]` output, counting only positions whose mask
 /// is 1: the sentence embedding of a transformer encoder.
-pub fn mean_pool(output: &FloatOutput, mask: &[i64]) -> Result<Vec<f64>, String> {
+pub fn mean_pool(output: &FloatOutput, mask: &[i64]) -> Result<Vec<f64>, QualityError> {
     let [_, seq, width] = output.shape[..] else {
-        return Err(format!(
-            "cosine needs a [batch, sequence, width] output, not {:?}",
-            output.shape
-        ));
+        return Err(QualityError::NotPoolable(output.shape.clone()));
     };
     let (seq, width) = (seq as usize, width as usize);
     if mask.len() != seq {
-        return Err(format!("mask of {} for a sequence of {seq}", mask.len()));
+        return Err(QualityError::MaskLength {
+            mask: mask.len(),
+            sequence: seq,
+        });
     }
     let mut sum = vec![0.0f64; width];
     let mut n = 0.0f64;
@@ -160,15 +181,10 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
 /// Greedy CTC decoding of a `[1, time, classes]` (or `[time, classes]`) output: the best class
 /// per step, repeats merged, blanks (class 0) dropped, the space (the last class) trimmed at
 /// both ends.
-pub fn ctc_decode(output: &FloatOutput) -> Result<Vec<usize>, String> {
+pub fn ctc_decode(output: &FloatOutput) -> Result<Vec<usize>, QualityError> {
     let classes = match output.shape[..] {
         [1, _, c] | [_, c] if c > 1 => c as usize,
-        _ => {
-            return Err(format!(
-                "ctc needs a [1, time, classes] output, not {:?}",
-                output.shape
-            ))
-        }
+        _ => return Err(QualityError::NotCtc(output.shape.clone())),
     };
     let mut labels = Vec::new();
     let mut previous = 0;
@@ -345,10 +361,12 @@ mod tests {
         );
         assert!(compare("bleu", &[])
             .unwrap_err()
+            .to_string()
             .contains("unknown quality metric"));
         let wide = out(&[1, 4], &[0.0; 4]);
         assert!(compare("classes", &[(a, wide, vec![])])
             .unwrap_err()
+            .to_string()
             .contains("differs"));
     }
 }

@@ -4,107 +4,55 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-use crate::engine::{Feed, FloatOutput, Model};
+use crate::engine::{EngineError, Feed, FloatOutput, Model};
 
 use super::audio_input::{self, AudioSpec, Stream};
+use super::error::{InputError, WorkerError};
 use super::image_input::{self, ImageSpec};
-use super::{text_input, WorkerJob};
+use super::protocol::{MediaInput, WorkerJob};
+use super::text_input;
 
-/// Audio or image input of a job (text input is the job's `sentences`); local file paths.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum MediaInput {
-    Audio {
-        files: Vec<PathBuf>,
-        sample_rate: u32,
-        chunk_samples: u32,
-        context_samples: u32,
-    },
-    Image {
-        files: Vec<PathBuf>,
-        width: u32,
-        height: u32,
-        /// stretch | pad
-        resize: String,
-        mean: [f32; 3],
-        std: [f32; 3],
-    },
+/// The audio settings of a job's media input, if it is audio.
+fn audio_spec(media: &MediaInput) -> Option<(&[PathBuf], AudioSpec)> {
+    match media {
+        MediaInput::Audio {
+            files,
+            sample_rate,
+            chunk_samples,
+            context_samples,
+        } => Some((
+            files,
+            AudioSpec {
+                sample_rate: *sample_rate,
+                chunk_samples: *chunk_samples,
+                context_samples: *context_samples,
+            },
+        )),
+        MediaInput::Image { .. } => None,
+    }
 }
 
-impl MediaInput {
-    /// Checks values that arrived over the wire (a suite already validated them once).
-    pub fn check(&self) -> Result<(), String> {
-        let ok = match self {
-            MediaInput::Audio {
-                files,
-                sample_rate,
-                chunk_samples,
-                ..
-            } => !files.is_empty() && *sample_rate > 0 && *chunk_samples > 0,
-            MediaInput::Image {
-                files,
-                width,
-                height,
-                resize,
-                std,
-                ..
-            } => {
-                !files.is_empty()
-                    && *width > 0
-                    && *height > 0
-                    && edgefleet_suites::Resize::NAMES.contains(&resize.as_str())
-                    && std.iter().all(|s| *s > 0.0)
-            }
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("the job's input settings are not usable: {self:?}"))
-        }
-    }
-
-    fn audio_spec(&self) -> Option<(&[PathBuf], AudioSpec)> {
-        match self {
-            MediaInput::Audio {
-                files,
-                sample_rate,
-                chunk_samples,
-                context_samples,
-            } => Some((
-                files,
-                AudioSpec {
-                    sample_rate: *sample_rate,
-                    chunk_samples: *chunk_samples,
-                    context_samples: *context_samples,
-                },
-            )),
-            MediaInput::Image { .. } => None,
-        }
-    }
-
-    fn image_spec(&self) -> Option<(&[PathBuf], ImageSpec)> {
-        match self {
-            MediaInput::Image {
-                files,
-                width,
-                height,
-                resize,
-                mean,
-                std,
-            } => Some((
-                files,
-                ImageSpec {
-                    width: *width,
-                    height: *height,
-                    pad: resize == "pad",
-                    mean: *mean,
-                    std: *std,
-                },
-            )),
-            MediaInput::Audio { .. } => None,
-        }
+/// The image settings of a job's media input, if it is images.
+fn image_spec(media: &MediaInput) -> Option<(&[PathBuf], ImageSpec)> {
+    match media {
+        MediaInput::Image {
+            files,
+            width,
+            height,
+            resize,
+            mean,
+            std,
+        } => Some((
+            files,
+            ImageSpec {
+                width: *width,
+                height: *height,
+                pad: resize == "pad",
+                mean: *mean,
+                std: *std,
+            },
+        )),
+        MediaInput::Audio { .. } => None,
     }
 }
 
@@ -125,7 +73,7 @@ pub struct Prepared {
 
 impl Queries {
     /// Reads and prepares the job's input for `model`, `job.batch` samples a query.
-    pub fn prepare(job: &WorkerJob, model: &Model) -> Result<Prepared, String> {
+    pub fn prepare(job: &WorkerJob, model: &Model) -> Result<Prepared, WorkerError> {
         let rows = job.batch.max(1) as usize;
         match &job.media {
             None => {
@@ -136,11 +84,9 @@ impl Queries {
                     .map(|start| {
                         let batch = text_input::batch(&sentences, start, rows);
                         let named = text_input::feed_for(model, &batch)?;
-                        model
-                            .feed(named, [batch.rows, batch.columns])
-                            .map_err(|e| e.to_string())
+                        Ok(model.feed(named, [batch.rows, batch.columns])?)
                     })
-                    .collect::<Result<Vec<_>, String>>()?;
+                    .collect::<Result<Vec<_>, WorkerError>>()?;
                 Ok(Prepared {
                     queries: Queries::Feeds(feeds),
                     mean_tokens,
@@ -148,14 +94,14 @@ impl Queries {
             }
             Some(media) => {
                 media.check()?;
-                let queries = if let Some((files, spec)) = media.audio_spec() {
+                let queries = if let Some((files, spec)) = audio_spec(media) {
                     let chunks = files
                         .iter()
                         .map(|f| audio_input::load_chunks(f, spec))
                         .collect::<Result<Vec<_>, _>>()?;
                     Queries::Stream(Stream::new(model, &chunks, spec, rows)?)
                 } else {
-                    let (files, spec) = media.image_spec().expect("audio or image");
+                    let (files, spec) = image_spec(media).expect("audio or image");
                     let images = files
                         .iter()
                         .map(|f| image_input::load(f, spec))
@@ -174,11 +120,9 @@ impl Queries {
     }
 
     /// Runs query `i` and drops its outputs.
-    pub fn run(&mut self, model: &mut Model, i: usize) -> Result<(), String> {
+    pub fn run(&mut self, model: &mut Model, i: usize) -> Result<(), EngineError> {
         match self {
-            Queries::Feeds(feeds) => model
-                .run(&feeds[i % feeds.len()])
-                .map_err(|e| e.to_string()),
+            Queries::Feeds(feeds) => model.run(&feeds[i % feeds.len()]),
             Queries::Stream(stream) => stream.run(model, i, false).map(drop),
         }
     }
@@ -191,13 +135,13 @@ pub fn quality_pairs(
     media: &MediaInput,
     candidate: &mut Model,
     reference: &mut Model,
-) -> Result<Vec<(FloatOutput, FloatOutput, Vec<i64>)>, String> {
+) -> Result<Vec<(FloatOutput, FloatOutput, Vec<i64>)>, WorkerError> {
     media.check()?;
     let mut pairs = Vec::new();
-    if let Some((files, spec)) = media.audio_spec() {
+    if let Some((files, spec)) = audio_spec(media) {
         for file in files {
             let chunks = vec![audio_input::load_chunks(file, spec)?];
-            let track = |model: &mut Model| -> Result<FloatOutput, String> {
+            let track = |model: &mut Model| -> Result<FloatOutput, InputError> {
                 let mut stream = Stream::new(model, &chunks, spec, 1)?;
                 let mut shape = Vec::new();
                 let mut values = Vec::new();
@@ -209,26 +153,25 @@ pub fn quality_pairs(
                     values.extend(out.values);
                 }
                 if values.len() as i64 != shape.iter().product::<i64>() {
-                    return Err(format!(
-                        "the model's output per chunk is not one row ({} values over {} chunks)",
-                        values.len(),
-                        stream.len()
-                    ));
+                    return Err(InputError::NotOneRowPerChunk {
+                        values: values.len(),
+                        chunks: stream.len(),
+                    });
                 }
                 Ok(FloatOutput { shape, values })
             };
             pairs.push((track(candidate)?, track(reference)?, Vec::new()));
         }
     } else {
-        let (files, spec) = media.image_spec().expect("audio or image");
+        let (files, spec) = image_spec(media).expect("audio or image");
         let images = files
             .iter()
             .map(|f| image_input::load(f, spec))
             .collect::<Result<Vec<_>, _>>()?;
         for i in 0..images.len() {
-            let output = |model: &mut Model| -> Result<FloatOutput, String> {
+            let output = |model: &mut Model| -> Result<FloatOutput, InputError> {
                 let feed = image_input::feed(model, &images, i, 1, spec)?;
-                model.run_output(&feed).map_err(|e| e.to_string())
+                Ok(model.run_output(&feed)?)
             };
             pairs.push((output(candidate)?, output(reference)?, Vec::new()));
         }

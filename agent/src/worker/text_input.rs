@@ -1,8 +1,9 @@
 //! Text input for a worker: sentences through the model's tokenizer, grouped into batches padded
 //! to a common length, and matched to the model's declared inputs by name and shape.
 
+use super::error::InputError;
+use super::protocol::WorkerJob;
 use crate::engine::Model;
-use crate::worker::WorkerJob;
 
 /// One sentence as token ids, mask and type ids.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,24 +24,24 @@ pub struct TokenBatch {
 }
 
 /// Tokenizes every sentence of the job (padding/truncating to its sequence length, if set).
-pub fn tokenize(job: &WorkerJob) -> Result<Vec<TokenInput>, String> {
+pub fn tokenize(job: &WorkerJob) -> Result<Vec<TokenInput>, InputError> {
     encode(&load_tokenizer(job)?, &job.sentences)
 }
 
 /// The model's tokenizer, set to pad/truncate to the job's sequence length (if any).
-pub fn load_tokenizer(job: &WorkerJob) -> Result<tokenizers::Tokenizer, String> {
-    let path = job
-        .tokenizer_path
-        .as_ref()
-        .ok_or("text input needs the model's tokenizer.json, and the model has none")?;
-    let mut tokenizer = tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
+pub fn load_tokenizer(job: &WorkerJob) -> Result<tokenizers::Tokenizer, InputError> {
+    let path = job.tokenizer_path.as_ref().ok_or(InputError::NoTokenizer)?;
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(path).map_err(|e| InputError::Tokenizer {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     match job.sequence_length {
         None => {
             tokenizer.with_padding(None);
             tokenizer
                 .with_truncation(None)
-                .map_err(|e| format!("tokenizer: {e}"))?;
+                .map_err(|e| InputError::TokenizerSettings(e.to_string()))?;
         }
         Some(len) => {
             let len = len as usize;
@@ -53,7 +54,7 @@ pub fn load_tokenizer(job: &WorkerJob) -> Result<tokenizers::Tokenizer, String> 
                     max_length: len,
                     ..Default::default()
                 }))
-                .map_err(|e| format!("tokenizer: {e}"))?;
+                .map_err(|e| InputError::TokenizerSettings(e.to_string()))?;
         }
     }
     Ok(tokenizer)
@@ -63,16 +64,19 @@ pub fn load_tokenizer(job: &WorkerJob) -> Result<tokenizers::Tokenizer, String> 
 pub fn encode(
     tokenizer: &tokenizers::Tokenizer,
     sentences: &[String],
-) -> Result<Vec<TokenInput>, String> {
+) -> Result<Vec<TokenInput>, InputError> {
     if sentences.is_empty() {
-        return Err("the workload has no sentences".into());
+        return Err(InputError::NoSentences);
     }
     sentences
         .iter()
         .map(|s| {
             let enc = tokenizer
                 .encode(s.as_str(), true)
-                .map_err(|e| format!("cannot tokenize `{s}`: {e}"))?;
+                .map_err(|e| InputError::Tokenize {
+                    sentence: s.clone(),
+                    message: e.to_string(),
+                })?;
             let widen = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>();
             Ok(TokenInput {
                 ids: widen(enc.get_ids()),
@@ -106,7 +110,7 @@ pub fn batch(sentences: &[TokenInput], start: usize, rows: usize) -> TokenBatch 
 
 /// Matches a batch to the model's declared inputs; an input text cannot feed, or a shape the
 /// model cannot take, is an error naming the input with the expected and the given shape.
-pub fn feed_for(model: &Model, batch: &TokenBatch) -> Result<Vec<(String, Vec<i64>)>, String> {
+pub fn feed_for(model: &Model, batch: &TokenBatch) -> Result<Vec<(String, Vec<i64>)>, InputError> {
     let given = [batch.rows as i64, batch.columns as i64];
     let mut feed = Vec::new();
     for input in &model.inputs {
@@ -115,18 +119,18 @@ pub fn feed_for(model: &Model, batch: &TokenBatch) -> Result<Vec<(String, Vec<i6
             "attention_mask" => batch.attention_mask.clone(),
             "token_type_ids" => batch.type_ids.clone(),
             other => {
-                return Err(format!(
-                    "model input `{other}` ({} {}) cannot be fed from text; text feeds input_ids, attention_mask and token_type_ids",
-                    input.dtype,
-                    shape_text(&input.shape)
-                ))
+                return Err(InputError::NotText {
+                    name: other.to_string(),
+                    dtype: input.dtype.clone(),
+                    shape: shape_text(&input.shape),
+                })
             }
         };
         if input.dtype != "i64" {
-            return Err(format!(
-                "model input `{}` is {}, but token inputs are int64",
-                input.name, input.dtype
-            ));
+            return Err(InputError::NotTokens {
+                name: input.name.clone(),
+                dtype: input.dtype.clone(),
+            });
         }
         let fits = input.shape.len() == 2
             && input
@@ -135,18 +139,18 @@ pub fn feed_for(model: &Model, batch: &TokenBatch) -> Result<Vec<(String, Vec<i6
                 .zip(given)
                 .all(|(&want, have)| want < 0 || want == have);
         if !fits {
-            let hint = match input.shape.get(1) {
+            let note = match input.shape.get(1) {
                 Some(&n) if n > 0 && n != given[1] => {
                     format!("; set `sequence_length = {n}` in the suite's [input]")
                 }
                 _ => String::new(),
             };
-            return Err(format!(
-                "model input `{}` expects shape {} but the workload gives {}{hint}",
-                input.name,
-                shape_text(&input.shape),
-                shape_text(&given)
-            ));
+            return Err(InputError::Shape {
+                name: input.name.clone(),
+                expected: shape_text(&input.shape),
+                given: shape_text(&given),
+                note,
+            });
         }
         feed.push((input.name.clone(), values));
     }
