@@ -1,5 +1,11 @@
 //! Latency statistics over warm queries: nearest-rank percentiles, mean and standard deviation,
 //! bootstrap confidence intervals for percentiles, and the spread of repetitions.
+//!
+//! Written here rather than taken from a statistics crate on purpose: the crates at hand
+//! interpolate percentiles (a p99 that no query took) or estimate them from buckets, and
+//! bootstrap by Monte Carlo (an interval that changes from run to run). Results must hold a
+//! latency that was measured and the same interval for the same samples; both functions are a
+//! few lines and tested against hand-worked tables below.
 
 use serde::{Deserialize, Serialize};
 
