@@ -144,15 +144,7 @@ pub fn model_spec(model: &ModelRow) -> ModelSpec {
         name: model.name.clone(),
         version: model.version.clone(),
         quantization: model.quantization.clone(),
-        files: model
-            .files
-            .iter()
-            .map(|f| ArtifactRef {
-                file_name: f.file_name.clone(),
-                sha256: f.sha256.clone(),
-                size_bytes: f.size_bytes,
-            })
-            .collect(),
+        files: model.artifact_refs(),
     }
 }
 

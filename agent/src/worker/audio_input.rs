@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::engine::{Carry, EngineError, Feed, FloatOutput, Model, TensorData};
 
-use super::error::InputError;
+use super::error::{InputError, WavError};
 use super::text_input::shape_text;
 
 /// A decoded WAV file: mono samples in [-1, 1].
@@ -17,26 +17,6 @@ pub struct Wav {
     /// Channels in the file (averaged into `samples`).
     pub channels: u16,
     pub samples: Vec<f32>,
-}
-
-/// Why bytes are not a WAV file edgefleet can read.
-#[derive(Debug, thiserror::Error)]
-pub enum WavError {
-    #[error("not a WAV file (no RIFF/WAVE header)")]
-    NotWav,
-    #[error("the WAV file has no `fmt ` chunk")]
-    NoFormat,
-    #[error("the WAV file has no `data` chunk")]
-    NoData,
-    #[error("the WAV `fmt ` chunk is too short")]
-    FormatTooShort,
-    #[error("the WAV file declares no channels or a sample rate of 0")]
-    NoChannels,
-    #[error("unsupported WAV encoding (format {tag}, {bits} bits); use PCM of 8 to 32 bits or 32-bit float")]
-    Unsupported { tag: u16, bits: u16 },
-    /// Anything else `hound` found wrong with the file.
-    #[error(transparent)]
-    Malformed(hound::Error),
 }
 
 /// Reads a RIFF/WAVE file: PCM of 8, 16, 24 or 32 bits, or 32-bit float (also in the

@@ -1,4 +1,5 @@
-//! The worker's errors: [`InputError`] for preparing text, audio and image input, and
+//! The worker's errors: [`InputError`] for preparing text, audio and image input (with
+//! [`WavError`] for audio files), and
 //! [`WorkerError`], why a job failed. A failed job crosses to the daemon as
 //! [`WorkerOutcome::Failed`](super::protocol::WorkerOutcome::Failed), the error's `Display`.
 
@@ -6,9 +7,28 @@ use std::path::PathBuf;
 
 use crate::engine::EngineError;
 
-use super::audio_input::WavError;
 use super::protocol::ProtocolError;
 use super::quality::QualityError;
+
+/// Why bytes are not a WAV file edgefleet can read.
+#[derive(Debug, thiserror::Error)]
+pub enum WavError {
+    #[error("not a WAV file (no RIFF/WAVE header)")]
+    NotWav,
+    #[error("the WAV file has no `fmt ` chunk")]
+    NoFormat,
+    #[error("the WAV file has no `data` chunk")]
+    NoData,
+    #[error("the WAV `fmt ` chunk is too short")]
+    FormatTooShort,
+    #[error("the WAV file declares no channels or a sample rate of 0")]
+    NoChannels,
+    #[error("unsupported WAV encoding (format {tag}, {bits} bits); use PCM of 8 to 32 bits or 32-bit float")]
+    Unsupported { tag: u16, bits: u16 },
+    /// Anything else `hound` found wrong with the file.
+    #[error(transparent)]
+    Malformed(hound::Error),
+}
 
 /// Why a job's input cannot be read or fed to its model.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! Table-driven checks of suite parsing: what a good suite turns into, and where each bad one is
-//! caught.
+//! caught. Long because it holds one case per field the format checks.
 
 use std::time::Duration;
 

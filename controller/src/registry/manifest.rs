@@ -2,7 +2,7 @@
 //! quantization, opset, the input/output signature), encoded as a protobuf `Manifest` and signed
 //! with the controller's key. Agents verify the exact bytes signed.
 
-use edgefleet_proto::v1::{ArtifactRef, Manifest, TensorSignature};
+use edgefleet_proto::v1::{Manifest, TensorSignature};
 use prost::Message;
 
 use super::signing::ManifestSigner;
@@ -49,15 +49,7 @@ pub fn manifest_of(model: &ModelRow) -> Manifest {
         version: model.version.clone(),
         quantization: model.quantization.clone(),
         opset: model.opset,
-        files: model
-            .files
-            .iter()
-            .map(|f| ArtifactRef {
-                file_name: f.file_name.clone(),
-                sha256: f.sha256.clone(),
-                size_bytes: f.size_bytes,
-            })
-            .collect(),
+        files: model.artifact_refs(),
         inputs,
         outputs,
         created_unix_ms: model.created_ms,

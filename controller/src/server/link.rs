@@ -122,12 +122,16 @@ impl AgentLink for LinkService {
         // Jobs planned for this agent that never reported back (it was offline, or restarted
         // mid-run) go out again; the agent skips any it already has. Sent from a task: the
         // stream's buffer only drains once this call has returned it.
-        let pending = ctl
-            .store
-            .pending_jobs(&hello.agent_id)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let commands = rollout_driver::commands_for_agent(ctl, &hello.agent_id)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        // A stored row that cannot be read keeps nothing else from going out; it is logged.
+        let pending = ctl.store.pending_jobs(&hello.agent_id).unwrap_or_else(|e| {
+            tracing::error!(agent = %hello.name, error = %e, "cannot resend unfinished jobs");
+            Vec::new()
+        });
+        let commands =
+            rollout_driver::commands_for_agent(ctl, &hello.agent_id).unwrap_or_else(|e| {
+                tracing::error!(agent = %hello.name, error = %e, "cannot resend rollout commands");
+                Vec::new()
+            });
         let name = hello.name.clone();
         tokio::spawn(async move {
             for command in commands {

@@ -1,6 +1,7 @@
 //! The model registry: versions, their files in order, and the content-addressed artifacts they
 //! (and suites' input files) point to.
 
+use edgefleet_proto::v1::ArtifactRef;
 use rusqlite::{params, OptionalExtension};
 
 use super::{decode_json, Store, StoreError};
@@ -48,6 +49,18 @@ pub struct TensorShape {
 }
 
 impl ModelRow {
+    /// The version's files as the wire names them (manifests, jobs, listings).
+    pub fn artifact_refs(&self) -> Vec<ArtifactRef> {
+        self.files
+            .iter()
+            .map(|f| ArtifactRef {
+                file_name: f.file_name.clone(),
+                sha256: f.sha256.clone(),
+                size_bytes: f.size_bytes,
+            })
+            .collect()
+    }
+
     /// The declared inputs and outputs (the store has checked that they decode).
     pub fn signature(&self) -> ModelSignature {
         serde_json::from_str(&self.signature_json).unwrap_or_default()

@@ -4,8 +4,8 @@
 use std::io::Read;
 
 use edgefleet_proto::v1::{
-    add_model_request, AddModelRequest, ArtifactRef, ListModelsReply, ModelDetail, ModelInfo,
-    ModelPlacement, ModelRequest, RemoveModelReply, RemoveModelRequest,
+    add_model_request, AddModelRequest, ListModelsReply, ModelDetail, ModelInfo, ModelPlacement,
+    ModelRequest, RemoveModelReply, RemoveModelRequest,
 };
 use tonic::{Status, Streaming};
 
@@ -258,21 +258,14 @@ pub(super) fn find_model(ctl: &Controller, name: &str, version: &str) -> Result<
 
 fn model_info(m: ModelRow) -> ModelInfo {
     let (inputs, outputs) = manifest::signatures(&m);
+    let files = m.artifact_refs();
     ModelInfo {
         inputs,
         outputs,
         name: m.name,
         version: m.version,
         quantization: m.quantization,
-        files: m
-            .files
-            .into_iter()
-            .map(|f| ArtifactRef {
-                file_name: f.file_name,
-                sha256: f.sha256,
-                size_bytes: f.size_bytes,
-            })
-            .collect(),
+        files,
         opset: m.opset,
         created_unix_ms: m.created_ms,
         manifest: m.manifest,

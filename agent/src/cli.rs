@@ -1,0 +1,257 @@
+//! The `edgefleet-agent` command line: its shape (clap derive) and each command: `run` (the
+//! daemon, until SIGTERM), `check` (the device profile and whether ONNX Runtime loads) and `bench`
+//! (a suite on this device alone).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edgefleet_agent::config::{AgentConfig, ConfigFile, Overrides};
+use tokio_util::sync::CancellationToken;
+
+/// The edgefleet agent: runs on an edge device, dials the controller, and benchmarks the ONNX
+/// models it is sent.
+#[derive(Parser)]
+#[command(name = "edgefleet-agent", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the daemon: connect to the controller and carry out its jobs.
+    Run(DaemonArgs),
+    /// Print this device's hardware profile and whether ONNX Runtime loads, then exit.
+    Check(DaemonArgs),
+    /// Run a suite on this device alone (models named as .onnx files in the suite) and print a
+    /// table, or result records with --json.
+    Bench {
+        suite: PathBuf,
+        /// Print a JSON array of result records instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to this binary).
+        #[arg(long, env = "EDGEFLEET_ONNXRUNTIME")]
+        onnxruntime_library: Option<PathBuf>,
+        #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT", default_value = "/")]
+        sensors_root: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct DaemonArgs {
+    /// Config file (TOML); flags given here win over it.
+    #[arg(long, env = "EDGEFLEET_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// The controller's address, e.g. http://controller:7070.
+    #[arg(long, env = "EDGEFLEET_CONTROLLER")]
+    controller: Option<String>,
+    /// The enrollment token the controller expects.
+    #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The name this device shows under (default: its hostname).
+    #[arg(long, env = "EDGEFLEET_AGENT_NAME")]
+    name: Option<String>,
+    /// A label key=value, e.g. site=store-42 (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Where the agent keeps its id and models (default /var/lib/edgefleet-agent).
+    #[arg(long, env = "EDGEFLEET_AGENT_DATA")]
+    data_dir: Option<PathBuf>,
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to this binary).
+    #[arg(long, env = "EDGEFLEET_ONNXRUNTIME")]
+    onnxruntime_library: Option<PathBuf>,
+    /// Read sensors under this root instead of / (for tests and containers).
+    #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT")]
+    sensors_root: Option<PathBuf>,
+    /// Cap model downloads at this many megabytes per second.
+    #[arg(long, value_name = "MB_PER_S")]
+    download_limit: Option<f64>,
+    /// Refuse installs that would leave less free disk than this many megabytes (default 100).
+    #[arg(long, value_name = "MB")]
+    min_free_disk_mb: Option<u64>,
+}
+
+impl DaemonArgs {
+    /// The config, or the exit code for a bad one after saying why.
+    fn resolve(self) -> Result<AgentConfig, ExitCode> {
+        self.try_resolve().map_err(|e| {
+            eprintln!("edgefleet-agent: {e:#}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        })
+    }
+
+    fn try_resolve(self) -> anyhow::Result<AgentConfig> {
+        let file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let config = AgentConfig::resolve(
+            file,
+            Overrides {
+                controller: self.controller,
+                enrollment_token: self.token,
+                name: self.name,
+                labels: self.labels,
+                data_dir: self.data_dir,
+                onnxruntime_library: self.onnxruntime_library,
+                sensors_root: self.sensors_root,
+                download_limit_mb_per_s: self.download_limit,
+                min_free_disk_mb: self.min_free_disk_mb,
+            },
+        )?;
+        Ok(config)
+    }
+}
+
+/// The exit code for a configuration that cannot be used (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+pub(crate) fn bench(
+    suite: &std::path::Path,
+    json: bool,
+    library: Option<PathBuf>,
+    sensors_root: PathBuf,
+) -> ExitCode {
+    let library = match edgefleet_agent::runtime_library::locate(library.as_deref()) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = edgefleet_agent::local::LocalRun {
+        onnxruntime_library: library,
+        sensors_root,
+        agent_name: sysinfo::System::host_name().unwrap_or_else(|_| "local".into()),
+    };
+    // Through anyhow, so that `{:#}` prints each error's causes after it.
+    let outcome = small_runtime()
+        .block_on(edgefleet_agent::local::run(suite, &local))
+        .map_err(anyhow::Error::from);
+    match outcome {
+        Ok(records) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&records).expect("records serialize")
+                );
+            } else {
+                edgefleet_agent::local::print_table(&records);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at `info`, or as `EDGEFLEET_LOG` says (`debug`, `edgefleet_agent=debug,info`).
+/// A target filter rather than tracing's `EnvFilter`, whose regex engine would otherwise sit in
+/// the daemon's resident memory.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("EDGEFLEET_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
+        .init();
+}
+
+pub(crate) fn daemon(args: DaemonArgs) -> ExitCode {
+    init_logging();
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = small_runtime();
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        edgefleet_agent::run(config, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The daemon is mostly idle I/O: one thread is enough and keeps its footprint small.
+fn small_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+pub(crate) fn check(args: DaemonArgs) -> ExitCode {
+    // `check` needs no controller: fill in placeholders so only the runtime settings matter.
+    let args = DaemonArgs {
+        controller: args.controller.or(Some("http://unused".into())),
+        token: args.token.or(Some(String::new())),
+        ..args
+    };
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = small_runtime();
+    let profile = runtime.block_on(edgefleet_agent::hardware::probe(&config));
+    println!("arch          {}", profile.arch);
+    println!(
+        "cpu           {} ({} cores)",
+        profile.cpu_model, profile.cpu_cores
+    );
+    println!(
+        "memory        {:.1} GiB",
+        profile.memory_bytes as f64 / (1u64 << 30) as f64
+    );
+    println!("os            {}", profile.os);
+    println!("kernel        {}", profile.kernel);
+    println!(
+        "governor      {}",
+        if profile.cpu_governor.is_empty() {
+            "-"
+        } else {
+            &profile.cpu_governor
+        }
+    );
+    if profile.runtime_error.is_empty() {
+        println!("onnxruntime   {}", profile.onnxruntime_version);
+        println!("providers     {}", profile.execution_providers.join(", "));
+        ExitCode::SUCCESS
+    } else {
+        println!("onnxruntime   unavailable");
+        eprintln!("edgefleet-agent: {}", profile.runtime_error);
+        ExitCode::FAILURE
+    }
+}
