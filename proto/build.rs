@@ -28,7 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Admin replies the CLI prints as JSON.
-const JSON_MESSAGES: [&str; 10] = [
+const JSON_MESSAGES: [&str; 13] = [
+    "EnrollmentTokenReply",
+    "AdminTokenInfo",
+    "AdminTokenReply",
     "AgentInfo",
     "HardwareProfile",
     "ModelInfo",
@@ -43,7 +46,23 @@ const JSON_MESSAGES: [&str; 10] = [
 
 /// Fields whose JSON name or form differs from the wire: ids and agents named as people read
 /// them, times as RFC 3339, waves counted from 1, signed bytes left to `models show`.
-const JSON_FIELDS: [(&str, &str); 14] = [
+const JSON_FIELDS: [(&str, &str); 18] = [
+    (
+        "EnrollmentTokenReply.expires_unix_ms",
+        r#"#[serde(rename = "expires_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "AdminTokenInfo.created_unix_ms",
+        r#"#[serde(rename = "created_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "AdminTokenInfo.revoked_unix_ms",
+        r#"#[serde(rename = "revoked_at", serialize_with = "crate::json::rfc3339_or_null")]"#,
+    ),
+    (
+        "AgentInfo.revoked_unix_ms",
+        r#"#[serde(rename = "revoked_at", serialize_with = "crate::json::rfc3339_or_null")]"#,
+    ),
     ("AgentInfo.agent_id", r#"#[serde(rename = "id")]"#),
     (
         "AgentInfo.last_seen_unix_ms",

@@ -44,10 +44,17 @@ pub(crate) struct DaemonArgs {
     /// Config file (TOML); flags given here win over it.
     #[arg(long, env = "EDGEFLEET_AGENT_CONFIG")]
     config: Option<PathBuf>,
-    /// The controller's address, e.g. http://controller:7070.
+    /// The controller's address, e.g. https://controller:7070.
     #[arg(long, env = "EDGEFLEET_CONTROLLER")]
     controller: Option<String>,
-    /// The enrollment token the controller expects.
+    /// The one-time token from `edgefleet agents enroll`; needed once, until the agent holds its
+    /// certificate (kept in the data directory).
+    #[arg(long, env = "EDGEFLEET_ENROLL_TOKEN", hide_env_values = true)]
+    enroll_token: Option<String>,
+    /// Plaintext (http://) to a controller started with --insecure; no certificates.
+    #[arg(long)]
+    insecure: bool,
+    /// With --insecure only: the shared token that controller expects.
     #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The name this device shows under (default: its hostname).
@@ -91,7 +98,9 @@ impl DaemonArgs {
             file,
             Overrides {
                 controller: self.controller,
+                insecure: self.insecure,
                 enrollment_token: self.token,
+                enroll_token: self.enroll_token,
                 name: self.name,
                 labels: self.labels,
                 data_dir: self.data_dir,
@@ -181,15 +190,18 @@ pub(crate) fn daemon(args: DaemonArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        edgefleet_agent::run(config, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        edgefleet_agent::run(config, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("edgefleet-agent: {e:#}");
-            ExitCode::FAILURE
+            let code = if e.is_config() {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            };
+            eprintln!("edgefleet-agent: {:#}", anyhow::Error::from(e));
+            code
         }
     }
 }
@@ -216,7 +228,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 pub(crate) fn check(args: DaemonArgs) -> ExitCode {
     // `check` needs no controller: fill in placeholders so only the runtime settings matter.
     let args = DaemonArgs {
-        controller: args.controller.or(Some("http://unused".into())),
+        controller: args.controller.or(Some("https://unused".into())),
         token: args.token.or(Some(String::new())),
         ..args
     };

@@ -28,8 +28,14 @@ pub enum ConfigError {
     NoController,
     #[error("controller address `{0}` must start with http:// or https://")]
     ControllerScheme(String),
+    #[error("controller address `{0}` is plaintext: use https://, or pass --insecure for a controller started with --insecure")]
+    Plaintext(String),
+    #[error("controller address `{0}` is https:// but --insecure asks for plaintext; use http:// with --insecure")]
+    InsecureHttps(String),
     #[error("no enrollment token: pass --token or set `enrollment_token` in the config file")]
     NoToken,
+    #[error("{0}")]
+    EnrollToken(#[from] edgefleet_proto::tokens::TokenError),
     #[error("label `{0}` is not key=value")]
     Label(String),
     #[error("controller_key: {0}")]
@@ -58,9 +64,15 @@ pub enum ConfigError {
 /// Everything the daemon needs to run, already validated.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The controller's address, e.g. `http://controller.example:7070`.
+    /// The controller's address, e.g. `https://controller.example:7070`.
     pub controller: String,
+    /// Plaintext to a controller started with `--insecure`: the shared token below and a
+    /// self-chosen id instead of a certificate.
+    pub insecure: bool,
+    /// The shared token of an `--insecure` controller (empty otherwise).
     pub enrollment_token: String,
+    /// A one-time token to enroll with, used when the agent holds no certificate yet.
+    pub enroll_token: Option<edgefleet_proto::tokens::EnrollmentToken>,
     pub name: String,
     pub labels: BTreeMap<String, String>,
     /// Where the agent keeps its id, its models and its queue.
@@ -88,7 +100,12 @@ pub struct AgentConfig {
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub controller: Option<String>,
+    /// Plaintext to an `--insecure` controller.
+    #[serde(default)]
+    pub insecure: bool,
     pub enrollment_token: Option<String>,
+    /// A one-time token from `edgefleet agents enroll`.
+    pub enroll_token: Option<String>,
     pub name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -128,7 +145,9 @@ impl ConfigFile {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub controller: Option<String>,
+    pub insecure: bool,
     pub enrollment_token: Option<String>,
+    pub enroll_token: Option<String>,
     pub name: Option<String>,
     pub labels: Vec<String>,
     pub data_dir: Option<PathBuf>,
@@ -145,13 +164,25 @@ impl AgentConfig {
             .controller
             .or(file.controller)
             .ok_or(ConfigError::NoController)?;
-        if !(controller.starts_with("http://") || controller.starts_with("https://")) {
-            return Err(ConfigError::ControllerScheme(controller));
+        let insecure = flags.insecure || file.insecure;
+        match (controller.split_once("://").map(|(s, _)| s), insecure) {
+            (Some("https"), false) | (Some("http"), true) => {}
+            (Some("http"), false) => return Err(ConfigError::Plaintext(controller)),
+            (Some("https"), true) => return Err(ConfigError::InsecureHttps(controller)),
+            _ => return Err(ConfigError::ControllerScheme(controller)),
         }
-        let enrollment_token = flags
-            .enrollment_token
-            .or(file.enrollment_token)
-            .ok_or(ConfigError::NoToken)?;
+        // Plaintext agents present the controller's shared token; TLS agents enroll instead.
+        let enrollment_token = match flags.enrollment_token.or(file.enrollment_token) {
+            Some(token) => token,
+            None if insecure => return Err(ConfigError::NoToken),
+            None => String::new(),
+        };
+        let enroll_token = flags
+            .enroll_token
+            .or(file.enroll_token)
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| edgefleet_proto::tokens::EnrollmentToken::parse(&t))
+            .transpose()?;
         let name = match flags.name.or(file.name) {
             Some(name) => name,
             None => sysinfo::System::host_name().unwrap_or_else(|_| "edge-device".to_string()),
@@ -193,7 +224,9 @@ impl AgentConfig {
                 .saturating_mul(1_000_000),
             keep_versions,
             controller,
+            insecure,
             enrollment_token,
+            enroll_token,
             name,
             labels,
             data_dir,
@@ -214,13 +247,18 @@ pub fn parse_label(s: &str) -> Result<(String, String), ConfigError> {
     }
 }
 
-/// The agent's id, created once and kept in `data_dir/agent-id` so the controller recognises the
-/// device across restarts.
-pub fn load_or_create_identity(data_dir: &Path) -> Result<String, ConfigError> {
+/// Creates the data folder if it is missing.
+pub fn create_data_dir(data_dir: &Path) -> Result<(), ConfigError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ConfigError::CreateDataDir {
         path: data_dir.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// The id of an `--insecure` agent, created once and kept in `data_dir/agent-id` so the
+/// controller recognises the device across restarts (a TLS agent's id is in its certificate).
+pub fn load_or_create_identity(data_dir: &Path) -> Result<String, ConfigError> {
+    create_data_dir(data_dir)?;
     let path = data_dir.join("agent-id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
@@ -245,17 +283,17 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_and_labels_merge() {
         let file: ConfigFile = toml::from_str(
-            "controller = \"http://a:1\"\nenrollment_token = \"t\"\n[labels]\nsite = \"lab\"\nhw = \"rpi5\"\n",
+            "controller = \"https://a:1\"\n[labels]\nsite = \"lab\"\nhw = \"rpi5\"\n",
         )
         .unwrap();
         let flags = Overrides {
-            controller: Some("http://b:2".into()),
+            controller: Some("https://b:2".into()),
             labels: vec!["site=store-42".into()],
             name: Some("gw".into()),
             ..Overrides::default()
         };
         let c = AgentConfig::resolve(file, flags).unwrap();
-        assert_eq!(c.controller, "http://b:2");
+        assert_eq!(c.controller, "https://b:2");
         assert_eq!(c.labels["site"], "store-42");
         assert_eq!(c.labels["hw"], "rpi5");
         assert_eq!(c.name, "gw");
@@ -272,6 +310,33 @@ mod tests {
         assert!(err.to_string().contains("must start with http://"), "{err}");
         let err = AgentConfig::resolve(ConfigFile::default(), Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("no controller address"), "{err}");
+        // Plaintext only when asked for in so many words, and then with the shared token.
+        let err =
+            AgentConfig::resolve(ConfigFile::default(), flags("http://ctl:7070")).unwrap_err();
+        assert!(err.to_string().contains("is plaintext"), "{err}");
+        let insecure = |token: Option<&str>| Overrides {
+            controller: Some("http://ctl:7070".into()),
+            insecure: true,
+            enrollment_token: token.map(str::to_string),
+            ..Overrides::default()
+        };
+        assert!(AgentConfig::resolve(ConfigFile::default(), insecure(Some("t"))).is_ok());
+        let err = AgentConfig::resolve(ConfigFile::default(), insecure(None)).unwrap_err();
+        assert!(err.to_string().contains("no enrollment token"), "{err}");
+        let enroll = |token: &str| Overrides {
+            controller: Some("https://ctl:7070".into()),
+            enroll_token: Some(token.into()),
+            ..Overrides::default()
+        };
+        let good = edgefleet_proto::tokens::EnrollmentToken {
+            secret: [1; 32],
+            ca_sha256: "0".repeat(64),
+        }
+        .encode();
+        assert!(AgentConfig::resolve(ConfigFile::default(), enroll(&good)).is_ok());
+        let err = AgentConfig::resolve(ConfigFile::default(), enroll(&good[..good.len() - 1]))
+            .unwrap_err();
+        assert!(err.to_string().contains("checksum does not match"), "{err}");
         assert!(parse_label("novalue").is_err());
         assert!(toml::from_str::<ConfigFile>("controler = \"x\"").is_err());
     }

@@ -154,7 +154,7 @@ async fn install_steps(
     for file in &manifest.files {
         let was_held = ctx.store.contains(&file.sha256);
         let fetched =
-            fetch_artifact(&ctx.store, &mut ctx.client, &ctx.agent_id, &file.sha256).await?;
+            fetch_artifact(&ctx.store, &mut ctx.client(), &ctx.agent_id, &file.sha256).await?;
         result.fetched_bytes += fetched.bytes;
         held_before.push(was_held);
         sources.push(fetched.path);

@@ -98,9 +98,17 @@ pub struct JobContext {
     pub config: AgentConfig,
     pub agent_id: String,
     pub store: ArtifactStore,
-    pub client: AgentLinkClient<Channel>,
+    /// The link's channel, whichever certificate it uses now.
+    pub channel: crate::link::LinkChannel,
     pub installer: crate::installer::ModelInstaller,
     pub enrollment: crate::enrollment::Enrollment,
+}
+
+impl JobContext {
+    /// A client on the link's current channel.
+    pub fn client(&self) -> AgentLinkClient<Channel> {
+        AgentLinkClient::new(self.channel.get()).max_decoding_message_size(16 << 20)
+    }
 }
 
 /// Runs one job to a result; every failure becomes a result with its reason.
@@ -224,7 +232,7 @@ async fn fetch_with_retries(
     ctx: &mut JobContext,
     sha256: &str,
 ) -> Result<std::path::PathBuf, JobError> {
-    fetch_artifact(&ctx.store, &mut ctx.client, &ctx.agent_id, sha256)
+    fetch_artifact(&ctx.store, &mut ctx.client(), &ctx.agent_id, sha256)
         .await
         .map(|f| f.path)
 }

@@ -12,6 +12,7 @@
 pub mod artifacts;
 pub mod backoff;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod enrollment;
 pub mod hardware;
@@ -43,6 +44,20 @@ pub enum AgentError {
     Artifacts(#[from] artifacts::ArtifactError),
     #[error(transparent)]
     Installer(#[from] installer::InstallError),
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
+}
+
+impl AgentError {
+    /// Whether this is a configuration the daemon cannot run with (exit code 64).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Config(_)
+                | AgentError::Credentials(credentials::CredentialsError::NotEnrolled)
+                | AgentError::Credentials(credentials::CredentialsError::Address(_))
+        )
+    }
 }
 
 /// The agent's version, sent in its hello and recorded on every result.
@@ -51,7 +66,29 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Runs the daemon until `shutdown` is cancelled: keeps the link to the controller up and carries
 /// out the jobs it sends. Returns after in-flight work has had `grace` to finish.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let identity = config::load_or_create_identity(&config.data_dir)?;
+    let (identity, credentials) = if config.insecure {
+        tracing::warn!(controller = %config.controller, "--insecure: the link is plaintext and this agent's id is only its word");
+        (config::load_or_create_identity(&config.data_dir)?, None)
+    } else {
+        config::create_data_dir(&config.data_dir)?;
+        let held = match credentials::Credentials::load(&config.data_dir)? {
+            Some(held) => held,
+            None => {
+                let token = config
+                    .enroll_token
+                    .as_ref()
+                    .ok_or(credentials::CredentialsError::NotEnrolled)?;
+                match enroll_until_done(&config, token, &shutdown).await {
+                    Some(enrolled) => enrolled,
+                    None => return Ok(()),
+                }
+            }
+        };
+        (held.agent_id.clone(), Some(held))
+    };
+    let channel = link::LinkChannel::new(
+        credentials::endpoint(&config, credentials.as_ref())?.connect_lazy(),
+    );
     let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
         .with_rate_limit(config.download_limit);
     let installer =
@@ -63,8 +100,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         tracing::info!(version = %profile.onnxruntime_version, providers = ?profile.execution_providers, "ONNX Runtime found");
     }
     let tasks = TaskTracker::new();
+    if let Some(held) = credentials {
+        tasks.spawn(keep_certificate_fresh(
+            config.clone(),
+            channel.clone(),
+            held,
+            shutdown.child_token(),
+        ));
+    }
     let link = link::Link {
         config: config.clone(),
+        channel,
         agent_id: identity,
         profile,
         store,
@@ -84,3 +130,74 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
 /// How long the daemon waits for in-flight work on shutdown, by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Enrolls, retrying with backoff while the controller cannot be reached or refuses (the daemon
+/// stays up and says why); `None` on shutdown.
+async fn enroll_until_done(
+    config: &AgentConfig,
+    token: &edgefleet_proto::tokens::EnrollmentToken,
+    shutdown: &CancellationToken,
+) -> Option<credentials::Credentials> {
+    let mut backoff = backoff::Backoff::new(config.reconnect_initial, config.reconnect_max);
+    loop {
+        let delay = match credentials::enroll(config, token).await {
+            Ok(enrolled) => return Some(enrolled),
+            Err(e) => {
+                let delay = backoff.next_delay(&mut rand::rng());
+                match &e {
+                    credentials::CredentialsError::Unreachable { .. } => {
+                        tracing::warn!(controller = %config.controller, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying")
+                    }
+                    _ => {
+                        tracing::error!(controller = %config.controller, reason = %e, retry_in_ms = delay.as_millis() as u64, "the controller refused this agent")
+                    }
+                }
+                delay
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// Renews the agent's certificate at about 70% of its lifetime, over the live link, and points
+/// new connections at the new one.
+async fn keep_certificate_fresh(
+    config: AgentConfig,
+    channel: link::LinkChannel,
+    mut held: credentials::Credentials,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let wait = Duration::from_millis((held.renew_at_ms() - now).max(0) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match credentials::renew(channel.get(), &config.data_dir, &held).await {
+            Ok(renewed) => match credentials::endpoint(&config, Some(&renewed)) {
+                Ok(endpoint) => {
+                    channel.set(endpoint.connect_lazy());
+                    tracing::info!(not_after_ms = renewed.not_after_ms, "certificate renewed");
+                    held = renewed;
+                }
+                Err(e) => tracing::error!(error = %e, "the renewed certificate is not usable"),
+            },
+            Err(e) => {
+                // Try again soon, well before the current certificate runs out.
+                let left = (held.not_after_ms - now).max(0) as u64;
+                let retry = Duration::from_millis((left / 10).clamp(500, 30_000));
+                tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "cannot renew the certificate yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}

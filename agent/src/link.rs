@@ -15,7 +15,7 @@ use edgefleet_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::artifacts::ArtifactStore;
 use crate::backoff::Backoff;
@@ -27,8 +27,28 @@ use crate::ledger::{Admission, JobLedger};
 use crate::{installs, procfs};
 
 /// What the agent tells the controller about itself, and where it keeps its models.
+/// The channel to the controller, replaced when the agent's certificate is renewed (new
+/// connections then use the new one; the live connection goes on).
+#[derive(Clone)]
+pub struct LinkChannel(Arc<std::sync::RwLock<Channel>>);
+
+impl LinkChannel {
+    pub fn new(channel: Channel) -> LinkChannel {
+        LinkChannel(Arc::new(std::sync::RwLock::new(channel)))
+    }
+
+    pub fn get(&self) -> Channel {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, channel: Channel) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = channel;
+    }
+}
+
 pub struct Link {
     pub config: AgentConfig,
+    pub channel: LinkChannel,
     pub agent_id: String,
     pub profile: HardwareProfile,
     pub store: ArtifactStore,
@@ -72,24 +92,6 @@ impl Link {
     /// Keeps the link up until shutdown. Jobs run on their own task, so a broken link does not
     /// interrupt a benchmark; results wait until the link is back.
     pub async fn maintain(self, shutdown: CancellationToken) {
-        let channel = match Endpoint::from_shared(self.config.controller.clone()) {
-            Ok(endpoint) => endpoint
-                .connect_timeout(Duration::from_secs(10))
-                .tcp_keepalive(Some(Duration::from_secs(30)))
-                // HTTP/2 pings notice a silently dead link in about 40 s; TCP alone takes
-                // minutes when heartbeats keep unacknowledged data in flight.
-                .http2_keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .keep_alive_while_idle(true)
-                // Room for a whole artifact chunk in flight.
-                .initial_stream_window_size(8 << 20)
-                .initial_connection_window_size(16 << 20)
-                .connect_lazy(),
-            Err(e) => {
-                tracing::error!(controller = %self.config.controller, error = %e, "invalid controller address");
-                return;
-            }
-        };
         let (job_tx, job_rx) = mpsc::unbounded_channel();
         let (result_tx, result_rx) = mpsc::unbounded_channel();
         let busy = Arc::new(AtomicU32::new(0));
@@ -97,7 +99,7 @@ impl Link {
             config: self.config.clone(),
             agent_id: self.agent_id.clone(),
             store: self.store.clone(),
-            client: AgentLinkClient::new(channel.clone()).max_decoding_message_size(16 << 20),
+            channel: self.channel.clone(),
             installer: self.installer.clone(),
             enrollment: self.enrollment(),
         };
@@ -119,7 +121,9 @@ impl Link {
         };
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
         loop {
-            let outcome = self.session(&channel, &mut work, &shutdown).await;
+            let outcome = self
+                .session(&self.channel.get(), &mut work, &shutdown)
+                .await;
             let delay = match outcome {
                 Ok(SessionEnd::Shutdown) => break,
                 Ok(SessionEnd::Dropped { reason, lasted }) => {

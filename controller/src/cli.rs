@@ -4,6 +4,7 @@
 //! [`output`] prints tables and JSON, [`progress`] draws bars and redraws, [`rollout_view`]
 //! renders a rollout as text.
 
+mod admin;
 mod agents;
 mod args;
 mod bench;
@@ -16,23 +17,49 @@ mod report;
 mod rollout;
 mod rollout_view;
 mod serve;
+mod target;
 
 use std::time::Duration;
 
-pub(crate) use args::{BenchCommand, Cli, Command, ModelsCommand, RolloutCommand};
+pub(crate) use args::{
+    AdminCommand, AgentsCommand, BenchCommand, Cli, Command, ModelsCommand, RolloutCommand,
+    TokensCommand,
+};
+pub(crate) use target::ConfigError;
+use target::Target;
 
 /// Carries out one parsed command line.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
-    let address = cli.controller;
+    let target = || {
+        Target::resolve(
+            cli.controller.clone(),
+            cli.credentials.clone(),
+            cli.insecure,
+        )
+    };
     match cli.command {
         Command::Serve {
             listen,
             data_dir,
+            sans,
+            agent_cert_lifetime_s,
             token,
             heartbeat_s,
-        } => serve::run(listen, data_dir, token, heartbeat_s).await,
-        Command::Agents { json } => agents::list(&address, json).await,
-        Command::Models(command) => models::run(&address, command).await,
+        } => {
+            serve::run(serve::ServeOptions {
+                listen,
+                data_dir,
+                sans,
+                agent_cert_lifetime: Duration::from_secs(agent_cert_lifetime_s.max(1)),
+                insecure_token: cli.insecure.then_some(token).flatten(),
+                insecure: cli.insecure,
+                heartbeat: Duration::from_secs(heartbeat_s.max(1)),
+            })
+            .await
+        }
+        Command::Agents { command, json } => agents::run(&target()?, command, json).await,
+        Command::Admin(command) => admin::run(&target()?, command).await,
+        Command::Models(command) => models::run(&target()?, command).await,
         Command::Bench(BenchCommand::Run {
             suite,
             select,
@@ -41,7 +68,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout_s,
         }) => {
             bench::run(
-                &address,
+                &target()?,
                 suite,
                 select,
                 wait,
@@ -50,8 +77,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Rollout(command) => rollout::run(&address, command).await,
-        Command::Report { out, run } => report::run(&address, &out, run.as_deref()).await,
+        Command::Rollout(command) => rollout::run(&target()?, command).await,
+        Command::Report { out, run } => report::run(&target()?, &out, run.as_deref()).await,
         Command::Demo {
             out,
             models_dir,

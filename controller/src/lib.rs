@@ -7,7 +7,7 @@
 //! rollout driver); [`rollout`] decides what a rollout does next (pure); [`planning`] decides
 //! which agents run which jobs (pure) and [`selector`] parses who is meant; [`registry`] holds
 //! artifact bytes, ONNX inspection, the signing key and manifests; [`records`] turns stored rows
-//! into result records; [`store`] owns SQLite.
+//! into result records; [`store`] owns SQLite; [`trust`] holds the CA, tokens and identities.
 
 pub mod clock;
 pub mod planning;
@@ -18,6 +18,7 @@ pub mod selector;
 pub mod server;
 pub mod store;
 mod stored_states;
+pub mod trust;
 
 pub use clock::now_ms;
 pub use server::{serve, Controller, OpenError, Settings, CONTROLLER_VERSION};

@@ -29,7 +29,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edgefleet: {e:#}");
-            ExitCode::FAILURE
+            // A configuration that cannot work (EX_USAGE), so scripts can tell it from failure.
+            if e.downcast_ref::<cli::ConfigError>().is_some()
+                || e.downcast_ref::<edgefleet_controller::OpenError>()
+                    .is_some()
+            {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

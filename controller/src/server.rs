@@ -22,6 +22,8 @@ use crate::registry::artifact_dir::ArtifactDir;
 use crate::registry::manifest;
 use crate::registry::signing::{KeyError, ManifestSigner};
 use crate::store::{Store, StoreError};
+use crate::trust::authority::Authority;
+use crate::trust::TrustError;
 use admin::AdminService;
 use link::LinkService;
 
@@ -39,6 +41,8 @@ pub struct Controller {
     pub fleet: fleet::Fleet,
     pub settings: Arc<Settings>,
     pub signer: ManifestSigner,
+    /// The CA and server identity (`None` for an `--insecure` controller).
+    pub authority: Option<Arc<Authority>>,
     /// Held while a rollout's state is read and changed, so the driver and agents' results
     /// never interleave.
     pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
@@ -47,9 +51,32 @@ pub struct Controller {
 /// How the controller behaves.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The token every agent must present in its hello.
-    pub enrollment_token: String,
+    pub security: Security,
     pub heartbeat_interval: Duration,
+}
+
+/// How agents and the CLI prove who they are.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// TLS 1.3 everywhere: the server certificate names `sans`; agents enroll with one-time
+    /// tokens and then hold client certificates valid for `agent_cert_lifetime`.
+    Tls {
+        sans: Vec<String>,
+        agent_cert_lifetime: Duration,
+    },
+    /// Plaintext, asked for with `--insecure`: every agent presents this shared token in its
+    /// hello and its id is what it says.
+    Insecure { shared_token: String },
+}
+
+impl Settings {
+    /// The shared token of an `--insecure` controller.
+    pub fn insecure_token(&self) -> Option<&str> {
+        match &self.security {
+            Security::Insecure { shared_token } => Some(shared_token),
+            Security::Tls { .. } => None,
+        }
+    }
 }
 
 /// Why a data directory cannot be opened.
@@ -69,6 +96,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 impl Controller {
@@ -88,12 +117,19 @@ impl Controller {
             })?;
         let signer = ManifestSigner::load_or_create(data_dir)?;
         manifest::sign_unsigned(&store, &signer)?;
+        let authority = match &settings.security {
+            Security::Tls { sans, .. } => {
+                Some(Arc::new(Authority::load_or_create(data_dir, sans)?))
+            }
+            Security::Insecure { .. } => None,
+        };
         Ok(Controller {
             store,
             artifacts,
             fleet: fleet::Fleet::default(),
             settings: Arc::new(settings),
             signer,
+            authority,
             rollout_lock: Arc::default(),
         })
     }
@@ -119,10 +155,24 @@ pub async fn serve(
     };
     let link = AgentLinkServer::new(LinkService::new(controller.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let tls = controller.authority.as_ref().map(|authority| {
+        let (chain, key) = authority.server_identity();
+        // Client certificates are optional at the handshake so that an enrolling agent (which
+        // has none yet) and the CLI (which carries a token) get in; a certificate the CA did not
+        // sign is still refused, and every agent call checks the one it got.
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(chain, key))
+            .client_ca_root(tonic::transport::Certificate::from_pem(authority.ca_pem()))
+            .client_auth_optional(true)
+    });
     let admin = AdminServer::new(AdminService::new(controller))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(256 << 20);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(link)
         .add_service(admin)

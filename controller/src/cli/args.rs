@@ -10,14 +10,21 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "edgefleet", version, about)]
 pub(crate) struct Cli {
-    /// The controller to talk to.
+    /// The controller to talk to, https://HOST:PORT (default: the one in the credentials file).
+    #[arg(long, global = true, env = "EDGEFLEET_CONTROLLER")]
+    pub(crate) controller: Option<String>,
+    /// Credentials file: the controller's address, its CA and an admin token (default:
+    /// /var/lib/edgefleet/credentials.json, which `serve` writes, when it is readable).
     #[arg(
         long,
         global = true,
-        env = "EDGEFLEET_CONTROLLER",
-        default_value = "http://127.0.0.1:7070"
+        env = "EDGEFLEET_CREDENTIALS",
+        value_name = "FILE"
     )]
-    pub(crate) controller: String,
+    pub(crate) credentials: Option<PathBuf>,
+    /// Talk plaintext (http://) to a controller started with --insecure.
+    #[arg(long, global = true)]
+    pub(crate) insecure: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -32,18 +39,35 @@ pub(crate) enum Command {
         /// Where the database and artifacts live.
         #[arg(long, env = "EDGEFLEET_DATA", default_value = "/var/lib/edgefleet")]
         data_dir: PathBuf,
-        /// The enrollment token agents must present.
-        #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
-        token: String,
+        /// Names (DNS or IP) the server certificate is valid for, repeatable (default: this
+        /// host's name, localhost and 127.0.0.1).
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Lifetime of the client certificates agents get, in seconds (renewed at about 70%).
+        #[arg(long, default_value_t = 30 * 24 * 3600, value_name = "SECONDS")]
+        agent_cert_lifetime_s: u64,
+        /// With --insecure only: the shared token every agent presents (no TLS, no enrollment).
+        #[arg(
+            long,
+            env = "EDGEFLEET_TOKEN",
+            hide_env_values = true,
+            requires = "insecure"
+        )]
+        token: Option<String>,
         /// Seconds between agent heartbeats.
         #[arg(long, default_value_t = 5)]
         heartbeat_s: u64,
     },
-    /// List agents, online or not.
+    /// List agents, online or not (or enroll, revoke, remove one).
     Agents {
+        #[command(subcommand)]
+        command: Option<AgentsCommand>,
         #[arg(long)]
         json: bool,
     },
+    /// Admin tokens for the CLI.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Register and list model versions.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -73,6 +97,62 @@ pub(crate) enum Command {
         #[arg(long)]
         onnxruntime_library: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AgentsCommand {
+    /// Print a one-time token a new device enrolls with (edgefleet-agent run --enroll-token).
+    Enroll {
+        /// The name the agent gets (default: the device chooses).
+        #[arg(long)]
+        name: Option<String>,
+        /// A label the agent gets, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// How long the token can be used, e.g. 90s, 30m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut an agent off now: its stream is closed and every later call refused.
+    Revoke {
+        /// The agent's name or id.
+        agent: String,
+    },
+    /// Forget an agent (revoked first); its results stay in the history.
+    Rm {
+        /// The agent's name or id.
+        agent: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Admin tokens: viewer (read only) or operator (everything).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Make a token and print it (once: only its hash is kept).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer or operator.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (names and roles, never the secrets).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]

@@ -10,13 +10,14 @@ use edgefleet_proto::v1::{InputFile, RunStatus};
 use super::client::Client;
 use super::output::{print_json, print_results};
 use super::progress::RunProgress;
+use super::target::Target;
 
 /// A suite's input files travel in one message, which the controller takes up to 16 MiB.
 const MAX_INPUT_BYTES: u64 = 12 << 20;
 
 /// `bench run SUITE [--select K=V]... [--wait [--json]]`.
 pub(super) async fn run(
-    address: &str,
+    target: &Target,
     suite: PathBuf,
     select: Vec<String>,
     wait: bool,
@@ -26,7 +27,7 @@ pub(super) async fn run(
     let parsed = edgefleet_suites::Suite::load(&suite)?;
     let text = std::fs::read_to_string(&suite)?;
     let inputs = read_inputs(&parsed, &suite)?;
-    let mut client = Client::connect(address).await?;
+    let mut client = Client::connect(target).await?;
     let run = client
         .start_bench(&text, &suite.display().to_string(), &select, inputs)
         .await?;

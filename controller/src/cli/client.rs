@@ -12,34 +12,75 @@ use edgefleet_proto::v1::{
     ModelDetail, ModelInfo, ModelRequest, NewFile, RemoveModelReply, RemoveModelRequest,
     RolloutStatus, RunStatus, StartBenchRequest, StartRolloutRequest,
 };
+use edgefleet_proto::v1::{
+    AdminTokenInfo, AdminTokenReply, AgentInfo, AgentRequest, CreateAdminTokenRequest,
+    CreateEnrollmentTokenRequest, EnrollmentTokenReply, ListAdminTokensRequest, RemoveAgentReply,
+    RevokeAdminTokenRequest,
+};
 use edgefleet_reports::{FailedRun, ResultRecord};
 use tokio::io::AsyncReadExt;
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::Status;
 
 use super::progress;
+use super::target::{ConfigError, Target};
 
 /// Bytes per upload message.
 const UPLOAD_CHUNK: usize = 1 << 20;
 
+/// Adds the admin token to every call.
+#[derive(Clone)]
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// A connection to a controller's admin service.
 pub(crate) struct Client {
-    inner: AdminClient<Channel>,
+    inner: AdminClient<InterceptedService<Channel, Bearer>>,
 }
 
 impl Client {
     /// Connects, or fails with the address that was tried.
-    pub(crate) async fn connect(address: &str) -> anyhow::Result<Client> {
-        let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
-            .with_context(|| {
-                format!("`{address}` is not a controller address (expected http://HOST:PORT)")
+    pub(crate) async fn connect(target: &Target) -> anyhow::Result<Client> {
+        let address = &target.address;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(address.clone())
+            .map_err(|_| {
+                ConfigError(format!(
+                    "`{address}` is not a controller address (expected https://HOST:PORT)"
+                ))
             })?
             .connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &target.ca_pem {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+                .map_err(|e| ConfigError(format!("cannot use the CA for {address}: {e}")))?;
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
             anyhow::anyhow!("cannot reach the controller at {address}: {cause} (is `edgefleet serve` running there? set --controller or EDGEFLEET_CONTROLLER)")
         })?;
+        let bearer = match &target.token {
+            Some(token) => Some(
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| ConfigError("the admin token is not printable text".into()))?,
+            ),
+            None => None,
+        };
         Ok(Client {
-            inner: AdminClient::new(channel)
+            inner: AdminClient::with_interceptor(channel, Bearer(bearer))
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(16 << 20),
         })
@@ -271,5 +312,76 @@ impl Client {
             serde_json::from_str(&reply.failures_json)
                 .context("unreadable failures from the controller")?,
         ))
+    }
+
+    pub(crate) async fn create_enrollment_token(
+        &mut self,
+        request: CreateEnrollmentTokenRequest,
+    ) -> anyhow::Result<EnrollmentTokenReply> {
+        let reply = self
+            .inner
+            .create_enrollment_token(request)
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn revoke_agent(&mut self, agent: &str) -> anyhow::Result<AgentInfo> {
+        let reply = self
+            .inner
+            .revoke_agent(AgentRequest {
+                agent: agent.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn remove_agent(&mut self, agent: &str) -> anyhow::Result<RemoveAgentReply> {
+        let reply = self
+            .inner
+            .remove_agent(AgentRequest {
+                agent: agent.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn create_admin_token(
+        &mut self,
+        name: &str,
+        role: &str,
+    ) -> anyhow::Result<AdminTokenReply> {
+        let reply = self
+            .inner
+            .create_admin_token(CreateAdminTokenRequest {
+                name: name.into(),
+                role: role.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn admin_tokens(&mut self) -> anyhow::Result<Vec<AdminTokenInfo>> {
+        let reply = self
+            .inner
+            .list_admin_tokens(ListAdminTokensRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().tokens)
+    }
+
+    pub(crate) async fn revoke_admin_token(
+        &mut self,
+        name: &str,
+    ) -> anyhow::Result<AdminTokenInfo> {
+        let reply = self
+            .inner
+            .revoke_admin_token(RevokeAdminTokenRequest { name: name.into() })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
     }
 }

@@ -10,12 +10,15 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use edgefleet_controller::{Controller, Settings};
+use edgefleet_controller::server::Security;
+use edgefleet_controller::trust::tokens::{new_admin_token, new_enrollment_token, Role};
+use edgefleet_controller::{now_ms, Controller, Settings};
 
 use super::bench::wait_for_run;
 use super::client::Client;
 use super::output::print_results;
 use super::report::write_report;
+use super::target::Target;
 
 /// Where the demo's pieces come from.
 #[derive(Debug, Clone)]
@@ -41,18 +44,35 @@ pub(super) async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let agent_binary = sibling_binary("edgefleet-agent")?;
     let state = prepare_state_dir(&options.out)?;
 
-    let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    // The secure path, as on a real network: TLS, an admin token for the CLI calls, a one-time
+    // enrollment token per agent.
     let controller = Controller::open(
         &state.join("controller"),
         Settings {
-            enrollment_token: token.clone(),
+            security: Security::Tls {
+                sans: vec!["127.0.0.1".into(), "localhost".into()],
+                agent_cert_lifetime: Duration::from_secs(24 * 3600),
+            },
             heartbeat_interval: Duration::from_secs(2),
         },
     )?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot bind a loopback port")?;
-    let address = format!("http://{}", listener.local_addr()?);
+    let address = format!("https://{}", listener.local_addr()?);
+    let authority = controller
+        .authority
+        .clone()
+        .expect("a TLS controller has its CA");
+    let (admin_token, hash) = new_admin_token();
+    controller
+        .store
+        .insert_admin_token("demo", Role::Operator, &hash, now_ms())?;
+    let target = Target {
+        address: address.clone(),
+        ca_pem: Some(authority.ca_pem().to_string()),
+        token: Some(admin_token),
+    };
     let stop_server = CancellationToken::new();
     let server = tokio::spawn(edgefleet_controller::serve(
         listener,
@@ -66,6 +86,15 @@ pub(super) async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let mut agents = Vec::new();
     for (name, labels) in AGENTS {
+        let (token, hash) = new_enrollment_token(authority.ca_sha256());
+        let now = now_ms();
+        controller.store.insert_enrollment_token(
+            &hash,
+            name,
+            &Default::default(),
+            now,
+            now + 600_000,
+        )?;
         let child = spawn_agent(
             &agent_binary,
             &address,
@@ -84,7 +113,7 @@ pub(super) async fn run(options: DemoOptions) -> anyhow::Result<()> {
     }
 
     let outcome = drive(
-        &address,
+        &target,
         &controller,
         &models,
         &options.out,
@@ -105,7 +134,7 @@ pub(super) async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
 /// Everything between starting the processes and stopping them.
 async fn drive(
-    address: &str,
+    target: &Target,
     controller: &Controller,
     models: &Path,
     out: &Path,
@@ -113,7 +142,7 @@ async fn drive(
     state: &Path,
 ) -> anyhow::Result<()> {
     wait_for_agents(controller, agents, state).await?;
-    let mut client = Client::connect(address).await?;
+    let mut client = Client::connect(target).await?;
     let minilm = models.join("minilm-l6");
     let tokenizer = [minilm.join("tokenizer.json")];
     for quant in ["fp32", "int8"] {
@@ -178,7 +207,7 @@ fn spawn_agent(
         .arg(name)
         .arg("--data-dir")
         .arg(state.join("agents").join(name))
-        .env("EDGEFLEET_TOKEN", token)
+        .env("EDGEFLEET_ENROLL_TOKEN", token)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -8,9 +8,10 @@ use sha2::Digest;
 
 use super::client::Client;
 use super::output::{print_json, print_table};
+use super::target::Target;
 use super::ModelsCommand;
 
-pub(super) async fn run(address: &str, command: ModelsCommand) -> anyhow::Result<()> {
+pub(super) async fn run(target: &Target, command: ModelsCommand) -> anyhow::Result<()> {
     match command {
         ModelsCommand::Add {
             file,
@@ -18,22 +19,22 @@ pub(super) async fn run(address: &str, command: ModelsCommand) -> anyhow::Result
             version,
             quant,
             with,
-        } => add(address, file, with, &name, &version, &quant).await,
-        ModelsCommand::Ls { json } => list(address, json).await,
-        ModelsCommand::Show { model, json } => show(address, &model, json).await,
-        ModelsCommand::Rm { model, force } => remove(address, &model, force).await,
+        } => add(target, file, with, &name, &version, &quant).await,
+        ModelsCommand::Ls { json } => list(target, json).await,
+        ModelsCommand::Show { model, json } => show(target, &model, json).await,
+        ModelsCommand::Rm { model, force } => remove(target, &model, force).await,
     }
 }
 
 async fn add(
-    address: &str,
+    target: &Target,
     file: PathBuf,
     with: Vec<PathBuf>,
     name: &str,
     version: &str,
     quant: &str,
 ) -> anyhow::Result<()> {
-    let mut client = Client::connect(address).await?;
+    let mut client = Client::connect(target).await?;
     let info = client.add_model(&file, &with, name, version, quant).await?;
     println!(
         "registered {}@{} ({}, opset {})",
@@ -48,8 +49,8 @@ async fn add(
     Ok(())
 }
 
-async fn list(address: &str, json: bool) -> anyhow::Result<()> {
-    let models = Client::connect(address).await?.models().await?;
+async fn list(target: &Target, json: bool) -> anyhow::Result<()> {
+    let models = Client::connect(target).await?.models().await?;
     if json {
         return print_json(&models);
     }
@@ -92,9 +93,9 @@ struct ShownModel<'a> {
     placements: &'a [ModelPlacement],
 }
 
-async fn show(address: &str, model: &str, json: bool) -> anyhow::Result<()> {
+async fn show(target: &Target, model: &str, json: bool) -> anyhow::Result<()> {
     let (name, version) = split_model(model)?;
-    let detail = Client::connect(address)
+    let detail = Client::connect(target)
         .await?
         .show_model(&name, &version)
         .await?;
@@ -142,9 +143,9 @@ async fn show(address: &str, model: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn remove(address: &str, model: &str, force: bool) -> anyhow::Result<()> {
+async fn remove(target: &Target, model: &str, force: bool) -> anyhow::Result<()> {
     let (name, version) = split_model(model)?;
-    let reply = Client::connect(address)
+    let reply = Client::connect(target)
         .await?
         .remove_model(&name, &version, force)
         .await?;

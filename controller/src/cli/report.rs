@@ -8,10 +8,11 @@ use edgefleet_reports::{rfc3339, AgentSummary, FailedRun, ReportFiles, ReportInp
 
 use super::client::Client;
 use super::rollout_view;
+use super::target::Target;
 
 /// `report --out DIR [--run ID]`.
-pub(super) async fn run(address: &str, out: &Path, run_id: Option<&str>) -> anyhow::Result<()> {
-    let mut client = Client::connect(address).await?;
+pub(super) async fn run(target: &Target, out: &Path, run_id: Option<&str>) -> anyhow::Result<()> {
+    let mut client = Client::connect(target).await?;
     let (files, records, failures) = write_report(&mut client, out, run_id).await?;
     println!("{} results, {} failed runs", records.len(), failures.len());
     println!("report   {}", files.html.display());

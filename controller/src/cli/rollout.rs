@@ -8,10 +8,11 @@ use super::client::Client;
 use super::models::split_model;
 use super::output::{ago, print_json, print_table};
 use super::progress::Redraw;
+use super::target::Target;
 use super::{rollout_view, RolloutCommand};
 
-pub(super) async fn run(address: &str, command: RolloutCommand) -> anyhow::Result<()> {
-    let mut client = Client::connect(address).await?;
+pub(super) async fn run(target: &Target, command: RolloutCommand) -> anyhow::Result<()> {
+    let mut client = Client::connect(target).await?;
     let (status, watch, json) = match command {
         RolloutCommand::Start {
             model,

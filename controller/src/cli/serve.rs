@@ -1,40 +1,141 @@
-//! `edgefleet serve`: opens the data directory, binds the listener and serves until SIGTERM or
-//! Ctrl-C.
+//! `edgefleet serve`: opens the data directory (its CA and server certificate included), binds
+//! the listener, writes the credentials file the CLI on this host reads, and serves until
+//! SIGTERM or Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use edgefleet_controller::{Controller, Settings};
+use edgefleet_controller::server::Security;
+use edgefleet_controller::trust::credentials::{Credentials, FILE_NAME};
+use edgefleet_controller::trust::tokens::{new_admin_token, Role};
+use edgefleet_controller::{now_ms, Controller, Settings};
+use edgefleet_proto::tokens::{secret_hash, AdminToken};
 use tokio_util::sync::CancellationToken;
 
-pub(super) async fn run(
-    listen: String,
-    data_dir: PathBuf,
-    token: String,
-    heartbeat_s: u64,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(!token.is_empty(), "the enrollment token must not be empty");
+use super::target::ConfigError;
+
+/// The admin token `serve` keeps for its own host.
+const LOCAL_TOKEN: &str = "local";
+
+pub(crate) struct ServeOptions {
+    pub(crate) listen: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) sans: Vec<String>,
+    pub(crate) agent_cert_lifetime: Duration,
+    pub(crate) insecure: bool,
+    pub(crate) insecure_token: Option<String>,
+    pub(crate) heartbeat: Duration,
+}
+
+pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let security = if options.insecure {
+        let shared_token = options
+            .insecure_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ConfigError(
+                    "--insecure needs --token (the shared token plaintext agents present)".into(),
+                )
+            })?;
+        Security::Insecure { shared_token }
+    } else {
+        let sans = if options.sans.is_empty() {
+            default_sans()
+        } else {
+            options.sans
+        };
+        Security::Tls {
+            sans,
+            agent_cert_lifetime: options.agent_cert_lifetime,
+        }
+    };
     let controller = Controller::open(
-        &data_dir,
+        &options.data_dir,
         Settings {
-            enrollment_token: token,
-            heartbeat_interval: Duration::from_secs(heartbeat_s.max(1)),
+            security,
+            heartbeat_interval: options.heartbeat,
         },
     )?;
-    let listener = tokio::net::TcpListener::bind(&listen)
+    if options.insecure {
+        tracing::warn!("--insecure: the link and the admin API are plaintext, and agents are who they say they are");
+    }
+    let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let bound = listener.local_addr()?;
+    let credentials = write_credentials(&controller, &options.data_dir, bound)?;
     // One plain line on stdout, for people and for scripts that asked for port 0.
-    println!(
-        "edgefleet controller listening on {}",
-        listener.local_addr()?
-    );
-    tracing::info!(data = %data_dir.display(), "controller ready");
+    println!("edgefleet controller listening on {bound}");
+    tracing::info!(data = %options.data_dir.display(), credentials = %credentials.display(), "controller ready");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     edgefleet_controller::serve(listener, controller, shutdown.cancelled_owned()).await?;
     Ok(())
+}
+
+/// This host's name, localhost and 127.0.0.1.
+fn default_sans() -> Vec<String> {
+    let mut sans = Vec::new();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && host != "localhost" {
+            sans.push(host.to_string());
+        }
+    }
+    sans.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+    sans
+}
+
+/// Writes `DATA/credentials.json` for the CLI on this host: the address, the CA and an operator
+/// token (kept across restarts while it is valid; made anew when the file is gone).
+fn write_credentials(
+    controller: &Controller,
+    data_dir: &std::path::Path,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join(FILE_NAME);
+    let host = if bound.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        bound.ip()
+    };
+    let address = match &controller.authority {
+        Some(_) => format!("https://{}", std::net::SocketAddr::new(host, bound.port())),
+        None => format!("http://{}", std::net::SocketAddr::new(host, bound.port())),
+    };
+    let still_valid = Credentials::read(&path).ok().filter(|c| {
+        AdminToken::parse(&c.token).is_ok_and(|t| {
+            controller
+                .store
+                .admin_token(&secret_hash(&t.secret))
+                .is_ok_and(|found| found.is_some())
+        })
+    });
+    let token = match still_valid {
+        Some(existing) => existing.token,
+        None => {
+            controller.store.revoke_admin_token(LOCAL_TOKEN, now_ms())?;
+            let (token, hash) = new_admin_token();
+            // A revoked `local` keeps its name; the new one takes a fresh name.
+            let name = format!("{LOCAL_TOKEN}-{}", &hash[..8]);
+            controller
+                .store
+                .insert_admin_token(&name, Role::Operator, &hash, now_ms())?;
+            token
+        }
+    };
+    Credentials {
+        controller: address,
+        ca_pem: controller
+            .authority
+            .as_ref()
+            .map(|a| a.ca_pem().to_string())
+            .unwrap_or_default(),
+        token,
+    }
+    .write(&path)?;
+    Ok(path)
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -1,24 +1,30 @@
-//! The admin service the CLI talks to. This file is the gRPC surface only: each call hands its
-//! request to the file of its resource ([`models`], [`bench`], [`rollouts`]; agents are one
-//! listing, here), and store errors become status codes in one place.
+//! The admin service the CLI talks to. This file is the gRPC surface only: each call is first
+//! authorized ([`access`]: an admin token, and the role the call needs), then handed to the
+//! file of its resource ([`agents`], [`models`], [`bench`], [`rollouts`], [`tokens`]); store
+//! errors become status codes in one place.
 
+mod access;
+mod agents;
 mod bench;
 mod models;
 mod rollouts;
+mod tokens;
 
 use edgefleet_proto::v1::admin_server::Admin;
 use edgefleet_proto::v1::{
-    AddModelRequest, AgentInfo, ControlRolloutRequest, GetResultsReply, GetResultsRequest,
-    GetRunRequest, ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest,
-    ListRolloutsReply, ListRolloutsRequest, ModelDetail, ModelInfo, ModelRequest, RemoveModelReply,
-    RemoveModelRequest, RolloutStatus, RunStatus, StartBenchReply, StartBenchRequest,
-    StartRolloutRequest,
+    AddModelRequest, AdminTokenInfo, AdminTokenReply, AgentInfo, AgentRequest,
+    ControlRolloutRequest, CreateAdminTokenRequest, CreateEnrollmentTokenRequest,
+    EnrollmentTokenReply, GetResultsReply, GetResultsRequest, GetRunRequest, ListAdminTokensReply,
+    ListAdminTokensRequest, ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest,
+    ListRolloutsReply, ListRolloutsRequest, ModelDetail, ModelInfo, ModelRequest, RemoveAgentReply,
+    RemoveModelReply, RemoveModelRequest, RevokeAdminTokenRequest, RolloutStatus, RunStatus,
+    StartBenchReply, StartBenchRequest, StartRolloutRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Controller;
-use crate::planning::target_key;
 use crate::store::StoreError;
+use crate::trust::tokens::Role;
 
 pub use rollouts::rollout_status;
 
@@ -30,6 +36,16 @@ impl AdminService {
     pub fn new(controller: Controller) -> Self {
         AdminService { controller }
     }
+
+    /// A read-only call: any valid admin token.
+    fn viewer<T>(&self, request: &Request<T>, doing: &str) -> Result<(), Status> {
+        access::authorize(&self.controller, request, Role::Viewer, doing)
+    }
+
+    /// A call that changes something: an operator token.
+    fn operator<T>(&self, request: &Request<T>, doing: &str) -> Result<(), Status> {
+        access::authorize(&self.controller, request, Role::Operator, doing)
+    }
 }
 
 /// An error of ours (not of the request) as INTERNAL.
@@ -40,7 +56,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
         match e {
-            StoreError::ModelExists(_) => Status::already_exists(e.to_string()),
+            StoreError::ModelExists(_) | StoreError::AdminTokenExists(_) => {
+                Status::already_exists(e.to_string())
+            }
             other => internal(other),
         }
     }
@@ -50,32 +68,17 @@ impl From<StoreError> for Status {
 impl Admin for AdminService {
     async fn list_agents(
         &self,
-        _: Request<ListAgentsRequest>,
+        request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsReply>, Status> {
-        let ctl = &self.controller;
-        let agents = ctl
-            .store
-            .agents()?
-            .into_iter()
-            .map(|a| AgentInfo {
-                online: ctl.fleet.is_online(&a.id),
-                target: target_key(&a.hardware),
-                agent_id: a.id,
-                name: a.name,
-                labels: a.labels.into_iter().collect(),
-                agent_version: a.agent_version,
-                hardware: Some(a.hardware),
-                last_seen_unix_ms: a.last_seen_ms,
-                first_seen_unix_ms: a.first_seen_ms,
-            })
-            .collect();
-        Ok(Response::new(ListAgentsReply { agents }))
+        self.viewer(&request, "list agents")?;
+        agents::list(&self.controller).map(Response::new)
     }
 
     async fn add_model(
         &self,
         request: Request<Streaming<AddModelRequest>>,
     ) -> Result<Response<ModelInfo>, Status> {
+        self.operator(&request, "add models")?;
         models::add(&self.controller, request.into_inner())
             .await
             .map(Response::new)
@@ -83,8 +86,9 @@ impl Admin for AdminService {
 
     async fn list_models(
         &self,
-        _: Request<ListModelsRequest>,
+        request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsReply>, Status> {
+        self.viewer(&request, "list models")?;
         models::list(&self.controller).map(Response::new)
     }
 
@@ -92,6 +96,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ModelRequest>,
     ) -> Result<Response<ModelDetail>, Status> {
+        self.viewer(&request, "show models")?;
         models::show(&self.controller, request.into_inner()).map(Response::new)
     }
 
@@ -99,6 +104,7 @@ impl Admin for AdminService {
         &self,
         request: Request<RemoveModelRequest>,
     ) -> Result<Response<RemoveModelReply>, Status> {
+        self.operator(&request, "remove models")?;
         models::remove(&self.controller, request.into_inner())
             .await
             .map(Response::new)
@@ -108,6 +114,7 @@ impl Admin for AdminService {
         &self,
         request: Request<StartBenchRequest>,
     ) -> Result<Response<StartBenchReply>, Status> {
+        self.operator(&request, "start benchmark runs")?;
         bench::start(&self.controller, request.into_inner())
             .await
             .map(Response::new)
@@ -117,6 +124,7 @@ impl Admin for AdminService {
         &self,
         request: Request<GetRunRequest>,
     ) -> Result<Response<RunStatus>, Status> {
+        self.viewer(&request, "read runs")?;
         bench::run_status(&self.controller, &request.into_inner().run_id).map(Response::new)
     }
 
@@ -124,6 +132,7 @@ impl Admin for AdminService {
         &self,
         request: Request<GetResultsRequest>,
     ) -> Result<Response<GetResultsReply>, Status> {
+        self.viewer(&request, "read results")?;
         bench::results(&self.controller, &request.into_inner().run_id).map(Response::new)
     }
 
@@ -131,6 +140,7 @@ impl Admin for AdminService {
         &self,
         request: Request<StartRolloutRequest>,
     ) -> Result<Response<RolloutStatus>, Status> {
+        self.operator(&request, "start rollouts")?;
         rollouts::start(&self.controller, request.into_inner())
             .await
             .map(Response::new)
@@ -140,6 +150,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ListRolloutsRequest>,
     ) -> Result<Response<ListRolloutsReply>, Status> {
+        self.viewer(&request, "read rollouts")?;
         rollouts::list(&self.controller, &request.into_inner().rollout_id).map(Response::new)
     }
 
@@ -147,8 +158,57 @@ impl Admin for AdminService {
         &self,
         request: Request<ControlRolloutRequest>,
     ) -> Result<Response<RolloutStatus>, Status> {
+        self.operator(&request, "control rollouts")?;
         rollouts::control(&self.controller, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        request: Request<CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<EnrollmentTokenReply>, Status> {
+        self.operator(&request, "enroll agents")?;
+        agents::enrollment_token(&self.controller, request.into_inner()).map(Response::new)
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<AgentRequest>,
+    ) -> Result<Response<AgentInfo>, Status> {
+        self.operator(&request, "revoke agents")?;
+        agents::revoke(&self.controller, &request.into_inner().agent).map(Response::new)
+    }
+
+    async fn remove_agent(
+        &self,
+        request: Request<AgentRequest>,
+    ) -> Result<Response<RemoveAgentReply>, Status> {
+        self.operator(&request, "remove agents")?;
+        agents::remove(&self.controller, &request.into_inner().agent).map(Response::new)
+    }
+
+    async fn create_admin_token(
+        &self,
+        request: Request<CreateAdminTokenRequest>,
+    ) -> Result<Response<AdminTokenReply>, Status> {
+        self.operator(&request, "create admin tokens")?;
+        tokens::create(&self.controller, request.into_inner()).map(Response::new)
+    }
+
+    async fn list_admin_tokens(
+        &self,
+        request: Request<ListAdminTokensRequest>,
+    ) -> Result<Response<ListAdminTokensReply>, Status> {
+        self.operator(&request, "list admin tokens")?;
+        tokens::list(&self.controller).map(Response::new)
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        request: Request<RevokeAdminTokenRequest>,
+    ) -> Result<Response<AdminTokenInfo>, Status> {
+        self.operator(&request, "revoke admin tokens")?;
+        tokens::revoke(&self.controller, &request.into_inner().name).map(Response::new)
     }
 }

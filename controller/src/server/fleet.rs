@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use edgefleet_proto::v1::ControllerMessage;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The live half of the fleet.
 #[derive(Clone, Default)]
@@ -18,6 +19,8 @@ pub struct Fleet {
 struct Session {
     id: u64,
     tx: mpsc::Sender<Result<ControllerMessage, tonic::Status>>,
+    /// Cancelled when the controller closes this stream (revocation, shutdown).
+    closed: CancellationToken,
 }
 
 impl Fleet {
@@ -30,8 +33,38 @@ impl Fleet {
     ) -> u64 {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(agent_id.to_string(), Session { id, tx });
+        let old = self.lock().insert(
+            agent_id.to_string(),
+            Session {
+                id,
+                tx,
+                closed: CancellationToken::new(),
+            },
+        );
+        if let Some(old) = old {
+            old.closed.cancel();
+        }
         id
+    }
+
+    /// What is cancelled when the controller closes this session's stream.
+    pub fn closed_signal(&self, agent_id: &str, session: u64) -> CancellationToken {
+        match self.lock().get(agent_id) {
+            Some(s) if s.id == session => s.closed.clone(),
+            // Replaced or closed already.
+            _ => {
+                let closed = CancellationToken::new();
+                closed.cancel();
+                closed
+            }
+        }
+    }
+
+    /// Ends an agent's stream now (it was revoked); it may not come back.
+    pub fn close(&self, agent_id: &str) {
+        if let Some(session) = self.lock().remove(agent_id) {
+            session.closed.cancel();
+        }
     }
 
     /// Forgets the stream, unless a newer one has taken its place.
@@ -44,7 +77,9 @@ impl Fleet {
 
     /// Ends every agent's stream (on shutdown); agents will reconnect to whoever serves next.
     pub fn close_all(&self) {
-        self.lock().clear();
+        for (_, session) in self.lock().drain() {
+            session.closed.cancel();
+        }
     }
 
     pub fn is_online(&self, agent_id: &str) -> bool {

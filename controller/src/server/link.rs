@@ -6,18 +6,22 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
+use edgefleet_proto::tokens::{secret_hash, EnrollmentToken};
 use edgefleet_proto::v1::agent_link_server::AgentLink;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, BenchJob,
-    ControllerMessage, FetchArtifactRequest, Hello, RunJobs, Welcome,
+    ControllerMessage, EnrollReply, EnrollRequest, FetchArtifactRequest, Hello, RenewReply,
+    RenewRequest, RunJobs, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{rollout_driver, Controller, CONTROLLER_VERSION};
+use super::{rollout_driver, Controller, Security, CONTROLLER_VERSION};
 use crate::clock::now_ms;
 use crate::store::{AgentModelRow, Recorded};
+use crate::trust::authority::Authority;
+use crate::trust::identity;
 
 /// The largest artifact chunk served per request (agents ask for 4 MiB).
 pub const CHUNK_BYTES: u64 = 8 << 20;
@@ -37,11 +41,45 @@ impl LinkService {
         LinkService { controller }
     }
 
-    fn check_hello(&self, hello: &Hello) -> Result<(), Status> {
-        if !tokens_match(
-            &hello.enrollment_token,
-            &self.controller.settings.enrollment_token,
-        ) {
+    /// Who is calling. With TLS: the agent its client certificate names, which must be enrolled
+    /// here and not revoked (checked on every call). With `--insecure`: `None`, and the agent's
+    /// own word (its hello, its request) is all there is.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        if self.controller.authority.is_none() {
+            return Ok(None);
+        }
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated(
+                "the agent link needs the agent's client certificate; enroll the device first (edgefleet-agent run --enroll-token TOKEN)",
+            )
+        })?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let agent_id =
+            identity::agent_id_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        match self
+            .controller
+            .store
+            .agent_revoked_ms(&agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            Some(0) => Ok(Some(agent_id)),
+            Some(_) => {
+                tracing::warn!(%agent_id, "refused a revoked agent");
+                Err(Status::permission_denied(format!(
+                    "agent {agent_id} was revoked; enroll the device again with a new token"
+                )))
+            }
+            None => Err(Status::permission_denied(format!(
+                "agent {agent_id} is not enrolled with this controller"
+            ))),
+        }
+    }
+
+    /// The hello of an `--insecure` controller's agent: the shared token and an id.
+    fn check_insecure_hello(&self, hello: &Hello, shared_token: &str) -> Result<(), Status> {
+        if !tokens_match(&hello.enrollment_token, shared_token) {
             tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "refused an agent: wrong enrollment token");
             return Err(Status::permission_denied(
                 "enrollment token rejected: the agent's token does not match this controller's (check enrollment_token in the agent config)",
@@ -54,6 +92,25 @@ impl LinkService {
         }
         Ok(())
     }
+
+    /// The CA, for calls only a TLS controller answers.
+    fn authority(&self) -> Result<&Authority, Status> {
+        self.controller.authority.as_deref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this controller runs --insecure: its agents present the shared token instead of enrolling",
+            )
+        })
+    }
+
+    fn cert_lifetime(&self) -> Duration {
+        match &self.controller.settings.security {
+            Security::Tls {
+                agent_cert_lifetime,
+                ..
+            } => *agent_cert_lifetime,
+            Security::Insecure { .. } => Duration::ZERO,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -65,6 +122,7 @@ impl AgentLink for LinkService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::OpenStream>, Status> {
         let peer = request.remote_addr();
+        let certified = self.caller(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -77,10 +135,27 @@ impl AgentLink for LinkService {
                 ))
             }
         };
-        self.check_hello(&hello)?;
-
         let ctl = &self.controller;
-        let labels: BTreeMap<String, String> = hello.labels.clone().into_iter().collect();
+        let mut hello = hello;
+        let mut labels: BTreeMap<String, String> = hello.labels.clone().into_iter().collect();
+        match (&certified, ctl.settings.insecure_token()) {
+            (Some(agent_id), _) => {
+                // The certificate says who this is; its name and labels are the enrolled ones.
+                let enrolled = ctl
+                    .store
+                    .agent(agent_id)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .ok_or_else(|| Status::permission_denied("not enrolled"))?;
+                if !hello.agent_id.is_empty() && hello.agent_id != *agent_id {
+                    tracing::warn!(claimed = %hello.agent_id, %agent_id, "an agent's hello names another id; its certificate wins");
+                }
+                hello.agent_id = agent_id.clone();
+                hello.name = enrolled.name;
+                labels = enrolled.labels;
+            }
+            (None, Some(shared_token)) => self.check_insecure_hello(&hello, shared_token)?,
+            (None, None) => unreachable!("a TLS controller names every caller"),
+        }
         let hardware = hello.hardware.clone().unwrap_or_default();
         ctl.store
             .upsert_agent(
@@ -151,14 +226,19 @@ impl AgentLink for LinkService {
         });
         tracing::info!(agent = %hello.name, agent_id = %hello.agent_id, peer = ?peer, "agent connected");
 
+        let closed = ctl.fleet.closed_signal(&hello.agent_id, session);
         let ctl = ctl.clone();
         tokio::spawn(async move {
             let agent_id = hello.agent_id;
             let reason = loop {
-                match inbound.message().await {
-                    Ok(Some(msg)) => handle(&ctl, &agent_id, msg).await,
-                    Ok(None) => break "closed by the agent".to_string(),
-                    Err(status) => break status.message().to_string(),
+                tokio::select! {
+                    // Revoked (or shutting down): nothing more from this stream counts.
+                    _ = closed.cancelled() => break "closed by the controller".to_string(),
+                    message = inbound.message() => match message {
+                        Ok(Some(msg)) => handle(&ctl, &agent_id, msg).await,
+                        Ok(None) => break "closed by the agent".to_string(),
+                        Err(status) => break status.message().to_string(),
+                    },
                 }
             };
             ctl.fleet.leave(&agent_id, session);
@@ -174,8 +254,23 @@ impl AgentLink for LinkService {
         &self,
         request: Request<FetchArtifactRequest>,
     ) -> Result<Response<Self::FetchArtifactStream>, Status> {
+        let certified = self.caller(&request)?;
         let req = request.into_inner();
         let ctl = &self.controller;
+        // Only what the controller sent this agent (a manifest to install, a job's model or
+        // input), and bytes are counted under the certificate's identity.
+        let agent_id = certified.unwrap_or_else(|| req.agent_id.clone());
+        if !ctl
+            .store
+            .may_fetch(&agent_id, &req.sha256)
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            tracing::warn!(%agent_id, sha256 = %req.sha256, "refused a fetch of an artifact never sent to this agent");
+            return Err(Status::permission_denied(format!(
+                "artifact {} was not sent to this agent",
+                req.sha256
+            )));
+        }
         let size = ctl
             .store
             .artifact_size(&req.sha256)
@@ -215,7 +310,7 @@ impl AgentLink for LinkService {
                         .take(PIECE_BYTES.min(end - at))
                         .read_to_end(&mut piece)?;
                     let len = piece.len() as u64;
-                    fleet.add_served(&req.agent_id, &req.sha256, len);
+                    fleet.add_served(&agent_id, &req.sha256, len);
                     let chunk = ArtifactChunk {
                         offset: at,
                         data: piece.into(),
@@ -236,6 +331,75 @@ impl AgentLink for LinkService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollReply>, Status> {
+        let authority = self.authority()?;
+        let req = request.into_inner();
+        let token = EnrollmentToken::parse(&req.token)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if token.ca_sha256 != authority.ca_sha256() {
+            return Err(Status::permission_denied(
+                "the enrollment token was made by another controller (it pins another CA)",
+            ));
+        }
+        let agent_id = uuid::Uuid::new_v4().simple().to_string();
+        // The certificate first: a CSR that does not parse must not use up the token.
+        let issued = authority
+            .issue_agent(&req.csr_pem, &agent_id, self.cert_lifetime())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let asked_labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+        let asked_name = if req.name.trim().is_empty() {
+            agent_id[..8].to_string()
+        } else {
+            req.name
+        };
+        let enrolled = self
+            .controller
+            .store
+            .enroll_agent(
+                &secret_hash(&token.secret),
+                &agent_id,
+                &asked_name,
+                &asked_labels,
+                now_ms(),
+            )
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|refusal| {
+                tracing::warn!(name = %asked_name, reason = %refusal, "refused an enrollment");
+                Status::permission_denied(refusal.to_string())
+            })?;
+        tracing::info!(agent = %enrolled.name, %agent_id, "agent enrolled");
+        Ok(Response::new(EnrollReply {
+            agent_id,
+            name: enrolled.name,
+            labels: enrolled.labels.into_iter().collect(),
+            certificate_pem: issued.pem,
+            ca_pem: authority.ca_pem().to_string(),
+            not_after_unix_ms: issued.not_after_ms,
+        }))
+    }
+
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
+        let authority = self.authority()?;
+        let agent_id = self
+            .caller(&request)?
+            .expect("a TLS controller names every caller");
+        let issued = authority
+            .issue_agent(
+                &request.into_inner().csr_pem,
+                &agent_id,
+                self.cert_lifetime(),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(%agent_id, "agent certificate renewed");
+        Ok(Response::new(RenewReply {
+            certificate_pem: issued.pem,
+            not_after_unix_ms: issued.not_after_ms,
+        }))
     }
 }
 

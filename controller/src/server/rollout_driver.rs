@@ -96,6 +96,8 @@ async fn advance(ctl: &Controller, rollout_id: &str) -> Result<(), StoreError> {
         .cloned()
     {
         set_state(ctl, &mut t, TargetState::Installing)?;
+        let files: Vec<String> = model.files.iter().map(|f| f.sha256.clone()).collect();
+        ctl.store.allow_fetch(&t.agent_id, &files)?;
         started = true;
         if !ctl
             .fleet

@@ -69,7 +69,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
-             FROM agents ORDER BY name, id",
+             FROM agents WHERE removed_ms = 0 ORDER BY name, id",
         )?;
         let raw = stmt
             .query_map([], |r| {
@@ -99,6 +99,11 @@ impl Store {
                 },
             )
             .collect()
+    }
+
+    /// One agent (not removed).
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
+        Ok(self.agents()?.into_iter().find(|a| a.id == id))
     }
 
     /// Agent names by id, for showing ids to people.

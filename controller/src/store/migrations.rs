@@ -131,6 +131,33 @@ const MIGRATIONS: &[&str] = &[
     // 4: a rollout's flags parsed once and stored typed (`spec`, JSON of `RolloutSpec`);
     //    `typed_specs` fills it from the text columns, which then go.
     "ALTER TABLE rollouts ADD COLUMN spec TEXT NOT NULL DEFAULT '';",
+    // 5: trust: one-time enrollment tokens and admin tokens (hashes only), when an agent was
+    //    enrolled, revoked or removed, and which artifacts were sent to which agent (the only
+    //    ones it may fetch).
+    "CREATE TABLE enrollment_tokens (
+         hash TEXT PRIMARY KEY,
+         name TEXT NOT NULL DEFAULT '',
+         labels TEXT NOT NULL DEFAULT '{}',
+         created_ms INTEGER NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         used_ms INTEGER NOT NULL DEFAULT 0,
+         used_by TEXT NOT NULL DEFAULT ''
+     );
+     CREATE TABLE admin_tokens (
+         name TEXT PRIMARY KEY,
+         role TEXT NOT NULL CHECK (role IN ('viewer', 'operator')),
+         hash TEXT NOT NULL UNIQUE,
+         created_ms INTEGER NOT NULL,
+         revoked_ms INTEGER NOT NULL DEFAULT 0
+     );
+     ALTER TABLE agents ADD COLUMN enrolled_ms INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE agents ADD COLUMN revoked_ms INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE agents ADD COLUMN removed_ms INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE agent_artifacts (
+         agent_id TEXT NOT NULL,
+         sha256 TEXT NOT NULL,
+         PRIMARY KEY (agent_id, sha256)
+     );",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

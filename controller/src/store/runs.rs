@@ -95,6 +95,26 @@ impl RawJob {
     }
 }
 
+/// Every artifact a job names: its model's files, its reference's, its input files.
+fn job_artifacts(job: &BenchJob) -> Vec<&str> {
+    use edgefleet_proto::v1::workload::Input;
+    let models = [&job.model, &job.reference]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m.files.iter());
+    let inputs = job
+        .workload
+        .as_ref()
+        .and_then(|w| w.input.as_ref())
+        .into_iter()
+        .flat_map(|input| match input {
+            Input::Audio(audio) => audio.files.iter(),
+            Input::Image(image) => image.files.iter(),
+            _ => [].iter(),
+        });
+    models.chain(inputs).map(|f| f.sha256.as_str()).collect()
+}
+
 impl Store {
     /// Creates a run and its jobs (agent id, job as sent) in one transaction.
     pub fn insert_run(
@@ -134,6 +154,13 @@ impl Store {
                     job.encode_to_vec()
                 ],
             )?;
+            // The agent may fetch what its jobs name: models, references, input files.
+            for sha in job_artifacts(job) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO agent_artifacts (agent_id, sha256) VALUES (?1, ?2)",
+                    params![agent_id, sha],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())

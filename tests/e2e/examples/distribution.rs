@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 
 use edgefleet_e2e::{cached, start_agent_with, Controller, Process};
 
-const TOKEN: &str = "distribution";
-
 /// Agents and curl clients (20, or EDGEFLEET_DIST_AGENTS).
 fn client_count() -> usize {
     std::env::var("EDGEFLEET_DIST_AGENTS")
@@ -42,7 +40,7 @@ fn main() {
         client_count()
     );
 
-    let ctl = Controller::start(dir, TOKEN, "127.0.0.1:0");
+    let ctl = Controller::start(dir, "127.0.0.1:0");
     ctl.cli_ok(&[
         "models",
         "add",
@@ -114,7 +112,7 @@ fn rollout_round(ctl: &Controller, dir: &Path, round: usize, size: u64) -> f64 {
         .collect();
     let processes: Vec<Process> = names
         .iter()
-        .map(|n| start_agent_with(&round_dir, &ctl.address, TOKEN, n, &[&label], &sensors, &[]))
+        .map(|n| start_agent_with(&round_dir, ctl, n, &[&label], &sensors, &[]))
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     ctl.wait_online(&refs, Duration::from_secs(120));

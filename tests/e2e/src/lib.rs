@@ -111,32 +111,54 @@ impl Drop for Process {
 /// A controller process with its own data directory.
 pub struct Controller {
     pub process: Process,
+    /// `https://127.0.0.1:PORT` (or `http://` for an `--insecure` one).
     pub address: String,
+    /// `127.0.0.1:PORT`, to start another controller on the same address.
+    pub listen: String,
     pub data_dir: PathBuf,
-    pub token: String,
+    /// The file `serve` wrote: the address, the CA and an operator token.
+    pub credentials: PathBuf,
+    /// The shared token of an `--insecure` controller.
+    pub insecure_token: Option<String>,
 }
 
 impl Controller {
-    /// Starts `edgefleet serve` on `listen` (use `127.0.0.1:0` for a free port).
-    pub fn start(dir: &Path, token: &str, listen: &str) -> Controller {
+    /// Starts `edgefleet serve` with TLS on `listen` (use `127.0.0.1:0` for a free port).
+    pub fn start(dir: &Path, listen: &str) -> Controller {
+        Controller::spawn(dir, listen, None, &[])
+    }
+
+    /// Starts `edgefleet serve` with extra flags (e.g. `--agent-cert-lifetime-s 6`).
+    pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Controller {
+        Controller::spawn(dir, listen, None, extra)
+    }
+
+    /// Starts a plaintext `edgefleet serve --insecure --token TOKEN`.
+    pub fn start_insecure(dir: &Path, token: &str, listen: &str) -> Controller {
+        Controller::spawn(dir, listen, Some(token), &[])
+    }
+
+    fn spawn(dir: &Path, listen: &str, insecure_token: Option<&str>, extra: &[&str]) -> Controller {
         let data_dir = dir.join("controller");
         let log = dir.join(format!("controller-{}.log", listen.replace(':', "_")));
-        let mut child = Command::new(binary("edgefleet"))
-            .args([
-                "serve",
-                "--listen",
-                listen,
-                "--heartbeat-s",
-                "1",
-                "--data-dir",
-            ])
-            .arg(&data_dir)
-            .env("EDGEFLEET_TOKEN", token)
-            .env("EDGEFLEET_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start edgefleet serve");
+        let mut cmd = Command::new(binary("edgefleet"));
+        cmd.args([
+            "serve",
+            "--listen",
+            listen,
+            "--heartbeat-s",
+            "1",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .args(extra)
+        .env("EDGEFLEET_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(token) = insecure_token {
+            cmd.args(["--insecure", "--token", token]);
+        }
+        let mut child = cmd.spawn().expect("start edgefleet serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -152,21 +174,52 @@ impl Controller {
                 )
             })
             .to_string();
+        let scheme = if insecure_token.is_some() {
+            "http"
+        } else {
+            "https"
+        };
         Controller {
             process: Process { child, log },
-            address: format!("http://{addr}"),
+            address: format!("{scheme}://{addr}"),
+            listen: addr,
+            credentials: data_dir.join("credentials.json"),
             data_dir,
-            token: token.to_string(),
+            insecure_token: insecure_token.map(str::to_string),
         }
     }
 
-    /// Runs `edgefleet ARGS` against this controller.
+    /// Runs `edgefleet ARGS` against this controller with its credentials file.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(binary("edgefleet"))
-            .args(args)
+        let mut cmd = Command::new(binary("edgefleet"));
+        cmd.args(args)
             .env("EDGEFLEET_CONTROLLER", &self.address)
-            .output()
-            .expect("run edgefleet")
+            .env("EDGEFLEET_CREDENTIALS", &self.credentials);
+        if self.insecure_token.is_some() {
+            cmd.arg("--insecure");
+        }
+        cmd.output().expect("run edgefleet")
+    }
+
+    /// A fresh one-time enrollment token for an agent named `name`.
+    pub fn enroll_token(&self, name: &str) -> String {
+        self.cli_ok(&["agents", "enroll", "--name", name])
+            .trim()
+            .to_string()
+    }
+
+    /// The flags an agent named `name` (data in `agent_dir`) needs to reach this controller: an
+    /// enrollment token the first time, nothing more once it holds its certificate.
+    pub fn agent_flags(&self, agent_dir: &Path, name: &str) -> Vec<String> {
+        let mut flags = vec!["--controller".to_string(), self.address.clone()];
+        match &self.insecure_token {
+            Some(token) => flags.extend(["--insecure".into(), "--token".into(), token.clone()]),
+            None if !agent_dir.join("identity.json").exists() => {
+                flags.extend(["--enroll-token".into(), self.enroll_token(name)])
+            }
+            None => {}
+        }
+        flags
     }
 
     /// Runs `edgefleet ARGS`, asserts success, returns stdout.
@@ -245,37 +298,47 @@ impl Controller {
     }
 }
 
-/// Starts an agent process that dials `address`, reading sensors from an empty tree (so results
-/// do not depend on the test machine's hardware).
-pub fn start_agent(dir: &Path, address: &str, token: &str, name: &str, labels: &[&str]) -> Process {
+/// Starts an agent process that dials `ctl` (enrolling the first time), reading sensors from an
+/// empty tree (so results do not depend on the test machine's hardware).
+pub fn start_agent(dir: &Path, ctl: &Controller, name: &str, labels: &[&str]) -> Process {
     let empty = dir.join("no-sensors");
     std::fs::create_dir_all(&empty).expect("sensor root");
-    start_agent_with_sensors(dir, address, token, name, labels, &empty)
+    start_agent_with_sensors(dir, ctl, name, labels, &empty)
 }
 
 /// Starts an agent process that reads its sensors under `sensors_root` (a fixture tree).
 pub fn start_agent_with_sensors(
     dir: &Path,
-    address: &str,
-    token: &str,
+    ctl: &Controller,
     name: &str,
     labels: &[&str],
     sensors_root: &Path,
 ) -> Process {
-    start_agent_with(dir, address, token, name, labels, sensors_root, &[])
+    start_agent_with(dir, ctl, name, labels, sensors_root, &[])
 }
 
 /// Starts an agent with extra command-line flags (e.g. `--download-limit 20`). Its log is
 /// appended to, so a restarted agent keeps the earlier lines.
 pub fn start_agent_with(
     dir: &Path,
-    address: &str,
-    token: &str,
+    ctl: &Controller,
     name: &str,
     labels: &[&str],
     sensors_root: &Path,
     extra: &[&str],
 ) -> Process {
+    let mut flags = ctl.agent_flags(&dir.join("agents").join(name), name);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    for label in labels {
+        flags.extend(["--label".to_string(), label.to_string()]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_agent_raw(dir, name, sensors_root, &flags)
+}
+
+/// Starts `edgefleet-agent run --name NAME --data-dir DIR/agents/NAME` with exactly `flags` (the
+/// controller, tokens and the rest), e.g. to try what a refused agent sees.
+pub fn start_agent_raw(dir: &Path, name: &str, sensors_root: &Path, flags: &[&str]) -> Process {
     let log = dir.join(format!("{name}.log"));
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -283,20 +346,16 @@ pub fn start_agent_with(
         .open(&log)
         .expect("log file");
     let mut cmd = Command::new(binary("edgefleet-agent"));
-    cmd.args(["run", "--controller", address, "--name", name, "--data-dir"])
+    cmd.args(["run", "--name", name, "--data-dir"])
         .arg(dir.join("agents").join(name))
         .arg("--onnxruntime-library")
         .arg(onnxruntime_library())
-        .env("EDGEFLEET_TOKEN", token)
         .env("EDGEFLEET_LOG", "info")
         .env("NO_COLOR", "1")
         .env("EDGEFLEET_SENSORS_ROOT", sensors_root)
         .stdout(Stdio::null())
         .stderr(log_file)
-        .args(extra);
-    for label in labels {
-        cmd.arg("--label").arg(label);
-    }
+        .args(flags);
     Process {
         child: cmd.spawn().expect("start edgefleet-agent"),
         log,

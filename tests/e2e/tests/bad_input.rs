@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use edgefleet_e2e::{binary, cached, start_agent, Controller};
+use edgefleet_e2e::{binary, cached, start_agent, start_agent_raw, Controller};
+use edgefleet_proto::tokens::EnrollmentToken;
 
 const TOKEN: &str = "right-token";
 
@@ -17,24 +18,62 @@ fn artifact_files(ctl: &Controller) -> usize {
 #[test]
 fn an_agent_with_a_wrong_token_is_refused_on_both_sides_and_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let mut agent = start_agent(dir.path(), &ctl.address, "wrong-token", "intruder", &[]);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    // A token in the right form, pinning the right CA, that this controller never issued.
+    let issued: serde_json::Value =
+        serde_json::from_str(&ctl.cli_ok(&["agents", "enroll", "--json"])).unwrap();
+    let forged = EnrollmentToken {
+        secret: [42; 32],
+        ca_sha256: issued["ca_sha256"].as_str().unwrap().to_string(),
+    }
+    .encode();
+    let sensors = dir.path().join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let flags = ["--controller", &ctl.address, "--enroll-token", &forged];
+    let mut agent = start_agent_raw(dir.path(), "intruder", &sensors, &flags);
+    agent.wait_for_log("the controller refused this agent", Duration::from_secs(30));
+    assert!(
+        agent.log_text().contains("not known to this controller"),
+        "{}",
+        agent.log_text()
+    );
+    ctl.process
+        .wait_for_log("refused an enrollment", Duration::from_secs(10));
+    assert!(ctl.agents().is_empty(), "a refused agent is not registered");
+    assert!(agent.is_running());
+
+    // The same on a plaintext controller, whose agents present its shared token.
+    let plain_dir = dir.path().join("plain");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let plain = Controller::start_insecure(&plain_dir, TOKEN, "127.0.0.1:0");
+    let flags = [
+        "--controller",
+        &plain.address,
+        "--insecure",
+        "--token",
+        "wrong-token",
+    ];
+    let mut agent = start_agent_raw(&plain_dir, "intruder", &sensors, &flags);
     agent.wait_for_log("the controller refused this agent", Duration::from_secs(30));
     assert!(
         agent.log_text().contains("enrollment token rejected"),
         "{}",
         agent.log_text()
     );
-    ctl.process
+    plain
+        .process
         .wait_for_log("wrong enrollment token", Duration::from_secs(10));
-    assert!(ctl.agents().is_empty(), "a refused agent is not registered");
+    assert!(
+        plain.agents().is_empty(),
+        "a refused agent is not registered"
+    );
     assert!(agent.is_running());
 }
 
 #[test]
 fn unreachable_controllers_are_named() {
     let out = std::process::Command::new(binary("edgefleet"))
-        .args(["agents", "--controller", "http://127.0.0.1:1"])
+        .args(["agents", "--insecure", "--controller", "http://127.0.0.1:1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -46,7 +85,20 @@ fn unreachable_controllers_are_named() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = start_agent(dir.path(), "http://127.0.0.1:1", TOKEN, "lonely", &[]);
+    let sensors = dir.path().join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let token = EnrollmentToken {
+        secret: [1; 32],
+        ca_sha256: "0".repeat(64),
+    }
+    .encode();
+    let flags = [
+        "--controller",
+        "https://127.0.0.1:1",
+        "--enroll-token",
+        &token,
+    ];
+    let mut agent = start_agent_raw(dir.path(), "lonely", &sensors, &flags);
     agent.wait_for_log(
         "cannot reach the controller; retrying",
         Duration::from_secs(20),
@@ -63,7 +115,7 @@ fn unreachable_controllers_are_named() {
 #[test]
 fn junk_and_truncated_models_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"this is a text file, not a model\n").unwrap();
     let real = std::fs::read(cached("models/minilm-l6/model.int8.onnx")).unwrap();
@@ -129,7 +181,7 @@ fn junk_and_truncated_models_are_refused_and_nothing_is_stored() {
 #[test]
 fn bad_suites_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
     let suite = dir.path().join("bad.toml");
     std::fs::write(
         &suite,
@@ -190,8 +242,8 @@ fn a_missing_onnxruntime_library_is_one_clear_line() {
 #[test]
 fn an_unsupported_operator_is_a_failed_result_naming_it_and_the_agent_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-op", &[]);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let agent = start_agent(dir.path(), &ctl, "edge-op", &[]);
     ctl.wait_online(&["edge-op"], Duration::from_secs(60));
     // The one-Add model with its operator renamed in place: still a well-formed ONNX file.
     let bytes = std::fs::read(cached("models/tiny/add.onnx")).unwrap();

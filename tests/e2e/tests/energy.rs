@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use edgefleet_e2e::{start_agent_with_sensors, Controller};
 
-const TOKEN: &str = "energy-token";
 const WATTS: f64 = 5.0;
 /// The counter wraps every 8 J, i.e. every 1.6 s at 5 W: several times during the run.
 const RANGE_UJ: u64 = 8_000_000;
@@ -61,8 +60,8 @@ fn rapl_energy_is_measured_net_of_idle_with_wrap_around_and_thermal_is_read() {
         })
     };
 
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let _agent = start_agent_with_sensors(dir.path(), &ctl.address, TOKEN, "edge-e", &[], &sys);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let _agent = start_agent_with_sensors(dir.path(), &ctl, "edge-e", &[], &sys);
     ctl.wait_online(&["edge-e"], Duration::from_secs(60));
     ctl.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm-l6", "int8");
     let suite = dir.path().join("energy.toml");

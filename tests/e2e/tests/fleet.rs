@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use edgefleet_e2e::{start_agent, Controller};
 
-const TOKEN: &str = "e2e-token";
-
 /// A short suite on both MiniLM variants.
 const SUITE: &str = r#"
 name = "e2e"
@@ -43,21 +41,9 @@ fn register_models(ctl: &Controller) {
 #[test]
 fn two_agents_benchmark_real_models_and_a_report_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let _a = start_agent(
-        dir.path(),
-        &ctl.address,
-        TOKEN,
-        "edge-a",
-        &["site=lab-a", "hw=x86"],
-    );
-    let _b = start_agent(
-        dir.path(),
-        &ctl.address,
-        TOKEN,
-        "edge-b",
-        &["site=lab-b", "hw=x86"],
-    );
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let _a = start_agent(dir.path(), &ctl, "edge-a", &["site=lab-a", "hw=x86"]);
+    let _b = start_agent(dir.path(), &ctl, "edge-b", &["site=lab-b", "hw=x86"]);
     ctl.wait_online(&["edge-a", "edge-b"], Duration::from_secs(60));
 
     // The hello carried a hardware profile with the real runtime.
@@ -234,9 +220,9 @@ fn two_agents_benchmark_real_models_and_a_report_is_written() {
 #[test]
 fn selection_picks_agents_by_label_and_an_empty_selection_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let _a = start_agent(dir.path(), &ctl.address, TOKEN, "pi-1", &["hw=rpi5"]);
-    let _b = start_agent(dir.path(), &ctl.address, TOKEN, "gw-1", &["hw=x86"]);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let _a = start_agent(dir.path(), &ctl, "pi-1", &["hw=rpi5"]);
+    let _b = start_agent(dir.path(), &ctl, "gw-1", &["hw=x86"]);
     ctl.wait_online(&["pi-1", "gw-1"], Duration::from_secs(60));
     register_models(&ctl);
     let suite = dir.path().join("one.toml");
@@ -271,10 +257,10 @@ fn selection_picks_agents_by_label_and_an_empty_selection_changes_nothing() {
 #[test]
 fn agents_reconnect_after_a_controller_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let mut agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-r", &[]);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let mut agent = start_agent(dir.path(), &ctl, "edge-r", &[]);
     ctl.wait_online(&["edge-r"], Duration::from_secs(60));
-    let listen = ctl.address.trim_start_matches("http://").to_string();
+    let listen = ctl.listen.clone();
     drop(ctl);
 
     agent.wait_for_log("reconnecting", Duration::from_secs(20));
@@ -282,7 +268,7 @@ fn agents_reconnect_after_a_controller_restart() {
         agent.is_running(),
         "the agent must stay up while the controller is away"
     );
-    let ctl = Controller::start(dir.path(), TOKEN, &listen);
+    let ctl = Controller::start(dir.path(), &listen);
     ctl.wait_online(&["edge-r"], Duration::from_secs(60));
     let agents = ctl.agents();
     assert_eq!(
@@ -303,8 +289,8 @@ fn agents_reconnect_after_a_controller_restart() {
 #[test]
 fn an_agent_killed_mid_run_finishes_its_jobs_after_it_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-k", &[]);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let agent = start_agent(dir.path(), &ctl, "edge-k", &[]);
     ctl.wait_online(&["edge-k"], Duration::from_secs(60));
     register_models(&ctl);
     let suite = dir.path().join("e2e.toml");
@@ -313,6 +299,7 @@ fn an_agent_killed_mid_run_finishes_its_jobs_after_it_restarts() {
     let waiter = std::process::Command::new(edgefleet_e2e::binary("edgefleet"))
         .args(["bench", "run", suite.to_str().unwrap(), "--wait", "--json"])
         .env("EDGEFLEET_CONTROLLER", &ctl.address)
+        .env("EDGEFLEET_CREDENTIALS", &ctl.credentials)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -320,7 +307,7 @@ fn an_agent_killed_mid_run_finishes_its_jobs_after_it_restarts() {
     agent.wait_for_log("job started", Duration::from_secs(60));
     drop(agent); // SIGKILL: the first job is cut off, the second never started
 
-    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-k", &[]);
+    let _agent = start_agent(dir.path(), &ctl, "edge-k", &[]);
     let out = waiter.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -341,8 +328,8 @@ fn an_agent_killed_mid_run_finishes_its_jobs_after_it_restarts() {
 #[test]
 fn multi_stream_offline_and_server_scenarios_and_a_wrong_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-s", &[]);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let _agent = start_agent(dir.path(), &ctl, "edge-s", &[]);
     ctl.wait_online(&["edge-s"], Duration::from_secs(60));
     register_models(&ctl);
     ctl.add_cached_model("models/tiny/add.onnx", "add-one", "1");

@@ -353,10 +353,9 @@ fn audio_a_model_cannot_take_fails_naming_the_input_and_both_shapes() {
 
 #[test]
 fn media_suites_run_through_a_controller_with_their_inputs_sent_as_artifacts() {
-    const TOKEN: &str = "media-token";
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
-    let _agent = start_agent(dir.path(), &ctl.address, TOKEN, "edge-media", &[]);
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let _agent = start_agent(dir.path(), &ctl, "edge-media", &[]);
     for (name, file) in MODELS {
         let (name, version) = name.split_once('@').unwrap();
         let file = cached(file);

@@ -209,7 +209,9 @@ mod tests {
         let ctl = Controller::open(
             dir.path(),
             crate::Settings {
-                enrollment_token: "t".into(),
+                security: crate::server::Security::Insecure {
+                    shared_token: "t".into(),
+                },
                 heartbeat_interval: std::time::Duration::from_secs(1),
             },
         )

@@ -40,7 +40,9 @@ fn fixture() -> (Fixture, Stream, Stream) {
     let ctl = Controller::open(
         dir.path(),
         Settings {
-            enrollment_token: "t".into(),
+            security: crate::server::Security::Insecure {
+                shared_token: "t".into(),
+            },
             heartbeat_interval: Duration::from_secs(5),
         },
     )

@@ -1,0 +1,56 @@
+//! Who may call the admin service: every call carries an admin token (`authorization: Bearer
+//! TOKEN`), looked up by its hash; a viewer token may only read. An agent's certificate never
+//! opens the admin service, whatever else the call carries.
+
+use edgefleet_proto::tokens::{secret_hash, AdminToken};
+use tonic::{Request, Status};
+
+use crate::server::Controller;
+use crate::trust::identity;
+use crate::trust::tokens::Role;
+
+/// Checks the call's admin token against the role the call needs (`doing` names the call in a
+/// refusal).
+pub(super) fn authorize<T>(
+    ctl: &Controller,
+    request: &Request<T>,
+    need: Role,
+    doing: &str,
+) -> Result<(), Status> {
+    let presents_agent_certificate = request.peer_certs().is_some_and(|certs| {
+        certs
+            .first()
+            .is_some_and(|c| identity::agent_id_of(c).is_ok())
+    });
+    if presents_agent_certificate {
+        return Err(Status::permission_denied(
+            "an agent's certificate cannot call the admin API; use an admin token",
+        ));
+    }
+    let header = request.metadata().get("authorization").ok_or_else(|| {
+        Status::unauthenticated(
+            "the admin API needs an admin token: pass --credentials FILE or set EDGEFLEET_CREDENTIALS (serve writes DATA/credentials.json)",
+        )
+    })?;
+    let text = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
+    let token = AdminToken::parse(text).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    let (name, role) = ctl
+        .store
+        .admin_token(&secret_hash(&token.secret))?
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "the admin token is not valid on this controller (revoked, or made by another one)",
+            )
+        })?;
+    if need == Role::Operator && role == Role::Viewer {
+        tracing::warn!(token = %name, %doing, "refused a viewer token");
+        return Err(Status::permission_denied(format!(
+            "admin token {name} is a viewer token: it cannot {doing} (an operator token can)"
+        )));
+    }
+    Ok(())
+}

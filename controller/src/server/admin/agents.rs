@@ -1,0 +1,110 @@
+//! Agent calls: the fleet listing, one-time enrollment tokens for new devices, and revoking or
+//! forgetting an agent (its stream closed at once, every later call refused).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use edgefleet_proto::v1::{
+    AgentInfo, CreateEnrollmentTokenRequest, EnrollmentTokenReply, ListAgentsReply,
+    RemoveAgentReply,
+};
+use tonic::Status;
+
+use crate::clock::now_ms;
+use crate::planning::target_key;
+use crate::server::Controller;
+use crate::store::AgentRow;
+use crate::trust::tokens::new_enrollment_token;
+
+/// An enrollment token's lifetime unless asked otherwise.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+pub(super) fn list(ctl: &Controller) -> Result<ListAgentsReply, Status> {
+    let revoked = ctl.store.revoked_agents()?;
+    let agents = ctl
+        .store
+        .agents()?
+        .into_iter()
+        .map(|a| AgentInfo {
+            online: ctl.fleet.is_online(&a.id),
+            target: target_key(&a.hardware),
+            revoked_unix_ms: revoked.get(&a.id).copied().unwrap_or(0),
+            agent_id: a.id,
+            name: a.name,
+            labels: a.labels.into_iter().collect(),
+            agent_version: a.agent_version,
+            hardware: Some(a.hardware),
+            last_seen_unix_ms: a.last_seen_ms,
+            first_seen_unix_ms: a.first_seen_ms,
+        })
+        .collect();
+    Ok(ListAgentsReply { agents })
+}
+
+/// `agents enroll`: a one-time token, stored as a hash, pinning this controller's CA.
+pub(super) fn enrollment_token(
+    ctl: &Controller,
+    req: CreateEnrollmentTokenRequest,
+) -> Result<EnrollmentTokenReply, Status> {
+    let authority = ctl.authority.as_ref().ok_or_else(|| {
+        Status::failed_precondition(
+            "this controller runs --insecure: its agents use the shared token given to serve",
+        )
+    })?;
+    let name = req.name.trim().to_string();
+    let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+    let ttl = match req.ttl_s {
+        0 => DEFAULT_TOKEN_TTL,
+        s => Duration::from_secs(s),
+    };
+    let (token, hash) = new_enrollment_token(authority.ca_sha256());
+    let now = now_ms();
+    let expires = now + ttl.as_millis() as i64;
+    ctl.store
+        .insert_enrollment_token(&hash, &name, &labels, now, expires)?;
+    tracing::info!(name = %name, ttl_s = ttl.as_secs(), "enrollment token created");
+    Ok(EnrollmentTokenReply {
+        token,
+        name,
+        labels: labels.into_iter().collect(),
+        expires_unix_ms: expires,
+        ca_sha256: authority.ca_sha256().to_string(),
+    })
+}
+
+/// The agent a name (or id) means, or NOT_FOUND.
+fn find(ctl: &Controller, agent: &str) -> Result<AgentRow, Status> {
+    let agents = ctl.store.agents()?;
+    let mut named = agents.iter().filter(|a| a.name == agent || a.id == agent);
+    match (named.next(), named.next()) {
+        (Some(a), None) => Ok(a.clone()),
+        (Some(_), Some(_)) => Err(Status::failed_precondition(format!(
+            "several agents are named {agent}; name one by its id (edgefleet agents --json)"
+        ))),
+        (None, _) => Err(Status::not_found(format!(
+            "no agent {agent}; `edgefleet agents` lists them"
+        ))),
+    }
+}
+
+/// `agents revoke NAME`: refused from now on, its stream closed now.
+pub(super) fn revoke(ctl: &Controller, agent: &str) -> Result<AgentInfo, Status> {
+    let row = find(ctl, agent)?;
+    ctl.store.revoke_agent(&row.id, now_ms())?;
+    ctl.fleet.close(&row.id);
+    tracing::warn!(agent = %row.name, agent_id = %row.id, "agent revoked");
+    list(ctl)?
+        .agents
+        .into_iter()
+        .find(|a| a.agent_id == row.id)
+        .ok_or_else(|| Status::internal("the revoked agent vanished"))
+}
+
+/// `agents rm NAME`: revoked and gone from listings (its results stay).
+pub(super) fn remove(ctl: &Controller, agent: &str) -> Result<RemoveAgentReply, Status> {
+    let row = find(ctl, agent)?;
+    ctl.store.remove_agent(&row.id, now_ms())?;
+    ctl.fleet.close(&row.id);
+    tracing::warn!(agent = %row.name, agent_id = %row.id, "agent removed");
+    Ok(RemoveAgentReply { agent_id: row.id })
+}
