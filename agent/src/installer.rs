@@ -8,17 +8,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use edgefleet_proto::v1::{InstalledModel, Manifest};
+use edgefleet_suites::names::{self, NameError};
 
+use edgefleet_suites::names::{ACTIVE, ACTIVE_TMP, HISTORY, HISTORY_TMP, STAGING_PREFIX};
 /// The file a version's encoded manifest is kept in, beside its signature.
-pub const MANIFEST_FILE: &str = "manifest.pb";
-pub const SIGNATURE_FILE: &str = "manifest.sig";
-const ACTIVE: &str = "active";
-const HISTORY: &str = "history";
+pub use edgefleet_suites::names::{MANIFEST_FILE, SIGNATURE_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("`{0}` cannot be used as a model name or version on disk")]
-    BadName(String),
+    /// A model name, version or file name that is not one plain path component of its own
+    /// (see [`edgefleet_suites::names`]); nothing was written.
+    #[error("refused: {0}")]
+    BadName(#[from] NameError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -54,13 +55,13 @@ impl ModelInstaller {
     }
 
     fn model_dir(&self, name: &str) -> Result<PathBuf, InstallError> {
-        check_name(name)?;
+        names::model_name(name)?;
         Ok(self.root.join(name))
     }
 
     /// The folder of an installed version (which may not exist).
     pub fn version_dir(&self, name: &str, version: &str) -> Result<PathBuf, InstallError> {
-        check_name(version)?;
+        names::version(version)?;
         Ok(self.model_dir(name)?.join(version))
     }
 
@@ -82,9 +83,20 @@ impl ModelInstaller {
             .is_some_and(|held| held == manifest_bytes)
     }
 
+    /// Refuses a manifest whose model name, version or file names are not plain names of their
+    /// own (see [`edgefleet_suites::names`]): a signed manifest is checked too, since its signer
+    /// may be an older or compromised controller.
+    pub fn check_manifest(manifest: &Manifest) -> Result<(), InstallError> {
+        names::model_name(&manifest.name)?;
+        names::version(&manifest.version)?;
+        names::file_names(manifest.files.iter().map(|f| f.file_name.as_str()))?;
+        Ok(())
+    }
+
     /// Writes a version's files (taken from `sources`, in the manifest's order) into place:
     /// staging folder, fsync, atomic rename. Files are hard-linked from the artifact store
-    /// where possible (no extra space), copied otherwise.
+    /// where possible (no extra space), copied otherwise. A manifest with a bad name is refused
+    /// before anything is written.
     pub fn stage(
         &self,
         manifest: &Manifest,
@@ -92,29 +104,35 @@ impl ModelInstaller {
         signature: &[u8],
         sources: &[PathBuf],
     ) -> Result<PathBuf, InstallError> {
+        Self::check_manifest(manifest)?;
         let model_dir = self.model_dir(&manifest.name)?;
         let final_dir = self.version_dir(&manifest.name, &manifest.version)?;
         if self.holds(manifest, manifest_bytes) {
             return Ok(final_dir);
         }
-        for file in &manifest.files {
-            check_name(&file.file_name)?;
-        }
         std::fs::create_dir_all(&model_dir).map_err(io(&model_dir))?;
-        let staging = model_dir.join(format!(".staging-{}", manifest.version));
+        let staging = model_dir.join(format!("{STAGING_PREFIX}{}", manifest.version));
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
         }
         std::fs::create_dir(&staging).map_err(io(&staging))?;
         for (file, source) in manifest.files.iter().zip(sources) {
             let dest = staging.join(&file.file_name);
-            if std::fs::hard_link(source, &dest).is_err() {
-                std::fs::copy(source, &dest).map_err(io(&dest))?;
+            match std::fs::hard_link(source, &dest) {
+                Ok(()) => {}
+                // Never copy over a file already there: it may be a hard link into the store.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(io(&dest)(e));
+                }
+                Err(_) => {
+                    std::fs::copy(source, &dest).map_err(io(&dest))?;
+                }
             }
             sync_file(&dest)?;
         }
-        write_synced(&staging.join(MANIFEST_FILE), manifest_bytes)?;
-        write_synced(&staging.join(SIGNATURE_FILE), signature)?;
+        // New files only, for the same reason.
+        write_new_synced(&staging.join(MANIFEST_FILE), manifest_bytes)?;
+        write_new_synced(&staging.join(SIGNATURE_FILE), signature)?;
         sync_dir(&staging)?;
         if final_dir.exists() {
             // A different build under the same version (the controller was reset): replace it.
@@ -144,7 +162,7 @@ impl ModelInstaller {
                         version: version.into(),
                     });
                 }
-                let tmp = model_dir.join(".active.tmp");
+                let tmp = model_dir.join(ACTIVE_TMP);
                 let _ = std::fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(version, &tmp).map_err(io(&tmp))?;
                 std::fs::rename(&tmp, &link).map_err(io(&link))?;
@@ -212,7 +230,7 @@ impl ModelInstaller {
             .unwrap_or_default()
             .lines()
             .map(str::trim)
-            .filter(|v| !v.is_empty() && dir.join(v).join(MANIFEST_FILE).is_file())
+            .filter(|v| names::version(v).is_ok() && dir.join(v).join(MANIFEST_FILE).is_file())
             .map(str::to_string)
             .collect()
     }
@@ -220,7 +238,7 @@ impl ModelInstaller {
     fn write_history(&self, name: &str, versions: &[String]) -> Result<(), InstallError> {
         let dir = self.model_dir(name)?;
         let path = dir.join(HISTORY);
-        let tmp = dir.join(".history.tmp");
+        let tmp = dir.join(HISTORY_TMP);
         let mut text = versions.join("\n");
         text.push('\n');
         write_synced(&tmp, text.as_bytes())?;
@@ -243,7 +261,7 @@ impl ModelInstaller {
         };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| check_name(n).is_ok())
+            .filter(|n| names::model_name(n).is_ok())
             .collect();
         names.sort();
         names
@@ -254,23 +272,19 @@ impl ModelInstaller {
     }
 }
 
-/// A name that is one plain path component.
-fn check_name(s: &str) -> Result<(), InstallError> {
-    let plain = !s.is_empty()
-        && s != "."
-        && s != ".."
-        && !s.starts_with('.')
-        && !s.contains(['/', '\0'])
-        && s.len() <= 200;
-    if plain {
-        Ok(())
-    } else {
-        Err(InstallError::BadName(s.to_string()))
-    }
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
     let mut file = std::fs::File::create(path).map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// Like [`write_synced`], but refuses to open a file that exists (and so to truncate it).
+fn write_new_synced(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+    let mut file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io(path))?;
     file.write_all(bytes).map_err(io(path))?;
     file.sync_all().map_err(io(path))
 }
@@ -364,11 +378,97 @@ mod tests {
         assert!(!dir.path().join("models/m/.staging-1").exists());
     }
 
+    /// Every file, folder and link under `dir`, with its bytes or target.
+    fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(path) = todo.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_symlink() {
+                std::fs::read_link(&path)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_dir() {
+                todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                b"dir".to_vec()
+            } else {
+                std::fs::read(&path).unwrap()
+            };
+            out.push((path, what));
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_version_named_active_or_a_file_named_manifest_pb_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("blob");
+        std::fs::write(&src, b"abc").unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"other bytes").unwrap();
+        let inst = ModelInstaller::open(&dir.path().join("models"), 2).unwrap();
+        install(&inst, &src, "1");
+        let before = tree(dir.path());
+
+        // A version named like the active link: refused before the link is touched.
+        let (m, bytes) = manifest("active");
+        let err = inst
+            .stage(&m, &bytes, b"sig", std::slice::from_ref(&src))
+            .unwrap_err();
+        assert!(matches!(err, InstallError::BadName(_)), "{err}");
+        assert!(
+            err.to_string().contains("version `active` is reserved"),
+            "{err}"
+        );
+        assert!(inst.activate("m", Some("active")).is_err());
+        assert!(inst.remove("m", "active").is_err());
+        assert_eq!(tree(dir.path()), before);
+
+        // A companion file named like the manifest: refused before anything is linked, so the
+        // manifest is never written through a hard link into the store.
+        let (mut m, _) = manifest("2");
+        m.files.push(edgefleet_proto::v1::ArtifactRef {
+            file_name: MANIFEST_FILE.into(),
+            sha256: "b".repeat(64),
+            size_bytes: 11,
+        });
+        let bytes = prost::Message::encode_to_vec(&m);
+        let err = inst
+            .stage(&m, &bytes, b"sig", &[src.clone(), other.clone()])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("file name `manifest.pb` is reserved"),
+            "{err}"
+        );
+        // The same file twice would copy one artifact over the other's hard link.
+        m.files[1].file_name = "model.onnx".into();
+        let bytes = prost::Message::encode_to_vec(&m);
+        let err = inst
+            .stage(&m, &bytes, b"sig", &[src.clone(), other.clone()])
+            .unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        assert_eq!(tree(dir.path()), before);
+        assert_eq!(std::fs::read(&src).unwrap(), b"abc");
+        assert_eq!(std::fs::read(&other).unwrap(), b"other bytes");
+        assert_eq!(inst.active("m").unwrap().as_deref(), Some("1"));
+    }
+
     #[test]
     fn names_cannot_escape_the_models_folder() {
         let dir = tempfile::tempdir().unwrap();
         let inst = ModelInstaller::open(dir.path(), 2).unwrap();
-        for bad in ["..", "a/b", "", ".hidden"] {
+        for bad in [
+            "..",
+            "a/b",
+            "",
+            ".hidden",
+            "active",
+            "history",
+            ".staging-1",
+        ] {
             assert!(inst.version_dir("m", bad).is_err(), "{bad}");
             assert!(inst.active(bad).is_err(), "{bad}");
         }

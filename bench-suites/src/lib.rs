@@ -6,6 +6,7 @@
 //! [`ModelRef`], [`Input`]). Past that boundary nobody reads a raw string again.
 //! [`Suite::load`] also checks that the input files a suite names exist beside it.
 
+pub mod names;
 mod raw;
 
 use std::fmt;
@@ -204,7 +205,7 @@ impl Input {
 /// chunk's state back with the next chunk; every file starts from zeros.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioInput {
-    /// Paths relative to the suite's folder (or absolute).
+    /// Paths relative to the suite's folder, inside it (neither absolute nor with `..`).
     pub files: Vec<PathBuf>,
     /// Every file must be at this rate (no resampling on the device).
     pub sample_rate: NonZeroU32,
@@ -219,7 +220,8 @@ pub struct AudioInput {
 /// width]`, each channel as `(value / 255 - mean) / std`. Each query takes the next image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageInput {
-    /// Paths relative to the suite's folder (or absolute); PNG or JPEG.
+    /// Paths relative to the suite's folder, inside it (neither absolute nor with `..`); PNG
+    /// or JPEG.
     pub files: Vec<PathBuf>,
     pub width: NonZeroU32,
     pub height: NonZeroU32,
@@ -483,6 +485,9 @@ impl FromStr for ModelRef {
                 "`{s}` is not name@version (letters, digits, `.`, `_`, `-`, `+`)"
             ));
         }
+        names::model_name(name)
+            .and_then(|()| names::version(version))
+            .map_err(|e| format!("`{s}` cannot name a model: {e}"))?;
         Ok(ModelRef {
             name: name.to_string(),
             version: version.to_string(),

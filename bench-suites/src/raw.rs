@@ -512,6 +512,16 @@ fn input(
                 if f.get_ref().trim().is_empty() {
                     return Err(at.error(f.span(), &field("files"), "has an empty path"));
                 }
+                if let Some(why) = escapes(&path) {
+                    return Err(at.error(
+                        f.span(),
+                        &field("files"),
+                        format!(
+                            "`{}` {why}; input files are named relative to the suite's folder, inside it",
+                            f.get_ref()
+                        ),
+                    ));
+                }
                 if files.contains(&path) {
                     return Err(at.error(
                         f.span(),
@@ -651,6 +661,17 @@ fn input(
         mean: channels(&r.mean, "mean", 0.0, false)?,
         std: channels(&r.std, "std", 1.0, true)?,
     }))
+}
+
+/// Why an input file's path would reach outside the suite's folder, if it would: the CLI reads
+/// and uploads what a suite names, so a suite must not name just any file on the machine.
+fn escapes(path: &Path) -> Option<&'static str> {
+    use std::path::Component;
+    path.components().find_map(|c| match c {
+        Component::RootDir | Component::Prefix(_) => Some("is absolute"),
+        Component::ParentDir => Some("goes up with `..`"),
+        Component::CurDir | Component::Normal(_) => None,
+    })
 }
 
 fn conditions(at: &Locator<'_>, raw: RawConditions) -> Result<Conditions, SuiteError> {

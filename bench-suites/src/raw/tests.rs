@@ -224,6 +224,20 @@ fn bad_suites_name_line_and_field() {
         ("\"m@1\", ", "\"m1\", ", 3, "models", "not name@version"),
         ("\"m@2\"", "\"m@1\"", 3, "models", "listed twice"),
         (
+            "\"m@2\"",
+            "\"m@active\"",
+            3,
+            "models",
+            "`m@active` cannot name a model: version `active` is reserved",
+        ),
+        (
+            "\"m@2\"",
+            "\"..@2\"",
+            3,
+            "models",
+            "model name `..` must not be `.` or `..`",
+        ),
+        (
             "\"hello world\", ",
             "\"\", ",
             6,
@@ -448,6 +462,27 @@ fn bad_audio_and_image_inputs_name_line_and_field() {
             "audio input needs `files`",
         ),
         (
+            "files = [\"speech.wav\"]",
+            "files = [\"/etc/passwd\"]",
+            7,
+            "input.files",
+            "`/etc/passwd` is absolute; input files are named relative to the suite's folder, inside it",
+        ),
+        (
+            "files = [\"speech.wav\"]",
+            "files = [\"../secret.wav\"]",
+            7,
+            "input.files",
+            "`../secret.wav` goes up with `..`",
+        ),
+        (
+            "files = [\"speech.wav\"]",
+            "files = [\"speech.wav\", \"inputs/../../x.wav\"]",
+            7,
+            "input.files",
+            "`inputs/../../x.wav` goes up with `..`",
+        ),
+        (
             "sample_rate = 16000",
             "sample_rate = 0",
             8,
@@ -530,6 +565,20 @@ fn bad_audio_and_image_inputs_name_line_and_field() {
             "image input needs `height`",
         ),
         (
+            "files = [\"line-1.png\", \"line-2.png\"]",
+            "files = [\"line-1.png\", \"/home/me/.ssh/id_ed25519\"]",
+            7,
+            "input.files",
+            "`/home/me/.ssh/id_ed25519` is absolute",
+        ),
+        (
+            "files = [\"line-1.png\", \"line-2.png\"]",
+            "files = [\"./line-1.png\", \"a/../../line-2.png\"]",
+            7,
+            "input.files",
+            "`a/../../line-2.png` goes up with `..`",
+        ),
+        (
             "resize = \"pad\"",
             "resize = \"crop\"",
             10,
@@ -592,6 +641,43 @@ fn loading_a_suite_checks_its_input_files_beside_it() {
     assert_eq!(suite.input_files().len(), 2);
     // Parsing alone (the controller's side) does not look for files.
     assert!(Suite::parse(&IMAGE.replace("line-1", "elsewhere"), "x.toml").is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn input_files_outside_the_suites_folder_are_refused_before_anything_is_read() {
+    let dir = std::env::temp_dir().join(format!("edgefleet-escape-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("suite")).unwrap();
+    // The file exists, so only the path itself can be why the suite is refused.
+    std::fs::write(dir.join("secret.wav"), b"not for upload").unwrap();
+    let path = dir.join("suite/escape.toml");
+    std::fs::write(&path, AUDIO.replace("speech.wav", "../secret.wav")).unwrap();
+    let err = Suite::load(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:7: field `input.files`: `../secret.wav` goes up with `..`; input files are named \
+             relative to the suite's folder, inside it",
+            path.display()
+        )
+    );
+    let absolute = dir.join("secret.wav").display().to_string();
+    std::fs::write(&path, AUDIO.replace("speech.wav", &absolute)).unwrap();
+    let err = Suite::load(&path).unwrap_err();
+    assert!(err.message.contains("is absolute"), "{err}");
+    // Inside the folder, a leading `./` is fine.
+    std::fs::write(dir.join("suite/speech.wav"), b"wav").unwrap();
+    std::fs::write(&path, AUDIO.replace("speech.wav", "./speech.wav")).unwrap();
+    assert!(Suite::load(&path).is_ok());
+    // Inside a group, the field says so.
+    check_in(
+        GROUPS,
+        "files = [\"line.png\"]",
+        "files = [\"../line.png\"]",
+        24,
+        "group.input.files",
+        "`../line.png` goes up with `..`",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

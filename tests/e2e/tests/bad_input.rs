@@ -179,6 +179,80 @@ fn junk_and_truncated_models_are_refused_and_nothing_is_stored() {
 }
 
 #[test]
+fn names_that_would_not_stay_in_an_agents_model_folder_are_refused_before_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let model = cached("models/tiny/add.onnx");
+    let model = model.to_str().unwrap();
+    let companion = dir.path().join("manifest.pb");
+    std::fs::write(&companion, b"not a manifest").unwrap();
+    let before = artifact_files(&ctl);
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--name", "add", "--version", "active"],
+            "version `active` is reserved by the agent's model layout",
+        ),
+        (
+            &["--name", "..", "--version", "1"],
+            "model name `..` must not be `.` or `..`",
+        ),
+        (
+            &[
+                "--name",
+                "add",
+                "--version",
+                "1",
+                "--with",
+                companion.to_str().unwrap(),
+            ],
+            "file name `manifest.pb` is reserved by the agent's model layout",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["models", "add", model];
+        all.extend_from_slice(args);
+        let out = ctl.cli(&all);
+        assert!(!out.status.success(), "{args:?} must be refused");
+        let err = stderr_of(&out);
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert_eq!(ctl.cli_ok(&["models", "ls", "--json"]).trim(), "[]");
+    assert_eq!(artifact_files(&ctl), before, "nothing stored");
+}
+
+#[test]
+fn a_suite_cannot_upload_files_from_outside_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    std::fs::create_dir_all(dir.path().join("suite")).unwrap();
+    std::fs::write(dir.path().join("secret.wav"), b"not for upload").unwrap();
+    let suite = dir.path().join("suite/escape.toml");
+    let before = artifact_files(&ctl);
+    let absolute = dir.path().join("secret.wav").display().to_string();
+    for (file, needle) in [
+        ("../secret.wav", "`../secret.wav` goes up with `..`"),
+        (absolute.as_str(), "is absolute"),
+    ] {
+        std::fs::write(
+            &suite,
+            format!("name = \"escape\"\nmodels = [\"m@1\"]\n[input]\nkind = \"audio\"\nfiles = [\"{file}\"]\n[[scenario]]\nkind = \"single-stream\"\n"),
+        )
+        .unwrap();
+        let out = ctl.cli(&["bench", "run", suite.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&format!("{}:5: field `input.files`", suite.display())),
+            "{err}"
+        );
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert_eq!(artifact_files(&ctl), before, "nothing uploaded");
+}
+
+#[test]
 fn bad_suites_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::start(dir.path(), "127.0.0.1:0");

@@ -7,6 +7,7 @@ use edgefleet_proto::v1::{
     add_model_request, AddModelRequest, ListModelsReply, ModelDetail, ModelInfo, ModelPlacement,
     ModelRequest, RemoveModelReply, RemoveModelRequest,
 };
+use edgefleet_suites::names;
 use tonic::{Status, Streaming};
 
 use super::internal;
@@ -30,6 +31,12 @@ pub(super) async fn add(
             ))
         }
     };
+    // Every name becomes one path component on the agents (`models/NAME/VERSION/FILE`): refused
+    // here, before a byte is received, when it could not stay one (the agents refuse it too).
+    let names_ok = names::model_name(&header.name)
+        .and_then(|()| names::version(&header.version))
+        .and_then(|()| names::file_names(header.files.iter().map(|f| f.file_name.as_str())));
+    names_ok.map_err(|e| Status::invalid_argument(e.to_string()))?;
     let model_ref = format!("{}@{}", header.name, header.version);
     model_ref
         .parse::<edgefleet_suites::ModelRef>()
@@ -38,19 +45,6 @@ pub(super) async fn add(
         return Err(Status::invalid_argument(
             "an upload needs at least the .onnx file",
         ));
-    }
-    let mut names = std::collections::HashSet::new();
-    for f in &header.files {
-        let plain = !f.file_name.is_empty()
-            && !f.file_name.contains('/')
-            && f.file_name != "."
-            && f.file_name != "..";
-        if !plain || !names.insert(f.file_name.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "file name `{}` must be a plain, unique file name",
-                f.file_name
-            )));
-        }
     }
     if ctl.store.model(&header.name, &header.version)?.is_some() {
         return Err(StoreError::ModelExists(model_ref).into());
