@@ -440,7 +440,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use ed25519_dalek::{Signer, SigningKey};
-    use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
     use edgefleet_proto::v1::ArtifactRef;
     use sha2::{Digest, Sha256};
 
@@ -458,6 +457,7 @@ mod tests {
             ConfigFile::default(),
             Overrides {
                 controller: Some("http://127.0.0.1:9".into()),
+                insecure: true,
                 enrollment_token: Some("t".into()),
                 name: Some("edge".into()),
                 data_dir: Some(data.to_path_buf()),
@@ -471,7 +471,7 @@ mod tests {
             config,
             agent_id: "a".into(),
             store: ArtifactStore::open(&data.join("artifacts")).unwrap(),
-            client: AgentLinkClient::new(channel),
+            channel: crate::link::LinkChannel::new(channel),
             installer: ModelInstaller::open(&data.join("models"), 2).unwrap(),
             enrollment: Enrollment::new(
                 data,

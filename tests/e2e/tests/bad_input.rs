@@ -181,7 +181,7 @@ fn junk_and_truncated_models_are_refused_and_nothing_is_stored() {
 #[test]
 fn names_that_would_not_stay_in_an_agents_model_folder_are_refused_before_upload() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
     let model = cached("models/tiny/add.onnx");
     let model = model.to_str().unwrap();
     let companion = dir.path().join("manifest.pb");
@@ -224,7 +224,7 @@ fn names_that_would_not_stay_in_an_agents_model_folder_are_refused_before_upload
 #[test]
 fn a_suite_cannot_upload_files_from_outside_its_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), TOKEN, "127.0.0.1:0");
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
     std::fs::create_dir_all(dir.path().join("suite")).unwrap();
     std::fs::write(dir.path().join("secret.wav"), b"not for upload").unwrap();
     let suite = dir.path().join("suite/escape.toml");
