@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the edgefleet agent on this device (run as root):
 #   sudo ./install-agent.sh --binary ./edgefleet-agent --onnxruntime ./libonnxruntime.so.1.31.1 \
-#        --controller http://controller:7070 --token TOKEN [--label site=store-42 ...]
+#        --controller https://controller:7070 --enroll-token TOKEN [--label site=store-42 ...]
+# (TOKEN from `edgefleet agents enroll` on the controller; used once, then the agent holds its
+# own certificate.)
 # Puts the binary and library under /opt/edgefleet, writes /etc/edgefleet/agent.toml (unless it
 # exists), creates the edgefleet user, installs and starts the systemd unit. Safe to run again.
 set -euo pipefail
@@ -12,7 +14,7 @@ while [[ $# -gt 0 ]]; do
     --binary) BINARY=$2; shift 2 ;;
     --onnxruntime) LIBRARY=$2; shift 2 ;;
     --controller) CONTROLLER=$2; shift 2 ;;
-    --token) TOKEN=$2; shift 2 ;;
+    --enroll-token) TOKEN=$2; shift 2 ;;
     --label) LABELS+=("$2"); shift 2 ;;
     *) echo "install-agent: unknown option $1" >&2; exit 64 ;;
   esac
@@ -21,7 +23,7 @@ done
 [[ -x "$BINARY" ]] || { echo "install-agent: --binary must point to the edgefleet-agent binary" >&2; exit 64; }
 [[ -x "$(dirname "$BINARY")/edgefleet-agent-worker" ]] || { echo "install-agent: edgefleet-agent-worker must sit next to --binary" >&2; exit 64; }
 [[ -f "$LIBRARY" ]] || { echo "install-agent: --onnxruntime must point to libonnxruntime.so.1.31.1" >&2; exit 64; }
-[[ -n "$CONTROLLER" && -n "$TOKEN" ]] || { echo "install-agent: --controller and --token are required" >&2; exit 64; }
+[[ -n "$CONTROLLER" && -n "$TOKEN" ]] || { echo "install-agent: --controller and --enroll-token are required" >&2; exit 64; }
 
 install -d -m 0755 /opt/edgefleet/bin /opt/edgefleet/lib /etc/edgefleet
 install -m 0755 "$BINARY" /opt/edgefleet/bin/edgefleet-agent
@@ -33,7 +35,7 @@ if [[ ! -f /etc/edgefleet/agent.toml ]]; then
   umask 077
   {
     echo "controller = \"$CONTROLLER\""
-    echo "enrollment_token = \"$TOKEN\""
+    echo "enroll_token = \"$TOKEN\""
     echo "data_dir = \"/var/lib/edgefleet-agent\""
     echo "onnxruntime_library = \"/opt/edgefleet/lib/libonnxruntime.so.1.31.1\""
     echo "[labels]"
