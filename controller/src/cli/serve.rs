@@ -29,6 +29,7 @@ pub(crate) struct ServeOptions {
 }
 
 pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let security = if options.insecure {
         let shared_token = options
             .insecure_token
@@ -72,6 +73,18 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(shutdown.clone()));
     edgefleet_controller::serve(listener, controller, shutdown.cancelled_owned()).await?;
     Ok(())
+}
+
+/// A connection per agent: lift the soft limit on open files (often 1,024) to the hard one.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, "cannot raise the open-file limit");
+            }
+        }
+    }
 }
 
 /// This host's name, localhost and 127.0.0.1.

@@ -66,13 +66,18 @@ impl Store {
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        self.select_agents(None)
+    }
+
+    /// Every agent not removed, or the one with this id.
+    fn select_agents(&self, only: Option<&str>) -> Result<Vec<AgentRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
-             FROM agents WHERE removed_ms = 0 ORDER BY name, id",
+             FROM agents WHERE removed_ms = 0 AND (?1 IS NULL OR id = ?1) ORDER BY name, id",
         )?;
         let raw = stmt
-            .query_map([], |r| {
+            .query_map(params![only], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -103,7 +108,7 @@ impl Store {
 
     /// One agent (not removed).
     pub fn agent(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
-        Ok(self.agents()?.into_iter().find(|a| a.id == id))
+        Ok(self.select_agents(Some(id))?.pop())
     }
 
     /// Agent names by id, for showing ids to people.

@@ -9,6 +9,9 @@
 //! each curl is followed by a sha256 check of the file it wrote (Python's hashlib, which uses
 //! OpenSSL's SHA-NI code like our sha2 crate does) and an fsync.
 //!
+//! A third figure is what TLS costs: the same rollout from a plaintext (`--insecure`) controller
+//! in the same run, alternating with the TLS one; the ratio TLS / plaintext has a goal of ≥ 0.85.
+//!
 //! Run: `cargo run --release -p edgefleet-e2e --example distribution` (after scripts/setup.sh
 //! and `cargo build --release --bins`).
 
@@ -40,38 +43,50 @@ fn main() {
         client_count()
     );
 
-    let ctl = Controller::start(dir, "127.0.0.1:0");
-    ctl.cli_ok(&[
-        "models",
-        "add",
-        model.to_str().unwrap(),
-        "--name",
-        "dist",
-        "--version",
-        "1",
-        "--quant",
-        "q4",
-    ]);
-    // Warm the page cache for both servers' copies alike.
-    let stored = ctl.data_dir.join("artifacts");
-    for entry in std::fs::read_dir(&stored).unwrap().flatten() {
-        let _ = std::fs::read(entry.path());
+    let tls_dir = dir.join("tls");
+    let plain_dir = dir.join("plain");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let ctl = Controller::start(&tls_dir, "127.0.0.1:0");
+    let plain = Controller::start_insecure(&plain_dir, "distribution", "127.0.0.1:0");
+    for controller in [&ctl, &plain] {
+        controller.cli_ok(&[
+            "models",
+            "add",
+            model.to_str().unwrap(),
+            "--name",
+            "dist",
+            "--version",
+            "1",
+            "--quant",
+            "q4",
+        ]);
+        for entry in std::fs::read_dir(controller.data_dir.join("artifacts"))
+            .unwrap()
+            .flatten()
+        {
+            let _ = std::fs::read(entry.path());
+        }
     }
+    // Warm the page cache for every copy alike.
     let _ = std::fs::read(&model);
 
     let peer = PeerServer::start(dir, &model);
     let mut ours = Vec::new();
+    let mut ours_plain = Vec::new();
     let mut theirs = Vec::new();
     let mut theirs_verified = Vec::new();
     let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&model).unwrap()));
     for round in 1..=2 {
         theirs.push(peer.fetch_all(dir, round, size, None));
         theirs_verified.push(peer.fetch_all(dir, round, size, Some(&digest)));
-        ours.push(rollout_round(&ctl, dir, round, size));
+        ours_plain.push(rollout_round(&plain, &plain_dir, round, size));
+        ours.push(rollout_round(&ctl, &tls_dir, round, size));
         println!(
-            "round {round}: edgefleet {:.0} MB/s, python http.server + curl {:.0} MB/s, \
+            "round {round}: edgefleet {:.0} MB/s (plaintext {:.0} MB/s), python http.server + curl {:.0} MB/s, \
              + sha256 check and fsync {:.0} MB/s",
             ours.last().unwrap() / 1e6,
+            ours_plain.last().unwrap() / 1e6,
             theirs.last().unwrap() / 1e6,
             theirs_verified.last().unwrap() / 1e6
         );
@@ -82,6 +97,12 @@ fn main() {
         best(&ours) / 1e6,
         best(&theirs) / 1e6,
         best(&ours) / best(&theirs)
+    );
+    println!(
+        "TLS vs plaintext, best of 2: {:.0} vs {:.0} MB/s: ratio {:.2} (goal >= 0.85)",
+        best(&ours) / 1e6,
+        best(&ours_plain) / 1e6,
+        best(&ours) / best(&ours_plain)
     );
     println!(
         "same work (fetch + sha256 check + fsync): edgefleet {:.0} MB/s vs peer {:.0} MB/s: ratio {:.2}",

@@ -1,0 +1,210 @@
+//! Benchmark: a reconnect storm. N agents (default 1,000; `EDGEFLEET_STORM_AGENTS`) enrolled
+//! with a real controller (release binaries, TLS) all dial it at once, each with a full mutual-TLS
+//! handshake on a fresh connection, open the agent link and say hello; the figure is the time
+//! until the last one is welcomed. The same storm against a plaintext (`--insecure`) controller
+//! in the same run is the peer: their ratio is what TLS costs at the door.
+//!
+//!     cargo build --release --bins && cargo run --release -p edgefleet-e2e --example reconnect_storm
+
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::Controller;
+use edgefleet_proto::v1::admin_client::AdminClient;
+use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
+use edgefleet_proto::v1::{
+    agent_message, controller_message, AgentMessage, CreateEnrollmentTokenRequest, EnrollRequest,
+    Hello,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+fn agent_count() -> usize {
+    std::env::var("EDGEFLEET_STORM_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// What one agent dials with.
+#[derive(Clone)]
+struct Dialer {
+    address: String,
+    /// CA, certificate and key (TLS), or the shared token (plaintext).
+    tls: Option<(String, String, String)>,
+    token: String,
+    id: String,
+}
+
+impl Dialer {
+    /// Connects (a full handshake on a fresh connection), opens the link and waits for Welcome.
+    async fn storm_once(&self) -> Result<(), String> {
+        let mut endpoint = Endpoint::from_shared(self.address.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(60));
+        if let Some((ca, cert, key)) = &self.tls {
+            endpoint = endpoint
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(ca))
+                        .identity(Identity::from_pem(cert, key)),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(AgentMessage {
+            body: Some(agent_message::Body::Hello(Hello {
+                agent_id: self.id.clone(),
+                name: self.id.clone(),
+                enrollment_token: self.token.clone(),
+                ..Hello::default()
+            })),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut inbound = AgentLinkClient::new(channel)
+            .open(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        match inbound
+            .message()
+            .await
+            .map_err(|s| s.message().to_string())?
+        {
+            Some(m) if matches!(m.body, Some(controller_message::Body::Welcome(_))) => {
+                // Keep the link open until every agent is in, as a real fleet would.
+                tokio::spawn(async move {
+                    let _tx = tx;
+                    while let Ok(Some(_)) = inbound.message().await {}
+                });
+                Ok(())
+            }
+            other => Err(format!("no welcome: {other:?}")),
+        }
+    }
+}
+
+/// Enrolls `n` agents with the TLS controller through its real API: tokens from the admin
+/// service, keys made here, CSRs, certificates.
+async fn enroll_all(ctl: &Controller, n: usize) -> Vec<Dialer> {
+    let credentials: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ctl.credentials).unwrap()).unwrap();
+    let ca = credentials["ca_pem"].as_str().unwrap().to_string();
+    let admin_token = credentials["token"].as_str().unwrap().to_string();
+    let channel = Endpoint::from_shared(ctl.address.clone())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {admin_token}").parse().unwrap();
+    let mut admin =
+        AdminClient::with_interceptor(channel.clone(), move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+    let mut link = AgentLinkClient::new(channel);
+    let mut dialers = Vec::with_capacity(n);
+    for i in 0..n {
+        let token = admin
+            .create_enrollment_token(CreateEnrollmentTokenRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let reply = link
+            .enroll(EnrollRequest {
+                token,
+                csr_pem: csr,
+                name: format!("storm-{i:05}"),
+                ..EnrollRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        dialers.push(Dialer {
+            address: ctl.address.clone(),
+            tls: Some((ca.clone(), reply.certificate_pem, key.serialize_pem())),
+            token: String::new(),
+            id: reply.agent_id,
+        });
+    }
+    dialers
+}
+
+/// Every dialer at once; the time until the last is welcomed.
+async fn storm(dialers: &[Dialer]) -> Duration {
+    let started = Instant::now();
+    let tasks: Vec<_> = dialers
+        .iter()
+        .cloned()
+        .map(|d| tokio::spawn(async move { d.storm_once().await }))
+        .collect();
+    let mut failed = 0;
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            if failed < 3 {
+                eprintln!("an agent was not welcomed: {e}");
+            }
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "every agent is welcomed");
+    started.elapsed()
+}
+
+/// Lets this process hold a socket per agent (the soft limit is often 1,024).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    raise_open_file_limit();
+    let n = agent_count();
+    let work = tempfile::tempdir().unwrap();
+    let tls_dir = work.path().join("tls");
+    let plain_dir = work.path().join("plain");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let tls = Controller::start(&tls_dir, "127.0.0.1:0");
+    let plain = Controller::start_insecure(&plain_dir, "storm", "127.0.0.1:0");
+    println!("{n} agents, loopback, release controller");
+
+    let enrolled_at = Instant::now();
+    let tls_dialers = enroll_all(&tls, n).await;
+    println!(
+        "enrolled {n} agents through the API in {:.1} s",
+        enrolled_at.elapsed().as_secs_f64()
+    );
+    let plain_dialers: Vec<Dialer> = (0..n)
+        .map(|i| Dialer {
+            address: plain.address.clone(),
+            tls: None,
+            token: "storm".into(),
+            id: format!("plain-{i:05}"),
+        })
+        .collect();
+
+    let tls_time = storm(&tls_dialers).await;
+    let plain_time = storm(&plain_dialers).await;
+    println!(
+        "all {n} welcomed: TLS (full mutual-TLS handshakes) {:.2} s (goal <= 10 s), plaintext {:.2} s; TLS/plaintext time {:.2}",
+        tls_time.as_secs_f64(),
+        plain_time.as_secs_f64(),
+        tls_time.as_secs_f64() / plain_time.as_secs_f64()
+    );
+}
