@@ -150,6 +150,36 @@ impl Credentials {
     }
 }
 
+/// Makes the TLS cipher this device runs fastest the one it asks for first (the controller
+/// follows the client's order): AES-128-GCM where the CPU has AES instructions (x86_64 AES-NI,
+/// ARMv8 crypto extensions), ChaCha20-Poly1305 where it has none (a Raspberry Pi 4, for one).
+/// ring's default order puts AES-256-GCM first, which costs 40% more rounds per block.
+pub fn prefer_fastest_cipher() {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    #[cfg(target_arch = "x86_64")]
+    let aes = std::arch::is_x86_feature_detected!("aes");
+    #[cfg(target_arch = "aarch64")]
+    let aes = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let aes = false;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let first = if aes {
+        [TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384]
+    } else {
+        [TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256]
+    };
+    provider.cipher_suites.sort_by_key(|suite| {
+        first
+            .iter()
+            .position(|f| f.suite() == suite.suite())
+            .unwrap_or(first.len())
+    });
+    // Only the first call in a process takes effect; later ones find it installed.
+    let _ = provider.install_default();
+}
+
 /// The endpoint every connection to the controller starts from (TLS with this agent's
 /// certificate, or plaintext for `--insecure`).
 pub fn endpoint(

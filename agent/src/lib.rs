@@ -56,6 +56,7 @@ impl AgentError {
             AgentError::Config(_)
                 | AgentError::Credentials(credentials::CredentialsError::NotEnrolled)
                 | AgentError::Credentials(credentials::CredentialsError::Address(_))
+                | AgentError::Credentials(credentials::CredentialsError::Unusable { .. })
         )
     }
 }
@@ -66,6 +67,7 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Runs the daemon until `shutdown` is cancelled: keeps the link to the controller up and carries
 /// out the jobs it sends. Returns after in-flight work has had `grace` to finish.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    credentials::prefer_fastest_cipher();
     let (identity, credentials) = if config.insecure {
         tracing::warn!(controller = %config.controller, "--insecure: the link is plaintext and this agent's id is only its word");
         (config::load_or_create_identity(&config.data_dir)?, None)
