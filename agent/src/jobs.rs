@@ -99,7 +99,7 @@ pub struct JobContext {
     pub agent_id: String,
     pub store: ArtifactStore,
     /// The link's channel, whichever certificate it uses now.
-    pub channel: crate::link::LinkChannel,
+    pub channel: crate::channel::LinkChannel,
     pub installer: crate::installer::ModelInstaller,
     pub enrollment: crate::enrollment::Enrollment,
 }

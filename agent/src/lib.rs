@@ -11,6 +11,7 @@
 
 pub mod artifacts;
 pub mod backoff;
+pub mod channel;
 pub mod config;
 pub mod credentials;
 pub mod engine;
@@ -88,7 +89,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         };
         (held.agent_id.clone(), Some(held))
     };
-    let channel = link::LinkChannel::new(
+    let channel = channel::LinkChannel::new(
         credentials::endpoint(&config, credentials.as_ref())?.connect_lazy(),
     );
     let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
@@ -168,7 +169,7 @@ async fn enroll_until_done(
 /// new connections at the new one.
 async fn keep_certificate_fresh(
     config: AgentConfig,
-    channel: link::LinkChannel,
+    channel: channel::LinkChannel,
     mut held: credentials::Credentials,
     shutdown: CancellationToken,
 ) {

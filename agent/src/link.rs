@@ -27,28 +27,9 @@ use crate::ledger::{Admission, JobLedger};
 use crate::{installs, procfs};
 
 /// What the agent tells the controller about itself, and where it keeps its models.
-/// The channel to the controller, replaced when the agent's certificate is renewed (new
-/// connections then use the new one; the live connection goes on).
-#[derive(Clone)]
-pub struct LinkChannel(Arc<std::sync::RwLock<Channel>>);
-
-impl LinkChannel {
-    pub fn new(channel: Channel) -> LinkChannel {
-        LinkChannel(Arc::new(std::sync::RwLock::new(channel)))
-    }
-
-    pub fn get(&self) -> Channel {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn set(&self, channel: Channel) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = channel;
-    }
-}
-
 pub struct Link {
     pub config: AgentConfig,
-    pub channel: LinkChannel,
+    pub channel: crate::channel::LinkChannel,
     pub agent_id: String,
     pub profile: HardwareProfile,
     pub store: ArtifactStore,

@@ -1,12 +1,13 @@
 //! The controller's ed25519 signing key: created on first start in the data directory (mode
 //! 0600), used to sign every model manifest; agents enroll with its public half.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
+
+use crate::trust::{write_private, TrustError};
 
 /// The key file's name inside the data directory.
 pub const KEY_FILE: &str = "controller.key";
@@ -72,21 +73,13 @@ impl ManifestSigner {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let seed: [u8; 32] = rand::random();
-                let tmp = path.with_extension("tmp");
-                let create_error = |path: &Path| {
-                    let path = path.to_path_buf();
-                    move |source| KeyError::Create { path, source }
-                };
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(create_error(&tmp))?;
-                file.write_all(&seed).map_err(create_error(&tmp))?;
-                file.sync_all().map_err(create_error(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(create_error(&path))?;
+                write_private(&path, &seed).map_err(|e| match e {
+                    TrustError::Write { path, source } => KeyError::Create { path, source },
+                    other => KeyError::Create {
+                        path: path.clone(),
+                        source: std::io::Error::other(other.to_string()),
+                    },
+                })?;
                 let signer = ManifestSigner {
                     key: SigningKey::from_bytes(&seed),
                 };
