@@ -5,12 +5,14 @@ set -u
 cd "$(dirname "$0")/.."
 B=target/release
 D=$(mktemp -d)
-$B/edgefleet serve --listen 127.0.0.1:0 --data-dir $D/ctl --token t --heartbeat-s 1 > $D/ctl.out 2> $D/ctl.log &
+$B/edgefleet serve --listen 127.0.0.1:0 --data-dir $D/ctl --heartbeat-s 1 > $D/ctl.out 2> $D/ctl.log &
 CTL=$!
 sleep 1
-ADDR=http://$(head -1 $D/ctl.out | sed 's/.*listening on //')
-export EDGEFLEET_CONTROLLER=$ADDR
-$B/edgefleet-agent run --controller $ADDR --token t --name edge-1 --data-dir $D/agent --onnxruntime-library .cache/edgefleet/lib/libonnxruntime.so.1.31.1 2> $D/agent.log &
+ADDR=https://$(head -1 $D/ctl.out | sed 's/.*listening on //')
+# The file serve wrote: the address, its CA and an operator token.
+export EDGEFLEET_CREDENTIALS=$D/ctl/credentials.json
+TOKEN=$($B/edgefleet agents enroll --name edge-1)
+$B/edgefleet-agent run --controller $ADDR --enroll-token "$TOKEN" --name edge-1 --data-dir $D/agent --onnxruntime-library .cache/edgefleet/lib/libonnxruntime.so.1.31.1 2> $D/agent.log &
 AG=$!
 sleep 2
 M=.cache/edgefleet/models/minilm-l6

@@ -10,11 +10,13 @@ AGENT_BIN="$ROOT/target/device/edgefleet-agent"
 (cd "$ROOT" && cargo build --release --bin edgefleet && cargo build --profile device --bin edgefleet-agent) >&2
 WORK=$(mktemp -d)
 trap 'kill $AGENT $CONTROLLER 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-EDGEFLEET_TOKEN=footprint "$BIN/edgefleet" serve --listen 127.0.0.1:0 --data-dir "$WORK/c" > "$WORK/addr" 2> "$WORK/c.log" &
+"$BIN/edgefleet" serve --listen 127.0.0.1:0 --data-dir "$WORK/c" > "$WORK/addr" 2> "$WORK/c.log" &
 CONTROLLER=$!
 for _ in $(seq 50); do grep -q listening "$WORK/addr" && break; sleep 0.1; done
 ADDR=$(sed -n 's/^edgefleet controller listening on //p' "$WORK/addr")
-EDGEFLEET_TOKEN=footprint "$AGENT_BIN" run --controller "http://$ADDR" --name footprint \
+# As on a device: TLS, enrolled with a one-time token, a client certificate afterwards.
+TOKEN=$("$BIN/edgefleet" --credentials "$WORK/c/credentials.json" agents enroll --name footprint)
+"$AGENT_BIN" run --controller "https://$ADDR" --enroll-token "$TOKEN" --name footprint \
   --data-dir "$WORK/a" 2> "$WORK/a.log" &
 AGENT=$!
 sleep "${SETTLE_S:-10}"
