@@ -84,7 +84,7 @@ impl DaemonArgs {
     /// The config, or the exit code for a bad one after saying why.
     fn resolve(self) -> Result<AgentConfig, ExitCode> {
         self.try_resolve().map_err(|e| {
-            eprintln!("edgefleet-agent: {e:#}");
+            eprintln!("edgefleet-agent: {}", one_line(&e));
             ExitCode::from(EXIT_BAD_CONFIG)
         })
     }
@@ -135,7 +135,7 @@ pub(crate) fn bench(
         sensors_root,
         agent_name: sysinfo::System::host_name().unwrap_or_else(|_| "local".into()),
     };
-    // Through anyhow, so that `{:#}` prints each error's causes after it.
+    // Through anyhow, so that each error's causes are printed after it.
     let outcome = small_runtime()
         .block_on(edgefleet_agent::local::run(suite, &local))
         .map_err(anyhow::Error::from);
@@ -152,7 +152,7 @@ pub(crate) fn bench(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("edgefleet-agent: {e:#}");
+            eprintln!("edgefleet-agent: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -200,7 +200,7 @@ pub(crate) fn daemon(args: DaemonArgs) -> ExitCode {
             } else {
                 ExitCode::FAILURE
             };
-            eprintln!("edgefleet-agent: {:#}", anyhow::Error::from(e));
+            eprintln!("edgefleet-agent: {}", one_line(&anyhow::Error::from(e)));
             code
         }
     }
@@ -266,4 +266,21 @@ pub(crate) fn check(args: DaemonArgs) -> ExitCode {
         eprintln!("edgefleet-agent: {}", profile.runtime_error);
         ExitCode::FAILURE
     }
+}
+
+/// An error and its causes in one line, each cause once: many errors already name their cause in
+/// their own message, and printing the chain as well would say it twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line += ": ";
+        }
+        line += &text;
+    }
+    line
 }

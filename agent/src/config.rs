@@ -34,7 +34,7 @@ pub enum ConfigError {
     InsecureHttps(String),
     #[error("no enrollment token: pass --token or set `enrollment_token` in the config file")]
     NoToken,
-    #[error("{0}")]
+    #[error(transparent)]
     EnrollToken(#[from] edgefleet_proto::tokens::TokenError),
     #[error("label `{0}` is not key=value")]
     Label(String),

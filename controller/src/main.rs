@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("edgefleet: {e:#}");
+            eprintln!("edgefleet: {}", one_line(&e));
             // A configuration that cannot work (EX_USAGE), so scripts can tell it from failure.
             if e.downcast_ref::<cli::ConfigError>().is_some()
                 || e.downcast_ref::<edgefleet_controller::OpenError>()
@@ -40,4 +40,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// An error and its causes in one line, each cause once: many errors already name their cause in
+/// their own message, and printing the chain as well would say it twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line += ": ";
+        }
+        line += &text;
+    }
+    line
 }

@@ -62,6 +62,7 @@ pub(crate) enum Command {
     Agents {
         #[command(subcommand)]
         command: Option<AgentsCommand>,
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -112,6 +113,7 @@ pub(crate) enum AgentsCommand {
         /// How long the token can be used, e.g. 90s, 30m, 1h, 2d.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Print the token with its expiry and CA fingerprint as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -143,11 +145,13 @@ pub(crate) enum TokensCommand {
         /// viewer or operator.
         #[arg(long)]
         role: String,
+        /// Print the token and its details as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List tokens (names and roles, never the secrets).
     Ls {
+        /// Print them as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::target::ConfigError;
 
-/// The admin token `serve` keeps for its own host.
+/// The name prefix of the admin token `serve` keeps for its own host (`local-<hash>`).
 const LOCAL_TOKEN: &str = "local";
 
 pub(crate) struct ServeOptions {
@@ -128,9 +128,14 @@ fn write_credentials(
     let token = match still_valid {
         Some(existing) => existing.token,
         None => {
-            controller.store.revoke_admin_token(LOCAL_TOKEN, now_ms())?;
+            // The file is gone or stale: the token it held must not stay valid elsewhere.
+            for stale in controller.store.admin_tokens()? {
+                if stale.name.starts_with(LOCAL_TOKEN) && stale.revoked_ms == 0 {
+                    controller.store.revoke_admin_token(&stale.name, now_ms())?;
+                }
+            }
             let (token, hash) = new_admin_token();
-            // A revoked `local` keeps its name; the new one takes a fresh name.
+            // Revoked tokens keep their names; each new one takes a fresh name.
             let name = format!("{LOCAL_TOKEN}-{}", &hash[..8]);
             controller
                 .store

@@ -25,20 +25,28 @@ pub(super) fn list(ctl: &Controller) -> Result<ListAgentsReply, Status> {
         .store
         .agents()?
         .into_iter()
-        .map(|a| AgentInfo {
-            online: ctl.fleet.is_online(&a.id),
-            target: target_key(&a.hardware),
-            revoked_unix_ms: revoked.get(&a.id).copied().unwrap_or(0),
-            agent_id: a.id,
-            name: a.name,
-            labels: a.labels.into_iter().collect(),
-            agent_version: a.agent_version,
-            hardware: Some(a.hardware),
-            last_seen_unix_ms: a.last_seen_ms,
-            first_seen_unix_ms: a.first_seen_ms,
+        .map(|a| {
+            let revoked_ms = revoked.get(&a.id).copied().unwrap_or(0);
+            agent_info(ctl, a, revoked_ms)
         })
         .collect();
     Ok(ListAgentsReply { agents })
+}
+
+/// An agent as the CLI lists it.
+fn agent_info(ctl: &Controller, a: AgentRow, revoked_ms: i64) -> AgentInfo {
+    AgentInfo {
+        online: ctl.fleet.is_online(&a.id),
+        target: target_key(&a.hardware),
+        revoked_unix_ms: revoked_ms,
+        agent_id: a.id,
+        name: a.name,
+        labels: a.labels.into_iter().collect(),
+        agent_version: a.agent_version,
+        hardware: Some(a.hardware),
+        last_seen_unix_ms: a.last_seen_ms,
+        first_seen_unix_ms: a.first_seen_ms,
+    }
 }
 
 /// `agents enroll`: a one-time token, stored as a hash, pinning this controller's CA.
@@ -90,14 +98,18 @@ fn find(ctl: &Controller, agent: &str) -> Result<AgentRow, Status> {
 /// `agents revoke NAME`: refused from now on, its stream closed now.
 pub(super) fn revoke(ctl: &Controller, agent: &str) -> Result<AgentInfo, Status> {
     let row = find(ctl, agent)?;
-    ctl.store.revoke_agent(&row.id, now_ms())?;
+    let now = now_ms();
+    ctl.store.revoke_agent(&row.id, now)?;
     ctl.fleet.close(&row.id);
     tracing::warn!(agent = %row.name, agent_id = %row.id, "agent revoked");
-    list(ctl)?
-        .agents
-        .into_iter()
-        .find(|a| a.agent_id == row.id)
-        .ok_or_else(|| Status::internal("the revoked agent vanished"))
+    // Revoked once: a second revoke keeps the first time.
+    let revoked_ms = ctl
+        .store
+        .revoked_agents()?
+        .get(&row.id)
+        .copied()
+        .unwrap_or(now);
+    Ok(agent_info(ctl, row, revoked_ms))
 }
 
 /// `agents rm NAME`: revoked and gone from listings (its results stay).

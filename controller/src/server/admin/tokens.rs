@@ -34,17 +34,17 @@ pub(super) fn create(
         Status::invalid_argument(format!("unknown role `{}` (viewer, operator)", req.role))
     })?;
     let (token, hash) = new_admin_token();
-    ctl.store.insert_admin_token(name, role, &hash, now_ms())?;
+    let now = now_ms();
+    ctl.store.insert_admin_token(name, role, &hash, now)?;
     tracing::info!(token = %name, %role, "admin token created");
-    let row = ctl
-        .store
-        .admin_tokens()?
-        .into_iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| Status::internal("the new token vanished"))?;
     Ok(AdminTokenReply {
         token,
-        info: Some(info(row)),
+        info: Some(info(AdminTokenRow {
+            name: name.to_string(),
+            role,
+            created_ms: now,
+            revoked_ms: 0,
+        })),
     })
 }
 
