@@ -1,6 +1,7 @@
 //! The `edgefleet-agent` command line: its shape (clap derive) and each command: `run` (the
-//! daemon, until SIGTERM), `check` (the device profile and whether ONNX Runtime loads) and `bench`
-//! (a suite on this device alone).
+//! daemon, until SIGTERM), `check` (the device profile and whether ONNX Runtime loads), `bench`
+//! (a suite on this device alone), `enroll` (from nothing to enrolled), and the completions and
+//! man pages the packages carry.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,45 @@ pub(crate) enum Command {
         #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT", default_value = "/")]
         sensors_root: PathBuf,
     },
+    /// Enroll this device with a controller and write its config: checks what it will write,
+    /// enrolls with the one-time token, keeps the certificate in the data folder, writes the
+    /// config file (without the token), and starts the edgefleet-agent service where systemd
+    /// runs. Exit status 64: something to fix first; 69: the controller did not answer. Nothing
+    /// is written unless it all succeeds.
+    Enroll(EnrollArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (edgefleet-agent.1 and one per command) into a folder.
+    #[command(hide = true)]
+    ManPages { out: PathBuf },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct EnrollArgs {
+    /// The controller's address, e.g. https://controller:7070.
+    #[arg(long, env = "EDGEFLEET_CONTROLLER")]
+    controller: Option<String>,
+    /// The one-time token from `edgefleet agents enroll` on the controller.
+    #[arg(long, env = "EDGEFLEET_ENROLL_TOKEN", hide_env_values = true)]
+    enroll_token: Option<String>,
+    /// A label key=value, e.g. site=store-42 (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// The name this device shows under (default: its hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// The config file to write; settings already in it are kept.
+    #[arg(long, default_value = edgefleet_agent::provisioning::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Where the agent keeps its certificate and models (default /var/lib/edgefleet-agent).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Enroll again as a new agent although this device already holds a certificate.
+    #[arg(long)]
+    force: bool,
+    /// Do not start the edgefleet-agent service afterwards.
+    #[arg(long)]
+    no_start: bool,
 }
 
 #[derive(clap::Args)]
@@ -116,6 +156,80 @@ impl DaemonArgs {
 
 /// The exit code for a configuration that cannot be used (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
+
+pub(crate) fn enroll(args: EnrollArgs) -> ExitCode {
+    use edgefleet_agent::provisioning;
+    let request = provisioning::EnrollRequest {
+        config_path: args.config,
+        controller: args.controller,
+        enroll_token: args.enroll_token,
+        name: args.name,
+        labels: args.labels,
+        data_dir: args.data_dir,
+        force: args.force,
+    };
+    let enrolled = match small_runtime().block_on(provisioning::enroll(request)) {
+        Ok(enrolled) => enrolled,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("edgefleet-agent: {}", one_line(&anyhow::Error::from(e)));
+            return ExitCode::from(code);
+        }
+    };
+    println!(
+        "enrolled as {} (agent {}); certificate in {}, config in {}",
+        enrolled.name,
+        enrolled.agent_id,
+        enrolled.data_dir.display(),
+        enrolled.config_path.display()
+    );
+    let start_by_hand = format!(
+        "edgefleet-agent run --config {}",
+        enrolled.config_path.display()
+    );
+    if args.no_start {
+        println!("start the agent with: {start_by_hand}");
+    } else if provisioning::systemd_running() {
+        match provisioning::start_service() {
+            Ok(()) => println!("started {}", provisioning::SERVICE),
+            Err(why) => {
+                eprintln!("edgefleet-agent: enrolled, but the service did not start: {why}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        println!("systemd is not running here; start the agent with: {start_by_hand}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints a completion script for `shell`.
+pub(crate) fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(
+        shell,
+        &mut command,
+        "edgefleet-agent",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
+}
+
+/// Writes a man page for the command and each subcommand into `out`.
+pub(crate) fn man_pages(out: &std::path::Path) -> ExitCode {
+    let written = std::fs::create_dir_all(out)
+        .and_then(|()| clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), out));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "edgefleet-agent: cannot write man pages into {}: {e}",
+                out.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
 
 pub(crate) fn bench(
     suite: &std::path::Path,
@@ -257,6 +371,11 @@ pub(crate) fn check(args: DaemonArgs) -> ExitCode {
             &profile.cpu_governor
         }
     );
+    if let Ok(library) =
+        edgefleet_agent::runtime_library::locate(config.onnxruntime_library.as_deref())
+    {
+        println!("library       {}", library.display());
+    }
     if profile.runtime_error.is_empty() {
         println!("onnxruntime   {}", profile.onnxruntime_version);
         println!("providers     {}", profile.execution_providers.join(", "));

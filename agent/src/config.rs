@@ -74,6 +74,9 @@ pub struct AgentConfig {
     /// A one-time token to enroll with, used when the agent holds no certificate yet.
     pub enroll_token: Option<edgefleet_proto::tokens::EnrollmentToken>,
     pub name: String,
+    /// Whether `name` is only the hostname (no name was configured): a token bound to a name
+    /// then gives the agent that name.
+    pub name_is_hostname: bool,
     pub labels: BTreeMap<String, String>,
     /// Where the agent keeps its id, its models and its queue.
     pub data_dir: PathBuf,
@@ -127,7 +130,12 @@ impl ConfigFile {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| {
+        ConfigFile::parse(path, &text)
+    }
+
+    /// Parses the text of the file at `path` (named in errors, with the line).
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start].matches('\n').count() + 1)
@@ -183,7 +191,9 @@ impl AgentConfig {
             .filter(|t| !t.trim().is_empty())
             .map(|t| edgefleet_proto::tokens::EnrollmentToken::parse(&t))
             .transpose()?;
-        let name = match flags.name.or(file.name) {
+        let chosen_name = flags.name.or(file.name);
+        let name_is_hostname = chosen_name.is_none();
+        let name = match chosen_name {
             Some(name) => name,
             None => sysinfo::System::host_name().unwrap_or_else(|_| "edge-device".to_string()),
         };
@@ -228,6 +238,7 @@ impl AgentConfig {
             enrollment_token,
             enroll_token,
             name,
+            name_is_hostname,
             labels,
             data_dir,
             onnxruntime_library: flags.onnxruntime_library.or(file.onnxruntime_library),

@@ -91,6 +91,17 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CredentialsError> {
 }
 
 impl Credentials {
+    /// The files in the data folder that hold the credentials, the identity (written last) last.
+    pub const FILES: [&'static str; 4] = ["agent.key", "agent.pem", "ca.pem", "identity.json"];
+
+    /// Removes the credential files from `data_dir` (the identity first, so that a folder left
+    /// half-cleaned reads as not enrolled).
+    pub fn remove(data_dir: &Path) {
+        for name in Self::FILES.iter().rev() {
+            let _ = std::fs::remove_file(data_dir.join(name));
+        }
+    }
+
     /// The credentials in `data_dir`, if the agent has enrolled.
     pub fn load(data_dir: &Path) -> Result<Option<Credentials>, CredentialsError> {
         let identity_path = data_dir.join("identity.json");
@@ -230,6 +241,18 @@ pub async fn enroll(
     config: &AgentConfig,
     token: &EnrollmentToken,
 ) -> Result<Credentials, CredentialsError> {
+    let (credentials, _name) = request_certificate(config, token).await?;
+    credentials.store(&config.data_dir)?;
+    tracing::info!(agent_id = %credentials.agent_id, "enrolled with the controller");
+    Ok(credentials)
+}
+
+/// What [`enroll`] does short of writing anything: the credentials the controller grants for
+/// `token`, held in memory for the caller to store, and the name it gave the agent.
+pub async fn request_certificate(
+    config: &AgentConfig,
+    token: &EnrollmentToken,
+) -> Result<(Credentials, String), CredentialsError> {
     let ca_pem = discover_ca(&config.controller, &token.ca_sha256).await?;
     let unreachable = |reason: String| CredentialsError::Unreachable {
         address: config.controller.clone(),
@@ -251,6 +274,7 @@ pub async fn enroll(
             csr_pem,
             name: config.name.clone(),
             labels: config.labels.clone().into_iter().collect(),
+            name_is_hostname: config.name_is_hostname,
         })
         .await
         .map_err(|status| match status.code() {
@@ -268,9 +292,7 @@ pub async fn enroll(
         issued_ms,
         not_after_ms: reply.not_after_unix_ms,
     };
-    credentials.store(&config.data_dir)?;
-    tracing::info!(agent_id = %credentials.agent_id, name = %reply.name, "enrolled with the controller");
-    Ok(credentials)
+    Ok((credentials, reply.name))
 }
 
 /// Asks for a new certificate for a new key over `channel` (authenticated by the current one),

@@ -24,8 +24,10 @@ pub mod ledger;
 pub mod link;
 pub mod local;
 pub mod procfs;
+pub mod provisioning;
 pub mod runtime_library;
 pub mod sensors;
+pub mod service_manager;
 pub mod stats;
 pub mod worker;
 
@@ -69,6 +71,10 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// out the jobs it sends. Returns after in-flight work has had `grace` to finish.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     credentials::prefer_fastest_cipher();
+    // Ready from here on, even while enrollment still waits for the controller: the daemon is
+    // doing its job, and its event loop feeds the watchdog.
+    tokio::spawn(service_manager::keep_watchdog_fed(shutdown.child_token()));
+    service_manager::ready();
     let (identity, credentials) = if config.insecure {
         tracing::warn!(controller = %config.controller, "--insecure: the link is plaintext and this agent's id is only its word");
         (config::load_or_create_identity(&config.data_dir)?, None)
@@ -121,6 +127,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     };
     tasks.spawn(link.maintain(shutdown.child_token()));
     shutdown.cancelled().await;
+    service_manager::stopping();
     tasks.close();
     if tokio::time::timeout(config.shutdown_grace, tasks.wait())
         .await

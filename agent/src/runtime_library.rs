@@ -1,5 +1,6 @@
 //! Finding `libonnxruntime.so`: the configured path, then `ORT_DYLIB_PATH`, then next to the
-//! agent's binary, then the set-up cache of a source checkout the binary was built in.
+//! agent's binary (or in the Debian package's `../lib/edgefleet-agent/`), then the set-up cache
+//! of a source checkout the binary was built in.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,8 @@ pub fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
             out.push(dir.join(LIBRARY_FILE));
             out.push(dir.join("libonnxruntime.so"));
             out.push(dir.join("../lib").join(LIBRARY_FILE));
+            // The Debian package: /usr/bin/edgefleet-agent, /usr/lib/edgefleet-agent/….
+            out.push(dir.join("../lib/edgefleet-agent").join(LIBRARY_FILE));
         }
         // target/{debug,release}/edgefleet-agent → <checkout>/.cache/edgefleet/lib
         for ancestor in exe.ancestors().skip(1).take(4) {

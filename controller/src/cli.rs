@@ -21,6 +21,8 @@ mod target;
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 pub(crate) use args::{
     AdminCommand, AgentsCommand, BenchCommand, Cli, Command, ModelsCommand, RolloutCommand,
     TokensCommand,
@@ -91,5 +93,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "edgefleet", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::ManPages { out } => std::fs::create_dir_all(&out)
+            .and_then(|()| clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &out))
+            .with_context(|| format!("cannot write man pages into {}", out.display())),
     }
 }

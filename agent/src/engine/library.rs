@@ -24,6 +24,7 @@ impl Runtime {
         let environment = ort::init_from(path)
             .map_err(|e| library_error(e.to_string()))?
             .with_name("edgefleet")
+            .with_telemetry(false)
             .build()
             .map_err(|e| library_error(e.to_string()))?;
         Ok(Runtime {

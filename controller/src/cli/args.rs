@@ -98,6 +98,11 @@ pub(crate) enum Command {
         #[arg(long)]
         onnxruntime_library: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (edgefleet.1 and one per command) into a folder.
+    #[command(hide = true)]
+    ManPages { out: PathBuf },
 }
 
 #[derive(Subcommand)]

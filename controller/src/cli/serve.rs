@@ -71,8 +71,26 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(data = %options.data_dir.display(), credentials = %credentials.display(), "controller ready");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(keep_watchdog_fed(shutdown.clone()));
+    // systemd (Type=notify): the listener is bound and the credentials file written.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     edgefleet_controller::serve(listener, controller, shutdown.cancelled_owned()).await?;
     Ok(())
+}
+
+/// Pings systemd's watchdog at half its interval while the runtime answers (a unit with
+/// `WatchdogSec=`; nothing otherwise).
+async fn keep_watchdog_fed(shutdown: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(interval / 2);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// A connection per agent: lift the soft limit on open files (often 1,024) to the hard one.
@@ -164,5 +182,6 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
 }

@@ -364,6 +364,7 @@ impl AgentLink for LinkService {
                 &secret_hash(&token.secret),
                 &agent_id,
                 &asked_name,
+                req.name_is_hostname,
                 &asked_labels,
                 now_ms(),
             )

@@ -66,12 +66,14 @@ impl Store {
 
     /// Redeems a token and creates the agent `agent_id`, in one transaction: a token is used at
     /// most once, and a refused one changes nothing. The token's name and labels win over what
-    /// the device asked for.
+    /// the device asked for; a device that asked for a name other than the token's is refused,
+    /// unless that name is only its hostname (`name_is_hostname`).
     pub fn enroll_agent(
         &self,
         hash: &str,
         agent_id: &str,
         asked_name: &str,
+        name_is_hostname: bool,
         asked_labels: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<Result<Enrolled, EnrollRefusal>, StoreError> {
@@ -94,7 +96,7 @@ impl Store {
             return Ok(Err(EnrollRefusal::Expired));
         }
         let asked = asked_name.trim();
-        if !bound_name.is_empty() && !asked.is_empty() && asked != bound_name {
+        if !bound_name.is_empty() && !name_is_hostname && !asked.is_empty() && asked != bound_name {
             return Ok(Err(EnrollRefusal::WrongName {
                 bound: bound_name,
                 asked: asked.to_string(),
