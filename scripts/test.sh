@@ -5,11 +5,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
+# cargo-deb, the aarch64 target, its cross compiler and qemu-user, for the package and ARM tests.
+bash scripts/setup_packaging.sh --cross
 cargo fmt --all -- --check
 # The tract engine is a cargo feature of the agent; CI builds and tests it too.
 FEATURES=(--features edgefleet-agent/tract)
 cargo clippy --locked --workspace --all-targets "${FEATURES[@]}" -- -D warnings
 cargo build --locked --workspace --bins "${FEATURES[@]}"
+# The aarch64 agent, once, for tests/e2e/tests/arm.rs (it runs under qemu-user on tract) and the
+# arm64 package in tests/e2e/tests/packages.rs; without debug info, which it does not need.
+CARGO_PROFILE_DEV_DEBUG=0 cargo build --locked -p edgefleet-agent --bins \
+  --target aarch64-unknown-linux-gnu "${FEATURES[@]}"
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 set +e

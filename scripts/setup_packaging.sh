@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent set-up for packaging and for the ARM tests: cargo-deb (pinned), and with --cross the
+# aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
+# agent here, with qemu-user-binfmt); systemd-analyze checks the units. Debian packages need root (apt-get); without it
+# this says which command to run. A second run checks and does nothing more.
+set -euo pipefail
+CARGO_DEB_VERSION=3.8.0
+log() { printf 'setup-packaging: %s\n' "$*" >&2; }
+die() { printf 'setup-packaging: error: %s\n' "$*" >&2; exit 1; }
+CROSS=0
+[[ "${1:-}" == --cross ]] && CROSS=1
+
+# Debian packages this needs, by the command each provides.
+NEED=()
+command -v systemd-analyze >/dev/null || NEED+=(systemd)
+command -v dpkg-deb >/dev/null || NEED+=(dpkg)
+if [[ $CROSS -eq 1 ]]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null || NEED+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  command -v qemu-aarch64 >/dev/null || NEED+=(qemu-user)
+  [[ -f /usr/lib/binfmt.d/qemu-aarch64.conf ]] || NEED+=(qemu-user-binfmt)
+fi
+if [[ ${#NEED[@]} -gt 0 ]]; then
+  if [[ $EUID -ne 0 ]]; then
+    die "missing Debian packages; run: sudo apt-get install ${NEED[*]}"
+  fi
+  log "installing ${NEED[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${NEED[@]}" >/dev/null \
+    || die "apt-get could not install ${NEED[*]}"
+fi
+
+# The aarch64 agent starts its aarch64 worker as a child process: the kernel must hand aarch64
+# programs to qemu (binfmt_misc, as Debian's qemu-user-binfmt sets up under systemd; done here
+# by hand where systemd does not run, e.g. in a container or CI).
+BINFMT=/proc/sys/fs/binfmt_misc
+if [[ $CROSS -eq 1 && ! -e $BINFMT/qemu-aarch64 ]]; then
+  [[ $EUID -eq 0 ]] || die "aarch64 programs are not handed to qemu (no $BINFMT/qemu-aarch64); as root: mount -t binfmt_misc binfmt_misc $BINFMT; cat /usr/lib/binfmt.d/qemu-aarch64.conf > $BINFMT/register"
+  [[ -e $BINFMT/register ]] || mount -t binfmt_misc binfmt_misc "$BINFMT" \
+    || die "cannot mount binfmt_misc on $BINFMT"
+  [[ -f /usr/lib/binfmt.d/qemu-aarch64.conf ]] || die "qemu-user-binfmt is not installed (apt-get install qemu-user-binfmt)"
+  log "handing aarch64 programs to qemu (binfmt_misc)"
+  cat /usr/lib/binfmt.d/qemu-aarch64.conf > "$BINFMT/register" || die "cannot register qemu-aarch64 with binfmt_misc"
+fi
+
+if [[ $CROSS -eq 1 ]] && ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  command -v rustup >/dev/null || die "rustup not found: the aarch64 target comes from rustup (https://rustup.rs)"
+  log "adding the Rust target aarch64-unknown-linux-gnu"
+  rustup target add aarch64-unknown-linux-gnu >/dev/null
+fi
+
+if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]]; then
+  log "installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
+  cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+fi
