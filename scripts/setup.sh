@@ -24,10 +24,22 @@ STAMP="$CACHE/.prepared-v5"   # bump when the set of prepared models or inputs c
 # The shipped media suites name their inputs relative to themselves (inputs/…): a git-ignored link.
 SUITE_INPUTS="$ROOT/bench-suites/suites/inputs"
 link_inputs() { ln -sfn "$CACHE/inputs" "$SUITE_INPUTS.tmp" && mv -Tf "$SUITE_INPUTS.tmp" "$SUITE_INPUTS"; }
+# `edgefleet-agent bench` finds name@version as models/NAME/model.VERSION.onnx; PP-OCR's two
+# models are prepared side by side in models/ppocr/, so they get links under the suites' names.
+link_model_names() {
+  local part version
+  for part in det rec; do
+    mkdir -p "$CACHE/models/ppocr-$part"
+    for version in fp32 int8; do
+      ln -sfn "../ppocr/$part.$version.onnx" "$CACHE/models/ppocr-$part/model.$version.onnx"
+    done
+  done
+}
 
 if [[ -f "$STAMP" ]]; then
   if [[ -f "$LIB" ]] && (cd "$CACHE" && sha256sum --quiet -c "$(basename "$STAMP")" >/dev/null 2>&1); then
     link_inputs
+    link_model_names
     log "ONNX Runtime $ORT_VERSION, models and inputs already in $CACHE"
     exit 0
   fi
@@ -73,4 +85,5 @@ rm -f "$CACHE/models"/.prepared-v* "$CACHE"/.prepared-v*   # stamps of earlier v
 (cd "$CACHE" && find models inputs -type f \( -name '*.onnx' -o -name '*.json' -o -name '*.txt' -o -name '*.wav' -o -name '*.png' \) -print0 \
   | sort -z | xargs -0 sha256sum > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP")
 link_inputs
+link_model_names
 log "models ready in $CACHE/models, inputs in $CACHE/inputs"

@@ -25,24 +25,31 @@ pub(crate) enum Command {
     Run(DaemonArgs),
     /// Print this device's hardware profile and whether ONNX Runtime loads, then exit.
     Check(DaemonArgs),
-    /// Run a suite on this device alone (models named as .onnx files in the suite) and print a
-    /// table, or result records with --json.
+    /// Run a suite on this device alone and print a table, or result records with --json.
+    ///
+    /// Models are .onnx files named in the suite, or name@version found in --models. Failed
+    /// runs are rows of the table with their reasons; the exit status is 1 when any run failed.
     Bench {
         suite: PathBuf,
         /// Print a JSON array of result records instead of a table.
         #[arg(long)]
         json: bool,
+        /// Where name@version models are, as DIR/NAME/model.VERSION.onnx with tokenizer.json
+        /// beside (default: the set-up cache .cache/edgefleet/models of this checkout).
+        #[arg(long = "models", value_name = "DIR", env = "EDGEFLEET_MODELS")]
+        models_dir: Option<PathBuf>,
         /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to this binary).
         #[arg(long, env = "EDGEFLEET_ONNXRUNTIME")]
         onnxruntime_library: Option<PathBuf>,
         #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT", default_value = "/")]
         sensors_root: PathBuf,
     },
-    /// Enroll this device with a controller and write its config: checks what it will write,
-    /// enrolls with the one-time token, keeps the certificate in the data folder, writes the
-    /// config file (without the token), and starts the edgefleet-agent service where systemd
-    /// runs. Exit status 64: something to fix first; 69: the controller did not answer. Nothing
-    /// is written unless it all succeeds.
+    /// Enroll this device with a controller and write its config.
+    ///
+    /// Checks what it will write, enrolls with the one-time token, keeps the certificate in the
+    /// data folder, writes the config file (without the token), and starts the edgefleet-agent
+    /// service where systemd runs. Exit status 64: something to fix first; 69: the controller did
+    /// not answer. Nothing is written unless it all succeeds.
     Enroll(EnrollArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
     Completions { shell: clap_complete::Shell },
@@ -234,6 +241,7 @@ pub(crate) fn man_pages(out: &std::path::Path) -> ExitCode {
 pub(crate) fn bench(
     suite: &std::path::Path,
     json: bool,
+    models_dir: Option<PathBuf>,
     library: Option<PathBuf>,
     sensors_root: PathBuf,
 ) -> ExitCode {
@@ -246,6 +254,7 @@ pub(crate) fn bench(
     };
     let local = edgefleet_agent::local::LocalRun {
         onnxruntime_library: library,
+        models_dir: models_dir.or_else(edgefleet_agent::local::default_models_dir),
         sensors_root,
         agent_name: sysinfo::System::host_name().unwrap_or_else(|_| "local".into()),
     };
@@ -254,16 +263,25 @@ pub(crate) fn bench(
         .block_on(edgefleet_agent::local::run(suite, &local))
         .map_err(anyhow::Error::from);
     match outcome {
-        Ok(records) => {
+        Ok(outcome) => {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&records).expect("records serialize")
+                    serde_json::to_string_pretty(&outcome.records).expect("records serialize")
                 );
             } else {
-                edgefleet_agent::local::print_table(&records);
+                edgefleet_agent::local::print_table(&outcome);
             }
-            ExitCode::SUCCESS
+            if outcome.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "edgefleet-agent: {} of {} runs failed",
+                    outcome.failures.len(),
+                    outcome.failures.len() + outcome.records.len()
+                );
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("edgefleet-agent: {}", one_line(&e));

@@ -1,14 +1,16 @@
 //! `edgefleet-agent bench SUITE.toml`: a suite run on this device alone, without a controller,
-//! for people tuning one device. Models are `.onnx` files named in the suite (their
-//! `tokenizer.json` beside them), input files are relative to the suite too; each run goes
-//! through the same worker processes as jobs from a controller, and the results come out as a
-//! table or as result records.
+//! for people tuning one device. Models are `.onnx` files named in the suite, or `name@version`
+//! found as `MODELS/NAME/model.VERSION.onnx` (the set-up cache by default), each with its
+//! `tokenizer.json` beside it; input files are relative to the suite. Each run goes through the
+//! same worker processes as jobs from a controller; the results, and the runs that failed with
+//! their reasons, come out as a table or as result records.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgefleet_reports::{
-    EarlyStopping, GenerateDetail, LatencyCi, LatencyMs, ResultRecord, ServerOutcome, TemperatureC,
+    EarlyStopping, FailedRun, GenerateDetail, LatencyCi, LatencyMs, ResultRecord, ServerOutcome,
+    TemperatureC,
 };
 use edgefleet_suites::{Input, ModelSource, PlannedRun, ScenarioKind, Suite};
 
@@ -22,45 +24,76 @@ pub enum LocalError {
     Suite(#[from] edgefleet_suites::SuiteError),
     #[error("{}: model file {} not found", suite.display(), model.display())]
     ModelNotFound { suite: PathBuf, model: PathBuf },
-    #[error("{}: `{model}` is a registered model; a local run needs .onnx files (run registered models through a controller with `edgefleet bench run`)", suite.display())]
-    Registered { suite: PathBuf, model: String },
+    #[error("{}: `{model}` names a model by name@version, and no models folder was found: pass --models DIR (laid out as DIR/NAME/model.VERSION.onnx) or run scripts/setup.sh", suite.display())]
+    NoModelsDir { suite: PathBuf, model: String },
     #[error("the worker answered a timing job with something else")]
     UnexpectedAnswer,
-    #[error("every run of {} failed (see above)", .0.display())]
-    EveryRunFailed(PathBuf),
 }
 
-/// Where the local run gets its runtime and sensors.
+/// Where the local run gets its runtime, models and sensors.
 pub struct LocalRun {
     pub onnxruntime_library: PathBuf,
+    /// Where `name@version` is found, as `NAME/model.VERSION.onnx`.
+    pub models_dir: Option<PathBuf>,
     pub sensors_root: PathBuf,
     pub agent_name: String,
 }
 
-/// Runs every planned run of the suite in turn, printing a line per run to stderr.
-pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<Vec<ResultRecord>, LocalError> {
+/// What a local run measured, and each run that failed with its reason.
+pub struct LocalOutcome {
+    pub records: Vec<ResultRecord>,
+    pub failures: Vec<FailedRun>,
+}
+
+/// The set-up cache's models folder of the checkout this binary was built in, if there is one
+/// (`target/<profile>/edgefleet-agent` → `<checkout>/.cache/edgefleet/models`).
+pub fn default_models_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .take(4)
+        .map(|dir| dir.join(".cache/edgefleet/models"))
+        .find(|dir| dir.is_dir())
+}
+
+/// Runs every planned run of the suite in turn, printing a line per run to stderr. A run that
+/// fails is recorded with its reason and the others go on.
+pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<LocalOutcome, LocalError> {
     let suite = Suite::load(suite_path)?;
     let dir = suite_path.parent().unwrap_or(Path::new("."));
     let file = |source: &ModelSource| -> Result<PathBuf, LocalError> {
-        match source {
-            ModelSource::File(path) => {
-                let path = dir.join(path);
-                if !path.is_file() {
-                    return Err(LocalError::ModelNotFound {
+        let path = match source {
+            ModelSource::File(path) => dir.join(path),
+            ModelSource::Registered(r) => match &local.models_dir {
+                Some(models) => models
+                    .join(&r.name)
+                    .join(format!("model.{}.onnx", r.version)),
+                None => {
+                    return Err(LocalError::NoModelsDir {
                         suite: suite_path.to_path_buf(),
-                        model: path,
-                    });
+                        model: r.to_string(),
+                    })
                 }
-                Ok(path)
-            }
-            ModelSource::Registered(r) => Err(LocalError::Registered {
+            },
+        };
+        if !path.is_file() {
+            return Err(LocalError::ModelNotFound {
                 suite: suite_path.to_path_buf(),
-                model: r.to_string(),
-            }),
+                model: path,
+            });
         }
+        Ok(path)
     };
+    // Every model is found before anything runs.
+    for run in suite.plan() {
+        file(run.model)?;
+        if let Some(q) = run.quality() {
+            file(&q.reference)?;
+        }
+    }
     let plan = suite.plan();
     let mut records = Vec::new();
+    let mut failures = Vec::new();
     for (i, run) in plan.iter().enumerate() {
         let model_path = file(run.model)?;
         let label = format!(
@@ -83,6 +116,16 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<Vec<ResultRecord
             Ok(_) => return Err(LocalError::UnexpectedAnswer),
             Err(e) => {
                 eprintln!("{label} failed: {e}");
+                let (model, model_version) = model_name(run.model, &model_path);
+                failures.push(FailedRun {
+                    agent: local.agent_name.clone(),
+                    model,
+                    model_version,
+                    scenario: run.scenario.kind.as_str().to_string(),
+                    threads: run.threads.get(),
+                    error: e.to_string(),
+                    run_id: String::new(),
+                });
                 continue;
             }
         };
@@ -119,10 +162,16 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<Vec<ResultRecord
         }
         records.push(record);
     }
-    if records.is_empty() {
-        return Err(LocalError::EveryRunFailed(suite_path.to_path_buf()));
+    Ok(LocalOutcome { records, failures })
+}
+
+/// A model's name and version in results: `name@version` as the suite says it, or the file's
+/// folder and stem (`minilm-l6/model.int8`) for a model given as a file.
+fn model_name(source: &ModelSource, path: &Path) -> (String, String) {
+    match source {
+        ModelSource::Registered(r) => (r.name.clone(), r.version.clone()),
+        ModelSource::File(_) => (model_label(path), String::new()),
     }
-    Ok(records)
 }
 
 /// A run's input as a worker takes it; `dir` is the suite's folder.
@@ -228,6 +277,7 @@ fn record(
     local: &LocalRun,
 ) -> ResultRecord {
     let hw = crate::hardware::static_profile();
+    let (model, model_version) = model_name(run.model, model_path);
     let l = &report.latency_ms;
     let c = &report.conditions;
     let samples_total = (report.samples * u64::from(report.batch.max(1))).max(1) as f64;
@@ -236,8 +286,8 @@ fn record(
         agent_id: String::new(),
         target: format!("{}/{}/{}c", hw.arch, hw.cpu_model, hw.cpu_cores),
         labels: Default::default(),
-        model: model_label(model_path),
-        model_version: String::new(),
+        model,
+        model_version,
         quantization: String::new(),
         model_sha256: crate::artifacts::sha256_of_file(model_path).unwrap_or_default(),
         model_bytes: std::fs::metadata(model_path).map_or(0, |m| m.len()),
@@ -333,7 +383,10 @@ fn model_label(path: &Path) -> String {
     }
 }
 
-/// The local results as a table on stdout.
-pub fn print_table(records: &[ResultRecord]) {
-    print!("{}", edgefleet_reports::text::summary(records, &[]));
+/// The local results, and the runs that failed with their reasons, as a table on stdout.
+pub fn print_table(outcome: &LocalOutcome) {
+    print!(
+        "{}",
+        edgefleet_reports::text::summary(&outcome.records, &outcome.failures)
+    );
 }

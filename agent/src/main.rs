@@ -16,9 +16,10 @@ fn main() -> ExitCode {
         cli::Command::Bench {
             suite,
             json,
+            models_dir,
             onnxruntime_library,
             sensors_root,
-        } => cli::bench(&suite, json, onnxruntime_library, sensors_root),
+        } => cli::bench(&suite, json, models_dir, onnxruntime_library, sensors_root),
         cli::Command::Run(args) => cli::daemon(args),
         cli::Command::Enroll(args) => cli::enroll(args),
         cli::Command::Completions { shell } => cli::completions(shell),

@@ -146,9 +146,14 @@ pub fn summary(records: &[ResultRecord], failures: &[FailedRun]) -> String {
         );
     }
     for f in failures {
+        let model = if f.model_version.is_empty() {
+            f.model.clone()
+        } else {
+            format!("{}@{}", f.model, f.model_version)
+        };
         out += &format!(
-            "FAILED  {}@{} on {}: {}\n",
-            f.model, f.model_version, f.agent, f.error
+            "FAILED  {model} {} on {}: {}\n",
+            f.scenario, f.agent, f.error
         );
     }
     out

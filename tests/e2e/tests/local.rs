@@ -65,22 +65,107 @@ min_duration_s = 0.3
     assert!((0.98..1.0).contains(&cosine), "{cosine}");
     assert_eq!(r["energy_method"], "none");
 
-    // Registered models need a controller.
+    // name@version models come from a models folder: none there is one clear line, before
+    // anything runs.
     std::fs::write(
         &suite,
         "name = \"x\"\nmodels = [\"minilm-l6@int8\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\n",
     )
     .unwrap();
+    let empty = dir.path().join("no-models");
+    std::fs::create_dir_all(&empty).unwrap();
     let out = Command::new(binary("edgefleet-agent"))
         .arg("bench")
         .arg(&suite)
+        .arg("--models")
+        .arg(&empty)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("`minilm-l6@int8` is a registered model"),
+        err.contains(&format!(
+            "model file {} not found",
+            empty.join("minilm-l6/model.int8.onnx").display()
+        )),
         "{err}"
+    );
+}
+
+#[test]
+fn a_shipped_suite_runs_as_it_is_and_failed_runs_show_in_the_table() {
+    // quick.toml names minilm-l6@fp32 and @int8; the default models folder is the set-up cache.
+    let out = Command::new(binary("edgefleet-agent"))
+        .arg("bench")
+        .arg(edgefleet_e2e::repo_root().join("bench-suites/suites/quick.toml"))
+        .arg("--onnxruntime-library")
+        .arg(onnxruntime_library())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("minilm-l6@int8") && table.contains("minilm-l6@fp32"),
+        "{table}"
+    );
+
+    // A model that cannot take the suite's input (text, and it has no tokenizer) fails that run;
+    // the table says why, the other run still reports, and the exit status tells a script.
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    for (name, file) in [
+        ("minilm-l6", "minilm-l6/model.int8.onnx"),
+        ("add-one", "tiny/add.onnx"),
+    ] {
+        std::fs::create_dir_all(models.join(name)).unwrap();
+        let version = if name == "add-one" { "1" } else { "int8" };
+        std::fs::copy(
+            cached(&format!("models/{file}")),
+            models.join(name).join(format!("model.{version}.onnx")),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        cached("models/minilm-l6/tokenizer.json"),
+        models.join("minilm-l6/tokenizer.json"),
+    )
+    .unwrap();
+    let suite = dir.path().join("mixed.toml");
+    std::fs::write(
+        &suite,
+        "name = \"mixed\"\nmodels = [\"minilm-l6@int8\", \"add-one@1\"]\n[input]\ntext = [\"The firmware update failed.\"]\n[[scenario]]\nkind = \"offline\"\nbatch_size = 4\nmin_queries = 5\nmin_duration_s = 0.1\n",
+    )
+    .unwrap();
+    let out = Command::new(binary("edgefleet-agent"))
+        .arg("bench")
+        .arg(&suite)
+        .arg("--models")
+        .arg(&models)
+        .arg("--onnxruntime-library")
+        .arg(onnxruntime_library())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{table}{stderr}");
+    assert!(stderr.contains("1 of 2 runs failed"), "{stderr}");
+    let failed_line = table
+        .lines()
+        .find(|l| l.contains("add-one@1"))
+        .unwrap_or_else(|| panic!("no add-one row: {table}"));
+    assert!(
+        failed_line.starts_with("FAILED") && failed_line.contains("tokenizer.json"),
+        "the reason is in the table: {table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("minilm-l6@int8") && l.contains("offline")),
+        "{table}"
     );
 }
 
