@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod link;
 pub mod local;
+pub mod outbox;
 pub mod procfs;
 pub mod provisioning;
 pub mod runtime_library;
@@ -102,6 +103,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         .with_rate_limit(config.download_limit);
     let installer =
         installer::ModelInstaller::open(&config.data_dir.join("models"), config.keep_versions)?;
+    let outbox_dir = config.data_dir.join("outbox");
+    let outbox =
+        outbox::Outbox::open(&outbox_dir).map_err(|source| config::ConfigError::CreateDataDir {
+            path: outbox_dir,
+            source,
+        })?;
     let profile = hardware::probe(&config).await;
     if !profile.runtime_error.is_empty() {
         tracing::error!(error = %profile.runtime_error, "ONNX Runtime is not usable: benchmark jobs will fail until it is installed");
@@ -124,6 +131,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         profile,
         store,
         installer,
+        outbox,
     };
     tasks.spawn(link.maintain(shutdown.child_token()));
     shutdown.cancelled().await;

@@ -24,6 +24,7 @@ use crate::enrollment::Enrollment;
 use crate::installer::ModelInstaller;
 use crate::jobs::{self, JobContext};
 use crate::ledger::{Admission, JobLedger};
+use crate::outbox::Outbox;
 use crate::{installs, procfs};
 
 /// What the agent tells the controller about itself, and where it keeps its models.
@@ -34,6 +35,8 @@ pub struct Link {
     pub profile: HardwareProfile,
     pub store: ArtifactStore,
     pub installer: ModelInstaller,
+    /// Finished results on disk, until they are long sent.
+    pub outbox: Outbox,
 }
 
 /// Work the controller sends, carried out one piece at a time (it all shares the device).
@@ -52,6 +55,7 @@ struct WorkState {
     ledger: JobLedger,
     install_ledger: JobLedger<InstallResult>,
     busy: Arc<AtomicU32>,
+    outbox: Outbox,
 }
 
 /// Why a session with the controller ended.
@@ -89,6 +93,7 @@ impl Link {
             job_rx,
             result_tx,
             busy.clone(),
+            self.outbox.clone(),
             shutdown.clone(),
         ));
 
@@ -99,7 +104,9 @@ impl Link {
             ledger: JobLedger::default(),
             install_ledger: JobLedger::default(),
             busy,
+            outbox: self.outbox.clone(),
         };
+        work.restore();
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
         loop {
             let outcome = self
@@ -181,12 +188,13 @@ impl Link {
         loop {
             // Results that could not be sent on an earlier connection go first.
             while let Some(result) = work.pending.pop_front() {
-                if let Err(e) = tx.send(message(result)).await {
+                if let Err(e) = tx.send(message(result.clone())).await {
                     if let Some(body) = e.0.body {
                         work.pending.push_front(body);
                     }
                     return Ok(dropped("the outbound stream closed".into()));
                 }
+                work.outbox.mark_sent(&result);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -266,6 +274,30 @@ impl Link {
 }
 
 impl WorkState {
+    /// Takes back the results a previous run of the daemon kept on disk: every one answers the
+    /// controller if it sends the same job again, and those never sent go out first.
+    fn restore(&mut self) {
+        let kept = self.outbox.load();
+        let unsent = kept.iter().filter(|k| !k.sent).count();
+        for k in kept {
+            match &k.body {
+                agent_message::Body::JobResult(r) => self.ledger.finish(r),
+                agent_message::Body::InstallResult(r) => self.install_ledger.finish(r),
+                _ => continue,
+            }
+            if !k.sent {
+                self.pending.push_back(k.body);
+            }
+        }
+        if unsent > 0 {
+            tracing::info!(
+                results = unsent,
+                "results kept on disk before a restart will be sent"
+            );
+        }
+        self.outbox.prune();
+    }
+
     /// Queues an install or rollback unless it is queued already; one that finished has its
     /// result sent again.
     fn admit_command(&mut self, install_id: &str, work: Work) {
@@ -288,21 +320,27 @@ async fn run_jobs(
     mut jobs: mpsc::UnboundedReceiver<Work>,
     results: mpsc::UnboundedSender<agent_message::Body>,
     busy: Arc<AtomicU32>,
+    outbox: Outbox,
     shutdown: CancellationToken,
 ) {
+    // Each result is on disk before it is queued: a restart from here on loses none.
+    let finish = |body: agent_message::Body| {
+        outbox.keep(&body);
+        let _ = results.send(body);
+    };
     while let Some(work) = jobs.recv().await {
         let run = match work {
             Work::Bench(run) => run,
             Work::Install(command) => {
                 let result = installs::install(&mut ctx, command).await;
                 busy.fetch_sub(1, Ordering::Relaxed);
-                let _ = results.send(agent_message::Body::InstallResult(result));
+                finish(agent_message::Body::InstallResult(result));
                 continue;
             }
             Work::Rollback(command) => {
                 let result = installs::rollback(&ctx, &command);
                 busy.fetch_sub(1, Ordering::Relaxed);
-                let _ = results.send(agent_message::Body::InstallResult(result));
+                finish(agent_message::Body::InstallResult(result));
                 continue;
             }
         };
@@ -320,7 +358,7 @@ async fn run_jobs(
                 _ => tracing::info!(run_id = %run.run_id, %job_id, "job finished"),
             }
             busy.fetch_sub(1, Ordering::Relaxed);
-            let _ = results.send(agent_message::Body::JobResult(result));
+            finish(agent_message::Body::JobResult(result));
         }
     }
 }

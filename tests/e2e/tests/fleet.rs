@@ -406,3 +406,94 @@ min_duration_s = 0.5
         "the failure names the input and both shapes"
     );
 }
+
+#[test]
+fn a_result_finished_while_the_controller_was_away_survives_a_killed_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let agent = start_agent(dir.path(), &ctl, "edge-o", &[]);
+    ctl.wait_online(&["edge-o"], Duration::from_secs(60));
+    ctl.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm-l6", "int8");
+    let suite = dir.path().join("one.toml");
+    std::fs::write(
+        &suite,
+        "name = \"one\"\nmodels = [\"minilm-l6@int8\"]\n[input]\ntext = [\"The firmware update failed.\"]\n[conditions]\nidle_power_s = 0\n[[scenario]]\nkind = \"single-stream\"\nmin_queries = 20\nmin_duration_s = 3\n",
+    )
+    .unwrap();
+    // A first run leaves the model on the agent, so the second needs no controller once started.
+    ctl.cli_ok(&["bench", "run", suite.to_str().unwrap(), "--wait"]);
+    let run_id = ctl
+        .cli_ok(&["bench", "run", suite.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while agent.log_text().matches("job started").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The controller goes away while the job runs; the job finishes with nobody to tell; then
+    // the agent is killed (as a package upgrade, a crash or a power cut would).
+    let listen = ctl.listen.clone();
+    drop(ctl);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while agent.log_text().matches("job finished").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let outbox = dir.path().join("agents/edge-o/outbox");
+    let unsent = || {
+        std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "unsent"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while unsent() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(unsent(), 1, "the result is on disk before it is sent");
+    drop(agent); // SIGKILL
+
+    let ctl = Controller::start(dir.path(), &listen);
+    let agent = start_agent(dir.path(), &ctl, "edge-o", &[]);
+    let report = dir.path().join("report");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let records = loop {
+        ctl.cli_ok(&[
+            "report",
+            "--out",
+            report.to_str().unwrap(),
+            "--run",
+            &run_id,
+        ]);
+        let records: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
+                .unwrap();
+        if !records.is_empty() || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        records.len(),
+        1,
+        "the kept result arrived once: {records:#?}"
+    );
+    assert!(records[0]["samples"].as_u64().unwrap() >= 20);
+    let log = agent.log_text();
+    let restarted = &log[log
+        .rfind("results kept on disk")
+        .expect("the restart sent it")..];
+    assert!(
+        !restarted.contains("job started"),
+        "the job did not run again: {restarted}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while unsent() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(unsent(), 0, "marked sent once it went out");
+}
