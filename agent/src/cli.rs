@@ -125,6 +125,10 @@ pub(crate) struct DaemonArgs {
     /// Refuse installs that would leave less free disk than this many megabytes (default 100).
     #[arg(long, value_name = "MB")]
     min_free_disk_mb: Option<u64>,
+    /// Stop a benchmark worker whose resident memory passes this many MiB; its job fails with
+    /// the reason (default: no cap).
+    #[arg(long, value_name = "MB")]
+    worker_memory_limit: Option<u64>,
 }
 
 impl DaemonArgs {
@@ -155,6 +159,7 @@ impl DaemonArgs {
                 sensors_root: self.sensors_root,
                 download_limit_mb_per_s: self.download_limit,
                 min_free_disk_mb: self.min_free_disk_mb,
+                worker_memory_limit_mb: self.worker_memory_limit,
             },
         )?;
         Ok(config)

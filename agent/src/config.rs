@@ -44,6 +44,8 @@ pub enum ConfigError {
     DownloadLimit(f64),
     #[error("keep_versions must be at least 2 (the active version and one to roll back to)")]
     KeepVersions,
+    #[error("the worker memory limit must be at least 1 MB")]
+    WorkerMemoryLimit,
     #[error("cannot create data directory {}", path.display())]
     CreateDataDir {
         path: PathBuf,
@@ -95,6 +97,8 @@ pub struct AgentConfig {
     pub min_free_disk_bytes: u64,
     /// Versions kept per model, the active one included (at least 2).
     pub keep_versions: usize,
+    /// A worker whose resident memory passes this is stopped and its job fails (None: no cap).
+    pub worker_memory_limit_bytes: Option<u64>,
 }
 
 /// The config file as written (`/etc/edgefleet/agent.toml`); every field is optional and flags
@@ -122,6 +126,8 @@ pub struct ConfigFile {
     pub min_free_disk_mb: Option<u64>,
     /// Versions kept per model for rollback, the active one included; default 2.
     pub keep_versions: Option<usize>,
+    /// Stop a benchmark worker whose resident memory passes this many MB; default: no cap.
+    pub worker_memory_limit_mb: Option<u64>,
 }
 
 impl ConfigFile {
@@ -163,6 +169,7 @@ pub struct Overrides {
     pub sensors_root: Option<PathBuf>,
     pub download_limit_mb_per_s: Option<f64>,
     pub min_free_disk_mb: Option<u64>,
+    pub worker_memory_limit_mb: Option<u64>,
 }
 
 impl AgentConfig {
@@ -224,6 +231,10 @@ impl AgentConfig {
         if keep_versions < 2 {
             return Err(ConfigError::KeepVersions);
         }
+        let worker_memory_limit_mb = flags.worker_memory_limit_mb.or(file.worker_memory_limit_mb);
+        if worker_memory_limit_mb == Some(0) {
+            return Err(ConfigError::WorkerMemoryLimit);
+        }
         Ok(AgentConfig {
             controller_key,
             download_limit: download_limit.map(|mb| mb * 1e6),
@@ -233,6 +244,7 @@ impl AgentConfig {
                 .unwrap_or(100)
                 .saturating_mul(1_000_000),
             keep_versions,
+            worker_memory_limit_bytes: worker_memory_limit_mb.map(|mb| mb.saturating_mul(1 << 20)),
             controller,
             insecure,
             enrollment_token,

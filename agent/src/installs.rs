@@ -374,7 +374,7 @@ async fn health_check(
         inter_op_threads: 0,
         media: None,
     };
-    match run_worker(&job, HEALTH_TIMEOUT).await? {
+    match run_worker(&job, HEALTH_TIMEOUT, ctx.config.worker_memory_limit_bytes).await? {
         (WorkerOutcome::Measured(report), _) if benchmark => Ok(format!(
             "benchmark ok: {} queries in {:.1} s, p50 {:.2} ms, p90 {:.2} ms, peak RSS {:.0} MB (load {:.0} ms)",
             report.samples,

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
 
 use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::procfs;
 use crate::runtime_library;
@@ -63,6 +64,8 @@ pub enum JobError {
     Lost(#[source] std::io::Error),
     #[error("worker hung past its timeout of {0} s and was killed")]
     Hung(u64),
+    #[error("worker exceeded {limit_mb} MB of memory (resident {seen_mb} MB) and was stopped")]
+    MemoryLimit { limit_mb: u64, seen_mb: u64 },
     /// The worker's own reason, as it arrived in its JSON outcome.
     #[error("{0}")]
     Failed(String),
@@ -87,7 +90,8 @@ const SCENARIOS: [&str; 5] = [
 /// Time a worker gets beyond the workload's maximum duration (per repetition), for loading and
 /// warm-up.
 pub(crate) const WORKER_GRACE: Duration = Duration::from_secs(180);
-/// Tries for one artifact before its job fails (1 + 2 + 4 + 8 + 16 s of waiting in between).
+/// Tries for one artifact before its job fails: waits of about 1, 2, 4, 8 and 16 s between them
+/// (each drawn from the upper half of that ceiling, so a fleet does not retry in lock-step).
 const FETCH_ATTEMPTS: u32 = 6;
 /// How often a worker's memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -193,10 +197,11 @@ async fn measure(
     )?;
     let timeout =
         Duration::from_millis(worker_job.max_duration_ms) * worker_job.repetitions + WORKER_GRACE;
-    let (report, peak) = match run_worker(&worker_job, timeout).await? {
-        (WorkerOutcome::Measured(report), peak) => (*report, peak),
-        _ => return Err(JobError::UnexpectedAnswer("a timing job")),
-    };
+    let (report, peak) =
+        match run_worker(&worker_job, timeout, ctx.config.worker_memory_limit_bytes).await? {
+            (WorkerOutcome::Measured(report), peak) => (*report, peak),
+            _ => return Err(JobError::UnexpectedAnswer("a timing job")),
+        };
     let quality = match (&job.reference, workload.quality_metric.is_empty()) {
         (Some(reference), false) => {
             let name = format!("{}@{}", reference.name, reference.version);
@@ -227,7 +232,7 @@ async fn compare(
         }),
         ..timing_job
     };
-    match run_worker(&job, WORKER_GRACE).await? {
+    match run_worker(&job, WORKER_GRACE, ctx.config.worker_memory_limit_bytes).await? {
         (WorkerOutcome::Compared(values), _) => Ok(values),
         _ => Err(JobError::UnexpectedAnswer("a quality job")),
     }
@@ -251,16 +256,16 @@ pub(crate) async fn fetch_artifact(
     agent_id: &str,
     sha256: &str,
 ) -> Result<crate::artifacts::Fetched, JobError> {
-    let mut delay = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(16));
     let mut attempt = 1;
     loop {
         match store.ensure(client, agent_id, sha256).await {
             Ok(fetched) => return Ok(fetched),
             Err(e @ ArtifactError::Corrupt { .. }) => return Err(e.into()),
             Err(e) if attempt < FETCH_ATTEMPTS => {
-                tracing::warn!(%sha256, attempt, error = %e, retry_in_s = delay.as_secs(), "artifact transfer failed; retrying");
+                let delay = backoff.next_delay(&mut rand::rng());
+                tracing::warn!(%sha256, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "artifact transfer failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
                 attempt += 1;
             }
             Err(source) => {
@@ -361,10 +366,13 @@ fn worker_job(
 }
 
 /// Starts a worker process for the job, samples its peak memory until it exits, and reads its
-/// report. Returns the report and the peak resident memory seen from outside.
+/// report. Returns the report and the peak resident memory seen from outside. A worker that
+/// runs past `timeout`, or whose resident memory passes `memory_limit` bytes (sampled every
+/// 50 ms), is killed and the job fails saying which.
 pub(crate) async fn run_worker(
     job: &WorkerJob,
     timeout: Duration,
+    memory_limit: Option<u64>,
 ) -> Result<(WorkerOutcome, u64), JobError> {
     let mut child = worker_command()
         .stdin(Stdio::piped())
@@ -390,6 +398,13 @@ pub(crate) async fn run_worker(
             out = &mut output => break out.map_err(JobError::Lost)?,
             _ = tokio::time::sleep(SAMPLE_EVERY) => {
                 peak = peak.max(procfs::peak_rss_bytes(pid).unwrap_or(0));
+                if let Some(limit) = memory_limit.filter(|&limit| peak > limit) {
+                    // Dropping the output future kills the worker (kill_on_drop).
+                    return Err(JobError::MemoryLimit {
+                        limit_mb: limit >> 20,
+                        seen_mb: peak >> 20,
+                    });
+                }
                 if tokio::time::Instant::now() >= deadline {
                     // Dropping the output future kills the worker (kill_on_drop).
                     return Err(JobError::Hung(timeout.as_secs()));

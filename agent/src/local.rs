@@ -111,7 +111,7 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<LocalOutcome, Lo
             .map_or(0, |d| d.as_millis() as i64);
         let job = worker_job(&suite, run, model_path.clone(), local, dir);
         let timeout = Duration::from_millis(job.max_duration_ms) * job.repetitions + WORKER_GRACE;
-        let (report, peak) = match run_worker(&job, timeout).await {
+        let (report, peak) = match run_worker(&job, timeout, None).await {
             Ok((WorkerOutcome::Measured(report), peak)) => (*report, peak),
             Ok(_) => return Err(LocalError::UnexpectedAnswer),
             Err(e) => {
@@ -142,7 +142,7 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<LocalOutcome, Lo
                 };
                 Some((
                     q.reference.to_string(),
-                    run_worker(&quality_job, WORKER_GRACE).await,
+                    run_worker(&quality_job, WORKER_GRACE, None).await,
                 ))
             }
             None => None,

@@ -366,3 +366,45 @@ fn an_unsupported_operator_is_a_failed_result_naming_it_and_the_agent_goes_on() 
     assert!(stdout.contains("add@1"), "the next job still ran: {stdout}");
     drop(agent);
 }
+
+#[test]
+fn a_worker_past_its_memory_limit_is_stopped_with_the_reason_and_the_agent_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let empty = dir.path().join("no-sensors");
+    std::fs::create_dir_all(&empty).unwrap();
+    // MiniLM fp32 needs about 170 MB resident; the tiny model a few MB over the runtime's own.
+    let mut agent = edgefleet_e2e::start_agent_with(
+        dir.path(),
+        &ctl,
+        "edge-capped",
+        &[],
+        &empty,
+        &["--worker-memory-limit", "100"],
+    );
+    ctl.wait_online(&["edge-capped"], Duration::from_secs(60));
+    ctl.add_cached_model("models/minilm-l6/model.fp32.onnx", "minilm-l6", "fp32");
+    ctl.add_cached_model("models/tiny/add.onnx", "add", "1");
+    let suite = dir.path().join("capped.toml");
+    std::fs::write(
+        &suite,
+        "name = \"capped\"\nmodels = [\"minilm-l6@fp32\", \"add@1\"]\n[input]\ntext = [\"The firmware update failed.\"]\n[conditions]\nidle_power_s = 0\n[[scenario]]\nkind = \"single-stream\"\nmin_queries = 10\nmin_duration_s = 0.1\n",
+    )
+    .unwrap();
+    let out = ctl.cli(&["bench", "run", suite.to_str().unwrap(), "--wait"]);
+    assert!(!out.status.success(), "the capped job failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed = stdout
+        .lines()
+        .find(|l| l.starts_with("FAILED"))
+        .unwrap_or_else(|| panic!("a FAILED line: {stdout}"));
+    assert!(
+        failed.contains("minilm-l6@fp32") && failed.contains("exceeded 100 MB of memory"),
+        "{failed}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("add@1")),
+        "the next job still ran: {stdout}"
+    );
+    assert!(agent.is_running(), "the agent stays up");
+}
