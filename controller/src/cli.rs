@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod client;
 mod demo;
+mod metrics_endpoint;
 mod models;
 mod output;
 mod progress;
@@ -47,6 +48,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             agent_cert_lifetime_s,
             token,
             heartbeat_s,
+            metrics_listen,
         } => {
             serve::run(serve::ServeOptions {
                 listen,
@@ -56,6 +58,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 insecure_token: cli.insecure.then_some(token).flatten(),
                 insecure: cli.insecure,
                 heartbeat: Duration::from_secs(heartbeat_s.max(1)),
+                metrics_listen,
             })
             .await
         }

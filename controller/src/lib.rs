@@ -10,6 +10,7 @@
 //! into result records; [`store`] owns SQLite; [`trust`] holds the CA, tokens and identities.
 
 pub mod clock;
+pub mod metrics;
 pub mod planning;
 pub mod records;
 pub mod registry;

@@ -148,8 +148,20 @@ pub async fn serve(
         controller.clone(),
         stop_driver.clone(),
     ));
+    // The gRPC health service (grpc.health.v1), for load balancers and probes: it needs no
+    // client certificate or token, and says NOT_SERVING once shutdown begins.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AgentLinkServer<LinkService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
     let shutdown = async move {
         shutdown.await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         stop_driver.cancel();
         fleet.close_all();
     };
@@ -176,6 +188,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(link)
         .add_service(admin)
+        .add_service(health)
         .serve_with_incoming_shutdown(
             // No Nagle: a reply's last small frame must not wait for the agent's delayed ACK
             // (measured: 40 ms stalls on one artifact chunk in five).

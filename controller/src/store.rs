@@ -139,5 +139,22 @@ impl Store {
     }
 }
 
+/// Rows of `table` counted by their `state` column (a table name from this module, never input).
+fn count_by_state(
+    conn: &Connection,
+    table: &'static str,
+) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT state, COUNT(*) FROM {table} GROUP BY state"
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut counts = std::collections::BTreeMap::new();
+    for row in rows {
+        let (state, n) = row?;
+        counts.insert(state, n.max(0) as u64);
+    }
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests;

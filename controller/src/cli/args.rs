@@ -57,6 +57,10 @@ pub(crate) enum Command {
         /// Seconds between agent heartbeats.
         #[arg(long, default_value_t = 5)]
         heartbeat_s: u64,
+        /// Serve Prometheus metrics (GET /metrics) and a plain health check (GET /healthz) over
+        /// unauthenticated HTTP on this address, e.g. 127.0.0.1:9464 (default: not served).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// List agents, online or not (or enroll, revoke, remove one).
     Agents {

@@ -26,6 +26,7 @@ pub(crate) struct ServeOptions {
     pub(crate) insecure: bool,
     pub(crate) insecure_token: Option<String>,
     pub(crate) heartbeat: Duration,
+    pub(crate) metrics_listen: Option<String>,
 }
 
 pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
@@ -70,6 +71,11 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
     println!("edgefleet controller listening on {bound}");
     tracing::info!(data = %options.data_dir.display(), credentials = %credentials.display(), "controller ready");
     let shutdown = CancellationToken::new();
+    if let Some(listen) = &options.metrics_listen {
+        let metrics =
+            super::metrics_endpoint::start(listen, controller.clone(), shutdown.clone()).await?;
+        tracing::info!(address = %metrics, "metrics served at http://{metrics}/metrics (and /healthz)");
+    }
     tokio::spawn(stop_on_signal(shutdown.clone()));
     tokio::spawn(keep_watchdog_fed(shutdown.clone()));
     // systemd (Type=notify): the listener is bound and the credentials file written.

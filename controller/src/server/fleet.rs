@@ -44,6 +44,7 @@ impl Fleet {
         if let Some(old) = old {
             old.closed.cancel();
         }
+        crate::metrics::agents_connected(self.lock().len());
         id
     }
 
@@ -62,9 +63,11 @@ impl Fleet {
 
     /// Ends an agent's stream now (it was revoked); it may not come back.
     pub fn close(&self, agent_id: &str) {
-        if let Some(session) = self.lock().remove(agent_id) {
+        let mut map = self.lock();
+        if let Some(session) = map.remove(agent_id) {
             session.closed.cancel();
         }
+        crate::metrics::agents_connected(map.len());
     }
 
     /// Forgets the stream, unless a newer one has taken its place.
@@ -73,6 +76,7 @@ impl Fleet {
         if map.get(agent_id).is_some_and(|s| s.id == session) {
             map.remove(agent_id);
         }
+        crate::metrics::agents_connected(map.len());
     }
 
     /// Ends every agent's stream (on shutdown); agents will reconnect to whoever serves next.
@@ -80,6 +84,7 @@ impl Fleet {
         for (_, session) in self.lock().drain() {
             session.closed.cancel();
         }
+        crate::metrics::agents_connected(0);
     }
 
     pub fn is_online(&self, agent_id: &str) -> bool {

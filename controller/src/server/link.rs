@@ -256,6 +256,9 @@ impl AgentLink for LinkService {
     ) -> Result<Response<Self::FetchArtifactStream>, Status> {
         let certified = self.caller(&request)?;
         let req = request.into_inner();
+        if req.offset == 0 {
+            crate::metrics::transfer_started();
+        }
         let ctl = &self.controller;
         // Only what the controller sent this agent (a manifest to install, a job's model or
         // input), and bytes are counted under the certificate's identity.
@@ -311,6 +314,7 @@ impl AgentLink for LinkService {
                         .read_to_end(&mut piece)?;
                     let len = piece.len() as u64;
                     fleet.add_served(&agent_id, &req.sha256, len);
+                    crate::metrics::bytes_served(len);
                     let chunk = ArtifactChunk {
                         offset: at,
                         data: piece.into(),
@@ -423,11 +427,16 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
             rollout_driver::on_install_result(ctl, agent_id, result).await
         }
         Some(agent_message::Body::Heartbeat(_)) => {
+            crate::metrics::heartbeat();
+            let started = std::time::Instant::now();
             if let Err(e) = ctl.store.touch_agent(agent_id, now_ms()) {
                 tracing::warn!(%agent_id, error = %e, "cannot record heartbeat");
             }
+            crate::metrics::store_time("heartbeat", started.elapsed());
         }
         Some(agent_message::Body::JobResult(result)) => {
+            let started = std::time::Instant::now();
+            let measured = matches!(result.outcome, Some(job_result::Outcome::Measurement(_)));
             let recorded = match &result.outcome {
                 Some(job_result::Outcome::Measurement(m)) => {
                     ctl.store
@@ -444,8 +453,10 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
                     "the agent sent an empty result",
                 ),
             };
+            crate::metrics::store_time("record_result", started.elapsed());
             match recorded {
                 Ok(Recorded::Stored) => {
+                    crate::metrics::job_result(measured);
                     tracing::info!(%agent_id, run_id = %result.run_id, job_id = %result.job_id, "result stored")
                 }
                 Ok(Recorded::Duplicate) => {

@@ -202,6 +202,11 @@ impl Store {
         Ok(())
     }
 
+    /// How many rollouts are in each state (for the metrics).
+    pub fn rollout_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        super::count_by_state(&self.conn(), "rollouts")
+    }
+
     /// Every rollout, newest first.
     pub fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
         let conn = self.conn();

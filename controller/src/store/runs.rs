@@ -233,6 +233,11 @@ impl Store {
         self.finish_job(agent_id, run_id, job_id, Ok(measurement))
     }
 
+    /// How many benchmark jobs are in each state (for the metrics).
+    pub fn job_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        super::count_by_state(&self.conn(), "bench_jobs")
+    }
+
     /// Marks a job failed with its reason (once).
     pub fn record_failure(
         &self,

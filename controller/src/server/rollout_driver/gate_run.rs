@@ -178,6 +178,7 @@ pub(super) async fn check_gate(
     let wave = gate::judge_wave(&rollout.spec.gate, rounds, &names);
     ctl.store
         .set_gate_verdicts(&rollout.id, gate.wave, &wave.verdicts)?;
+    crate::metrics::gate_verdict(wave.breaches.is_empty());
     if wave.breaches.is_empty() {
         event(
             ctl,
