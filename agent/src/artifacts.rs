@@ -72,6 +72,11 @@ impl ArtifactStore {
         &self.dir
     }
 
+    /// How many bytes of an artifact a broken transfer left (0 when none).
+    pub fn partial_len(&self, sha256: &str) -> u64 {
+        std::fs::metadata(self.dir.join(format!("{sha256}.partial"))).map_or(0, |m| m.len())
+    }
+
     /// Bytes still to fetch for an artifact of `size` bytes (a partial transfer counts).
     pub fn missing_bytes(&self, sha256: &str, size: u64) -> u64 {
         if self.contains(sha256) {

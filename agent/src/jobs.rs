@@ -50,7 +50,7 @@ pub enum JobError {
     Library(#[from] runtime_library::LibraryNotFound),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
-    #[error("{source} (gave up after {attempts} attempts)")]
+    #[error("{source} (gave up after {attempts} attempts without progress)")]
     GaveUp {
         #[source]
         source: ArtifactError,
@@ -90,8 +90,10 @@ const SCENARIOS: [&str; 5] = [
 /// Time a worker gets beyond the workload's maximum duration (per repetition), for loading and
 /// warm-up.
 pub(crate) const WORKER_GRACE: Duration = Duration::from_secs(180);
-/// Tries for one artifact before its job fails: waits of about 1, 2, 4, 8 and 16 s between them
-/// (each drawn from the upper half of that ceiling, so a fleet does not retry in lock-step).
+/// Tries in a row that make no progress before an artifact's job fails: waits of about 1, 2, 4,
+/// 8 and 16 s between them (each drawn from the upper half of that ceiling, so a fleet does not
+/// retry in lock-step). A try that got further than the one before starts the count again: a
+/// link that keeps breaking still delivers, as long as each connection moves some bytes.
 const FETCH_ATTEMPTS: u32 = 6;
 /// How often a worker's memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -258,10 +260,19 @@ pub(crate) async fn fetch_artifact(
 ) -> Result<crate::artifacts::Fetched, JobError> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(16));
     let mut attempt = 1;
+    let mut reached = store.partial_len(sha256);
     loop {
         match store.ensure(client, agent_id, sha256).await {
             Ok(fetched) => return Ok(fetched),
             Err(e @ ArtifactError::Corrupt { .. }) => return Err(e.into()),
+            Err(e) if store.partial_len(sha256) > reached => {
+                reached = store.partial_len(sha256);
+                attempt = 1;
+                backoff.reset();
+                let delay = backoff.next_delay(&mut rand::rng());
+                tracing::warn!(%sha256, reached, error = %e, retry_in_ms = delay.as_millis() as u64, "artifact transfer broke after some progress; resuming");
+                tokio::time::sleep(delay).await;
+            }
             Err(e) if attempt < FETCH_ATTEMPTS => {
                 let delay = backoff.next_delay(&mut rand::rng());
                 tracing::warn!(%sha256, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "artifact transfer failed; retrying");

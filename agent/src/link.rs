@@ -68,6 +68,8 @@ enum SessionEnd {
     },
 }
 
+/// Controller heartbeats that may go missing before the link counts as dead.
+const SILENT_HEARTBEATS: u32 = 3;
 /// A session that lasted this long resets the reconnect backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 /// How long the controller has to answer a hello.
@@ -185,6 +187,11 @@ impl Link {
 
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A controller that sends heartbeats and then falls silent for three of them is gone
+        // (a black hole, a dead NAT entry): reconnect now, not when TCP gives up.
+        let silence = interval * SILENT_HEARTBEATS;
+        let mut heard_at = tokio::time::Instant::now();
+        let mut controller_beats = false;
         loop {
             // Results that could not be sent on an earlier connection go first.
             while let Some(result) = work.pending.pop_front() {
@@ -198,6 +205,9 @@ impl Link {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = tokio::time::sleep_until(heard_at + silence), if controller_beats => {
+                    return Ok(dropped(format!("no word from the controller for {:.1} s", silence.as_secs_f64())));
+                }
                 _ = heartbeat.tick() => {
                     let beat = Heartbeat {
                         unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
@@ -217,37 +227,41 @@ impl Link {
                     work.pending.push_back(result);
                 }
                 msg = inbound.message() => match msg {
-                    Ok(Some(msg)) => match msg.body {
-                        Some(controller_message::Body::RunJobs(mut run)) => {
-                            let mut resend = Vec::new();
-                            run.jobs.retain(|job| match work.ledger.admit(&run.run_id, &job.job_id) {
-                                Admission::Run => true,
-                                Admission::AlreadyAccepted => false,
-                                Admission::Resend(result) => {
-                                    resend.push(*result);
-                                    false
+                    Ok(Some(msg)) => {
+                        heard_at = tokio::time::Instant::now();
+                        match msg.body {
+                            Some(controller_message::Body::Heartbeat(_)) => controller_beats = true,
+                            Some(controller_message::Body::RunJobs(mut run)) => {
+                                let mut resend = Vec::new();
+                                run.jobs.retain(|job| match work.ledger.admit(&run.run_id, &job.job_id) {
+                                    Admission::Run => true,
+                                    Admission::AlreadyAccepted => false,
+                                    Admission::Resend(result) => {
+                                        resend.push(*result);
+                                        false
+                                    }
+                                });
+                                if !resend.is_empty() {
+                                    tracing::info!(run_id = %run.run_id, results = resend.len(), "sending finished results again");
+                                    work.pending.extend(resend.into_iter().map(agent_message::Body::JobResult));
                                 }
-                            });
-                            if !resend.is_empty() {
-                                tracing::info!(run_id = %run.run_id, results = resend.len(), "sending finished results again");
-                                work.pending.extend(resend.into_iter().map(agent_message::Body::JobResult));
+                                if !run.jobs.is_empty() {
+                                    tracing::info!(run_id = %run.run_id, jobs = run.jobs.len(), "received benchmark jobs");
+                                    work.busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
+                                    let _ = work.job_tx.send(Work::Bench(run));
+                                }
                             }
-                            if !run.jobs.is_empty() {
-                                tracing::info!(run_id = %run.run_id, jobs = run.jobs.len(), "received benchmark jobs");
-                                work.busy.fetch_add(run.jobs.len() as u32, Ordering::Relaxed);
-                                let _ = work.job_tx.send(Work::Bench(run));
+                            Some(controller_message::Body::Install(install)) => {
+                                let id = install.install_id.clone();
+                                work.admit_command(&id, Work::Install(install));
                             }
+                            Some(controller_message::Body::Rollback(rollback)) => {
+                                let id = rollback.install_id.clone();
+                                work.admit_command(&id, Work::Rollback(rollback));
+                            }
+                            Some(controller_message::Body::Welcome(_)) | None => {}
                         }
-                        Some(controller_message::Body::Install(install)) => {
-                            let id = install.install_id.clone();
-                            work.admit_command(&id, Work::Install(install));
-                        }
-                        Some(controller_message::Body::Rollback(rollback)) => {
-                            let id = rollback.install_id.clone();
-                            work.admit_command(&id, Work::Rollback(rollback));
-                        }
-                        Some(controller_message::Body::Welcome(_)) | None => {}
-                    },
+                    }
                     Ok(None) => return Ok(dropped("the controller closed the stream".into())),
                     Err(status) => return Ok(dropped(describe(&status))),
                 },

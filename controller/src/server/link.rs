@@ -10,11 +10,12 @@ use edgefleet_proto::tokens::{secret_hash, EnrollmentToken};
 use edgefleet_proto::v1::agent_link_server::AgentLink;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, BenchJob,
-    ControllerMessage, EnrollReply, EnrollRequest, FetchArtifactRequest, Hello, RenewReply,
-    RenewRequest, RunJobs, Welcome,
+    ControllerHeartbeat, ControllerMessage, EnrollReply, EnrollRequest, FetchArtifactRequest,
+    Hello, RenewReply, RenewRequest, RunJobs, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{rollout_driver, Controller, Security, CONTROLLER_VERSION};
@@ -208,6 +209,7 @@ impl AgentLink for LinkService {
                 Vec::new()
             });
         let name = hello.name.clone();
+        let beats_tx = tx.clone();
         tokio::spawn(async move {
             for command in commands {
                 if tx.send(Ok(command)).await.is_err() {
@@ -227,6 +229,11 @@ impl AgentLink for LinkService {
         tracing::info!(agent = %hello.name, agent_id = %hello.agent_id, peer = ?peer, "agent connected");
 
         let closed = ctl.fleet.closed_signal(&hello.agent_id, session);
+        let interval = ctl.settings.heartbeat_interval;
+        tokio::spawn(send_heartbeats(beats_tx, interval, closed.clone()));
+        // An agent silent for three heartbeats is gone (a black hole, a dead NAT entry), even
+        // while TCP still believes in the connection.
+        let silence = interval * SILENT_HEARTBEATS;
         let ctl = ctl.clone();
         tokio::spawn(async move {
             let agent_id = hello.agent_id;
@@ -234,13 +241,15 @@ impl AgentLink for LinkService {
                 tokio::select! {
                     // Revoked (or shutting down): nothing more from this stream counts.
                     _ = closed.cancelled() => break "closed by the controller".to_string(),
-                    message = inbound.message() => match message {
-                        Ok(Some(msg)) => handle(&ctl, &agent_id, msg).await,
-                        Ok(None) => break "closed by the agent".to_string(),
-                        Err(status) => break status.message().to_string(),
+                    message = tokio::time::timeout(silence, inbound.message()) => match message {
+                        Ok(Ok(Some(msg))) => handle(&ctl, &agent_id, msg).await,
+                        Ok(Ok(None)) => break "closed by the agent".to_string(),
+                        Ok(Err(status)) => break status.message().to_string(),
+                        Err(_) => break format!("no word from the agent for {:.1} s", silence.as_secs_f64()),
                     },
                 }
             };
+            closed.cancel();
             ctl.fleet.leave(&agent_id, session);
             let _ = ctl.store.touch_agent(&agent_id, now_ms());
             tracing::info!(agent = %hello.name, %agent_id, %reason, "agent disconnected");
@@ -421,6 +430,34 @@ fn group_by_run(jobs: Vec<(String, BenchJob)>) -> Vec<(String, Vec<BenchJob>)> {
 }
 
 /// Applies one message from an agent.
+/// Heartbeats an agent may miss before its link counts as dead (on both sides).
+const SILENT_HEARTBEATS: u32 = 3;
+
+/// Sends the controller's heartbeat on an agent's stream until it closes.
+async fn send_heartbeats(
+    tx: mpsc::Sender<Result<ControllerMessage, Status>>,
+    interval: Duration,
+    closed: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = closed.cancelled() => return,
+        }
+        let beat = ControllerMessage {
+            body: Some(controller_message::Body::Heartbeat(ControllerHeartbeat {
+                unix_ms: now_ms() as u64,
+            })),
+        };
+        tokio::select! {
+            sent = tx.send(Ok(beat)) => if sent.is_err() { return },
+            _ = closed.cancelled() => return,
+        }
+    }
+}
+
 async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
     match msg.body {
         Some(agent_message::Body::InstallResult(result)) => {

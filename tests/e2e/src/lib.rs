@@ -1,6 +1,8 @@
 //! Test support for the end-to-end tests: starts the real `edgefleet` controller and
 //! `edgefleet-agent` processes on loopback, runs CLI commands, and cleans up on drop.
 
+pub mod fault_proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
