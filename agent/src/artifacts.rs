@@ -72,6 +72,11 @@ impl ArtifactStore {
         &self.dir
     }
 
+    /// Deletes what a broken transfer left of an artifact.
+    pub fn discard_partial(&self, sha256: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{sha256}.partial")));
+    }
+
     /// How many bytes of an artifact a broken transfer left (0 when none).
     pub fn partial_len(&self, sha256: &str) -> u64 {
         std::fs::metadata(self.dir.join(format!("{sha256}.partial"))).map_or(0, |m| m.len())

@@ -265,6 +265,12 @@ pub(crate) async fn fetch_artifact(
         match store.ensure(client, agent_id, sha256).await {
             Ok(fetched) => return Ok(fetched),
             Err(e @ ArtifactError::Corrupt { .. }) => return Err(e.into()),
+            Err(e @ ArtifactError::Io { .. }) => {
+                // The device's own disk said no (full, read-only): trying again will not help,
+                // and the partial file would only hold on to the space.
+                store.discard_partial(sha256);
+                return Err(e.into());
+            }
             Err(e) if store.partial_len(sha256) > reached => {
                 reached = store.partial_len(sha256);
                 attempt = 1;

@@ -2,8 +2,9 @@
 //! placed between agents and the controller, it adds latency and jitter, caps bandwidth, resets
 //! connections after a random number of bytes, and can turn into a black hole that accepts
 //! connections and holds them open without passing a byte either way (what a dead NAT entry or
-//! a pulled cable looks like to both ends: half-open connections). Faults can change while
-//! traffic flows; each connection draws its own cut point.
+//! a pulled cable looks like to both ends: half-open connections), or resets every open
+//! connection on demand. Faults can change while traffic flows; each connection draws its own
+//! cut point.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ pub struct Faults {
 #[derive(Debug, Default)]
 pub struct Counters {
     pub connections: AtomicU64,
+    /// Raised by [`FaultProxy::cut_all`]: connections accepted before it are reset.
+    cut_generation: AtomicU64,
     pub resets: AtomicU64,
     pub bytes_down: AtomicU64,
     pub bytes_up: AtomicU64,
@@ -86,6 +89,11 @@ impl FaultProxy {
     pub fn resets(&self) -> u64 {
         self.counters.resets.load(Ordering::Relaxed)
     }
+
+    /// Resets every connection open now (new ones are not affected).
+    pub fn cut_all(&self) {
+        self.counters.cut_generation.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for FaultProxy {
@@ -134,6 +142,7 @@ async fn relay(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let cut = new_flag();
+    let generation = counters.cut_generation.load(Ordering::Relaxed);
     let passed = Arc::new(AtomicU64::new(0));
     let cut_at = Arc::new(AtomicU64::new(NO_CUT));
     let down = pump(
@@ -144,6 +153,7 @@ async fn relay(
             at: cut_at.clone(),
             passed: passed.clone(),
             done: cut.clone(),
+            generation,
         },
         faults.clone(),
         counters.clone(),
@@ -156,6 +166,7 @@ async fn relay(
             at: cut_at,
             passed,
             done: cut.clone(),
+            generation,
         },
         faults,
         counters.clone(),
@@ -197,6 +208,8 @@ struct Cut {
     at: Arc<AtomicU64>,
     passed: Arc<AtomicU64>,
     done: Arc<std::sync::atomic::AtomicBool>,
+    /// The proxy's cut generation when the connection was accepted.
+    generation: u64,
 }
 
 /// A direction's read half and the other direction's write half, handed back after a cut.
@@ -231,6 +244,9 @@ async fn pump(
         let mut buf = vec![0u8; 16 * 1024];
         let mut next_free = Instant::now();
         loop {
+            if counters.cut_generation.load(Ordering::Relaxed) != cut.generation {
+                cut.done.store(true, Ordering::Relaxed);
+            }
             if cut.done.load(Ordering::Relaxed) {
                 break;
             }
