@@ -2,6 +2,7 @@
 //! `edgefleet-agent` processes on loopback, runs CLI commands, and cleans up on drop.
 
 pub mod fault_proxy;
+pub mod kill_trials;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

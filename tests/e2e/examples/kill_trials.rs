@@ -1,0 +1,28 @@
+//! Kill trials, many of them: `cargo run --release -p edgefleet-e2e --example kill_trials --
+//! --trials 100 [--seed 7]` (build the binaries first: `cargo build --release --bins`). Each
+//! trial SIGKILLs the agent or the controller at a random moment of an install or a benchmark
+//! run, restarts it, and checks for corrupt installs, lost or duplicated results and stuck
+//! rollouts; the last line is the tally.
+
+fn main() {
+    let mut trials = 20;
+    let mut seed = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args.next().and_then(|v| v.parse().ok());
+        match (arg.as_str(), value) {
+            ("--trials", Some(n)) => trials = n,
+            ("--seed", Some(n)) => seed = n,
+            _ => {
+                eprintln!("usage: kill_trials [--trials N] [--seed N]");
+                std::process::exit(64);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("a scratch folder");
+    let tally = edgefleet_e2e::kill_trials::run(dir.path(), trials as u32, seed);
+    println!("{tally}");
+    if tally.problems() > 0 {
+        std::process::exit(1);
+    }
+}
