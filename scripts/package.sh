@@ -34,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --features) FEATURES=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --fast) FAST=(--fast); shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
