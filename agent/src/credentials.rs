@@ -4,8 +4,6 @@
 //! connection uses. Files in the data folder: `agent.key` (mode 0600; the key never leaves the
 //! device), `agent.pem`, `ca.pem` and `identity.json` (id, issue and expiry times).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,23 +69,12 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Writes a file with mode 0600 from its creation, fsynced, renamed into place.
+/// Writes a credentials file with mode 0600 from its creation, fsynced, renamed into place.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CredentialsError> {
-    let err = |source| CredentialsError::Write {
+    crate::private_file::write_replacing(path, bytes).map_err(|source| CredentialsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 impl Credentials {

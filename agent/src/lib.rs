@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod link;
 pub mod local;
 pub mod outbox;
+mod private_file;
 pub mod procfs;
 pub mod provisioning;
 pub mod runtime_library;

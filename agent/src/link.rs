@@ -291,6 +291,7 @@ impl WorkState {
     /// Takes back the results a previous run of the daemon kept on disk: every one answers the
     /// controller if it sends the same job again, and those never sent go out first.
     fn restore(&mut self) {
+        self.outbox.prune();
         let kept = self.outbox.load();
         let unsent = kept.iter().filter(|k| !k.sent).count();
         for k in kept {
@@ -309,7 +310,6 @@ impl WorkState {
                 "results kept on disk before a restart will be sent"
             );
         }
-        self.outbox.prune();
     }
 
     /// Queues an install or rollback unless it is queued already; one that finished has its

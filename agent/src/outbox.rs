@@ -4,7 +4,6 @@
 //! back at start: unsent ones are sent first, sent ones answer the controller if it asks again
 //! (its store ignores a result it already has). The newest [`KEEP`] are kept.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -52,7 +51,7 @@ impl Outbox {
         }
         .encode_to_vec();
         let path = self.dir.join(format!("{name}.unsent"));
-        if let Err(e) = write_synced(&path, &bytes) {
+        if let Err(e) = crate::private_file::write_replacing(&path, &bytes) {
             tracing::warn!(path = %path.display(), error = %e, "cannot keep a result on disk; it is sent from memory only");
         }
         if self.writes.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
@@ -135,14 +134,6 @@ fn file_stem(body: &agent_message::Body) -> Option<String> {
     };
     let digest = Sha256::digest(format!("{kind}\0{id}").as_bytes());
     Some(hex::encode(&digest[..16]))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
