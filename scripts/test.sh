@@ -9,6 +9,9 @@ bash scripts/setup.sh
 bash scripts/setup_packaging.sh --cross
 cargo fmt --all -- --check
 # The tract engine is a cargo feature of the agent; CI builds and tests it too.
+# No incremental caches: a test run builds once, and they would double target/ on a shared disk
+# (set CARGO_INCREMENTAL=1 to keep them while iterating).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 FEATURES=(--features edgefleet-agent/tract)
 cargo clippy --locked --workspace --all-targets "${FEATURES[@]}" -- -D warnings
 cargo build --locked --workspace --bins "${FEATURES[@]}"

@@ -145,6 +145,29 @@ impl ResultRecord {
     }
 }
 
+impl ResultRecord {
+    /// The device class the record was measured on, the unit every comparison is made within:
+    /// the hardware target (arch, CPU model, cores, memory), the engine and its version, the
+    /// execution provider and the thread count, e.g.
+    /// `x86_64/Intel Xeon/2c/24GiB · onnxruntime 1.31.1 CPU · 1 thread`.
+    pub fn device_class(&self) -> String {
+        let threads = if self.threads == 1 {
+            "1 thread".to_string()
+        } else {
+            format!("{} threads", self.threads)
+        };
+        format!(
+            "{} · {} {} {} · {threads}",
+            self.target, self.engine, self.engine_version, self.execution_provider
+        )
+    }
+
+    /// `name@version`.
+    pub fn model_ref(&self) -> String {
+        format!("{}@{}", self.model, self.model_version)
+    }
+}
+
 /// 95% confidence intervals, each `[low, high]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencyCi {
