@@ -28,7 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Admin replies the CLI prints as JSON.
-const JSON_MESSAGES: [&str; 13] = [
+const JSON_MESSAGES: [&str; 15] = [
+    "Baseline",
+    "Regression",
     "EnrollmentTokenReply",
     "AdminTokenInfo",
     "AdminTokenReply",
@@ -46,7 +48,19 @@ const JSON_MESSAGES: [&str; 13] = [
 
 /// Fields whose JSON name or form differs from the wire: ids and agents named as people read
 /// them, times as RFC 3339, waves counted from 1, signed bytes left to `models show`.
-const JSON_FIELDS: [(&str, &str); 18] = [
+const JSON_FIELDS: [(&str, &str); 21] = [
+    (
+        "Baseline.set_at_unix_ms",
+        r#"#[serde(rename = "set_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "Regression.detected_at_unix_ms",
+        r#"#[serde(rename = "detected_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "Regression.acknowledged_at_unix_ms",
+        r#"#[serde(rename = "acknowledged_at", serialize_with = "crate::json::rfc3339_or_null")]"#,
+    ),
     (
         "EnrollmentTokenReply.expires_unix_ms",
         r#"#[serde(rename = "expires_at", serialize_with = "crate::json::rfc3339")]"#,

@@ -1,6 +1,7 @@
 //! The `edgefleet` command line: [`args`] is its shape (every command and flag), [`client`] the
 //! connection to a controller's admin service, and one module per command family carries a
-//! command out ([`serve`], [`agents`], [`models`], [`bench`], [`rollout`], [`report`], [`demo`]).
+//! command out ([`serve`], [`agents`], [`models`], [`bench`], [`rollout`], [`compare`] (with
+//! baselines and regressions), [`report`], [`demo`]).
 //! [`output`] prints tables and JSON, [`progress`] draws bars and redraws, [`rollout_view`]
 //! renders a rollout as text.
 
@@ -9,6 +10,7 @@ mod agents;
 mod args;
 mod bench;
 mod client;
+mod compare;
 mod demo;
 mod metrics_endpoint;
 mod models;
@@ -25,8 +27,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub(crate) use args::{
-    AdminCommand, AgentsCommand, BenchCommand, Cli, Command, ModelsCommand, RolloutCommand,
-    TokensCommand,
+    AdminCommand, AgentsCommand, BaselineCommand, BenchCommand, Cli, Command, ModelsCommand,
+    RolloutCommand, TokensCommand,
 };
 pub(crate) use target::ConfigError;
 use target::Target;
@@ -83,7 +85,45 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Rollout(command) => rollout::run(&target()?, command).await,
-        Command::Report { out, run } => report::run(&target()?, &out, run.as_deref()).await,
+        Command::Report {
+            out,
+            run,
+            suite,
+            since,
+            select,
+        } => {
+            let scope = report::Scope {
+                run,
+                suite,
+                since_ms: since.as_deref().map(compare::parse_since).transpose()?,
+                select,
+            };
+            report::run(&target()?, &out, &scope).await
+        }
+        Command::Compare {
+            a,
+            b,
+            suite,
+            select,
+            metric,
+            threshold,
+            json,
+        } => {
+            let request = edgefleet_proto::v1::CompareRequest {
+                a,
+                b,
+                suite: suite.unwrap_or_default(),
+                select,
+                metric,
+                threshold: Some(threshold / 100.0),
+            };
+            compare::compare(&target()?, request, json).await
+        }
+        Command::Baseline(command) => compare::baseline(&target()?, command).await,
+        Command::Regressions { since, ack, json } => {
+            let since_ms = since.as_deref().map(compare::parse_since).transpose()?;
+            compare::regressions(&target()?, since_ms, ack, json).await
+        }
         Command::Demo {
             out,
             models_dir,

@@ -7,13 +7,17 @@
 //! rollout driver); [`rollout`] decides what a rollout does next (pure); [`planning`] decides
 //! which agents run which jobs (pure) and [`selector`] parses who is meant; [`registry`] holds
 //! artifact bytes, ONNX inspection, the signing key and manifests; [`records`] turns stored rows
-//! into result records; [`store`] owns SQLite; [`trust`] holds the CA, tokens and identities.
+//! into result records; [`compare`] sets two models or runs side by side per device class and
+//! [`regressions`] judges a finished run against its baseline and recent history; [`store`]
+//! owns SQLite; [`trust`] holds the CA, tokens and identities.
 
 pub mod clock;
+pub mod compare;
 pub mod metrics;
 pub mod planning;
 pub mod records;
 pub mod registry;
+pub mod regressions;
 pub mod rollout;
 pub mod selector;
 pub mod server;

@@ -10,12 +10,26 @@ use edgefleet_reports::{
 };
 
 use crate::planning::target_key;
-use crate::store::{AgentRow, Store, StoreError};
+use crate::store::{AgentRow, ResultFilter, Store, StoreError};
 
 /// Result records and failures of one run, or of every run.
 pub fn collect(
     store: &Store,
     run_id: Option<&str>,
+) -> Result<(Vec<ResultRecord>, Vec<FailedRun>), StoreError> {
+    collect_where(
+        store,
+        &ResultFilter {
+            run_id: run_id.map(str::to_string),
+            ..ResultFilter::default()
+        },
+    )
+}
+
+/// Result records and failures that pass `filter`, oldest run first.
+pub fn collect_where(
+    store: &Store,
+    filter: &ResultFilter,
 ) -> Result<(Vec<ResultRecord>, Vec<FailedRun>), StoreError> {
     let agents: HashMap<String, AgentRow> = store
         .agents()?
@@ -28,7 +42,7 @@ pub fn collect(
         .map(|m| ((m.name.clone(), m.version.clone()), m))
         .collect();
     let mut records = Vec::new();
-    for row in store.results(run_id)? {
+    for row in store.results_where(filter)? {
         let agent = agents.get(&row.job.agent_id);
         let model = models.get(&(row.job.model_name.clone(), row.job.model_version.clone()));
         let onnx = model.and_then(|m| m.files.first());
@@ -135,10 +149,34 @@ pub fn collect(
             }),
         });
     }
-    let failures = store
-        .jobs(run_id)?
+    let mut run_passes: HashMap<String, bool> = HashMap::new();
+    let mut failed = Vec::new();
+    for job in store.jobs(filter.run_id.as_deref())? {
+        if job.state != "failed"
+            || filter
+                .model
+                .as_ref()
+                .is_some_and(|(n, v)| (n, v) != (&job.model_name, &job.model_version))
+        {
+            continue;
+        }
+        let passes = match run_passes.get(&job.run_id) {
+            Some(p) => *p,
+            None => {
+                let p = store.run(&job.run_id)?.is_some_and(|run| {
+                    filter.suite.as_ref().is_none_or(|s| *s == run.suite)
+                        && filter.since_ms.is_none_or(|t| run.created_ms >= t)
+                });
+                run_passes.insert(job.run_id.clone(), p);
+                p
+            }
+        };
+        if passes {
+            failed.push(job);
+        }
+    }
+    let failures = failed
         .into_iter()
-        .filter(|j| j.state == "failed")
         .map(|j| FailedRun {
             agent: agents
                 .get(&j.agent_id)

@@ -1,10 +1,12 @@
 //! What `edgefleet serve` runs: the shared state of a running controller ([`Controller`]), the
 //! agent link ([`link`]: streams, results, artifact bytes), the admin service the CLI talks to
-//! ([`admin`], one file per resource), who is connected ([`fleet`]) and the loop that moves
-//! rollouts forward ([`rollout_driver`]), served on one already-bound listener until shutdown.
+//! ([`admin`], one file per resource), who is connected ([`fleet`]), the loop that moves
+//! rollouts forward ([`rollout_driver`]) and the judging of finished runs ([`judge`]), served on
+//! one already-bound listener until shutdown.
 
 pub mod admin;
 pub mod fleet;
+mod judge;
 pub mod link;
 pub mod rollout_driver;
 
@@ -148,6 +150,8 @@ pub async fn serve(
         controller.clone(),
         stop_driver.clone(),
     ));
+    // Runs that finished while the controller was down (or as it stopped) are judged now.
+    judge::unjudged_runs(&controller);
     // The gRPC health service (grpc.health.v1), for load balancers and probes: it needs no
     // client certificate or token, and says NOT_SERVING once shutdown begins.
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -3,21 +3,24 @@
 //!
 //! One file per family of tables: [`agents`] (agents and what they have installed), [`models`]
 //! (the registry and artifacts), [`runs`] (benchmark runs, jobs and results), [`rollouts`]
-//! (rollouts, targets, gates, events), [`trust`] (tokens, revocations, who may fetch what). Every stored blob (protobuf, JSON) and every state column
-//! is decoded here; a row that does not decode is a [`StoreError::Corrupt`] naming its table and
+//! (rollouts, targets, gates, events), [`trust`] (tokens, revocations, who may fetch what),
+//! [`regressions`] (baselines, regressions, judged runs). Every stored blob (protobuf, JSON) and
+//! every state column is decoded here; a row that does not decode is a [`StoreError::Corrupt`] naming its table and
 //! key, never a default value.
 
 mod agents;
 mod migrations;
 mod models;
+mod regressions;
 mod rollouts;
 mod runs;
 mod trust;
 
 pub use agents::{AgentModelRow, AgentRow};
 pub use models::{ModelFile, ModelRow, ModelSignature, TensorShape};
+pub use regressions::{BaselineRow, RegressionKind, RegressionRow};
 pub use rollouts::{EventRow, GateRow, RolloutRow, TargetRow};
-pub use runs::{JobRow, JobState, Recorded, ResultRow, RunRow};
+pub use runs::{JobRow, JobState, Recorded, ResultFilter, ResultRow, RunRow};
 pub use trust::{AdminTokenRow, EnrollRefusal, Enrolled};
 
 use std::path::Path;

@@ -110,7 +110,7 @@ async fn enroll(
 }
 
 /// `90s`, `30m`, `1h`, `2d` (a bare number is seconds).
-fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

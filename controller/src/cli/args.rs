@@ -83,13 +83,64 @@ pub(crate) enum Command {
     /// rollback.
     #[command(subcommand)]
     Rollout(RolloutCommand),
-    /// Write DIR/report.html and DIR/results.json from stored results.
+    /// Write a report into DIR: report.html (self-contained), charts/*.png, summary.md,
+    /// results.csv and results.json.
     Report {
         #[arg(long)]
         out: PathBuf,
         /// Only this run (default: every run).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["suite", "since"])]
         run: Option<String>,
+        /// Only runs of this suite (by its name).
+        #[arg(long)]
+        suite: Option<String>,
+        /// Only runs since: an RFC 3339 time, or a duration ago (7d, 12h).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only agents matching KEY=VALUE or KEY!=VALUE (repeatable; all must hold).
+        #[arg(long = "select", value_name = "KEY=VALUE")]
+        select: Vec<String>,
+    },
+    /// Compare B against A on every device class that measured both: the ratio B/A with its
+    /// 95% bootstrap interval and a verdict (faster, slower, or no difference beyond noise).
+    Compare {
+        /// A model version (name@version) or a run id.
+        a: String,
+        /// Another model version, or another run id (runs are compared model by model).
+        b: String,
+        /// Only runs of this suite (by its name).
+        #[arg(long)]
+        suite: Option<String>,
+        /// Only agents matching KEY=VALUE or KEY!=VALUE (repeatable; all must hold).
+        #[arg(long = "select", value_name = "KEY=VALUE")]
+        select: Vec<String>,
+        /// What to compare.
+        #[arg(long, default_value = "p50", value_parser = [
+            "p50", "p90", "p99", "throughput", "energy", "memory", "ttft", "tpot"
+        ])]
+        metric: String,
+        /// Changes smaller than this many percent are "no difference".
+        #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+        threshold: f64,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Baselines: the run later runs of a suite are judged against, per device class.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+    /// Regressions found as runs finished: against the suite's baseline, or drift from the
+    /// recent history of the same model on the same device class.
+    Regressions {
+        /// Only those found since: an RFC 3339 time, or a duration ago (7d, 12h).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Acknowledge regression ID (it stays listed, marked acknowledged).
+        #[arg(long, value_name = "ID")]
+        ack: Option<i64>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a controller and two agents here, benchmark MiniLM-L6 fp32 vs int8, write a report.
     Demo {
@@ -107,6 +158,26 @@ pub(crate) enum Command {
     /// Write the man pages (edgefleet.1 and one per command) into a folder.
     #[command(hide = true)]
     ManPages { out: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BaselineCommand {
+    /// Make a run of SUITE the baseline on every device class it measured (default: the
+    /// suite's newest run with results).
+    Set {
+        /// The suite's name.
+        suite: String,
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// List baselines.
+    Ls {
+        /// Only this suite's.
+        suite: Option<String>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -13,6 +13,10 @@ use edgefleet_proto::v1::{
     RolloutStatus, RunStatus, StartBenchRequest, StartRolloutRequest,
 };
 use edgefleet_proto::v1::{
+    AcknowledgeRegressionRequest, Baseline, CompareRequest, ListBaselinesRequest,
+    ListRegressionsRequest, Regression, SetBaselineRequest,
+};
+use edgefleet_proto::v1::{
     AdminTokenInfo, AdminTokenReply, AgentInfo, AgentRequest, CreateAdminTokenRequest,
     CreateEnrollmentTokenRequest, EnrollmentTokenReply, ListAdminTokensRequest, RemoveAgentReply,
     RevokeAdminTokenRequest,
@@ -298,11 +302,21 @@ impl Client {
         &mut self,
         run_id: Option<&str>,
     ) -> anyhow::Result<(Vec<ResultRecord>, Vec<FailedRun>)> {
+        self.results_where(GetResultsRequest {
+            run_id: run_id.unwrap_or_default().to_string(),
+            ..GetResultsRequest::default()
+        })
+        .await
+    }
+
+    /// Result records and failures that pass every condition of the request.
+    pub(crate) async fn results_where(
+        &mut self,
+        request: GetResultsRequest,
+    ) -> anyhow::Result<(Vec<ResultRecord>, Vec<FailedRun>)> {
         let reply = self
             .inner
-            .get_results(GetResultsRequest {
-                run_id: run_id.unwrap_or_default().to_string(),
-            })
+            .get_results(request)
             .await
             .map_err(|s| self.fail(s))?
             .into_inner();
@@ -380,6 +394,68 @@ impl Client {
         let reply = self
             .inner
             .revoke_admin_token(RevokeAdminTokenRequest { name: name.into() })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    /// B against A, as the controller computed it.
+    pub(crate) async fn compare(
+        &mut self,
+        request: CompareRequest,
+    ) -> anyhow::Result<edgefleet_controller::compare::Comparison> {
+        let reply = self
+            .inner
+            .compare(request)
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(serde_json::from_str(&reply.into_inner().comparison_json)?)
+    }
+
+    pub(crate) async fn set_baseline(
+        &mut self,
+        suite: &str,
+        run_id: &str,
+    ) -> anyhow::Result<Vec<Baseline>> {
+        let reply = self
+            .inner
+            .set_baseline(SetBaselineRequest {
+                suite: suite.into(),
+                run_id: run_id.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().baselines)
+    }
+
+    /// Baselines of one suite, or of every suite when `suite` is empty.
+    pub(crate) async fn baselines(&mut self, suite: &str) -> anyhow::Result<Vec<Baseline>> {
+        let reply = self
+            .inner
+            .list_baselines(ListBaselinesRequest {
+                suite: suite.into(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().baselines)
+    }
+
+    /// Regressions detected at or after `since_ms`, newest first.
+    pub(crate) async fn regressions(&mut self, since_ms: i64) -> anyhow::Result<Vec<Regression>> {
+        let reply = self
+            .inner
+            .list_regressions(ListRegressionsRequest {
+                since_unix_ms: since_ms,
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().regressions)
+    }
+
+    pub(crate) async fn acknowledge_regression(&mut self, id: i64) -> anyhow::Result<Regression> {
+        let reply = self
+            .inner
+            .acknowledge_regression(AcknowledgeRegressionRequest { id })
             .await
             .map_err(|s| self.fail(s))?;
         Ok(reply.into_inner())

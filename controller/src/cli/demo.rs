@@ -173,7 +173,8 @@ async fn drive(
         run.run_id, run.jobs, run.agents
     );
     let status = wait_for_run(&mut client, &run.run_id, Duration::from_secs(600), false).await?;
-    let (files, records, failures) = write_report(&mut client, out, Some(&run.run_id)).await?;
+    let (files, records, failures) =
+        write_report(&mut client, out, &super::report::Scope::run(&run.run_id)).await?;
     println!();
     print_results(&records, &failures);
     println!();

@@ -3,30 +3,58 @@
 
 use std::path::Path;
 
-use edgefleet_proto::v1::AgentInfo;
+use edgefleet_proto::v1::{AgentInfo, GetResultsRequest};
 use edgefleet_reports::{rfc3339, AgentSummary, FailedRun, ReportFiles, ReportInput, ResultRecord};
 
 use super::client::Client;
 use super::rollout_view;
 use super::target::Target;
 
-/// `report --out DIR [--run ID]`.
-pub(super) async fn run(target: &Target, out: &Path, run_id: Option<&str>) -> anyhow::Result<()> {
+/// Which results a report covers.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scope {
+    /// One run (and then nothing else narrows it).
+    pub(super) run: Option<String>,
+    pub(super) suite: Option<String>,
+    pub(super) since_ms: Option<i64>,
+    /// Agent selector conditions, all of which must hold.
+    pub(super) select: Vec<String>,
+}
+
+impl Scope {
+    pub(super) fn run(id: &str) -> Scope {
+        Scope {
+            run: Some(id.to_string()),
+            ..Scope::default()
+        }
+    }
+}
+
+/// `report --out DIR [--run ID | --suite NAME --since T] [--select EXPR]`.
+pub(super) async fn run(target: &Target, out: &Path, scope: &Scope) -> anyhow::Result<()> {
     let mut client = Client::connect(target).await?;
-    let (files, records, failures) = write_report(&mut client, out, run_id).await?;
+    let (files, records, failures) = write_report(&mut client, out, scope).await?;
     println!("{} results, {} failed runs", records.len(), failures.len());
     println!("report   {}", files.html.display());
     println!("results  {}", files.json.display());
     Ok(())
 }
 
-/// Writes `DIR/report.html` and `DIR/results.json` for one run or all runs.
+/// Writes the report of the results in `scope` into `out`.
 pub(super) async fn write_report(
     client: &mut Client,
     out: &Path,
-    run_id: Option<&str>,
+    scope: &Scope,
 ) -> anyhow::Result<(ReportFiles, Vec<ResultRecord>, Vec<FailedRun>)> {
-    let (records, failures) = client.results(run_id).await?;
+    let run_id = scope.run.as_deref();
+    let (records, failures) = client
+        .results_where(GetResultsRequest {
+            run_id: scope.run.clone().unwrap_or_default(),
+            suite: scope.suite.clone().unwrap_or_default(),
+            since_unix_ms: scope.since_ms.unwrap_or(0),
+            select: scope.select.clone(),
+        })
+        .await?;
     let agents: Vec<AgentSummary> = client
         .agents()
         .await?
@@ -38,9 +66,10 @@ pub(super) async fn write_report(
         .map(agent_summary)
         .collect();
     let input = ReportInput {
-        title: match run_id {
-            Some(id) => format!("edgefleet benchmark report: {id}"),
-            None => "edgefleet benchmark report".to_string(),
+        title: match (run_id, &scope.suite) {
+            (Some(id), _) => format!("edgefleet benchmark report: {id}"),
+            (None, Some(suite)) => format!("edgefleet benchmark report: suite {suite}"),
+            (None, None) => "edgefleet benchmark report".to_string(),
         },
         generated_at: rfc3339(edgefleet_controller::now_ms()),
         agents,

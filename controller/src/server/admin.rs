@@ -1,23 +1,27 @@
 //! The admin service the CLI talks to. This file is the gRPC surface only: each call is first
 //! authorized ([`access`]: an admin token, and the role the call needs), then handed to the
-//! file of its resource ([`agents`], [`models`], [`bench`], [`rollouts`], [`tokens`]); store
+//! file of its resource ([`agents`], [`models`], [`bench`], [`comparisons`], [`rollouts`],
+//! [`tokens`]); store
 //! errors become status codes in one place.
 
 mod access;
 mod agents;
 mod bench;
+mod comparisons;
 mod models;
 mod rollouts;
 mod tokens;
 
 use edgefleet_proto::v1::admin_server::Admin;
 use edgefleet_proto::v1::{
-    AddModelRequest, AdminTokenInfo, AdminTokenReply, AgentInfo, AgentRequest,
-    ControlRolloutRequest, CreateAdminTokenRequest, CreateEnrollmentTokenRequest,
-    EnrollmentTokenReply, GetResultsReply, GetResultsRequest, GetRunRequest, ListAdminTokensReply,
-    ListAdminTokensRequest, ListAgentsReply, ListAgentsRequest, ListModelsReply, ListModelsRequest,
-    ListRolloutsReply, ListRolloutsRequest, ModelDetail, ModelInfo, ModelRequest, RemoveAgentReply,
-    RemoveModelReply, RemoveModelRequest, RevokeAdminTokenRequest, RolloutStatus, RunStatus,
+    AcknowledgeRegressionRequest, AddModelRequest, AdminTokenInfo, AdminTokenReply, AgentInfo,
+    AgentRequest, BaselinesReply, CompareReply, CompareRequest, ControlRolloutRequest,
+    CreateAdminTokenRequest, CreateEnrollmentTokenRequest, EnrollmentTokenReply, GetResultsReply,
+    GetResultsRequest, GetRunRequest, ListAdminTokensReply, ListAdminTokensRequest,
+    ListAgentsReply, ListAgentsRequest, ListBaselinesRequest, ListModelsReply, ListModelsRequest,
+    ListRegressionsRequest, ListRolloutsReply, ListRolloutsRequest, ModelDetail, ModelInfo,
+    ModelRequest, Regression, RegressionsReply, RemoveAgentReply, RemoveModelReply,
+    RemoveModelRequest, RevokeAdminTokenRequest, RolloutStatus, RunStatus, SetBaselineRequest,
     StartBenchReply, StartBenchRequest, StartRolloutRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
@@ -133,7 +137,7 @@ impl Admin for AdminService {
         request: Request<GetResultsRequest>,
     ) -> Result<Response<GetResultsReply>, Status> {
         self.viewer(&request, "read results")?;
-        bench::results(&self.controller, &request.into_inner().run_id).map(Response::new)
+        bench::results(&self.controller, request.into_inner()).map(Response::new)
     }
 
     async fn start_rollout(
@@ -210,5 +214,46 @@ impl Admin for AdminService {
     ) -> Result<Response<AdminTokenInfo>, Status> {
         self.operator(&request, "revoke admin tokens")?;
         tokens::revoke(&self.controller, &request.into_inner().name).map(Response::new)
+    }
+
+    async fn compare(
+        &self,
+        request: Request<CompareRequest>,
+    ) -> Result<Response<CompareReply>, Status> {
+        self.viewer(&request, "compare results")?;
+        comparisons::compare(&self.controller, request.into_inner()).map(Response::new)
+    }
+
+    async fn set_baseline(
+        &self,
+        request: Request<SetBaselineRequest>,
+    ) -> Result<Response<BaselinesReply>, Status> {
+        self.operator(&request, "set baselines")?;
+        comparisons::set_baseline(&self.controller, request.into_inner()).map(Response::new)
+    }
+
+    async fn list_baselines(
+        &self,
+        request: Request<ListBaselinesRequest>,
+    ) -> Result<Response<BaselinesReply>, Status> {
+        self.viewer(&request, "list baselines")?;
+        comparisons::list_baselines(&self.controller, &request.into_inner().suite)
+            .map(Response::new)
+    }
+
+    async fn list_regressions(
+        &self,
+        request: Request<ListRegressionsRequest>,
+    ) -> Result<Response<RegressionsReply>, Status> {
+        self.viewer(&request, "list regressions")?;
+        comparisons::list_regressions(&self.controller, request.into_inner()).map(Response::new)
+    }
+
+    async fn acknowledge_regression(
+        &self,
+        request: Request<AcknowledgeRegressionRequest>,
+    ) -> Result<Response<Regression>, Status> {
+        self.operator(&request, "acknowledge regressions")?;
+        comparisons::acknowledge(&self.controller, request.into_inner()).map(Response::new)
     }
 }

@@ -494,7 +494,8 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
             match recorded {
                 Ok(Recorded::Stored) => {
                     crate::metrics::job_result(measured);
-                    tracing::info!(%agent_id, run_id = %result.run_id, job_id = %result.job_id, "result stored")
+                    tracing::info!(%agent_id, run_id = %result.run_id, job_id = %result.job_id, "result stored");
+                    super::judge::if_finished(ctl, &result.run_id);
                 }
                 Ok(Recorded::Duplicate) => {
                     tracing::debug!(%agent_id, job_id = %result.job_id, "duplicate result ignored")

@@ -158,6 +158,43 @@ const MIGRATIONS: &[&str] = &[
          sha256 TEXT NOT NULL,
          PRIMARY KEY (agent_id, sha256)
      );",
+    // 6: comparisons: the baseline run of each (suite, device class), the regressions found when
+    //    a run finishes (against its baseline, or drift against recent history) and which runs
+    //    were judged. Runs finished before this migration are marked judged: nothing is flagged
+    //    retroactively.
+    "CREATE TABLE baselines (
+         suite TEXT NOT NULL,
+         device_class TEXT NOT NULL,
+         run_id TEXT NOT NULL REFERENCES bench_runs (id),
+         set_ms INTEGER NOT NULL,
+         PRIMARY KEY (suite, device_class)
+     );
+     CREATE TABLE regressions (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         run_id TEXT NOT NULL REFERENCES bench_runs (id),
+         suite TEXT NOT NULL,
+         model TEXT NOT NULL,
+         scenario TEXT NOT NULL,
+         device_class TEXT NOT NULL,
+         metric TEXT NOT NULL,
+         kind TEXT NOT NULL CHECK (kind IN ('baseline', 'drift')),
+         -- The baseline run, or the history window (`12 runs`).
+         against TEXT NOT NULL,
+         ratio REAL NOT NULL,
+         ci_low REAL,
+         ci_high REAL,
+         robust_z REAL,
+         detected_ms INTEGER NOT NULL,
+         acknowledged_ms INTEGER,
+         UNIQUE (run_id, model, scenario, device_class, metric, kind)
+     );
+     CREATE TABLE regression_checks (
+         run_id TEXT PRIMARY KEY REFERENCES bench_runs (id),
+         checked_ms INTEGER NOT NULL
+     );
+     INSERT INTO regression_checks (run_id, checked_ms) SELECT id, created_ms FROM bench_runs;
+     CREATE INDEX bench_jobs_model ON bench_jobs (model_name, model_version);
+     CREATE INDEX bench_runs_suite ON bench_runs (suite, created_ms);",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

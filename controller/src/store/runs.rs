@@ -40,6 +40,18 @@ pub struct ResultRow {
     pub measurement: Measurement,
 }
 
+/// Which measurements [`Store::results_where`] returns: every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResultFilter {
+    pub run_id: Option<String>,
+    /// (name, version)
+    pub model: Option<(String, String)>,
+    /// The suite's name.
+    pub suite: Option<String>,
+    /// Runs created at or after this instant (Unix ms).
+    pub since_ms: Option<i64>,
+}
+
 /// A benchmark run and its suite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -296,25 +308,45 @@ impl Store {
 
     /// Measurements of one run, or of every run.
     pub fn results(&self, run_id: Option<&str>) -> Result<Vec<ResultRow>, StoreError> {
+        self.results_where(&ResultFilter {
+            run_id: run_id.map(str::to_string),
+            ..ResultFilter::default()
+        })
+    }
+
+    /// Measurements that pass every condition of `filter`, oldest run first.
+    pub fn results_where(&self, filter: &ResultFilter) -> Result<Vec<ResultRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {JOB_COLUMNS}, r.measurement, b.suite, b.suite_sha256
              FROM results r
              JOIN bench_jobs j ON j.run_id = r.run_id AND j.job_id = r.job_id
              JOIN bench_runs b ON b.id = r.run_id
-             WHERE ?1 IS NULL OR r.run_id = ?1
+             WHERE (?1 IS NULL OR r.run_id = ?1)
+               AND (?2 IS NULL OR (j.model_name = ?2 AND j.model_version = ?3))
+               AND (?4 IS NULL OR b.suite = ?4)
+               AND (?5 IS NULL OR b.created_ms >= ?5)
              ORDER BY b.created_ms, j.job_id"
         ))?;
+        let (name, version) = match &filter.model {
+            Some((n, v)) => (Some(n.as_str()), Some(v.as_str())),
+            None => (None, None),
+        };
         let raw = stmt
-            .query_map(params![run_id], |r| {
-                Ok((
-                    RawJob::read(r)?,
-                    r.get::<_, Vec<u8>>(9)?,
-                    r.get::<_, String>(10)?,
-                    r.get::<_, String>(11)?,
-                ))
-            })?
+            .query_map(
+                params![filter.run_id, name, version, filter.suite, filter.since_ms],
+                |r| {
+                    Ok((
+                        RawJob::read(r)?,
+                        r.get::<_, Vec<u8>>(9)?,
+                        r.get::<_, String>(10)?,
+                        r.get::<_, String>(11)?,
+                    ))
+                },
+            )?
             .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
         raw.into_iter()
             .map(|(job, blob, suite, suite_sha256)| {
                 let job = job.decode()?;
@@ -327,5 +359,35 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Whether a run has jobs still waiting for a result.
+    pub fn run_unfinished(&self, run_id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM bench_jobs WHERE run_id = ?1 AND state = 'pending')",
+            params![run_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The newest run of a suite that has at least one result.
+    pub fn newest_measured_run(&self, suite: &str) -> Result<Option<RunRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT b.id, b.suite, b.suite_sha256, b.created_ms FROM bench_runs b
+                 WHERE b.suite = ?1 AND EXISTS (SELECT 1 FROM results r WHERE r.run_id = b.id)
+                 ORDER BY b.created_ms DESC LIMIT 1",
+                params![suite],
+                |r| {
+                    Ok(RunRow {
+                        id: r.get(0)?,
+                        suite: r.get(1)?,
+                        suite_sha256: r.get(2)?,
+                        created_ms: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 }

@@ -382,3 +382,120 @@ fn rollouts_of_an_older_database_get_their_spec_parsed_once() {
         ("rollouts", "ro-bad".into())
     );
 }
+
+#[test]
+fn finished_runs_are_judged_once_and_regressions_acknowledged() {
+    let s = Store::in_memory().unwrap();
+    agent(&s, "ag", 1);
+    let run = |id: &str, suite: &str, at: i64| RunRow {
+        id: id.into(),
+        suite: suite.into(),
+        suite_sha256: "h".into(),
+        created_ms: at,
+    };
+    s.insert_run(&run("r1", "quick", 10), "", &[job("j1", "ag")])
+        .unwrap();
+    s.insert_run(&run("r2", "nightly", 20), "", &[job("j1", "ag")])
+        .unwrap();
+    assert!(s.unjudged_finished_runs().unwrap().is_empty());
+    assert!(s.run_unfinished("r1").unwrap());
+    let m = Measurement::default();
+    s.record_measurement("ag", "r1", "j1", &m).unwrap();
+    s.record_measurement("ag", "r2", "j1", &m).unwrap();
+    assert!(!s.run_unfinished("r1").unwrap());
+    assert_eq!(s.unjudged_finished_runs().unwrap(), ["r1", "r2"]);
+    // What the filter passes.
+    let only = |f: ResultFilter| s.results_where(&f).unwrap().len();
+    assert_eq!(only(ResultFilter::default()), 2);
+    assert_eq!(
+        only(ResultFilter {
+            suite: Some("nightly".into()),
+            ..ResultFilter::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(ResultFilter {
+            model: Some(("m".into(), "2".into())),
+            ..ResultFilter::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(ResultFilter {
+            since_ms: Some(15),
+            ..ResultFilter::default()
+        }),
+        1
+    );
+    assert_eq!(
+        s.newest_measured_run("quick").unwrap().map(|r| r.id),
+        Some("r1".to_string())
+    );
+    let found = RegressionRow {
+        id: 0,
+        run_id: "r1".into(),
+        suite: "quick".into(),
+        model: "m@1".into(),
+        scenario: "single-stream".into(),
+        device_class: "x86_64".into(),
+        metric: "p50".into(),
+        kind: RegressionKind::Baseline,
+        against: "r0".into(),
+        ratio: 1.5,
+        ci95: Some([1.4, 1.6]),
+        robust_z: None,
+        detected_ms: 0,
+        acknowledged_ms: None,
+    };
+    let stored = s
+        .record_judgement("r1", std::slice::from_ref(&found), 100)
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(s
+        .record_judgement("r1", std::slice::from_ref(&found), 200)
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.unjudged_finished_runs().unwrap(), ["r2"]);
+    let listed = s.regressions(0).unwrap();
+    assert_eq!(listed, stored);
+    assert!(s.regressions(101).unwrap().is_empty());
+    let acked = s
+        .acknowledge_regression(stored[0].id, 300)
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.acknowledged_ms, Some(300));
+    let again = s
+        .acknowledge_regression(stored[0].id, 400)
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.acknowledged_ms, Some(300));
+    assert_eq!(s.acknowledge_regression(999, 1).unwrap(), None);
+    // Baselines replace per device class.
+    s.set_baselines("quick", "r1", &["x86_64".to_string()], 5)
+        .unwrap();
+    s.set_baselines("quick", "r2", &["x86_64".to_string(), "arm".to_string()], 6)
+        .unwrap();
+    let b = s.baselines(Some("quick")).unwrap();
+    assert_eq!(b.len(), 2);
+    assert!(b.iter().all(|b| b.run_id == "r2"));
+    assert!(s.baselines(Some("other")).unwrap().is_empty());
+    // A kind that is not one of ours is a corrupt row, not a default.
+    s.conn()
+        .execute("PRAGMA ignore_check_constraints = ON", [])
+        .unwrap();
+    s.conn()
+        .execute("UPDATE regressions SET kind = 'vibes'", [])
+        .unwrap();
+    let err = s.regressions(0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "regressions",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

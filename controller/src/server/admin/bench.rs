@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use edgefleet_proto::v1::{
-    controller_message, ArtifactRef, ControllerMessage, GetResultsReply, InputFile, JobStatus,
-    RunJobs, RunStatus, StartBenchReply, StartBenchRequest,
+    controller_message, ArtifactRef, ControllerMessage, GetResultsReply, GetResultsRequest,
+    InputFile, JobStatus, RunJobs, RunStatus, StartBenchReply, StartBenchRequest,
 };
 use edgefleet_suites::Suite;
 use tonic::Status;
@@ -14,7 +14,7 @@ use tonic::Status;
 use super::internal;
 use crate::clock::now_ms;
 use crate::server::Controller;
-use crate::store::RunRow;
+use crate::store::{ResultFilter, RunRow};
 use crate::{planning, records, selector};
 
 /// `bench run`: plans and sends the run's jobs to the selected online agents.
@@ -136,9 +136,35 @@ pub(super) fn run_status(ctl: &Controller, run_id: &str) -> Result<RunStatus, St
 }
 
 /// Result records and failures of one run (or of all runs, for an empty id) as JSON.
-pub(super) fn results(ctl: &Controller, run_id: &str) -> Result<GetResultsReply, Status> {
-    let run_id = (!run_id.is_empty()).then_some(run_id);
-    let (records, failures) = records::collect(&ctl.store, run_id)?;
+pub(super) fn results(ctl: &Controller, req: GetResultsRequest) -> Result<GetResultsReply, Status> {
+    let conditions = req
+        .select
+        .iter()
+        .map(|s| selector::parse_condition(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let filter = ResultFilter {
+        run_id: (!req.run_id.is_empty()).then_some(req.run_id),
+        model: None,
+        suite: (!req.suite.is_empty()).then_some(req.suite),
+        since_ms: (req.since_unix_ms != 0).then_some(req.since_unix_ms),
+    };
+    let (mut records, mut failures) = records::collect_where(&ctl.store, &filter)?;
+    if !conditions.is_empty() {
+        let agents = ctl.store.agents()?;
+        let chosen: std::collections::HashSet<&str> = agents
+            .iter()
+            .filter(|a| planning::matches(a, &conditions))
+            .map(|a| a.id.as_str())
+            .collect();
+        let names: std::collections::HashSet<&str> = agents
+            .iter()
+            .filter(|a| chosen.contains(a.id.as_str()))
+            .map(|a| a.name.as_str())
+            .collect();
+        records.retain(|r| chosen.contains(r.agent_id.as_str()));
+        failures.retain(|f| names.contains(f.agent.as_str()));
+    }
     Ok(GetResultsReply {
         records_json: serde_json::to_string(&records).map_err(internal)?,
         failures_json: serde_json::to_string(&failures).map_err(internal)?,
