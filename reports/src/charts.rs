@@ -198,8 +198,7 @@ fn draw_header<DB: DrawingBackend>(
     legend: &[(String, usize)],
     lines: bool,
 ) -> Result<(), String> {
-    let bold = FontDesc::new(FontFamily::SansSerif, TITLE, FontStyle::Bold).color(&BLACK);
-    root.draw_text(title, &bold, (12, 10)).map_err(msg)?;
+    draw_title(root, title)?;
     let label = text_style(TEXT).pos(Pos::new(HPos::Left, VPos::Center));
     for ((text, colour), (x, y)) in legend.iter().zip(legend_layout(legend)) {
         let (x, y) = (x + 12, y + 44 + LEGEND_ROW / 2);
@@ -217,6 +216,23 @@ fn draw_header<DB: DrawingBackend>(
         root.draw_text(text, &label, (x + 28, y)).map_err(msg)?;
     }
     Ok(())
+}
+
+/// The chart's title in bold, cut with "…" where it would run past the chart's right edge.
+fn draw_title<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> Result<(), String> {
+    let bold = FontDesc::new(FontFamily::SansSerif, TITLE, FontStyle::Bold);
+    let fits = |t: &str| bold.box_size(t).map_or(true, |(w, _)| w + 24 <= WIDTH);
+    let mut text = title.to_string();
+    let mut keep = title.chars().count();
+    while !fits(&text) && keep > 8 {
+        keep -= 2;
+        text = clip(title, keep);
+    }
+    root.draw_text(&text, &bold.color(&BLACK), (12, 10))
+        .map_err(msg)
 }
 
 /// Top-left corners of legend entries relative to the legend, wrapping before the chart's edge.

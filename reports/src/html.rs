@@ -20,7 +20,9 @@ h1{font-size:1.7rem;margin:0 0 .2rem}
 h2{font-size:1.25rem;margin-top:2.2rem;padding-bottom:.2rem;border-bottom:1px solid #ddd}
 h3{font-size:1.05rem;margin:1.2rem 0 .4rem}
 .meta{color:#555;margin-top:0}
-.scroll{overflow-x:auto;max-width:100%;border:1px solid #e4e4e4;border-radius:4px;margin:.5rem 0}
+.scroll{overflow-x:auto;width:fit-content;max-width:100%;border:1px solid #e4e4e4;border-radius:4px;margin:.5rem 0}
+.scroll.tall{max-height:30rem;overflow:auto}
+.scroll.tall thead th{position:sticky;top:0;z-index:1}
 .scroll table{margin:0}
 table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top;\
@@ -183,12 +185,24 @@ fn table_with(
     text: &[&str],
     rows: impl Iterator<Item = Vec<String>>,
 ) {
-    let class = |name: &str, numeric: bool| match (numeric, text.contains(&name)) {
+    table_in(out, "scroll", head, text, rows);
+}
+
+/// A table in a `div` of class `class` (`scroll`, or `scroll tall` for a box that also scrolls
+/// down, its header staying in view).
+fn table_in(
+    out: &mut String,
+    class: &str,
+    head: &[(&str, bool)],
+    text: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) {
+    let cell_class = |name: &str, numeric: bool| match (numeric, text.contains(&name)) {
         (true, _) => " class=\"num\"",
         (false, true) => " class=\"text\"",
         _ => "",
     };
-    *out += "<div class=\"scroll\"><table>\n<thead><tr>";
+    *out += &format!("<div class=\"{class}\"><table>\n<thead><tr>");
     for (name, numeric) in head {
         *out += &format!(
             "<th{}>{name}</th>",
@@ -199,7 +213,7 @@ fn table_with(
     for row in rows {
         *out += "<tr>";
         for (cell, (name, numeric)) in row.iter().zip(head) {
-            *out += &format!("<td{}>{cell}</td>", class(name, *numeric));
+            *out += &format!("<td{}>{cell}</td>", cell_class(name, *numeric));
         }
         *out += "</tr>\n";
     }

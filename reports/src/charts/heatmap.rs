@@ -5,9 +5,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{
-    clip, fmt_num, model_label, msg, text_style, text_width, Chart, GREY, TEXT, TITLE, WIDTH,
-};
+use super::{clip, fmt_num, model_label, msg, text_style, text_width, Chart, GREY, TEXT, WIDTH};
 use crate::analysis::main_scenario;
 use crate::ResultRecord;
 
@@ -107,8 +105,7 @@ impl Chart for HeatmapChart {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(msg)?;
-        let bold = FontDesc::new(FontFamily::SansSerif, TITLE, FontStyle::Bold).color(&BLACK);
-        root.draw_text(&self.title, &bold, (12, 10)).map_err(msg)?;
+        super::draw_title(root, &self.title)?;
         let left = text_style(TEXT).pos(Pos::new(HPos::Left, VPos::Center));
         let centre = text_style(TEXT).pos(Pos::new(HPos::Center, VPos::Center));
         // The scale: fastest to slowest in ten swatches.

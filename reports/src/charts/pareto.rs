@@ -189,12 +189,20 @@ impl Chart for ParetoChart {
             .axis_desc_style(text_style(TEXT))
             .draw()
             .map_err(msg)?;
+        // The front as a staircase from the top of the chart to its right edge: everything
+        // above and right of it is beaten by a model on it.
         let mut steps = Vec::new();
         for (i, &(x, y)) in self.front.iter().enumerate() {
-            if i > 0 {
-                steps.push((x, steps.last().map_or(y, |p: &(f64, f64)| p.1)));
-            }
+            let above = if i == 0 {
+                y_range.1
+            } else {
+                steps.last().map_or(y, |p: &(f64, f64)| p.1)
+            };
+            steps.push((x, above));
             steps.push((x, y));
+        }
+        if let Some(&(_, y)) = self.front.last() {
+            steps.push((x_range.1, y));
         }
         chart
             .draw_series(LineSeries::new(steps, BLACK.stroke_width(2)))
@@ -206,16 +214,38 @@ impl Chart for ParetoChart {
         // Names beside the front's points, and beside every point when there are few.
         let on_front = |p: &(f64, f64, usize, String)| self.front.contains(&(p.0, p.1));
         let all = self.points.len() <= 12;
-        let left = text_style(TEXT - 2.0).pos(Pos::new(HPos::Left, VPos::Bottom));
-        let right = text_style(TEXT - 2.0).pos(Pos::new(HPos::Right, VPos::Bottom));
+        // Each name goes to the first free place around its point (right above, right below,
+        // left above, left below); a name with no free place is left out (the heatmap and the
+        // tables name every model).
+        let mut placed: Vec<[i32; 4]> = (self.points.iter())
+            .map(|p| {
+                let (x, y) = chart.backend_coord(&(p.0, p.1));
+                [x - 8, y - 8, x + 8, y + 8]
+            })
+            .collect();
+        let size = TEXT - 2.0;
+        let h = size as i32 + 2;
         for p in self.points.iter().filter(|p| all || on_front(p)) {
             let (px, py) = chart.backend_coord(&(p.0, p.1));
-            // Names of points on the right half run leftwards, so none leaves the chart.
-            if px > WIDTH as i32 / 2 {
-                root.draw_text(&p.3, &right, (px - 8, py - 6))
-                    .map_err(msg)?;
-            } else {
-                root.draw_text(&p.3, &left, (px + 8, py - 6)).map_err(msg)?;
+            let w = super::text_width(&p.3) as i32 * 13 / 15 + 4;
+            let spots = [
+                (px + 9, py - 6 - h),
+                (px + 9, py + 6),
+                (px - 9 - w, py - 6 - h),
+                (px - 9 - w, py + 6),
+            ];
+            let free = spots.into_iter().find(|&(x, y)| {
+                let r = [x, y, x + w, y + h];
+                x >= 0
+                    && x + w <= WIDTH as i32
+                    && !placed
+                        .iter()
+                        .any(|q| r[0] < q[2] && q[0] < r[2] && r[1] < q[3] && q[1] < r[3])
+            });
+            if let Some((x, y)) = free {
+                placed.push([x, y, x + w, y + h]);
+                let style = text_style(size).pos(Pos::new(HPos::Left, VPos::Top));
+                root.draw_text(&p.3, &style, (x, y)).map_err(msg)?;
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{esc, table, table_with};
+use super::{esc, table, table_in};
 use crate::analysis::{quality_score, ClassSummary};
 use crate::charts::{fmt_mb, fmt_num};
 use crate::ResultRecord;
@@ -138,7 +138,7 @@ pub(super) fn results_section(
     });
     table(out, &head, rows);
     *out += &format!(
-        "<h3>Every result, every measurement ({})</h3>\n<p class=\"muted\">Scrolls sideways.</p>\n",
+        "<h3>Every result, every measurement ({})</h3>\n<p class=\"muted\">The box scrolls sideways and down.</p>\n",
         records.len()
     );
     let head = [
@@ -207,7 +207,7 @@ pub(super) fn results_section(
             esc(&r.device_class()),
         ]
     });
-    table_with(out, &head, &[], rows);
+    table_in(out, "scroll tall", &head, &[], rows);
 }
 
 /// "cosine_mean 0.9938 vs minilm-l6@fp32", escaped, or "–".
