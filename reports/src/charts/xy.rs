@@ -13,7 +13,6 @@ use super::{
 /// What the x values are, for their tick labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum XAxis {
-    Number,
     /// Whole numbers only (threads, waves).
     Integer,
     /// Seconds since the epoch, shown as UTC dates.
@@ -121,17 +120,21 @@ impl XyChart {
         if self.y_from_zero {
             y0 = y0.min(0.0);
         }
-        let (mut x, y) = (padded(x0, x1), padded(y0, y1.max(y0)));
-        if x0 == x1 && self.x_axis != XAxis::Number {
-            // One thread count, wave or day: a span either side so the tick reads.
-            let span = if self.x_axis == XAxis::Date {
-                86_400.0
-            } else {
-                1.0
-            };
-            x = (x0 - span, x1 + span);
+        let y = padded(y0, y1.max(y0));
+        let x = match self.x_axis {
+            // Whole steps: half a step either side, so the first and last ticks read.
+            XAxis::Integer => (x0 - 0.5, x1 + 0.5),
+            // Times: 5% either side, at least half a day.
+            XAxis::Date => {
+                let pad = ((x1 - x0) * 0.05).max(43_200.0);
+                (x0 - pad, x1 + pad)
+            }
+        };
+        if x.0.is_finite() && x.1.is_finite() && x.0 < x.1 {
+            (x, y)
+        } else {
+            ((0.0, 1.0), y)
         }
-        (x, y)
     }
 }
 
@@ -171,7 +174,6 @@ impl Chart for XyChart {
         let axis = self.x_axis;
         let span = x1 - x0;
         let x_fmt = move |v: &f64| match axis {
-            XAxis::Number => axis_number(*v),
             XAxis::Integer if v.fract().abs() > 1e-9 => String::new(),
             XAxis::Integer => format!("{v:.0}"),
             XAxis::Date => date_label(*v, span),
@@ -179,7 +181,6 @@ impl Chart for XyChart {
         let x_labels = match axis {
             XAxis::Integer => ((x1 - x0).round() as usize + 1).clamp(2, 16),
             XAxis::Date => 6,
-            XAxis::Number => 10,
         };
         chart
             .configure_mesh()

@@ -48,7 +48,16 @@ const AGENTS: [Agent; 3] = [
 ];
 
 /// (name, version, quantization, MB, p50 ms on edge-a, top-1 agreement vs fp32).
-const MODELS: [(&str, &str, &str, f64, f64, Option<f64>); 6] = [
+type Model = (
+    &'static str,
+    &'static str,
+    &'static str,
+    f64,
+    f64,
+    Option<f64>,
+);
+
+const MODELS: [Model; 6] = [
     ("resnet50", "1.0-fp32", "fp32", 102.2, 21.0, None),
     ("resnet50", "1.0-int8", "int8", 25.9, 9.5, Some(0.994)),
     ("resnet50", "1.0-q4", "q4", 14.1, 12.0, Some(0.962)),
