@@ -227,10 +227,16 @@ impl Chart for XyChart {
             .map_err(msg)?;
         }
         let label = text_style(TEXT).pos(Pos::new(HPos::Left, VPos::Center));
+        let leftwards = text_style(TEXT).pos(Pos::new(HPos::Right, VPos::Center));
         for m in self.marks.iter().filter(|m| !m.label.is_empty()) {
             let (x, y) = chart.backend_coord(&m.at);
-            root.draw_text(&m.label, &label, (x + 10, y - 12))
-                .map_err(msg)?;
+            // A label that would run past the right edge goes to the mark's left.
+            if x + 10 + super::text_width(&m.label) as i32 > WIDTH as i32 - 4 {
+                root.draw_text(&m.label, &leftwards, (x - 12, y - 12))
+            } else {
+                root.draw_text(&m.label, &label, (x + 10, y - 12))
+            }
+            .map_err(msg)?;
         }
         let top = text_style(TEXT).pos(Pos::new(HPos::Left, VPos::Bottom));
         for (x, text) in &self.vlines {
