@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for packaging and for the ARM tests: cargo-deb (pinned), and with --cross the
 # aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
-# agent here, with qemu-user-binfmt); systemd-analyze checks the units. Debian packages need root (apt-get); without it
+# agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders the HTML report
+# for its browser test. Debian packages need root (apt-get); without it
 # this says which command to run. A second run checks and does nothing more.
 set -euo pipefail
 CARGO_DEB_VERSION=3.8.0
@@ -14,6 +15,8 @@ CROSS=0
 NEED=()
 command -v systemd-analyze >/dev/null || NEED+=(systemd)
 command -v dpkg-deb >/dev/null || NEED+=(dpkg)
+# The report's browser test (tests/e2e/tests/report_browser.rs) opens report.html in it.
+command -v chromium >/dev/null || NEED+=(chromium)
 if [[ $CROSS -eq 1 ]]; then
   command -v aarch64-linux-gnu-gcc >/dev/null || NEED+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
   command -v qemu-aarch64 >/dev/null || NEED+=(qemu-user)

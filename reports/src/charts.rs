@@ -1,8 +1,9 @@
-//! Report charts: plotters drawing code for the latency overview, the per-agent latency
-//! distributions and peak memory, drawn with the bundled DejaVu Sans font and rendered as
-//! inline SVG.
+//! Report charts: plotters drawing code (bars, latency CDFs, Pareto fronts, the p90 heatmap,
+//! line charts for threads, trends and rollouts), drawn with the bundled DejaVu Sans font as
+//! inline SVG for the HTML and as PNG files.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
@@ -14,37 +15,41 @@ use crate::{ReportError, ResultRecord};
 
 mod bars;
 mod cdf;
+mod heatmap;
+mod pareto;
+mod xy;
 
-pub(crate) use bars::{latency_overview, peak_memory};
-pub(crate) use cdf::latency_cdf;
+pub(crate) use bars::{bars, latency_overview, peak_memory, BarChart};
+pub(crate) use cdf::{latency_cdf, CdfChart};
+pub(crate) use heatmap::{p90_heatmap, HeatmapChart};
+pub(crate) use pareto::{pareto, ParetoChart};
+pub(crate) use xy::{Mark, Series, Shape, XAxis, XyChart};
 
 const WIDTH: u32 = 960;
 /// Text size for labels, legends and values; plotters' SVG output shows it at about 12 px.
 const TEXT: f64 = 15.0;
 const TITLE: f64 = 20.0;
 const LEGEND_ROW: i32 = 22;
-const PALETTE: [(u8, u8, u8); 20] = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-    (57, 59, 121),
-    (140, 109, 49),
-    (132, 60, 57),
-    (123, 65, 115),
-    (99, 121, 57),
-    (107, 110, 207),
-    (189, 158, 57),
-    (173, 73, 74),
-    (165, 81, 148),
-    (82, 84, 163),
+/// The Okabe–Ito palette, which colour-blind readers tell apart: blue, orange, bluish green,
+/// vermillion, reddish purple, sky blue, yellow, black.
+pub(crate) const OKABE_ITO: [(u8, u8, u8); 8] = [
+    (0, 114, 178),
+    (230, 159, 0),
+    (0, 158, 115),
+    (213, 94, 0),
+    (204, 121, 167),
+    (86, 180, 233),
+    (240, 228, 66),
+    (0, 0, 0),
 ];
+/// Okabe–Ito's colours by role.
+pub(crate) const BLUE: usize = 0;
+pub(crate) const ORANGE: usize = 1;
+pub(crate) const GREEN: usize = 2;
+pub(crate) const VERMILLION: usize = 3;
+pub(crate) const SKY: usize = 5;
+/// A neutral grey for "not measured" and for what has no quality.
+pub(crate) const GREY: RGBColor = RGBColor(150, 150, 150);
 
 /// A chart that can be drawn on any plotters backend (SVG for the report, bitmaps for checks).
 pub(crate) trait Chart {
@@ -52,6 +57,53 @@ pub(crate) trait Chart {
     fn name(&self) -> &str;
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Every kind of chart the report draws, so a list of them can be drawn twice (SVG and PNG).
+pub(crate) enum AnyChart {
+    Bar(BarChart),
+    Cdf(CdfChart),
+    Heatmap(HeatmapChart),
+    Pareto(ParetoChart),
+    Xy(XyChart),
+}
+
+macro_rules! each_chart {
+    ($value:expr, $c:ident => $body:expr) => {
+        match $value {
+            AnyChart::Bar($c) => $body,
+            AnyChart::Cdf($c) => $body,
+            AnyChart::Heatmap($c) => $body,
+            AnyChart::Pareto($c) => $body,
+            AnyChart::Xy($c) => $body,
+        }
+    };
+}
+
+impl Chart for AnyChart {
+    fn name(&self) -> &str {
+        each_chart!(self, c => c.name())
+    }
+
+    fn size(&self) -> (u32, u32) {
+        each_chart!(self, c => c.size())
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        each_chart!(self, c => c.draw(root))
+    }
+}
+
+/// Draws `chart` into the PNG file `path`.
+pub(crate) fn to_png<C: Chart>(chart: &C, path: &Path) -> Result<(), ReportError> {
+    let error = |message: String| ReportError::Chart {
+        chart: chart.name().to_string(),
+        message,
+    };
+    ensure_fonts().map_err(error)?;
+    let root = BitMapBackend::new(path, chart.size()).into_drawing_area();
+    chart.draw(&root).map_err(error)?;
+    root.present().map_err(|e| error(e.to_string()))
 }
 
 /// Draws `chart` as an `<svg>` element, without XML prolog, for inlining in HTML.
@@ -146,8 +198,7 @@ fn draw_header<DB: DrawingBackend>(
     legend: &[(String, usize)],
     lines: bool,
 ) -> Result<(), String> {
-    let bold = FontDesc::new(FontFamily::SansSerif, TITLE, FontStyle::Bold).color(&BLACK);
-    root.draw_text(title, &bold, (12, 10)).map_err(msg)?;
+    draw_title(root, title)?;
     let label = text_style(TEXT).pos(Pos::new(HPos::Left, VPos::Center));
     for ((text, colour), (x, y)) in legend.iter().zip(legend_layout(legend)) {
         let (x, y) = (x + 12, y + 44 + LEGEND_ROW / 2);
@@ -165,6 +216,23 @@ fn draw_header<DB: DrawingBackend>(
         root.draw_text(text, &label, (x + 28, y)).map_err(msg)?;
     }
     Ok(())
+}
+
+/// The chart's title in bold, cut with "…" where it would run past the chart's right edge.
+fn draw_title<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> Result<(), String> {
+    let bold = FontDesc::new(FontFamily::SansSerif, TITLE, FontStyle::Bold);
+    let fits = |t: &str| bold.box_size(t).map_or(true, |(w, _)| w + 24 <= WIDTH);
+    let mut text = title.to_string();
+    let mut keep = title.chars().count();
+    while !fits(&text) && keep > 8 {
+        keep -= 2;
+        text = clip(title, keep);
+    }
+    root.draw_text(&text, &bold.color(&BLACK), (12, 10))
+        .map_err(msg)
 }
 
 /// Top-left corners of legend entries relative to the legend, wrapping before the chart's edge.
@@ -188,11 +256,16 @@ fn header_height(legend: &[(String, usize)]) -> u32 {
     (44 + rows + 6) as u32
 }
 
-/// The colour of series `i`: a twenty-colour palette, then golden-angle hues.
-fn palette(i: usize) -> RGBAColor {
-    match PALETTE.get(i) {
-        Some(&(r, g, b)) => RGBColor(r, g, b).to_rgba(),
-        None => HSLColor((i as f64 * 0.618_034).fract(), 0.65, 0.42).to_rgba(),
+/// The colour of series `i`: Okabe–Ito, then the same eight darker, then lighter (a legend
+/// that long needs its labels anyway).
+pub(crate) fn palette(i: usize) -> RGBAColor {
+    let (r, g, b) = OKABE_ITO[i % OKABE_ITO.len()];
+    let shade = |c: u8, f: f64| (f64::from(c) * f).round().clamp(0.0, 255.0) as u8;
+    let tint = |c: u8| (f64::from(c) + (255.0 - f64::from(c)) * 0.45).round() as u8;
+    match (i / OKABE_ITO.len()) % 3 {
+        0 => RGBColor(r, g, b).to_rgba(),
+        1 => RGBColor(shade(r, 0.6), shade(g, 0.6), shade(b, 0.6)).to_rgba(),
+        _ => RGBColor(tint(r), tint(g), tint(b)).to_rgba(),
     }
 }
 

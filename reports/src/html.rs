@@ -1,38 +1,78 @@
-//! The self-contained HTML report: agent and result tables, inline SVG charts, failed runs.
+//! The self-contained HTML report: a summary per device class on top, a short results table
+//! with the full details in a box that scrolls, then the charts (inline SVG) and the tables of
+//! generation, energy, trends, rollouts, agents and failures.
 
-use crate::charts::{self, fmt_mb, fmt_num, Chart};
-use crate::{AgentSummary, FailedRun, ReportError, ReportInput, ResultRecord};
+use crate::analysis::{self, latest, references};
+use crate::charts::{self, Chart};
+use crate::figures::{self, Figure, Figures};
+use crate::{ReportError, ReportInput, DEFAULT_QUALITY_FLOOR};
 
+mod sections;
+mod summary;
 #[cfg(test)]
 mod tests;
 
 const CSS: &str = "\
+*{box-sizing:border-box}
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#222;\
-line-height:1.4;max-width:1200px;margin:2rem auto;padding:0 1rem}
+line-height:1.4;max-width:1240px;margin:1.5rem auto;padding:0 1rem}
 h1{font-size:1.7rem;margin:0 0 .2rem}
 h2{font-size:1.25rem;margin-top:2.2rem;padding-bottom:.2rem;border-bottom:1px solid #ddd}
+h3{font-size:1.05rem;margin:1.2rem 0 .4rem}
 .meta{color:#555;margin-top:0}
-.scroll{overflow-x:auto}
+.scroll{overflow-x:auto;width:fit-content;max-width:100%;border:1px solid #e4e4e4;border-radius:4px;margin:.5rem 0}
+.scroll.tall{max-height:30rem;overflow:auto}
+.scroll.tall thead th{position:sticky;top:0;z-index:1}
+.scroll table{margin:0}
 table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top;\
-overflow-wrap:anywhere}
+white-space:nowrap;word-break:keep-all;overflow-wrap:normal}
+td.text{white-space:normal;min-width:14rem}
 th{background:#f2f3f5;font-weight:600}
 tbody tr:nth-child(even){background:#fafafa}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.num{text-align:right;font-variant-numeric:tabular-nums}
 .bad{color:#b00020;font-weight:600}
+.good{color:#00734f;font-weight:600}
+.muted{color:#666}
+.nowrap{white-space:nowrap}
 figure{margin:1rem 0}
 figure svg{display:block;max-width:100%;height:auto}
 .empty{color:#666;font-style:italic}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(24rem,1fr));gap:1rem}
+.card{border:1px solid #d8dbe0;border-radius:6px;padding:.6rem .9rem;background:#fcfcfd}
+.card h3{margin:0 0 .2rem;font-size:1rem}
+.card dl{margin:.4rem 0 0;display:grid;grid-template-columns:max-content 1fr;gap:.15rem .8rem}
+.card dt{font-weight:600;color:#444}
+.card dd{margin:0}
+.card ul{margin:.2rem 0 0;padding-left:1.1rem}
+.timeline{border-left:3px solid #0072b2;margin:.6rem 0 1.2rem .4rem;padding:.1rem 0 .1rem 1rem}
+.timeline ol{margin:.3rem 0;padding-left:1.2rem}
+.badge{display:inline-block;padding:0 .4rem;border-radius:3px;font-size:.8rem;font-weight:600;\
+white-space:nowrap}
+.passed{background:#d5efe6;color:#00573c}
+.breached{background:#fbe0cf;color:#8a3b00}
+.unmeasured{background:#eee;color:#555}
 footer{margin-top:2.5rem;padding-top:.5rem;border-top:1px solid #ddd;color:#666;font-size:.85rem}
 ";
 
 /// Renders the whole report as one HTML document.
+#[cfg(test)]
 pub(crate) fn render(input: &ReportInput) -> Result<String, ReportError> {
+    render_all(input).map(|(html, _)| html)
+}
+
+/// Renders the report and returns it with its charts (for the PNG files).
+pub(crate) fn render_all(input: &ReportInput) -> Result<(String, Figures), ReportError> {
     let title = match input.title.trim() {
         "" => "Benchmark report",
         title => title,
     };
-    let mut out = String::with_capacity(64 * 1024);
+    let floor = input.quality_floor.unwrap_or(DEFAULT_QUALITY_FLOOR);
+    let refs = references(&input.records);
+    let newest = latest(&input.records);
+    let agents = agent_names(input);
+    let figures = figures::build(input, &newest, &refs, floor, &agents);
+    let mut out = String::with_capacity(256 * 1024);
     out += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
     out += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
     out += &format!(
@@ -40,397 +80,140 @@ pub(crate) fn render(input: &ReportInput) -> Result<String, ReportError> {
         esc(title)
     );
     out += &format!("<h1>{}</h1>\n", esc(title));
-    let agents = agent_names(input);
+    let runs: std::collections::BTreeSet<&str> =
+        input.records.iter().map(|r| r.run_id.as_str()).collect();
     out += &format!(
-        "<p class=\"meta\">Generated at {} · {} from {} · {}</p>\n",
+        "<p class=\"meta\">Generated at {} · {} from {} in {} · {}</p>\n",
         esc(&input.generated_at),
         count(input.records.len(), "result", "results"),
         count(agents.len(), "agent", "agents"),
+        count(runs.len(), "run", "runs"),
         count(input.failures.len(), "failed run", "failed runs"),
     );
-    agents_section(&mut out, &input.agents);
-    results_section(&mut out, &input.records);
-    generate_section(&mut out, &input.records);
-    server_section(&mut out, &input.records);
-    conditions_section(&mut out, &input.records);
-    charts_section(&mut out, &input.records, &agents)?;
-    failures_section(&mut out, &input.failures);
-    rollouts_section(&mut out, &input.rollouts);
-    out += "<footer>Latency percentiles are nearest-rank over the warm queries of a run; \
-        model load and the first inference are timed separately. MB = 10<sup>6</sup> bytes. \
-        All fields of every result, including those not shown here, are in \
-        <code>results.json</code> next to this file.</footer>\n</body>\n</html>\n";
-    Ok(out)
-}
-
-/// Decoder runs: time to first token, time per output token, tokens per second.
-fn generate_section(out: &mut String, records: &[ResultRecord]) {
-    let runs: Vec<&ResultRecord> = records.iter().filter(|r| r.generate.is_some()).collect();
-    if runs.is_empty() {
-        return;
-    }
-    *out += "<h2>Generation</h2>\n";
-    let head = [
-        ("agent", false),
-        ("model", false),
-        ("prompt tokens", true),
-        ("generated", true),
-        ("TTFT p50 ms", true),
-        ("TTFT p90 ms", true),
-        ("TPOT p50 ms", true),
-        ("TPOT p90 ms", true),
-        ("prefill tokens/s", true),
-        ("decode tokens/s", true),
-        ("tokenize ms", true),
-    ];
-    let rows = runs.into_iter().map(|r| {
-        let g = r.generate.expect("filtered");
-        let opt = |v: Option<f64>| v.map_or_else(|| "–".to_string(), fmt_num);
-        vec![
-            esc(&r.agent),
-            esc(&format!("{}@{}", r.model, r.model_version)),
-            g.prompt_tokens.to_string(),
-            g.generated_tokens.to_string(),
-            opt(r.ttft_ms),
-            fmt_num(g.ttft_p90_ms),
-            opt(r.tpot_ms),
-            fmt_num(g.tpot_p90_ms),
-            opt(r.prefill_tokens_per_s),
-            opt(r.decode_tokens_per_s),
-            fmt_num(g.tokenize_ms),
-        ]
-    });
-    table(out, &head, rows);
-}
-
-/// Server runs: the rate asked for, the rate achieved, and whether p99 stayed in bounds.
-fn server_section(out: &mut String, records: &[ResultRecord]) {
-    let runs: Vec<&ResultRecord> = records.iter().filter(|r| r.server.is_some()).collect();
-    if runs.is_empty() {
-        return;
-    }
-    *out += "<h2>Server scenario</h2>\n";
-    let head = [
-        ("agent", false),
-        ("model", false),
-        ("target /s", true),
-        ("achieved /s", true),
-        ("p99 ms", true),
-        ("p99 bound ms", true),
-        ("bound met", false),
-        ("peak /s", true),
-    ];
-    let rows = runs.into_iter().map(|r| {
-        let s = r.server.expect("filtered");
-        vec![
-            esc(&r.agent),
-            esc(&format!("{}@{}", r.model, r.model_version)),
-            fmt_num(s.target_qps),
-            fmt_num(s.achieved_qps),
-            fmt_num(r.latency_ms.p99),
-            fmt_num(s.p99_bound_ms),
-            if s.bound_met {
-                "yes".into()
-            } else {
-                "<span class=\"bad\">no</span>".into()
-            },
-            s.peak_qps.map_or_else(|| "–".to_string(), fmt_num),
-        ]
-    });
-    table(out, &head, rows);
-}
-
-/// Energy, temperature and throttling, where any run has them.
-fn conditions_section(out: &mut String, records: &[ResultRecord]) {
-    let measured = records.iter().any(|r| {
-        r.energy_j_per_inference.is_some() || r.temperature_c.is_some() || r.energy_note.is_some()
-    });
-    if !measured {
-        return;
-    }
-    *out += "<h2>Energy and temperature</h2>\n";
-    let head = [
-        ("agent", false),
-        ("model", false),
-        ("scenario", false),
-        ("method", false),
-        ("J/inference", true),
-        ("idle W", true),
-        ("active W", true),
-        ("sample Hz", true),
-        ("start °C", true),
-        ("max °C", true),
-        ("throttled", false),
-        ("note", false),
-    ];
-    let rows = records.iter().map(|r| {
-        let opt = |v: Option<f64>| v.map_or_else(|| "–".to_string(), fmt_num);
-        vec![
-            esc(&r.agent),
-            esc(&format!("{}@{}", r.model, r.model_version)),
-            esc(&r.scenario),
-            esc(r.energy_method.as_deref().unwrap_or("none")),
-            opt(r.energy_j_per_inference),
-            opt(r.idle_power_w),
-            opt(r.active_power_w),
-            opt(r.energy_sample_hz),
-            opt(r.temperature_c.map(|t| t.start)),
-            opt(r.temperature_c.map(|t| t.max)),
-            match r.throttled {
-                Some(true) => "<span class=\"bad\">yes</span>".into(),
-                Some(false) => "no".into(),
-                None => "–".into(),
-            },
-            esc(r.energy_note.as_deref().unwrap_or("")),
-        ]
-    });
-    table(out, &head, rows);
-}
-
-fn agents_section(out: &mut String, agents: &[AgentSummary]) {
-    *out += "<h2>Agents</h2>\n";
-    if agents.is_empty() {
-        *out += "<p class=\"empty\">No agents are described.</p>\n";
-        return;
-    }
-    let head = [
-        ("name", false),
-        ("target", false),
-        ("labels", false),
-        ("hardware", false),
-    ];
-    let rows = agents.iter().map(|a| {
-        let labels: Vec<_> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        vec![
-            esc(&a.name),
-            esc(&a.target),
-            esc(&labels.join(", ")),
-            esc(&a.hardware),
-        ]
-    });
-    table(out, &head, rows);
-}
-
-fn results_section(out: &mut String, records: &[ResultRecord]) {
-    *out += "<h2>Results</h2>\n";
-    if records.is_empty() {
-        *out += "<p class=\"empty\">No results: no benchmark run has finished yet.</p>\n";
-        return;
-    }
-    let head = [
-        ("agent", false),
-        ("model", false),
-        ("quantization", false),
-        ("scenario", false),
-        ("threads", true),
-        ("samples", true),
-        ("valid", false),
-        ("p50 ms", true),
-        ("p50 95% CI", true),
-        ("p90 ms", true),
-        ("p90 95% CI", true),
-        ("p99 ms", true),
-        ("repetition CV", true),
-        ("throughput /s", true),
-        ("peak RSS MB", true),
-        ("load ms", true),
-        ("first inference ms", true),
-        ("quality", false),
-        ("energy J/inference", true),
-    ];
-    let rows = records.iter().map(|r| {
-        let valid = if r.valid {
-            "yes"
-        } else {
-            "<span class=\"bad\">no</span>"
-        };
-        vec![
-            esc(&r.agent),
-            esc(&format!("{}@{}", r.model, r.model_version)),
-            esc(&r.quantization),
-            esc(&r.scenario),
-            r.threads.to_string(),
-            r.samples.to_string(),
-            valid.to_string(),
-            fmt_num(r.latency_ms.p50),
-            fmt_interval(r.latency_ci95_ms.p50),
-            fmt_num(r.latency_ms.p90),
-            fmt_interval(r.latency_ci95_ms.p90),
-            fmt_num(r.latency_ms.p99),
-            r.repetition_cv
-                .map_or_else(|| "–".to_string(), |cv| format!("{:.1}%", cv * 100.0)),
-            fmt_num(r.throughput_per_s),
-            fmt_mb(r.peak_rss_bytes as f64 / 1e6),
-            fmt_num(r.load_ms),
-            fmt_num(r.first_inference_ms),
-            quality_text(r),
-            r.energy_j_per_inference.map_or_else(
-                || esc(r.energy_method.as_deref().unwrap_or("none")),
-                fmt_num,
-            ),
-        ]
-    });
-    table(out, &head, rows);
-}
-
-/// "cosine_mean 0.9938 vs minilm-l6@fp32", escaped, or "–".
-fn quality_text(r: &ResultRecord) -> String {
-    match (r.quality_summary(), r.quality.is_some()) {
-        (Some(q), true) => esc(&format!(
-            "{q} vs {}",
-            r.quality_reference.as_deref().unwrap_or("reference")
-        )),
-        (Some(failed), false) => esc(&failed),
-        (None, _) => "–".to_string(),
-    }
-}
-
-/// `[low, high]` as "low–high".
-fn fmt_interval([low, high]: [f64; 2]) -> String {
-    format!("{}–{}", fmt_num(low), fmt_num(high))
-}
-
-fn charts_section(
-    out: &mut String,
-    records: &[ResultRecord],
-    agents: &[String],
-) -> Result<(), ReportError> {
-    *out += "<h2>Latency overview</h2>\n";
-    figure(
-        out,
-        charts::latency_overview(records),
+    let summaries = analysis::class_summaries(&newest, &refs, floor);
+    summary::summary_section(&mut out, &summaries, &refs, floor);
+    summary::results_section(&mut out, &input.records, &newest, &refs);
+    chart_section(
+        &mut out,
+        "Size against latency",
+        "Per device class: each model's size against its p90; the line joins the models no \
+         other model beats on both.",
+        &figures.pareto,
+        "No results to chart.",
+    )?;
+    chart_section(
+        &mut out,
+        "p90 by model and device class",
+        "",
+        &figures.heatmap,
+        "No results to chart.",
+    )?;
+    chart_section(
+        &mut out,
+        "Latency",
+        "",
+        &figures.latency,
         "No latency results to chart.",
     )?;
-    *out += "<h2>Latency distribution</h2>\n";
-    if records.is_empty() {
-        *out += "<p class=\"empty\">No latency distributions to chart.</p>\n";
+    if !figures.threads.is_empty() {
+        chart_section(
+            &mut out,
+            "Throughput against threads",
+            "",
+            &figures.threads,
+            "",
+        )?;
     }
-    for agent in agents
-        .iter()
-        .filter(|a| records.iter().any(|r| r.agent == **a))
-    {
-        let none = format!("{}: no latency distribution was recorded.", esc(agent));
-        figure(out, charts::latency_cdf(agent, records), &none)?;
-    }
-    *out += "<h2>Peak memory</h2>\n";
-    figure(
-        out,
-        charts::peak_memory(records),
-        "No memory results to chart.",
-    )
+    sections::generate_section(&mut out, &newest, &figures.generation)?;
+    sections::energy_section(&mut out, &newest, &figures.energy)?;
+    sections::trends_section(&mut out, input, &figures.trends)?;
+    sections::rollouts_section(&mut out, &input.rollouts, &figures.rollouts)?;
+    sections::agents_section(&mut out, &input.agents);
+    sections::server_section(&mut out, &newest);
+    sections::failures_section(&mut out, &input.failures);
+    out += "<footer>Latency percentiles are nearest-rank over the warm queries of a run; \
+        model load and the first inference are timed separately. MB = 10<sup>6</sup> bytes. \
+        Charts and summaries use the newest result of each setting; every result, including \
+        fields not shown here, is in <code>results.json</code> and <code>results.csv</code> \
+        next to this file, each chart as a PNG in <code>charts/</code>.</footer>\n\
+        </body>\n</html>\n";
+    Ok((out, figures))
 }
 
-/// Appends `chart` as an inline SVG figure, or `none` (HTML) when there is nothing to draw.
-fn figure<C: Chart>(out: &mut String, chart: Option<C>, none: &str) -> Result<(), ReportError> {
-    let Some(chart) = chart else {
-        *out += &format!("<p class=\"empty\">{none}</p>\n");
-        return Ok(());
-    };
-    let svg = charts::to_svg(&chart)?;
-    let label = format!("<svg role=\"img\" aria-label=\"{}\" ", esc(chart.name()));
-    *out += &format!("<figure>\n{}</figure>\n", svg.replacen("<svg ", &label, 1));
+/// A section of charts under a heading, or `none` when there are none.
+fn chart_section(
+    out: &mut String,
+    heading: &str,
+    intro: &str,
+    figures: &[Figure],
+    none: &str,
+) -> Result<(), ReportError> {
+    *out += &format!("<h2>{}</h2>\n", esc(heading));
+    if !intro.is_empty() {
+        *out += &format!("<p>{}</p>\n", esc(intro));
+    }
+    if figures.is_empty() && !none.is_empty() {
+        *out += &format!("<p class=\"empty\">{}</p>\n", esc(none));
+    }
+    figures_html(out, figures)
+}
+
+/// Appends each figure as an inline SVG.
+fn figures_html(out: &mut String, figures: &[Figure]) -> Result<(), ReportError> {
+    for f in figures {
+        let svg = charts::to_svg(&f.chart)?;
+        let label = format!("<svg role=\"img\" aria-label=\"{}\" ", esc(f.chart.name()));
+        *out += &format!(
+            "<figure class=\"chart\" id=\"{}\" data-chart=\"{}\">\n{}</figure>\n",
+            esc(&f.slug),
+            f.kind,
+            svg.replacen("<svg ", &label, 1)
+        );
+    }
     Ok(())
 }
 
-fn failures_section(out: &mut String, failures: &[FailedRun]) {
-    if failures.is_empty() {
-        return;
-    }
-    *out += "<h2>Failed runs</h2>\n";
-    let head = [
-        ("agent", false),
-        ("model", false),
-        ("scenario", false),
-        ("threads", true),
-        ("error", false),
-    ];
-    let rows = failures.iter().map(|f| {
-        vec![
-            esc(&f.agent),
-            esc(&format!("{}@{}", f.model, f.model_version)),
-            esc(&f.scenario),
-            f.threads.to_string(),
-            esc(&f.error),
-        ]
-    });
-    table(out, &head, rows);
-}
-
-/// Rollouts and the performance-gate measurements that decided them.
-fn rollouts_section(out: &mut String, rollouts: &[crate::RolloutSummary]) {
-    if rollouts.is_empty() {
-        return;
-    }
-    *out += "<h2>Rollouts</h2>\n";
-    let head = [
-        ("rollout", false),
-        ("model", false),
-        ("started", false),
-        ("state", false),
-        ("agents done", true),
-        ("gate", false),
-        ("reason", false),
-    ];
-    let rows = rollouts.iter().map(|r| {
-        vec![
-            esc(&r.id),
-            esc(&r.model),
-            esc(&r.started_at),
-            esc(&r.state),
-            format!("{}/{}", r.agents_done, r.agents),
-            esc(if r.gate.is_empty() { "none" } else { &r.gate }),
-            esc(&r.reason),
-        ]
-    });
-    table(out, &head, rows);
-    let decisions: Vec<(&crate::RolloutSummary, &crate::GateDecision)> = rollouts
-        .iter()
-        .flat_map(|r| r.gates.iter().map(move |g| (r, g)))
-        .collect();
-    if decisions.is_empty() {
-        return;
-    }
-    *out += "<h3>Performance gates: candidate vs the active version, same device</h3>\n";
-    let head = [
-        ("rollout", false),
-        ("wave", true),
-        ("agent", false),
-        ("metric", false),
-        ("measured", true),
-        ("limit", true),
-        ("outcome", false),
-        ("detail", false),
-    ];
-    let rows = decisions.into_iter().map(|(r, g)| {
-        let unit = if g.metric == "quality" { "" } else { "×" };
-        vec![
-            esc(&r.id),
-            g.wave.to_string(),
-            esc(&g.agent),
-            esc(&g.metric),
-            g.value
-                .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}{unit}")),
-            format!("{}{:.2}{unit}", esc(&g.comparison), g.limit),
-            esc(&g.outcome),
-            esc(&g.detail),
-        ]
-    });
-    table(out, &head, rows);
-}
-
 /// Appends a table; `head` names the columns and says which are numeric (right-aligned), and
-/// each row holds its cells as HTML, already escaped.
+/// each row holds its cells as HTML, already escaped. Columns named in `text` wrap at spaces.
 fn table(out: &mut String, head: &[(&str, bool)], rows: impl Iterator<Item = Vec<String>>) {
-    let class = |numeric: bool| if numeric { " class=\"num\"" } else { "" };
-    *out += "<div class=\"scroll\"><table>\n<thead><tr>";
+    table_with(out, head, &[], rows);
+}
+
+fn table_with(
+    out: &mut String,
+    head: &[(&str, bool)],
+    text: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) {
+    table_in(out, "scroll", head, text, rows);
+}
+
+/// A table in a `div` of class `class` (`scroll`, or `scroll tall` for a box that also scrolls
+/// down, its header staying in view).
+fn table_in(
+    out: &mut String,
+    class: &str,
+    head: &[(&str, bool)],
+    text: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) {
+    let cell_class = |name: &str, numeric: bool| match (numeric, text.contains(&name)) {
+        (true, _) => " class=\"num\"",
+        (false, true) => " class=\"text\"",
+        _ => "",
+    };
+    *out += &format!("<div class=\"{class}\"><table>\n<thead><tr>");
     for (name, numeric) in head {
-        *out += &format!("<th{}>{name}</th>", class(*numeric));
+        *out += &format!(
+            "<th{}>{name}</th>",
+            if *numeric { " class=\"num\"" } else { "" }
+        );
     }
     *out += "</tr></thead>\n<tbody>\n";
     for row in rows {
         *out += "<tr>";
-        for (cell, (_, numeric)) in row.iter().zip(head) {
-            *out += &format!("<td{}>{cell}</td>", class(*numeric));
+        for (cell, (name, numeric)) in row.iter().zip(head) {
+            *out += &format!("<td{}>{cell}</td>", cell_class(name, *numeric));
         }
         *out += "</tr>\n";
     }

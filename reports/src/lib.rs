@@ -1,9 +1,13 @@
-//! Benchmark result records in; an HTML report with charts (plotters, inline SVG) and a JSON
-//! export out. The [`ResultRecord`] here is the schema of `results.json` and of the admin API's
+//! Benchmark result records in; a report out: a self-contained HTML page with charts
+//! (plotters, inline SVG), each chart as a PNG, a markdown summary, CSV and JSON exports. The [`ResultRecord`] here is the schema of `results.json` and of the admin API's
 //! result listing: its field names are DESIGN.md's "Result record".
 
+pub mod analysis;
 mod charts;
+mod csv;
+mod figures;
 mod html;
+mod markdown;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -228,6 +232,52 @@ pub struct ReportInput {
     pub failures: Vec<FailedRun>,
     /// Rollouts, newest first, with the gate measurements that decided them.
     pub rollouts: Vec<RolloutSummary>,
+    /// Regressions found against baselines or recent history (newest first).
+    pub regressions: Vec<RegressionMark>,
+    /// The baseline run of each (suite, device class).
+    pub baselines: Vec<BaselineMark>,
+    /// The quality floor for "best within a quality floor" (e.g. 0.99 = keeps ≥ 99% of the
+    /// reference's score, MLPerf's rule); `None` → [`DEFAULT_QUALITY_FLOOR`].
+    pub quality_floor: Option<f64>,
+}
+
+/// The quality floor when [`ReportInput::quality_floor`] is `None`: 99% of the reference.
+pub const DEFAULT_QUALITY_FLOOR: f64 = 0.99;
+
+/// A regression found against a baseline or the recent history of a (model, device class).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMark {
+    pub id: i64,
+    pub run_id: String,
+    pub suite: String,
+    /// `name@version`.
+    pub model: String,
+    pub scenario: String,
+    /// [`ResultRecord::device_class`].
+    pub device_class: String,
+    /// p50 | p90 | throughput | ...
+    pub metric: String,
+    /// new / baseline.
+    pub ratio: f64,
+    pub ci95: [f64; 2],
+    /// Against the recent history window.
+    pub robust_z: Option<f64>,
+    /// "baseline" | "drift"
+    pub kind: String,
+    pub acknowledged: bool,
+    /// RFC 3339.
+    pub detected_at: String,
+}
+
+/// The baseline run of a (suite, device class).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineMark {
+    pub suite: String,
+    /// [`ResultRecord::device_class`].
+    pub device_class: String,
+    pub run_id: String,
+    /// RFC 3339.
+    pub set_at: String,
 }
 
 /// A rollout as the report shows it.
@@ -264,6 +314,13 @@ pub struct GateDecision {
 pub struct ReportFiles {
     pub html: PathBuf,
     pub json: PathBuf,
+    /// `results.csv`: one row per record, nested fields as dotted columns.
+    pub csv: PathBuf,
+    /// `summary.md`: llama-bench-style markdown tables per device class.
+    pub markdown: PathBuf,
+    /// `charts/`, holding each chart of the HTML as `<slug>.png`.
+    pub charts_dir: PathBuf,
+    pub charts: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,23 +334,64 @@ pub enum ReportError {
     Chart { chart: String, message: String },
 }
 
-/// Writes `DIR/report.html` (self-contained, charts as inline SVG) and `DIR/results.json` (the
-/// records as a JSON array), creating `DIR` if needed. Files are written under a temporary name
-/// and renamed, so a reader never sees half a report.
+/// Writes into `DIR` (created if needed): `report.html` (self-contained, charts as inline SVG),
+/// `charts/<slug>.png` (each chart as an image), `summary.md`, `results.csv` and `results.json`
+/// (the records as a JSON array). Files are written under a temporary name and renamed, so a
+/// reader never sees half a file; PNGs left in `charts/` by an earlier report are removed.
 pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportFiles, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-        path: dir.to_path_buf(),
+    let charts_dir = dir.join("charts");
+    std::fs::create_dir_all(&charts_dir).map_err(|source| ReportError::Write {
+        path: charts_dir.clone(),
         source,
     })?;
-    let html = html::render(input)?;
+    let (html, figures) = html::render_all(input)?;
     let json = serde_json::to_string_pretty(&input.records).expect("records always serialize");
+    let refs = analysis::references(&input.records);
+    let latest = analysis::latest(&input.records);
+    let title = match input.title.trim() {
+        "" => "Benchmark report",
+        t => t,
+    };
     let files = ReportFiles {
         html: dir.join("report.html"),
         json: dir.join("results.json"),
+        csv: dir.join("results.csv"),
+        markdown: dir.join("summary.md"),
+        charts: figures
+            .all()
+            .map(|f| charts_dir.join(format!("{}.png", f.slug)))
+            .collect(),
+        charts_dir,
     };
+    remove_old_pngs(&files.charts_dir)?;
+    for (figure, path) in figures.all().zip(&files.charts) {
+        let tmp = path.with_extension("tmp.png");
+        charts::to_png(&figure.chart, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
     write_atomically(&files.json, json.as_bytes())?;
+    write_atomically(&files.csv, csv::to_csv(&input.records).as_bytes())?;
+    let md = markdown::summary(title, &latest, &refs);
+    write_atomically(&files.markdown, md.as_bytes())?;
     write_atomically(&files.html, html.as_bytes())?;
     Ok(files)
+}
+
+fn remove_old_pngs(dir: &Path) -> Result<(), ReportError> {
+    let err = |source| ReportError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        if path.extension().is_some_and(|e| e == "png") {
+            std::fs::remove_file(&path).map_err(|source| ReportError::Write { path, source })?;
+        }
+    }
+    Ok(())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {

@@ -85,6 +85,7 @@ pub(super) async fn write_report(
                 .map(rollout_view::summary)
                 .collect(),
         },
+        ..ReportInput::default()
     };
     let files = edgefleet_reports::write_report(out, &input)?;
     Ok((files, records, failures))

@@ -1,4 +1,5 @@
-//! Grouped horizontal bar charts: p50 latency with p90 whiskers, and peak memory.
+//! Grouped horizontal bar charts: p50 latency with p90 whiskers, peak memory, generation
+//! timings and energy (where a value was not measured the bar's place says so: never a zero bar).
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -6,7 +7,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{
     axis_number, clip, draw_header, first_seen, fmt_mb, fmt_num, header_height, index_of,
-    model_label, msg, padded, palette, text_style, text_width, Chart, Settings, TEXT, WIDTH,
+    model_label, msg, padded, palette, text_style, text_width, Chart, Settings, GREY, TEXT, WIDTH,
 };
 use crate::ResultRecord;
 
@@ -33,7 +34,8 @@ pub(crate) struct BarChart {
 struct Bar {
     y: f64,
     colour: usize,
-    value: f64,
+    /// `None`: not measured; the slot shows `text` and no bar.
+    value: Option<f64>,
     whisker: Option<f64>,
     text: String,
 }
@@ -46,7 +48,8 @@ pub(crate) fn latency_overview(records: &[ResultRecord]) -> Option<BarChart> {
         title,
         "latency (ms)",
         |v| format!("{} ms", fmt_num(v)),
-        |r| (r.latency_ms.p50, Some(r.latency_ms.p90)),
+        |r| Some((r.latency_ms.p50, Some(r.latency_ms.p90))),
+        None,
     )
 }
 
@@ -58,8 +61,22 @@ pub(crate) fn peak_memory(records: &[ResultRecord]) -> Option<BarChart> {
         title,
         "peak RSS (MB)",
         |v| format!("{} MB", fmt_mb(v)),
-        |r| (r.peak_rss_bytes as f64 / 1e6, None),
+        |r| Some((r.peak_rss_bytes as f64 / 1e6, None)),
+        None,
     )
+}
+
+/// A bar per record: `value` gives the bar and an optional whisker, `None` when the record has
+/// no such value; with `gap` such records keep their slot, labelled `gap`, instead of vanishing.
+pub(crate) fn bars(
+    records: &[ResultRecord],
+    title: &str,
+    x_desc: &str,
+    fmt: impl Fn(f64) -> String,
+    value: impl Fn(&ResultRecord) -> Option<(f64, Option<f64>)>,
+    gap: Option<&str>,
+) -> Option<BarChart> {
+    bar_chart(records, title, x_desc, fmt, value, gap)
 }
 
 fn bar_chart(
@@ -67,22 +84,23 @@ fn bar_chart(
     title: &str,
     x_desc: &str,
     fmt: impl Fn(f64) -> String,
-    value: impl Fn(&ResultRecord) -> (f64, Option<f64>),
+    value: impl Fn(&ResultRecord) -> Option<(f64, Option<f64>)>,
+    gap: Option<&str>,
 ) -> Option<BarChart> {
     let settings = Settings::of(records);
+    let ok = |x: f64| x.is_finite() && x >= 0.0;
     let usable: Vec<_> = records
         .iter()
-        .filter_map(|r| {
-            let (v, w) = value(r);
-            let ok = |x: f64| x.is_finite() && x >= 0.0;
-            ok(v).then(|| (r, v, w.filter(|&w| ok(w) && w >= v)))
+        .filter_map(|r| match value(r) {
+            Some((v, w)) if ok(v) => Some((r, Some(v), w.filter(|&w| ok(w) && w >= v))),
+            _ => gap.map(|_| (r, None, None)),
         })
         .collect();
-    let agents = first_seen(usable.iter().map(|(r, ..)| r.agent.clone()));
-    let models = first_seen(usable.iter().map(|(r, ..)| model_label(r)));
-    if usable.is_empty() {
+    if usable.iter().all(|(_, v, _)| v.is_none()) {
         return None;
     }
+    let agents = first_seen(usable.iter().map(|(r, ..)| r.agent.clone()));
+    let models = first_seen(usable.iter().map(|(r, ..)| model_label(r)));
     let slots = usable.len() as f64 + GROUP_GAP * (models.len() - 1) as f64;
     let (mut top, mut groups, mut separators, mut bars) = (slots, vec![], vec![], vec![]);
     for model in &models {
@@ -97,7 +115,7 @@ fn bar_chart(
         members.sort_by_key(|(r, ..)| (index_of(&agents, &r.agent), r.threads, r.scenario.clone()));
         let start = top;
         for &&(r, v, whisker) in &members {
-            let text = fmt(v) + &settings.suffix(r);
+            let text = v.map_or_else(|| gap.unwrap_or("").to_string(), &fmt) + &settings.suffix(r);
             let colour = index_of(&agents, &r.agent);
             bars.push(Bar {
                 y: top - 0.5,
@@ -112,7 +130,7 @@ fn bar_chart(
     }
     let x_max = bars
         .iter()
-        .map(|b| b.whisker.unwrap_or(b.value))
+        .filter_map(|b| b.whisker.or(b.value))
         .fold(0.0, f64::max);
     let (title, x_desc) = (title.to_string(), x_desc.to_string());
     let legend = agents
@@ -201,15 +219,17 @@ impl Chart for BarChart {
         for colour in 0..self.legend.len() {
             let style = palette(colour).filled();
             let bars = self.bars.iter().filter(|b| b.colour == colour);
-            let rects =
-                bars.map(|b| Rectangle::new([(0.0, b.y - 0.36), (b.value, b.y + 0.36)], style));
+            let rects = bars.filter_map(|b| {
+                let v = b.value?;
+                Some(Rectangle::new([(0.0, b.y - 0.36), (v, b.y + 0.36)], style))
+            });
             chart.draw_series(rects).map_err(msg)?;
         }
         let whisker = BLACK.stroke_width(2);
         for b in &self.bars {
-            if let Some(w) = b.whisker {
+            if let (Some(v), Some(w)) = (b.value, b.whisker) {
                 let (y0, y1) = (b.y - 0.25, b.y + 0.25);
-                let lines = [vec![(b.value, b.y), (w, b.y)], vec![(w, y0), (w, y1)]];
+                let lines = [vec![(v, b.y), (w, b.y)], vec![(w, y0), (w, y1)]];
                 chart
                     .draw_series(lines.map(|l| PathElement::new(l, whisker)))
                     .map_err(msg)?;
@@ -221,9 +241,14 @@ impl Chart for BarChart {
             root.draw_text(text, &label, (x - 8, y)).map_err(msg)?;
         }
         let value = text_style(TEXT).pos(Pos::new(HPos::Left, VPos::Center));
+        let missing = FontDesc::new(FontFamily::SansSerif, TEXT, FontStyle::Normal)
+            .color(&GREY)
+            .pos(Pos::new(HPos::Left, VPos::Center));
         for b in &self.bars {
-            let (x, y) = chart.backend_coord(&(b.whisker.unwrap_or(b.value), b.y));
-            root.draw_text(&b.text, &value, (x + 6, y)).map_err(msg)?;
+            let end = b.whisker.or(b.value).unwrap_or(x_range.0);
+            let (x, y) = chart.backend_coord(&(end, b.y));
+            let style = if b.value.is_some() { &value } else { &missing };
+            root.draw_text(&b.text, style, (x + 6, y)).map_err(msg)?;
         }
         Ok(())
     }

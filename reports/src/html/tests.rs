@@ -152,7 +152,7 @@ fn sample_input() -> ReportInput {
             error: "shape mismatch: expected <1x3x640x640> & got \"1x3x320x320\"".to_string(),
             run_id: "run-failed".to_string(),
         }],
-        rollouts: Vec::new(),
+        ..ReportInput::default()
     }
 }
 
@@ -182,10 +182,11 @@ fn rollouts_show_the_gate_ratios_that_decided_them() {
     assert!(html.contains("<h2>Rollouts</h2>"));
     assert!(
         html.contains(
-            "<td class=\"num\">2.310×</td><td class=\"num\">&lt;=1.10×</td><td>breached</td>"
+            "nuc-lab p90 2.310× (limit &lt;=1.10×)</span> <span class=\"badge breached\">breached</span>"
         ),
         "{html}"
     );
+    assert!(html.contains("data-chart=\"rollout\""), "the gate's chart");
     assert!(!super::render(&sample_input()).unwrap().contains("Rollouts"));
 }
 
@@ -207,8 +208,22 @@ fn sample_report_has_tables_charts_failures_and_json() {
         assert!(html.contains(label), "{label} missing");
     }
     assert!(html.contains("rack=r1, site=lab"));
-    // The overview, one distribution per agent, and peak memory.
-    assert_eq!(html.matches("<svg").count(), 1 + 2 + 1);
+    // One device class: its Pareto chart, the heatmap, the overview, one distribution per
+    // agent, peak memory, and the p90 trend (four runs); no energy was measured.
+    assert_eq!(html.matches("<svg").count(), 1 + 1 + 1 + 2 + 1 + 1);
+    assert_eq!(files.charts.len(), 7);
+    assert!(
+        files.charts.iter().all(|p| p.is_file()),
+        "{:?}",
+        files.charts
+    );
+    let csv = std::fs::read_to_string(&files.csv).expect("results.csv exists");
+    assert_eq!(csv.lines().count(), input.records.len() + 1);
+    let md = std::fs::read_to_string(&files.markdown).expect("summary.md exists");
+    assert!(
+        md.contains("| model ") && md.contains("| resnet50@1 "),
+        "{md}"
+    );
     assert!(!html.contains("<?xml"));
     for external in ["<script", "<link", "<img", "src=", "@import", "url("] {
         assert!(!html.contains(external), "external reference {external}");
@@ -256,7 +271,8 @@ fn equal_percentiles_and_odd_values_render() {
         ..ReportInput::default()
     };
     let html = super::render(&input).expect("equal values render");
-    assert_eq!(html.matches("<svg").count(), 3);
+    // Pareto, heatmap, overview, distribution, memory.
+    assert_eq!(html.matches("<svg").count(), 5);
     write_report(&dir.0, &input).expect("report is written");
 
     // Zeros, NaN, infinity, an empty distribution, a long name and several thread counts.
@@ -329,4 +345,85 @@ fn generation_server_and_energy_sections_appear_when_there_is_data() {
         html.contains("idle &lt;power&gt; &amp; co"),
         "notes are escaped"
     );
+}
+
+#[test]
+fn thirty_models_partial_energy_and_one_record_draw_without_panicking() {
+    let dir = TempDir::new();
+    let mut records: Vec<ResultRecord> = (0..30)
+        .map(|i| {
+            let mut r = record("edge-a", &format!("model-{i:02}"), 1.0 + f64::from(i), 1);
+            r.model_bytes = 1_000_000 * (u64::from(i as u32) + 1);
+            r.quantization = ["fp32", "int8", "q4"][i as usize % 3].into();
+            if i % 4 == 0 {
+                r.energy_j_per_inference = Some(0.01 * f64::from(i + 1));
+                r.energy_method = Some("rapl".into());
+            }
+            r
+        })
+        .collect();
+    records[3].latency_ms.p90 = f64::NAN;
+    records[4].model_bytes = 0;
+    records[5].throughput_per_s = 0.0;
+    let input = ReportInput {
+        records: records.clone(),
+        ..ReportInput::default()
+    };
+    let files = write_report(&dir.0, &input).expect("thirty models render");
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    assert!(html.contains("data-chart=\"energy\""));
+    assert!(html.contains("not measured"), "the gap is marked");
+    for one in [&records[..1], &records[3..4]] {
+        let mut r = one.to_vec();
+        r[0].energy_j_per_inference = None;
+        let input = ReportInput {
+            records: r,
+            ..ReportInput::default()
+        };
+        let html = super::render(&input).expect("one record renders");
+        assert!(
+            !html.contains("data-chart=\"energy\""),
+            "no energy chart without energy"
+        );
+    }
+}
+
+#[test]
+fn summary_regressions_and_baselines_are_shown() {
+    let mut input = sample_input();
+    let class = input.records[0].device_class();
+    input.records[0].quantization = "fp32".into();
+    input.records[2].quantization = "int8".into();
+    input.records[2].agent = "pi5-kitchen".into();
+    input.records[2].model_bytes = 4_000_000;
+    input.records[2].model_version = "1-int8".into();
+    input.records[2].quality = Some(BTreeMap::from([("top1_agreement".into(), 0.97)]));
+    input.records[2].quality_reference = Some("resnet50@1".into());
+    input.regressions = vec![crate::RegressionMark {
+        id: 1,
+        run_id: input.records[0].run_id.clone(),
+        suite: "vision".into(),
+        model: "resnet50@1".into(),
+        scenario: "single-stream".into(),
+        device_class: class.clone(),
+        metric: "p90".into(),
+        ratio: 1.31,
+        ci95: [1.2, 1.4],
+        robust_z: Some(4.2),
+        kind: "baseline".into(),
+        acknowledged: false,
+        detected_at: "2025-06-01T12:30:00Z".into(),
+    }];
+    input.baselines = vec![crate::BaselineMark {
+        suite: "vision".into(),
+        device_class: class,
+        run_id: input.records[1].run_id.clone(),
+        set_at: "2025-05-30T00:00:00Z".into(),
+    }];
+    let html = super::render(&input).unwrap();
+    assert!(html.contains("<h2>Summary</h2>") && html.contains("<dt>Fastest</dt>"));
+    assert!(html.contains("<dt>Quantization</dt>"), "{html}");
+    assert!(html.contains("quality 0.970 (-3.0%)"), "{html}");
+    assert!(html.contains("<h3>Regressions (newest first)</h3>") && html.contains("1.31×"));
+    assert!(html.contains("<h3>Baselines</h3>"));
 }
