@@ -15,6 +15,7 @@ pub mod planning;
 pub mod records;
 pub mod registry;
 pub mod rollout;
+pub mod schedule;
 pub mod selector;
 pub mod server;
 pub mod store;
