@@ -1,6 +1,7 @@
 //! The `edgefleet` command line: [`args`] is its shape (every command and flag), [`client`] the
 //! connection to a controller's admin service, and one module per command family carries a
-//! command out ([`serve`], [`agents`], [`models`], [`bench`], [`rollout`], [`report`], [`demo`]).
+//! command out ([`serve`], [`agents`], [`models`], [`bench`], [`rollout`], [`schedule`],
+//! [`report`], [`demo`]).
 //! [`output`] prints tables and JSON, [`progress`] draws bars and redraws, [`rollout_view`]
 //! renders a rollout as text.
 
@@ -17,6 +18,7 @@ mod progress;
 mod report;
 mod rollout;
 mod rollout_view;
+mod schedule;
 mod serve;
 mod target;
 
@@ -26,7 +28,7 @@ use anyhow::Context;
 
 pub(crate) use args::{
     AdminCommand, AgentsCommand, BenchCommand, Cli, Command, ModelsCommand, RolloutCommand,
-    TokensCommand,
+    ScheduleCommand, TokensCommand,
 };
 pub(crate) use target::ConfigError;
 use target::Target;
@@ -83,6 +85,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Rollout(command) => rollout::run(&target()?, command).await,
+        Command::Schedule(command) => schedule::run(&target()?, command).await,
         Command::Report { out, run } => report::run(&target()?, &out, run.as_deref()).await,
         Command::Demo {
             out,
