@@ -288,3 +288,116 @@ async fn start_run(
     .await?;
     Ok(reply.run_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::CronSpec;
+    use crate::store::RunRow;
+
+    fn controller(dir: &std::path::Path) -> Controller {
+        Controller::open(
+            dir,
+            crate::Settings {
+                security: crate::server::Security::Insecure {
+                    shared_token: "t".into(),
+                },
+                heartbeat_interval: std::time::Duration::from_secs(1),
+            },
+        )
+        .unwrap()
+    }
+
+    fn row(name: &str, created_ms: i64) -> ScheduleRow {
+        ScheduleRow {
+            name: name.into(),
+            cron: CronSpec::parse("*/2 * * * * *").unwrap(),
+            suite_file: "s.toml".into(),
+            suite_toml: "name = \"s\"\nmodels = [\"m@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\n".into(),
+            suite_sha256: "h".into(),
+            inputs: Vec::new(),
+            selector: String::new(),
+            jitter: std::time::Duration::ZERO,
+            when_idle: false,
+            max_start_temp_c: None,
+            created_ms,
+            last_fire_ms: None,
+            missed_count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fire_records_its_failure_or_a_skip_while_its_run_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = controller(dir.path());
+        ctl.store
+            .insert_schedule(&row("nightly", now_ms()))
+            .unwrap();
+
+        // The model is not registered: the fire fails with the reason, and is recorded.
+        let fired = fire(&ctl, "nightly", 2_000, false).await.unwrap();
+        match &fired.outcome {
+            FireOutcome::Failed { reason } => {
+                assert!(reason.contains("unknown model m@1"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let stored = ctl.store.schedule("nightly").unwrap().unwrap();
+        assert_eq!(stored.last_fire_ms, Some(2_000));
+        assert_eq!(ctl.store.fires("nightly", 5).unwrap(), vec![fired]);
+
+        // A run of it still has a pending job: the next fire (manual or not) is skipped.
+        ctl.store
+            .upsert_agent("ag", "a", &Default::default(), "0", &Default::default(), 1)
+            .unwrap();
+        let run = RunRow {
+            id: "r1".into(),
+            suite: "s".into(),
+            suite_sha256: "h".into(),
+            created_ms: 1,
+            schedule: Some("nightly".into()),
+        };
+        let job = edgefleet_proto::v1::BenchJob {
+            job_id: "j1".into(),
+            ..Default::default()
+        };
+        ctl.store
+            .insert_run(&run, "", &[("ag".into(), job)])
+            .unwrap();
+        let skipped = fire(&ctl, "nightly", 4_000, true).await.unwrap();
+        assert_eq!(skipped.outcome, FireOutcome::SkippedStillRunning);
+        assert!(skipped.manual);
+        // A fire in progress also makes another one skip.
+        let _guard = ctl.schedules.begin("other").unwrap();
+        assert!(ctl.schedules.begin("other").is_none());
+
+        // Unknown schedules are NOT_FOUND.
+        let err = fire(&ctl, "nope", 0, true).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn fires_due_while_stopped_are_recorded_as_missed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = controller(dir.path());
+        // Created 11 s ago, never fired since: at least five two-second fires were missed.
+        ctl.store
+            .insert_schedule(&row("every2", now_ms() - 11_000))
+            .unwrap();
+        ctl.schedules.start(&ctl).await.unwrap();
+        let stored = ctl.store.schedule("every2").unwrap().unwrap();
+        assert!(stored.missed_count >= 5, "{}", stored.missed_count);
+        // (A cron fire may already have come since the start; it is no missed one.)
+        let missed: Vec<FireRow> = ctl
+            .store
+            .fires("every2", 100)
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.outcome == FireOutcome::Missed)
+            .collect();
+        assert_eq!(missed.len() as u64, stored.missed_count);
+        assert!(stored.last_fire_ms >= missed.iter().map(|f| f.planned_ms).max());
+        ctl.schedules.unregister("every2").await.unwrap();
+        ctl.schedules.shutdown().await;
+    }
+}
