@@ -135,6 +135,48 @@ fn schedules_fire_skip_while_running_stop_when_removed_and_count_missed_fires() 
     refused(&ctl, &["schedule", "rm", "nope"], "no schedule nope");
     refused(&ctl, &["schedule", "run", "nope"], "no schedule nope");
 
+    // The options are kept as given, and the nightly schedule's next fire is at 03:00:00.
+    ctl.cli_ok(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 0 3 * * *",
+        "--suite",
+        quick_arg,
+        "--select",
+        "site=lab",
+        "--jitter",
+        "10m",
+        "--when-idle",
+        "--max-start-temp",
+        "60",
+    ]);
+    let nightly = schedule(&ctl, "nightly");
+    assert_eq!(nightly["select"], "site=lab", "{nightly:#}");
+    assert_eq!(nightly["jitter_ms"], 600_000, "{nightly:#}");
+    assert_eq!(nightly["when_idle"], true, "{nightly:#}");
+    assert_eq!(nightly["max_start_temp_c"], 60.0, "{nightly:#}");
+    assert_eq!(nightly["missed"], 0, "{nightly:#}");
+    assert!(nightly["last_fire"].is_null(), "{nightly:#}");
+    let next = nightly["next_fire"].as_str().unwrap();
+    assert!(next.contains("T03:00:00"), "{next}");
+    refused(
+        &ctl,
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            "--cron",
+            "0 0 4 * * *",
+            "--suite",
+            quick_arg,
+        ],
+        "exists already",
+    );
+    ctl.cli_ok(&["schedule", "rm", "nightly"]);
+    assert!(schedules(&ctl).is_empty());
+
     // Every two seconds: at least two runs start and their results are stored.
     let added = add(&ctl, "every2", "*/2 * * * * *", &quick);
     assert!(added.contains("added schedule every2"), "{added}");
