@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Admin replies the CLI prints as JSON.
-const JSON_MESSAGES: [&str; 15] = [
+const JSON_MESSAGES: [&str; 17] = [
     "Baseline",
     "Regression",
     "EnrollmentTokenReply",
@@ -44,11 +44,13 @@ const JSON_MESSAGES: [&str; 15] = [
     "RolloutTarget",
     "GateVerdict",
     "GateMeasurement",
+    "ScheduleInfo",
+    "ScheduleFire",
 ];
 
 /// Fields whose JSON name or form differs from the wire: ids and agents named as people read
 /// them, times as RFC 3339, waves counted from 1, signed bytes left to `models show`.
-const JSON_FIELDS: [(&str, &str); 21] = [
+const JSON_FIELDS: [(&str, &str); 25] = [
     (
         "Baseline.set_at_unix_ms",
         r#"#[serde(rename = "set_at", serialize_with = "crate::json::rfc3339")]"#,
@@ -111,5 +113,21 @@ const JSON_FIELDS: [(&str, &str); 21] = [
     (
         "GateVerdict.wave",
         r#"#[serde(serialize_with = "crate::json::counted_from_one")]"#,
+    ),
+    (
+        "ScheduleInfo.created_unix_ms",
+        r#"#[serde(rename = "created_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "ScheduleInfo.next_fire_unix_ms",
+        r#"#[serde(rename = "next_fire", serialize_with = "crate::json::rfc3339_or_null")]"#,
+    ),
+    (
+        "ScheduleFire.planned_unix_ms",
+        r#"#[serde(rename = "planned_at", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "ScheduleFire.recorded_unix_ms",
+        r#"#[serde(rename = "recorded_at", serialize_with = "crate::json::rfc3339")]"#,
     ),
 ];

@@ -1,7 +1,7 @@
 //! The `edgefleet` command line: [`args`] is its shape (every command and flag), [`client`] the
 //! connection to a controller's admin service, and one module per command family carries a
-//! command out ([`serve`], [`agents`], [`models`], [`bench`], [`rollout`], [`compare`] (with
-//! baselines and regressions), [`report`], [`demo`]).
+//! command out ([`serve`], [`agents`], [`models`], [`bench`], [`rollout`], [`schedule`],
+//! [`compare`] (with baselines and regressions), [`report`], [`demo`]).
 //! [`output`] prints tables and JSON, [`progress`] draws bars and redraws, [`rollout_view`]
 //! renders a rollout as text.
 
@@ -19,6 +19,7 @@ mod progress;
 mod report;
 mod rollout;
 mod rollout_view;
+mod schedule;
 mod serve;
 mod target;
 
@@ -28,7 +29,7 @@ use anyhow::Context;
 
 pub(crate) use args::{
     AdminCommand, AgentsCommand, BaselineCommand, BenchCommand, Cli, Command, ModelsCommand,
-    RolloutCommand, TokensCommand,
+    RolloutCommand, ScheduleCommand, TokensCommand,
 };
 pub(crate) use target::ConfigError;
 use target::Target;
@@ -124,6 +125,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let since_ms = since.as_deref().map(compare::parse_since).transpose()?;
             compare::regressions(&target()?, since_ms, ack, json).await
         }
+        Command::Schedule(command) => schedule::run(&target()?, command).await,
         Command::Demo {
             out,
             models_dir,

@@ -11,6 +11,7 @@ pub mod query;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use edgefleet_reports::analysis::{quality_score, references};
 use edgefleet_reports::ResultRecord;
 use serde::{Deserialize, Serialize};
 
@@ -228,12 +229,15 @@ pub fn compare(
             b_classes: classes(&b_groups),
         });
     }
+    // A model some record was compared against scores 1.0 (the report's rule).
+    let mut refs = references(a_records);
+    refs.extend(references(b_records));
     let keys: BTreeSet<&GroupKey> = a_groups.keys().chain(b_groups.keys()).collect();
     let mut rows = Vec::new();
     for key in keys {
         let a = a_groups.get(key).map(|r| newest_run(r));
         let b = b_groups.get(key).map(|r| newest_run(r));
-        rows.push(row(key, a.as_deref(), b.as_deref(), options)?);
+        rows.push(row(key, a.as_deref(), b.as_deref(), options, &refs)?);
     }
     Ok(Comparison {
         a: a_label.to_string(),
@@ -290,10 +294,11 @@ fn row(
     a: Option<&[&ResultRecord]>,
     b: Option<&[&ResultRecord]>,
     options: Options,
+    refs: &BTreeSet<String>,
 ) -> Result<Row, CompareError> {
     let metric = options.metric;
-    let a_side = a.map(|r| side(r, metric)).transpose()?;
-    let b_side = b.map(|r| side(r, metric)).transpose()?;
+    let a_side = a.map(|r| side(r, metric, refs)).transpose()?;
+    let b_side = b.map(|r| side(r, metric, refs)).transpose()?;
     let mut row = Row {
         device_class: key.device_class.clone(),
         scenario: key.scenario.clone(),
@@ -392,7 +397,11 @@ struct SideData {
     latencies: Latencies,
 }
 
-fn side(records: &[&ResultRecord], metric: Metric) -> Result<SideData, CompareError> {
+fn side(
+    records: &[&ResultRecord],
+    metric: Metric,
+    references: &BTreeSet<String>,
+) -> Result<SideData, CompareError> {
     let first = records[0];
     let latencies =
         Latencies::from_hdr_base64(records.iter().map(|r| r.latency_histogram_hdr.as_str()))
@@ -437,20 +446,15 @@ fn side(records: &[&ResultRecord], metric: Metric) -> Result<SideData, CompareEr
             value,
             peak_rss_bytes: records.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0),
             energy_j_per_inference: energy,
-            quality: mean(records.iter().filter_map(|r| quality_score(r)).collect()),
+            quality: mean(
+                records
+                    .iter()
+                    .filter_map(|r| quality_score(r, references))
+                    .collect(),
+            ),
         },
         latencies,
     })
-}
-
-/// A record's quality against its reference as one number: the mean cosine similarity of
-/// embeddings, else the top-1 agreement of logits, else the exact-match rate of classes; `None` when no
-/// quality check ran.
-pub fn quality_score(record: &ResultRecord) -> Option<f64> {
-    let q = record.quality.as_ref()?;
-    ["cosine_mean", "top1_agreement", "exact_match"]
-        .iter()
-        .find_map(|k| q.get(*k).copied())
 }
 
 #[cfg(test)]

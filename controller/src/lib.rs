@@ -19,6 +19,7 @@ pub mod records;
 pub mod registry;
 pub mod regressions;
 pub mod rollout;
+pub mod schedule;
 pub mod selector;
 pub mod server;
 pub mod store;

@@ -1,14 +1,16 @@
 //! What `edgefleet serve` runs: the shared state of a running controller ([`Controller`]), the
 //! agent link ([`link`]: streams, results, artifact bytes), the admin service the CLI talks to
 //! ([`admin`], one file per resource), who is connected ([`fleet`]), the loop that moves
-//! rollouts forward ([`rollout_driver`]) and the judging of finished runs ([`judge`]), served on
-//! one already-bound listener until shutdown.
+//! rollouts forward ([`rollout_driver`]), the scheduler that fires scheduled benchmark runs
+//! ([`schedules`]) and the judging of finished runs ([`judge`]), served on one already-bound
+//! listener until shutdown.
 
 pub mod admin;
 pub mod fleet;
 mod judge;
 pub mod link;
 pub mod rollout_driver;
+pub mod schedules;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,8 @@ pub struct Controller {
     /// Held while a rollout's state is read and changed, so the driver and agents' results
     /// never interleave.
     pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The live scheduler of scheduled benchmark runs (started by [`serve`]).
+    pub schedules: schedules::Schedules,
 }
 
 /// How the controller behaves.
@@ -133,6 +137,7 @@ impl Controller {
             signer,
             authority,
             rollout_lock: Arc::default(),
+            schedules: schedules::Schedules::default(),
         })
     }
 }
@@ -152,6 +157,12 @@ pub async fn serve(
     ));
     // Runs that finished while the controller was down (or as it stopped) are judged now.
     judge::unjudged_runs(&controller);
+    // Schedules are registered again from the store (the scheduler keeps no job code); a
+    // scheduler that cannot start leaves the rest of the controller serving.
+    let schedules = controller.schedules.clone();
+    if let Err(e) = schedules.start(&controller).await {
+        tracing::error!(error = %e, "scheduled runs will not fire: the scheduler did not start");
+    }
     // The gRPC health service (grpc.health.v1), for load balancers and probes: it needs no
     // client certificate or token, and says NOT_SERVING once shutdown begins.
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -167,6 +178,7 @@ pub async fn serve(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         stop_driver.cancel();
+        schedules.shutdown().await;
         fleet.close_all();
     };
     let link = AgentLinkServer::new(LinkService::new(controller.clone()))

@@ -3,10 +3,11 @@
 //!
 //! One file per family of tables: [`agents`] (agents and what they have installed), [`models`]
 //! (the registry and artifacts), [`runs`] (benchmark runs, jobs and results), [`rollouts`]
-//! (rollouts, targets, gates, events), [`trust`] (tokens, revocations, who may fetch what),
-//! [`regressions`] (baselines, regressions, judged runs). Every stored blob (protobuf, JSON) and
-//! every state column is decoded here; a row that does not decode is a [`StoreError::Corrupt`] naming its table and
-//! key, never a default value.
+//! (rollouts, targets, gates, events), [`schedules`] (scheduled runs and their fires),
+//! [`regressions`] (baselines, regressions, judged runs), [`trust`] (tokens, revocations, who
+//! may fetch what). Every stored blob (protobuf, JSON) and every state column is decoded here; a
+//! row that does not decode is a [`StoreError::Corrupt`] naming its table and key, never a
+//! default value.
 
 mod agents;
 mod migrations;
@@ -14,6 +15,7 @@ mod models;
 mod regressions;
 mod rollouts;
 mod runs;
+mod schedules;
 mod trust;
 
 pub use agents::{AgentModelRow, AgentRow};
@@ -21,6 +23,7 @@ pub use models::{ModelFile, ModelRow, ModelSignature, TensorShape};
 pub use regressions::{BaselineRow, RegressionKind, RegressionRow};
 pub use rollouts::{EventRow, GateRow, RolloutRow, TargetRow};
 pub use runs::{JobRow, JobState, Recorded, ResultFilter, ResultRow, RunRow};
+pub use schedules::{FireKind, FireOutcome, FireRow, ScheduleRow, StoredInput};
 pub use trust::{AdminTokenRow, EnrollRefusal, Enrolled};
 
 use std::path::Path;
@@ -41,6 +44,8 @@ pub enum StoreError {
     ModelExists(String),
     #[error("an admin token named {0} exists already; revoke it or pick another name")]
     AdminTokenExists(String),
+    #[error("a schedule named {0} exists already; remove it first or pick another name")]
+    ScheduleExists(String),
     /// A stored row that does not decode: nothing was read from it, and nothing is written on
     /// its account.
     #[error("corrupt row in table {table} ({key}): {detail}")]

@@ -259,7 +259,8 @@ pub struct RegressionMark {
     pub metric: String,
     /// new / baseline.
     pub ratio: f64,
-    pub ci95: [f64; 2],
+    /// The ratio's 95% interval (`None` for drift, judged by `robust_z`).
+    pub ci95: Option<[f64; 2]>,
     /// Against the recent history window.
     pub robust_z: Option<f64>,
     /// "baseline" | "drift"

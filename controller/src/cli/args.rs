@@ -83,6 +83,9 @@ pub(crate) enum Command {
     /// rollback.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Benchmark runs on a cron schedule, fired inside the controller.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Write a report into DIR: report.html (self-contained), charts/*.png, summary.md,
     /// results.csv and results.json.
     Report {
@@ -352,4 +355,53 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 1800)]
         timeout_s: u64,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Run a suite on a cron schedule. The cron expression has six fields and the first is
+    /// SECONDS: "0 0 3 * * *" is 03:00:00 every day (UTC), "*/30 * * * * *" every 30 seconds.
+    #[command(
+        after_help = "Example: edgefleet schedule add nightly --cron \"0 0 3 * * *\" --suite quick.toml --select hw=rpi5 --jitter 10m --when-idle"
+    )]
+    Add {
+        /// The schedule's name (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// Six fields, seconds first: SEC MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK, e.g.
+        /// "0 0 3 * * *" (03:00:00 every day, UTC).
+        #[arg(long)]
+        cron: String,
+        /// The suite to run (read now; later edits of the file do not change the schedule).
+        #[arg(long, value_name = "SUITE.toml")]
+        suite: PathBuf,
+        /// Which agents: key=value / key!=value on labels or hardware fields, comma-separated,
+        /// all must hold (default: every online agent).
+        #[arg(long, value_name = "EXPR", default_value = "")]
+        select: String,
+        /// Delay each fire by a uniformly random time below this, e.g. 30s, 10m, 1h.
+        #[arg(long, value_name = "DURATION", value_parser = parse_jitter)]
+        jitter: Option<std::time::Duration>,
+        /// Start only on agents with no unfinished benchmark job and no rollout install in
+        /// progress (busy ones are left out of that fire).
+        #[arg(long)]
+        when_idle: bool,
+        /// Override the suite's [conditions] max_start_temp_c (°C): each run waits for the
+        /// device to cool below it.
+        #[arg(long, value_name = "CELSIUS")]
+        max_start_temp: Option<f64>,
+    },
+    /// List schedules: cron, suite, selector, next fire, last fire and its outcome, missed fires.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule (its runs and results stay).
+    Rm { name: String },
+    /// Fire a schedule now (a run still going is not started twice).
+    Run { name: String },
+}
+
+/// `--jitter`, read by the controller library's parser.
+fn parse_jitter(text: &str) -> Result<std::time::Duration, String> {
+    edgefleet_controller::schedule::parse_jitter(text).map_err(|e| e.to_string())
 }

@@ -17,6 +17,9 @@ use edgefleet_proto::v1::{
     ListRegressionsRequest, Regression, SetBaselineRequest,
 };
 use edgefleet_proto::v1::{
+    AddScheduleRequest, ListSchedulesRequest, ScheduleFire, ScheduleInfo, ScheduleRequest,
+};
+use edgefleet_proto::v1::{
     AdminTokenInfo, AdminTokenReply, AgentInfo, AgentRequest, CreateAdminTokenRequest,
     CreateEnrollmentTokenRequest, EnrollmentTokenReply, ListAdminTokensRequest, RemoveAgentReply,
     RevokeAdminTokenRequest,
@@ -456,6 +459,48 @@ impl Client {
         let reply = self
             .inner
             .acknowledge_regression(AcknowledgeRegressionRequest { id })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn add_schedule(
+        &mut self,
+        request: AddScheduleRequest,
+    ) -> anyhow::Result<ScheduleInfo> {
+        let reply = self
+            .inner
+            .add_schedule(request)
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
+    pub(crate) async fn schedules(&mut self) -> anyhow::Result<Vec<ScheduleInfo>> {
+        let reply = self
+            .inner
+            .list_schedules(ListSchedulesRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner().schedules)
+    }
+
+    pub(crate) async fn remove_schedule(&mut self, name: &str) -> anyhow::Result<()> {
+        self.inner
+            .remove_schedule(ScheduleRequest {
+                name: name.to_string(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(())
+    }
+
+    pub(crate) async fn run_schedule(&mut self, name: &str) -> anyhow::Result<ScheduleFire> {
+        let reply = self
+            .inner
+            .run_schedule(ScheduleRequest {
+                name: name.to_string(),
+            })
             .await
             .map_err(|s| self.fail(s))?;
         Ok(reply.into_inner())

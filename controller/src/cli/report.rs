@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
-use edgefleet_proto::v1::{AgentInfo, GetResultsRequest};
-use edgefleet_reports::{rfc3339, AgentSummary, FailedRun, ReportFiles, ReportInput, ResultRecord};
+use edgefleet_proto::v1::{AgentInfo, GetResultsRequest, Regression};
+use edgefleet_reports::{
+    rfc3339, AgentSummary, BaselineMark, FailedRun, RegressionMark, ReportFiles, ReportInput,
+    ResultRecord,
+};
 
 use super::client::Client;
 use super::rollout_view;
@@ -85,10 +88,47 @@ pub(super) async fn write_report(
                 .map(rollout_view::summary)
                 .collect(),
         },
-        ..ReportInput::default()
+        regressions: client
+            .regressions(0)
+            .await?
+            .into_iter()
+            .filter(|r| records.iter().any(|rec| rec.run_id == r.run_id))
+            .map(regression_mark)
+            .collect(),
+        baselines: client
+            .baselines("")
+            .await?
+            .into_iter()
+            .filter(|b| records.iter().any(|rec| rec.suite == b.suite))
+            .map(|b| BaselineMark {
+                suite: b.suite,
+                device_class: b.device_class,
+                run_id: b.run_id,
+                set_at: rfc3339(b.set_at_unix_ms),
+            })
+            .collect(),
+        quality_floor: None,
     };
     let files = edgefleet_reports::write_report(out, &input)?;
     Ok((files, records, failures))
+}
+
+fn regression_mark(r: Regression) -> RegressionMark {
+    RegressionMark {
+        id: r.id,
+        run_id: r.run_id,
+        suite: r.suite,
+        model: r.model,
+        scenario: r.scenario,
+        device_class: r.device_class,
+        metric: r.metric,
+        ratio: r.ratio,
+        ci95: r.ci_low.zip(r.ci_high).map(|(l, h)| [l, h]),
+        robust_z: r.robust_z,
+        kind: r.kind,
+        acknowledged: r.acknowledged_at_unix_ms != 0,
+        detected_at: rfc3339(r.detected_at_unix_ms),
+    }
 }
 
 /// How the report describes an agent.

@@ -1,15 +1,15 @@
 //! The admin service the CLI talks to. This file is the gRPC surface only: each call is first
 //! authorized ([`access`]: an admin token, and the role the call needs), then handed to the
 //! file of its resource ([`agents`], [`models`], [`bench`], [`comparisons`], [`rollouts`],
-//! [`tokens`]); store
-//! errors become status codes in one place.
+//! [`schedules`], [`tokens`]); store errors become status codes in one place.
 
 mod access;
 mod agents;
-mod bench;
+pub(crate) mod bench;
 mod comparisons;
 mod models;
 mod rollouts;
+mod schedules;
 mod tokens;
 
 use edgefleet_proto::v1::admin_server::Admin;
@@ -23,6 +23,10 @@ use edgefleet_proto::v1::{
     ModelRequest, Regression, RegressionsReply, RemoveAgentReply, RemoveModelReply,
     RemoveModelRequest, RevokeAdminTokenRequest, RolloutStatus, RunStatus, SetBaselineRequest,
     StartBenchReply, StartBenchRequest, StartRolloutRequest,
+};
+use edgefleet_proto::v1::{
+    AddScheduleRequest, ListSchedulesReply, ListSchedulesRequest, RemoveScheduleReply,
+    ScheduleFire, ScheduleInfo, ScheduleRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -60,9 +64,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
         match e {
-            StoreError::ModelExists(_) | StoreError::AdminTokenExists(_) => {
-                Status::already_exists(e.to_string())
-            }
+            StoreError::ModelExists(_)
+            | StoreError::AdminTokenExists(_)
+            | StoreError::ScheduleExists(_) => Status::already_exists(e.to_string()),
             other => internal(other),
         }
     }
@@ -255,5 +259,43 @@ impl Admin for AdminService {
     ) -> Result<Response<Regression>, Status> {
         self.operator(&request, "acknowledge regressions")?;
         comparisons::acknowledge(&self.controller, request.into_inner()).map(Response::new)
+    }
+
+    async fn add_schedule(
+        &self,
+        request: Request<AddScheduleRequest>,
+    ) -> Result<Response<ScheduleInfo>, Status> {
+        self.operator(&request, "add schedules")?;
+        schedules::add(&self.controller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesReply>, Status> {
+        self.viewer(&request, "list schedules")?;
+        schedules::list(&self.controller).map(Response::new)
+    }
+
+    async fn remove_schedule(
+        &self,
+        request: Request<ScheduleRequest>,
+    ) -> Result<Response<RemoveScheduleReply>, Status> {
+        self.operator(&request, "remove schedules")?;
+        schedules::remove(&self.controller, &request.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+
+    async fn run_schedule(
+        &self,
+        request: Request<ScheduleRequest>,
+    ) -> Result<Response<ScheduleFire>, Status> {
+        self.operator(&request, "run schedules")?;
+        schedules::run(&self.controller, &request.into_inner().name)
+            .await
+            .map(Response::new)
     }
 }

@@ -195,6 +195,43 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO regression_checks (run_id, checked_ms) SELECT id, created_ms FROM bench_runs;
      CREATE INDEX bench_jobs_model ON bench_jobs (model_name, model_version);
      CREATE INDEX bench_runs_suite ON bench_runs (suite, created_ms);",
+    // 7: scheduled benchmark runs: each schedule with its suite as given (text, sha256, file
+    //    name, input files as stored artifacts), each fire and what came of it, and which
+    //    schedule started a run.
+    "CREATE TABLE schedules (
+         name TEXT PRIMARY KEY,
+         cron TEXT NOT NULL,
+         suite_file TEXT NOT NULL,
+         suite_toml TEXT NOT NULL,
+         suite_sha256 TEXT NOT NULL,
+         -- JSON array of the suite's input files as stored artifacts: path, sha256, size.
+         inputs TEXT NOT NULL DEFAULT '[]',
+         selector TEXT NOT NULL DEFAULT '',
+         jitter_ms INTEGER NOT NULL DEFAULT 0 CHECK (jitter_ms >= 0),
+         when_idle INTEGER NOT NULL DEFAULT 0 CHECK (when_idle IN (0, 1)),
+         max_start_temp_c REAL,
+         created_ms INTEGER NOT NULL,
+         -- The planned time of the last cron fire (or the newest missed one); NULL before any.
+         last_fire_ms INTEGER,
+         -- Every missed fire counted, also those past the rows kept in schedule_fires.
+         missed_count INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE schedule_fires (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         schedule TEXT NOT NULL,
+         planned_ms INTEGER NOT NULL,
+         outcome TEXT NOT NULL
+             CHECK (outcome IN ('started', 'skipped-still-running', 'missed', 'failed')),
+         run_id TEXT,
+         reason TEXT NOT NULL DEFAULT '',
+         -- 1 for `schedule run NAME`, 0 for a cron fire.
+         manual INTEGER NOT NULL DEFAULT 0,
+         -- JSON array of the agents a --when-idle fire left out (busy at fire time).
+         left_out TEXT NOT NULL DEFAULT '[]',
+         recorded_ms INTEGER NOT NULL
+     );
+     CREATE INDEX schedule_fires_by_schedule ON schedule_fires (schedule, id);
+     ALTER TABLE bench_runs ADD COLUMN schedule TEXT;",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

@@ -59,6 +59,8 @@ pub struct RunRow {
     pub suite: String,
     pub suite_sha256: String,
     pub created_ms: i64,
+    /// The schedule that started it (`None` for `bench run` and rollout gates).
+    pub schedule: Option<String>,
 }
 
 /// What storing a job's result did.
@@ -138,14 +140,15 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO bench_runs (id, suite, suite_sha256, suite_toml, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO bench_runs (id, suite, suite_sha256, suite_toml, created_ms, schedule)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 run.id,
                 run.suite,
                 run.suite_sha256,
                 suite_toml,
-                run.created_ms
+                run.created_ms,
+                run.schedule
             ],
         )?;
         for (agent_id, job) in jobs {
@@ -207,7 +210,7 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT id, suite, suite_sha256, created_ms FROM bench_runs WHERE id = ?1",
+                "SELECT id, suite, suite_sha256, created_ms, schedule FROM bench_runs WHERE id = ?1",
                 params![run_id],
                 |r| {
                     Ok(RunRow {
@@ -215,6 +218,7 @@ impl Store {
                         suite: r.get(1)?,
                         suite_sha256: r.get(2)?,
                         created_ms: r.get(3)?,
+                        schedule: r.get(4)?,
                     })
                 },
             )
@@ -375,7 +379,7 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT b.id, b.suite, b.suite_sha256, b.created_ms FROM bench_runs b
+                "SELECT b.id, b.suite, b.suite_sha256, b.created_ms, b.schedule FROM bench_runs b
                  WHERE b.suite = ?1 AND EXISTS (SELECT 1 FROM results r WHERE r.run_id = b.id)
                  ORDER BY b.created_ms DESC LIMIT 1",
                 params![suite],
@@ -385,6 +389,7 @@ impl Store {
                         suite: r.get(1)?,
                         suite_sha256: r.get(2)?,
                         created_ms: r.get(3)?,
+                        schedule: r.get(4)?,
                     })
                 },
             )

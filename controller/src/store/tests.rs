@@ -94,6 +94,7 @@ fn results_are_recorded_once_and_only_for_the_agent_that_owns_the_job() {
         suite: "quick".into(),
         suite_sha256: "h".into(),
         created_ms: 5,
+        schedule: None,
     };
     s.insert_run(&run, "name = 'quick'", &[job("j1", "ag"), job("j2", "ag")])
         .unwrap();
@@ -238,6 +239,7 @@ fn corrupt_jobs_and_results_are_errors_and_nothing_is_stored_on_their_account() 
         suite: "quick".into(),
         suite_sha256: "h".into(),
         created_ms: 5,
+        schedule: None,
     };
     s.insert_run(&run, "", &[job("j1", "ag"), job("j2", "ag")])
         .unwrap();
@@ -318,6 +320,7 @@ fn corrupt_rollout_rows_are_errors_naming_them() {
             suite: "gate".into(),
             suite_sha256: String::new(),
             created_ms: 2,
+            schedule: None,
         },
         "",
         &[],
@@ -392,6 +395,7 @@ fn finished_runs_are_judged_once_and_regressions_acknowledged() {
         suite: suite.into(),
         suite_sha256: "h".into(),
         created_ms: at,
+        schedule: None,
     };
     s.insert_run(&run("r1", "quick", 10), "", &[job("j1", "ag")])
         .unwrap();
@@ -498,4 +502,148 @@ fn finished_runs_are_judged_once_and_regressions_acknowledged() {
         ),
         "{err}"
     );
+}
+
+fn schedule(name: &str, cron: &str) -> ScheduleRow {
+    ScheduleRow {
+        name: name.into(),
+        cron: crate::schedule::CronSpec::parse(cron).unwrap(),
+        suite_file: "quick.toml".into(),
+        suite_toml: "name = 'quick'".into(),
+        suite_sha256: "h".into(),
+        inputs: vec![StoredInput {
+            path: "clip.wav".into(),
+            sha256: "c".repeat(64),
+            size_bytes: 4,
+        }],
+        selector: "hw=x86".into(),
+        jitter: std::time::Duration::from_secs(600),
+        when_idle: true,
+        max_start_temp_c: Some(60.0),
+        created_ms: 1_000,
+        last_fire_ms: None,
+        missed_count: 0,
+    }
+}
+
+#[test]
+fn schedules_keep_their_fires_and_the_last_cron_fire() {
+    let s = Store::in_memory().unwrap();
+    let nightly = schedule("nightly", "0 0 3 * * *");
+    s.insert_schedule(&nightly).unwrap();
+    let err = s.insert_schedule(&nightly).unwrap_err();
+    assert!(matches!(err, StoreError::ScheduleExists(_)), "{err}");
+    assert_eq!(s.schedule("nightly").unwrap().unwrap(), nightly);
+    assert_eq!(s.schedule("other").unwrap(), None);
+
+    let fire = |planned_ms, outcome, manual| FireRow {
+        schedule: "nightly".into(),
+        planned_ms,
+        outcome,
+        manual,
+        left_out: vec!["edge-b".into()],
+        recorded_ms: planned_ms + 1,
+    };
+    let started = FireOutcome::Started {
+        run_id: "r1".into(),
+    };
+    s.record_fire(&fire(5_000, started.clone(), false)).unwrap();
+    // A manual fire is recorded but is not the last cron fire.
+    s.record_fire(&fire(9_000, FireOutcome::SkippedStillRunning, true))
+        .unwrap();
+    s.record_missed("nightly", &[6_000, 7_000], 250, 9_500)
+        .unwrap();
+    let row = s.schedule("nightly").unwrap().unwrap();
+    assert_eq!((row.last_fire_ms, row.missed_count), (Some(7_000), 250));
+    let fires = s.fires("nightly", 10).unwrap();
+    assert_eq!(fires.len(), 4);
+    assert_eq!(fires[0].outcome, FireOutcome::Missed);
+    assert_eq!(fires[2].outcome, FireOutcome::SkippedStillRunning);
+    assert!(fires[2].manual);
+    assert_eq!(fires[3], fire(5_000, started, false));
+    assert_eq!(s.fires("nightly", 1).unwrap().len(), 1);
+
+    assert!(s.remove_schedule("nightly").unwrap());
+    assert!(!s.remove_schedule("nightly").unwrap());
+    assert!(s.fires("nightly", 10).unwrap().is_empty());
+    assert!(s.schedules().unwrap().is_empty());
+}
+
+#[test]
+fn a_schedules_unfinished_runs_and_busy_agents_are_found() {
+    let s = Store::in_memory().unwrap();
+    agent(&s, "ag", 1);
+    agent(&s, "idle", 1);
+    let run = RunRow {
+        id: "r1".into(),
+        suite: "quick".into(),
+        suite_sha256: "h".into(),
+        created_ms: 5,
+        schedule: Some("nightly".into()),
+    };
+    s.insert_run(&run, "", &[job("j1", "ag")]).unwrap();
+    assert_eq!(
+        s.run("r1").unwrap().unwrap().schedule.as_deref(),
+        Some("nightly")
+    );
+    assert_eq!(s.unfinished_runs_of("nightly").unwrap(), vec!["r1"]);
+    assert!(s.unfinished_runs_of("other").unwrap().is_empty());
+    assert_eq!(s.runs_of_schedule("nightly").unwrap(), vec!["r1"]);
+    assert_eq!(
+        s.busy_agents().unwrap(),
+        std::collections::BTreeSet::from(["ag".to_string()])
+    );
+    s.record_measurement("ag", "r1", "j1", &Measurement::default())
+        .unwrap();
+    assert!(s.unfinished_runs_of("nightly").unwrap().is_empty());
+    assert!(s.busy_agents().unwrap().is_empty());
+}
+
+#[test]
+fn corrupt_schedule_rows_are_errors_naming_them() {
+    for damage in [
+        "UPDATE schedules SET cron = '0 0 3 * *'",
+        "UPDATE schedules SET inputs = 'clip.wav'",
+        "UPDATE schedules SET jitter_ms = -5",
+        "UPDATE schedules SET when_idle = 7",
+        "UPDATE schedules SET missed_count = -1",
+    ] {
+        let s = Store::in_memory().unwrap();
+        s.insert_schedule(&schedule("nightly", "0 0 3 * * *"))
+            .unwrap();
+        s.execute_for_test(damage);
+        let key = ("schedules", "nightly".to_string());
+        assert_eq!(corrupt_at(s.schedules().unwrap_err()), key, "{damage}");
+        assert_eq!(
+            corrupt_at(s.schedule("nightly").unwrap_err()),
+            key,
+            "{damage}"
+        );
+    }
+    for damage in [
+        "UPDATE schedule_fires SET outcome = 'exploded'",
+        "UPDATE schedule_fires SET run_id = NULL",
+        "UPDATE schedule_fires SET left_out = '{'",
+    ] {
+        let s = Store::in_memory().unwrap();
+        s.insert_schedule(&schedule("nightly", "0 0 3 * * *"))
+            .unwrap();
+        s.record_fire(&FireRow {
+            schedule: "nightly".into(),
+            planned_ms: 5,
+            outcome: FireOutcome::Started {
+                run_id: "r1".into(),
+            },
+            manual: false,
+            left_out: Vec::new(),
+            recorded_ms: 6,
+        })
+        .unwrap();
+        s.execute_for_test(damage);
+        assert_eq!(
+            corrupt_at(s.fires("nightly", 5).unwrap_err()),
+            ("schedule_fires", "nightly, 1".to_string()),
+            "{damage}"
+        );
+    }
 }

@@ -240,7 +240,9 @@ pub(super) fn trends_section(
                 esc(&g.scenario),
                 esc(&g.metric),
                 format!("{}×", fmt_num(g.ratio)),
-                format!("{}–{}", fmt_num(g.ci95[0]), fmt_num(g.ci95[1])),
+                g.ci95.map_or("-".to_string(), |[lo, hi]| {
+                    format!("{}–{}", fmt_num(lo), fmt_num(hi))
+                }),
                 g.robust_z.map_or_else(|| "–".into(), fmt_num),
                 if g.acknowledged {
                     "yes".into()

@@ -408,7 +408,7 @@ fn summary_regressions_and_baselines_are_shown() {
         device_class: class.clone(),
         metric: "p90".into(),
         ratio: 1.31,
-        ci95: [1.2, 1.4],
+        ci95: Some([1.2, 1.4]),
         robust_z: Some(4.2),
         kind: "baseline".into(),
         acknowledged: false,

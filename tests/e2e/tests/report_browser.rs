@@ -270,7 +270,7 @@ fn realistic() -> ReportInput {
             device_class: class.clone(),
             metric: "p90".into(),
             ratio: 1.31,
-            ci95: [1.24, 1.38],
+            ci95: Some([1.24, 1.38]),
             robust_z: Some(5.8),
             kind: "baseline".into(),
             acknowledged: false,

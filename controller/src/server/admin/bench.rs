@@ -14,7 +14,7 @@ use tonic::Status;
 use super::internal;
 use crate::clock::now_ms;
 use crate::server::Controller;
-use crate::store::{ResultFilter, RunRow};
+use crate::store::{AgentRow, ModelRow, ResultFilter, RunRow};
 use crate::{planning, records, selector};
 
 /// `bench run`: plans and sends the run's jobs to the selected online agents.
@@ -36,6 +36,30 @@ pub(super) async fn start(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
 
+    let models = resolve_models(ctl, &suite, origin)?;
+    let agents = online_agents(ctl, &conditions)?;
+    if agents.is_empty() {
+        return Err(no_agent(&req.select.join(",")));
+    }
+    let inputs = store_inputs(ctl, &suite, req.inputs, origin)?;
+    launch(
+        ctl,
+        &suite,
+        &req.suite_toml,
+        &models,
+        &inputs,
+        &agents,
+        None,
+    )
+    .await
+}
+
+/// Every model a suite names (and each quality check's reference), looked up in the registry.
+pub(crate) fn resolve_models(
+    ctl: &Controller,
+    suite: &Suite,
+    origin: &str,
+) -> Result<BTreeMap<String, ModelRow>, Status> {
     let mut models = BTreeMap::new();
     for r in suite.models().chain(
         suite
@@ -53,36 +77,58 @@ pub(super) async fn start(
         })?;
         models.insert(r.to_string(), model);
     }
-    let agents: Vec<_> = ctl
+    Ok(models)
+}
+
+/// The online agents every condition holds for.
+pub(crate) fn online_agents(
+    ctl: &Controller,
+    conditions: &[selector::Condition],
+) -> Result<Vec<AgentRow>, Status> {
+    Ok(ctl
         .store
         .agents()?
         .into_iter()
-        .filter(|a| ctl.fleet.is_online(&a.id) && planning::matches(a, &conditions))
-        .collect();
-    if agents.is_empty() {
-        return Err(Status::failed_precondition(if req.select.is_empty() {
-            "no agent is online".to_string()
-        } else {
-            format!("no online agent matches {}", req.select.join(","))
-        }));
-    }
+        .filter(|a| ctl.fleet.is_online(&a.id) && planning::matches(a, conditions))
+        .collect())
+}
 
-    let inputs = store_inputs(ctl, &suite, req.inputs, origin)?;
+/// The refusal when no agent can take a run (`select` as the user wrote it).
+pub(crate) fn no_agent(select: &str) -> Status {
+    Status::failed_precondition(if select.is_empty() {
+        "no agent is online".to_string()
+    } else {
+        format!("no online agent matches {select}")
+    })
+}
 
+/// Plans one job per agent × model × scenario × threads, stores the run (with the schedule
+/// that started it, if any) and its jobs, and sends each agent its jobs: what `bench run` and a
+/// schedule's fire both do once the suite, its models, inputs and agents are settled.
+pub(crate) async fn launch(
+    ctl: &Controller,
+    suite: &Suite,
+    suite_toml: &str,
+    models: &BTreeMap<String, ModelRow>,
+    inputs: &BTreeMap<std::path::PathBuf, ArtifactRef>,
+    agents: &[AgentRow],
+    schedule: Option<&str>,
+) -> Result<StartBenchReply, Status> {
     let run = RunRow {
         id: format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         suite: suite.name.clone(),
         suite_sha256: suite.sha256.clone(),
         created_ms: now_ms(),
+        schedule: schedule.map(str::to_string),
     };
     let mut planned = Vec::new();
     for (i, agent) in agents.iter().enumerate() {
-        for job in planning::jobs_for_agent(&suite, &models, &inputs, i) {
+        for job in planning::jobs_for_agent(suite, models, inputs, i) {
             planned.push((agent.id.clone(), job));
         }
     }
-    ctl.store.insert_run(&run, &req.suite_toml, &planned)?;
-    for agent in &agents {
+    ctl.store.insert_run(&run, suite_toml, &planned)?;
+    for agent in agents {
         let jobs = planned
             .iter()
             .filter(|(id, _)| *id == agent.id)
@@ -98,7 +144,7 @@ pub(super) async fn start(
             tracing::warn!(agent = %agent.name, run_id = %run.id, "agent went offline before its jobs were sent; they follow when it reconnects");
         }
     }
-    tracing::info!(run_id = %run.id, suite = %suite.name, agents = agents.len(), jobs = planned.len(), "benchmark run started");
+    tracing::info!(run_id = %run.id, suite = %suite.name, schedule = schedule.unwrap_or(""), agents = agents.len(), jobs = planned.len(), "benchmark run started");
     Ok(StartBenchReply {
         run_id: run.id,
         agents: agents.len() as u32,
@@ -173,7 +219,7 @@ pub(super) fn results(ctl: &Controller, req: GetResultsRequest) -> Result<GetRes
 
 /// Stores every input file the suite names from the bytes the CLI sent, content-addressed like
 /// models (agents fetch them the same way), and returns each one's reference by its path.
-pub(super) fn store_inputs(
+pub(crate) fn store_inputs(
     ctl: &Controller,
     suite: &Suite,
     sent: Vec<InputFile>,

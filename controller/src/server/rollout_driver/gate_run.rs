@@ -96,6 +96,7 @@ pub(super) async fn start_gate(
         suite: format!("gate {} wave {}", rollout.id, wave + 1),
         suite_sha256: String::new(),
         created_ms: now_ms(),
+        schedule: None,
     };
     ctl.store.insert_run(&run, "", &jobs)?;
     ctl.store.insert_gate(&rollout.id, wave, &run.id)?;

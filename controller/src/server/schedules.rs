@@ -1,0 +1,403 @@
+//! Scheduled benchmark runs, live: tokio-cron-scheduler fires each stored schedule inside the
+//! controller. Its own stores keep no job code, so the schedules live in our SQLite and are
+//! registered again at every start, after the fires missed while the controller was down have
+//! been recorded (never run late). A fire starts a run exactly as `bench run` does
+//! (`admin::bench::launch`), unless the schedule's previous run is still going.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use edgefleet_proto::v1::ArtifactRef;
+use edgefleet_suites::Suite;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tonic::Status;
+use uuid::Uuid;
+
+use super::admin::bench;
+use super::Controller;
+use crate::clock::now_ms;
+use crate::schedule::{jitter_delay, missed_fires, split_idle, MISSED_ROWS};
+use crate::selector;
+use crate::store::{FireOutcome, FireRow, ScheduleRow, StoreError};
+
+/// The live scheduler: which schedule is registered under which job, and which schedules have a
+/// fire in progress (waiting out its jitter, or starting its run). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Schedules {
+    inner: Arc<tokio::sync::Mutex<Inner>>,
+    firing: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// `None` until `serve` starts it (and after shutdown): schedules are then only stored.
+    scheduler: Option<JobScheduler>,
+    jobs: HashMap<String, Uuid>,
+}
+
+/// Why the scheduler could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("scheduler: {0}")]
+    Cron(#[from] tokio_cron_scheduler::JobSchedulerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Schedules {
+    /// Records the fires every stored schedule missed while the controller was down, then
+    /// starts the scheduler with each of them registered.
+    pub async fn start(&self, ctl: &Controller) -> Result<(), SchedulerError> {
+        let scheduler = JobScheduler::new().await?;
+        let rows = ctl.store.schedules()?;
+        record_missed(ctl, &rows, now_ms())?;
+        let mut inner = self.inner.lock().await;
+        for row in &rows {
+            let id = scheduler.add(job(ctl, row)?).await?;
+            inner.jobs.insert(row.name.clone(), id);
+        }
+        scheduler.start().await?;
+        inner.scheduler = Some(scheduler);
+        tracing::info!(schedules = rows.len(), "scheduler started");
+        Ok(())
+    }
+
+    /// Registers a stored schedule with the running scheduler (nothing before `start`: it is
+    /// registered then).
+    pub async fn register(
+        &self,
+        ctl: &Controller,
+        row: &ScheduleRow,
+    ) -> Result<(), SchedulerError> {
+        let mut inner = self.inner.lock().await;
+        let Some(scheduler) = inner.scheduler.clone() else {
+            return Ok(());
+        };
+        let id = scheduler.add(job(ctl, row)?).await?;
+        if let Some(old) = inner.jobs.insert(row.name.clone(), id) {
+            scheduler.remove(&old).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a schedule off the running scheduler (its fires stop).
+    pub async fn unregister(&self, name: &str) -> Result<(), SchedulerError> {
+        let mut inner = self.inner.lock().await;
+        if let (Some(id), Some(scheduler)) = (inner.jobs.remove(name), inner.scheduler.clone()) {
+            scheduler.remove(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops firing (shutdown).
+    pub async fn shutdown(&self) {
+        let mut inner = self.inner.lock().await;
+        inner.jobs.clear();
+        if let Some(mut scheduler) = inner.scheduler.take() {
+            if let Err(e) = scheduler.shutdown().await {
+                tracing::warn!(error = %e, "scheduler did not shut down cleanly");
+            }
+        }
+    }
+
+    /// Marks a fire of `name` in progress, or says one already is.
+    fn begin(&self, name: &str) -> Option<FiringGuard> {
+        let mut firing = self.firing.lock().unwrap_or_else(|p| p.into_inner());
+        firing.insert(name.to_string()).then(|| FiringGuard {
+            firing: self.firing.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Clears a schedule's fire-in-progress mark when the fire ends, however it ends.
+struct FiringGuard {
+    firing: Arc<std::sync::Mutex<HashSet<String>>>,
+    name: String,
+}
+
+impl Drop for FiringGuard {
+    fn drop(&mut self) {
+        self.firing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
+}
+
+/// Records, for each schedule, the fires planned between its last fire (or its creation) and
+/// `now_ms`, and warns about them.
+fn record_missed(ctl: &Controller, rows: &[ScheduleRow], now_ms: i64) -> Result<(), StoreError> {
+    for row in rows {
+        let since = row.last_fire_ms.unwrap_or(row.created_ms);
+        let missed = missed_fires(&row.cron, since, now_ms, MISSED_ROWS);
+        if missed.count == 0 {
+            continue;
+        }
+        ctl.store
+            .record_missed(&row.name, &missed.recent, missed.count, now_ms)?;
+        tracing::warn!(
+            schedule = %row.name,
+            missed = missed.count,
+            since = %edgefleet_reports::rfc3339(since),
+            "scheduled runs missed while the controller was down; recorded as missed, not run late"
+        );
+    }
+    Ok(())
+}
+
+/// The scheduler job of one schedule: each tick spawns a fire (so a jitter's wait never holds
+/// the scheduler up).
+fn job(ctl: &Controller, row: &ScheduleRow) -> Result<Job, SchedulerError> {
+    let ctl = ctl.clone();
+    let name = row.name.clone();
+    let cron = row.cron.clone();
+    Ok(Job::new_async(
+        row.cron.as_str(),
+        move |_id, _scheduler| {
+            let (ctl, name) = (ctl.clone(), name.clone());
+            let now = now_ms();
+            let planned = cron.latest_at_or_before(now).unwrap_or(now);
+            Box::pin(async move {
+                tokio::spawn(async move {
+                    if let Err(e) = fire(&ctl, &name, planned, false).await {
+                        tracing::warn!(schedule = %name, error = %e.message(), "scheduled fire not recorded");
+                    }
+                });
+            })
+        },
+    )?)
+}
+
+/// Fires schedule `name` (planned for `planned_ms`; `manual` for `schedule run`) and records
+/// what came of it: a started run, a skip because its previous run is still going, or a
+/// failure with its reason. Only an unknown schedule or a store error is an `Err`.
+pub(crate) async fn fire(
+    ctl: &Controller,
+    name: &str,
+    planned_ms: i64,
+    manual: bool,
+) -> Result<FireRow, Status> {
+    let row = ctl
+        .store
+        .schedule(name)?
+        .ok_or_else(|| Status::not_found(format!("no schedule {name}")))?;
+    let mut left_out = Vec::new();
+    let guard = ctl.schedules.begin(name);
+    let still_running = guard.is_none() || !ctl.store.unfinished_runs_of(name)?.is_empty();
+    let outcome = if still_running {
+        tracing::info!(schedule = %name, "previous scheduled run still going; this fire is skipped");
+        FireOutcome::SkippedStillRunning
+    } else {
+        if !manual && !row.jitter.is_zero() {
+            let delay = jitter_delay(row.jitter, rand::random::<f64>());
+            tracing::debug!(schedule = %name, delay_ms = delay.as_millis() as u64, "jitter");
+            tokio::time::sleep(delay).await;
+        }
+        match start_run(ctl, &row, &mut left_out).await {
+            Ok(run_id) => FireOutcome::Started { run_id },
+            Err(status) => {
+                tracing::warn!(schedule = %name, reason = %status.message(), "scheduled run not started");
+                FireOutcome::Failed {
+                    reason: status.message().to_string(),
+                }
+            }
+        }
+    };
+    let fire = FireRow {
+        schedule: name.to_string(),
+        planned_ms,
+        outcome,
+        manual,
+        left_out,
+        recorded_ms: now_ms(),
+    };
+    // The schedule may have been removed while this fire waited: then nothing is recorded.
+    if ctl.store.schedule(name)?.is_some() {
+        ctl.store.record_fire(&fire)?;
+    }
+    drop(guard);
+    Ok(fire)
+}
+
+/// Starts the schedule's run on the online agents its selector matches (with `--when-idle`,
+/// only those with nothing to do; the others' names go into `left_out`); the run's id.
+async fn start_run(
+    ctl: &Controller,
+    row: &ScheduleRow,
+    left_out: &mut Vec<String>,
+) -> Result<String, Status> {
+    let origin = row.suite_file.as_str();
+    let mut suite = Suite::parse(&row.suite_toml, origin)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if let Some(celsius) = row.max_start_temp_c {
+        suite.conditions.max_start_temp_c = Some(celsius);
+    }
+    let conditions = selector::parse_selector(&row.selector)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let models = bench::resolve_models(ctl, &suite, origin)?;
+    let agents = bench::online_agents(ctl, &conditions)?;
+    if agents.is_empty() {
+        return Err(bench::no_agent(&row.selector));
+    }
+    let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+    let busy = ctl.store.busy_agents()?;
+    let (idle, busy_ids) = split_idle(&ids, &busy, row.when_idle);
+    let name_of = |id: &String| {
+        agents
+            .iter()
+            .find(|a| &a.id == id)
+            .map_or_else(|| id.clone(), |a| a.name.clone())
+    };
+    *left_out = busy_ids.into_iter().map(name_of).collect();
+    let idle: HashSet<&String> = idle.into_iter().collect();
+    let agents: Vec<_> = agents
+        .into_iter()
+        .filter(|a| idle.contains(&a.id))
+        .collect();
+    if agents.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "every matching agent is busy (--when-idle): {}",
+            left_out.join(", ")
+        )));
+    }
+    let inputs: BTreeMap<PathBuf, ArtifactRef> = row
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                PathBuf::from(&i.path),
+                ArtifactRef {
+                    file_name: i.path.clone(),
+                    sha256: i.sha256.clone(),
+                    size_bytes: i.size_bytes,
+                },
+            )
+        })
+        .collect();
+    let reply = bench::launch(
+        ctl,
+        &suite,
+        &row.suite_toml,
+        &models,
+        &inputs,
+        &agents,
+        Some(&row.name),
+    )
+    .await?;
+    Ok(reply.run_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::CronSpec;
+    use crate::store::RunRow;
+
+    fn controller(dir: &std::path::Path) -> Controller {
+        Controller::open(
+            dir,
+            crate::Settings {
+                security: crate::server::Security::Insecure {
+                    shared_token: "t".into(),
+                },
+                heartbeat_interval: std::time::Duration::from_secs(1),
+            },
+        )
+        .unwrap()
+    }
+
+    fn row(name: &str, created_ms: i64) -> ScheduleRow {
+        ScheduleRow {
+            name: name.into(),
+            cron: CronSpec::parse("*/2 * * * * *").unwrap(),
+            suite_file: "s.toml".into(),
+            suite_toml: "name = \"s\"\nmodels = [\"m@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\n".into(),
+            suite_sha256: "h".into(),
+            inputs: Vec::new(),
+            selector: String::new(),
+            jitter: std::time::Duration::ZERO,
+            when_idle: false,
+            max_start_temp_c: None,
+            created_ms,
+            last_fire_ms: None,
+            missed_count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fire_records_its_failure_or_a_skip_while_its_run_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = controller(dir.path());
+        ctl.store
+            .insert_schedule(&row("nightly", now_ms()))
+            .unwrap();
+
+        // The model is not registered: the fire fails with the reason, and is recorded.
+        let fired = fire(&ctl, "nightly", 2_000, false).await.unwrap();
+        match &fired.outcome {
+            FireOutcome::Failed { reason } => {
+                assert!(reason.contains("unknown model m@1"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let stored = ctl.store.schedule("nightly").unwrap().unwrap();
+        assert_eq!(stored.last_fire_ms, Some(2_000));
+        assert_eq!(ctl.store.fires("nightly", 5).unwrap(), vec![fired]);
+
+        // A run of it still has a pending job: the next fire (manual or not) is skipped.
+        ctl.store
+            .upsert_agent("ag", "a", &Default::default(), "0", &Default::default(), 1)
+            .unwrap();
+        let run = RunRow {
+            id: "r1".into(),
+            suite: "s".into(),
+            suite_sha256: "h".into(),
+            created_ms: 1,
+            schedule: Some("nightly".into()),
+        };
+        let job = edgefleet_proto::v1::BenchJob {
+            job_id: "j1".into(),
+            ..Default::default()
+        };
+        ctl.store
+            .insert_run(&run, "", &[("ag".into(), job)])
+            .unwrap();
+        let skipped = fire(&ctl, "nightly", 4_000, true).await.unwrap();
+        assert_eq!(skipped.outcome, FireOutcome::SkippedStillRunning);
+        assert!(skipped.manual);
+        // A fire in progress also makes another one skip.
+        let _guard = ctl.schedules.begin("other").unwrap();
+        assert!(ctl.schedules.begin("other").is_none());
+
+        // Unknown schedules are NOT_FOUND.
+        let err = fire(&ctl, "nope", 0, true).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn fires_due_while_stopped_are_recorded_as_missed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = controller(dir.path());
+        // Created 11 s ago, never fired since: at least five two-second fires were missed.
+        ctl.store
+            .insert_schedule(&row("every2", now_ms() - 11_000))
+            .unwrap();
+        ctl.schedules.start(&ctl).await.unwrap();
+        let stored = ctl.store.schedule("every2").unwrap().unwrap();
+        assert!(stored.missed_count >= 5, "{}", stored.missed_count);
+        // (A cron fire may already have come since the start; it is no missed one.)
+        let missed: Vec<FireRow> = ctl
+            .store
+            .fires("every2", 100)
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.outcome == FireOutcome::Missed)
+            .collect();
+        assert_eq!(missed.len() as u64, stored.missed_count);
+        assert!(stored.last_fire_ms >= missed.iter().map(|f| f.planned_ms).max());
+        ctl.schedules.unregister("every2").await.unwrap();
+        ctl.schedules.shutdown().await;
+    }
+}
