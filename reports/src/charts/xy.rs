@@ -83,6 +83,26 @@ impl XyChart {
         }
         self.series.retain(|s| !s.points.is_empty());
         self.marks.retain(|m| ok(&m.at));
+        // Marks on one point (p50 and p90 of one result) become one mark with both labels, so
+        // their labels never print over each other.
+        let mut merged: Vec<Mark> = Vec::new();
+        for m in self.marks.drain(..) {
+            match merged
+                .iter_mut()
+                .find(|o| o.at == m.at && o.shape == m.shape)
+            {
+                Some(o) if !m.label.is_empty() => {
+                    if o.label.is_empty() {
+                        o.label = m.label;
+                    } else {
+                        o.label = format!("{}; {}", o.label, m.label);
+                    }
+                }
+                Some(_) => {}
+                None => merged.push(m),
+            }
+        }
+        self.marks = merged;
         self.vlines.retain(|(x, _)| x.is_finite());
         self.hlines.retain(|(y, ..)| y.is_finite());
         (!self.series.is_empty() || !self.marks.is_empty()).then_some(self)
@@ -124,9 +144,9 @@ impl XyChart {
         let x = match self.x_axis {
             // Whole steps: half a step either side, so the first and last ticks read.
             XAxis::Integer => (x0 - 0.5, x1 + 0.5),
-            // Times: 5% either side, at least half a day.
+            // Times: 5% either side, at least half a minute (runs minutes apart stay apart).
             XAxis::Date => {
-                let pad = ((x1 - x0) * 0.05).max(43_200.0);
+                let pad = ((x1 - x0) * 0.05).max(30.0);
                 (x0 - pad, x1 + pad)
             }
         };
@@ -264,7 +284,8 @@ fn dashed(a: (f64, f64), b: (f64, f64)) -> impl Iterator<Item = Vec<(f64, f64)>>
     })
 }
 
-/// A UTC date (with the time when the axis spans under three days).
+/// A UTC date, with the time when the axis spans under three days, and only the time (to the
+/// second) when it spans under two hours.
 fn date_label(seconds: f64, span: f64) -> String {
     if !seconds.is_finite() {
         return String::new();
@@ -272,7 +293,9 @@ fn date_label(seconds: f64, span: f64) -> String {
     let Ok(t) = jiff::Timestamp::from_second(seconds.round() as i64) else {
         return String::new();
     };
-    let format = if span < 3.0 * 86_400.0 {
+    let format = if span < 7200.0 {
+        "%H:%M:%S"
+    } else if span < 3.0 * 86_400.0 {
         "%m-%d %H:%M"
     } else {
         "%Y-%m-%d"
@@ -287,7 +310,27 @@ mod tests {
     #[test]
     fn dates_read_as_days_or_hours() {
         assert_eq!(date_label(1_748_779_200.0, 10.0 * 86_400.0), "2025-06-01");
-        assert_eq!(date_label(1_748_779_200.0, 3600.0), "06-01 12:00");
+        assert_eq!(date_label(1_748_779_200.0, 86_400.0), "06-01 12:00");
+        assert_eq!(date_label(1_748_779_200.0, 600.0), "12:00:00");
         assert_eq!(date_label(f64::NAN, 1.0), "");
+    }
+
+    #[test]
+    fn marks_on_one_point_share_one_label() {
+        let mut chart = XyChart::new("t".into(), "x", "y", XAxis::Date);
+        for label in ["p50 1.09×", "p90 2.19×"] {
+            chart.marks.push(Mark {
+                at: (1.0, 2.0),
+                shape: Shape::Triangle,
+                colour: 0,
+                label: label.into(),
+            });
+        }
+        let chart = chart.finish().unwrap();
+        assert_eq!(chart.marks.len(), 1);
+        assert_eq!(chart.marks[0].label, "p50 1.09×; p90 2.19×");
+        // Runs seconds apart are not squeezed into one point of a day-wide axis.
+        let ((x0, x1), _) = chart.ranges();
+        assert!(x1 - x0 < 120.0, "{x0}..{x1}");
     }
 }

@@ -223,6 +223,28 @@ fn int8_is_faster_and_a_slowed_agent_regresses_against_the_baseline() {
         "site=lab",
     ]);
     assert!(printed.starts_with("4 results"), "{printed}");
+    // The real report, with its regressions and baseline, read as a person would.
+    let seen =
+        edgefleet_e2e::browser::check_report(&out.join("report.html"), &dir.path().join("shots"));
+    seen.assert_ok();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains(&second) && html.contains(&first),
+        "both runs are in the report"
+    );
+    assert!(
+        html.contains("<h3>Regressions (newest first)</h3>") && html.contains("baseline"),
+        "the report marks the regression and the baseline"
+    );
+    if let Ok(keep) = std::env::var("EDGEFLEET_KEEP_REPORT") {
+        let keep = std::path::Path::new(&keep);
+        std::fs::create_dir_all(keep).unwrap();
+        for f in ["report.html", "summary.md"] {
+            std::fs::copy(out.join(f), keep.join(f)).unwrap();
+        }
+        std::fs::copy(&seen.screenshot, keep.join("screen.png")).unwrap();
+        std::fs::copy(&seen.full_screenshot, keep.join("full.png")).unwrap();
+    }
     let none = ctl.cli_ok(&[
         "report",
         "--out",
