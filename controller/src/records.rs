@@ -149,32 +149,7 @@ pub fn collect_where(
             }),
         });
     }
-    let mut run_passes: HashMap<String, bool> = HashMap::new();
-    let mut failed = Vec::new();
-    for job in store.jobs(filter.run_id.as_deref())? {
-        if job.state != "failed"
-            || filter
-                .model
-                .as_ref()
-                .is_some_and(|(n, v)| (n, v) != (&job.model_name, &job.model_version))
-        {
-            continue;
-        }
-        let passes = match run_passes.get(&job.run_id) {
-            Some(p) => *p,
-            None => {
-                let p = store.run(&job.run_id)?.is_some_and(|run| {
-                    filter.suite.as_ref().is_none_or(|s| *s == run.suite)
-                        && filter.since_ms.is_none_or(|t| run.created_ms >= t)
-                });
-                run_passes.insert(job.run_id.clone(), p);
-                p
-            }
-        };
-        if passes {
-            failed.push(job);
-        }
-    }
+    let failed = store.failed_jobs_where(filter)?;
     let failures = failed
         .into_iter()
         .map(|j| FailedRun {

@@ -254,13 +254,29 @@ fn trends(input: &ReportInput) -> Vec<XyChart> {
         }
         let title = format!("p90 over time: {}", charts_clip(&class));
         let mut chart = XyChart::new(title, "run start (UTC)", "p90 latency (ms)", XAxis::Date);
-        let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        // One point per run: the median p90 of the class's agents in that run, at its start.
+        let mut per_run: BTreeMap<(String, &str), (f64, Vec<f64>)> = BTreeMap::new();
         for r in &members {
             let Some(t) = instant(&r.started_at) else {
                 continue;
             };
             let key = format!("{} · {}", label(r), r.scenario);
-            lines.entry(key).or_default().push((t, r.latency_ms.p90));
+            let entry = per_run
+                .entry((key, r.run_id.as_str()))
+                .or_insert((t, Vec::new()));
+            entry.0 = entry.0.min(t);
+            entry.1.push(r.latency_ms.p90);
+        }
+        let points: BTreeMap<(String, &str), (f64, f64)> = per_run
+            .into_iter()
+            .map(|(key, (t, mut values))| {
+                values.sort_by(f64::total_cmp);
+                (key, (t, values[values.len() / 2]))
+            })
+            .collect();
+        let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for ((key, _), point) in &points {
+            lines.entry(key.clone()).or_default().push(*point);
         }
         chart.series = (lines.into_iter().enumerate())
             .map(|(i, (label, points))| Series {
@@ -274,12 +290,13 @@ fn trends(input: &ReportInput) -> Vec<XyChart> {
                 r.run_id == g.run_id && r.model_ref() == g.model && r.scenario == g.scenario
             });
             let Some(r) = hit else { continue };
-            let Some(t) = instant(&r.started_at) else {
+            let key = format!("{} · {}", label(r), r.scenario);
+            let Some(&at) = points.get(&(key, r.run_id.as_str())) else {
                 continue;
             };
             let ack = if g.acknowledged { ", acknowledged" } else { "" };
             chart.marks.push(Mark {
-                at: (t, r.latency_ms.p90),
+                at,
                 shape: charts::Shape::Triangle,
                 colour: VERMILLION,
                 label: format!("{} {:.2}× ({}{ack})", g.metric, g.ratio, g.kind),

@@ -10,7 +10,7 @@ use crate::{ReportError, ReportInput, DEFAULT_QUALITY_FLOOR};
 mod sections;
 mod summary;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 const CSS: &str = "\
 *{box-sizing:border-box}

@@ -317,18 +317,24 @@ impl Client {
         &mut self,
         request: GetResultsRequest,
     ) -> anyhow::Result<(Vec<ResultRecord>, Vec<FailedRun>)> {
-        let reply = self
+        let mut replies = self
             .inner
             .get_results(request)
             .await
             .map_err(|s| self.fail(s))?
             .into_inner();
-        Ok((
-            serde_json::from_str(&reply.records_json)
-                .context("unreadable result records from the controller")?,
-            serde_json::from_str(&reply.failures_json)
-                .context("unreadable failures from the controller")?,
-        ))
+        let (mut records, mut failures) = (Vec::new(), Vec::new());
+        while let Some(reply) = replies.message().await.map_err(|s| self.fail(s))? {
+            records.extend(
+                serde_json::from_str::<Vec<ResultRecord>>(&reply.records_json)
+                    .context("unreadable result records from the controller")?,
+            );
+            failures.extend(
+                serde_json::from_str::<Vec<FailedRun>>(&reply.failures_json)
+                    .context("unreadable failures from the controller")?,
+            );
+        }
+        Ok((records, failures))
     }
 
     pub(crate) async fn create_enrollment_token(

@@ -28,6 +28,7 @@ use edgefleet_proto::v1::{
     AddScheduleRequest, ListSchedulesReply, ListSchedulesRequest, RemoveScheduleReply,
     ScheduleFire, ScheduleInfo, ScheduleRequest,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Controller;
@@ -136,12 +137,28 @@ impl Admin for AdminService {
         bench::run_status(&self.controller, &request.into_inner().run_id).map(Response::new)
     }
 
+    type GetResultsStream = ReceiverStream<Result<GetResultsReply, Status>>;
+
     async fn get_results(
         &self,
         request: Request<GetResultsRequest>,
-    ) -> Result<Response<GetResultsReply>, Status> {
+    ) -> Result<Response<Self::GetResultsStream>, Status> {
         self.viewer(&request, "read results")?;
-        bench::results(&self.controller, request.into_inner()).map(Response::new)
+        let ctl = self.controller.clone();
+        let request = request.into_inner();
+        // Reading and encoding a store's worth of results is blocking work.
+        let replies = tokio::task::spawn_blocking(move || bench::results(&ctl, request))
+            .await
+            .map_err(internal)??;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            for reply in replies {
+                if tx.send(Ok(reply)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn start_rollout(

@@ -238,6 +238,31 @@ impl Store {
         raw.into_iter().map(RawJob::decode).collect()
     }
 
+    /// Failed jobs that pass every condition of `filter`, oldest run first.
+    pub fn failed_jobs_where(&self, filter: &ResultFilter) -> Result<Vec<JobRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
+             WHERE j.state = 'failed'
+               AND (?1 IS NULL OR j.run_id = ?1)
+               AND (?2 IS NULL OR (j.model_name = ?2 AND j.model_version = ?3))
+               AND (?4 IS NULL OR b.suite = ?4)
+               AND (?5 IS NULL OR b.created_ms >= ?5)
+             ORDER BY b.created_ms, j.job_id"
+        ))?;
+        let (name, version) = match &filter.model {
+            Some((n, v)) => (Some(n.as_str()), Some(v.as_str())),
+            None => (None, None),
+        };
+        let raw = stmt
+            .query_map(
+                params![filter.run_id, name, version, filter.suite, filter.since_ms],
+                RawJob::read,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter().map(RawJob::decode).collect()
+    }
+
     /// Stores a job's measurement once; a repeated upload of the same job is a no-op.
     pub fn record_measurement(
         &self,

@@ -9,6 +9,10 @@ use crate::analysis::{quality_score, ClassSummary};
 use crate::charts::{fmt_mb, fmt_num};
 use crate::ResultRecord;
 
+/// Rows of the every-result table at most (the newest): a page of a hundred thousand rows is
+/// unreadable and too heavy to open; the files beside the report hold every result.
+pub(crate) const DETAIL_ROWS: usize = 1000;
+
 /// One card per device class.
 pub(super) fn summary_section(
     out: &mut String,
@@ -137,8 +141,18 @@ pub(super) fn results_section(
         ]
     });
     table(out, &head, rows);
+    let shown = &records[records.len().saturating_sub(DETAIL_ROWS)..];
+    let note = if shown.len() < records.len() {
+        format!(
+            "The newest {} of {} results; every one is in results.csv and results.json beside this file. The box scrolls sideways and down.",
+            shown.len(),
+            records.len()
+        )
+    } else {
+        "The box scrolls sideways and down.".to_string()
+    };
     *out += &format!(
-        "<h3>Every result, every measurement ({})</h3>\n<p class=\"muted\">The box scrolls sideways and down.</p>\n",
+        "<h3>Every result, every measurement ({})</h3>\n<p class=\"muted\">{note}</p>\n",
         records.len()
     );
     let head = [
@@ -166,7 +180,7 @@ pub(super) fn results_section(
         ("quality", false),
         ("device class", false),
     ];
-    let rows = records.iter().map(|r| {
+    let rows = shown.iter().map(|r| {
         let valid = if r.valid {
             "yes"
         } else {

@@ -37,7 +37,7 @@ fn edgefleet_reports_ci(p0_ms: f64) -> crate::LatencyCi {
     }
 }
 
-fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
+pub(crate) fn record(agent: &str, model: &str, p0_ms: f64, threads: u32) -> ResultRecord {
     let percentiles: Vec<f64> = (0..=100)
         .map(|i| {
             let q = f64::from(i) / 100.0;

@@ -182,7 +182,14 @@ pub(super) fn run_status(ctl: &Controller, run_id: &str) -> Result<RunStatus, St
 }
 
 /// Result records and failures of one run (or of all runs, for an empty id) as JSON.
-pub(super) fn results(ctl: &Controller, req: GetResultsRequest) -> Result<GetResultsReply, Status> {
+/// Records per `GetResults` reply: about 3 kB each as JSON, so a reply stays near 6 MB.
+pub(crate) const RESULTS_PER_REPLY: usize = 2000;
+
+/// `GetResults`: the failures, then the records in replies of [`RESULTS_PER_REPLY`].
+pub(super) fn results(
+    ctl: &Controller,
+    req: GetResultsRequest,
+) -> Result<Vec<GetResultsReply>, Status> {
     let conditions = req
         .select
         .iter()
@@ -211,10 +218,17 @@ pub(super) fn results(ctl: &Controller, req: GetResultsRequest) -> Result<GetRes
         records.retain(|r| chosen.contains(r.agent_id.as_str()));
         failures.retain(|f| names.contains(f.agent.as_str()));
     }
-    Ok(GetResultsReply {
-        records_json: serde_json::to_string(&records).map_err(internal)?,
+    let mut replies = vec![GetResultsReply {
+        records_json: "[]".into(),
         failures_json: serde_json::to_string(&failures).map_err(internal)?,
-    })
+    }];
+    for chunk in records.chunks(RESULTS_PER_REPLY) {
+        replies.push(GetResultsReply {
+            records_json: serde_json::to_string(chunk).map_err(internal)?,
+            failures_json: "[]".into(),
+        });
+    }
+    Ok(replies)
 }
 
 /// Stores every input file the suite names from the bytes the CLI sent, content-addressed like

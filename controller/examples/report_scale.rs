@@ -1,0 +1,303 @@
+//! How reports and comparisons scale with the store: fills a real SQLite store (through the
+//! store's own calls) with N results — 50 agents in 5 device classes, 10 model versions, runs of
+//! 500 jobs — then times, in one process and one run, a plain read of the same rows, the report
+//! (records, charts, HTML, PNG, CSV, Markdown, JSON) and `compare` of two model versions, and
+//! prints each as a ratio to the plain read, the figure that holds across machines.
+//!
+//! `cargo run --release -p edgefleet-controller --example report_scale -- [--results 100000]
+//! [--dir DIR [--reuse]]` (goals on a 2-core machine: report ≤ 5 s, compare ≤ 1 s).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use edgefleet_controller::compare::{self, Metric};
+use edgefleet_controller::records;
+use edgefleet_controller::store::{ModelFile, ModelRow, ResultFilter, RunRow, Store};
+use edgefleet_proto::v1::{
+    BenchJob, HardwareProfile, LatencySummary, Measurement, ModelSpec, Workload,
+};
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+
+const CLASSES: [(&str, &str, u32, u64, f64); 5] = [
+    ("x86_64", "Intel Xeon E-2236", 2, 24, 1.0),
+    ("aarch64", "Cortex-A76", 4, 8, 2.5),
+    ("aarch64", "Cortex-A72", 4, 4, 6.0),
+    ("aarch64", "Cortex-A78AE", 6, 8, 1.8),
+    ("x86_64", "Intel Atom x6425E", 4, 8, 3.5),
+];
+const AGENTS_PER_CLASS: usize = 10;
+const MODELS: [(&str, f64); 5] = [
+    ("minilm-l6", 5.0),
+    ("ppocr-det", 40.0),
+    ("ppocr-rec", 8.0),
+    ("silero-vad", 0.4),
+    ("smollm2-135m", 90.0),
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut results = 100_000usize;
+    let mut dir: Option<PathBuf> = None;
+    // Keep a store this program filled before in --dir (to profile the report alone).
+    let mut reuse = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--results" => results = args.next().ok_or("--results N")?.parse()?,
+            "--dir" => dir = Some(args.next().ok_or("--dir DIR")?.into()),
+            "--reuse" => reuse = true,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let temp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("edgefleet.db");
+    let marker = dir.join(format!("filled-{results}"));
+    let started = Instant::now();
+    let store = if reuse && marker.exists() {
+        Store::open(&db)?
+    } else {
+        let _ = std::fs::remove_file(&db);
+        let store = Store::open(&db)?;
+        fill(&store, results)?;
+        std::fs::write(&marker, b"")?;
+        store
+    };
+    println!(
+        "store: {results} results in {:.1} s ({:.0} MB)",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(&db)?.len() as f64 / 1e6
+    );
+
+    // The same rows, read plainly: every result's job columns and measurement bytes.
+    let read = {
+        let conn = rusqlite::Connection::open(&db)?;
+        let started = Instant::now();
+        let mut stmt = conn.prepare(
+            "SELECT j.run_id, j.job_id, j.agent_id, j.model_name, j.model_version, j.scenario,
+                    j.threads, j.state, r.measurement, b.suite
+             FROM results r JOIN bench_jobs j ON j.run_id = r.run_id AND j.job_id = r.job_id
+             JOIN bench_runs b ON b.id = r.run_id",
+        )?;
+        let mut bytes = 0usize;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            bytes += row.get_ref(8)?.as_blob()?.len();
+        }
+        let took = started.elapsed().as_secs_f64();
+        println!(
+            "plain read      {took:>7.3} s  ({:.0} MB of measurements)",
+            bytes as f64 / 1e6
+        );
+        took
+    };
+
+    let out = dir.join("report");
+    let started = Instant::now();
+    let (records, failures) = records::collect_where(&store, &ResultFilter::default())?;
+    let collected = started.elapsed().as_secs_f64();
+    let input = edgefleet_reports::ReportInput {
+        title: format!("{results} results"),
+        generated_at: edgefleet_reports::rfc3339(edgefleet_controller::now_ms()),
+        records,
+        failures,
+        ..edgefleet_reports::ReportInput::default()
+    };
+    let files = edgefleet_reports::write_report(&out, &input)?;
+    let report = started.elapsed().as_secs_f64();
+    println!(
+        "report          {report:>7.3} s  ({collected:.3} s to read the records; {} charts; report.html {:.1} MB, results.json {:.0} MB)  {:.1}× the plain read  [goal ≤ 5 s]",
+        files.charts.len(),
+        std::fs::metadata(&files.html)?.len() as f64 / 1e6,
+        std::fs::metadata(&files.json)?.len() as f64 / 1e6,
+        report / read
+    );
+
+    let started = Instant::now();
+    let query = compare::query::Query {
+        a: "minilm-l6@fp32".into(),
+        b: "minilm-l6@int8".into(),
+        suite: None,
+        select: Vec::new(),
+        metric: Metric::P90,
+        threshold: None,
+    };
+    let comparison = compare::query::run(&store, &query)?;
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "compare         {took:>7.3} s  ({} device classes)  {:.1}× the plain read  [goal ≤ 1 s]",
+        comparison.rows.len(),
+        took / read
+    );
+    Ok(())
+}
+
+/// Fills the store through its own calls: agents, models, runs of 500 jobs and their results.
+fn fill(store: &Store, results: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut agents = Vec::new();
+    for (c, (arch, cpu, cores, gib, _)) in CLASSES.iter().enumerate() {
+        for i in 0..AGENTS_PER_CLASS {
+            let id = format!("agent-{c}-{i}");
+            let hw = HardwareProfile {
+                arch: arch.to_string(),
+                cpu_model: cpu.to_string(),
+                cpu_cores: *cores,
+                memory_bytes: gib << 30,
+                os: "Debian GNU/Linux 12".into(),
+                kernel: "6.1.0".into(),
+                onnxruntime_version: "1.31.1".into(),
+                execution_providers: vec!["CPUExecutionProvider".into()],
+                ..HardwareProfile::default()
+            };
+            let labels = BTreeMap::from([("class".to_string(), c.to_string())]);
+            store.upsert_agent(&id, &id, &labels, "0.1.0", &hw, 1)?;
+            agents.push((id, c));
+        }
+    }
+    for (name, _) in MODELS {
+        for (quant, size) in [("fp32", 4_000_000u64), ("int8", 1_000_000)] {
+            store.insert_model(&ModelRow {
+                name: name.into(),
+                version: quant.into(),
+                quantization: quant.into(),
+                opset: 17,
+                signature_json: "{}".into(),
+                files: vec![ModelFile {
+                    file_name: "model.onnx".into(),
+                    sha256: format!("{:0>64}", format!("{name}{quant}").len()),
+                    size_bytes: size,
+                }],
+                created_ms: 1,
+                manifest: Vec::new(),
+                manifest_signature: Vec::new(),
+            })?;
+        }
+    }
+    // One latency histogram per (device class, model version), reused by every run.
+    let mut histograms = BTreeMap::new();
+    for (c, class) in CLASSES.iter().enumerate() {
+        for (m, (_, base)) in MODELS.iter().enumerate() {
+            for (quant, speed) in [("fp32", 1.0), ("int8", 0.4)] {
+                let center = base * class.4 * speed;
+                histograms.insert((c, m, quant), (center, histogram(center, 2000)?));
+            }
+        }
+    }
+    let jobs_per_run = agents.len() * MODELS.len() * 2;
+    let runs = results.div_ceil(jobs_per_run);
+    let mut stored = 0;
+    for run in 0..runs {
+        let run_id = format!("run-{run:05}");
+        let created_ms = 1_780_000_000_000 + run as i64 * 86_400_000;
+        let mut jobs = Vec::new();
+        for (agent, _) in &agents {
+            for (name, _) in MODELS {
+                for quant in ["fp32", "int8"] {
+                    let job = BenchJob {
+                        job_id: format!("{agent}-{name}-{quant}"),
+                        model: Some(ModelSpec {
+                            name: name.into(),
+                            version: quant.into(),
+                            ..ModelSpec::default()
+                        }),
+                        workload: Some(Workload {
+                            scenario: "single-stream".into(),
+                            threads: 1,
+                            ..Workload::default()
+                        }),
+                        reference: None,
+                    };
+                    jobs.push((agent.clone(), job));
+                }
+            }
+        }
+        jobs.truncate(results - stored);
+        let row = RunRow {
+            id: run_id.clone(),
+            suite: "nightly".into(),
+            suite_sha256: "0".repeat(64),
+            created_ms,
+            schedule: None,
+        };
+        store.insert_run(&row, "", &jobs)?;
+        for (agent, job) in &jobs {
+            let class = agents.iter().find(|(a, _)| a == agent).map_or(0, |a| a.1);
+            let model = job.model.as_ref().ok_or("job without model")?;
+            let m = MODELS
+                .iter()
+                .position(|(n, _)| *n == model.name)
+                .unwrap_or(0);
+            let quant = if model.version == "fp32" {
+                "fp32"
+            } else {
+                "int8"
+            };
+            let (center, hist) = &histograms[&(class, m, quant)];
+            let measurement = measurement(*center, hist.clone(), created_ms, quant);
+            store.record_measurement(agent, &run_id, &job.job_id, &measurement)?;
+            stored += 1;
+        }
+    }
+    Ok(())
+}
+
+fn histogram(center_ms: f64, n: usize) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+    for i in 0..n {
+        let ms = center_ms * (0.9 + 0.3 * ((i * 37) % 101) as f64 / 100.0);
+        hist.record((ms * 1e6) as u64)?;
+    }
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(&hist, &mut bytes)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(bytes)
+}
+
+fn measurement(center: f64, histogram: Vec<u8>, started_ms: i64, quant: &str) -> Measurement {
+    let percentiles: Vec<f64> = (0..=100)
+        .map(|p| center * (0.9 + 0.3 * f64::from(p) / 100.0))
+        .collect();
+    Measurement {
+        samples: 2000,
+        duration_s: 2000.0 * center / 1000.0,
+        valid: true,
+        load_ms: 50.0,
+        first_inference_ms: center * 3.0,
+        latency_ms: Some(LatencySummary {
+            p50: percentiles[50],
+            p90: percentiles[90],
+            p95: percentiles[95],
+            p99: percentiles[99],
+            p999: percentiles[100],
+            max: percentiles[100],
+            mean: percentiles[50],
+            stddev: center * 0.08,
+            min: percentiles[0],
+            percentiles,
+            p50_ci_low: center,
+            p50_ci_high: center * 1.1,
+            p90_ci_low: center * 1.1,
+            p90_ci_high: center * 1.2,
+        }),
+        throughput_per_s: 1000.0 / center,
+        peak_rss_bytes: 50_000_000,
+        engine: "onnxruntime".into(),
+        engine_version: "1.31.1".into(),
+        execution_provider: "CPUExecutionProvider".into(),
+        threads: 1,
+        started_at_unix_ms: started_ms,
+        latency_histogram: histogram,
+        batch: 1,
+        repetition_medians_ms: vec![center; 3],
+        repetition_cv: Some(0.01),
+        quality: if quant == "int8" {
+            [("cosine_mean".to_string(), 0.994)].into()
+        } else {
+            Default::default()
+        },
+        ..Measurement::default()
+    }
+}
