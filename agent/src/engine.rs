@@ -2,11 +2,12 @@
 //! and (cargo feature `tract`) the pure-Rust tract. This module tree is the only one that touches
 //! an engine, and it runs only inside worker processes: [`library`] loads ONNX Runtime and says
 //! what it offers, [`session`] loads models and runs them, [`kv_cache`] carries state between
-//! runs (a decoder's key/value cache, a streaming model's recurrent state), and [`tract`] is the
-//! second engine.
+//! runs (a decoder's key/value cache, a streaming model's recurrent state), [`output_choice`]
+//! decides which output a quality metric compares, and [`tract`] is the second engine.
 
 pub mod kv_cache;
 pub mod library;
+pub mod output_choice;
 pub mod session;
 #[cfg(feature = "tract")]
 pub mod tract;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 pub use kv_cache::{Carry, KvCache};
 pub use library::Runtime;
+pub use output_choice::{OutputChoice, OutputKind};
 pub use session::{Feed, Model, SessionSettings};
 
 /// Name of this engine on results.
@@ -35,6 +37,13 @@ pub enum EngineError {
         "model input `{name}` is {dtype}, but edgefleet can only feed int64 token inputs to it"
     )]
     UnsupportedInput { name: String, dtype: String },
+    /// The output a quality check names is not among the model's (listed in `outputs`).
+    #[error("the model has no output `{name}` (its outputs: {outputs})")]
+    NoSuchOutput { name: String, outputs: String },
+    #[error("model output `{name}` is {dtype}; quality metrics need a float32 output")]
+    OutputNotFloat { name: String, dtype: String },
+    #[error("the model has no float32 output to compare (its outputs: {outputs})")]
+    NoFloatOutput { outputs: String },
 }
 
 /// One model input as the session declares it.

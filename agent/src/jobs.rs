@@ -231,6 +231,7 @@ async fn compare(
         quality: Some(QualityJob {
             reference_path,
             metric: workload.quality_metric.clone(),
+            output: Some(workload.quality_output.clone()).filter(|o| !o.is_empty()),
         }),
         ..timing_job
     };

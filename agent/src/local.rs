@@ -137,6 +137,7 @@ pub async fn run(suite_path: &Path, local: &LocalRun) -> Result<LocalOutcome, Lo
                     quality: Some(QualityJob {
                         reference_path,
                         metric: q.metric.clone(),
+                        output: q.output.clone(),
                     }),
                     ..job.clone()
                 };

@@ -57,6 +57,10 @@ pub struct QualityCheck {
     /// Sentences both models see (text input; the input sentences when not given). Audio and
     /// image groups compare the models on their input files, and this is empty.
     pub golden: Vec<String>,
+    /// The output compared, by name (`output = "..."`); when `None`, the agent picks one by the
+    /// metric (for `cosine` the first float32 output of rank 2 or 3, else the first float32
+    /// output). The reference uses the same name when it has an output of that name.
+    pub output: Option<String>,
 }
 
 /// The engines a suite may name.

@@ -52,6 +52,7 @@ struct RawQuality {
     reference: Spanned<String>,
     metric: Spanned<String>,
     golden: Option<Spanned<Vec<String>>>,
+    output: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -391,10 +392,22 @@ fn group(
                 (None, Input::Text { sentences, .. }) => sentences.clone(),
                 (None, _) => Vec::new(),
             };
+            let output = match &q.output {
+                Some(o) if o.get_ref().trim().is_empty() => {
+                    return Err(at.error(
+                        o.span(),
+                        &field("quality.output"),
+                        "must name a model output, not be empty",
+                    ))
+                }
+                Some(o) => Some(o.get_ref().clone()),
+                None => None,
+            };
             Some(QualityCheck {
                 reference,
                 metric: q.metric.get_ref().clone(),
                 golden,
+                output,
             })
         }
     };

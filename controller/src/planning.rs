@@ -107,6 +107,7 @@ pub fn workload_for(
         max_wait_s: suite.conditions.max_wait.as_secs_f64(),
         quality_metric: quality.map_or_else(String::new, |q| q.metric.clone()),
         golden: quality.map_or_else(Vec::new, |q| q.golden.clone()),
+        quality_output: quality.and_then(|q| q.output.clone()).unwrap_or_default(),
         input: Some(workload_input(&run.group.input, inputs)),
     }
 }
@@ -264,6 +265,7 @@ context_samples = 64
 [group.quality]
 reference = "vad@fp32"
 metric = "classes"
+output = "output"
 [[group]]
 name = "image"
 models = ["rec@int8"]
@@ -316,6 +318,8 @@ std = [0.5, 0.25, 0.5]
         assert!(jobs[0].reference.is_none(), "the reference itself");
         assert_eq!(jobs[1].reference.as_ref().unwrap().version, "fp32");
         assert_eq!(workload(1).quality_metric, "classes");
+        assert_eq!(workload(1).quality_output, "output");
+        assert_eq!(workload(2).quality_output, "", "no quality check");
         let Some(workload::Input::Audio(audio)) = workload(1).input else {
             panic!("{:?}", workload(1).input)
         };

@@ -4,8 +4,8 @@
 
 use ort::value::{DynTensor, DynValue, Tensor};
 
-use super::session::{Feed, Model};
-use super::{EngineError, FloatOutput};
+use super::session::{float_output, output_kinds, Feed, Model};
+use super::{EngineError, FloatOutput, OutputChoice};
 
 /// The key/value cache of a decoder between steps: the `present.*` outputs of one step, kept as
 /// ONNX Runtime values and fed back as `past_key_values.*` without copying.
@@ -191,12 +191,12 @@ impl Model {
     }
 
     /// Runs one query of a stream: the feed plus the carried state; keeps the new state, and
-    /// returns the first output that is not state when `keep_output` asks for it.
+    /// returns the output `keep_output` picks among those that are not state, when it is given.
     pub fn run_streaming(
         &mut self,
         feed: &Feed,
         carry: &mut Carry,
-        keep_output: bool,
+        keep_output: Option<&OutputChoice>,
     ) -> Result<Option<FloatOutput>, EngineError> {
         let run_error = |e: ort::Error| EngineError::Run(e.to_string());
         let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = feed
@@ -217,27 +217,22 @@ impl Model {
             inputs.push((input.clone(), value));
         }
         let outputs = self.ort("streaming")?.run(inputs).map_err(run_error)?;
-        let mut first = None;
+        let mut rest = Vec::new();
         for (name, value) in outputs {
-            if let Some(k) = carry.links.iter().position(|(_, out)| out == name) {
-                carry.current[k] = Some(value);
-            } else if keep_output && first.is_none() {
-                let (shape, values) = value.try_extract_tensor::<f32>().map_err(|_| {
-                    EngineError::Run(format!(
-                        "model output `{name}` is not a float32 tensor; quality metrics need one"
-                    ))
-                })?;
-                first = Some(FloatOutput {
-                    shape: shape.iter().copied().collect(),
-                    values: values.to_vec(),
-                });
+            match carry.links.iter().position(|(_, out)| out == name) {
+                Some(k) => carry.current[k] = Some(value),
+                None => rest.push((name, value)),
             }
         }
-        if keep_output && first.is_none() {
+        let Some(choice) = keep_output else {
+            return Ok(None);
+        };
+        if rest.is_empty() {
             return Err(EngineError::Run(
                 "the model has no output besides its state".into(),
             ));
         }
-        Ok(first)
+        let ix = choice.pick(&output_kinds(&rest))?;
+        float_output(rest[ix].0, &rest[ix].1).map(Some)
     }
 }

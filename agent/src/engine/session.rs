@@ -1,5 +1,5 @@
 //! Sessions: loading a model (threads, execution provider, graph optimisation), building the
-//! feeds of a query, and running it for its first output or for nothing.
+//! feeds of a query, and running it for the output a quality metric compares or for nothing.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use ort::value::{DynTensor, Tensor, ValueType};
 use super::library::{provider_dispatch, Runtime};
 #[cfg(feature = "tract")]
 use super::tract;
-use super::{EngineError, FloatOutput, InputInfo, TensorData};
+use super::{EngineError, FloatOutput, InputInfo, OutputChoice, OutputKind, TensorData};
 
 /// A model ready to run.
 pub struct Model {
@@ -191,11 +191,16 @@ impl Model {
         }
     }
 
-    /// Runs one query and returns its first output, which must be a float32 tensor.
-    pub fn run_output(&mut self, feed: &Feed) -> Result<FloatOutput, EngineError> {
+    /// Runs one query and returns the output `choice` picks (see [`OutputChoice::pick`]), which
+    /// must be a float32 tensor.
+    pub fn run_output(
+        &mut self,
+        feed: &Feed,
+        choice: &OutputChoice,
+    ) -> Result<FloatOutput, EngineError> {
         #[cfg(feature = "tract")]
         if let (Backend::Tract(plan), Some(values)) = (&self.backend, &feed.tract) {
-            return tract::run_output(plan, values);
+            return tract::run_output(plan, values, &self.outputs, choice);
         }
         let inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = feed
             .tensors
@@ -206,19 +211,9 @@ impl Model {
             .ort("running")?
             .run(inputs)
             .map_err(|e| EngineError::Run(e.to_string()))?;
-        let (name, value) = outputs
-            .iter()
-            .next()
-            .ok_or_else(|| EngineError::Run("the model has no outputs".into()))?;
-        let (shape, values) = value.try_extract_tensor::<f32>().map_err(|_| {
-            EngineError::Run(format!(
-                "model output `{name}` is not a float32 tensor; quality metrics need one"
-            ))
-        })?;
-        Ok(FloatOutput {
-            shape: shape.iter().copied().collect(),
-            values: values.to_vec(),
-        })
+        let values: Vec<(&str, ort::value::DynValue)> = outputs.into_iter().collect();
+        let ix = choice.pick(&output_kinds(&values))?;
+        float_output(values[ix].0, &values[ix].1)
     }
 
     /// Runs one query and drops its outputs.
@@ -237,6 +232,43 @@ impl Model {
             .map(drop)
             .map_err(|e| EngineError::Run(e.to_string()))
     }
+}
+
+/// What the output rule needs to know of a run's outputs, in the model's order.
+pub(super) fn output_kinds<'a>(outputs: &'a [(&str, ort::value::DynValue)]) -> Vec<OutputKind<'a>> {
+    outputs
+        .iter()
+        .map(|(name, value)| match value.dtype() {
+            ValueType::Tensor { ty, shape, .. } => OutputKind {
+                name,
+                dtype: ty.to_string(),
+                shape: shape.iter().copied().collect(),
+            },
+            other => OutputKind {
+                name,
+                dtype: other.to_string(),
+                shape: Vec::new(),
+            },
+        })
+        .collect()
+}
+
+/// A float32 output's shape and values.
+pub(super) fn float_output(
+    name: &str,
+    value: &ort::value::DynValue,
+) -> Result<FloatOutput, EngineError> {
+    let (shape, values) =
+        value
+            .try_extract_tensor::<f32>()
+            .map_err(|_| EngineError::OutputNotFloat {
+                name: name.to_string(),
+                dtype: value.dtype().to_string(),
+            })?;
+    Ok(FloatOutput {
+        shape: shape.iter().copied().collect(),
+        values: values.to_vec(),
+    })
 }
 
 fn describe_input(name: &str, dtype: &ValueType) -> InputInfo {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use super::{EngineError, FloatOutput, InputInfo};
+use super::{EngineError, FloatOutput, InputInfo, OutputChoice, OutputKind};
 
 /// The engine's name and version on results.
 pub const ENGINE_NAME: &str = "tract";
@@ -64,7 +64,12 @@ pub fn load(path: &Path, shape: [usize; 2]) -> Result<Loaded, EngineError> {
         .output_outlets()
         .map_err(error)?
         .iter()
-        .map(|outlet| typed.node(outlet.node).name.clone())
+        .map(|outlet| {
+            // The ONNX output's name, which tract keeps as the outlet's label.
+            typed
+                .outlet_label(*outlet)
+                .map_or_else(|| typed.node(outlet.node).name.clone(), str::to_string)
+        })
         .collect();
     let plan = typed.into_runnable().map_err(error)?;
     Ok((plan, inputs, outputs))
@@ -97,16 +102,34 @@ pub fn run(plan: &Plan, values: &Values) -> Result<(), EngineError> {
         .map_err(|e| EngineError::Run(format!("{e:#}")))
 }
 
-pub fn run_output(plan: &Plan, values: &Values) -> Result<FloatOutput, EngineError> {
+/// Runs one query and returns the output `choice` picks among the model's (named `names`, in
+/// order), which must be float32.
+pub fn run_output(
+    plan: &Plan,
+    values: &Values,
+    names: &[String],
+    choice: &OutputChoice,
+) -> Result<FloatOutput, EngineError> {
     let outputs = plan
         .run(values.clone())
         .map_err(|e| EngineError::Run(format!("{e:#}")))?;
-    let first = outputs
-        .first()
-        .ok_or_else(|| EngineError::Run("the model has no outputs".into()))?;
-    let view = first.to_plain_array_view::<f32>().map_err(|_| {
-        EngineError::Run("the model's first output is not float32; quality metrics need one".into())
-    })?;
+    let kinds: Vec<OutputKind<'_>> = outputs
+        .iter()
+        .zip(names)
+        .map(|(value, name)| OutputKind {
+            name,
+            dtype: dtype_name(value.datum_type()),
+            shape: value.shape().iter().map(|&d| d as i64).collect(),
+        })
+        .collect();
+    let ix = choice.pick(&kinds)?;
+    let view =
+        outputs[ix]
+            .to_plain_array_view::<f32>()
+            .map_err(|_| EngineError::OutputNotFloat {
+                name: names[ix].clone(),
+                dtype: dtype_name(outputs[ix].datum_type()),
+            })?;
     Ok(FloatOutput {
         shape: view.shape().iter().map(|&d| d as i64).collect(),
         values: view.iter().copied().collect(),

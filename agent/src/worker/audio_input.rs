@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::engine::{Carry, EngineError, Feed, FloatOutput, Model, TensorData};
+use crate::engine::{Carry, EngineError, Feed, FloatOutput, Model, OutputChoice, TensorData};
 
 use super::error::{InputError, WavError};
 use super::text_input::shape_text;
@@ -258,12 +258,13 @@ impl Stream {
         self.feeds.is_empty()
     }
 
-    /// Runs query `i` (chunk `i` of the stream, wrapping around) with the carried state.
+    /// Runs query `i` (chunk `i` of the stream, wrapping around) with the carried state; returns
+    /// the output `keep_output` picks, when given.
     pub fn run(
         &mut self,
         model: &mut Model,
         i: usize,
-        keep_output: bool,
+        keep_output: Option<&OutputChoice>,
     ) -> Result<Option<FloatOutput>, EngineError> {
         let (feed, starts_file) = &self.feeds[i % self.feeds.len()];
         if *starts_file {

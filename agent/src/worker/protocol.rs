@@ -77,8 +77,12 @@ pub struct WorkerJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QualityJob {
     pub reference_path: PathBuf,
-    /// cosine | logits | classes
+    /// cosine | logits | classes | ctc
     pub metric: String,
+    /// The output compared, by name; picked by the metric when `None`
+    /// ([`OutputChoice`](crate::engine::OutputChoice)).
+    #[serde(default)]
+    pub output: Option<String>,
 }
 
 /// A worker's answer (JSON on its stdout).

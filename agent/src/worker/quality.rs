@@ -22,8 +22,10 @@ pub enum QualityError {
     },
     #[error("logits have no dimensions")]
     NoDimensions,
-    #[error("cosine needs a [batch, sequence, width] output, not {0:?}")]
+    #[error("cosine needs a [1, sequence, width] or [1, width] output, not {0:?}")]
     NotPoolable(Vec<i64>),
+    #[error("the model's sentence vector has {candidate} values, the reference's {reference}")]
+    WidthDiffers { candidate: usize, reference: usize },
     #[error("mask of {mask} for a sequence of {sequence}")]
     MaskLength { mask: usize, sequence: usize },
     #[error("ctc needs a [1, time, classes] output, not {0:?}")]
@@ -36,7 +38,7 @@ pub enum QualityError {
 /// mask; empty for audio and image input); returns named values such as `cosine_mean`.
 ///
 /// - `cosine`: of mean-pooled `[1, sequence, width]` outputs where there is a mask (sentence
-///   embeddings), else of the whole outputs flattened (a detector's map, a track of
+///   embeddings; a `[1, width]` output is compared as it is), else of the whole outputs flattened (a detector's map, a track of
 ///   probabilities); `cosine_mean`, `cosine_min` over the pairs.
 /// - `logits`: each row of the last dimension is a distribution: `top1_agreement`, `kl_mean`.
 /// - `classes`: each row of the last dimension is a decision, the highest class; a row of one
@@ -61,7 +63,14 @@ pub fn compare(
                         let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
                         Ok(cosine(&widen(&c.values), &widen(&r.values)))
                     } else {
-                        Ok(cosine(&mean_pool(c, mask)?, &mean_pool(r, mask)?))
+                        let (c, r) = (sentence_vector(c, mask)?, sentence_vector(r, mask)?);
+                        if c.len() != r.len() {
+                            return Err(QualityError::WidthDiffers {
+                                candidate: c.len(),
+                                reference: r.len(),
+                            });
+                        }
+                        Ok(cosine(&c, &r))
                     }
                 })
                 .collect::<Result<Vec<f64>, QualityError>>()?;
@@ -148,6 +157,15 @@ fn same_shape(c: &FloatOutput, r: &FloatOutput) -> Result<(), QualityError> {
 
 /// Mean over the sequence of a `[1, sequence, width]` output, counting only positions whose mask
 /// is 1: the sentence embedding of a transformer encoder.
+/// One sentence's vector: a `[1, sequence, width]` output mean-pooled over the mask, or a
+/// `[1, width]` output (an already pooled sentence embedding) as it is.
+pub fn sentence_vector(output: &FloatOutput, mask: &[i64]) -> Result<Vec<f64>, QualityError> {
+    match output.shape[..] {
+        [1, _] => Ok(output.values.iter().map(|&v| f64::from(v)).collect()),
+        _ => mean_pool(output, mask),
+    }
+}
+
 pub fn mean_pool(output: &FloatOutput, mask: &[i64]) -> Result<Vec<f64>, QualityError> {
     let [_, seq, width] = output.shape[..] else {
         return Err(QualityError::NotPoolable(output.shape.clone()));
@@ -266,6 +284,13 @@ mod tests {
         let same = compare("cosine", &[(hidden.clone(), hidden.clone(), vec![1, 1, 1])]).unwrap();
         assert!((same["cosine_mean"] - 1.0).abs() < 1e-12);
         assert!(mean_pool(&out(&[1, 2], &[1.0, 2.0]), &[1, 1]).is_err());
+        // A pooled [1, width] embedding is compared as it is, also against a reference whose
+        // [1, sequence, width] output is pooled here.
+        let pooled = out(&[1, 2], &[2.0, 0.0]);
+        let m = compare("cosine", &[(pooled.clone(), hidden.clone(), vec![1, 1, 0])]).unwrap();
+        assert!((m["cosine_mean"] - 1.0).abs() < 1e-12, "{m:?}");
+        let wide = out(&[1, 3], &[2.0, 0.0, 1.0]);
+        assert!(compare("cosine", &[(wide, pooled, vec![1, 1])]).is_err());
     }
 
     #[test]

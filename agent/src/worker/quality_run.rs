@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{FloatOutput, Model};
+use crate::engine::{FloatOutput, Model, OutputChoice};
 
 use super::engine_choice::{with_fixed_length, Engine};
 use super::error::WorkerError;
@@ -12,14 +12,23 @@ use super::quality::{self, QualityError};
 use super::{queries, text_input};
 
 /// Runs every golden input through the model and the reference (sentences one at a time, each
-/// image, each audio file streamed whole) and compares their first outputs by the metric.
+/// image, each audio file streamed whole) and compares their outputs by the metric: the outputs
+/// the job names, or those the metric picks ([`OutputChoice`]); the reference uses the named
+/// output only when it has one of that name.
 pub fn run_quality(job: &WorkerJob, q: &QualityJob) -> Result<BTreeMap<String, f64>, WorkerError> {
     let job = &with_fixed_length(job)?;
     let engine = Engine::start(job)?;
     let mut candidate = engine.load(job, &job.model_path)?;
     let mut reference = engine.load(job, &q.reference_path)?;
+    let choice = OutputChoice::for_metric(&q.metric, q.output.clone());
+    let reference_choice = choice.for_reference(&reference.outputs);
     if let Some(media) = &job.media {
-        let pairs = queries::quality_pairs(media, &mut candidate, &mut reference)?;
+        let pairs = queries::quality_pairs(
+            media,
+            &mut candidate,
+            &mut reference,
+            [&choice, &reference_choice],
+        )?;
         return Ok(quality::compare(&q.metric, &pairs)?);
     }
     if candidate.is_decoder() {
@@ -31,11 +40,14 @@ pub fn run_quality(job: &WorkerJob, q: &QualityJob) -> Result<BTreeMap<String, f
     for i in 0..sentences.len() {
         let batch = text_input::batch(&sentences, i, 1);
         let shape = [batch.rows, batch.columns];
-        let output = |model: &mut Model| -> Result<FloatOutput, WorkerError> {
+        let output = |model: &mut Model, choice| -> Result<FloatOutput, WorkerError> {
             let feed = model.feed(text_input::feed_for(model, &batch)?, shape)?;
-            Ok(model.run_output(&feed)?)
+            Ok(model.run_output(&feed, choice)?)
         };
-        let (c, r) = (output(&mut candidate)?, output(&mut reference)?);
+        let (c, r) = (
+            output(&mut candidate, &choice)?,
+            output(&mut reference, &reference_choice)?,
+        );
         pairs.push((c, r, batch.attention_mask.clone()));
     }
     Ok(quality::compare(&q.metric, &pairs)?)

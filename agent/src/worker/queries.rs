@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::engine::{EngineError, Feed, FloatOutput, Model};
+use crate::engine::{EngineError, Feed, FloatOutput, Model, OutputChoice};
 
 use super::audio_input::{self, AudioSpec, Stream};
 use super::error::{InputError, WorkerError};
@@ -123,31 +123,33 @@ impl Queries {
     pub fn run(&mut self, model: &mut Model, i: usize) -> Result<(), EngineError> {
         match self {
             Queries::Feeds(feeds) => model.run(&feeds[i % feeds.len()]),
-            Queries::Stream(stream) => stream.run(model, i, false).map(drop),
+            Queries::Stream(stream) => stream.run(model, i, None).map(drop),
         }
     }
 }
 
-/// The first outputs of a model and a reference on every audio or image input, paired for a
-/// quality metric: one pair per image; one pair per audio file, each output the chunks' outputs
-/// one after another (`[chunks, width]`), every file streamed from zeros.
+/// The chosen outputs of a model and a reference (`choices`: the model's, the reference's) on
+/// every audio or image input, paired for a quality metric: one pair per image; one pair per
+/// audio file, each output the chunks' outputs one after another (`[chunks, width]`), every file
+/// streamed from zeros.
 pub fn quality_pairs(
     media: &MediaInput,
     candidate: &mut Model,
     reference: &mut Model,
+    choices: [&OutputChoice; 2],
 ) -> Result<Vec<(FloatOutput, FloatOutput, Vec<i64>)>, WorkerError> {
     media.check()?;
     let mut pairs = Vec::new();
     if let Some((files, spec)) = audio_spec(media) {
         for file in files {
             let chunks = vec![audio_input::load_chunks(file, spec)?];
-            let track = |model: &mut Model| -> Result<FloatOutput, InputError> {
+            let track = |model: &mut Model, choice| -> Result<FloatOutput, InputError> {
                 let mut stream = Stream::new(model, &chunks, spec, 1)?;
                 let mut shape = Vec::new();
                 let mut values = Vec::new();
                 for i in 0..stream.len() {
                     let out = stream
-                        .run(model, i, true)?
+                        .run(model, i, Some(choice))?
                         .expect("the output was asked for");
                     shape = vec![stream.len() as i64, *out.shape.last().unwrap_or(&1)];
                     values.extend(out.values);
@@ -160,7 +162,11 @@ pub fn quality_pairs(
                 }
                 Ok(FloatOutput { shape, values })
             };
-            pairs.push((track(candidate)?, track(reference)?, Vec::new()));
+            pairs.push((
+                track(candidate, choices[0])?,
+                track(reference, choices[1])?,
+                Vec::new(),
+            ));
         }
     } else {
         let (files, spec) = image_spec(media).expect("audio or image");
@@ -169,11 +175,15 @@ pub fn quality_pairs(
             .map(|f| image_input::load(f, spec))
             .collect::<Result<Vec<_>, _>>()?;
         for i in 0..images.len() {
-            let output = |model: &mut Model| -> Result<FloatOutput, InputError> {
+            let output = |model: &mut Model, choice| -> Result<FloatOutput, InputError> {
                 let feed = image_input::feed(model, &images, i, 1, spec)?;
-                Ok(model.run_output(&feed)?)
+                Ok(model.run_output(&feed, choice)?)
             };
-            pairs.push((output(candidate)?, output(reference)?, Vec::new()));
+            pairs.push((
+                output(candidate, choices[0])?,
+                output(reference, choices[1])?,
+                Vec::new(),
+            ));
         }
     }
     Ok(pairs)

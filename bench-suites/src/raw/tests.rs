@@ -73,6 +73,27 @@ fn a_good_suite_becomes_typed_values() {
         ("m@1".to_string(), "cosine")
     );
     assert_eq!(q.golden.len(), 2, "the input sentences by default");
+    assert_eq!(q.output, None, "the agent picks the output by default");
+    let named = Suite::parse(
+        &format!("{GOOD}\n[quality]\nreference = \"m@1\"\nmetric = \"cosine\"\noutput = \"last_hidden_state\"\n"),
+        "q.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        named.groups[0].quality.as_ref().unwrap().output.as_deref(),
+        Some("last_hidden_state")
+    );
+    let empty = Suite::parse(
+        &format!("{GOOD}\n[quality]\nreference = \"m@1\"\nmetric = \"cosine\"\noutput = \" \"\n"),
+        "q.toml",
+    )
+    .unwrap_err();
+    assert!(
+        empty
+            .to_string()
+            .contains("q.toml:20: field `quality.output`: must name a model output, not be empty"),
+        "{empty}"
+    );
     let bad = Suite::parse(
         &format!("{GOOD}\n[quality]\nreference = \"m@1\"\nmetric = \"bleu\"\n"),
         "q.toml",

@@ -437,6 +437,7 @@ pub fn workload(from_suite: Option<&Workload>, quality: bool) -> Workload {
     if !quality {
         workload.quality_metric.clear();
         workload.golden.clear();
+        workload.quality_output.clear();
     }
     workload
 }

@@ -359,3 +359,74 @@ min_duration_s = 0.1
     assert_eq!(records[0]["execution_provider"], "CPUExecutionProvider");
     assert!(records[0]["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_quality_check_finds_or_names_the_output_it_compares() {
+    // The set-up's three-output MiniLM int8: int64 `token_argmax` first, float32
+    // `mean_activation` of rank 1 second, `last_hidden_state` third.
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = cached("models/minilm-l6/model.fp32.onnx");
+    let multi = cached("models/minilm-l6/model.int8-multi.onnx");
+    let run = |output: &str| {
+        let suite = dir.path().join("multi.toml");
+        std::fs::write(
+            &suite,
+            format!(
+                r#"
+name = "multi"
+models = ["{multi}"]
+engines = ["onnxruntime", "tract"]
+[input]
+text = ["The firmware update failed.", "Is the store open on Sunday mornings?"]
+[conditions]
+idle_power_s = 0
+[quality]
+reference = "{fp32}"
+metric = "cosine"
+{output}
+[[scenario]]
+kind = "single-stream"
+min_queries = 10
+min_duration_s = 0.1
+"#,
+                multi = multi.display(),
+                fp32 = fp32.display()
+            ),
+        )
+        .unwrap();
+        let out = local_bench(&suite, dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{output}: {stderr}");
+        let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let engines: Vec<&str> = records
+            .iter()
+            .map(|r| r["engine"].as_str().unwrap())
+            .collect();
+        assert_eq!(engines, ["onnxruntime", "tract"], "{output}: {stderr}");
+        records
+    };
+    // Without `output`, cosine finds the first float32 output of rank 2 or 3; named, that one.
+    for output in ["", "output = \"last_hidden_state\""] {
+        for r in run(output) {
+            let cosine = r["quality"]["cosine_mean"].as_f64();
+            assert!(
+                cosine.is_some_and(|c| (0.98..1.0).contains(&c)),
+                "{output}: {r:#}"
+            );
+        }
+    }
+    // A name the model lacks fails the quality check in one line that lists its outputs; the
+    // timing result still reports.
+    for r in run("output = \"no_such_output\"") {
+        assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r:#}");
+        assert!(r["quality"].is_null(), "{r:#}");
+        let error = r["quality_error"].as_str().unwrap();
+        assert!(
+            error.contains(
+                "the model has no output `no_such_output` (its outputs: `token_argmax` int64 [1, "
+            ) && error.contains("`mean_activation` float32 [1], `last_hidden_state` float32 [1, ")
+                && !error.contains('\n'),
+            "{error}"
+        );
+    }
+}
