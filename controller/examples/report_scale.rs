@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let temp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
-    let db = dir.join("edgefleet.db");
+    let db = dir.join("controller.db");
     let marker = dir.join(format!("filled-{results}"));
     let started = Instant::now();
     let store = if reuse && marker.exists() {
