@@ -25,6 +25,24 @@ pub(super) struct Scope {
 }
 
 impl Scope {
+    /// The narrowing in words (`--suite nightly --select hw=rpi5`), `None` for everything.
+    fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(run) = &self.run {
+            parts.push(format!("--run {run}"));
+        }
+        if let Some(suite) = &self.suite {
+            parts.push(format!("--suite {suite}"));
+        }
+        if let Some(since) = self.since_ms {
+            parts.push(format!("--since {}", rfc3339(since)));
+        }
+        for s in &self.select {
+            parts.push(format!("--select {s}"));
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
     pub(super) fn run(id: &str) -> Scope {
         Scope {
             run: Some(id.to_string()),
@@ -58,6 +76,12 @@ pub(super) async fn write_report(
             select: scope.select.clone(),
         })
         .await?;
+    // A report of an empty store says so; a narrowing that matches nothing is a mistake to name.
+    if records.is_empty() && failures.is_empty() {
+        if let Some(what) = scope.describe() {
+            anyhow::bail!("no results match {what}; nothing written");
+        }
+    }
     let agents: Vec<AgentSummary> = client
         .agents()
         .await?
