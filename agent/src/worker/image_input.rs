@@ -29,15 +29,18 @@ pub fn load(path: &Path, spec: ImageSpec) -> Result<Vec<f32>, InputError> {
         path: path.to_path_buf(),
         source,
     };
-    let io_error = |e: std::io::Error| error(image::ImageError::IoError(e));
-    let decoded = image::io::Reader::open(path)
-        .map_err(io_error)?
-        .with_guessed_format()
-        .map_err(io_error)?
-        .decode()
-        .map_err(error)?
-        .to_rgb8();
+    let bytes = std::fs::read(path).map_err(|e| error(image::ImageError::IoError(e)))?;
+    let decoded = decode(&bytes).map_err(error)?;
     Ok(prepare(&decoded, spec))
+}
+
+/// Decodes a PNG or JPEG file's bytes (the format recognised by content) into RGB.
+pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
+    let decoded = image::io::Reader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)?
+        .decode()?;
+    Ok(decoded.to_rgb8())
 }
 
 /// Resizes (bilinear) and normalises an RGB image: `(value / 255 - mean) / std` per channel;
