@@ -205,10 +205,10 @@ def hdr_v2_deflate(values_ns, digits=3):
             payload += varint(((-zeros) << 1) ^ ((-zeros) >> 63))
             zeros = 0
         payload += varint((c << 1) ^ (c >> 63))
-    header = struct.pack(">IIIIqqd", 0x1C849303, len(payload), 0, digits, 1, 3_600_000_000_000, 1.0)
+    header = struct.pack(">IIIIqqd", 0x1C849313, len(payload), 0, digits, 1, 3_600_000_000_000, 1.0)
     raw = header + bytes(payload)
     packed = zlib.compress(raw)
-    return struct.pack(">II", 0x1C849304, len(packed)) + packed
+    return struct.pack(">II", 0x1C849314, len(packed)) + packed
 
 
 hist = hdr_v2_deflate([1_000_000 + 1000 * i for i in range(50)])
