@@ -57,7 +57,10 @@ for target in "${TARGETS[@]}"; do
     >"$log" 2>&1
   status=$?
   set -e
-  took=$(( $(date +%s) - started ))
+  # libFuzzer's own count of the seconds it fuzzed (without the build); the wall clock if it
+  # stopped before saying.
+  took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 | awk '{print $5}' || true)
+  took=${took:-$(( $(date +%s) - started ))}
   after=$(find "fuzz/artifacts/$target" -type f | wc -l)
   crashes=$(( after - before ))
   if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
@@ -66,7 +69,7 @@ for target in "${TARGETS[@]}"; do
   stat() { awk -v k="stat::$1:" '$1 == k { v = $2 } END { print v + 0 }' "$log"; }
   execs=$(stat number_of_executed_units)
   rate=$(stat average_exec_per_sec)
-  corpus=$(grep -oE 'corp: [0-9]+' "$log" | tail -1 | awk '{print $2}')
+  corpus=$(grep -oE 'corp: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
   printf '%-15s %5ss  %12s executions  %8s exec/s  corpus %5s  crashes %s\n' \
     "$target" "$took" "$execs" "$rate" "${corpus:-0}" "$crashes"
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$took" "$execs" "$rate" "${corpus:-0}" "$crashes" >>"$SUMMARY"

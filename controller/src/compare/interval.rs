@@ -151,7 +151,10 @@ impl Latencies {
         let mut cumulative = Vec::new();
         let mut total = 0u64;
         for bucket in hist.iter_recorded() {
-            total += bucket.count_at_value();
+            // Counts near 2^64 decode (found by fuzzing); their sum is no number of latencies.
+            total = total
+                .checked_add(bucket.count_at_value())
+                .ok_or_else(|| HistogramError::Decode("counts more than 2^64 latencies".into()))?;
             values_ms.push(hist.highest_equivalent(bucket.value_iterated_to()) as f64 / 1e6);
             cumulative.push(total);
         }
@@ -336,6 +339,18 @@ mod tests {
         let one = v2(1, &[2]);
         assert_eq!(decode_histogram(&one).unwrap().len(), 1);
         assert_eq!(decode_histogram(&deflated(&one)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn counts_that_add_up_past_u64_are_an_error() {
+        // Found by fuzzing (fuzz/regressions/link_messages/hdr-counts-past-u64): buckets of
+        // nearly 2^63 latencies each overflowed the cumulative count. Each count here is the
+        // zig-zag varint 0xff << 56 (eight continuation bytes, the ninth taken whole): 0x7f8 << 52.
+        let big = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0xff];
+        let payload = big.repeat(3);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(v2(27, &payload));
+        let err = Latencies::from_hdr_base64([encoded.as_str()]).unwrap_err();
+        assert!(err.to_string().contains("more than 2^64"), "{err}");
     }
 
     /// Deterministic latencies around `center` ms with a spread of ±`spread` (a sawtooth).
