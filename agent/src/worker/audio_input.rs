@@ -65,6 +65,14 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav, WavError> {
     if spec.channels == 0 || spec.sample_rate == 0 {
         return Err(WavError::NoChannels);
     }
+    // hound takes integer samples as wide as the block allows (`fmt ` of 1040 bits), but reads
+    // none wider than 32 bits; they are refused here, before the scale is worked out from them.
+    if spec.sample_format == hound::SampleFormat::Int && !(1..=32).contains(&spec.bits_per_sample) {
+        return Err(WavError::Unsupported {
+            tag: format_tag(format),
+            bits: spec.bits_per_sample,
+        });
+    }
     let interleaved: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>(),
         hound::SampleFormat::Int => {
@@ -92,18 +100,24 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav, WavError> {
 /// bits).
 fn diagnose(format: &[u8], error: hound::Error) -> WavError {
     let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
-    let (mut tag, channels, bits) = (u16_at(0), u16_at(2), u16_at(14));
+    let (tag, channels, bits) = (format_tag(format), u16_at(2), u16_at(14));
     let sample_rate = u32::from_le_bytes([format[4], format[5], format[6], format[7]]);
-    if tag == 0xFFFE && format.len() >= 26 {
-        // WAVE_FORMAT_EXTENSIBLE: the real format is the sub-format GUID's first two bytes.
-        tag = u16_at(24);
-    }
     if channels == 0 || sample_rate == 0 {
         WavError::NoChannels
     } else if !matches!((tag, bits), (1, 8 | 16 | 24 | 32) | (3, 32)) {
         WavError::Unsupported { tag, bits }
     } else {
         WavError::Malformed(error)
+    }
+}
+
+/// The encoding a `fmt ` chunk (at least 16 bytes) names: its format tag, or for
+/// WAVE_FORMAT_EXTENSIBLE the sub-format GUID's first two bytes.
+fn format_tag(format: &[u8]) -> u16 {
+    let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
+    match u16_at(0) {
+        0xFFFE if format.len() >= 26 => u16_at(24),
+        tag => tag,
     }
 }
 
@@ -384,6 +398,28 @@ mod tests {
             err.starts_with("cannot read /nonexistent/clip.wav"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn integer_samples_wider_than_32_bits_are_refused() {
+        // Found by fuzzing (fuzz/regressions/wav_decode/): 1040-bit PCM in 1024-byte blocks,
+        // which hound accepts, overflowed the scale's shift.
+        let bytes = b"RIFF@\0\0\0WAVEfmt \x10\0\0\0\x01\0\x02\0@\x1f\0\0\0\0}\0\0\x04\x10\x04\
+                      LIST\x03\0\0\0abc\0data\0\0\0\0\0\0\0";
+        let err = parse_wav(bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("unsupported WAV encoding (format 1, 1040 bits)"),
+            "{err}"
+        );
+        // Through WAVE_FORMAT_EXTENSIBLE's valid-bits field, too.
+        let mut extensible = vec![22, 0, 40, 0, 0, 0, 0, 0];
+        extensible.extend_from_slice(&[
+            1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71,
+        ]);
+        let err = parse_wav(&wav(0xFFFE, 1, 16000, 64, &[0; 16], &extensible))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(format 1, 40 bits)"), "{err}");
     }
 
     #[test]

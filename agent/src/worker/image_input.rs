@@ -29,15 +29,26 @@ pub fn load(path: &Path, spec: ImageSpec) -> Result<Vec<f32>, InputError> {
         path: path.to_path_buf(),
         source,
     };
-    let io_error = |e: std::io::Error| error(image::ImageError::IoError(e));
-    let decoded = image::io::Reader::open(path)
-        .map_err(io_error)?
-        .with_guessed_format()
-        .map_err(io_error)?
-        .decode()
-        .map_err(error)?
-        .to_rgb8();
+    let bytes = std::fs::read(path).map_err(|e| error(image::ImageError::IoError(e)))?;
+    let decoded = decode(&bytes).map_err(error)?;
     Ok(prepare(&decoded, spec))
+}
+
+/// The widest and tallest image a job reads, in pixels: far more than any model input, and under
+/// the 65,535 rows where jpeg-decoder 0.3's row arithmetic (`(mcu_y + 1) * 8` in `u16`) overflows.
+pub const MAX_SIDE: u32 = 16_384;
+
+/// Decodes a PNG or JPEG file's bytes (the format recognised by content) into RGB. An image
+/// wider or taller than [`MAX_SIDE`] is refused from its header, before it is decoded.
+pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
+    let mut reader = image::io::Reader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)?;
+    let mut limits = image::io::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    Ok(reader.decode()?.to_rgb8())
 }
 
 /// Resizes (bilinear) and normalises an RGB image: `(value / 255 - mean) / std` per channel;
@@ -183,6 +194,27 @@ mod tests {
             .unwrap();
         let out = load(&path, spec(3, 2, false)).unwrap();
         assert_eq!(out, vec![1.0; 18]);
+    }
+
+    #[test]
+    fn images_taller_or_wider_than_the_limit_are_refused_from_their_header() {
+        // Found by fuzzing: a JPEG of 65,535 rows overflowed jpeg-decoder's row arithmetic (a
+        // panic with overflow checks, wrapped arithmetic without). The byte before it is the
+        // fuzz target's choice of size.
+        let jpeg = &include_bytes!("../../../fuzz/regressions/image_decode/jpeg-65535-rows")[1..];
+        let err = decode(jpeg).unwrap_err();
+        assert!(matches!(err, image::ImageError::Limits(_)), "{err}");
+        // Up to the limit, an image decodes.
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(MAX_SIDE, 1, image::Rgb([1, 2, 3]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode(&png).unwrap().dimensions(), (MAX_SIDE, 1));
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(1, MAX_SIDE + 1, image::Rgb([1, 2, 3]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert!(matches!(decode(&png), Err(image::ImageError::Limits(_))));
     }
 
     #[test]

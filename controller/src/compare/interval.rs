@@ -35,6 +35,82 @@ pub enum HistogramError {
     Empty,
 }
 
+/// The V2 encoding's cookie, and the cookie of its deflate wrapper.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+/// The V2 header: cookie, payload length, normalizing offset, significant digits (4 bytes each),
+/// lowest and highest trackable value and the integer-to-double ratio (8 bytes each).
+const V2_HEADER: usize = 40;
+/// The most bytes a V2 encoding may inflate to. A latency histogram of 3 significant digits from
+/// 1 ns to an hour encodes in well under 1 MB; this is 16 times that.
+const MAX_V2_BYTES: usize = 16 << 20;
+
+/// Decodes an HdrHistogram V2 encoding (plain or deflate-wrapped), as the agents write them.
+/// The bytes come from an agent, so they are checked before `hdrhistogram` reads them: it
+/// would inflate without a bound, allocate whatever payload length the header claims, and
+/// negate a zero run of `i64::MIN` (an overflow) — found by fuzzing.
+pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
+    let bad = |why: &str| HistogramError::Decode(why.to_string());
+    let u32_at = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|w| u32::from_be_bytes(w.try_into().expect("4 bytes")))
+    };
+    let plain: std::borrow::Cow<'_, [u8]> = match u32_at(bytes, 0) {
+        Some(V2_COOKIE) => bytes.into(),
+        Some(V2_DEFLATE_COOKIE) => {
+            let len = u32_at(bytes, 4).ok_or_else(|| bad("truncated deflate header"))? as usize;
+            let compressed = bytes
+                .get(8..8usize.saturating_add(len))
+                .ok_or_else(|| bad("shorter than its deflate header says"))?;
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    flate2::read::ZlibDecoder::new(compressed),
+                    MAX_V2_BYTES as u64 + 1,
+                ),
+                &mut out,
+            )
+            .map_err(|e| HistogramError::Decode(format!("does not inflate: {e}")))?;
+            if out.len() > MAX_V2_BYTES {
+                return Err(bad("inflates to more than 16 MiB"));
+            }
+            out.into()
+        }
+        _ => return Err(bad("not an HdrHistogram V2 encoding")),
+    };
+    if u32_at(&plain, 0) != Some(V2_COOKIE) || plain.len() < V2_HEADER {
+        return Err(bad("no V2 header"));
+    }
+    let payload_len = u32_at(&plain, 4).expect("checked above") as usize;
+    let payload = plain
+        .get(V2_HEADER..V2_HEADER.saturating_add(payload_len))
+        .ok_or_else(|| bad("the payload is shorter than its header says"))?;
+    // Counts are zig-zag varints (LEB128, the ninth byte taken whole); a negative one is a run
+    // of zeros, and all ones (zig-zag for i64::MIN) is a run no histogram can have.
+    let mut at = 0;
+    while at < payload.len() {
+        let mut value = 0u64;
+        for i in 0..9 {
+            let Some(&b) = payload.get(at) else { break };
+            at += 1;
+            if i == 8 {
+                value |= u64::from(b) << 56;
+                break;
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if value == u64::MAX {
+            return Err(bad("a run of zeros longer than any histogram"));
+        }
+    }
+    Deserializer::new()
+        .deserialize(&mut &plain[..V2_HEADER + payload_len])
+        .map_err(|e| HistogramError::Decode(format!("{e:?}")))
+}
+
 /// Warm latencies of one side of a comparison (one or several runs merged), as cumulative bucket
 /// counts in milliseconds.
 #[derive(Debug, Clone)]
@@ -55,9 +131,7 @@ impl Latencies {
         let mut merged: Option<Histogram<u64>> = None;
         for text in encoded {
             let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
-            let hist: Histogram<u64> = Deserializer::new()
-                .deserialize(&mut bytes.as_slice())
-                .map_err(|e| HistogramError::Decode(format!("{e:?}")))?;
+            let hist = decode_histogram(&bytes)?;
             match &mut merged {
                 Some(m) => m
                     .add(&hist)
@@ -77,7 +151,10 @@ impl Latencies {
         let mut cumulative = Vec::new();
         let mut total = 0u64;
         for bucket in hist.iter_recorded() {
-            total += bucket.count_at_value();
+            // Counts near 2^64 decode (found by fuzzing); their sum is no number of latencies.
+            total = total
+                .checked_add(bucket.count_at_value())
+                .ok_or_else(|| HistogramError::Decode("counts more than 2^64 latencies".into()))?;
             values_ms.push(hist.highest_equivalent(bucket.value_iterated_to()) as f64 / 1e6);
             cumulative.push(total);
         }
@@ -215,6 +292,65 @@ mod tests {
             .serialize(&hist, &mut bytes)
             .unwrap();
         base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// A plain V2 encoding with the given header payload length and payload.
+    fn v2(payload_len: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for word in [V2_COOKIE, payload_len, 0, 3] {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+        out.extend_from_slice(&1u64.to_be_bytes());
+        out.extend_from_slice(&3_600_000_000_000u64.to_be_bytes());
+        out.extend_from_slice(&1f64.to_bits().to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn deflated(plain: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(plain).unwrap();
+        let packed = z.finish().unwrap();
+        let mut out = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+        out.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+        out.extend(packed);
+        out
+    }
+
+    #[test]
+    fn histograms_an_agent_could_send_are_checked_before_they_are_read() {
+        let err = |bytes: &[u8]| decode_histogram(bytes).unwrap_err().to_string();
+        // Found by fuzzing (fuzz/regressions/link_messages/hdr-zero-run-of-i64-min): a zero run
+        // of i64::MIN (nine 0xff bytes) overflowed hdrhistogram's negation.
+        let all_ones = v2(9, &[0xff; 9]);
+        assert!(err(&all_ones).contains("a run of zeros"));
+        assert!(err(&deflated(&all_ones)).contains("a run of zeros"));
+        // A header that claims 4 GB of payload is not believed.
+        assert!(err(&v2(u32::MAX, &[2])).contains("shorter than its header says"));
+        // Nor a small deflate stream that inflates without end.
+        assert!(err(&deflated(&vec![0; MAX_V2_BYTES + 1])).contains("more than 16 MiB"));
+        assert!(err(b"RIFF").contains("not an HdrHistogram V2 encoding"));
+        // What agents send reads as before, plain or deflated.
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(encoded([1.0, 2.0, 3.0]))
+            .unwrap();
+        assert_eq!(decode_histogram(&sent).unwrap().len(), 3);
+        let one = v2(1, &[2]);
+        assert_eq!(decode_histogram(&one).unwrap().len(), 1);
+        assert_eq!(decode_histogram(&deflated(&one)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn counts_that_add_up_past_u64_are_an_error() {
+        // Found by fuzzing (fuzz/regressions/link_messages/hdr-counts-past-u64): buckets of
+        // nearly 2^63 latencies each overflowed the cumulative count. Each count here is the
+        // zig-zag varint 0xff << 56 (eight continuation bytes, the ninth taken whole): 0x7f8 << 52.
+        let big = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0xff];
+        let payload = big.repeat(3);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(v2(27, &payload));
+        let err = Latencies::from_hdr_base64([encoded.as_str()]).unwrap_err();
+        assert!(err.to_string().contains("more than 2^64"), "{err}");
     }
 
     /// Deterministic latencies around `center` ms with a spread of ±`spread` (a sawtooth).

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs the cargo-fuzz targets in fuzz/ (nightly; not part of scripts/test.sh), one at a time and
+# one process each, then prints one line per target: seconds, executions, executions per second,
+# corpus size and crashes. Exits non-zero if any target crashed (the input lands in
+# fuzz/artifacts/TARGET/).
+#
+#   scripts/fuzz.sh [--seconds N | --cpu-minutes M] [--sanitizer none|address] [TARGET...]
+#
+# Defaults: 60 seconds per target, every target, no sanitizer (the code under test forbids
+# `unsafe`; `--sanitizer address` also checks the dependencies' unsafe code, at half the speed).
+# Each run starts from the committed seeds (fuzz/corpus/TARGET) and the minimized crash inputs
+# of fixed bugs (fuzz/regressions/TARGET), which are replayed first; what it finds is kept in the
+# git-ignored fuzz/work/TARGET for the next run. `scripts/fuzz.sh --seconds 5` is the quick
+# replay a CI job could run on a runner with nightly.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+SECONDS_EACH=60
+SANITIZER=none
+TARGETS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) SECONDS_EACH=$2; shift 2 ;;
+    --cpu-minutes) SECONDS_EACH=$(( $2 * 60 )); shift 2 ;;
+    --sanitizer) SANITIZER=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "fuzz.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
+    *) TARGETS+=("$1"); shift ;;
+  esac
+done
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+if [ ${#TARGETS[@]} -eq 0 ]; then
+  mapfile -t TARGETS < <(cargo +nightly fuzz list)
+fi
+
+cargo +nightly fuzz build -s "$SANITIZER"
+
+SUMMARY=fuzz/work/summary.tsv
+mkdir -p fuzz/work
+printf 'target\tseconds\texecutions\texecs_per_s\tcorpus\tcrashes\n' >"$SUMMARY"
+failed=0
+for target in "${TARGETS[@]}"; do
+  work=fuzz/work/$target
+  log=fuzz/work/$target.log
+  mkdir -p "$work" "fuzz/artifacts/$target"
+  dirs=("$work" "fuzz/corpus/$target")
+  [ -d "fuzz/regressions/$target" ] && dirs+=("fuzz/regressions/$target")
+  before=$(find "fuzz/artifacts/$target" -type f | wc -l)
+  started=$(date +%s)
+  set +e
+  cargo +nightly fuzz run -s "$SANITIZER" "$target" "${dirs[@]}" -- \
+    -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    >"$log" 2>&1
+  status=$?
+  set -e
+  # libFuzzer's own count of the seconds it fuzzed (without the build); the wall clock if it
+  # stopped before saying.
+  took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 | awk '{print $5}' || true)
+  took=${took:-$(( $(date +%s) - started ))}
+  after=$(find "fuzz/artifacts/$target" -type f | wc -l)
+  crashes=$(( after - before ))
+  if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
+    crashes="?"  # it failed without leaving an input: the build, or libFuzzer's options
+  fi
+  stat() { awk -v k="stat::$1:" '$1 == k { v = $2 } END { print v + 0 }' "$log"; }
+  execs=$(stat number_of_executed_units)
+  rate=$(stat average_exec_per_sec)
+  corpus=$(grep -oE 'corp: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
+  printf '%-15s %5ss  %12s executions  %8s exec/s  corpus %5s  crashes %s\n' \
+    "$target" "$took" "$execs" "$rate" "${corpus:-0}" "$crashes"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$took" "$execs" "$rate" "${corpus:-0}" "$crashes" >>"$SUMMARY"
+  if [ "$crashes" != 0 ]; then
+    failed=1
+    grep -m1 -A3 -E '^(==[0-9]+==|thread .* panicked)' "$log" | sed 's/^/    /' || true
+    echo "    log: $log; input: fuzz/artifacts/$target/" >&2
+  fi
+done
+exit "$failed"
