@@ -123,8 +123,12 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
         "d" => 86_400,
         _ => 0,
     };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 && seconds > 0 => Ok(Duration::from_secs(n * seconds)),
+    match number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds))
+    {
+        Some(s) if s > 0 => Ok(Duration::from_secs(s)),
         _ => Err(ConfigError(format!(
             "`{text}` is not a duration such as 90s, 30m, 1h or 2d"
         ))),
@@ -152,7 +156,15 @@ mod tests {
             super::parse_duration("30").unwrap(),
             Duration::from_secs(30)
         );
-        for bad in ["", "0s", "1w", "h", "-1h"] {
+        for bad in [
+            "",
+            "0s",
+            "1w",
+            "h",
+            "-1h",
+            "99999999999999999999d",
+            "9999999999999999d",
+        ] {
             assert!(super::parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -18,6 +18,9 @@ use crate::trust::tokens::new_enrollment_token;
 
 /// An enrollment token's lifetime unless asked otherwise.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The longest an enrollment token may live: a year (a longer one is a mistake, and a huge
+/// one would overflow its expiry time).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 pub(super) fn list(ctl: &Controller) -> Result<ListAgentsReply, Status> {
     let revoked = ctl.store.revoked_agents()?;
@@ -63,6 +66,12 @@ pub(super) fn enrollment_token(
     let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
     let ttl = match req.ttl_s {
         0 => DEFAULT_TOKEN_TTL,
+        s if s > MAX_TOKEN_TTL.as_secs() => {
+            return Err(Status::invalid_argument(format!(
+                "an enrollment token lives at most {} days; {s} s is longer",
+                MAX_TOKEN_TTL.as_secs() / 86_400
+            )))
+        }
         s => Duration::from_secs(s),
     };
     let (token, hash) = new_enrollment_token(authority.ca_sha256());
