@@ -506,7 +506,10 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
                 Err(e) => tracing::error!(%agent_id, error = %e, "cannot store result"),
             }
         }
-        Some(agent_message::Body::Hello(_)) | None => {}
+        Some(agent_message::Body::Hello(_)) => {
+            tracing::warn!(%agent_id, "a second hello on an open link; ignored")
+        }
+        None => tracing::warn!(%agent_id, "an empty message on the link; ignored"),
     }
 }
 

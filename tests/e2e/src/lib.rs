@@ -129,20 +129,37 @@ pub struct Controller {
 impl Controller {
     /// Starts `edgefleet serve` with TLS on `listen` (use `127.0.0.1:0` for a free port).
     pub fn start(dir: &Path, listen: &str) -> Controller {
-        Controller::spawn(dir, listen, None, &[])
+        Controller::spawn(dir, listen, None, 1, &[])
+    }
+
+    /// Starts `edgefleet serve` with TLS and agent heartbeats every `heartbeat_s` seconds (the
+    /// other starts use 1 s, to keep tests short; `serve`'s own default is 5 s).
+    pub fn start_with_heartbeat(
+        dir: &Path,
+        listen: &str,
+        heartbeat_s: u64,
+        extra: &[&str],
+    ) -> Controller {
+        Controller::spawn(dir, listen, None, heartbeat_s, extra)
     }
 
     /// Starts `edgefleet serve` with extra flags (e.g. `--agent-cert-lifetime-s 6`).
     pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Controller {
-        Controller::spawn(dir, listen, None, extra)
+        Controller::spawn(dir, listen, None, 1, extra)
     }
 
     /// Starts a plaintext `edgefleet serve --insecure --token TOKEN`.
     pub fn start_insecure(dir: &Path, token: &str, listen: &str) -> Controller {
-        Controller::spawn(dir, listen, Some(token), &[])
+        Controller::spawn(dir, listen, Some(token), 1, &[])
     }
 
-    fn spawn(dir: &Path, listen: &str, insecure_token: Option<&str>, extra: &[&str]) -> Controller {
+    fn spawn(
+        dir: &Path,
+        listen: &str,
+        insecure_token: Option<&str>,
+        heartbeat_s: u64,
+        extra: &[&str],
+    ) -> Controller {
         let data_dir = dir.join("controller");
         let log = dir.join(format!("controller-{}.log", listen.replace(':', "_")));
         let mut cmd = Command::new(binary("edgefleet"));
@@ -151,7 +168,7 @@ impl Controller {
             "--listen",
             listen,
             "--heartbeat-s",
-            "1",
+            &heartbeat_s.to_string(),
             "--data-dir",
         ])
         .arg(&data_dir)

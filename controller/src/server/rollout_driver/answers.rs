@@ -45,6 +45,7 @@ async fn apply_install_result(
         return Ok(());
     };
     let Some(rollout) = ctl.store.rollout(rollout_id)? else {
+        tracing::warn!(%agent_id, install_id = %result.install_id, "an install result for a rollout that does not exist; ignored");
         return Ok(());
     };
     let Some(mut target) = ctl
