@@ -258,6 +258,26 @@ impl Store {
         raw.into_iter().map(RawTarget::decode).collect()
     }
 
+    /// One agent's target in a rollout (an install answer touches only its own row: loading
+    /// every target per answer made a 10,000-agent rollout quadratic).
+    pub fn target(
+        &self,
+        rollout_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<TargetRow>, StoreError> {
+        let conn = self.conn();
+        let raw = conn
+            .query_row(
+                &format!(
+                    "SELECT {TARGET_COLUMNS} FROM rollout_targets WHERE rollout_id = ?1 AND agent_id = ?2"
+                ),
+                params![rollout_id, agent_id],
+                RawTarget::read,
+            )
+            .optional()?;
+        raw.map(RawTarget::decode).transpose()
+    }
+
     /// Writes a target's state back.
     pub fn update_target(&self, t: &TargetRow) -> Result<(), StoreError> {
         self.conn().execute(

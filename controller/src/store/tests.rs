@@ -284,6 +284,12 @@ fn corrupt_rollout_rows_are_errors_naming_them() {
     s.insert_rollout(&rollout("ro-1"), &[target("ro-1", "ag")])
         .unwrap();
     assert_eq!(s.rollout("ro-1").unwrap().unwrap(), rollout("ro-1"));
+    assert_eq!(
+        s.target("ro-1", "ag").unwrap(),
+        Some(target("ro-1", "ag")),
+        "one agent's row, as targets() reads it"
+    );
+    assert_eq!(s.target("ro-1", "other").unwrap(), None);
 
     for (damage, table, key) in [
         ("UPDATE rollouts SET spec = '{}'", "rollouts", "ro-1"),

@@ -48,12 +48,7 @@ async fn apply_install_result(
         tracing::warn!(%agent_id, install_id = %result.install_id, "an install result for a rollout that does not exist; ignored");
         return Ok(());
     };
-    let Some(mut target) = ctl
-        .store
-        .targets(rollout_id)?
-        .into_iter()
-        .find(|t| t.agent_id == agent_id)
-    else {
+    let Some(mut target) = ctl.store.target(rollout_id, agent_id)? else {
         return Ok(());
     };
     let next = match on_answer(answer, target.state, rollout.state) {
