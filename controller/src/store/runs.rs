@@ -52,6 +52,16 @@ pub struct ResultFilter {
     pub since_ms: Option<i64>,
 }
 
+impl ResultFilter {
+    /// The model condition as the two SQL parameters (name, version).
+    fn model_params(&self) -> (Option<&str>, Option<&str>) {
+        match &self.model {
+            Some((n, v)) => (Some(n.as_str()), Some(v.as_str())),
+            None => (None, None),
+        }
+    }
+}
+
 /// A benchmark run and its suite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -250,10 +260,7 @@ impl Store {
                AND (?5 IS NULL OR b.created_ms >= ?5)
              ORDER BY b.created_ms, j.job_id"
         ))?;
-        let (name, version) = match &filter.model {
-            Some((n, v)) => (Some(n.as_str()), Some(v.as_str())),
-            None => (None, None),
-        };
+        let (name, version) = filter.model_params();
         let raw = stmt
             .query_map(
                 params![filter.run_id, name, version, filter.suite, filter.since_ms],
@@ -357,10 +364,7 @@ impl Store {
                AND (?5 IS NULL OR b.created_ms >= ?5)
              ORDER BY b.created_ms, j.job_id"
         ))?;
-        let (name, version) = match &filter.model {
-            Some((n, v)) => (Some(n.as_str()), Some(v.as_str())),
-            None => (None, None),
-        };
+        let (name, version) = filter.model_params();
         let raw = stmt
             .query_map(
                 params![filter.run_id, name, version, filter.suite, filter.since_ms],

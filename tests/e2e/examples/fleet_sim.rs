@@ -46,13 +46,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgefleet_e2e::Controller;
+use edgefleet_e2e::{sim, Controller};
 use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ControllerMessage,
-    CreateEnrollmentTokenRequest, EnrollRequest, GetResultsRequest, GetRunRequest, Heartbeat,
-    Hello, InstallResult, InstalledModel, JobResult, LatencySummary, ListAgentsRequest,
+    CreateEnrollmentTokenRequest, GetResultsRequest, GetRunRequest, Heartbeat, Hello,
+    InstallResult, InstalledModel, JobResult, LatencySummary, ListAgentsRequest,
     ListRolloutsRequest, Measurement, StartBenchRequest, StartRolloutRequest,
 };
 use rand::rngs::StdRng;
@@ -466,30 +466,14 @@ async fn enroll(ctl: &Controller, from: usize, to: usize, parallel: usize) -> Ve
                     .unwrap()
                     .into_inner()
                     .token;
-                let key = rcgen::KeyPair::generate().unwrap();
-                let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-                    .unwrap()
-                    .serialize_request(&key)
-                    .unwrap()
-                    .pem()
-                    .unwrap();
-                let reply = link
-                    .enroll(EnrollRequest {
-                        token,
-                        csr_pem: csr,
-                        name: format!("sim-{index:05}"),
-                        ..EnrollRequest::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
+                let enrolled = sim::enroll(&mut link, token, format!("sim-{index:05}")).await;
                 mine.push(Arc::new(Dialer {
                     index,
                     address: address.clone(),
                     ca: ca.clone(),
-                    cert: reply.certificate_pem,
-                    key: key.serialize_pem(),
-                    id: reply.agent_id,
+                    cert: enrolled.certificate_pem,
+                    key: enrolled.key_pem,
+                    id: enrolled.agent_id,
                 }));
             }
         }));
@@ -540,14 +524,6 @@ fn proc_usage(pid: u32) -> (u64, f64) {
 /// Open file descriptors of a process.
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn raise_open_file_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
 }
 
 /// Records of every run stored so far, and failures.
@@ -607,7 +583,7 @@ fn secs(d: Duration) -> String {
 async fn main() {
     let args = args();
     let n = args.agents;
-    let nofile = raise_open_file_limit();
+    let nofile = sim::raise_open_file_limit();
     let program_started = Instant::now();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();

@@ -8,12 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::Controller;
+use edgefleet_e2e::{sim, Controller};
 use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
-    agent_message, controller_message, AgentMessage, CreateEnrollmentTokenRequest, EnrollRequest,
-    Hello,
+    agent_message, controller_message, AgentMessage, CreateEnrollmentTokenRequest, Hello,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -115,28 +114,12 @@ async fn enroll_all(ctl: &Controller, n: usize) -> Vec<Dialer> {
             .unwrap()
             .into_inner()
             .token;
-        let key = rcgen::KeyPair::generate().unwrap();
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap();
-        let reply = link
-            .enroll(EnrollRequest {
-                token,
-                csr_pem: csr,
-                name: format!("storm-{i:05}"),
-                ..EnrollRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let enrolled = sim::enroll(&mut link, token, format!("storm-{i:05}")).await;
         dialers.push(Dialer {
             address: ctl.address.clone(),
-            tls: Some((ca.clone(), reply.certificate_pem, key.serialize_pem())),
+            tls: Some((ca.clone(), enrolled.certificate_pem, enrolled.key_pem)),
             token: String::new(),
-            id: reply.agent_id,
+            id: enrolled.agent_id,
         });
     }
     dialers
@@ -175,17 +158,9 @@ async fn storm(dialers: &[Dialer]) -> (Duration, usize) {
     (started.elapsed(), retries)
 }
 
-/// Lets this process hold a socket per agent (the soft limit is often 1,024).
-fn raise_open_file_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    raise_open_file_limit();
+    sim::raise_open_file_limit();
     let n = agent_count();
     let work = tempfile::tempdir().unwrap();
     let tls_dir = work.path().join("tls");

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod fault_proxy;
 pub mod kill_trials;
+pub mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,51 @@
+//! What the scale examples (`fleet_sim`, `reconnect_storm`) share: enrolling a simulated agent
+//! through the real API (its key made here, a CSR, the certificate the controller issues) and
+//! room for a socket per agent.
+
+use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
+use edgefleet_proto::v1::EnrollRequest;
+use tonic::transport::Channel;
+
+/// An agent's identity after enrolling: what it dials with.
+pub struct Enrolled {
+    pub agent_id: String,
+    pub certificate_pem: String,
+    pub key_pem: String,
+}
+
+/// Enrolls one agent named `name` with a one-time `token`: a fresh key, a CSR, the certificate.
+/// Panics on any refusal (a simulator has nothing to do without its agents).
+pub async fn enroll(link: &mut AgentLinkClient<Channel>, token: String, name: String) -> Enrolled {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("CSR parameters")
+        .serialize_request(&key)
+        .expect("CSR")
+        .pem()
+        .expect("CSR as PEM");
+    let reply = link
+        .enroll(EnrollRequest {
+            token,
+            csr_pem: csr,
+            name,
+            ..EnrollRequest::default()
+        })
+        .await
+        .expect("enroll")
+        .into_inner();
+    Enrolled {
+        agent_id: reply.agent_id,
+        certificate_pem: reply.certificate_pem,
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit (a socket per agent; the soft limit
+/// is often 1,024) and returns the limit now in force. Child processes inherit it.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
+}
