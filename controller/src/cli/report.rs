@@ -76,10 +76,17 @@ pub(super) async fn write_report(
             select: scope.select.clone(),
         })
         .await?;
-    // A report of an empty store says so; a narrowing that matches nothing is a mistake to name.
+    // A report of an empty store, or of a run still waiting for its results, says so; an unknown
+    // run, or a suite, time or selector that matches nothing, is a mistake to name in one line.
     if records.is_empty() && failures.is_empty() {
-        if let Some(what) = scope.describe() {
-            anyhow::bail!("no results match {what}; nothing written");
+        let only_a_run =
+            scope.suite.is_none() && scope.since_ms.is_none() && scope.select.is_empty();
+        match (&scope.run, scope.describe()) {
+            (Some(run), _) if only_a_run => {
+                client.run_status(run).await?;
+            }
+            (_, Some(what)) => anyhow::bail!("no results match {what}; nothing written"),
+            (_, None) => {}
         }
     }
     let agents: Vec<AgentSummary> = client

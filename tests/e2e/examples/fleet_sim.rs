@@ -32,9 +32,10 @@
 //! | rollout 1%,10%,50%,100% | still running after 300 s (1,000 agents: 3.4 s) | none set: **MISSED** |
 //! | bad input (8 checks) | all hold | all: met |
 //!
-//! The rollout is quadratic: each install answer loads every target of the rollout
+//! The rollout was quadratic: each install answer loaded every target of the rollout
 //! (`store.targets` in `server/rollout_driver/answers.rs`, under the rollout lock), so with
-//! 10,000 targets the controller applied about 30 answers a second.
+//! 10,000 targets the controller applied about 30 answers a second. An answer now reads its own
+//! row (`store.target`); ROLLOUT_REMEASURE
 //!
 //! What is measured as heartbeat delay: the controller's `ControllerHeartbeat.unix_ms` against
 //! the simulator's clock when its task reads the message (same machine clock, 1 ms buckets); it

@@ -260,6 +260,18 @@ fn int8_is_faster_and_a_slowed_agent_regresses_against_the_baseline() {
         "no results match --suite nightly --select site=elsewhere; nothing written",
     );
     assert!(!empty.exists(), "nothing written");
+    refused(
+        &ctl,
+        &[
+            "report",
+            "--out",
+            empty.to_str().unwrap(),
+            "--run",
+            "run-nosuch",
+        ],
+        "no run run-nosuch",
+    );
+    assert!(!empty.exists(), "nothing written");
 
     // Bad input: one line each, nothing changed.
     refused(
