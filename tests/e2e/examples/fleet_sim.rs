@@ -35,7 +35,7 @@
 //! The rollout was quadratic: each install answer loaded every target of the rollout
 //! (`store.targets` in `server/rollout_driver/answers.rs`, under the rollout lock), so with
 //! 10,000 targets the controller applied about 30 answers a second. An answer now reads its own
-//! row (`store.target`); ROLLOUT_REMEASURE
+//! row (`store.target`); not measured again at 10,000 yet.
 //!
 //! What is measured as heartbeat delay: the controller's `ControllerHeartbeat.unix_ms` against
 //! the simulator's clock when its task reads the message (same machine clock, 1 ms buckets); it
