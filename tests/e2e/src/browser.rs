@@ -257,7 +257,11 @@ fn chromium(args: &[&str], page: &Path) -> Output {
 /// Runs headless Chromium on `page` in a `WIDTH` × `height` window; panics when it is missing,
 /// fails or takes over two minutes.
 fn chromium_sized(args: &[&str], page: &Path, height: u64) -> Output {
-    let profile = std::env::temp_dir().join(format!("edgefleet-chromium-{}", std::process::id()));
+    // A profile of its own for each start (tests run side by side in one process), removed after.
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let profile =
+        std::env::temp_dir().join(format!("edgefleet-chromium-{}-{start}", std::process::id()));
     let mut command = Command::new("chromium");
     command
         .args([
@@ -303,6 +307,7 @@ fn chromium_sized(args: &[&str], page: &Path, height: u64) -> Output {
     });
     let output = child.wait_with_output().expect("wait for chromium");
     done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = std::fs::remove_dir_all(&profile);
     assert!(
         output.status.success(),
         "chromium {args:?} failed ({}):\n{}",
