@@ -54,15 +54,18 @@ pub fn run(store: &Store, query: &Query) -> Result<Comparison, CompareError> {
         (SideRef::Run(_), SideRef::Run(_)) => true,
         _ => return Err(CompareError::MixedSides),
     };
-    let selected: Option<HashSet<String>> = (!query.select.is_empty()).then(|| {
-        store
-            .agents()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|agent| crate::planning::matches(agent, &query.select))
-            .map(|agent| agent.id)
-            .collect()
-    });
+    let selected: Option<HashSet<String>> = if query.select.is_empty() {
+        None
+    } else {
+        Some(
+            store
+                .agents()?
+                .into_iter()
+                .filter(|agent| crate::planning::matches(agent, &query.select))
+                .map(|agent| agent.id)
+                .collect(),
+        )
+    };
     let records = |side: &SideRef, label: &str| -> Result<Vec<ResultRecord>, CompareError> {
         let mut filter = ResultFilter {
             suite: query.suite.clone(),

@@ -52,6 +52,13 @@ pub struct ResultFilter {
     pub since_ms: Option<i64>,
 }
 
+/// A [`ResultFilter`] as SQL over `bench_jobs j` and `bench_runs b`, with the parameters
+/// run id, model name, model version, suite, since.
+const RESULT_FILTER: &str = "(?1 IS NULL OR j.run_id = ?1)
+    AND (?2 IS NULL OR (j.model_name = ?2 AND j.model_version = ?3))
+    AND (?4 IS NULL OR b.suite = ?4)
+    AND (?5 IS NULL OR b.created_ms >= ?5)";
+
 impl ResultFilter {
     /// The model condition as the two SQL parameters (name, version).
     fn model_params(&self) -> (Option<&str>, Option<&str>) {
@@ -62,7 +69,8 @@ impl ResultFilter {
     }
 }
 
-/// A benchmark run and its suite.
+/// A benchmark run and its suite (read by [`RunRow::read`] from `id, suite, suite_sha256,
+/// created_ms, schedule`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
     pub id: String,
@@ -71,6 +79,19 @@ pub struct RunRow {
     pub created_ms: i64,
     /// The schedule that started it (`None` for `bench run` and rollout gates).
     pub schedule: Option<String>,
+}
+
+impl RunRow {
+    /// A row of `SELECT id, suite, suite_sha256, created_ms, schedule FROM bench_runs`.
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+        Ok(RunRow {
+            id: r.get(0)?,
+            suite: r.get(1)?,
+            suite_sha256: r.get(2)?,
+            created_ms: r.get(3)?,
+            schedule: r.get(4)?,
+        })
+    }
 }
 
 /// What storing a job's result did.
@@ -222,15 +243,7 @@ impl Store {
             .query_row(
                 "SELECT id, suite, suite_sha256, created_ms, schedule FROM bench_runs WHERE id = ?1",
                 params![run_id],
-                |r| {
-                    Ok(RunRow {
-                        id: r.get(0)?,
-                        suite: r.get(1)?,
-                        suite_sha256: r.get(2)?,
-                        created_ms: r.get(3)?,
-                        schedule: r.get(4)?,
-                    })
-                },
+                RunRow::read,
             )
             .optional()?)
     }
@@ -253,11 +266,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
-             WHERE j.state = 'failed'
-               AND (?1 IS NULL OR j.run_id = ?1)
-               AND (?2 IS NULL OR (j.model_name = ?2 AND j.model_version = ?3))
-               AND (?4 IS NULL OR b.suite = ?4)
-               AND (?5 IS NULL OR b.created_ms >= ?5)
+             WHERE j.state = 'failed' AND {RESULT_FILTER}
              ORDER BY b.created_ms, j.job_id"
         ))?;
         let (name, version) = filter.model_params();
@@ -358,10 +367,7 @@ impl Store {
              FROM results r
              JOIN bench_jobs j ON j.run_id = r.run_id AND j.job_id = r.job_id
              JOIN bench_runs b ON b.id = r.run_id
-             WHERE (?1 IS NULL OR r.run_id = ?1)
-               AND (?2 IS NULL OR (j.model_name = ?2 AND j.model_version = ?3))
-               AND (?4 IS NULL OR b.suite = ?4)
-               AND (?5 IS NULL OR b.created_ms >= ?5)
+             WHERE {RESULT_FILTER}
              ORDER BY b.created_ms, j.job_id"
         ))?;
         let (name, version) = filter.model_params();
@@ -412,15 +418,7 @@ impl Store {
                  WHERE b.suite = ?1 AND EXISTS (SELECT 1 FROM results r WHERE r.run_id = b.id)
                  ORDER BY b.created_ms DESC LIMIT 1",
                 params![suite],
-                |r| {
-                    Ok(RunRow {
-                        id: r.get(0)?,
-                        suite: r.get(1)?,
-                        suite_sha256: r.get(2)?,
-                        created_ms: r.get(3)?,
-                        schedule: r.get(4)?,
-                    })
-                },
+                RunRow::read,
             )
             .optional()?)
     }
