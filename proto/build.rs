@@ -4,6 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY-free: build scripts are single-threaded, and tonic-prost-build reads PROTOC.
     std::env::set_var("PROTOC", protoc);
     let mut config = tonic_prost_build::configure()
+        // Small first buffers per stream (see `codec` in lib.rs).
+        .codec_path("crate::codec::LeanCodec")
         // Artifact bytes are sliced out of the received buffer instead of copied into a Vec.
         .bytes(".edgefleet.v1.ArtifactChunk.data");
     // What the CLI prints with --json: serde derives, with the names and units scripts read.

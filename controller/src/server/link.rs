@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::fleet::{Outbound, Outbox};
 use super::{rollout_driver, Controller, Security, CONTROLLER_VERSION};
 use crate::clock::now_ms;
 use crate::store::{AgentModelRow, Recorded};
@@ -116,7 +117,7 @@ impl LinkService {
 
 #[tonic::async_trait]
 impl AgentLink for LinkService {
-    type OpenStream = ReceiverStream<Result<ControllerMessage, Status>>;
+    type OpenStream = Outbound;
 
     async fn open(
         &self,
@@ -182,7 +183,7 @@ impl AgentLink for LinkService {
             .record_installed(&hello.agent_id, &installed, None, now_ms())
             .map_err(|e| Status::internal(e.to_string()))?;
 
-        let (tx, rx) = mpsc::channel(32);
+        let (tx, outbound) = Outbound::channel(32);
         let welcome = ControllerMessage {
             body: Some(controller_message::Body::Welcome(Welcome {
                 controller_version: CONTROLLER_VERSION.to_string(),
@@ -190,7 +191,9 @@ impl AgentLink for LinkService {
                 controller_public_key: ctl.signer.public_key().to_vec(),
             })),
         };
-        tx.send(Ok(welcome)).await.expect("the receiver is alive");
+        tx.send(Box::new(welcome))
+            .await
+            .expect("the receiver is alive");
         if ctl.fleet.is_online(&hello.agent_id) {
             tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "an agent with this id is already connected; the new connection replaces it (two devices sharing one data directory?)");
         }
@@ -212,7 +215,7 @@ impl AgentLink for LinkService {
         let beats_tx = tx.clone();
         tokio::spawn(async move {
             for command in commands {
-                if tx.send(Ok(command)).await.is_err() {
+                if tx.send(Box::new(command)).await.is_err() {
                     return;
                 }
             }
@@ -221,7 +224,7 @@ impl AgentLink for LinkService {
                 let message = ControllerMessage {
                     body: Some(controller_message::Body::RunJobs(RunJobs { run_id, jobs })),
                 };
-                if tx.send(Ok(message)).await.is_err() {
+                if tx.send(Box::new(message)).await.is_err() {
                     return;
                 }
             }
@@ -229,32 +232,18 @@ impl AgentLink for LinkService {
         tracing::info!(agent = %hello.name, agent_id = %hello.agent_id, peer = ?peer, "agent connected");
 
         let closed = ctl.fleet.closed_signal(&hello.agent_id, session);
-        let interval = ctl.settings.heartbeat_interval;
-        tokio::spawn(send_heartbeats(beats_tx, interval, closed.clone()));
-        // An agent silent for three heartbeats is gone (a black hole, a dead NAT entry), even
-        // while TCP still believes in the connection.
-        let silence = interval * SILENT_HEARTBEATS;
-        let ctl = ctl.clone();
-        tokio::spawn(async move {
-            let agent_id = hello.agent_id;
-            let reason = loop {
-                tokio::select! {
-                    // Revoked (or shutting down): nothing more from this stream counts.
-                    _ = closed.cancelled() => break "closed by the controller".to_string(),
-                    message = tokio::time::timeout(silence, inbound.message()) => match message {
-                        Ok(Ok(Some(msg))) => handle(&ctl, &agent_id, msg).await,
-                        Ok(Ok(None)) => break "closed by the agent".to_string(),
-                        Ok(Err(status)) => break status.message().to_string(),
-                        Err(_) => break format!("no word from the agent for {:.1} s", silence.as_secs_f64()),
-                    },
-                }
-            };
-            closed.cancel();
-            ctl.fleet.leave(&agent_id, session);
-            let _ = ctl.store.touch_agent(&agent_id, now_ms());
-            tracing::info!(agent = %hello.name, %agent_id, %reason, "agent disconnected");
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(serve_link(
+            ctl.clone(),
+            Link {
+                agent_id: hello.agent_id,
+                name: hello.name,
+                session,
+                inbound,
+                outbound: beats_tx,
+                closed,
+            },
+        ));
+        Ok(Response::new(outbound))
     }
 
     type FetchArtifactStream = ReceiverStream<Result<ArtifactChunk, Status>>;
@@ -429,35 +418,71 @@ fn group_by_run(jobs: Vec<(String, BenchJob)>) -> Vec<(String, Vec<BenchJob>)> {
     groups
 }
 
-/// Applies one message from an agent.
 /// Heartbeats an agent may miss before its link counts as dead (on both sides).
 const SILENT_HEARTBEATS: u32 = 3;
 
-/// Sends the controller's heartbeat on an agent's stream until it closes.
-async fn send_heartbeats(
-    tx: mpsc::Sender<Result<ControllerMessage, Status>>,
-    interval: Duration,
+/// One connected agent's stream, both ways.
+struct Link {
+    agent_id: String,
+    name: String,
+    session: u64,
+    inbound: Streaming<AgentMessage>,
+    outbound: Outbox,
+    /// Cancelled when the controller closes the link (revocation, a newer connection, shutdown).
     closed: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = closed.cancelled() => return,
-        }
-        let beat = ControllerMessage {
-            body: Some(controller_message::Body::Heartbeat(ControllerHeartbeat {
-                unix_ms: now_ms() as u64,
-            })),
-        };
-        tokio::select! {
-            sent = tx.send(Ok(beat)) => if sent.is_err() { return },
-            _ = closed.cancelled() => return,
-        }
-    }
 }
 
+/// The one task of a connected agent, for as long as its link lives: applies what the agent
+/// sends, sends the controller's heartbeats, and ends the link when either side closes it or the
+/// agent falls silent for three heartbeats (a black hole, a dead NAT entry: TCP may still believe
+/// in the connection). One task and a small future per agent, since ten thousand of them stay
+/// parked for days: a message's handling is boxed, so its state exists only while it runs.
+async fn serve_link(ctl: Controller, mut link: Link) {
+    let interval = ctl.settings.heartbeat_interval;
+    let silence = interval * SILENT_HEARTBEATS;
+    let mut beats = tokio::time::interval(interval);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = tokio::time::sleep(silence);
+    tokio::pin!(deadline);
+    let reason = loop {
+        // What woke the task is decided first and the message boxed, so that nothing of the
+        // size of an `AgentMessage` is held across the handling's await.
+        let message = tokio::select! {
+            _ = link.closed.cancelled() => break "closed by the controller".to_string(),
+            _ = beats.tick() => {
+                let beat = ControllerMessage {
+                    body: Some(controller_message::Body::Heartbeat(ControllerHeartbeat {
+                        unix_ms: now_ms() as u64,
+                    })),
+                };
+                // An agent whose queue is full is not reading: a beat more would only wait
+                // behind the others, and it must not hold up what the agent sends.
+                match link.outbound.try_send(Box::new(beat)) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => break "closed by the agent".to_string(),
+                    _ => continue,
+                }
+            }
+            () = &mut deadline => {
+                break format!("no word from the agent for {:.1} s", silence.as_secs_f64());
+            }
+            message = link.inbound.message() => match message {
+                Ok(Some(message)) => Box::new(message),
+                Ok(None) => break "closed by the agent".to_string(),
+                Err(status) => break status.message().to_string(),
+            },
+        };
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + silence);
+        Box::pin(handle(&ctl, &link.agent_id, *message)).await;
+    };
+    link.closed.cancel();
+    ctl.fleet.leave(&link.agent_id, link.session);
+    let _ = ctl.store.touch_agent(&link.agent_id, now_ms());
+    tracing::info!(agent = %link.name, agent_id = %link.agent_id, %reason, "agent disconnected");
+}
+
+/// Applies one message from an agent.
 async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
     match msg.body {
         Some(agent_message::Body::InstallResult(result)) => {
