@@ -43,21 +43,25 @@
 //! inherits the simulator's open-file limit (raised to the hard limit, 20,000 here); nothing
 //! else was changed.
 
+use std::io::BufRead;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgefleet_e2e::{sim, Controller};
+use edgefleet_e2e::{bare_link, sim, Controller};
 use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ControllerMessage,
-    CreateEnrollmentTokenRequest, GetResultsRequest, GetRunRequest, Heartbeat, Hello,
-    InstallResult, InstalledModel, JobResult, LatencySummary, ListAgentsRequest,
-    ListRolloutsRequest, Measurement, StartBenchRequest, StartRolloutRequest,
+    CreateEnrollmentTokenRequest, FetchArtifactRequest, GetResultsRequest, GetRunRequest,
+    Heartbeat, Hello, InstallResult, InstalledModel, JobResult, LatencySummary, ListAgentsRequest,
+    ListRolloutsRequest, Manifest, Measurement, StartBenchRequest, StartRolloutRequest,
 };
+use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
@@ -66,6 +70,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 /// The model every job and the rollout name (registered from the set-up cache).
 const MODEL: &str = "add";
 const MODEL_VERSION: &str = "1";
+
+/// The model the rollout installs: the same one-Add file registered alone (no tokenizer), so each
+/// simulated install fetches one small artifact.
+const ROLLOUT_MODEL: &str = "add-alone";
 
 const SUITE: &str = r#"
 name = "fleet-sim"
@@ -154,6 +162,9 @@ struct Shared {
     heartbeats_sent: AtomicU64,
     jobs_answered: AtomicU64,
     installs_answered: AtomicU64,
+    /// Artifact files fetched for installs and found to match their manifest, and their bytes.
+    files_verified: AtomicU64,
+    bytes_fetched: AtomicU64,
     failed_dials: AtomicU64,
 }
 
@@ -169,6 +180,8 @@ impl Shared {
             heartbeats_sent: AtomicU64::new(0),
             jobs_answered: AtomicU64::new(0),
             installs_answered: AtomicU64::new(0),
+            files_verified: AtomicU64::new(0),
+            bytes_fetched: AtomicU64::new(0),
             failed_dials: AtomicU64::new(0),
         }
     }
@@ -261,10 +274,11 @@ fn measurement(threads: u32) -> Measurement {
     }
 }
 
-/// Answers one controller message (jobs at once, installs at once).
+/// Answers one controller message: jobs at once, installs once their files are fetched.
 async fn answer(
     msg: ControllerMessage,
     tx: &mpsc::Sender<AgentMessage>,
+    channel: &Channel,
     shared: &Shared,
 ) -> Result<(), ()> {
     match msg.body {
@@ -291,17 +305,24 @@ async fn answer(
             }
         }
         Some(controller_message::Body::Install(install)) => {
-            // Answered without fetching: the model is tiny and the figure is the controller's.
+            // Every file of the manifest is fetched over the link and checked against its size
+            // and digest, as an agent's installer does before it switches versions.
+            let (name, version, verified) =
+                match fetch_manifest_files(&install.manifest, channel, shared).await {
+                    Ok((name, version)) => (name, version, Ok(())),
+                    Err(e) => (String::new(), String::new(), Err(e)),
+                };
             let result = InstallResult {
                 install_id: install.install_id,
-                ok: true,
-                model_name: MODEL.into(),
-                active_version: MODEL_VERSION.into(),
+                ok: verified.is_ok(),
+                error: verified.err().unwrap_or_default(),
+                model_name: name.clone(),
+                active_version: version.clone(),
                 health: "none".into(),
                 state: Some(InstalledModel {
-                    name: MODEL.into(),
-                    active_version: MODEL_VERSION.into(),
-                    versions: vec![MODEL_VERSION.into()],
+                    name,
+                    active_version: version.clone(),
+                    versions: vec![version],
                 }),
                 ..InstallResult::default()
             };
@@ -315,6 +336,56 @@ async fn answer(
         _ => {}
     }
     Ok(())
+}
+
+/// Fetches every file an install's manifest names (`FetchArtifact` from offset 0 to the end, in
+/// the controller's chunks) and checks each against its size and SHA-256. The model's name and
+/// version, or why not in one line.
+async fn fetch_manifest_files(
+    manifest: &[u8],
+    channel: &Channel,
+    shared: &Shared,
+) -> Result<(String, String), String> {
+    let manifest =
+        Manifest::decode(manifest).map_err(|e| format!("the manifest does not decode: {e}"))?;
+    let mut link = AgentLinkClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+    for file in &manifest.files {
+        let mut hasher = Sha256::new();
+        let mut at = 0u64;
+        while at < file.size_bytes {
+            let mut chunks = link
+                .fetch_artifact(FetchArtifactRequest {
+                    sha256: file.sha256.clone(),
+                    offset: at,
+                    ..FetchArtifactRequest::default()
+                })
+                .await
+                .map_err(|e| format!("fetch {}: {}", file.file_name, e.message()))?
+                .into_inner();
+            let before = at;
+            while let Some(chunk) = chunks
+                .message()
+                .await
+                .map_err(|e| format!("fetch {}: {}", file.file_name, e.message()))?
+            {
+                hasher.update(&chunk.data);
+                at += chunk.data.len() as u64;
+            }
+            if at == before {
+                return Err(format!("{} stopped at byte {at}", file.file_name));
+            }
+        }
+        let digest = hex::encode(hasher.finalize());
+        if at != file.size_bytes || digest != file.sha256 {
+            return Err(format!(
+                "{}: {at} bytes with sha256 {digest}, the manifest says {} bytes with {}",
+                file.file_name, file.size_bytes, file.sha256
+            ));
+        }
+        shared.files_verified.fetch_add(1, Ordering::Relaxed);
+        shared.bytes_fetched.fetch_add(at, Ordering::Relaxed);
+    }
+    Ok((manifest.name, manifest.version))
 }
 
 /// One connection: dial (full mutual-TLS handshake), hello, welcome, then heartbeats and answers
@@ -344,7 +415,7 @@ async fn session(
     if tx.send(hello(d)).await.is_err() {
         return false;
     }
-    let Ok(reply) = AgentLinkClient::new(channel)
+    let Ok(reply) = AgentLinkClient::new(channel.clone())
         .max_decoding_message_size(64 << 20)
         .open(ReceiverStream::new(rx))
         .await
@@ -378,7 +449,7 @@ async fn session(
                 shared.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
             }
             message = inbound.message() => match message {
-                Ok(Some(msg)) => if answer(msg, &tx, shared).await.is_err() { break },
+                Ok(Some(msg)) => if answer(msg, &tx, &channel, shared).await.is_err() { break },
                 _ => break,
             },
             _ = stop.changed() => break,
@@ -582,6 +653,16 @@ fn secs(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // This program again, as the bare tonic peer of the last phase.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--bare-peer") {
+        let heartbeat = Duration::from_secs(argv[4].parse().expect("heartbeat seconds"));
+        if let Err(e) = bare_link::serve(&argv[2], Path::new(&argv[3]), heartbeat).await {
+            eprintln!("bare peer: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = args();
     let n = args.agents;
     let nofile = sim::raise_open_file_limit();
@@ -683,7 +764,18 @@ async fn main() {
     // 4. A run of N jobs.
     let (_, mut admin, _) = connect_admin(&ctl).await;
     tokio::task::block_in_place(|| {
-        ctl.add_cached_model("models/tiny/add.onnx", MODEL, MODEL_VERSION)
+        ctl.add_cached_model("models/tiny/add.onnx", MODEL, MODEL_VERSION);
+        let alone = edgefleet_e2e::cached("models/tiny/add.onnx");
+        let alone = alone.to_str().expect("utf-8 path");
+        ctl.cli_ok(&[
+            "models",
+            "add",
+            alone,
+            "--name",
+            ROLLOUT_MODEL,
+            "--version",
+            MODEL_VERSION,
+        ]);
     });
     let started = Instant::now();
     let run = admin
@@ -801,7 +893,7 @@ async fn main() {
     drop(admin);
     drop(ctl);
     let restart_ms = now_ms();
-    let ctl = tokio::task::block_in_place(|| {
+    let mut ctl = tokio::task::block_in_place(|| {
         Controller::start_with_heartbeat(&dir, &listen, args.heartbeat_s, &[])
     });
     let pid = ctl.process.child.id();
@@ -833,7 +925,7 @@ async fn main() {
     let started = Instant::now();
     let rollout = admin
         .start_rollout(StartRolloutRequest {
-            name: MODEL.into(),
+            name: ROLLOUT_MODEL.into(),
             version: MODEL_VERSION.into(),
             waves: "1%,10%,50%,100%".into(),
             health_check: "none".into(),
@@ -865,14 +957,16 @@ async fn main() {
         &mut figures,
         "rollout 1%,10%,50%,100% to succeeded",
         format!(
-            "{} ({state}{}; {targets} targets, {} installs answered)",
+            "{} ({state}{}; {targets} targets, {} installs answered, {} files fetched and verified, {} bytes)",
             secs(rollout_time),
             if reason.is_empty() {
                 String::new()
             } else {
                 format!(": {reason}")
             },
-            shared.installs_answered.load(Ordering::Relaxed)
+            shared.installs_answered.load(Ordering::Relaxed),
+            shared.files_verified.load(Ordering::Relaxed),
+            shared.bytes_fetched.load(Ordering::Relaxed)
         ),
         "(none set)",
         Some(state == "succeeded"),
@@ -908,6 +1002,56 @@ async fn main() {
         ),
         "all hold",
         Some(bad.iter().all(|b| b.1)),
+    );
+
+    // 9. The same fleet on a bare tonic server (same TLS identity, address and HTTP/2 settings;
+    //    no store, no fleet): what the stack itself holds per stream, read against the controller.
+    let data_dir = ctl.data_dir.clone();
+    tokio::task::block_in_place(|| ctl.process.terminate(Duration::from_secs(60)));
+    drop(admin);
+    drop(ctl);
+    let peer_started_ms = now_ms();
+    let mut peer = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--bare-peer")
+        .arg(&listen)
+        .arg(&data_dir)
+        .arg(args.heartbeat_s.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the bare peer");
+    let mut first = String::new();
+    std::io::BufReader::new(peer.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with(bare_link::LISTENING),
+        "bare peer: {first:?}"
+    );
+    let peer_back = wait_until(Duration::from_secs(180), || {
+        shared.welcomed_since(peer_started_ms) >= n
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(
+        args.heartbeat_s.max(2) + args.window_s / 2,
+    ))
+    .await;
+    let (peer_rss, _) = proc_usage(peer.id());
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let peer_n = shared.welcomed_since(peer_started_ms);
+    report(
+        &mut figures,
+        "bare tonic peer RSS, N connected (same TLS and HTTP/2 settings)",
+        format!(
+            "{:.0} MB ({:.1} KB per stream, {peer_n} of {n} back{}); controller {:.2}x the peer, {:+.1} KB per stream",
+            peer_rss as f64 / 1e6,
+            peer_rss as f64 / 1e3 / n as f64,
+            peer_back.map_or(" not all within 180 s".to_string(), |t| format!(" in {}", secs(t))),
+            rss as f64 / peer_rss.max(1) as f64,
+            (rss as f64 - peer_rss as f64) / 1e3 / n as f64,
+        ),
+        "controller <= 1.10x the peer",
+        Some(peer_back.is_some() && rss as f64 <= 1.10 * peer_rss as f64),
     );
 
     let _ = stop_tx.send(true);

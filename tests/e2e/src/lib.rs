@@ -1,6 +1,7 @@
 //! Test support for the end-to-end tests: starts the real `edgefleet` controller and
 //! `edgefleet-agent` processes on loopback, runs CLI commands, and cleans up on drop.
 
+pub mod bare_link;
 pub mod browser;
 pub mod fault_proxy;
 pub mod kill_trials;
