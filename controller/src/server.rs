@@ -155,6 +155,12 @@ pub async fn serve(
         controller.clone(),
         stop_driver.clone(),
     ));
+    // Heartbeats are written to the store in batches; the last batch after the server stops.
+    let stop_last_seen = tokio_util::sync::CancellationToken::new();
+    let last_seen = tokio::spawn(link::record_last_seen(
+        controller.clone(),
+        stop_last_seen.clone(),
+    ));
     // Runs that finished while the controller was down (or as it stopped) are judged now.
     judge::unjudged_runs(&controller);
     // Schedules are registered again from the store (the scheduler keeps no job code); a
@@ -200,7 +206,7 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    builder
+    let served = builder
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(link)
         .add_service(admin)
@@ -211,5 +217,8 @@ pub async fn serve(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await
+        .await;
+    stop_last_seen.cancel();
+    let _ = last_seen.await;
+    served
 }

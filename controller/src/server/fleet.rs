@@ -43,6 +43,9 @@ pub struct Fleet {
     inner: Arc<Mutex<HashMap<String, Session>>>,
     /// Artifact bytes served per (agent id, sha256) since this controller started.
     served: Arc<Mutex<HashMap<(String, String), u64>>>,
+    /// When each agent was last heard from, not yet written to the store: heartbeats are
+    /// written once a second in one transaction ([`Fleet::take_seen`]), not one by one.
+    seen: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 struct Session {
@@ -123,6 +126,23 @@ impl Fleet {
             Some(tx) => tx.send(Box::new(message)).await.is_ok(),
             None => false,
         }
+    }
+
+    /// Notes that the agent was heard from at `unix_ms` (its store row is written later).
+    pub fn saw(&self, agent_id: &str, unix_ms: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get_mut(agent_id) {
+            Some(at) => *at = (*at).max(unix_ms),
+            None => {
+                seen.insert(agent_id.to_string(), unix_ms);
+            }
+        }
+    }
+
+    /// The agents heard from since the last call, with when (for the store).
+    pub fn take_seen(&self) -> Vec<(String, i64)> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.drain().collect()
     }
 
     /// Counts artifact bytes sent to an agent.

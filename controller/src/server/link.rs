@@ -482,6 +482,34 @@ async fn serve_link(ctl: Controller, mut link: Link) {
     tracing::info!(agent = %link.name, agent_id = %link.agent_id, %reason, "agent disconnected");
 }
 
+/// Writes when agents were last heard from, once a second in one transaction, and once more when
+/// `stop` is cancelled. One UPDATE a heartbeat cost 20% of a core at 10,000 agents (2,000 a
+/// second at the 5 s default).
+pub(super) async fn record_last_seen(ctl: Controller, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(LAST_SEEN_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticks.tick() => false,
+            _ = stop.cancelled() => true,
+        };
+        let seen = ctl.fleet.take_seen();
+        if !seen.is_empty() {
+            let started = std::time::Instant::now();
+            if let Err(e) = ctl.store.touch_agents(&seen) {
+                tracing::warn!(agents = seen.len(), error = %e, "cannot record when agents were last heard from");
+            }
+            crate::metrics::store_time("heartbeats", started.elapsed());
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// How often heard-from times are written to the store.
+const LAST_SEEN_EVERY: Duration = Duration::from_secs(1);
+
 /// Applies one message from an agent.
 async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
     match msg.body {
@@ -490,11 +518,7 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
         }
         Some(agent_message::Body::Heartbeat(_)) => {
             crate::metrics::heartbeat();
-            let started = std::time::Instant::now();
-            if let Err(e) = ctl.store.touch_agent(agent_id, now_ms()) {
-                tracing::warn!(%agent_id, error = %e, "cannot record heartbeat");
-            }
-            crate::metrics::store_time("heartbeat", started.elapsed());
+            ctl.fleet.saw(agent_id, now_ms());
         }
         Some(agent_message::Body::JobResult(result)) => {
             let started = std::time::Instant::now();

@@ -65,6 +65,22 @@ impl Store {
         Ok(())
     }
 
+    /// Records when each agent was last heard from, in one transaction.
+    pub fn touch_agents(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1",
+            )?;
+            for (id, unix_ms) in seen {
+                update.execute(params![id, unix_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
         self.select_agents(None)
     }

@@ -68,6 +68,28 @@ fn agents_keep_first_seen_and_update_last_seen() {
 }
 
 #[test]
+fn heartbeats_batched_keep_the_latest_time_and_skip_unknown_agents() {
+    let s = Store::in_memory().unwrap();
+    agent(&s, "id1", 100);
+    agent(&s, "id2", 100);
+    s.touch_agent("id2", 500).unwrap();
+    // A batch written after a later disconnect's own write must not move the time back.
+    let batch = [
+        ("id1".to_string(), 400),
+        ("id2".to_string(), 450),
+        ("gone".to_string(), 450),
+    ];
+    s.touch_agents(&batch).unwrap();
+    let seen: Vec<(String, i64)> = s
+        .agents()
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.id, a.last_seen_ms))
+        .collect();
+    assert_eq!(seen, [("id1".to_string(), 400), ("id2".to_string(), 500)]);
+}
+
+#[test]
 fn a_model_version_registers_once_and_shares_artifacts() {
     let s = Store::in_memory().unwrap();
     s.insert_model(&model("m", "1")).unwrap();

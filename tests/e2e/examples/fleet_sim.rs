@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgefleet_e2e::{bare_link, sim, Controller};
+use edgefleet_e2e::{bare_link, metrics, sim, Controller};
 use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
@@ -676,7 +676,12 @@ async fn main() {
     let program_started = Instant::now();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();
-    let mut ctl = Controller::start_with_heartbeat(&dir, "127.0.0.1:0", args.heartbeat_s, &[]);
+    let mut ctl = Controller::start_with_heartbeat(
+        &dir,
+        "127.0.0.1:0",
+        args.heartbeat_s,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
     let pid = ctl.process.child.id();
     println!(
         "fleet_sim: {n} simulated agents, one release controller (pid {pid}, TLS, heartbeat {} s) on {}; \
@@ -742,6 +747,18 @@ async fn main() {
     let cpu_percent = (cpu_after - cpu_before) / window * 100.0;
     let rss_mb = rss as f64 / 1e6;
     let controller_fds = open_files(pid);
+    // The store's side of the heartbeats: one transaction a second writes who was heard from.
+    let scraped =
+        metrics::samples(&metrics::http_get(&metrics::metrics_address(&ctl), "/metrics").1);
+    let series = |part: &str| {
+        scraped
+            .get(&format!("edgefleet_store_seconds{part}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let batches = series("_count{operation=\"heartbeats\"}");
+    let batch_ms = series("_sum{operation=\"heartbeats\"}") / batches.max(1.0) * 1e3;
+    let batch_max_ms = series("{operation=\"heartbeats\",quantile=\"1\"}") * 1e3;
     report(
         &mut figures,
         "controller RSS, N connected",
@@ -1057,8 +1074,10 @@ async fn main() {
             rss as f64 / peer_rss.max(1) as f64,
             (rss as f64 - peer_rss as f64) / 1e3 / n as f64,
         ),
-        "controller <= 1.10x the peer",
-        Some(peer_back.is_some() && rss as f64 <= 1.10 * peer_rss as f64),
+        // Judged at fleet scale only: with a few hundred agents the controller's own base (the
+        // store, the scheduler) outweighs what the streams hold.
+        "controller <= 1.10x the peer at 10,000",
+        (n >= 10_000).then(|| peer_back.is_some() && rss as f64 <= 1.10 * peer_rss as f64),
     );
 
     let _ = stop_tx.send(true);
@@ -1087,13 +1106,15 @@ async fn main() {
          (28,232) for all its connections; {n} here, so 10x needs several source addresses (or real devices).\n\
          - open files: {controller_fds} in the controller with {n} streams, limit {nofile} per process: \
          10x needs a limit near {} (both sides).\n\
-         - SQLite: {beats_per_s:.0} heartbeats/s touched the agents table at a {} s interval ({cpu_percent:.0}% CPU idle); \
-         10x is ~{:.0} writes/s on one connection.\n\
+         - SQLite: {beats_per_s:.0} heartbeats/s at a {} s interval, written once a second in one transaction \
+         ({batch_ms:.1} ms mean over {batches:.0} batches, max {batch_max_ms:.1} ms; {cpu_percent:.0}% CPU idle in all); \
+         10x is ~{:.0} rows a second, about {:.0} ms of the store's one connection each second.\n\
          - memory: {:.1} KB controller RSS per stream: 10x is ~{:.1} GB.",
         n * 10,
         controller_fds * 10 + 100,
         args.heartbeat_s,
         beats_per_s * 10.0,
+        batch_ms * 10.0,
         rss as f64 / 1e3 / n as f64,
         rss as f64 * 10.0 / 1e9,
     );

@@ -5,6 +5,7 @@ pub mod bare_link;
 pub mod browser;
 pub mod fault_proxy;
 pub mod kill_trials;
+pub mod metrics;
 pub mod sim;
 
 use std::io::{BufRead, BufReader};

@@ -3,65 +3,14 @@
 //! TLS port (no client certificate or token needed); a scrape after an agent connected and ran
 //! a benchmark shows the agent, its heartbeats, the artifact bytes and the job results.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::Duration;
 
+use edgefleet_e2e::metrics::{http_get, metrics_address, samples};
 use edgefleet_e2e::{start_agent, Controller};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-/// `GET path` over one plain HTTP/1.1 connection: the status line and the body.
-fn http_get(address: &str, path: &str) -> (String, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("a header and a body");
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-/// Sample lines (`name{labels} value`) by their name and labels, comments skipped.
-fn samples(exposition: &str) -> BTreeMap<String, f64> {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The address `serve` logged for its metrics.
-fn metrics_address(ctl: &Controller) -> String {
-    ctl.process
-        .wait_for_log("metrics served at", Duration::from_secs(10));
-    let log = ctl.process.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("metrics served at"))
-        .unwrap();
-    line.split("address=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line}"))
-        .to_string()
-}
 
 #[test]
 fn metrics_and_health_show_the_fleet_at_work() {
@@ -133,6 +82,25 @@ fn metrics_and_health_show_the_fleet_at_work() {
         after["edgefleet_store_seconds_count{operation=\"record_result\"}"] >= 1.0,
         "{after:#?}"
     );
+    assert!(
+        after["edgefleet_store_seconds_count{operation=\"heartbeats\"}"] >= 1.0,
+        "{after:#?}"
+    );
+    // Heartbeats reach the store in batches, once a second: the agent's last-seen time moves on.
+    let last_seen = || {
+        let agents: serde_json::Value =
+            serde_json::from_str(&ctl.cli_ok(&["agents", "--json"])).unwrap();
+        agents
+            .as_array()
+            .and_then(|all| all.iter().find(|a| a["name"] == "edge-m"))
+            .and_then(|a| a["last_seen"].as_str())
+            .unwrap_or_else(|| panic!("no last_seen for edge-m in {agents}"))
+            .to_string()
+    };
+    let first = last_seen();
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = last_seen();
+    assert!(later > first, "last seen {first}, then {later}");
 
     // gRPC health over the TLS port: the CA is all a probe needs.
     let credentials: serde_json::Value =
