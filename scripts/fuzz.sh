@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets in fuzz/ (nightly; not part of scripts/test.sh), one at a time and
 # one process each, then prints one line per target: seconds, CPU seconds, executions, executions
-# per second, corpus size and crashes. Exits non-zero if any target crashed (the input lands in
+# per second, corpus size, crashes and slow units. Exits non-zero if any target crashed (the input lands in
 # fuzz/artifacts/TARGET/).
 #
 #   scripts/fuzz.sh [--seconds N | --cpu-minutes M] [--sanitizer none|address] [TARGET...]
@@ -43,7 +43,7 @@ BINARIES=$ROOT/fuzz/target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
 
 SUMMARY=fuzz/work/summary.tsv
 mkdir -p fuzz/work
-printf 'target\tseconds\tcpu_seconds\texecutions\texecs_per_s\tcorpus\tcrashes\n' >"$SUMMARY"
+printf 'target\tseconds\tcpu_seconds\texecutions\texecs_per_s\tcorpus\tcrashes\tslow_units\n' >"$SUMMARY"
 failed=0
 for target in "${TARGETS[@]}"; do
   work=fuzz/work/$target
@@ -51,7 +51,12 @@ for target in "${TARGETS[@]}"; do
   mkdir -p "$work" "fuzz/artifacts/$target"
   dirs=("$work" "fuzz/corpus/$target")
   [ -d "fuzz/regressions/$target" ] && dirs+=("fuzz/regressions/$target")
-  before=$(find "fuzz/artifacts/$target" -type f | wc -l)
+  # Crashes, timeouts, out-of-memory and leaks are failures; libFuzzer also saves "slow units"
+  # (over 10 s of wall time, which a busy machine can cause), counted apart.
+  failures() { find "fuzz/artifacts/$target" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | wc -l; }
+  slow_units() { find "fuzz/artifacts/$target" -type f -name 'slow-unit-*' | wc -l; }
+  before=$(failures)
+  slow_before=$(slow_units)
   started=$(date +%s)
   # One libFuzzer run of SECONDS_EACH wall seconds; with --cpu-minutes, more runs (resuming from
   # the corpus in fuzz/work) until the processes' own CPU time (user + system, from
@@ -83,16 +88,16 @@ for target in "${TARGETS[@]}"; do
     SECONDS_EACH=$remaining
   done
   if [ "$CPU_SECONDS_EACH" -gt 0 ]; then SECONDS_EACH=$CPU_SECONDS_EACH; fi
-  after=$(find "fuzz/artifacts/$target" -type f | wc -l)
-  crashes=$(( after - before ))
+  crashes=$(( $(failures) - before ))
+  slow=$(( $(slow_units) - slow_before ))
   if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
     crashes="?"  # it failed without leaving an input: the build, or libFuzzer's options
   fi
   rate=$(( execs / (took > 0 ? took : 1) ))
   corpus=$(grep -oE 'corp: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
-  printf '%-15s %5ss  cpu %5ss  %12s executions  %8s exec/s  corpus %5s  crashes %s\n' \
-    "$target" "$took" "$cpu_total" "$execs" "$rate" "${corpus:-0}" "$crashes"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$took" "$cpu_total" "$execs" "$rate" "${corpus:-0}" "$crashes" >>"$SUMMARY"
+  printf '%-15s %5ss  cpu %5ss  %12s executions  %8s exec/s  corpus %5s  crashes %s  slow %s\n' \
+    "$target" "$took" "$cpu_total" "$execs" "$rate" "${corpus:-0}" "$crashes" "$slow"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$took" "$cpu_total" "$execs" "$rate" "${corpus:-0}" "$crashes" "$slow" >>"$SUMMARY"
   if [ "$crashes" != 0 ]; then
     failed=1
     grep -m1 -A3 -E '^(==[0-9]+==|thread .* panicked)' "$log" | sed 's/^/    /' || true
