@@ -58,8 +58,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use edgefleet_e2e::sim::{connect_admin, Admin};
 use edgefleet_e2e::{bare_link, metrics, sim, Controller};
-use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ControllerMessage,
@@ -73,7 +73,6 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// The model every job and the rollout name (registered from the set-up cache).
@@ -491,39 +490,6 @@ async fn agent(d: Arc<Dialer>, shared: Arc<Shared>, mut stop: watch::Receiver<bo
             _ = stop.changed() => return,
         }
     }
-}
-
-/// The operator token on every admin call.
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
-
-/// The CA and an admin client with the controller's operator token.
-async fn connect_admin(ctl: &Controller) -> (String, Admin, Channel) {
-    let credentials: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ctl.credentials).unwrap()).unwrap();
-    let ca = credentials["ca_pem"].as_str().unwrap().to_string();
-    let token = credentials["token"].as_str().unwrap().to_string();
-    let channel = Endpoint::from_shared(ctl.address.clone())
-        .unwrap()
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
-    let client = AdminClient::with_interceptor(channel.clone(), bearer)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(16 << 20);
-    (ca, client, channel)
 }
 
 /// Enrolls agents `from..to` through the API, `parallel` at a time.

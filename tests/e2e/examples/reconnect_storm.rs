@@ -9,7 +9,6 @@
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::{sim, Controller};
-use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, AgentMessage, CreateEnrollmentTokenRequest, Hello,
@@ -87,24 +86,7 @@ impl Dialer {
 /// Enrolls `n` agents with the TLS controller through its real API: tokens from the admin
 /// service, keys made here, CSRs, certificates.
 async fn enroll_all(ctl: &Controller, n: usize) -> Vec<Dialer> {
-    let credentials: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ctl.credentials).unwrap()).unwrap();
-    let ca = credentials["ca_pem"].as_str().unwrap().to_string();
-    let admin_token = credentials["token"].as_str().unwrap().to_string();
-    let channel = Endpoint::from_shared(ctl.address.clone())
-        .unwrap()
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {admin_token}").parse().unwrap();
-    let mut admin =
-        AdminClient::with_interceptor(channel.clone(), move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+    let (ca, mut admin, channel) = sim::connect_admin(ctl).await;
     let mut link = AgentLinkClient::new(channel);
     let mut dialers = Vec::with_capacity(n);
     for i in 0..n {

@@ -1,10 +1,49 @@
-//! What the scale examples (`fleet_sim`, `reconnect_storm`) share: enrolling a simulated agent
-//! through the real API (its key made here, a CSR, the certificate the controller issues) and
-//! room for a socket per agent.
+//! What the scale examples (`fleet_sim`, `reconnect_storm`) share: an admin client with the
+//! controller's operator token, enrolling a simulated agent through the real API (its key made
+//! here, a CSR, the certificate the controller issues) and room for a socket per agent.
 
+use edgefleet_proto::v1::admin_client::AdminClient;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::EnrollRequest;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::Controller;
+
+/// The operator token on every admin call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
+/// An admin client that carries the operator token.
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// The controller's CA, an admin client with the operator token from the credentials file
+/// `serve` wrote, and the channel under it (for the link service's `Enroll`).
+pub async fn connect_admin(ctl: &Controller) -> (String, Admin, Channel) {
+    let credentials: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ctl.credentials).unwrap()).unwrap();
+    let ca = credentials["ca_pem"].as_str().unwrap().to_string();
+    let token = credentials["token"].as_str().unwrap().to_string();
+    let channel = Endpoint::from_shared(ctl.address.clone())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
+    let client = AdminClient::with_interceptor(channel.clone(), bearer)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(16 << 20);
+    (ca, client, channel)
+}
 
 /// An agent's identity after enrolling: what it dials with.
 pub struct Enrolled {
