@@ -3,13 +3,24 @@
 # aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
 # agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders the HTML report
 # for its browser test. Debian packages need root (apt-get); without it
-# this says which command to run. A second run checks and does nothing more.
+# this says which command to run. With --debian-root it also makes a minimal Debian 12 root with
+# debootstrap (from the mirror this machine's apt uses) under the cache, which the package tests
+# copy to install the packages for real without touching this machine. A second run checks and
+# does nothing more.
 set -euo pipefail
 CARGO_DEB_VERSION=3.8.0
 log() { printf 'setup-packaging: %s\n' "$*" >&2; }
 die() { printf 'setup-packaging: error: %s\n' "$*" >&2; exit 1; }
-CROSS=0
-[[ "${1:-}" == --cross ]] && CROSS=1
+CROSS=0 DEBIAN_ROOT=0
+for arg in "$@"; do
+  case "$arg" in
+    --cross) CROSS=1 ;;
+    --debian-root) DEBIAN_ROOT=1 ;;
+    *) die "unknown option $arg (--cross, --debian-root)" ;;
+  esac
+done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${EDGEFLEET_CACHE:-$ROOT/.cache/edgefleet}
 
 # Debian packages this needs, by the command each provides.
 NEED=()
@@ -21,6 +32,9 @@ if [[ $CROSS -eq 1 ]]; then
   command -v aarch64-linux-gnu-gcc >/dev/null || NEED+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
   command -v qemu-aarch64 >/dev/null || NEED+=(qemu-user)
   [[ -f /usr/lib/binfmt.d/qemu-aarch64.conf ]] || NEED+=(qemu-user-binfmt)
+fi
+if [[ $DEBIAN_ROOT -eq 1 ]]; then
+  command -v debootstrap >/dev/null || NEED+=(debootstrap)
 fi
 if [[ ${#NEED[@]} -gt 0 ]]; then
   if [[ $EUID -ne 0 ]]; then
@@ -54,4 +68,26 @@ fi
 if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]]; then
   log "installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
   cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+fi
+
+# The throwaway Debian root (tests/e2e/tests/packages.rs): minbase, plus init-system-helpers
+# (deb-systemd-helper, which every systemd machine has) so that the packages' maintainer scripts
+# enable their units as they would on a device. Made once; the tests copy it.
+if [[ $DEBIAN_ROOT -eq 1 ]]; then
+  BASE="$CACHE/debian-root/bookworm"
+  if [[ ! -x "$BASE/usr/bin/apt-get" || ! -x "$BASE/usr/bin/deb-systemd-helper" ]]; then
+    [[ $EUID -eq 0 ]] || die "making a Debian root needs root (debootstrap, chroot)"
+    # The mirror this machine's own apt fetches bookworm from (deb822 or one-line sources).
+    MIRROR=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)[[:space:]]*$/\1/p' \
+      /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
+    [[ -n "$MIRROR" ]] || MIRROR=$(sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\{0,1\}\([^[:space:]]*\/debian\)[[:space:]]\+bookworm[[:space:]].*/\2/p' \
+      /etc/apt/sources.list 2>/dev/null | head -1)
+    [[ -n "$MIRROR" ]] || die "no Debian mirror in /etc/apt/sources.list{,.d}: debootstrap needs one"
+    log "making a Debian 12 root for the package tests in $BASE (about 200 MB, half a minute)"
+    rm -rf "$BASE.tmp" && mkdir -p "$(dirname "$BASE")"
+    debootstrap --variant=minbase --include=init-system-helpers bookworm "$BASE.tmp" "$MIRROR" \
+      >"$CACHE/debian-root/debootstrap.log" 2>&1 \
+      || die "debootstrap failed (see $CACHE/debian-root/debootstrap.log)"
+    rm -rf "$BASE" && mv "$BASE.tmp" "$BASE"
+  fi
 fi

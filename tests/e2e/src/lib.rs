@@ -3,6 +3,7 @@
 
 pub mod bare_link;
 pub mod browser;
+pub mod debian_root;
 pub mod fault_proxy;
 pub mod kill_trials;
 pub mod metrics;
@@ -57,6 +58,22 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Polls `check` every 200 ms until it holds; panics naming `what` it waited for when `timeout`
+/// passes first. Returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "waited {timeout:?} for {what}; it did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A process that is killed when dropped.
@@ -182,8 +199,15 @@ impl Controller {
         if let Some(token) = insecure_token {
             cmd.args(["--insecure", "--token", token]);
         }
-        let mut child = cmd.spawn().expect("start edgefleet serve");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let child = cmd.spawn().expect("start edgefleet serve");
+        Controller::attach(Process { child, log }, &data_dir, insecure_token)
+    }
+
+    /// A controller from an `edgefleet serve` already started with its stdout piped (e.g. inside
+    /// a Debian root, as the package's user): reads the line that says where it listens.
+    /// `data_dir` is where this side finds its files (its `credentials.json`).
+    pub fn attach(mut process: Process, data_dir: &Path, insecure_token: Option<&str>) -> Controller {
+        let stdout = process.child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
@@ -194,7 +218,7 @@ impl Controller {
             .unwrap_or_else(|| {
                 panic!(
                     "unexpected first line from the controller: {line:?}\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    process.log_text()
                 )
             })
             .to_string();
@@ -204,11 +228,11 @@ impl Controller {
             "https"
         };
         Controller {
-            process: Process { child, log },
+            process,
             address: format!("{scheme}://{addr}"),
             listen: addr,
             credentials: data_dir.join("credentials.json"),
-            data_dir,
+            data_dir: data_dir.to_path_buf(),
             insecure_token: insecure_token.map(str::to_string),
         }
     }

@@ -3,15 +3,18 @@
 //! contents and control data are checked; the amd64 agent package is unpacked into a throwaway
 //! root, where its `check` loads the package's own ONNX Runtime, `enroll` takes it from nothing
 //! to enrolled against a real controller and the daemon then runs from the written config; dpkg
-//! refuses the arm64 package on this amd64 machine; and systemd-analyze verifies both units and
-//! rates the agent's exposure.
+//! refuses the arm64 package on this amd64 machine; systemd-analyze verifies both units and rates
+//! the agent's exposure; every maintainer script parses as shell; and both packages are installed
+//! for real with `apt-get` in a throwaway Debian 12 root (`edgefleet_e2e::debian_root`), used,
+//! upgraded, removed and purged there.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use edgefleet_e2e::{repo_root, Controller, Process};
+use edgefleet_e2e::debian_root::DebianRoot;
+use edgefleet_e2e::{repo_root, wait_until, Controller, Process};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -423,4 +426,327 @@ fn systemd_verifies_both_units_and_rates_the_agent_at_2_or_lower() {
             assert!(score <= 3.0, "{unit} exposure {score}:\n{report}");
         }
     }
+}
+
+/// The maintainer scripts of every package, as dpkg gets them, are shell that parses (a comment
+/// naming cargo-deb's marker once became code with an open quote, and dpkg stopped half-way).
+#[test]
+fn every_maintainer_script_parses_as_shell() {
+    for (name, arch) in [
+        ("edgefleet-agent", "amd64"),
+        ("edgefleet-agent", "arm64"),
+        ("edgefleet", "amd64"),
+    ] {
+        let control = tempfile::tempdir().unwrap();
+        let deb = package(name, arch);
+        stdout_ok(
+            "dpkg-deb",
+            &[
+                "-e",
+                deb.to_str().unwrap(),
+                control.path().to_str().unwrap(),
+            ],
+        );
+        let mut checked = 0;
+        for script in ["preinst", "postinst", "prerm", "postrm"] {
+            let path = control.path().join(script);
+            if !path.exists() {
+                continue;
+            }
+            let out = run("sh", &["-n", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{name} {arch} {script} does not parse: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&path).unwrap()
+            );
+            checked += 1;
+        }
+        assert!(checked >= 2, "{name} {arch}: postinst and postrm at least");
+    }
+}
+
+/// A package's version again, one Debian revision later: the same files, as a rebuilt release
+/// reaches a device (`apt-get install` of it is an upgrade).
+fn next_revision(deb: &Path, out: &Path) -> PathBuf {
+    let tree = out.join("tree");
+    stdout_ok(
+        "dpkg-deb",
+        &["-R", deb.to_str().unwrap(), tree.to_str().unwrap()],
+    );
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let old = format!("Version: {VERSION}-1");
+    assert!(text.contains(&old), "{text}");
+    std::fs::write(&control, text.replace(&old, &format!("Version: {VERSION}-2"))).unwrap();
+    let next = out.join("next.deb");
+    stdout_ok(
+        "dpkg-deb",
+        &[
+            "-Zgzip",
+            "-b",
+            tree.to_str().unwrap(),
+            next.to_str().unwrap(),
+        ],
+    );
+    next
+}
+
+fn mode_and_owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.mode() & 0o7777, meta.uid())
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(
+        std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    ))
+}
+
+/// The uid a process runs as (from /proc).
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("a Uid line")
+}
+
+/// The agent package's whole life on a Debian 12 machine: `apt-get install` runs its scripts
+/// (user, data folder 0700, unit enabled); `edgefleet-agent enroll`; the daemon as the unit
+/// runs it (the package's user, the packaged ONNX Runtime); a model installed and a result left
+/// unsent while the controller is down; an upgrade keeps identity, model and result, and the
+/// result arrives after it; `remove` keeps the data, `purge` deletes it.
+#[test]
+fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root() {
+    let root = DebianRoot::new();
+    let deb = package("edgefleet-agent", "amd64");
+    root.install(&deb);
+
+    // What postinst did.
+    let uid = root
+        .uid("edgefleet-agent")
+        .expect("postinst creates the edgefleet-agent user");
+    assert_eq!(
+        mode_and_owner(&root.file("/var/lib/edgefleet-agent")),
+        (0o700, uid)
+    );
+    assert!(root.file("/etc/edgefleet").is_dir());
+    let wants = root.file("/etc/systemd/system/multi-user.target.wants/edgefleet-agent.service");
+    assert!(
+        wants.symlink_metadata().is_ok(),
+        "the unit is enabled: {} missing",
+        wants.display()
+    );
+    let status = root.run_ok(&["dpkg-query", "-W", "-f=${Status} ${Version}", "edgefleet-agent"]);
+    assert_eq!(status.trim(), format!("install ok installed {VERSION}-1"));
+
+    // Enroll as the README says, as root; no systemd runs here, so it says how to start.
+    let work = tempfile::tempdir().unwrap();
+    let mut ctl = Controller::start(work.path(), "127.0.0.1:0");
+    let listen = ctl.listen.clone();
+    let token = ctl.enroll_token("gateway-1");
+    let said = root.run_ok(&[
+        "edgefleet-agent",
+        "enroll",
+        "--controller",
+        &ctl.address,
+        "--enroll-token",
+        &token,
+        "--label",
+        "site=store-42",
+    ]);
+    assert!(said.contains("enrolled as gateway-1"), "{said}");
+    let config = root.file("/etc/edgefleet/agent.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(!written.contains(&token), "{written}");
+    assert_eq!(
+        mode_and_owner(&root.file("/var/lib/edgefleet-agent/agent.key")),
+        (0o600, uid)
+    );
+
+    // The daemon as the unit starts it: its user, its config, nothing else.
+    std::fs::create_dir_all(root.file("/srv/no-sensors")).unwrap();
+    let start_daemon = |log: &str| {
+        root.spawn_as(
+            "edgefleet-agent",
+            &[
+                "/usr/bin/edgefleet-agent",
+                "run",
+                "--config",
+                "/etc/edgefleet/agent.toml",
+            ],
+            &[
+                ("ORT_DISABLE_TELEMETRY", "1"),
+                ("EDGEFLEET_LOG", "info"),
+                ("NO_COLOR", "1"),
+                ("EDGEFLEET_SENSORS_ROOT", "/srv/no-sensors"),
+            ],
+            &work.path().join(log),
+        )
+    };
+    let mut daemon = start_daemon("daemon-1.log");
+    ctl.wait_online(&["gateway-1"], Duration::from_secs(120));
+    assert_eq!(uid_of(daemon.child.id()), uid, "runs as edgefleet-agent");
+    let agent = ctl.agents().remove(0);
+    assert_eq!(agent["hardware"]["onnxruntime_version"], "1.31.1", "{agent:#?}");
+    assert_eq!(agent["labels"]["site"], "store-42", "{agent:#?}");
+
+    // A model rolled out to it.
+    ctl.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm", "int8");
+    let rollout = ctl.cli_ok(&["rollout", "start", "minilm@int8"]);
+    let rollout = rollout.trim();
+    wait_until(
+        &format!("rollout {rollout} to succeed"),
+        Duration::from_secs(180),
+        || {
+            let state = ctl.rollout(rollout)["state"].as_str().unwrap_or("").to_string();
+            assert!(
+                state == "running" || state == "succeeded",
+                "rollout {rollout}: {state}: {}",
+                daemon.log_text()
+            );
+            state == "succeeded"
+        },
+    );
+    let active = root.file("/var/lib/edgefleet-agent/models/minilm/active");
+    let model = ctl.model("minilm@int8");
+    let model_file = active.join(model["files"][0]["file_name"].as_str().expect("a file name"));
+    let model_sha = sha256_of(&model_file);
+
+    // A result left unsent: the controller dies while the job runs.
+    let suite = work.path().join("long.toml");
+    std::fs::write(
+        &suite,
+        "name = \"long\"\nmodels = [\"minilm@int8\"]\n[input]\ntext = [\"The pump stopped.\"]\n\
+         [conditions]\nidle_power_s = 0\n[[scenario]]\nkind = \"single-stream\"\nthreads = [1]\n\
+         min_queries = 20\nmin_duration_s = 4\n",
+    )
+    .unwrap();
+    let run_id = ctl.cli_ok(&["bench", "run", suite.to_str().unwrap()]);
+    let run_id = run_id.trim().to_string();
+    daemon.wait_for_log("job started", Duration::from_secs(120));
+    drop(ctl);
+    daemon.wait_for_log("job finished", Duration::from_secs(120));
+    let outbox = root.file("/var/lib/edgefleet-agent/outbox");
+    let unsent = || {
+        std::fs::read_dir(&outbox)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "unsent"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("the finished job's result kept unsent", Duration::from_secs(60), || {
+        unsent() == 1
+    });
+    assert!(daemon.terminate(Duration::from_secs(30)).is_some(), "the daemon stops on SIGTERM");
+    let identity: Vec<(PathBuf, String)> = ["agent.key", "agent.pem", "ca.pem", "identity.json"]
+        .iter()
+        .map(|f| root.file(&format!("/var/lib/edgefleet-agent/{f}")))
+        .filter(|p| p.exists())
+        .map(|p| {
+            let sha = sha256_of(&p);
+            (p, sha)
+        })
+        .collect();
+    assert_eq!(identity.len(), 4, "identity files: {identity:?}");
+
+    // The upgrade, as apt does it: the old package's scripts, then the new one's.
+    let upgrade_dir = tempfile::tempdir().unwrap();
+    root.install(&next_revision(&deb, upgrade_dir.path()));
+    let status = root.run_ok(&["dpkg-query", "-W", "-f=${Version}", "edgefleet-agent"]);
+    assert_eq!(status.trim(), format!("{VERSION}-2"));
+    for (path, sha) in &identity {
+        assert_eq!(&sha256_of(path), sha, "{} kept across the upgrade", path.display());
+    }
+    assert_eq!(sha256_of(&model_file), model_sha, "the active model kept");
+    assert_eq!(unsent(), 1, "the unsent result kept");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
+
+    // Back: the same agent, and the result the controller missed arrives.
+    ctl = Controller::start(work.path(), &listen);
+    let _daemon = start_daemon("daemon-2.log");
+    ctl.wait_online(&["gateway-1"], Duration::from_secs(120));
+    let agents = ctl.agents();
+    assert_eq!(agents.len(), 1, "the same identity, not a second agent: {agents:#?}");
+    assert_eq!(agents[0]["id"], agent["id"]);
+    let report = work.path().join("report");
+    wait_until(
+        &format!("the result of run {run_id} kept across the upgrade to arrive"),
+        Duration::from_secs(120),
+        || {
+            ctl.cli_ok(&["report", "--out", report.to_str().unwrap(), "--run", &run_id]);
+            let results: Vec<serde_json::Value> = serde_json::from_str(
+                &std::fs::read_to_string(report.join("results.json")).unwrap_or_default(),
+            )
+            .unwrap_or_default();
+            results.len() == 1
+        },
+    );
+    drop(_daemon);
+
+    // remove keeps identity, model and config; purge deletes them and the unit's enablement.
+    root.run_ok(&["apt-get", "remove", "-y", "edgefleet-agent"]);
+    assert!(!root.file("/usr/bin/edgefleet-agent").exists());
+    assert!(root.file("/var/lib/edgefleet-agent/agent.key").exists());
+    assert!(model_file.exists());
+    assert!(config.exists());
+    root.run_ok(&["dpkg", "--purge", "edgefleet-agent"]);
+    assert!(!root.file("/var/lib/edgefleet-agent").exists());
+    assert!(!config.exists());
+    assert!(wants.symlink_metadata().is_err(), "{} left after purge", wants.display());
+}
+
+/// The controller package the same way: its user, a data folder only it can read, the unit
+/// enabled, `serve` as its user writing a database no one else can read, and remove/purge.
+#[test]
+fn the_controller_package_installs_serves_as_its_user_and_purges_in_a_debian_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = DebianRoot::new();
+    root.install(&package("edgefleet", "amd64"));
+    let uid = root.uid("edgefleet").expect("postinst creates the edgefleet user");
+    let data = root.file("/var/lib/edgefleet");
+    assert_eq!(mode_and_owner(&data), (0o700, uid));
+    let wants =
+        root.file("/etc/systemd/system/multi-user.target.wants/edgefleet-controller.service");
+    assert!(wants.symlink_metadata().is_ok(), "the unit is enabled");
+
+    let work = tempfile::tempdir().unwrap();
+    let serve = root.spawn_as(
+        "edgefleet",
+        &[
+            "/usr/bin/edgefleet",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/var/lib/edgefleet",
+        ],
+        &[("EDGEFLEET_LOG", "info")],
+        &work.path().join("serve.log"),
+    );
+    let ctl = Controller::attach(serve, &data, None);
+    assert_eq!(uid_of(ctl.process.child.id()), uid, "serve runs as edgefleet");
+    let token = ctl.enroll_token("gateway-9");
+    assert!(token.starts_with("efe1."), "{token}");
+    assert_eq!(mode_and_owner(&data), (0o700, uid));
+    for file in ["controller.db", "controller.db-wal", "credentials.json"] {
+        let path = data.join(file);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {:o}: only its owner reads it", mode & 0o777);
+    }
+    drop(ctl);
+
+    root.run_ok(&["apt-get", "remove", "-y", "edgefleet"]);
+    assert!(data.join("controller.db").exists(), "remove keeps the store");
+    root.run_ok(&["dpkg", "--purge", "edgefleet"]);
+    assert!(!data.exists(), "purge deletes the store");
 }
