@@ -93,6 +93,11 @@ pub enum OpenError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot make the data directory {} private (0700, its database 0600): {source}", path.display())]
+    Private {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open {}: {source}", path.display())]
     Artifacts {
         path: PathBuf,
@@ -114,7 +119,17 @@ impl Controller {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        make_private(data_dir).map_err(|source| OpenError::Private {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let store = Store::open(&data_dir.join("controller.db"))?;
+        // SQLite made its -wal and -shm files with the database's mode; an older store's are
+        // tightened here too.
+        make_private(data_dir).map_err(|source| OpenError::Private {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let artifacts_path = data_dir.join("artifacts");
         let artifacts =
             ArtifactDir::open(&artifacts_path).map_err(|source| OpenError::Artifacts {
@@ -140,6 +155,43 @@ impl Controller {
             schedules: schedules::Schedules::default(),
         })
     }
+}
+
+/// The data folder holds agent identities, token hashes, keys and every result: the folder is
+/// 0700 and the database's files 0600. A new database file is created 0600 before SQLite opens
+/// it (SQLite gives its -wal and -shm files the database's mode); a folder or file found more
+/// open (an older controller, a hand-made folder) is tightened, with a warning saying so.
+fn make_private(data_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tighten = |path: &Path, mode: u32| -> std::io::Result<()> {
+        let found = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if found & !mode != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            tracing::warn!(
+                path = %path.display(),
+                was = format!("{found:04o}"),
+                now = format!("{mode:04o}"),
+                "the controller's data was readable by others; tightened"
+            );
+        }
+        Ok(())
+    };
+    tighten(data_dir, 0o700)?;
+    let database = data_dir.join("controller.db");
+    if !database.exists() {
+        std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&database)?;
+    }
+    for name in ["controller.db", "controller.db-wal", "controller.db-shm"] {
+        let path = data_dir.join(name);
+        if path.exists() {
+            tighten(&path, 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// Serves until `shutdown` completes. Taking a bound listener lets tests bind port 0.
@@ -221,4 +273,46 @@ pub async fn serve(
     stop_last_seen.cancel();
     let _ = last_seen.await;
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_data_folder_is_private_when_made_and_tightened_when_found_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        let settings = || Settings {
+            security: Security::Insecure {
+                shared_token: "t".into(),
+            },
+            heartbeat_interval: Duration::from_secs(5),
+        };
+        drop(Controller::open(&fresh, settings()).unwrap());
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join("controller.db")), 0o600);
+
+        // An older controller's folder and database, readable by everyone.
+        let old = dir.path().join("old");
+        drop(Controller::open(&old, settings()).unwrap());
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = old.join("controller.db");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Controller::open(&old, settings()).unwrap());
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&db), 0o600);
+        for name in ["controller.db-wal", "controller.db-shm"] {
+            let path = old.join(name);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{name}");
+            }
+        }
+    }
 }
