@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use edgefleet_controller::selector;
+
 /// edgefleet: roll out ONNX models to a fleet of edge devices, benchmark them there, and compare
 /// them in reports.
 #[derive(Parser)]
@@ -39,8 +41,8 @@ pub(crate) enum Command {
         /// Where the database and artifacts live.
         #[arg(long, env = "EDGEFLEET_DATA", default_value = "/var/lib/edgefleet")]
         data_dir: PathBuf,
-        /// Names (DNS or IP) the server certificate is valid for, repeatable (default: this
-        /// host's name, localhost and 127.0.0.1).
+        /// More names (DNS or IP) the server certificate is valid for, repeatable: added to
+        /// this host's name, localhost and 127.0.0.1, which it always covers.
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
         /// Lifetime of the client certificates agents get, in seconds (renewed at about 70%).
@@ -100,8 +102,7 @@ pub(crate) enum Command {
         /// Only runs since: an RFC 3339 time, or a duration ago (7d, 12h).
         #[arg(long, value_name = "T")]
         since: Option<String>,
-        /// Only agents matching KEY=VALUE or KEY!=VALUE (repeatable; all must hold).
-        #[arg(long = "select", value_name = "KEY=VALUE")]
+        #[arg(long = "select", value_name = "EXPR", help = selector::HELP, value_parser = selector::check_arg)]
         select: Vec<String>,
     },
     /// Compare B against A on every device class that measured both: the ratio B/A with its
@@ -114,8 +115,7 @@ pub(crate) enum Command {
         /// Only runs of this suite (by its name).
         #[arg(long)]
         suite: Option<String>,
-        /// Only agents matching KEY=VALUE or KEY!=VALUE (repeatable; all must hold).
-        #[arg(long = "select", value_name = "KEY=VALUE")]
+        #[arg(long = "select", value_name = "EXPR", help = selector::HELP, value_parser = selector::check_arg)]
         select: Vec<String>,
         /// What to compare.
         #[arg(long, default_value = "p50", value_parser = [
@@ -221,16 +221,29 @@ pub(crate) enum AdminCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum TokensCommand {
-    /// Make a token and print it (once: only its hash is kept).
+    /// Make a token and print it (once: only its hash is kept), or write a credentials file to
+    /// hand to its holder.
+    #[command(
+        after_help = "Example: edgefleet admin tokens create --name ci --role viewer --out ci.json --address https://controller.example:7070\nThe holder runs: edgefleet --credentials ci.json agents"
+    )]
     Create {
+        /// Who will hold it (a person, a CI job): unique, shown in `tokens ls`, used to revoke it.
         #[arg(long)]
         name: String,
-        /// viewer or operator.
+        /// viewer (listings, results, reports) or operator (everything).
         #[arg(long)]
         role: String,
         /// Print the token and its details as JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "out")]
         json: bool,
+        /// Write a credentials file instead of printing the token: the controller's address,
+        /// its CA and the token, mode 0600, the format `--credentials` reads. Never overwrites.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// With --out: the address the holder dials, e.g. https://controller.example:7070
+        /// (default: the one this command used).
+        #[arg(long, value_name = "URL", requires = "out")]
+        address: Option<String>,
     },
     /// List tokens (names and roles, never the secrets).
     Ls {
@@ -287,10 +300,8 @@ pub(crate) enum RolloutCommand {
     Start {
         /// NAME@VERSION
         model: String,
-        /// Which agents: key=value / key!=value on labels or hardware fields, comma-separated,
-        /// all must hold (e.g. hw=rpi5,site!=lab). Default: every agent.
-        #[arg(long, default_value = "")]
-        select: String,
+        #[arg(long = "select", value_name = "EXPR", help = selector::HELP, value_parser = selector::check_arg)]
+        select: Vec<String>,
         /// Cumulative wave sizes, percentages or counts, ending at 100%.
         #[arg(long, default_value = "100%")]
         waves: String,
@@ -342,8 +353,7 @@ pub(crate) enum BenchCommand {
     /// Run a suite on the selected online agents.
     Run {
         suite: PathBuf,
-        /// key=value or key!=value on labels or hardware fields (repeatable; all must hold).
-        #[arg(long = "select", value_name = "KEY=VALUE")]
+        #[arg(long = "select", value_name = "EXPR", help = selector::HELP, value_parser = selector::check_arg)]
         select: Vec<String>,
         /// Wait for the results and print them.
         #[arg(long)]
@@ -374,10 +384,8 @@ pub(crate) enum ScheduleCommand {
         /// The suite to run (read now; later edits of the file do not change the schedule).
         #[arg(long, value_name = "SUITE.toml")]
         suite: PathBuf,
-        /// Which agents: key=value / key!=value on labels or hardware fields, comma-separated,
-        /// all must hold (default: every online agent).
-        #[arg(long, value_name = "EXPR", default_value = "")]
-        select: String,
+        #[arg(long = "select", value_name = "EXPR", help = selector::HELP, value_parser = selector::check_arg)]
+        select: Vec<String>,
         /// Delay each fire by a uniformly random time below this, e.g. 30s, 10m, 1h.
         #[arg(long, value_name = "DURATION", value_parser = parse_jitter)]
         jitter: Option<std::time::Duration>,

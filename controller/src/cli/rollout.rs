@@ -42,7 +42,7 @@ pub(super) async fn run(target: &Target, command: RolloutCommand) -> anyhow::Res
                 .start_rollout(edgefleet_proto::v1::StartRolloutRequest {
                     name,
                     version,
-                    select,
+                    select: select.join(","),
                     waves,
                     success,
                     abort_after: abort_after.unwrap_or_default(),

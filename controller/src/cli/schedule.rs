@@ -34,7 +34,7 @@ pub(crate) async fn run(target: &Target, command: ScheduleCommand) -> anyhow::Re
                     suite_toml: text,
                     suite_origin: suite.display().to_string(),
                     inputs,
-                    select,
+                    select: select.join(","),
                     jitter_ms: jitter.map_or(0, |j| j.as_millis() as u64),
                     when_idle,
                     max_start_temp_c: max_start_temp,
