@@ -75,8 +75,17 @@ impl Client {
                 .map_err(|e| ConfigError(format!("cannot use the CA for {address}: {e}")))?;
         }
         let channel = endpoint.connect().await.map_err(|e| {
-            let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-            anyhow::anyhow!("cannot reach the controller at {address}: {cause} (is `edgefleet serve` running there? set --controller or EDGEFLEET_CONTROLLER)")
+            // The innermost cause says the most (rustls names the certificate's names).
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            let cause = cause.to_string();
+            if cause.contains("not valid for name") {
+                anyhow::anyhow!("the controller at {address} has a certificate for other names: {cause} (dial a name it covers, or restart `edgefleet serve` with --san NAME)")
+            } else {
+                anyhow::anyhow!("cannot reach the controller at {address}: {cause} (is `edgefleet serve` running there? set --controller or EDGEFLEET_CONTROLLER)")
+            }
         })?;
         let bearer = match &target.token {
             Some(token) => Some(
@@ -93,8 +102,14 @@ impl Client {
         })
     }
 
+    /// The controller's refusal in its own words; one of a request it found malformed (a bad
+    /// `--cron`, selector, suite) is a usage error like the CLI's own (exit 64).
     fn fail(&self, status: tonic::Status) -> anyhow::Error {
-        anyhow::anyhow!("{}", status.message())
+        if status.code() == tonic::Code::InvalidArgument {
+            ConfigError(status.message().to_string()).into()
+        } else {
+            anyhow::anyhow!("{}", status.message())
+        }
     }
 
     pub(crate) async fn agents(&mut self) -> anyhow::Result<Vec<edgefleet_proto::v1::AgentInfo>> {

@@ -42,11 +42,13 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
             })?;
         Security::Insecure { shared_token }
     } else {
-        let sans = if options.sans.is_empty() {
-            default_sans()
-        } else {
-            options.sans
-        };
+        // --san adds to the defaults: the CLI on this host dials 127.0.0.1.
+        let mut sans = default_sans();
+        for name in options.sans {
+            if !sans.contains(&name) {
+                sans.push(name);
+            }
+        }
         Security::Tls {
             sans,
             agent_cert_lifetime: options.agent_cert_lifetime,
