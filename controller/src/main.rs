@@ -5,10 +5,24 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
+
+/// Exit status of every usage error: a flag clap refuses, a value the CLI or the controller
+/// refuses (`--cron`, `--since`, `--select`), a configuration that cannot work (EX_USAGE).
+const USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("edgefleet: {}", usage_error_in_one_line(&e.to_string()));
+            return ExitCode::from(USAGE);
+        }
+    };
     let default_level = match cli.command {
         cli::Command::Serve { .. } => "info",
         _ => "warn",
@@ -29,17 +43,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edgefleet: {}", one_line(&e));
-            // A configuration that cannot work (EX_USAGE), so scripts can tell it from failure.
+            // Usage errors apart, so scripts can tell them from failures.
             if e.downcast_ref::<cli::ConfigError>().is_some()
                 || e.downcast_ref::<edgefleet_controller::OpenError>()
                     .is_some()
             {
-                ExitCode::from(64)
+                ExitCode::from(USAGE)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
+}
+
+/// clap's usage error in one line, like every other error: its message and details, without the
+/// usage block and the pointer to --help that follow the first blank line.
+fn usage_error_in_one_line(rendered: &str) -> String {
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = message.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    format!("{line} (see --help)")
 }
 
 /// An error and its causes in one line, each cause once: many errors already name their cause in
@@ -57,4 +84,29 @@ fn one_line(e: &anyhow::Error) -> String {
         line += &text;
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn usage_error(args: &[&str]) -> String {
+        let e = cli::Cli::try_parse_from(args).err().expect("a usage error");
+        assert!(e.use_stderr());
+        usage_error_in_one_line(&e.to_string())
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_naming_what_is_wrong() {
+        let bad_select = usage_error(&["edgefleet", "bench", "run", "s.toml", "--select", "hw"]);
+        assert_eq!(
+            bad_select,
+            "invalid value 'hw' for '--select <EXPR>': selector `hw` is not key=value or key!=value (see --help)"
+        );
+        let missing = usage_error(&["edgefleet", "admin", "tokens", "create", "--role", "viewer"]);
+        assert!(missing.contains("--name <NAME>"), "{missing}");
+        assert!(!missing.contains('\n'), "{missing}");
+    }
 }
