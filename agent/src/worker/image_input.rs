@@ -38,12 +38,33 @@ pub fn load(path: &Path, spec: ImageSpec) -> Result<Vec<f32>, InputError> {
 /// the 65,535 rows where jpeg-decoder 0.3's row arithmetic (`(mcu_y + 1) * 8` in `u16`) overflows.
 pub const MAX_SIDE: u32 = 16_384;
 
+/// The most pixels an image a job reads may have (16.8 megapixels, 4096 × 4096): a model input
+/// is far smaller, and fuzzing found progressive JPEGs of a few hundred bytes that declare 25–30
+/// megapixels and take seconds to decode.
+pub const MAX_PIXELS: u64 = 4096 * 4096;
+
 /// Decodes a PNG or JPEG file's bytes (the format recognised by content) into RGB. An image
-/// wider or taller than [`MAX_SIDE`] is refused from its header, before it is decoded.
+/// wider or taller than [`MAX_SIDE`], or of more than [`MAX_PIXELS`] pixels, is refused from its
+/// header, before it is decoded.
 pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
-    let mut reader = image::io::Reader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(image::ImageError::IoError)?;
+    let reader = || {
+        image::io::Reader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(image::ImageError::IoError)
+    };
+    let (width, height) = reader()?.into_dimensions()?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(image::ImageError::IoError(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the image is {width}×{height} pixels ({:.1} megapixels), over the {:.1}-megapixel limit for an input",
+                pixels as f64 / 1e6,
+                MAX_PIXELS as f64 / 1e6
+            ),
+        )));
+    }
+    let mut reader = reader()?;
     let mut limits = image::io::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -215,6 +236,27 @@ mod tests {
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         assert!(matches!(decode(&png), Err(image::ImageError::Limits(_))));
+    }
+
+    #[test]
+    fn images_of_more_pixels_than_the_limit_are_refused_from_their_header_in_one_line() {
+        // 5,000 × 5,000 = 25 megapixels, each side well under MAX_SIDE: a progressive JPEG of this
+        // size took seconds to decode before the pixel cap.
+        let mut png = Vec::new();
+        image::GrayImage::new(5_000, 5_000)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let err = decode(&png).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the image is 5000×5000 pixels (25.0 megapixels), over the 16.8-megapixel limit for an input"
+        );
+        // At the limit, it decodes.
+        let mut png = Vec::new();
+        image::GrayImage::new(4096, 4096)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode(&png).unwrap().dimensions(), (4096, 4096));
     }
 
     #[test]
