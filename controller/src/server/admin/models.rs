@@ -1,8 +1,6 @@
 //! Model registry calls: `models add` (the upload, checked as ONNX, stored content-addressed and
 //! signed; a failed add stores nothing), `models ls`, `models show` and `models rm`.
 
-use std::io::Read;
-
 use edgefleet_proto::v1::{
     add_model_request, AddModelRequest, ListModelsReply, ModelDetail, ModelInfo, ModelPlacement,
     ModelRequest, RemoveModelReply, RemoveModelRequest,
@@ -229,13 +227,10 @@ async fn receive_files(
 async fn check_model(upload: &Upload, file_name: &str) -> Result<onnx_model::OnnxSummary, Status> {
     let path = upload.tmp_path().to_path_buf();
     let file_name = file_name.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut bytes = Vec::new();
-        std::fs::File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(internal)?;
-        onnx_model::inspect(&bytes)
-            .map_err(|e| Status::invalid_argument(format!("{file_name}: {e}")))
+    tokio::task::spawn_blocking(move || match onnx_model::inspect_file(&path) {
+        Ok(summary) => Ok(summary),
+        Err(onnx_model::OnnxError::Read(e)) => Err(internal(e)),
+        Err(e) => Err(Status::invalid_argument(format!("{file_name}: {e}"))),
     })
     .await
     .map_err(internal)?
