@@ -5,8 +5,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
-# cargo-deb, the aarch64 target, its cross compiler and qemu-user, for the package and ARM tests.
-bash scripts/setup_packaging.sh --cross
+# cargo-deb, the aarch64 target, its cross compiler and qemu-user, for the package and ARM tests,
+# and the throwaway Debian root the package tests install into.
+bash scripts/setup_packaging.sh --cross --debian-root
 cargo fmt --all -- --check
 # The tract engine is a cargo feature of the agent; CI builds and tests it too.
 # No incremental caches: a test run builds once, and they would double target/ on a shared disk
@@ -22,7 +23,8 @@ CARGO_PROFILE_DEV_DEBUG=0 cargo build --locked -p edgefleet-agent --bins \
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 set +e
-cargo test --locked --workspace "${FEATURES[@]}" 2>&1 | tee "$LOG"
+# --no-fail-fast: every test binary runs, so one failure does not hide the others.
+cargo test --locked --no-fail-fast --workspace "${FEATURES[@]}" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo prints one per binary, doc-tests last).

@@ -160,9 +160,15 @@ mod tests {
 
     #[test]
     fn scheduled_waits_end_on_time() {
-        let t = Instant::now() + Duration::from_millis(3);
-        wait_until(t);
-        let late = Instant::now() - t;
-        assert!(late < Duration::from_millis(2), "{late:?} late");
+        // Never early; and on time at least once in ten (a busy machine may preempt any one).
+        let mut best = Duration::MAX;
+        for _ in 0..10 {
+            let t = Instant::now() + Duration::from_millis(3);
+            wait_until(t);
+            let now = Instant::now();
+            assert!(now >= t, "woke early");
+            best = best.min(now - t);
+        }
+        assert!(best < Duration::from_millis(2), "{best:?} late at best");
     }
 }

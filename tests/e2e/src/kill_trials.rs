@@ -79,6 +79,9 @@ pub fn run(dir: &Path, trials: u32, seed: u64) -> Tally {
             "agent"
         };
         let what = if install { "an install" } else { "a run" };
+        // After a restart the agent may still be in its reconnect backoff: a run started now
+        // would find no agent online.
+        ctl.wait_online(&["edge-k"], SETTLE);
         let started = if install {
             let version = next_version.next().unwrap();
             ctl.cli_ok(&["rollout", "start", &format!("minilm@{version}")])

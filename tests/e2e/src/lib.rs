@@ -206,7 +206,11 @@ impl Controller {
     /// A controller from an `edgefleet serve` already started with its stdout piped (e.g. inside
     /// a Debian root, as the package's user): reads the line that says where it listens.
     /// `data_dir` is where this side finds its files (its `credentials.json`).
-    pub fn attach(mut process: Process, data_dir: &Path, insecure_token: Option<&str>) -> Controller {
+    pub fn attach(
+        mut process: Process,
+        data_dir: &Path,
+        insecure_token: Option<&str>,
+    ) -> Controller {
         let stdout = process.child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -227,14 +231,24 @@ impl Controller {
         } else {
             "https"
         };
-        Controller {
+        // One listening on every interface is dialled on loopback.
+        let dial = addr.replace("0.0.0.0:", "127.0.0.1:");
+        let ctl = Controller {
             process,
-            address: format!("{scheme}://{addr}"),
+            address: format!("{scheme}://{dial}"),
             listen: addr,
             credentials: data_dir.join("credentials.json"),
             data_dir: data_dir.to_path_buf(),
             insecure_token: insecure_token.map(str::to_string),
-        }
+        };
+        // It prints the line before it accepts (a restart first catches up on unfinished runs):
+        // the first command of a test waits until the controller answers.
+        wait_until(
+            "the controller to answer `edgefleet agents`",
+            Duration::from_secs(60),
+            || ctl.cli(&["agents", "--json"]).status.success(),
+        );
+        ctl
     }
 
     /// Runs `edgefleet ARGS` against this controller with its credentials file.

@@ -76,7 +76,8 @@ fn start_emulated_agent(dir: &std::path::Path, ctl: &Controller, name: &str) -> 
 #[test]
 fn an_emulated_aarch64_agent_benchmarks_beside_a_native_one_under_its_own_target() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    // Heartbeats every 5 s: an emulated agent on a busy machine can miss three 1 s ones.
+    let ctl = Controller::start_with_heartbeat(dir.path(), "127.0.0.1:0", 5, &[]);
     let _native = start_agent(dir.path(), &ctl, "edge-x86", &["hw=x86"]);
     let arm = start_emulated_agent(dir.path(), &ctl, "edge-arm");
     ctl.wait_online(&["edge-x86", "edge-arm"], Duration::from_secs(120));
@@ -103,6 +104,8 @@ fn an_emulated_aarch64_agent_benchmarks_beside_a_native_one_under_its_own_target
     ctl.add_cached_model("models/tiny/add.onnx", "add-one", "1");
     let suite = dir.path().join("arm.toml");
     std::fs::write(&suite, SUITE).unwrap();
+    // The run plans jobs for the agents online when it starts.
+    ctl.wait_online(&["edge-x86", "edge-arm"], Duration::from_secs(120));
     let out = ctl.cli(&[
         "bench",
         "run",

@@ -103,13 +103,12 @@ fn unreachable_controllers_are_named() {
         "cannot reach the controller; retrying",
         Duration::from_secs(20),
     );
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(agent.is_running(), "the agent keeps retrying");
-    assert!(
-        agent.log_text().matches("retrying").count() >= 2,
-        "{}",
-        agent.log_text()
+    edgefleet_e2e::wait_until(
+        "a second retry in the agent's log",
+        Duration::from_secs(60),
+        || agent.log_text().matches("retrying").count() >= 2,
     );
+    assert!(agent.is_running(), "the agent keeps retrying");
 }
 
 #[test]

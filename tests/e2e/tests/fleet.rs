@@ -221,9 +221,9 @@ fn two_agents_benchmark_real_models_and_a_report_is_written() {
 fn selection_picks_agents_by_label_and_an_empty_selection_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::start(dir.path(), "127.0.0.1:0");
-    let _a = start_agent(dir.path(), &ctl, "pi-1", &["hw=rpi5"]);
-    let _b = start_agent(dir.path(), &ctl, "gw-1", &["hw=x86"]);
-    ctl.wait_online(&["pi-1", "gw-1"], Duration::from_secs(60));
+    let _a = start_agent(dir.path(), &ctl, "pi-1", &["hw=rpi5", "site=store-42"]);
+    let _b = start_agent(dir.path(), &ctl, "pi-lab", &["hw=rpi5", "site=lab"]);
+    ctl.wait_online(&["pi-1", "pi-lab"], Duration::from_secs(60));
     register_models(&ctl);
     let suite = dir.path().join("one.toml");
     std::fs::write(&suite, SUITE.replace("\"minilm-l6@fp32\", ", "")).unwrap();
@@ -239,12 +239,24 @@ fn selection_picks_agents_by_label_and_an_empty_selection_changes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no online agent matches hw=jetson"), "{err}");
 
+    // A selector the parser does not understand is an error, never "everything".
+    let out = ctl.cli(&[
+        "bench",
+        "run",
+        suite.to_str().unwrap(),
+        "--select",
+        "hw=rpi5 site=lab",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("join conditions with commas"), "{err}");
+
     let records: Vec<serde_json::Value> = serde_json::from_str(&ctl.cli_ok(&[
         "bench",
         "run",
         suite.to_str().unwrap(),
         "--select",
-        "hw=rpi5",
+        "hw=rpi5,site!=lab",
         "--wait",
         "--json",
     ]))
@@ -282,8 +294,9 @@ fn agents_reconnect_after_a_controller_restart() {
         .terminate(Duration::from_secs(15))
         .expect("agent stops on SIGTERM");
     assert!(status.success(), "{status}");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(ctl.agents()[0]["online"], false);
+    edgefleet_e2e::wait_until("edge-r shown offline", Duration::from_secs(60), || {
+        ctl.agents()[0]["online"] == false
+    });
 }
 
 #[test]
@@ -388,8 +401,8 @@ min_duration_s = 0.5
         assert_eq!(server["target_qps"], 40.0);
         let achieved = server["achieved_qps"].as_f64().unwrap();
         assert!(
-            (20.0..=60.0).contains(&achieved),
-            "Poisson arrivals near 40/s: {server:#}"
+            (10.0..=60.0).contains(&achieved),
+            "Poisson arrivals near 40/s (a busy machine stretches the run): {server:#}"
         );
         assert!(server["bound_met"].is_boolean());
         assert!(server["peak_qps"].as_f64().unwrap() > 0.0, "{server:#}");

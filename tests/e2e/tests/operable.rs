@@ -48,8 +48,20 @@ fn metrics_and_health_show_the_fleet_at_work() {
     )
     .unwrap();
     ctl.cli_ok(&["bench", "run", suite.to_str().unwrap(), "--wait"]);
-    // Heartbeats come every second (the harness's --heartbeat-s 1).
-    std::thread::sleep(Duration::from_millis(2500));
+    // Heartbeats come every second (the harness's --heartbeat-s 1); the store takes them in a
+    // batch once a second.
+    edgefleet_e2e::wait_until(
+        "a heartbeat counted and a heartbeat batch timed in /metrics",
+        Duration::from_secs(60),
+        || {
+            let now = samples(&http_get(&metrics, "/metrics").1);
+            now.get("edgefleet_heartbeats_total")
+                .is_some_and(|n| *n >= 1.0)
+                && now
+                    .get("edgefleet_store_seconds_count{operation=\"heartbeats\"}")
+                    .is_some_and(|n| *n >= 1.0)
+        },
+    );
 
     let after = samples(&http_get(&metrics, "/metrics").1);
     assert_eq!(after["edgefleet_agents_connected"], 1.0, "{after:#?}");
@@ -98,9 +110,11 @@ fn metrics_and_health_show_the_fleet_at_work() {
             .to_string()
     };
     let first = last_seen();
-    std::thread::sleep(Duration::from_millis(2500));
-    let later = last_seen();
-    assert!(later > first, "last seen {first}, then {later}");
+    edgefleet_e2e::wait_until(
+        &format!("edge-m's last_seen to move on from {first}"),
+        Duration::from_secs(60),
+        || last_seen() > first,
+    );
 
     // gRPC health over the TLS port: the CA is all a probe needs.
     let credentials: serde_json::Value =

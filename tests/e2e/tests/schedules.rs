@@ -206,8 +206,16 @@ fn schedules_fire_skip_while_running_stop_when_removed_and_count_missed_fires() 
     // Removed: no further fires.
     ctl.cli_ok(&["schedule", "rm", "every2"]);
     assert!(schedules(&ctl).is_empty());
-    // A fire that was already starting when rm arrived may still finish starting its run.
-    std::thread::sleep(Duration::from_millis(1500));
+    // A fire that was already starting when rm arrived may still finish starting its run: wait
+    // until the count holds still over two fire intervals.
+    let mut seen = runs_started_in_log(&ctl, "every2");
+    wait_for("the runs started before rm to settle", || {
+        std::thread::sleep(Duration::from_secs(4));
+        let now = runs_started_in_log(&ctl, "every2");
+        let settled = now == seen;
+        seen = now;
+        settled.then_some(())
+    });
     let before = runs_started_in_log(&ctl, "every2");
     assert!(before >= 2, "{before}");
     std::thread::sleep(Duration::from_secs(6));
@@ -232,7 +240,11 @@ fn schedules_fire_skip_while_running_stop_when_removed_and_count_missed_fires() 
 
     // Stopped for several fire intervals: the fires it missed are recorded after the restart.
     let listen = ctl.listen.clone();
-    ctl.process.terminate(Duration::from_secs(20));
+    assert!(
+        ctl.process.terminate(Duration::from_secs(60)).is_some(),
+        "the controller stops on SIGTERM"
+    );
+    // Down for several fire intervals (time passing is what this tests).
     std::thread::sleep(Duration::from_secs(9));
     ctl = Controller::start(dir.path(), &listen);
     let after = schedule(&ctl, "long");
