@@ -29,7 +29,8 @@ pub(super) async fn start(
     };
     let suite = Suite::parse(&req.suite_toml, origin)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let conditions = selector::parse_selectors(&req.select).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let conditions = selector::parse_selectors(&req.select)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
 
     let models = resolve_models(ctl, &suite, origin)?;
     let agents = online_agents(ctl, &conditions)?;
@@ -185,7 +186,8 @@ pub(super) fn results(
     ctl: &Controller,
     req: GetResultsRequest,
 ) -> Result<Vec<GetResultsReply>, Status> {
-    let conditions = selector::parse_selectors(&req.select).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let conditions = selector::parse_selectors(&req.select)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let filter = ResultFilter {
         run_id: (!req.run_id.is_empty()).then_some(req.run_id),
         model: None,

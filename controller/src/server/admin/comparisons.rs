@@ -20,7 +20,8 @@ pub(super) fn compare(ctl: &Controller, req: CompareRequest) -> Result<CompareRe
     } else {
         Metric::parse(&req.metric).map_err(invalid)?
     };
-    let select = selector::parse_selectors(&req.select).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let select = selector::parse_selectors(&req.select)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let q = query::Query {
         a: req.a,
         b: req.b,
