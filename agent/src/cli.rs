@@ -394,6 +394,7 @@ pub(crate) fn check(args: DaemonArgs) -> ExitCode {
             &profile.cpu_governor
         }
     );
+    println!("energy        {}", energy_line(&config.sensors_root));
     if let Ok(library) =
         edgefleet_agent::runtime_library::locate(config.onnxruntime_library.as_deref())
     {
@@ -407,6 +408,25 @@ pub(crate) fn check(args: DaemonArgs) -> ExitCode {
         println!("onnxruntime   unavailable");
         eprintln!("edgefleet-agent: {}", profile.runtime_error);
         ExitCode::FAILURE
+    }
+}
+
+/// Where this device's energy would be read from, or why none is: a RAPL counter that is there
+/// but readable only by root (Linux 5.10 on) is named with the fix.
+fn energy_line(sensors_root: &std::path::Path) -> String {
+    use edgefleet_agent::sensors::energy;
+    let probe = energy::Probe::for_root(sensors_root.to_path_buf());
+    if let Some(source) = energy::discover(&probe) {
+        return format!("{} ({})", source.method(), source.describe());
+    }
+    match energy::unreadable_rapl_counter(sensors_root) {
+        Some(counter) => format!(
+            "none readable: {} is there but this user cannot read it (the package's udev rule \
+             lets group edgefleet-agent read it; run `udevadm trigger --subsystem-match=powercap` \
+             or reboot after installing)",
+            counter.display()
+        ),
+        None => "none found".to_string(),
     }
 }
 

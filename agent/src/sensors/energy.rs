@@ -280,6 +280,15 @@ pub fn discover(probe: &Probe) -> Option<Box<dyn EnergySource>> {
     Some(Box::new(nvml))
 }
 
+/// A top-level RAPL zone's `energy_uj` that exists but cannot be read by this process: root-only
+/// since Linux 5.10 (CVE-2020-8694) unless a rule grants the agent's group.
+pub fn unreadable_rapl_counter(root: &Path) -> Option<PathBuf> {
+    dirs_with_prefix(&root.join("sys/class/powercap"), "intel-rapl:")
+        .into_iter()
+        .map(|zone| zone.join("energy_uj"))
+        .find(|counter| counter.is_file() && read_u64(counter).is_none())
+}
+
 /// The first top-level RAPL package zone (`intel-rapl:N`, also on AMD); sub-zones such as
 /// `intel-rapl:0:0` are parts of it.
 fn rapl(root: &Path) -> Option<Rapl> {

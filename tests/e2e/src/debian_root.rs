@@ -15,8 +15,8 @@ pub struct DebianRoot {
 }
 
 impl DebianRoot {
-    /// Copies the base root made by the set-up into a fresh temporary folder.
-    pub fn new() -> DebianRoot {
+    /// Copies the base root made by the set-up into a fresh temporary folder (and mounts /proc).
+    pub fn copy_of_base() -> DebianRoot {
         let base = cache_dir().join("debian-root/bookworm");
         assert!(
             base.join("usr/bin/apt-get").is_file(),
@@ -118,6 +118,20 @@ impl DebianRoot {
         })
     }
 
+    /// Runs a program inside the root as `user` (its own group too) to its end.
+    pub fn run_as(&self, user: &str, program_and_args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command_as(user, program_and_args, env)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run chroot {program_and_args:?} as {user}: {e}"))
+    }
+
+    fn command_as(&self, user: &str, program_and_args: &[&str], env: &[(&str, &str)]) -> Command {
+        let userspec = format!("--userspec={user}:{user}");
+        let mut cmd = self.chroot(&[&userspec, "--groups="], program_and_args);
+        cmd.envs(env.iter().copied());
+        cmd
+    }
+
     /// Starts a program inside the root as `user` (its own group too), as a unit's `User=` and
     /// `Group=` would; stderr goes to `log`, stdout is piped.
     pub fn spawn_as(
@@ -127,10 +141,8 @@ impl DebianRoot {
         env: &[(&str, &str)],
         log: &Path,
     ) -> Process {
-        let userspec = format!("--userspec={user}:{user}");
-        let mut cmd = self.chroot(&[&userspec, "--groups="], program_and_args);
-        cmd.envs(env.iter().copied())
-            .stdout(Stdio::piped())
+        let mut cmd = self.command_as(user, program_and_args, env);
+        cmd.stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).expect("log file"));
         Process {
             child: cmd.spawn().expect("start a program in the Debian root"),

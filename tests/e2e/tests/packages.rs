@@ -104,6 +104,7 @@ fn the_agent_packages_carry_everything_a_device_needs() {
             "/usr/share/fish/vendor_completions.d/edgefleet-agent.fish",
             "/usr/share/man/man1/edgefleet-agent.1.gz",
             "/usr/share/man/man1/edgefleet-agent-enroll.1.gz",
+            "/usr/lib/udev/rules.d/60-edgefleet-agent-powercap.rules",
         ] {
             assert!(
                 files.iter().any(|f| f == expected),
@@ -338,12 +339,9 @@ fn enroll_says_what_is_wrong_in_one_line_with_its_exit_status() {
         ca_sha256: "0".repeat(64),
     }
     .encode();
-    // Nothing listens on a port just closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 1 is privileged and nothing of ours listens there (a port just closed could be
+    // taken by a test beside this one).
+    let port = 1;
     for (controller, token, code, says) in [
         ("https://127.0.0.1:7070", "efe1.garbage", 64, "token"),
         (
@@ -478,7 +476,11 @@ fn next_revision(deb: &Path, out: &Path) -> PathBuf {
     let text = std::fs::read_to_string(&control).unwrap();
     let old = format!("Version: {VERSION}-1");
     assert!(text.contains(&old), "{text}");
-    std::fs::write(&control, text.replace(&old, &format!("Version: {VERSION}-2"))).unwrap();
+    std::fs::write(
+        &control,
+        text.replace(&old, &format!("Version: {VERSION}-2")),
+    )
+    .unwrap();
     let next = out.join("next.deb");
     stdout_ok(
         "dpkg-deb",
@@ -515,6 +517,80 @@ fn uid_of(pid: u32) -> u32 {
         .expect("a Uid line")
 }
 
+/// The RAPL counter of an x86 gateway, root-only (0400) as Linux 5.10 on makes it, in a fixture
+/// tree: the agent as its own user cannot read it and `check` says so; the package's udev rule,
+/// carried out as udev would for that zone, lets the agent's group read it, and `check` then
+/// names RAPL as the energy source.
+fn rapl_becomes_readable_to_the_agent_by_the_packaged_udev_rule(root: &DebianRoot) {
+    use std::os::unix::fs::PermissionsExt;
+    let rule = std::fs::read_to_string(
+        root.file("/usr/lib/udev/rules.d/60-edgefleet-agent-powercap.rules"),
+    )
+    .expect("the package carries its powercap udev rule");
+    let rule = rule
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .expect("a rule line");
+    for condition in [
+        "SUBSYSTEM==\"powercap\"",
+        "ACTION==\"add|change\"",
+        "TEST==\"energy_uj\"",
+    ] {
+        assert!(rule.contains(condition), "{condition} in {rule}");
+    }
+    let zone = "/srv/sensors/sys/class/powercap/intel-rapl:0";
+    std::fs::create_dir_all(root.file(zone)).unwrap();
+    for (file, value) in [
+        ("name", "package-0\n"),
+        ("energy_uj", "123456789\n"),
+        ("max_energy_range_uj", "262143328850\n"),
+    ] {
+        let path = root.file(&format!("{zone}/{file}"));
+        std::fs::write(&path, value).unwrap();
+        let mode = if file == "name" { 0o444 } else { 0o400 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let check = || {
+        let out = root.run_as(
+            "edgefleet-agent",
+            &["/usr/bin/edgefleet-agent", "check"],
+            &[
+                ("EDGEFLEET_SENSORS_ROOT", "/srv/sensors"),
+                ("ORT_DISABLE_TELEMETRY", "1"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .find(|l| l.starts_with("energy"))
+            .unwrap_or_else(|| panic!("no energy line in {text}"))
+            .to_string()
+    };
+    let before = check();
+    assert!(
+        before.contains("none readable") && before.contains("intel-rapl:0/energy_uj"),
+        "{before}"
+    );
+    // What udev runs for the zone: each RUN+= command, %p being the zone's path under /sys.
+    let mut commands = 0;
+    for run in rule.split("RUN+=\"").skip(1) {
+        let command = run.split('"').next().unwrap().replace("/sys%p", zone);
+        let args: Vec<&str> = command.split_whitespace().collect();
+        root.run_ok(&args);
+        commands += 1;
+    }
+    assert_eq!(commands, 2, "chgrp and chmod: {rule}");
+    let after = check();
+    assert!(
+        after.contains("rapl (") && after.contains("intel-rapl:0"),
+        "{after}"
+    );
+}
+
 /// The agent package's whole life on a Debian 12 machine: `apt-get install` runs its scripts
 /// (user, data folder 0700, unit enabled); `edgefleet-agent enroll`; the daemon as the unit
 /// runs it (the package's user, the packaged ONNX Runtime); a model installed and a result left
@@ -522,7 +598,7 @@ fn uid_of(pid: u32) -> u32 {
 /// result arrives after it; `remove` keeps the data, `purge` deletes it.
 #[test]
 fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root() {
-    let root = DebianRoot::new();
+    let root = DebianRoot::copy_of_base();
     let deb = package("edgefleet-agent", "amd64");
     root.install(&deb);
 
@@ -541,8 +617,14 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
         "the unit is enabled: {} missing",
         wants.display()
     );
-    let status = root.run_ok(&["dpkg-query", "-W", "-f=${Status} ${Version}", "edgefleet-agent"]);
+    let status = root.run_ok(&[
+        "dpkg-query",
+        "-W",
+        "-f=${Status} ${Version}",
+        "edgefleet-agent",
+    ]);
     assert_eq!(status.trim(), format!("install ok installed {VERSION}-1"));
+    rapl_becomes_readable_to_the_agent_by_the_packaged_udev_rule(&root);
 
     // Enroll as the README says, as root; no systemd runs here, so it says how to start.
     let work = tempfile::tempdir().unwrap();
@@ -592,7 +674,10 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
     ctl.wait_online(&["gateway-1"], Duration::from_secs(120));
     assert_eq!(uid_of(daemon.child.id()), uid, "runs as edgefleet-agent");
     let agent = ctl.agents().remove(0);
-    assert_eq!(agent["hardware"]["onnxruntime_version"], "1.31.1", "{agent:#?}");
+    assert_eq!(
+        agent["hardware"]["onnxruntime_version"], "1.31.1",
+        "{agent:#?}"
+    );
     assert_eq!(agent["labels"]["site"], "store-42", "{agent:#?}");
 
     // A model rolled out to it.
@@ -603,7 +688,10 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
         &format!("rollout {rollout} to succeed"),
         Duration::from_secs(180),
         || {
-            let state = ctl.rollout(rollout)["state"].as_str().unwrap_or("").to_string();
+            let state = ctl.rollout(rollout)["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             assert!(
                 state == "running" || state == "succeeded",
                 "rollout {rollout}: {state}: {}",
@@ -614,7 +702,11 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
     );
     let active = root.file("/var/lib/edgefleet-agent/models/minilm/active");
     let model = ctl.model("minilm@int8");
-    let model_file = active.join(model["files"][0]["file_name"].as_str().expect("a file name"));
+    let model_file = active.join(
+        model["files"][0]["file_name"]
+            .as_str()
+            .expect("a file name"),
+    );
     let model_sha = sha256_of(&model_file);
 
     // A result left unsent: the controller dies while the job runs.
@@ -641,10 +733,15 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
             })
             .unwrap_or(0)
     };
-    wait_until("the finished job's result kept unsent", Duration::from_secs(60), || {
-        unsent() == 1
-    });
-    assert!(daemon.terminate(Duration::from_secs(30)).is_some(), "the daemon stops on SIGTERM");
+    wait_until(
+        "the finished job's result kept unsent",
+        Duration::from_secs(60),
+        || unsent() == 1,
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).is_some(),
+        "the daemon stops on SIGTERM"
+    );
     let identity: Vec<(PathBuf, String)> = ["agent.key", "agent.pem", "ca.pem", "identity.json"]
         .iter()
         .map(|f| root.file(&format!("/var/lib/edgefleet-agent/{f}")))
@@ -662,7 +759,12 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
     let status = root.run_ok(&["dpkg-query", "-W", "-f=${Version}", "edgefleet-agent"]);
     assert_eq!(status.trim(), format!("{VERSION}-2"));
     for (path, sha) in &identity {
-        assert_eq!(&sha256_of(path), sha, "{} kept across the upgrade", path.display());
+        assert_eq!(
+            &sha256_of(path),
+            sha,
+            "{} kept across the upgrade",
+            path.display()
+        );
     }
     assert_eq!(sha256_of(&model_file), model_sha, "the active model kept");
     assert_eq!(unsent(), 1, "the unsent result kept");
@@ -673,14 +775,24 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
     let _daemon = start_daemon("daemon-2.log");
     ctl.wait_online(&["gateway-1"], Duration::from_secs(120));
     let agents = ctl.agents();
-    assert_eq!(agents.len(), 1, "the same identity, not a second agent: {agents:#?}");
+    assert_eq!(
+        agents.len(),
+        1,
+        "the same identity, not a second agent: {agents:#?}"
+    );
     assert_eq!(agents[0]["id"], agent["id"]);
     let report = work.path().join("report");
     wait_until(
         &format!("the result of run {run_id} kept across the upgrade to arrive"),
         Duration::from_secs(120),
         || {
-            ctl.cli_ok(&["report", "--out", report.to_str().unwrap(), "--run", &run_id]);
+            ctl.cli_ok(&[
+                "report",
+                "--out",
+                report.to_str().unwrap(),
+                "--run",
+                &run_id,
+            ]);
             let results: Vec<serde_json::Value> = serde_json::from_str(
                 &std::fs::read_to_string(report.join("results.json")).unwrap_or_default(),
             )
@@ -699,7 +811,11 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
     root.run_ok(&["dpkg", "--purge", "edgefleet-agent"]);
     assert!(!root.file("/var/lib/edgefleet-agent").exists());
     assert!(!config.exists());
-    assert!(wants.symlink_metadata().is_err(), "{} left after purge", wants.display());
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "{} left after purge",
+        wants.display()
+    );
 }
 
 /// The controller package the same way: its user, a data folder only it can read, the unit
@@ -707,9 +823,11 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
 #[test]
 fn the_controller_package_installs_serves_as_its_user_and_purges_in_a_debian_root() {
     use std::os::unix::fs::PermissionsExt;
-    let root = DebianRoot::new();
+    let root = DebianRoot::copy_of_base();
     root.install(&package("edgefleet", "amd64"));
-    let uid = root.uid("edgefleet").expect("postinst creates the edgefleet user");
+    let uid = root
+        .uid("edgefleet")
+        .expect("postinst creates the edgefleet user");
     let data = root.file("/var/lib/edgefleet");
     assert_eq!(mode_and_owner(&data), (0o700, uid));
     let wants =
@@ -731,7 +849,11 @@ fn the_controller_package_installs_serves_as_its_user_and_purges_in_a_debian_roo
         &work.path().join("serve.log"),
     );
     let ctl = Controller::attach(serve, &data, None);
-    assert_eq!(uid_of(ctl.process.child.id()), uid, "serve runs as edgefleet");
+    assert_eq!(
+        uid_of(ctl.process.child.id()),
+        uid,
+        "serve runs as edgefleet"
+    );
     let token = ctl.enroll_token("gateway-9");
     assert!(token.starts_with("efe1."), "{token}");
     assert_eq!(mode_and_owner(&data), (0o700, uid));
@@ -741,12 +863,20 @@ fn the_controller_package_installs_serves_as_its_user_and_purges_in_a_debian_roo
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
             .permissions()
             .mode();
-        assert_eq!(mode & 0o077, 0, "{file} is {:o}: only its owner reads it", mode & 0o777);
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{file} is {:o}: only its owner reads it",
+            mode & 0o777
+        );
     }
     drop(ctl);
 
     root.run_ok(&["apt-get", "remove", "-y", "edgefleet"]);
-    assert!(data.join("controller.db").exists(), "remove keeps the store");
+    assert!(
+        data.join("controller.db").exists(),
+        "remove keeps the store"
+    );
     root.run_ok(&["dpkg", "--purge", "edgefleet"]);
     assert!(!data.exists(), "purge deletes the store");
 }
