@@ -184,6 +184,15 @@ pub enum CompareError {
         a_classes: String,
         b_classes: String,
     },
+    #[error(
+        "{a} and {b} were measured on the same device class but never in the same scenario ({a}: {a_scenarios}; {b}: {b_scenarios}): run both in one suite to compare them"
+    )]
+    DifferentScenarios {
+        a: String,
+        b: String,
+        a_scenarios: String,
+        b_scenarios: String,
+    },
     #[error("compare two model versions (name@version) or two runs, not one of each")]
     MixedSides,
     #[error(transparent)]
@@ -222,6 +231,21 @@ pub fn compare(
             let set: BTreeSet<&str> = g.keys().map(|k| k.device_class.as_str()).collect();
             set.into_iter().collect::<Vec<_>>().join("; ")
         };
+        let shared_class = a_groups
+            .keys()
+            .any(|k| b_groups.keys().any(|o| o.device_class == k.device_class));
+        if shared_class {
+            let scenarios = |g: &BTreeMap<GroupKey, Vec<&ResultRecord>>| {
+                let set: BTreeSet<&str> = g.keys().map(|k| k.scenario.as_str()).collect();
+                set.into_iter().collect::<Vec<_>>().join(", ")
+            };
+            return Err(CompareError::DifferentScenarios {
+                a: a_label.to_string(),
+                b: b_label.to_string(),
+                a_scenarios: scenarios(&a_groups),
+                b_scenarios: scenarios(&b_groups),
+            });
+        }
         return Err(CompareError::NoCommonDeviceClass {
             a: a_label.to_string(),
             b: b_label.to_string(),

@@ -51,7 +51,9 @@ pub fn against_baseline(
         };
         let comparison = match compare::compare(baseline_run, baseline, "run", run, options) {
             Ok(c) => c,
-            Err(CompareError::NoCommonDeviceClass { .. }) => return Ok(found),
+            Err(
+                CompareError::NoCommonDeviceClass { .. } | CompareError::DifferentScenarios { .. },
+            ) => return Ok(found),
             Err(e) => return Err(e),
         };
         for row in comparison.rows {

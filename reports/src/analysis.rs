@@ -6,16 +6,65 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ResultRecord;
 
-/// Quality keys that read as "fraction of the reference's answers kept", most telling first.
-const SCORE_KEYS: [&str; 4] = ["top1_agreement", "accuracy", "top1_accuracy", "cosine_mean"];
+/// Quality keys that read as "fraction of the reference's answers kept", most telling first,
+/// with the words each is shown under: every metric a suite's `[quality]` can ask for
+/// (logits: top-1 agreement; embeddings: mean cosine; decisions: share alike; OCR: share of text
+/// lines read alike).
+pub const SCORE_METRICS: [(&str, &str); 6] = [
+    ("top1_agreement", "top-1 agreement"),
+    ("accuracy", "accuracy"),
+    ("top1_accuracy", "top-1 accuracy"),
+    ("cosine_mean", "mean cosine"),
+    ("exact_match", "decisions alike"),
+    ("text_exact_match", "text lines read alike"),
+];
+
+/// The words a quality key is shown under (`exact_match` → "decisions alike"); the key itself
+/// for one without words.
+pub fn quality_label(key: &str) -> &str {
+    SCORE_METRICS
+        .iter()
+        .chain(&[
+            ("char_error_rate", "character error rate"),
+            ("kl_mean", "mean KL divergence"),
+            ("positive_rate", "positive rate"),
+        ])
+        .find(|(k, _)| *k == key)
+        .map_or(key, |(_, words)| words)
+}
+
+/// The score's metric and value from a record's quality numbers: the first of
+/// [`SCORE_METRICS`], then any other key ending in `accuracy`, `agreement` or `match`.
+pub fn score_metric<'a, I>(quality: I) -> Option<(&'a str, f64)>
+where
+    I: IntoIterator<Item = (&'a String, &'a f64)> + Clone,
+{
+    let named = SCORE_METRICS.iter().find_map(|(key, _)| {
+        quality
+            .clone()
+            .into_iter()
+            .find(|(k, v)| k == key && v.is_finite())
+            .map(|(k, v)| (k.as_str(), *v))
+    });
+    named.or_else(|| {
+        quality
+            .into_iter()
+            .filter(|(k, _)| {
+                k.ends_with("accuracy") || k.ends_with("agreement") || k.ends_with("match")
+            })
+            .find(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.as_str(), *v))
+    })
+}
 
 /// A record's quality score against its reference, 1.0 meaning "as good as the reference".
 ///
 /// The rule: a record whose model is itself a reference (its `name@version` is some record's
 /// `quality_reference`, or its own) scores 1.0. Otherwise the score is the first finite value
-/// among the quality keys `top1_agreement`, `accuracy`, `top1_accuracy`, `cosine_mean`, then any
-/// other key ending in `accuracy` or `agreement`. Minimums (`*_min`) and divergences (`kl_*`)
-/// are never scores. No quality (or a failed check) is `None`: "not measured", never 0.
+/// among [`SCORE_METRICS`] (`top1_agreement`, `accuracy`, `top1_accuracy`, `cosine_mean`,
+/// `exact_match`, `text_exact_match`), then any other key ending in `accuracy`, `agreement` or
+/// `match`. Minimums (`*_min`), divergences (`kl_*`) and error rates are never scores. No quality
+/// (or a failed check) is `None`: "not measured", never 0.
 ///
 /// `references` is the set of every record's `quality_reference` ([`references`]).
 pub fn quality_score(record: &ResultRecord, references: &BTreeSet<String>) -> Option<f64> {
@@ -23,13 +72,37 @@ pub fn quality_score(record: &ResultRecord, references: &BTreeSet<String>) -> Op
     if references.contains(&own) || record.quality_reference.as_deref() == Some(own.as_str()) {
         return Some(1.0);
     }
-    let quality = record.quality.as_ref()?;
-    let named = SCORE_KEYS.iter().filter_map(|k| quality.get(*k));
-    let other = quality
+    score_metric(record.quality.as_ref()?).map(|(_, v)| v)
+}
+
+/// A record's quality score with what it measures, for a table cell: `0.946 decisions alike`,
+/// `1 (reference)`, or `–` when not measured.
+pub fn quality_cell(record: &ResultRecord, references: &BTreeSet<String>) -> String {
+    match (
+        quality_score(record, references),
+        quality_score_label(record, references),
+    ) {
+        (Some(q), Some(words)) => format!("{q:.3} {words}"),
+        (Some(_), None) => "1 (reference)".to_string(),
+        (None, _) => "–".to_string(),
+    }
+}
+
+/// What a record's quality score measures, in words ("decisions alike"); `None` for a reference
+/// (its score is 1.0 by definition) or a record without quality.
+pub fn quality_score_label(
+    record: &ResultRecord,
+    references: &BTreeSet<String>,
+) -> Option<&'static str> {
+    let own = record.model_ref();
+    if references.contains(&own) || record.quality_reference.as_deref() == Some(own.as_str()) {
+        return None;
+    }
+    let (key, _) = score_metric(record.quality.as_ref()?)?;
+    SCORE_METRICS
         .iter()
-        .filter(|(k, _)| k.ends_with("accuracy") || k.ends_with("agreement"))
-        .map(|(_, v)| v);
-    named.chain(other).copied().find(|v| v.is_finite())
+        .find(|(k, _)| *k == key)
+        .map(|(_, words)| *words)
 }
 
 /// Every model some record is compared against (`quality_reference`).
@@ -40,10 +113,20 @@ pub fn references(records: &[ResultRecord]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The newest record (by `started_at`) of each setting: agent, model, quantization, scenario,
-/// threads, engine and execution provider; in the order each setting first appears.
+/// The newest record (by `started_at`) of each setting: agent, model, quantization, workload
+/// (suite and prompt length), scenario, threads, engine and execution provider; in the order each
+/// setting first appears.
 pub(crate) fn latest(records: &[ResultRecord]) -> Vec<&ResultRecord> {
-    type Key<'a> = (&'a str, String, &'a str, &'a str, u32, &'a str, &'a str);
+    type Key<'a> = (
+        &'a str,
+        String,
+        &'a str,
+        String,
+        &'a str,
+        u32,
+        &'a str,
+        &'a str,
+    );
     let mut order: Vec<Key> = Vec::new();
     let mut newest: BTreeMap<Key, &ResultRecord> = BTreeMap::new();
     for r in records {
@@ -51,6 +134,7 @@ pub(crate) fn latest(records: &[ResultRecord]) -> Vec<&ResultRecord> {
             &r.agent,
             r.model_ref(),
             &r.quantization,
+            r.workload(),
             &r.scenario,
             r.threads,
             &r.engine,

@@ -161,30 +161,37 @@ pub(crate) fn fmt_mb(v: f64) -> String {
     }
 }
 
-/// The thread counts and scenarios each model ran with, so series labels can name the setting.
-struct Settings(HashMap<String, (BTreeSet<u32>, BTreeSet<String>)>);
+/// The thread counts, scenarios and workloads each model ran with, so series labels can name
+/// the setting.
+type SettingSets = (BTreeSet<u32>, BTreeSet<String>, BTreeSet<String>);
+struct Settings(HashMap<String, SettingSets>);
 
 impl Settings {
     fn of(records: &[ResultRecord]) -> Self {
-        let mut map: HashMap<_, (BTreeSet<_>, BTreeSet<_>)> = HashMap::new();
+        let mut map: HashMap<_, SettingSets> = HashMap::new();
         for r in records {
             let entry = map.entry(model_label(r)).or_default();
             entry.0.insert(r.threads);
             entry.1.insert(r.scenario.clone());
+            entry.2.insert(r.workload());
         }
         Settings(map)
     }
 
-    /// " · 4 threads", " · offline", both, or "" when the model ran in one setting only.
+    /// " · 4 threads", " · offline", " · slm-generate · 32-token prompt", or "" when the model
+    /// ran in one setting only.
     fn suffix(&self, r: &ResultRecord) -> String {
         let mut suffix = String::new();
-        if let Some((threads, scenarios)) = self.0.get(&model_label(r)) {
+        if let Some((threads, scenarios, workloads)) = self.0.get(&model_label(r)) {
             if threads.len() > 1 {
                 let s = if r.threads == 1 { "" } else { "s" };
                 suffix += &format!(" · {} thread{s}", r.threads);
             }
             if scenarios.len() > 1 {
                 suffix += &format!(" · {}", clip(&r.scenario, 24));
+            }
+            if workloads.len() > 1 {
+                suffix += &format!(" · {}", clip(&r.workload(), 40));
             }
         }
         suffix

@@ -170,6 +170,15 @@ impl ResultRecord {
     pub fn model_ref(&self) -> String {
         format!("{}@{}", self.model, self.model_version)
     }
+
+    /// What was asked of the model: the suite, and for a generative run its prompt length
+    /// (`slm-generate · 32-token prompt`). Results of different workloads are never one setting.
+    pub fn workload(&self) -> String {
+        match &self.generate {
+            Some(g) => format!("{} · {}-token prompt", self.suite, g.prompt_tokens),
+            None => self.suite.clone(),
+        }
+    }
 }
 
 /// 95% confidence intervals, each `[low, high]`.
@@ -291,6 +300,7 @@ pub struct RolloutSummary {
     pub gate: String,
     pub started_at: String,
     pub agents: usize,
+    /// Agents on the rollout's version now (installed, being gated or done).
     pub agents_done: usize,
     pub gates: Vec<GateDecision>,
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::analysis::quality_score;
+use crate::analysis::quality_cell;
 use crate::charts::{fmt_mb, fmt_num};
 use crate::ResultRecord;
 
@@ -27,6 +27,7 @@ pub(crate) fn summary(title: &str, latest: &[&ResultRecord], refs: &BTreeSet<Str
             ("model", false),
             ("quant", false),
             ("size", true),
+            ("suite", false),
             ("scenario", false),
             ("threads", true),
             ("p50 ms", true),
@@ -42,13 +43,14 @@ pub(crate) fn summary(title: &str, latest: &[&ResultRecord], refs: &BTreeSet<Str
                     r.model_ref(),
                     r.quantization.clone(),
                     format!("{} MB", fmt_mb(r.model_bytes as f64 / 1e6)),
+                    r.workload(),
                     r.scenario.clone(),
                     r.threads.to_string(),
                     fmt_num(r.latency_ms.p50),
                     fmt_num(r.latency_ms.p90),
                     fmt_num(r.throughput_per_s),
                     fmt_mb(r.peak_rss_bytes as f64 / 1e6),
-                    quality_score(r, refs).map_or_else(|| "-".into(), |q| format!("{q:.3}")),
+                    quality_cell(r, refs).replace('–', "-"),
                 ]
             })
             .collect();

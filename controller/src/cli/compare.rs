@@ -31,14 +31,17 @@ fn comparison_text(c: &Comparison) -> String {
             .is_some_and(|(a, b)| a.model == b.model)
     });
     let mut out = format!(
-        "{} against {}: {} ({}), B/A with its 95% bootstrap interval; changes under {:.0}% are no difference\n",
+        "{} against {}: {} ({})\nB/A with its 95% bootstrap interval; changes under {:.0}% are no difference\n",
         c.b,
         c.a,
         c.metric.name(),
-        c.unit,
+        // Memory is stored in bytes and shown in MB.
+        if c.metric == Metric::Memory { "MB" } else { c.unit.as_str() },
         c.threshold * 100.0
     );
-    let mut header = vec!["device class", "scenario"];
+    let classes =
+        edgefleet_reports::text::ClassLegend::new(c.rows.iter().map(|r| r.device_class.as_str()));
+    let mut header = vec!["class", "scenario"];
     if by_model {
         header.push("model");
     }
@@ -46,7 +49,7 @@ fn comparison_text(c: &Comparison) -> String {
         "A",
         "B",
         "B/A",
-        "95% interval",
+        "95% CI",
         "verdict",
         "memory Δ",
         "energy Δ",
@@ -56,7 +59,10 @@ fn comparison_text(c: &Comparison) -> String {
         .rows
         .iter()
         .map(|r| {
-            let mut row = vec![r.device_class.clone(), r.scenario.clone()];
+            let mut row = vec![
+                classes.label(&r.device_class),
+                edgefleet_reports::text::short_scenario(&r.scenario).to_string(),
+            ];
             if by_model {
                 row.push(side_model(r));
             }
@@ -70,7 +76,7 @@ fn comparison_text(c: &Comparison) -> String {
                 r.memory_delta_bytes.map_or("-".into(), signed_mb),
                 match (r.a.as_ref(), r.b.as_ref(), r.energy_delta_j) {
                     (_, _, Some(d)) => format!("{d:+.4} J"),
-                    (Some(_), Some(_), None) => "not measured".into(),
+                    (Some(_), Some(_), None) => "n/m".into(),
                     _ => "-".into(),
                 },
                 r.quality_delta.map_or("-".into(), |d| format!("{d:+.4}")),
@@ -79,6 +85,10 @@ fn comparison_text(c: &Comparison) -> String {
         })
         .collect();
     out.push_str(&edgefleet_reports::text::table(&header, &rows));
+    out.push_str(&classes.text());
+    if out.contains("n/m") {
+        out.push_str("(n/m: not measured, no energy sensor)\n");
+    }
     out
 }
 
@@ -136,18 +146,21 @@ pub(super) async fn baseline(target: &Target, command: BaselineCommand) -> anyho
 }
 
 fn print_baselines(list: &[Baseline]) {
+    let classes =
+        edgefleet_reports::text::ClassLegend::new(list.iter().map(|b| b.device_class.as_str()));
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|b| {
             vec![
                 b.suite.clone(),
-                b.device_class.clone(),
+                classes.label(&b.device_class),
                 b.run_id.clone(),
                 edgefleet_reports::rfc3339(b.set_at_unix_ms),
             ]
         })
         .collect();
-    print_table(&["suite", "device class", "baseline run", "set at"], &rows);
+    print_table(&["suite", "class", "baseline run", "set at"], &rows);
+    print!("{}", classes.text());
 }
 
 /// `regressions [--since T] [--ack ID] [--json]`.
@@ -177,6 +190,9 @@ pub(super) async fn regressions(
         println!("no regressions");
         return Ok(());
     }
+    let classes =
+        edgefleet_reports::text::ClassLegend::new(list.iter().map(|r| r.device_class.as_str()));
+    let now = edgefleet_controller::now_ms();
     print_table(
         &[
             "id",
@@ -184,27 +200,35 @@ pub(super) async fn regressions(
             "run",
             "model",
             "scenario",
-            "device class",
+            "class",
             "metric",
             "against",
             "ratio",
             "95% interval",
             "z",
-            "acknowledged",
+            "ack",
         ],
-        &list.iter().map(regression_row).collect::<Vec<_>>(),
+        &list
+            .iter()
+            .map(|r| regression_row(r, &classes, now))
+            .collect::<Vec<_>>(),
     );
+    print!("{}", classes.text());
     Ok(())
 }
 
-fn regression_row(r: &Regression) -> Vec<String> {
+fn regression_row(
+    r: &Regression,
+    classes: &edgefleet_reports::text::ClassLegend,
+    now_ms: i64,
+) -> Vec<String> {
     vec![
         r.id.to_string(),
-        edgefleet_reports::rfc3339(r.detected_at_unix_ms),
+        super::output::ago(r.detected_at_unix_ms, now_ms),
         r.run_id.clone(),
         r.model.clone(),
         r.scenario.clone(),
-        r.device_class.clone(),
+        classes.label(&r.device_class),
         r.metric.clone(),
         match r.kind.as_str() {
             "drift" => format!("history ({})", r.against),
@@ -218,7 +242,7 @@ fn regression_row(r: &Regression) -> Vec<String> {
         if r.acknowledged_at_unix_ms == 0 {
             "no".into()
         } else {
-            edgefleet_reports::rfc3339(r.acknowledged_at_unix_ms)
+            super::output::ago(r.acknowledged_at_unix_ms, now_ms)
         },
     ]
 }

@@ -49,6 +49,21 @@ async fn add(
     Ok(())
 }
 
+/// The first input with its shape and how many more: a decoder with its cache has 63
+/// (`models show` and `--json` list every one).
+fn inputs_in_brief(m: &ModelInfo) -> String {
+    let shown: Vec<String> = m
+        .inputs
+        .iter()
+        .take(1)
+        .map(|i| format!("{}[{}]", i.name, i.shape.join(",")))
+        .collect();
+    match m.inputs.len().saturating_sub(shown.len()) {
+        0 => shown.join(" "),
+        more => format!("{} +{more} more", shown.join(" ")),
+    }
+}
+
 async fn list(target: &Target, json: bool) -> anyhow::Result<()> {
     let models = Client::connect(target).await?.models().await?;
     if json {
@@ -63,11 +78,7 @@ async fn list(target: &Target, json: bool) -> anyhow::Result<()> {
                 m.quantization.clone(),
                 format!("{:.1}", size as f64 / 1e6),
                 m.opset.to_string(),
-                m.inputs
-                    .iter()
-                    .map(|i| format!("{}[{}]", i.name, i.shape.join(",")))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                inputs_in_brief(m),
                 m.files
                     .first()
                     .map(|f| f.sha256[..12].to_string())

@@ -77,7 +77,7 @@ pub(super) async fn run(target: &Target, command: RolloutCommand) -> anyhow::Res
                     let rows: Vec<Vec<String>> = all
                         .iter()
                         .map(|r| {
-                            let done = r.targets.iter().filter(|t| t.state == "done").count();
+                            let done = rollout_view::on_new_version(r);
                             vec![
                                 r.rollout_id.clone(),
                                 r.model.clone(),
@@ -89,7 +89,7 @@ pub(super) async fn run(target: &Target, command: RolloutCommand) -> anyhow::Res
                         })
                         .collect();
                     print_table(
-                        &["ROLLOUT", "MODEL", "STATE", "DONE", "STARTED", "REASON"],
+                        &["ROLLOUT", "MODEL", "STATE", "ON IT", "STARTED", "REASON"],
                         &rows,
                     );
                 }

@@ -13,6 +13,16 @@ pub(super) fn settled(status: &RolloutStatus) -> bool {
     !matches!(status.state.as_str(), "running" | "paused") && !busy
 }
 
+/// How many targets run the rollout's version now: installed, being gated or done. An aborted
+/// rollout can leave some on it (an abort without rollback), which a count of "done" hid.
+pub(super) fn on_new_version(status: &RolloutStatus) -> usize {
+    status
+        .targets
+        .iter()
+        .filter(|t| matches!(t.state.as_str(), "installed" | "gating" | "done"))
+        .count()
+}
+
 /// The rollout as text, for people.
 pub(super) fn render(status: &RolloutStatus) -> String {
     let waves = status.waves.split(',').count().max(1);
@@ -28,42 +38,63 @@ pub(super) fn render(status: &RolloutStatus) -> String {
         }
     );
     let wave_now = (status.current_wave as usize + 1).min(waves);
-    out +=
-        &format!(
-        "  select `{}`  waves {} (at {wave_now}/{waves})  success {}  abort-after {}  gate {}\n",
-        if status.select.is_empty() { "all" } else { &status.select },
+    out += &format!(
+        "  select {}  waves {} (at {wave_now}/{waves})  success {}  abort-after {}\n",
+        if status.select.is_empty() {
+            "all"
+        } else {
+            &status.select
+        },
         status.waves,
         status.success,
-        if status.abort_after.is_empty() { "-" } else { &status.abort_after },
-        if status.gate.is_empty() { "-" } else { &status.gate },
+        if status.abort_after.is_empty() {
+            "-"
+        } else {
+            &status.abort_after
+        },
     );
-    for t in &status.targets {
-        let detail = match t.state.as_str() {
-            "installing" if !t.online => "offline; installs when it reconnects".to_string(),
-            "installing" => transfer_bar("fetching", t.served_bytes, status.model_bytes),
-            "failed" => t.error.clone(),
-            _ if !t.health.is_empty() => format!(
-                "was {}; {}",
-                if t.previous_version.is_empty() {
-                    "none"
-                } else {
-                    &t.previous_version
-                },
-                t.health
-            ),
-            _ => String::new(),
-        };
-        out += &format!(
-            "  wave {}  {:<16} {:<12} {}\n",
-            t.wave + 1,
-            t.agent_name,
-            t.state,
-            detail
-        );
+    out += &format!(
+        "  gate {}\n",
+        if status.gate.is_empty() {
+            "-"
+        } else {
+            &status.gate
+        }
+    );
+    let rows: Vec<Vec<String>> = status
+        .targets
+        .iter()
+        .map(|t| {
+            let detail = match t.state.as_str() {
+                "installing" if !t.online => "offline; installs when it reconnects".to_string(),
+                "installing" => transfer_bar("fetching", t.served_bytes, status.model_bytes),
+                "failed" => t.error.clone(),
+                _ if !t.health.is_empty() => format!(
+                    "was {}; {}",
+                    if t.previous_version.is_empty() {
+                        "none"
+                    } else {
+                        &t.previous_version
+                    },
+                    t.health
+                ),
+                _ => String::new(),
+            };
+            vec![
+                (t.wave + 1).to_string(),
+                t.agent_name.clone(),
+                t.state.clone(),
+                detail,
+            ]
+        })
+        .collect();
+    out += &edgefleet_reports::text::table(&["WAVE", "AGENT", "STATE", "DETAIL"], &rows);
+    for note in &status.gate_notes {
+        out += &format!("gate not run: {note}\n");
     }
     for g in &status.gates {
         out += &format!(
-            "  gate wave {} on {}: {}{}\n",
+            "gate wave {} on {}: {}{}\n",
             g.wave + 1,
             g.agent_name,
             if g.passed {
@@ -77,16 +108,25 @@ pub(super) fn render(status: &RolloutStatus) -> String {
                 format!(" ({})", g.error)
             }
         );
-        for m in &g.measurements {
-            let unit = if m.metric == "quality" { "" } else { "x" };
-            let value = m
-                .value
-                .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}{unit}"));
-            out += &format!(
-                "    {:<8} {:>8}  (limit {}{:.2}{unit})  {:<10} {}\n",
-                m.metric, value, m.comparison, m.limit, m.outcome, m.detail
-            );
-        }
+        let rows: Vec<Vec<String>> = g
+            .measurements
+            .iter()
+            .map(|m| {
+                let unit = if m.metric == "quality" { "" } else { "x" };
+                vec![
+                    format!("  {}", m.metric),
+                    m.value
+                        .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}{unit}")),
+                    format!("{}{:.2}{unit}", m.comparison, m.limit),
+                    m.outcome.clone(),
+                    m.detail.clone(),
+                ]
+            })
+            .collect();
+        out += &edgefleet_reports::text::table(
+            &["  METRIC", "VALUE", "LIMIT", "OUTCOME", "DETAIL"],
+            &rows,
+        );
     }
     out
 }
@@ -101,7 +141,7 @@ pub(super) fn summary(status: &RolloutStatus) -> edgefleet_reports::RolloutSumma
         gate: status.gate.clone(),
         started_at: edgefleet_reports::rfc3339(status.created_unix_ms),
         agents: status.targets.len(),
-        agents_done: status.targets.iter().filter(|t| t.state == "done").count(),
+        agents_done: on_new_version(status),
         gates: status
             .gates
             .iter()
@@ -181,7 +221,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("p90        2.500x  (limit <=1.10x)  breached"),
+            text.contains("  p90     2.500x  <=1.10x  breached  5.000 ms vs 2.000 ms"),
             "{text}"
         );
         assert!(text.contains("was int8; 3 smoke queries ok"), "{text}");

@@ -247,6 +247,23 @@ fn nothing_in_common_is_one_error() {
 }
 
 #[test]
+fn two_models_on_one_class_in_different_scenarios_are_told_apart_from_different_classes() {
+    let a = vec![record("gw", GW, "m@1", "r1", 10.0)];
+    let mut b = vec![record("gw", GW, "m@2", "r2", 10.0)];
+    b[0].scenario = "offline".into();
+    let text = compare("m@1", &a, "m@2", &b, options(Metric::P50))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("same device class but never in the same scenario")
+            && text.contains("m@1: single-stream")
+            && text.contains("m@2: offline"),
+        "{text}"
+    );
+    assert!(!text.contains("common device class"), "{text}");
+}
+
+#[test]
 fn a_corrupt_histogram_names_the_run() {
     let a = vec![record("gw", GW, "m@1", "r1", 10.0)];
     let mut b = vec![record("gw", GW, "m@2", "r9", 10.0)];

@@ -146,6 +146,10 @@ pub fn parse_gate(spec: &str) -> Result<Vec<GateLimit>, GateError> {
     Ok(limits)
 }
 
+/// How a rollout event that says the gate left an agent (or a wave) uncompared begins; the
+/// status lists those events as gate notes, so a gate never skips without a word.
+pub const GATE_SKIPPED: &str = "gate not run: ";
+
 /// What a gate benchmark measured for one version on one agent.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Measured {
@@ -156,6 +160,8 @@ pub struct Measured {
     pub peak_rss_bytes: u64,
     /// Quality against the other version (the candidate's run only).
     pub quality: Option<f64>,
+    /// The quality metric that figure is (`exact_match` for a VAD suite's decisions).
+    pub quality_metric: Option<String>,
 }
 
 impl Measured {
@@ -169,7 +175,8 @@ impl Measured {
             p99_ms: latency.p99,
             energy_j: m.energy_j_per_sample,
             peak_rss_bytes: m.peak_rss_bytes,
-            quality: gate_quality(&m.quality),
+            quality: gate_quality(&m.quality).map(|(_, v)| v),
+            quality_metric: gate_quality(&m.quality).map(|(k, _)| k.to_string()),
         })
     }
 }
@@ -246,7 +253,13 @@ pub fn judge(limits: &[GateLimit], candidate: &Measured, active: &Measured) -> V
                 GateMetric::Quality => (
                     candidate.quality,
                     match candidate.quality {
-                        Some(_) => "candidate vs active output, mean cosine".to_string(),
+                        Some(_) => format!(
+                            "candidate vs active output, {}",
+                            candidate
+                                .quality_metric
+                                .as_deref()
+                                .map_or("quality", edgefleet_reports::analysis::quality_label)
+                        ),
                         None => "quality was not measured".to_string(),
                     },
                 ),
@@ -272,15 +285,15 @@ pub fn judge(limits: &[GateLimit], candidate: &Measured, active: &Measured) -> V
 
 /// The one quality figure a gate's `quality>=` limit reads, from whichever metric measured it:
 /// mean cosine, top-1 agreement of logits, share of decisions alike, or of text lines read alike.
-pub fn gate_quality(values: &HashMap<String, f64>) -> Option<f64> {
+pub fn gate_quality(values: &HashMap<String, f64>) -> Option<(&'static str, f64)> {
     [
         "cosine_mean",
         "top1_agreement",
         "exact_match",
         "text_exact_match",
     ]
-    .iter()
-    .find_map(|key| values.get(*key).copied())
+    .into_iter()
+    .find_map(|key| values.get(key).map(|v| (key, *v)))
 }
 
 /// Each metric's median over the rounds (quality: from the round that measured it).
@@ -301,6 +314,7 @@ pub fn median_of(rounds: &[Measured]) -> Option<Measured> {
         energy_j: (energies.len() == rounds.len()).then(|| median(&|m| m.energy_j.unwrap_or(0.0))),
         peak_rss_bytes: median(&|m| m.peak_rss_bytes as f64) as u64,
         quality: rounds.iter().find_map(|m| m.quality),
+        quality_metric: rounds.iter().find_map(|m| m.quality_metric.clone()),
     })
 }
 

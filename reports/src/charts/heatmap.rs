@@ -31,7 +31,13 @@ pub(crate) fn p90_heatmap(records: &[&ResultRecord]) -> Option<HeatmapChart> {
             r.scenario == scenario && r.latency_ms.p90.is_finite() && r.latency_ms.p90 > 0.0
         })
         .collect();
-    let models = super::first_seen(used.iter().map(|r| model_label(r)));
+    // Results of different workloads (suites, prompt lengths) are rows of their own.
+    let workloads: std::collections::BTreeSet<String> = used.iter().map(|r| r.workload()).collect();
+    let row = |r: &ResultRecord| match workloads.len() {
+        0 | 1 => model_label(r),
+        _ => format!("{} · {}", model_label(r), r.workload()),
+    };
+    let models = super::first_seen(used.iter().map(|r| row(r)));
     let classes = super::first_seen(used.iter().map(|r| r.device_class()));
     if used.is_empty() {
         return None;
@@ -39,7 +45,7 @@ pub(crate) fn p90_heatmap(records: &[&ResultRecord]) -> Option<HeatmapChart> {
     let mut cells = vec![vec![None::<f64>; classes.len()]; models.len()];
     for r in &used {
         let (m, c) = (
-            super::index_of(&models, &model_label(r)),
+            super::index_of(&models, &row(r)),
             super::index_of(&classes, &r.device_class()),
         );
         let cell = &mut cells[m][c];
@@ -52,7 +58,7 @@ pub(crate) fn p90_heatmap(records: &[&ResultRecord]) -> Option<HeatmapChart> {
     );
     Some(HeatmapChart {
         title: format!("p90 latency (ms) by model and device class ({scenario})"),
-        models: models.iter().map(|m| clip(m, 48)).collect(),
+        models: models.iter().map(|m| clip(m, 64)).collect(),
         classes,
         cells,
         range,

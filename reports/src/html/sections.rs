@@ -293,7 +293,7 @@ pub(super) fn rollouts_section(
         let gate = if r.gate.is_empty() { "none" } else { &r.gate };
         *out += &format!(
             "<div class=\"timeline\"><h3>{} <span class=\"nowrap\">{}</span></h3>\n\
-             <div>started {} · <b>{}</b> · {}/{} agents done · gate: {}</div>\n",
+             <div>started {} · <b>{}</b> · {}/{} agents on this version · gate: {}</div>\n",
             esc(&r.id),
             esc(&r.model),
             esc(&r.started_at),

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{esc, table, table_in};
-use crate::analysis::{quality_score, ClassSummary};
+use crate::analysis::{quality_cell, quality_score, quality_score_label, ClassSummary};
 use crate::charts::{fmt_mb, fmt_num};
 use crate::ResultRecord;
 
@@ -29,8 +29,9 @@ pub(super) fn summary_section(
     let pct = format!("{:.0}%", floor * 100.0);
     *out += &format!(
         "<p>Per device class (hardware, engine, execution provider, threads), in the scenario \
-         most of its results ran. Quality is the share of the reference model's score kept \
-         (top-1 agreement, else mean cosine similarity); the floor is {pct}.</p>\n<div class=\"cards\">\n"
+         most of its results ran. Quality is the share of the reference model's answers kept, \
+         named by what the suite measured (top-1 agreement, mean cosine, decisions alike, text \
+         lines read alike); the floor is {pct}.</p>\n<div class=\"cards\">\n"
     );
     for s in summaries {
         *out += "<div class=\"card\">\n<h3>";
@@ -61,7 +62,13 @@ pub(super) fn summary_section(
                 .map(|r| line(r, format!(" · {} MB", fmt_mb(r.model_bytes as f64 / 1e6)))))
         );
         let best = match s.best_within_floor {
-            Some((r, q)) => line(r, format!(" · quality {q:.3}")),
+            Some((r, q)) => line(
+                r,
+                match quality_score_label(r, refs) {
+                    Some(words) => format!(" · quality {q:.3} ({words})"),
+                    None => format!(" · quality {q:.3}"),
+                },
+            ),
             None if s.fastest.is_some_and(|_| summaries_have_quality(s, refs)) => {
                 format!("<span class=\"muted\">no model keeps {pct}</span>")
             }
@@ -72,7 +79,12 @@ pub(super) fn summary_section(
             *out += "<dt>Quantization</dt><dd><ul>\n";
             for t in &s.tradeoffs {
                 let quality = match t.quality {
-                    Some(q) => format!(", quality {q:.3} ({:+.1}%)", (q - 1.0) * 100.0),
+                    Some(q) => format!(
+                        ", quality {q:.3} ({:+.1}%{})",
+                        (q - 1.0) * 100.0,
+                        quality_score_label(t.variant, refs)
+                            .map_or_else(String::new, |w| format!(", {w}"))
+                    ),
                     None => ", quality not measured".into(),
                 };
                 *out += &format!(
@@ -118,6 +130,7 @@ pub(super) fn results_section(
         ("agent", false),
         ("model", false),
         ("quant", false),
+        ("suite", false),
         ("scenario", false),
         ("threads", true),
         ("p50 ms", true),
@@ -131,13 +144,14 @@ pub(super) fn results_section(
             esc(&r.agent),
             esc(&r.model_ref()),
             esc(&r.quantization),
+            esc(&r.workload()),
             esc(&r.scenario),
             r.threads.to_string(),
             fmt_num(r.latency_ms.p50),
             fmt_num(r.latency_ms.p90),
             fmt_num(r.throughput_per_s),
             fmt_mb(r.peak_rss_bytes as f64 / 1e6),
-            quality_score(r, refs).map_or_else(|| "–".into(), |q| format!("{q:.3}")),
+            esc(&quality_cell(r, refs)),
         ]
     });
     table(out, &head, rows);

@@ -423,7 +423,75 @@ fn summary_regressions_and_baselines_are_shown() {
     let html = super::render(&input).unwrap();
     assert!(html.contains("<h2>Summary</h2>") && html.contains("<dt>Fastest</dt>"));
     assert!(html.contains("<dt>Quantization</dt>"), "{html}");
-    assert!(html.contains("quality 0.970 (-3.0%)"), "{html}");
+    assert!(
+        html.contains("quality 0.970 (-3.0%, top-1 agreement)"),
+        "{html}"
+    );
     assert!(html.contains("<h3>Regressions (newest first)</h3>") && html.contains("1.31×"));
     assert!(html.contains("<h3>Baselines</h3>"));
+}
+
+#[test]
+fn every_stored_workload_and_quality_metric_reaches_the_report() {
+    let mut input = sample_input();
+    // One suite generating from a 32- and a 128-token prompt: two settings, not one.
+    let generate = |r: &mut ResultRecord, prompt: u32, decode: f64, started: &str| {
+        r.suite = "slm-generate".into();
+        r.scenario = "generate".into();
+        r.ttft_ms = Some(f64::from(prompt) * 1.5);
+        r.tpot_ms = Some(10.0);
+        r.decode_tokens_per_s = Some(decode);
+        r.started_at = started.into();
+        r.generate = Some(crate::GenerateDetail {
+            prompt_tokens: prompt,
+            generated_tokens: 64,
+            ttft_p90_ms: f64::from(prompt) * 2.0,
+            tpot_p90_ms: 12.0,
+            tokenize_ms: 0.2,
+        });
+    };
+    let mut short = record("pi5-kitchen", "smollm2", 20.0, 1);
+    generate(&mut short, 32, 101.5, "2025-06-01T12:00:00Z");
+    let mut long = record("pi5-kitchen", "smollm2", 20.0, 1);
+    generate(&mut long, 128, 97.25, "2025-06-01T12:01:00Z");
+    // A VAD int8 run measured against fp32 (share of decisions alike), and OCR (text lines).
+    let mut vad = record("nuc-lab", "silero-vad", 0.2, 1);
+    vad.suite = "audio-vad".into();
+    vad.quality_reference = Some("silero-vad@fp32".into());
+    vad.quality = Some(BTreeMap::from([
+        ("exact_match".to_string(), 0.9458),
+        ("positive_rate".to_string(), 0.4),
+    ]));
+    let mut ocr = record("nuc-lab", "ppocr-rec", 3.0, 1);
+    ocr.suite = "vision-ocr".into();
+    ocr.quality_reference = Some("ppocr-rec@fp32".into());
+    ocr.quality = Some(BTreeMap::from([
+        ("text_exact_match".to_string(), 1.0),
+        ("char_error_rate".to_string(), 0.0),
+    ]));
+    input.records.extend([short, long, vad, ocr]);
+    let html = super::render(&input).unwrap();
+    assert!(
+        html.contains("101.5") && html.contains("97.25"),
+        "both prompts' decode speeds"
+    );
+    assert!(html.contains("0.946 decisions alike"), "VAD quality named");
+    assert!(
+        html.contains("1.000 text lines read alike"),
+        "OCR quality named"
+    );
+    assert!(
+        html.contains("char_error_rate 0.0000"),
+        "every metric in the full table"
+    );
+    assert!(html.contains("<td>audio-vad</td>"), "a suite column");
+    assert!(html.contains("slm-generate · 32-token prompt"));
+    assert!(html.contains("slm-generate · 128-token prompt"));
+    let refs = crate::analysis::references(&input.records);
+    let latest = crate::analysis::latest(&input.records);
+    let md = crate::markdown::summary("t", &latest, &refs);
+    assert!(
+        md.contains("0.946 decisions alike") && md.contains("32-token prompt"),
+        "{md}"
+    );
 }

@@ -132,6 +132,20 @@ impl Drop for Process {
     }
 }
 
+/// The terminal width the CLI runs in, in the tests: tables must fit it.
+pub const TERMINAL_COLUMNS: usize = 100;
+
+/// Asserts that no line of `text` is wider than [`TERMINAL_COLUMNS`].
+pub fn assert_fits_terminal(what: &str, text: &str) {
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= TERMINAL_COLUMNS,
+            "`{what}` has a line of {} columns, over {TERMINAL_COLUMNS}:\n{line}\n\nall of it:\n{text}",
+            line.chars().count()
+        );
+    }
+}
+
 /// A controller process with its own data directory.
 pub struct Controller {
     pub process: Process,
@@ -251,12 +265,14 @@ impl Controller {
         ctl
     }
 
-    /// Runs `edgefleet ARGS` against this controller with its credentials file.
+    /// Runs `edgefleet ARGS` against this controller with its credentials file, as in a terminal
+    /// of [`TERMINAL_COLUMNS`] columns.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(binary("edgefleet"));
         cmd.args(args)
             .env("EDGEFLEET_CONTROLLER", &self.address)
-            .env("EDGEFLEET_CREDENTIALS", &self.credentials);
+            .env("EDGEFLEET_CREDENTIALS", &self.credentials)
+            .env("COLUMNS", TERMINAL_COLUMNS.to_string());
         if self.insecure_token.is_some() {
             cmd.arg("--insecure");
         }

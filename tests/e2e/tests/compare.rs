@@ -138,10 +138,7 @@ fn int8_is_faster_and_a_slowed_agent_regresses_against_the_baseline() {
     );
     assert!(row["memory_delta_bytes"].as_i64().is_some());
     let text = ctl.cli_ok(&["compare", "minilm-l6@fp32", "minilm-l6@int8"]);
-    assert!(
-        text.contains("faster") && text.contains("95% interval"),
-        "{text}"
-    );
+    assert!(text.contains("faster") && text.contains("95% CI"), "{text}");
     // No energy sensor here: the answer is "not measured", never a ratio or "no difference".
     let energy = json(
         &ctl,

@@ -458,8 +458,27 @@ fn a_gate_with_a_suites_audio_input_stops_a_model_that_decides_differently() {
             version,
         ]);
     }
-    let (ok, text, _) = rollout(&ctl, &["silero-vad@fp32"]);
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench-suites/suites/audio-vad.toml");
+    // Gated, onto an agent with nothing active: the gate has nothing to compare and says so.
+    let (ok, text, first) = rollout(
+        &ctl,
+        &[
+            "silero-vad@fp32",
+            "--gate",
+            "quality>=0.99",
+            "--gate-suite",
+            shipped.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{text}");
+    let note = "gate not run: edge-s: nothing was active before this install to compare with";
+    assert!(
+        text.contains(note),
+        "--watch says the gate did not run: {text}"
+    );
+    let status = ctl.cli_ok(&["rollout", "status", &first]);
+    assert!(status.contains(note), "{status}");
 
     // Silero has no tokenizer: without a suite the gate has nothing to feed it.
     let out = ctl.cli(&[
@@ -477,8 +496,6 @@ fn a_gate_with_a_suites_audio_input_stops_a_model_that_decides_differently() {
 
     // With the shipped audio-vad suite, the gate streams its speech clip through both versions
     // and compares their per-chunk speech decisions: int8 agrees on about 95% of the chunks.
-    let shipped =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench-suites/suites/audio-vad.toml");
     let (ok, text, id) = rollout(
         &ctl,
         &[
@@ -498,6 +515,18 @@ fn a_gate_with_a_suites_audio_input_stops_a_model_that_decides_differently() {
     assert!(
         (0.85..0.99).contains(&quality),
         "decision agreement {quality}: {status:#}"
+    );
+    assert_eq!(
+        verdict["measurements"][0]["detail"], "candidate vs active output, decisions alike",
+        "the quality is named for what it measured: {status:#}"
+    );
+    // Aborted with the wave rolled back: nobody is on int8.
+    assert!(
+        ctl.cli_ok(&["rollout", "status"])
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("0/1")),
+        "{}",
+        ctl.cli_ok(&["rollout", "status"])
     );
     assert_eq!(
         active_on(&ctl, "silero-vad@fp32", "edge-s").as_deref(),

@@ -114,3 +114,26 @@ fn a_measurement_without_latency_cannot_be_judged() {
     let err = Measured::from_measurement(&Measurement::default()).unwrap_err();
     assert!(err.to_string().contains("no latency"), "{err}");
 }
+
+#[test]
+fn a_quality_gate_names_the_metric_its_suite_measured() {
+    let limits = parse_gate("quality>=0.9").unwrap();
+    let measurement = |key: &str| Measured {
+        p90_ms: 1.0,
+        quality: Some(0.9458),
+        quality_metric: Some(key.to_string()),
+        ..Measured::default()
+    };
+    for (key, words) in [
+        ("exact_match", "decisions alike"),
+        ("text_exact_match", "text lines read alike"),
+        ("cosine_mean", "mean cosine"),
+        ("top1_agreement", "top-1 agreement"),
+    ] {
+        let judged = judge(&limits, &measurement(key), &Measured::default());
+        assert_eq!(
+            judged[0].detail,
+            format!("candidate vs active output, {words}")
+        );
+    }
+}

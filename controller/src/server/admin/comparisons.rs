@@ -35,9 +35,11 @@ pub(super) fn compare(ctl: &Controller, req: CompareRequest) -> Result<CompareRe
             comparison_json: serde_json::to_string(&comparison).map_err(internal)?,
         }),
         Err(CompareError::Store(e)) => Err(e.into()),
-        Err(e @ (CompareError::NothingMatches(_) | CompareError::NoCommonDeviceClass { .. })) => {
-            Err(Status::failed_precondition(e.to_string()))
-        }
+        Err(
+            e @ (CompareError::NothingMatches(_)
+            | CompareError::NoCommonDeviceClass { .. }
+            | CompareError::DifferentScenarios { .. }),
+        ) => Err(Status::failed_precondition(e.to_string())),
         Err(e @ CompareError::Histogram { .. }) => Err(internal(e)),
         Err(e) => Err(invalid(e)),
     }

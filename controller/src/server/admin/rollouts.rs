@@ -13,6 +13,7 @@ use tonic::Status;
 use super::bench::store_inputs;
 use super::models::find_model;
 use crate::clock::now_ms;
+use crate::rollout::gate::GATE_SKIPPED;
 use crate::rollout::waves::assign_waves;
 use crate::rollout::{RolloutSpec, RolloutState, SpecText, TargetState};
 use crate::server::rollout_driver::{self, ControlError};
@@ -286,8 +287,22 @@ pub fn rollout_status(ctl: &Controller, rollout: &RolloutRow) -> Result<RolloutS
             });
         }
     }
+    let gate_notes = ctl
+        .store
+        .events(&rollout.id)?
+        .into_iter()
+        .filter_map(|e| {
+            let why = e.message.strip_prefix(GATE_SKIPPED)?;
+            let agent = e.agent_id.as_ref().and_then(|id| names.get(id));
+            Some(match agent {
+                Some(name) => format!("{name}: {why}"),
+                None => why.to_string(),
+            })
+        })
+        .collect();
     let spec = &rollout.spec;
     Ok(RolloutStatus {
+        gate_notes,
         rollout_id: rollout.id.clone(),
         model: format!("{}@{}", rollout.model_name, rollout.model_version),
         state: rollout.state.to_string(),

@@ -10,7 +10,7 @@ use edgefleet_proto::v1::{controller_message, BenchJob, ControllerMessage, RunJo
 use super::actions::{abort, event, next_wave, set_state};
 use crate::clock::now_ms;
 use crate::planning::model_spec;
-use crate::rollout::gate::{self, AgentRounds, GateMetric, Measured, GATE_ROUNDS};
+use crate::rollout::gate::{self, AgentRounds, GateMetric, Measured, GATE_ROUNDS, GATE_SKIPPED};
 use crate::rollout::TargetState;
 use crate::server::Controller;
 use crate::store::{GateRow, JobState, ModelRow, RolloutRow, RunRow, StoreError, TargetRow};
@@ -41,7 +41,9 @@ pub(super) async fn start_gate(
                 ctl,
                 &rollout.id,
                 Some(&t.agent_id),
-                "gate: no earlier version on this agent to compare with",
+                &format!(
+                    "{GATE_SKIPPED}nothing was active before this install to compare with; it went ahead ungated"
+                ),
             );
             continue;
         }
@@ -51,7 +53,7 @@ pub(super) async fn start_gate(
                 &rollout.id,
                 Some(&t.agent_id),
                 &format!(
-                    "gate: the earlier version {} is no longer registered; not compared",
+                    "{GATE_SKIPPED}the earlier version {} is no longer registered; the install went ahead ungated",
                     t.previous_version
                 ),
             );
@@ -87,7 +89,10 @@ pub(super) async fn start_gate(
             ctl,
             &rollout.id,
             None,
-            "gate: nothing to compare in this wave",
+            &format!(
+                "{GATE_SKIPPED}wave {}: no agent in it had an earlier version to compare with",
+                rollout.current_wave + 1
+            ),
         );
         return next_wave(ctl, rollout, targets);
     }
