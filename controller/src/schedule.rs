@@ -1,12 +1,15 @@
 //! Scheduled benchmark runs, the pure part: cron expressions parsed exactly as
-//! tokio-cron-scheduler parses them (croner, six fields, seconds first), `--jitter` durations,
-//! when a schedule fires next, which fires a stopped controller missed, and which agents a
-//! `--when-idle` fire leaves out. No I/O; `server/schedules.rs` carries the decisions out.
+//! tokio-cron-scheduler parses them (croner, six fields, seconds first) and read in a time zone
+//! (`--tz Europe/Berlin`, UTC by default), `--jitter` durations, when a schedule fires next
+//! (across daylight-saving changes: a fire the change skips or doubles happens once), which
+//! fires a stopped controller missed, and which agents a `--when-idle` fire leaves out. No I/O;
+//! `server/schedules.rs` carries the decisions out.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 
@@ -20,25 +23,44 @@ pub enum ScheduleError {
     Cron { cron: String, reason: String },
     #[error("`{0}` is not a duration such as 30s, 10m or 1h")]
     Duration(String),
+    #[error(
+        "unknown time zone `{0}`: use an IANA name such as Europe/Berlin, America/Denver or UTC"
+    )]
+    TimeZone(String),
 }
 
-/// A parsed six-field cron expression (seconds first), with its text.
+/// A time zone by its IANA name (`Europe/Berlin`), or the error saying what is expected.
+pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
+    name.trim()
+        .parse::<Tz>()
+        .map_err(|_| ScheduleError::TimeZone(name.to_string()))
+}
+
+/// A parsed six-field cron expression (seconds first) and the time zone it is read in, with its
+/// text.
 #[derive(Debug, Clone)]
 pub struct CronSpec {
     text: String,
     cron: Cron,
+    zone: Tz,
 }
 
 impl PartialEq for CronSpec {
     fn eq(&self, other: &CronSpec) -> bool {
-        self.text == other.text
+        self.text == other.text && self.zone == other.zone
     }
 }
 
 impl CronSpec {
-    /// Parses `text` with the settings tokio-cron-scheduler uses (seconds required, day of
-    /// month and day of week both must match), so what is accepted here is what fires there.
+    /// Parses `text` read in UTC.
     pub fn parse(text: &str) -> Result<CronSpec, ScheduleError> {
+        CronSpec::parse_in(text, Tz::UTC)
+    }
+
+    /// Parses `text` with the settings tokio-cron-scheduler uses (seconds required, day of
+    /// month and day of week both must match), read in `zone`: "0 0 3 * * *" in Europe/Berlin
+    /// is 03:00 on the Berlin clock, summer and winter.
+    pub fn parse_in(text: &str, zone: Tz) -> Result<CronSpec, ScheduleError> {
         let refuse = |reason: String| ScheduleError::Cron {
             cron: text.to_string(),
             reason,
@@ -63,11 +85,12 @@ impl CronSpec {
             .parse(text)
             .map_err(|e| refuse(e.to_string().trim_end_matches('.').to_string()))?;
         // A pattern that never matches (31 February) is refused now rather than never firing.
-        cron.find_next_occurrence(&Utc::now(), false)
+        cron.find_next_occurrence(&Utc::now().with_timezone(&zone), false)
             .map_err(|e| refuse(e.to_string().trim_end_matches('.').to_string()))?;
         Ok(CronSpec {
             text: text.trim().to_string(),
             cron,
+            zone,
         })
     }
 
@@ -75,9 +98,16 @@ impl CronSpec {
         &self.text
     }
 
-    /// The first fire strictly after `after_ms` (Unix ms), if there is one.
+    /// The zone the expression is read in.
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
+    /// The first fire strictly after `after_ms` (Unix ms), if there is one. croner walks the
+    /// zone's wall clock: a time a spring change skips fires at the first time after it, and a
+    /// time an autumn change repeats fires at its first occurrence only.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
-        let at = utc(after_ms)?;
+        let at = utc(after_ms)?.with_timezone(&self.zone);
         self.cron
             .find_next_occurrence(&at, false)
             .ok()
@@ -86,7 +116,7 @@ impl CronSpec {
 
     /// The latest fire at or before `at_ms`: the time a fire that happens now was planned for.
     pub fn latest_at_or_before(&self, at_ms: i64) -> Option<i64> {
-        let at = utc(at_ms)?;
+        let at = utc(at_ms)?.with_timezone(&self.zone);
         self.cron
             .find_previous_occurrence(&at, true)
             .ok()
@@ -288,5 +318,95 @@ mod tests {
         assert_eq!((start.len(), left), (2, vec![&agents[1]]));
         let (start, left) = split_idle(&agents, &busy, false);
         assert_eq!((start.len(), left.len()), (3, 0));
+    }
+}
+
+#[cfg(test)]
+mod zone_tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(zone: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
+        zone.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .earliest()
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    /// The fires after `from` for `days` days, as the zone's wall clock shows them.
+    fn fires(spec: &CronSpec, from: i64, count: usize) -> Vec<String> {
+        let mut at = from;
+        (0..count)
+            .map(|_| {
+                at = spec.next_after(at).unwrap();
+                utc(at)
+                    .unwrap()
+                    .with_timezone(&spec.zone())
+                    .format("%m-%d %H:%M %Z")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_in_the_morning_in_berlin_stays_three_across_both_changes() {
+        let berlin = parse_time_zone("Europe/Berlin").unwrap();
+        let spec = CronSpec::parse_in("0 0 3 * * *", berlin).unwrap();
+        // 2026: summer time from 29 March, winter time from 25 October.
+        assert_eq!(
+            fires(&spec, at(berlin, 2026, 3, 27, 12, 0), 4),
+            [
+                "03-28 03:00 CET",
+                "03-29 03:00 CEST",
+                "03-30 03:00 CEST",
+                "03-31 03:00 CEST"
+            ]
+        );
+        assert_eq!(
+            fires(&spec, at(berlin, 2026, 10, 23, 12, 0), 4),
+            [
+                "10-24 03:00 CEST",
+                "10-25 03:00 CET",
+                "10-26 03:00 CET",
+                "10-27 03:00 CET"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fire_the_clock_change_skips_or_doubles_happens_once() {
+        let berlin = parse_time_zone("Europe/Berlin").unwrap();
+        let spec = CronSpec::parse_in("0 30 2 * * *", berlin).unwrap();
+        // 02:30 does not exist on 29 March: that day's fire comes once, when the clock jumps.
+        assert_eq!(
+            fires(&spec, at(berlin, 2026, 3, 28, 12, 0), 2),
+            ["03-29 03:00 CEST", "03-30 02:30 CEST"]
+        );
+        // 02:30 happens twice on 25 October: it fires at the first only.
+        assert_eq!(
+            fires(&spec, at(berlin, 2026, 10, 24, 12, 0), 2),
+            ["10-25 02:30 CEST", "10-26 02:30 CET"]
+        );
+        // Denver, the American dates and hours (8 March 02:00 -> 03:00; 1 November 02:00 ->
+        // 01:00, so there 01:30 is the time that happens twice).
+        let denver = parse_time_zone("America/Denver").unwrap();
+        let spec = CronSpec::parse_in("0 30 2 * * *", denver).unwrap();
+        assert_eq!(
+            fires(&spec, at(denver, 2026, 3, 7, 12, 0), 2),
+            ["03-08 03:00 MDT", "03-09 02:30 MDT"]
+        );
+        let spec = CronSpec::parse_in("0 30 1 * * *", denver).unwrap();
+        assert_eq!(
+            fires(&spec, at(denver, 2026, 10, 31, 12, 0), 2),
+            ["11-01 01:30 MDT", "11-02 01:30 MST"]
+        );
+    }
+
+    #[test]
+    fn unknown_zones_are_refused_naming_what_is_expected() {
+        let err = parse_time_zone("Berlin").unwrap_err().to_string();
+        assert!(err.contains("unknown time zone `Berlin`") && err.contains("Europe/Berlin"));
+        assert_eq!(parse_time_zone("UTC").unwrap(), Tz::UTC);
     }
 }

@@ -370,17 +370,23 @@ pub(crate) enum BenchCommand {
 #[derive(Subcommand)]
 pub(crate) enum ScheduleCommand {
     /// Run a suite on a cron schedule. The cron expression has six fields and the first is
-    /// SECONDS: "0 0 3 * * *" is 03:00:00 every day (UTC), "*/30 * * * * *" every 30 seconds.
+    /// SECONDS: "0 0 3 * * *" is 03:00:00 every day (in --tz, UTC by default), "*/30 * * * * *"
+    /// every 30 seconds.
     #[command(
-        after_help = "Example: edgefleet schedule add nightly --cron \"0 0 3 * * *\" --suite quick.toml --select hw=rpi5 --jitter 10m --when-idle"
+        after_help = "Example: edgefleet schedule add nightly --cron \"0 0 3 * * *\" --tz Europe/Berlin --suite quick.toml --select hw=rpi5 --jitter 10m --when-idle"
     )]
     Add {
         /// The schedule's name (letters, digits, `-`, `_`, `.`).
         name: String,
         /// Six fields, seconds first: SEC MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK, e.g.
-        /// "0 0 3 * * *" (03:00:00 every day, UTC).
+        /// "0 0 3 * * *" (03:00:00 every day).
         #[arg(long)]
         cron: String,
+        /// The time zone the cron is read in, an IANA name (Europe/Berlin, America/Denver):
+        /// 03:00 stays 03:00 on the site's clock across daylight-saving changes, and a fire the
+        /// change skips or repeats happens once. Default UTC.
+        #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = check_time_zone)]
+        tz: String,
         /// The suite to run (read now; later edits of the file do not change the schedule).
         #[arg(long, value_name = "SUITE.toml")]
         suite: PathBuf,
@@ -412,4 +418,11 @@ pub(crate) enum ScheduleCommand {
 /// `--jitter`, read by the controller library's parser.
 fn parse_jitter(text: &str) -> Result<std::time::Duration, String> {
     edgefleet_controller::schedule::parse_jitter(text).map_err(|e| e.to_string())
+}
+
+/// Checks `--tz` on the command line (the controller checks again).
+fn check_time_zone(name: &str) -> Result<String, String> {
+    edgefleet_controller::schedule::parse_time_zone(name)
+        .map(|zone| zone.name().to_string())
+        .map_err(|e| e.to_string())
 }

@@ -22,6 +22,7 @@ pub(crate) async fn run(target: &Target, command: ScheduleCommand) -> anyhow::Re
             jitter,
             when_idle,
             max_start_temp,
+            tz,
         } => {
             let parsed = edgefleet_suites::Suite::load(&suite)?;
             let text = std::fs::read_to_string(&suite)?;
@@ -38,14 +39,16 @@ pub(crate) async fn run(target: &Target, command: ScheduleCommand) -> anyhow::Re
                     jitter_ms: jitter.map_or(0, |j| j.as_millis() as u64),
                     when_idle,
                     max_start_temp_c: max_start_temp,
+                    timezone: tz,
                 })
                 .await?;
             println!(
-                "added schedule {} ({}, suite {}); next fire {}",
+                "added schedule {} ({} {}, suite {})\nnext fire {}",
                 added.name,
                 added.cron,
+                added.timezone,
                 added.suite,
-                next_fire(added.next_fire_unix_ms)
+                next_fire(added.next_fire_unix_ms, &added.timezone)
             );
         }
         ScheduleCommand::Ls { json } => {
@@ -57,32 +60,36 @@ pub(crate) async fn run(target: &Target, command: ScheduleCommand) -> anyhow::Re
             let rows: Vec<Vec<String>> = schedules
                 .iter()
                 .map(|s| {
+                    let mut last = s
+                        .last_fire
+                        .as_ref()
+                        .map_or_else(|| "never".into(), |f| last_fire(f, now));
+                    if s.missed > 0 {
+                        last += &format!("; {} missed", s.missed);
+                    }
                     vec![
                         s.name.clone(),
-                        s.cron.clone(),
                         s.suite.clone(),
+                        // The cron, and under it the zone it is read in.
+                        format!("{}\n{}", s.cron, s.timezone),
+                        next_fire_brief(s.next_fire_unix_ms, &s.timezone, now),
                         if s.select.is_empty() {
                             "(all)".into()
                         } else {
                             s.select.clone()
                         },
-                        next_fire(s.next_fire_unix_ms),
-                        s.last_fire
-                            .as_ref()
-                            .map_or_else(|| "never".into(), |f| last_fire(f, now)),
-                        s.missed.to_string(),
+                        last,
                     ]
                 })
                 .collect();
             print_table(
                 &[
                     "NAME",
-                    "CRON",
                     "SUITE",
-                    "SELECT",
+                    "CRON, ZONE",
                     "NEXT FIRE",
+                    "SELECT",
                     "LAST FIRE",
-                    "MISSED",
                 ],
                 &rows,
             );
@@ -115,10 +122,26 @@ pub(crate) async fn run(target: &Target, command: ScheduleCommand) -> anyhow::Re
     Ok(())
 }
 
-fn next_fire(unix_ms: i64) -> String {
-    match unix_ms {
-        0 => "never".into(),
-        at => edgefleet_reports::rfc3339(at),
+/// A fire time on the schedule's own clock, without the year when it is this year's:
+/// `12-07 03:00 CET`.
+fn next_fire_brief(unix_ms: i64, zone: &str, now_ms: i64) -> String {
+    let full = next_fire(unix_ms, zone);
+    let year = |ms: i64| edgefleet_reports::rfc3339(ms).get(..5).map(str::to_string);
+    match (year(unix_ms), year(now_ms)) {
+        (Some(fire), Some(now)) if fire == now && full.starts_with(&fire) => full[5..].to_string(),
+        _ => full,
+    }
+}
+
+/// A fire time on the schedule's own clock: `2026-12-07 03:00 CET`.
+fn next_fire(unix_ms: i64, zone: &str) -> String {
+    let zone = edgefleet_controller::schedule::parse_time_zone(zone).unwrap_or(chrono_tz::Tz::UTC);
+    match chrono::DateTime::from_timestamp_millis(unix_ms) {
+        Some(at) if unix_ms != 0 => at
+            .with_timezone(&zone)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string(),
+        _ => "never".into(),
     }
 }
 

@@ -1,7 +1,10 @@
 //! Scheduled benchmark runs, live: tokio-cron-scheduler fires each stored schedule inside the
-//! controller. Its own stores keep no job code, so the schedules live in our SQLite and are
-//! registered again at every start, after the fires missed while the controller was down have
-//! been recorded (never run late). A fire starts a run exactly as `bench run` does
+//! controller, one job per next fire: a one-shot at the instant croner finds on the schedule's
+//! zone clock ([`CronSpec::next_after`]), which arms the one after it when it goes off.
+//! (tokio-cron-scheduler's own zoned cron jobs keep the UTC offset of the day they were made, so
+//! a Berlin 03:00 would fire at 04:00 all summer.) Its stores keep no job code, so the schedules
+//! live in our SQLite and are registered again at every start, after the fires missed while the
+//! controller was down have been recorded (never run late). A fire starts a run exactly as `bench run` does
 //! (`admin::bench::launch`), unless the schedule's previous run is still going.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -54,8 +57,10 @@ impl Schedules {
         record_missed(ctl, &rows, now_ms())?;
         let mut inner = self.inner.lock().await;
         for row in &rows {
-            let id = scheduler.add(job(ctl, row)?).await?;
-            inner.jobs.insert(row.name.clone(), id);
+            if let Some(job) = next_fire_job(ctl, row, now_ms())? {
+                let id = scheduler.add(job).await?;
+                inner.jobs.insert(row.name.clone(), id);
+            }
         }
         scheduler.start().await?;
         inner.scheduler = Some(scheduler);
@@ -74,9 +79,45 @@ impl Schedules {
         let Some(scheduler) = inner.scheduler.clone() else {
             return Ok(());
         };
-        let id = scheduler.add(job(ctl, row)?).await?;
+        let Some(job) = next_fire_job(ctl, row, now_ms())? else {
+            return Ok(());
+        };
+        let id = scheduler.add(job).await?;
         if let Some(old) = inner.jobs.insert(row.name.clone(), id) {
             scheduler.remove(&old).await?;
+        }
+        Ok(())
+    }
+
+    /// After fire `fired` (the job that went off, planned for `planned_ms`), arms the schedule's
+    /// next fire, unless the schedule was removed or replaced meanwhile.
+    async fn arm_next(
+        &self,
+        ctl: &Controller,
+        name: &str,
+        fired: Uuid,
+        planned_ms: i64,
+    ) -> Result<(), SchedulerError> {
+        let mut inner = self.inner.lock().await;
+        let Some(scheduler) = inner.scheduler.clone() else {
+            return Ok(());
+        };
+        if inner.jobs.get(name) != Some(&fired) {
+            return Ok(()); // removed or replaced since
+        }
+        let Some(row) = ctl.store.schedule(name)? else {
+            inner.jobs.remove(name);
+            return Ok(());
+        };
+        // From the planned time, not the clock: a job that went off early never repeats a fire.
+        match next_fire_job(ctl, &row, planned_ms.max(now_ms()))? {
+            Some(job) => {
+                let id = scheduler.add(job).await?;
+                inner.jobs.insert(name.to_string(), id);
+            }
+            None => {
+                inner.jobs.remove(name);
+            }
         }
         Ok(())
     }
@@ -147,27 +188,38 @@ fn record_missed(ctl: &Controller, rows: &[ScheduleRow], now_ms: i64) -> Result<
     Ok(())
 }
 
-/// The scheduler job of one schedule: each tick spawns a fire (so a jitter's wait never holds
-/// the scheduler up).
-fn job(ctl: &Controller, row: &ScheduleRow) -> Result<Job, SchedulerError> {
+/// The scheduler job of a schedule's first fire after `after_ms` (`None` when the cron has no
+/// further fire). It spawns the fire (so a jitter's wait never holds the scheduler up) and arms
+/// the next. tokio-cron-scheduler keeps a one-shot's time in whole seconds, cut down: the job is
+/// set a second late so that it never goes off before its planned second.
+fn next_fire_job(
+    ctl: &Controller,
+    row: &ScheduleRow,
+    after_ms: i64,
+) -> Result<Option<Job>, SchedulerError> {
+    let Some(planned) = row.cron.next_after(after_ms) else {
+        return Ok(None);
+    };
+    let wait_ms = u64::try_from(planned - now_ms()).unwrap_or(0) + 1000;
+    let at = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
     let ctl = ctl.clone();
     let name = row.name.clone();
-    let cron = row.cron.clone();
-    Ok(Job::new_async(
-        row.cron.as_str(),
-        move |_id, _scheduler| {
+    Ok(Some(Job::new_one_shot_at_instant_async(
+        at,
+        move |id, _scheduler| {
             let (ctl, name) = (ctl.clone(), name.clone());
-            let now = now_ms();
-            let planned = cron.latest_at_or_before(now).unwrap_or(now);
             Box::pin(async move {
                 tokio::spawn(async move {
+                    if let Err(e) = ctl.schedules.arm_next(&ctl, &name, id, planned).await {
+                        tracing::warn!(schedule = %name, error = %e, "cannot arm the next fire");
+                    }
                     if let Err(e) = fire(&ctl, &name, planned, false).await {
                         tracing::warn!(schedule = %name, error = %e.message(), "scheduled fire not recorded");
                     }
                 });
             })
         },
-    )?)
+    )?))
 }
 
 /// Fires schedule `name` (planned for `planned_ms`; `manual` for `schedule run`) and records

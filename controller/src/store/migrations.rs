@@ -232,6 +232,8 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX schedule_fires_by_schedule ON schedule_fires (schedule, id);
      ALTER TABLE bench_runs ADD COLUMN schedule TEXT;",
+    // 7: schedules in a site's local time: the IANA zone the cron is read in.
+    "ALTER TABLE schedules ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

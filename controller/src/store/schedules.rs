@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::{params, OptionalExtension};
 
 use super::{decode_json, decode_state, Store, StoreError};
-use crate::schedule::CronSpec;
+use crate::schedule::{parse_time_zone, CronSpec};
 use crate::stored_states::stored_states;
 
 /// A suite's input file as it was stored when the schedule was added (an artifact).
@@ -92,7 +92,8 @@ pub struct FireRow {
 }
 
 const SCHEDULE_COLUMNS: &str = "name, cron, suite_file, suite_toml, suite_sha256, inputs, \
-     selector, jitter_ms, when_idle, max_start_temp_c, created_ms, last_fire_ms, missed_count";
+     selector, jitter_ms, when_idle, max_start_temp_c, created_ms, last_fire_ms, missed_count, \
+     timezone";
 
 /// A schedule row as read, its typed columns still text (decoded by [`RawSchedule::decode`]).
 struct RawSchedule {
@@ -109,6 +110,7 @@ struct RawSchedule {
     created_ms: i64,
     last_fire_ms: Option<i64>,
     missed_count: i64,
+    timezone: String,
 }
 
 impl RawSchedule {
@@ -127,6 +129,7 @@ impl RawSchedule {
             created_ms: r.get(10)?,
             last_fire_ms: r.get(11)?,
             missed_count: r.get(12)?,
+            timezone: r.get(13)?,
         })
     }
 
@@ -134,7 +137,8 @@ impl RawSchedule {
         let table = "schedules";
         let key = self.name.clone();
         let corrupt = |detail: String| StoreError::corrupt(table, key.clone(), detail);
-        let cron = CronSpec::parse(&self.cron).map_err(|e| corrupt(e.to_string()))?;
+        let zone = parse_time_zone(&self.timezone).map_err(|e| corrupt(e.to_string()))?;
+        let cron = CronSpec::parse_in(&self.cron, zone).map_err(|e| corrupt(e.to_string()))?;
         let jitter_ms = u64::try_from(self.jitter_ms)
             .map_err(|_| corrupt(format!("negative jitter {}", self.jitter_ms)))?;
         let when_idle = match self.when_idle {
@@ -251,8 +255,8 @@ impl Store {
         let inserted = self.conn().execute(
             "INSERT INTO schedules (name, cron, suite_file, suite_toml, suite_sha256, inputs,
                  selector, jitter_ms, when_idle, max_start_temp_c, created_ms, last_fire_ms,
-                 missed_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 missed_count, timezone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (name) DO NOTHING",
             params![
                 s.name,
@@ -268,6 +272,7 @@ impl Store {
                 s.created_ms,
                 s.last_fire_ms,
                 i64::try_from(s.missed_count).unwrap_or(i64::MAX),
+                s.cron.zone().name(),
             ],
         )?;
         if inserted == 0 {

@@ -258,7 +258,7 @@ fn schedules_fire_skip_while_running_stop_when_removed_and_count_missed_fires() 
     );
     let table = ctl.cli_ok(&["schedule", "ls"]);
     assert!(
-        table.contains("MISSED") && table.contains("long"),
+        table.contains(" missed") && table.contains("long"),
         "{table}"
     );
 

@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::{bench, internal};
 use crate::clock::now_ms;
-use crate::schedule::CronSpec;
+use crate::schedule::{parse_time_zone, CronSpec};
 use crate::selector;
 use crate::server::schedules::fire;
 use crate::server::Controller;
@@ -29,7 +29,12 @@ pub(super) async fn add(ctl: &Controller, req: AddScheduleRequest) -> Result<Sch
             "schedule name `{name}` must be letters, digits, `-`, `_` or `.`"
         )));
     }
-    let cron = CronSpec::parse(&req.cron).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let zone = match req.timezone.trim() {
+        "" => chrono_tz::Tz::UTC,
+        name => parse_time_zone(name).map_err(|e| Status::invalid_argument(e.to_string()))?,
+    };
+    let cron =
+        CronSpec::parse_in(&req.cron, zone).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let origin = if req.suite_origin.is_empty() {
         "suite"
     } else {
@@ -79,7 +84,7 @@ pub(super) async fn add(ctl: &Controller, req: AddScheduleRequest) -> Result<Sch
         ctl.store.remove_schedule(&row.name)?;
         return Err(internal(e));
     }
-    tracing::info!(schedule = %row.name, cron = %row.cron.as_str(), suite = %suite.name, "schedule added");
+    tracing::info!(schedule = %row.name, cron = %row.cron.as_str(), timezone = row.cron.zone().name(), suite = %suite.name, "schedule added");
     info(ctl, &row)
 }
 
@@ -136,6 +141,7 @@ fn info(ctl: &Controller, row: &ScheduleRow) -> Result<ScheduleInfo, Status> {
         max_start_temp_c: row.max_start_temp_c,
         created_unix_ms: row.created_ms,
         next_fire_unix_ms: row.cron.next_after(now_ms()).unwrap_or(0),
+        timezone: row.cron.zone().name().to_string(),
         last_fire,
         missed: row.missed_count,
     })
