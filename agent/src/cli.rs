@@ -23,8 +23,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the daemon: connect to the controller and carry out its jobs.
     Run(DaemonArgs),
-    /// Print this device's hardware profile and whether ONNX Runtime loads, then exit.
-    Check(DaemonArgs),
+    /// Print this device's hardware profile, its energy source and whether ONNX Runtime loads,
+    /// then exit.
+    Check(CheckArgs),
     /// Run a suite on this device alone and print a table, or result records with --json.
     ///
     /// Models are .onnx files named in the suite, or name@version found in --models. Failed
@@ -84,6 +85,21 @@ pub(crate) struct EnrollArgs {
     /// Do not start the edgefleet-agent service afterwards.
     #[arg(long)]
     no_start: bool,
+}
+
+/// What `check` reads: where the runtime library is (from the config or the flag), and the
+/// sensors; none of the daemon's link settings.
+#[derive(clap::Args)]
+pub(crate) struct CheckArgs {
+    /// Config file (TOML) whose onnxruntime_library to check.
+    #[arg(long, env = "EDGEFLEET_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to this binary).
+    #[arg(long, env = "EDGEFLEET_ONNXRUNTIME")]
+    onnxruntime_library: Option<PathBuf>,
+    /// Read sensors under this root instead of / (for tests and containers).
+    #[arg(long, hide = true, env = "EDGEFLEET_SENSORS_ROOT")]
+    sensors_root: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -362,12 +378,22 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-pub(crate) fn check(args: DaemonArgs) -> ExitCode {
-    // `check` needs no controller: fill in placeholders so only the runtime settings matter.
+pub(crate) fn check(args: CheckArgs) -> ExitCode {
+    // `check` needs no controller: placeholders, so that only the runtime settings matter.
     let args = DaemonArgs {
-        controller: args.controller.or(Some("https://unused".into())),
-        token: args.token.or(Some(String::new())),
-        ..args
+        config: args.config,
+        controller: Some("https://unused".into()),
+        enroll_token: None,
+        insecure: false,
+        token: Some(String::new()),
+        name: None,
+        labels: Vec::new(),
+        data_dir: None,
+        onnxruntime_library: args.onnxruntime_library,
+        sensors_root: args.sensors_root,
+        download_limit: None,
+        min_free_disk_mb: None,
+        worker_memory_limit: None,
     };
     let config = match args.resolve() {
         Ok(c) => c,

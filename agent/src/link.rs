@@ -364,6 +364,13 @@ async fn run_jobs(
             }
             let job_id = job.job_id.clone();
             tracing::info!(run_id = %run.run_id, %job_id, "job started");
+            // Progress for people watching the run; not kept (a missed one loses nothing).
+            let _ = results.send(agent_message::Body::JobStarted(
+                edgefleet_proto::v1::JobStarted {
+                    run_id: run.run_id.clone(),
+                    job_id: job_id.clone(),
+                },
+            ));
             let result = jobs::execute(&mut ctx, &run.run_id, job).await;
             match &result.outcome {
                 Some(edgefleet_proto::v1::job_result::Outcome::Error(error)) => {

@@ -97,7 +97,36 @@ pub async fn enroll(request: EnrollRequest) -> Result<Provisioned, ProvisionErro
         return Err(ProvisionError::Insecure);
     }
     let token = config.enroll_token.clone().ok_or(ProvisionError::NoToken)?;
+    // Folders made here are removed again if enrollment fails: everything or nothing.
+    let made = missing_folders(&config.data_dir);
     crate::config::create_data_dir(&config.data_dir)?;
+    let result = enroll_into(&request, existing.as_deref(), &config, &token).await;
+    if result.is_err() {
+        for dir in made.iter() {
+            if std::fs::remove_dir(dir).is_err() {
+                break; // not empty (or gone): leave it and what holds it
+            }
+        }
+    }
+    result
+}
+
+/// The folders of `path` that do not exist yet, deepest first.
+fn missing_folders(path: &Path) -> Vec<std::path::PathBuf> {
+    path.ancestors()
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Enrollment once the data folder exists: refuse a second identity, check what will be
+/// written, spend the token, store the certificate, commit the config.
+async fn enroll_into(
+    request: &EnrollRequest,
+    existing: Option<&str>,
+    config: &AgentConfig,
+    token: &edgefleet_proto::tokens::EnrollmentToken,
+) -> Result<Provisioned, ProvisionError> {
     let held = Credentials::load(&config.data_dir)?;
     if let (Some(held), false) = (&held, request.force) {
         return Err(ProvisionError::AlreadyEnrolled {
@@ -109,10 +138,10 @@ pub async fn enroll(request: EnrollRequest) -> Result<Provisioned, ProvisionErro
     probe_writable(&config.data_dir)?;
     let staged = StagedConfig::write(
         &request.config_path,
-        &config_text(existing.as_deref(), &request, &config)?,
+        &config_text(existing, request, config)?,
     )?;
     credentials::prefer_fastest_cipher();
-    let (granted, granted_name) = credentials::request_certificate(&config, &token).await?;
+    let (granted, granted_name) = credentials::request_certificate(config, token).await?;
     if let Err(e) = granted
         .store(&config.data_dir)
         .map_err(ProvisionError::from)
@@ -131,8 +160,8 @@ pub async fn enroll(request: EnrollRequest) -> Result<Provisioned, ProvisionErro
     Ok(Provisioned {
         agent_id: granted.agent_id,
         name: granted_name,
-        config_path: request.config_path,
-        data_dir: config.data_dir,
+        config_path: request.config_path.clone(),
+        data_dir: config.data_dir.clone(),
     })
 }
 

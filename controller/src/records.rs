@@ -32,7 +32,7 @@ pub fn collect_where(
     filter: &ResultFilter,
 ) -> Result<(Vec<ResultRecord>, Vec<FailedRun>), StoreError> {
     let agents: HashMap<String, AgentRow> = store
-        .agents()?
+        .agents_in_history()?
         .into_iter()
         .map(|a| (a.id.clone(), a))
         .collect();

@@ -88,7 +88,15 @@ pub(crate) fn render_all(input: &ReportInput) -> Result<(String, Figures), Repor
         count(input.records.len(), "result", "results"),
         count(agents.len(), "agent", "agents"),
         count(runs.len(), "run", "runs"),
-        count(input.failures.len(), "failed run", "failed runs"),
+        crate::failed_jobs_in_words(
+            input.failures.len(),
+            input
+                .failures
+                .iter()
+                .map(|f| f.run_id.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        ),
     );
     let summaries = analysis::class_summaries(&newest, &refs, floor);
     summary::summary_section(&mut out, &summaries, &refs, floor);

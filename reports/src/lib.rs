@@ -181,6 +181,17 @@ impl ResultRecord {
     }
 }
 
+/// Failed jobs counted as what they are: `no failed job`, `1 failed job`, `2 failed jobs in 1
+/// run` (a run is a suite on the selected agents; each job one model, scenario and thread count).
+pub fn failed_jobs_in_words(jobs: usize, runs: usize) -> String {
+    match (jobs, runs) {
+        (0, _) => "no failed job".to_string(),
+        (1, _) => "1 failed job".to_string(),
+        (jobs, 1) => format!("{jobs} failed jobs in 1 run"),
+        (jobs, runs) => format!("{jobs} failed jobs in {runs} runs"),
+    }
+}
+
 /// 95% confidence intervals, each `[low, high]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencyCi {

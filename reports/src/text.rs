@@ -173,6 +173,13 @@ pub fn summary(records: &[ResultRecord], failures: &[FailedRun]) -> String {
     header.extend([
         "SCENARIO", "THR", "P50", "P90", "P99", "PER S", "MB", "QUALITY",
     ]);
+    if records.is_empty() {
+        let mut out = String::from("no results\n");
+        for f in failures {
+            out += &failure_line(f);
+        }
+        return out;
+    }
     let mut out = table(&header, &rows);
     let mut legend = Vec::new();
     if !engine_column {
@@ -265,17 +272,19 @@ pub fn summary(records: &[ResultRecord], failures: &[FailedRun]) -> String {
         );
     }
     for f in failures {
-        let model = if f.model_version.is_empty() {
-            f.model.clone()
-        } else {
-            format!("{}@{}", f.model, f.model_version)
-        };
-        out += &format!(
-            "FAILED  {model} {} on {}: {}\n",
-            f.scenario, f.agent, f.error
-        );
+        out += &failure_line(f);
     }
     out
+}
+
+/// `FAILED  model@1 single-stream on edge-a: why`.
+fn failure_line(f: &FailedRun) -> String {
+    let model = if f.model_version.is_empty() {
+        f.model.clone()
+    } else {
+        format!("{}@{}", f.model, f.model_version)
+    };
+    format!("FAILED  {model} {} on {}: {}\n", f.scenario, f.agent, f.error)
 }
 
 /// A scenario's name as a narrow table shows it (`single-stream` → `single`).

@@ -102,7 +102,7 @@ async fn enroll(
     }
     println!("{}", reply.token);
     eprintln!(
-        "one use, valid until {}; on the device: edgefleet-agent run --controller {} --enroll-token TOKEN",
+        "one use, valid until {}; on the device: edgefleet-agent enroll --controller {} --enroll-token TOKEN",
         edgefleet_reports::rfc3339(reply.expires_unix_ms),
         target.address
     );

@@ -91,7 +91,8 @@ pub(crate) enum Command {
     /// Write a report into DIR: report.html (self-contained), charts/*.png, summary.md,
     /// results.csv and results.json.
     Report {
-        #[arg(long)]
+        /// The folder to write into (made if missing).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Only this run (default: every run).
         #[arg(long, conflicts_with_all = ["suite", "since"])]
@@ -168,9 +169,11 @@ pub(crate) enum BaselineCommand {
     /// Make a run of SUITE the baseline on every device class it measured (default: the
     /// suite's newest run with results).
     Set {
-        /// The suite's name.
+        /// The suite's name (its `name = ...`, not a schedule's name or a file).
         suite: String,
-        #[arg(long)]
+        /// The run to make the baseline (an id `bench run` printed; default: the suite's newest
+        /// run with results).
+        #[arg(long, value_name = "RUN_ID")]
         run: Option<String>,
     },
     /// List baselines.
@@ -258,10 +261,17 @@ pub(crate) enum TokensCommand {
 #[derive(Subcommand)]
 pub(crate) enum ModelsCommand {
     /// Upload an ONNX model (and companions such as tokenizer.json) as NAME@VERSION.
+    #[command(
+        after_help = "Example: edgefleet models add model.int8.onnx --name minilm-l6 --version int8 --quant int8 --with tokenizer.json"
+    )]
     Add {
+        /// The ONNX model file (checked as ONNX before anything is stored).
+        #[arg(value_name = "MODEL.onnx")]
         file: PathBuf,
+        /// The model's name, shared by its versions (letters, digits, `-`, `_`, `.`).
         #[arg(long)]
         name: String,
+        /// This version's label, unique within the name (e.g. int8, 2024-06-01, v3).
         #[arg(long)]
         version: String,
         /// Quantization label, e.g. fp32, int8, q4.
@@ -273,6 +283,7 @@ pub(crate) enum ModelsCommand {
     },
     /// List registered model versions.
     Ls {
+        /// Print them as JSON (with every input and output).
         #[arg(long)]
         json: bool,
     },
@@ -280,6 +291,7 @@ pub(crate) enum ModelsCommand {
     Show {
         /// NAME@VERSION
         model: String,
+        /// Print it as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -352,6 +364,8 @@ pub(crate) enum RolloutCommand {
 pub(crate) enum BenchCommand {
     /// Run a suite on the selected online agents.
     Run {
+        /// The suite file (TOML: models, inputs, scenarios; see bench-suites/README.md).
+        #[arg(value_name = "SUITE.toml")]
         suite: PathBuf,
         #[arg(long = "select", value_name = "EXPR", help = selector::HELP, value_parser = selector::check_arg)]
         select: Vec<String>,

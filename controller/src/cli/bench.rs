@@ -39,6 +39,7 @@ pub(super) async fn run(
         println!("{}", run.run_id);
         return Ok(());
     }
+    let started_ms = edgefleet_controller::now_ms();
     let status = wait_for_run(&mut client, &run.run_id, timeout, json).await?;
     let (records, failures) = client.results(Some(&run.run_id)).await?;
     if json {
@@ -46,6 +47,8 @@ pub(super) async fn run(
     } else {
         print_results(&records, &failures);
     }
+    // On stderr, so that --json output stays one document.
+    report_regressions(&mut client, &run.run_id, started_ms).await?;
     anyhow::ensure!(
         status.jobs_failed == 0,
         "{} of {} jobs failed",
@@ -54,6 +57,43 @@ pub(super) async fn run(
     );
     Ok(())
 }
+
+/// Says which regressions the finished run set off (against the suite's baseline or its recent
+/// history), once the controller has judged it; judging follows the last result within a
+/// moment, and a run not judged after [`JUDGE_WAIT`] is said to be so.
+async fn report_regressions(
+    client: &mut Client,
+    run_id: &str,
+    started_ms: i64,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + JUDGE_WAIT;
+    while !client.run_status(run_id).await?.judged {
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("not judged for regressions yet; see `edgefleet regressions` later");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let found: Vec<_> = client
+        .regressions(started_ms - 60_000)
+        .await?
+        .into_iter()
+        .filter(|r| r.run_id == run_id)
+        .collect();
+    if found.is_empty() {
+        eprintln!("no regression against the baseline or recent history");
+    }
+    for r in &found {
+        eprintln!(
+            "REGRESSION {} {} {} {:.2}x against {} {} (`edgefleet regressions --ack {}` once seen)",
+            r.model, r.scenario, r.metric, r.ratio, r.kind, r.against, r.id
+        );
+    }
+    Ok(())
+}
+
+/// How long `bench run --wait` waits for the finished run's regression check.
+const JUDGE_WAIT: Duration = Duration::from_secs(30);
 
 /// Polls until every job of the run is done or failed, showing progress unless `quiet`.
 pub(super) async fn wait_for_run(

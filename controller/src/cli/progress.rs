@@ -28,11 +28,22 @@ fn stderr_is_terminal() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
-/// A run's progress, per agent: a bar each on a terminal, plain lines for each job that
-/// finishes otherwise.
+/// A run's progress, per agent: a bar each on a terminal (with the job it is on), plain lines
+/// for each job that starts and finishes otherwise.
 pub(super) struct RunProgress {
     bars: Option<(MultiProgress, BTreeMap<String, ProgressBar>)>,
     reported: HashSet<String>,
+    started: HashSet<String>,
+}
+
+/// `minilm-l6@int8 single-stream 2 threads`.
+fn job_words(job: &edgefleet_proto::v1::JobStatus) -> String {
+    let threads = match job.threads {
+        0 => String::new(),
+        1 => " 1 thread".to_string(),
+        n => format!(" {n} threads"),
+    };
+    format!("{} {}{threads}", job.model, job.scenario)
 }
 
 impl RunProgress {
@@ -40,18 +51,25 @@ impl RunProgress {
         RunProgress {
             bars: stderr_is_terminal().then(|| (MultiProgress::new(), BTreeMap::new())),
             reported: HashSet::new(),
+            started: HashSet::new(),
         }
     }
 
     pub(super) fn show(&mut self, status: &RunStatus) {
         let Some((multi, bars)) = &mut self.bars else {
             for job in &status.jobs {
+                if job.started_unix_ms != 0 && self.started.insert(job.job_id.clone()) {
+                    eprintln!("{}: {} started", job.agent_name, job_words(job));
+                }
                 if job.state != "pending" && self.reported.insert(job.job_id.clone()) {
                     match job.state.as_str() {
-                        "failed" => {
-                            eprintln!("{}: {} failed: {}", job.agent_name, job.model, job.error)
-                        }
-                        _ => eprintln!("{}: {} done", job.agent_name, job.model),
+                        "failed" => eprintln!(
+                            "{}: {} failed: {}",
+                            job.agent_name,
+                            job_words(job),
+                            job.error
+                        ),
+                        _ => eprintln!("{}: {} done", job.agent_name, job_words(job)),
                     }
                 }
             }
@@ -77,9 +95,18 @@ impl RunProgress {
             });
             bar.set_length(total);
             bar.set_position(done + failed);
-            if failed > 0 {
-                bar.set_message(format!(" ({failed} failed)"));
-            }
+            let running = status
+                .jobs
+                .iter()
+                .find(|j| j.agent_name == agent && j.state == "pending" && j.started_unix_ms != 0)
+                .map(|j| format!(" · {}", job_words(j)))
+                .unwrap_or_default();
+            let failed = if failed > 0 {
+                format!(" ({failed} failed)")
+            } else {
+                String::new()
+            };
+            bar.set_message(format!("{failed}{running}"));
         }
     }
 

@@ -55,7 +55,13 @@ impl Scope {
 pub(super) async fn run(target: &Target, out: &Path, scope: &Scope) -> anyhow::Result<()> {
     let mut client = Client::connect(target).await?;
     let (files, records, failures) = write_report(&mut client, out, scope).await?;
-    println!("{} results, {} failed runs", records.len(), failures.len());
+    let failed_runs: std::collections::BTreeSet<&str> =
+        failures.iter().map(|f| f.run_id.as_str()).collect();
+    println!(
+        "{} results, {}",
+        records.len(),
+        edgefleet_reports::failed_jobs_in_words(failures.len(), failed_runs.len())
+    );
     println!("report   {}", files.html.display());
     println!("results  {}", files.json.display());
     Ok(())

@@ -555,6 +555,20 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
                 Err(e) => tracing::error!(%agent_id, error = %e, "cannot store result"),
             }
         }
+        Some(agent_message::Body::JobStarted(started)) => {
+            match ctl
+                .store
+                .job_started(agent_id, &started.run_id, &started.job_id, now_ms())
+            {
+                Ok(true) => {
+                    tracing::debug!(%agent_id, run_id = %started.run_id, job_id = %started.job_id, "job started")
+                }
+                Ok(false) => {
+                    tracing::debug!(%agent_id, job_id = %started.job_id, "start of a job not pending for this agent; ignored")
+                }
+                Err(e) => tracing::warn!(%agent_id, error = %e, "cannot note a job's start"),
+            }
+        }
         Some(agent_message::Body::Hello(_)) => {
             tracing::warn!(%agent_id, "a second hello on an open link; ignored")
         }

@@ -82,18 +82,25 @@ impl Store {
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
-        self.select_agents(None)
+        self.select_agents(None, false)
     }
 
-    /// Every agent not removed, or the one with this id.
-    fn select_agents(&self, only: Option<&str>) -> Result<Vec<AgentRow>, StoreError> {
+    /// Every agent ever enrolled, removed ones too: results keep the name and hardware of the
+    /// agent that measured them after `agents rm`.
+    pub fn agents_in_history(&self) -> Result<Vec<AgentRow>, StoreError> {
+        self.select_agents(None, true)
+    }
+
+    /// Every agent not removed (or every one, `removed` too), or the one with this id.
+    fn select_agents(&self, only: Option<&str>, removed: bool) -> Result<Vec<AgentRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
-             FROM agents WHERE removed_ms = 0 AND (?1 IS NULL OR id = ?1) ORDER BY name, id",
+             FROM agents WHERE (?2 OR removed_ms = 0) AND (?1 IS NULL OR id = ?1)
+             ORDER BY name, id",
         )?;
         let raw = stmt
-            .query_map(params![only], |r| {
+            .query_map(params![only, removed], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -124,7 +131,7 @@ impl Store {
 
     /// One agent (not removed).
     pub fn agent(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
-        Ok(self.select_agents(Some(id))?.pop())
+        Ok(self.select_agents(Some(id), false)?.pop())
     }
 
     /// Agent names by id, for showing ids to people.

@@ -234,6 +234,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE bench_runs ADD COLUMN schedule TEXT;",
     // 7: schedules in a site's local time: the IANA zone the cron is read in.
     "ALTER TABLE schedules ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';",
+    // 8: when an agent said it began a job (progress only; NULL until then).
+    "ALTER TABLE bench_jobs ADD COLUMN started_ms INTEGER;",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

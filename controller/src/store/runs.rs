@@ -29,6 +29,8 @@ pub struct JobRow {
     pub threads: u32,
     pub state: JobState,
     pub error: Option<String>,
+    /// When the agent said it began the job (progress only).
+    pub started_ms: Option<i64>,
 }
 
 /// A stored measurement with what it belongs to.
@@ -104,8 +106,11 @@ pub enum Recorded {
     UnknownJob,
 }
 
+/// How many columns [`JOB_COLUMNS`] selects: a query's own columns come after them.
+const JOB_COLUMN_COUNT: usize = 10;
 const JOB_COLUMNS: &str =
-    "j.run_id, j.job_id, j.agent_id, j.model_name, j.model_version, j.scenario, j.threads, j.state, j.error";
+    "j.run_id, j.job_id, j.agent_id, j.model_name, j.model_version, j.scenario, j.threads, j.state, j.error, \
+     j.started_ms";
 
 /// A job row whose state is still text (decoded by [`RawJob::decode`]).
 struct RawJob {
@@ -126,6 +131,7 @@ impl RawJob {
                 threads: r.get(6)?,
                 state: JobState::Pending,
                 error: r.get(8)?,
+                started_ms: r.get(9)?,
             },
             state: r.get(7)?,
         })
@@ -279,6 +285,23 @@ impl Store {
         raw.into_iter().map(RawJob::decode).collect()
     }
 
+    /// Notes that the agent began a job still pending (its own job only); `false` when there
+    /// is no such pending job (finished already, or not this agent's).
+    pub fn job_started(
+        &self,
+        agent_id: &str,
+        run_id: &str,
+        job_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE bench_jobs SET started_ms = ?4
+             WHERE run_id = ?1 AND job_id = ?2 AND agent_id = ?3 AND state = 'pending'",
+            params![run_id, job_id, agent_id, now_ms],
+        )?;
+        Ok(changed == 1)
+    }
+
     /// Stores a job's measurement once; a repeated upload of the same job is a no-op.
     pub fn record_measurement(
         &self,
@@ -377,9 +400,9 @@ impl Store {
                 |r| {
                     Ok((
                         RawJob::read(r)?,
-                        r.get::<_, Vec<u8>>(9)?,
-                        r.get::<_, String>(10)?,
-                        r.get::<_, String>(11)?,
+                        r.get::<_, Vec<u8>>(JOB_COLUMN_COUNT)?,
+                        r.get::<_, String>(JOB_COLUMN_COUNT + 1)?,
+                        r.get::<_, String>(JOB_COLUMN_COUNT + 2)?,
                     ))
                 },
             )?

@@ -73,14 +73,19 @@ fn json(ctl: &Controller, args: &[&str]) -> Value {
     serde_json::from_str(&ctl.cli_ok(args)).unwrap()
 }
 
-fn run_suite(ctl: &Controller, suite: &std::path::Path) -> String {
-    let records = json(
-        ctl,
-        &["bench", "run", suite.to_str().unwrap(), "--wait", "--json"],
-    );
+/// Runs the suite and waits: its run id, and what `bench run --wait` said on stderr.
+fn run_suite_saying(ctl: &Controller, suite: &std::path::Path) -> (String, String) {
+    let out = ctl.cli(&["bench", "run", suite.to_str().unwrap(), "--wait", "--json"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let records: Value = serde_json::from_slice(&out.stdout).unwrap();
     let records = records.as_array().unwrap();
     assert_eq!(records.len(), 2, "{records:#?}");
-    records[0]["run_id"].as_str().unwrap().to_string()
+    (records[0]["run_id"].as_str().unwrap().to_string(), said)
+}
+
+fn run_suite(ctl: &Controller, suite: &std::path::Path) -> String {
+    run_suite_saying(ctl, suite).0
 }
 
 /// Fails with the command's output unless it failed with one line containing `want`.
@@ -160,10 +165,13 @@ fn int8_is_faster_and_a_slowed_agent_regresses_against_the_baseline() {
     assert_eq!(listed[0]["run_id"], first.as_str(), "{listed:#}");
 
     // The same suite on a device that now shares its CPU with a busy process.
-    let second = {
+    let (second, said) = {
         let _neighbour = NoisyNeighbour::start(&cpu);
-        run_suite(&ctl, &suite)
+        run_suite_saying(&ctl, &suite)
     };
+    // bench run --wait says which jobs started and which regressions the run set off.
+    assert!(said.contains("started"), "{said}");
+    assert!(said.contains("REGRESSION minilm-l6@"), "{said}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let found = loop {
         let found = json(&ctl, &["regressions", "--json"]);

@@ -363,6 +363,10 @@ fn enroll_says_what_is_wrong_in_one_line_with_its_exit_status() {
         assert!(stderr.contains(says), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(!config.exists(), "nothing written for {controller}");
+        assert!(
+            !work.path().join("data").exists(),
+            "no data folder left behind for {controller}"
+        );
     }
 }
 

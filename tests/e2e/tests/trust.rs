@@ -207,6 +207,16 @@ fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
     let ctl = Controller::start(dir.path(), "127.0.0.1:0");
     let agent = start_agent(dir.path(), &ctl, "edge-r", &[]);
     ctl.wait_online(&["edge-r"], Duration::from_secs(60));
+    // A result measured before, to see under which name history keeps it.
+    ctl.add_cached_model("models/tiny/add.onnx", "add", "1");
+    let suite = dir.path().join("tiny.toml");
+    std::fs::write(
+        &suite,
+        "name = \"tiny\"\nmodels = [\"add@1\"]\n[input]\ntext = [\"x\"]\n[conditions]\nidle_power_s = 0\n\
+         [[scenario]]\nkind = \"single-stream\"\nmin_queries = 5\nmin_duration_s = 0.1\n",
+    )
+    .unwrap();
+    ctl.cli_ok(&["bench", "run", suite.to_str().unwrap(), "--wait"]);
 
     let revoked_at = Instant::now();
     ctl.cli_ok(&["agents", "revoke", "edge-r"]);
@@ -222,6 +232,18 @@ fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
     // `agents rm` forgets it; a device that enrolls again is a new agent.
     ctl.cli_ok(&["agents", "rm", "edge-r"]);
     assert!(ctl.agents().is_empty());
+    // Its results keep its name and hardware.
+    let out = dir.path().join("report");
+    ctl.cli_ok(&["report", "--out", out.to_str().unwrap()]);
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["agent"], "edge-r", "{records:#?}");
+    assert!(
+        !records[0]["target"].as_str().unwrap_or_default().is_empty(),
+        "{records:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

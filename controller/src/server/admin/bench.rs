@@ -165,9 +165,13 @@ pub(super) fn run_status(ctl: &Controller, run_id: &str) -> Result<RunStatus, St
             job_id: j.job_id,
             state: j.state.to_string(),
             error: j.error.unwrap_or_default(),
+            scenario: j.scenario,
+            threads: j.threads,
+            started_unix_ms: j.started_ms.unwrap_or(0),
         })
         .collect();
     Ok(RunStatus {
+        judged: ctl.store.run_judged(&run.id)?,
         run_id: run.id,
         suite: run.suite,
         jobs_total: jobs.len() as u32,
