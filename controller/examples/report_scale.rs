@@ -1,11 +1,14 @@
 //! How reports and comparisons scale with the store: fills a real SQLite store (through the
 //! store's own calls) with N results — 50 agents in 5 device classes, 10 model versions, runs of
-//! 500 jobs — then times, in one process and one run, a plain read of the same rows, the report
-//! (records, charts, HTML, PNG, CSV, Markdown, JSON) and `compare` of two model versions, and
-//! prints each as a ratio to the plain read, the figure that holds across machines.
+//! 500 jobs — then times, in one run, a plain read of the same rows, the report in this process
+//! (records, charts, HTML, PNG, CSV, Markdown, JSON), `compare` of two model versions, and the
+//! report as a user gets it: `edgefleet serve` on the same store and `edgefleet report` over
+//! gRPC and TLS (the results streamed as protobuf). Each is printed as a ratio to the plain read,
+//! the figure that holds across machines.
 //!
-//! `cargo run --release -p edgefleet-controller --example report_scale -- [--results 100000]
-//! [--dir DIR [--reuse]]` (goals on a 2-core machine: report ≤ 5 s, compare ≤ 1 s).
+//! `cargo build --release --bins && cargo run --release -p edgefleet-controller --example
+//! report_scale -- [--results 100000] [--dir DIR [--reuse]] [--cli PATH/edgefleet]` (goals on a
+//! 2-core machine: report ≤ 5 s in process and through the CLI, compare ≤ 1 s).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,12 +44,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dir: Option<PathBuf> = None;
     // Keep a store this program filled before in --dir (to profile the report alone).
     let mut reuse = false;
+    // The edgefleet binary of the same build (target/release/edgefleet beside examples/).
+    let mut cli: PathBuf = std::env::current_exe()?
+        .parent()
+        .and_then(|examples| examples.parent())
+        .ok_or("no build folder")?
+        .join("edgefleet");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--results" => results = args.next().ok_or("--results N")?.parse()?,
             "--dir" => dir = Some(args.next().ok_or("--dir DIR")?.into()),
             "--reuse" => reuse = true,
+            "--cli" => cli = args.next().ok_or("--cli PATH")?.into(),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -131,7 +141,73 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         comparison.rows.len(),
         took / read
     );
+
+    let through_cli = report_through_cli(&cli, &dir)?;
+    println!(
+        "report via CLI  {through_cli:>7.3} s  (edgefleet serve + edgefleet report over gRPC/TLS)  {:.1}× the plain read, {:.2}× in process  [goal ≤ 5 s]",
+        through_cli / read,
+        through_cli / report
+    );
     Ok(())
+}
+
+/// Starts `edgefleet serve` on the store in `dir`, times `edgefleet report` against it as a
+/// user runs it, and stops the server.
+fn report_through_cli(
+    cli: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    if !cli.is_file() {
+        return Err(format!(
+            "{} is missing: cargo build --release --bins first",
+            cli.display()
+        )
+        .into());
+    }
+    let mut serve = std::process::Command::new(cli)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let address = line
+        .trim()
+        .strip_prefix("edgefleet controller listening on ")
+        .ok_or_else(|| format!("unexpected first line from serve: {line:?}"))?
+        .to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new(cli)
+            .args(args)
+            .env("EDGEFLEET_CONTROLLER", format!("https://{address}"))
+            .env("EDGEFLEET_CREDENTIALS", dir.join("credentials.json"))
+            .output()
+    };
+    // Serving once it answers.
+    let ready = Instant::now();
+    while !run(&["agents", "--json"])?.status.success() {
+        if ready.elapsed().as_secs() > 60 {
+            let _ = serve.kill();
+            return Err("edgefleet serve did not answer within 60 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = dir.join("report-cli");
+    let started = Instant::now();
+    let report = run(&["report", "--out", out.to_str().ok_or("a UTF-8 path")?])?;
+    let took = started.elapsed().as_secs_f64();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    if !report.status.success() {
+        return Err(format!(
+            "edgefleet report failed: {}",
+            String::from_utf8_lossy(&report.stderr)
+        )
+        .into());
+    }
+    Ok(took)
 }
 
 /// Fills the store through its own calls: agents, models, runs of 500 jobs and their results.

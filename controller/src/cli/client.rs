@@ -327,7 +327,8 @@ impl Client {
         .await
     }
 
-    /// Result records and failures that pass every condition of the request.
+    /// Result records and failures that pass every condition of the request: the stored
+    /// results arrive as protobuf and become records here, with the controller's own code.
     pub(crate) async fn results_where(
         &mut self,
         request: GetResultsRequest,
@@ -338,18 +339,26 @@ impl Client {
             .await
             .map_err(|s| self.fail(s))?
             .into_inner();
-        let (mut records, mut failures) = (Vec::new(), Vec::new());
+        let mut stored = edgefleet_controller::records::Stored::default();
         while let Some(reply) = replies.message().await.map_err(|s| self.fail(s))? {
-            records.extend(
-                serde_json::from_str::<Vec<ResultRecord>>(&reply.records_json)
-                    .context("unreadable result records from the controller")?,
-            );
-            failures.extend(
-                serde_json::from_str::<Vec<FailedRun>>(&reply.failures_json)
-                    .context("unreadable failures from the controller")?,
+            stored.results.extend(reply.results);
+            for agent in reply.agents {
+                stored.agents.insert(agent.agent_id.clone(), agent);
+            }
+            for model in reply.models {
+                stored
+                    .models
+                    .insert((model.name.clone(), model.version.clone()), model);
+            }
+            stored.failures.extend(
+                reply
+                    .failures
+                    .into_iter()
+                    .map(edgefleet_controller::records::failed_run),
             );
         }
-        Ok((records, failures))
+        let records = stored.records();
+        Ok((records, stored.failures))
     }
 
     pub(crate) async fn create_enrollment_token(

@@ -92,7 +92,11 @@ impl Store {
     }
 
     /// Every agent not removed (or every one, `removed` too), or the one with this id.
-    fn select_agents(&self, only: Option<&str>, removed: bool) -> Result<Vec<AgentRow>, StoreError> {
+    fn select_agents(
+        &self,
+        only: Option<&str>,
+        removed: bool,
+    ) -> Result<Vec<AgentRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms

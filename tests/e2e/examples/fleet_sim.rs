@@ -582,10 +582,8 @@ async fn stored_results(admin: &mut Admin) -> (usize, usize) {
         .into_inner();
     let (mut records, mut failures) = (0, 0);
     while let Some(reply) = stream.message().await.unwrap() {
-        let count =
-            |s: &str| serde_json::from_str::<Vec<serde_json::Value>>(s).map_or(0, |v| v.len());
-        records += count(&reply.records_json);
-        failures += count(&reply.failures_json);
+        records += reply.results.len();
+        failures += reply.failures.len();
     }
     (records, failures)
 }

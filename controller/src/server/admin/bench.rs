@@ -181,11 +181,13 @@ pub(super) fn run_status(ctl: &Controller, run_id: &str) -> Result<RunStatus, St
     })
 }
 
-/// Result records and failures of one run (or of all runs, for an empty id) as JSON.
-/// Records per `GetResults` reply: about 3 kB each as JSON, so a reply stays near 6 MB.
+/// Stored results per `GetResults` reply: about 1.4 kB each as protobuf, so a reply stays
+/// near 3 MB.
 pub(crate) const RESULTS_PER_REPLY: usize = 2000;
 
-/// `GetResults`: the failures, then the records in replies of [`RESULTS_PER_REPLY`].
+/// `GetResults`: the failures, then the stored results in replies of [`RESULTS_PER_REPLY`],
+/// each with the agents and models it is the first to name. Nothing becomes JSON on the way:
+/// the measurements are the protobuf the agents sent.
 pub(super) fn results(
     ctl: &Controller,
     req: GetResultsRequest,
@@ -198,7 +200,7 @@ pub(super) fn results(
         suite: (!req.suite.is_empty()).then_some(req.suite),
         since_ms: (req.since_unix_ms != 0).then_some(req.since_unix_ms),
     };
-    let (mut records, mut failures) = records::collect_where(&ctl.store, &filter)?;
+    let mut stored = records::stored_where(&ctl.store, &filter)?;
     if !conditions.is_empty() {
         let agents = ctl.store.agents()?;
         let chosen: std::collections::HashSet<&str> = agents
@@ -211,18 +213,31 @@ pub(super) fn results(
             .filter(|a| chosen.contains(a.id.as_str()))
             .map(|a| a.name.as_str())
             .collect();
-        records.retain(|r| chosen.contains(r.agent_id.as_str()));
-        failures.retain(|f| names.contains(f.agent.as_str()));
+        stored
+            .results
+            .retain(|r| chosen.contains(r.agent_id.as_str()));
+        stored.failures.retain(|f| names.contains(f.agent.as_str()));
     }
     let mut replies = vec![GetResultsReply {
-        records_json: "[]".into(),
-        failures_json: serde_json::to_string(&failures).map_err(internal)?,
+        failures: stored.failures.iter().map(records::failed_job).collect(),
+        ..GetResultsReply::default()
     }];
-    for chunk in records.chunks(RESULTS_PER_REPLY) {
-        replies.push(GetResultsReply {
-            records_json: serde_json::to_string(chunk).map_err(internal)?,
-            failures_json: "[]".into(),
-        });
+    let mut agents_sent = std::collections::HashSet::new();
+    let mut models_sent = std::collections::HashSet::new();
+    let mut results = stored.results.into_iter().peekable();
+    while results.peek().is_some() {
+        let mut reply = GetResultsReply::default();
+        for r in results.by_ref().take(RESULTS_PER_REPLY) {
+            if agents_sent.insert(r.agent_id.clone()) {
+                reply.agents.extend(stored.agents.remove(&r.agent_id));
+            }
+            let model = (r.model_name.clone(), r.model_version.clone());
+            if models_sent.insert(model.clone()) {
+                reply.models.extend(stored.models.remove(&model));
+            }
+            reply.results.push(r);
+        }
+        replies.push(reply);
     }
     Ok(replies)
 }
