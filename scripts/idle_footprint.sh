@@ -4,7 +4,10 @@
 # it goes on a device (the `device` cargo profile, built here if needed) against the release
 # controller, over TLS as deployed (enrolled with a one-time token, then restarted as a device
 # runs most of its life), and the same binary over --insecure plaintext in the same run: their
-# difference is what TLS's code and state cost. Loopback only; stops what it starts.
+# difference is what TLS's code and state cost. Beside them, the smallest C client holding the
+# same mutual-TLS connection idle with the system's OpenSSL (scripts/idle_tls_peer.c, built with
+# the C compiler and libssl-dev): RSS counts every shared library page whole, PSS shares them
+# out, private memory is what the process alone holds. Loopback only; stops what it starts.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN="$ROOT/target/release"
@@ -34,11 +37,13 @@ agent() {
 
 report() {
   local label=$1 pid=$2
-  local rss anon file
+  local rss anon file pss private
   rss=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)
   anon=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status)
   file=$(awk '/^RssFile/ {print $2}' /proc/$pid/status)
-  echo "$label: $rss kB resident (anonymous $anon kB, file-backed $file kB: code pages and shared libraries); ratio to the 5 MB (5000 kB) goal: $(awk -v r="$rss" 'BEGIN { printf "%.2f", r / 5000 }')"
+  pss=$(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup)
+  private=$(awk '/^Private_(Clean|Dirty):/ {n += $2} END {print n}' /proc/$pid/smaps_rollup)
+  echo "$label: RSS $rss kB (anonymous $anon kB, file-backed $file kB), PSS $pss kB, private $private kB; RSS to the 5 MB (5000 kB) goal: $(awk -v r="$rss" 'BEGIN { printf "%.2f", r / 5000 }')"
 }
 
 serve tls
@@ -48,6 +53,26 @@ report "TLS, just enrolled" "$PID"
 kill "$PID"; sleep 1
 agent "$WORK/a.log" --controller "https://$ADDR" --data-dir "$WORK/a"
 report "TLS, restarted (enrolled)" "$PID"
+AGENT_PID=$PID
+
+# The C peer, with the agent's own certificate, beside it.
+if [[ ! -f /usr/include/openssl/ssl.h ]]; then
+  echo "libssl-dev is missing for the C peer: apt-get install libssl-dev" >&2
+  exit 1
+fi
+cc -O2 -o "$WORK/idle_tls_peer" "$ROOT/scripts/idle_tls_peer.c" -lssl -lcrypto
+"$WORK/idle_tls_peer" 127.0.0.1 "${ADDR##*:}" "$WORK/a/ca.pem" "$WORK/a/agent.pem" "$WORK/a/agent.key" \
+  > "$WORK/peer.out" 2> "$WORK/peer.err" &
+PEER=$!
+PIDS+=($PEER)
+sleep "${SETTLE_S:-10}"
+grep -q connected "$WORK/peer.out" || { echo "the C peer did not connect:" >&2; cat "$WORK/peer.err" >&2; exit 1; }
+report "C peer, system OpenSSL, one idle mutual-TLS connection" "$PEER"
+report "TLS agent again, same moment" "$AGENT_PID"
+awk -v a="$(awk '/^VmRSS/ {print $2}' /proc/$AGENT_PID/status)" -v p="$(awk '/^VmRSS/ {print $2}' /proc/$PEER/status)" \
+  -v ap="$(awk '/^Pss:/ {print $2}' /proc/$AGENT_PID/smaps_rollup)" -v pp="$(awk '/^Pss:/ {print $2}' /proc/$PEER/smaps_rollup)" \
+  'BEGIN { printf "agent / C peer: RSS %.2fx, PSS %.2fx\n", a / p, ap / pp }'
+kill "$PEER" 2>/dev/null || true
 
 serve plain --insecure --token footprint
 agent "$WORK/p.log" --controller "http://$ADDR" --insecure --token footprint --data-dir "$WORK/p"

@@ -315,6 +315,9 @@ fn fill(store: &Store, results: usize) -> Result<(), Box<dyn std::error::Error>>
             store.record_measurement(agent, &run_id, &job.job_id, &measurement)?;
             stored += 1;
         }
+        // Judged, as a live controller judges each run when it finishes: `serve` on this store
+        // then starts idle instead of judging the whole history at once.
+        store.record_judgement(&run_id, &[], created_ms)?;
     }
     Ok(())
 }

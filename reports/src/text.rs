@@ -284,7 +284,10 @@ fn failure_line(f: &FailedRun) -> String {
     } else {
         format!("{}@{}", f.model, f.model_version)
     };
-    format!("FAILED  {model} {} on {}: {}\n", f.scenario, f.agent, f.error)
+    format!(
+        "FAILED  {model} {} on {}: {}\n",
+        f.scenario, f.agent, f.error
+    )
 }
 
 /// A scenario's name as a narrow table shows it (`single-stream` → `single`).

@@ -232,9 +232,9 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX schedule_fires_by_schedule ON schedule_fires (schedule, id);
      ALTER TABLE bench_runs ADD COLUMN schedule TEXT;",
-    // 7: schedules in a site's local time: the IANA zone the cron is read in.
+    // 8: schedules in a site's local time: the IANA zone the cron is read in.
     "ALTER TABLE schedules ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';",
-    // 8: when an agent said it began a job (progress only; NULL until then).
+    // 9: when an agent said it began a job (progress only; NULL until then).
     "ALTER TABLE bench_jobs ADD COLUMN started_ms INTEGER;",
 ];
 

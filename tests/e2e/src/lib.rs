@@ -76,6 +76,17 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     }
 }
 
+/// How many finished results an agent keeps on disk not yet sent (`DATA/outbox/*.unsent`).
+pub fn unsent_results(agent_data_dir: &Path) -> usize {
+    std::fs::read_dir(agent_data_dir.join("outbox"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "unsent"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// A process that is killed when dropped.
 pub struct Process {
     pub child: Child,

@@ -453,16 +453,7 @@ fn a_result_finished_while_the_controller_was_away_survives_a_killed_agent() {
         assert!(std::time::Instant::now() < deadline, "{}", agent.log_text());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let outbox = dir.path().join("agents/edge-o/outbox");
-    let unsent = || {
-        std::fs::read_dir(&outbox)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "unsent"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let unsent = || edgefleet_e2e::unsent_results(&dir.path().join("agents/edge-o"));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while unsent() == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

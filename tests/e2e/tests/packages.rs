@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use edgefleet_e2e::debian_root::DebianRoot;
-use edgefleet_e2e::{repo_root, wait_until, Controller, Process};
+use edgefleet_e2e::{repo_root, unsent_results, wait_until, Controller, Process};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -727,16 +727,7 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
     daemon.wait_for_log("job started", Duration::from_secs(120));
     drop(ctl);
     daemon.wait_for_log("job finished", Duration::from_secs(120));
-    let outbox = root.file("/var/lib/edgefleet-agent/outbox");
-    let unsent = || {
-        std::fs::read_dir(&outbox)
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "unsent"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let unsent = || unsent_results(&root.file("/var/lib/edgefleet-agent"));
     wait_until(
         "the finished job's result kept unsent",
         Duration::from_secs(60),

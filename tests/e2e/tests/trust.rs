@@ -236,8 +236,7 @@ fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
     let out = dir.path().join("report");
     ctl.cli_ok(&["report", "--out", out.to_str().unwrap()]);
     let records: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0]["agent"], "edge-r", "{records:#?}");
     assert!(
