@@ -234,11 +234,12 @@ pub fn compare(
         let shared_class = a_groups
             .keys()
             .any(|k| b_groups.keys().any(|o| o.device_class == k.device_class));
-        if shared_class {
-            let scenarios = |g: &BTreeMap<GroupKey, Vec<&ResultRecord>>| {
-                let set: BTreeSet<&str> = g.keys().map(|k| k.scenario.as_str()).collect();
-                set.into_iter().collect::<Vec<_>>().join(", ")
-            };
+        let scenarios = |g: &BTreeMap<GroupKey, Vec<&ResultRecord>>| {
+            let set: BTreeSet<&str> = g.keys().map(|k| k.scenario.as_str()).collect();
+            set.into_iter().collect::<Vec<_>>().join(", ")
+        };
+        // (Two runs compared model by model can share class and scenario and differ in models.)
+        if shared_class && scenarios(&a_groups) != scenarios(&b_groups) {
             return Err(CompareError::DifferentScenarios {
                 a: a_label.to_string(),
                 b: b_label.to_string(),

@@ -18,6 +18,10 @@ fn main() -> ExitCode {
             let _ = e.print(); // --help, --version
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print(); // `edgefleet` or `edgefleet schedule` alone: the whole help
+            return ExitCode::from(USAGE);
+        }
         Err(e) => {
             eprintln!("edgefleet: {}", usage_error_in_one_line(&e.to_string()));
             return ExitCode::from(USAGE);

@@ -105,13 +105,21 @@ impl CronSpec {
 
     /// The first fire strictly after `after_ms` (Unix ms), if there is one. croner walks the
     /// zone's wall clock: a time a spring change skips fires at the first time after it, and a
-    /// time an autumn change repeats fires at its first occurrence only.
+    /// time an autumn change repeats fires at its first occurrence only. Searched from inside
+    /// the repeated hour, croner answers that first occurrence, which is already past: the
+    /// search goes on from there until it finds a fire after `after_ms`, so fires never go back
+    /// in time.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
-        let at = utc(after_ms)?.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&at, false)
-            .ok()
-            .map(|t| t.timestamp_millis())
+        let mut from = utc(after_ms)?.with_timezone(&self.zone);
+        // A repeated hour holds at most 3,600 fires of a per-second cron.
+        for _ in 0..4000 {
+            let next = self.cron.find_next_occurrence(&from, false).ok()?;
+            if next.timestamp_millis() > after_ms {
+                return Some(next.timestamp_millis());
+            }
+            from = next;
+        }
+        None
     }
 
     /// The latest fire at or before `at_ms`: the time a fire that happens now was planned for.
@@ -401,6 +409,29 @@ mod zone_tests {
             fires(&spec, at(denver, 2026, 10, 31, 12, 0), 2),
             ["11-01 01:30 MDT", "11-02 01:30 MST"]
         );
+    }
+
+    #[test]
+    fn from_inside_the_repeated_hour_the_next_fire_is_never_in_the_past() {
+        let berlin = parse_time_zone("Europe/Berlin").unwrap();
+        // 25 October 2026, 02:10 CET: the second time the clock shows 02:10 (00:10 UTC was the
+        // first, 01:10 UTC is this one).
+        let second_0210 = chrono::Utc
+            .with_ymd_and_hms(2026, 10, 25, 1, 10, 0)
+            .unwrap()
+            .timestamp_millis();
+        let daily = CronSpec::parse_in("0 30 2 * * *", berlin).unwrap();
+        let next = daily.next_after(second_0210).unwrap();
+        assert!(next > second_0210);
+        assert_eq!(fires(&daily, second_0210, 1), ["10-26 02:30 CET"]);
+        // Every 15 minutes: the repeated hour's own quarter hours, forward only.
+        let quarterly = CronSpec::parse_in("0 */15 * * * *", berlin).unwrap();
+        let mut at = second_0210;
+        for _ in 0..8 {
+            let next = quarterly.next_after(at).unwrap();
+            assert!(next > at, "{next} after {at}");
+            at = next;
+        }
     }
 
     #[test]

@@ -25,9 +25,9 @@ pub enum ConditionError {
     NotKeyValue(String),
     #[error("selector `{0}` has no key")]
     NoKey(String),
-    #[error("selector `{0}`: a key is letters, digits, `.`, `_`, `-` or `/`")]
+    #[error("selector `{0}`: a key has no spaces, `=`, `!` or `,`")]
     BadKey(String),
-    #[error("selector `{0}`: a value cannot hold `=`, `!` or spaces (join conditions with commas: hw=rpi5,site!=lab)")]
+    #[error("selector `{0}`: a value cannot hold `=` or start with `!` (join conditions with commas: hw=rpi5,site!=lab)")]
     BadValue(String),
     #[error("selector `{0}` has an empty condition (two commas, or one at an end)")]
     Empty(String),
@@ -46,14 +46,14 @@ pub fn parse_condition(s: &str) -> Result<Condition, ConditionError> {
     if key.is_empty() {
         return Err(ConditionError::NoKey(s.to_string()));
     }
-    if !key
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
-    {
+    if key.contains(['=', '!', ',']) || key.contains(char::is_whitespace) {
         return Err(ConditionError::BadKey(s.to_string()));
     }
+    // Values may hold spaces (cpu_model "Intel(R) Core(TM) i5", os "Debian GNU/Linux 12"); a
+    // second `=` is two conditions run together (`hw=rpi5 site=lab`), a leading `!` a typo of
+    // `!=` (`hw=!rpi5`).
     let value = value.trim();
-    if value.contains(['=', '!', ',']) || value.contains(char::is_whitespace) {
+    if value.contains(['=', ',']) || value.starts_with('!') {
         return Err(ConditionError::BadValue(s.to_string()));
     }
     Ok(Condition {
@@ -123,10 +123,21 @@ mod tests {
             "hw=rpi5=x",
             "a!b=c",
             "hw=!rpi5",
+            "a b=c",
         ] {
             assert!(parse_selector(bad).is_err(), "{bad}");
             assert!(check_arg(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn values_with_spaces_such_as_cpu_models_select() {
+        let conds =
+            parse_selector("cpu_model=Intel(R) Core(TM) i5-1240P,os!=Debian GNU/Linux 11").unwrap();
+        assert_eq!(conds[0].value, "Intel(R) Core(TM) i5-1240P");
+        assert_eq!(conds[1].value, "Debian GNU/Linux 11");
+        assert!(conds[1].negated);
+        assert!(parse_selector("rack:pos=3").is_ok());
     }
 
     #[test]

@@ -176,8 +176,13 @@ fn make_private(data_dir: &Path) -> std::io::Result<()> {
         }
         Ok(())
     };
-    tighten(data_dir, 0o700)?;
     let database = data_dir.join("controller.db");
+    // A folder given by hand that is not the controller's yet (e.g. a home folder) keeps its
+    // mode until it holds the store; the store's own files are private either way.
+    let empty = std::fs::read_dir(data_dir)?.next().is_none();
+    if empty || database.exists() {
+        tighten(data_dir, 0o700)?;
+    }
     if !database.exists() {
         std::fs::OpenOptions::new()
             .create_new(true)

@@ -50,9 +50,34 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TrustError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(write_error)?;
+    // A leftover temporary file keeps its old mode when opened: set it.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(write_error)?;
     file.write_all(bytes).map_err(write_error)?;
     file.sync_all().map_err(write_error)?;
     std::fs::rename(&tmp, path).map_err(write_error)
+}
+
+/// Writes a new file, mode 0600 from its creation, refusing one that exists (never replaced,
+/// whatever appears there meanwhile).
+pub fn write_private_new(path: &Path, bytes: &[u8]) -> Result<(), TrustError> {
+    let write_error = |source| TrustError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write_error)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(path);
+        return Err(write_error(source));
+    }
+    Ok(())
 }
 
 /// Reads a text file the controller wrote, naming it in the error.

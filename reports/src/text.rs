@@ -3,16 +3,16 @@
 
 use crate::{FailedRun, ResultRecord};
 
-/// The width tables fit: `COLUMNS` when set (shells export it to programs they run in a
-/// terminal, and tests set it), else unlimited (a pipe or a file keeps whole rows; `--json` is
+/// The width tables fit: `COLUMNS` when set (an override; tests set it), else the width of the
+/// terminal standard output is, else unlimited (a pipe or a file keeps whole rows; `--json` is
 /// there for scripts).
 pub fn terminal_width() -> Option<usize> {
-    std::env::var("COLUMNS")
-        .ok()?
-        .trim()
-        .parse()
+    let from_env = std::env::var("COLUMNS")
         .ok()
-        .filter(|&w: &usize| w >= 20)
+        .and_then(|w| w.trim().parse::<usize>().ok());
+    let from_terminal =
+        || terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0));
+    from_env.or_else(from_terminal).filter(|&w| w >= 20)
 }
 
 /// Aligned columns under a header, one line per row, trailing spaces trimmed. A row may have
@@ -42,8 +42,9 @@ pub fn table_within(header: &[&str], rows: &[Vec<String>], width: Option<usize>)
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
         if let Some(cap) = cap {
+            // comfy-table counts the padding in a column's width.
             column.set_constraint(ColumnConstraint::UpperBoundary(ColumnWidth::Fixed(
-                cap.min(u16::MAX as usize) as u16,
+                (cap + 2).min(u16::MAX as usize) as u16,
             )));
         }
     }

@@ -38,7 +38,7 @@ pub(crate) async fn run(target: &Target, command: AdminCommand) -> anyhow::Resul
                         ca_pem: target.ca_pem.clone().unwrap_or_default(),
                         token: reply.token,
                     };
-                    credentials.write(&out).map_err(|e| {
+                    credentials.write_new(&out).map_err(|e| {
                         anyhow::anyhow!("{e} (the token {name} was made: revoke it with `edgefleet admin tokens revoke {name}`)")
                     })?;
                     println!(

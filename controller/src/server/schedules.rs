@@ -190,8 +190,8 @@ fn record_missed(ctl: &Controller, rows: &[ScheduleRow], now_ms: i64) -> Result<
 
 /// The scheduler job of a schedule's first fire after `after_ms` (`None` when the cron has no
 /// further fire). It spawns the fire (so a jitter's wait never holds the scheduler up) and arms
-/// the next. tokio-cron-scheduler keeps a one-shot's time in whole seconds, cut down: the job is
-/// set a second late so that it never goes off before its planned second.
+/// the next. tokio-cron-scheduler keeps a one-shot's time in whole seconds, cut down twice: a
+/// second added makes up for that, so the job goes off in its planned second, never before.
 fn next_fire_job(
     ctl: &Controller,
     row: &ScheduleRow,
@@ -210,8 +210,12 @@ fn next_fire_job(
             let (ctl, name) = (ctl.clone(), name.clone());
             Box::pin(async move {
                 tokio::spawn(async move {
-                    if let Err(e) = ctl.schedules.arm_next(&ctl, &name, id, planned).await {
-                        tracing::warn!(schedule = %name, error = %e, "cannot arm the next fire");
+                    // A store or scheduler hiccup must not end the schedule: try again.
+                    let mut wait = std::time::Duration::from_secs(1);
+                    while let Err(e) = ctl.schedules.arm_next(&ctl, &name, id, planned).await {
+                        tracing::warn!(schedule = %name, error = %e, retry_in_s = wait.as_secs(), "cannot arm the next fire");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(60));
                     }
                     if let Err(e) = fire(&ctl, &name, planned, false).await {
                         tracing::warn!(schedule = %name, error = %e.message(), "scheduled fire not recorded");

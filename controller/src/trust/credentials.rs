@@ -28,6 +28,12 @@ impl Credentials {
         write_private(path, text.as_bytes())
     }
 
+    /// Writes a credentials file that must not exist yet (`admin tokens create --out`).
+    pub fn write_new(&self, path: &Path) -> Result<(), TrustError> {
+        let text = serde_json::to_string_pretty(self).expect("credentials serialize");
+        super::write_private_new(path, text.as_bytes())
+    }
+
     pub fn read(path: &Path) -> Result<Credentials, TrustError> {
         serde_json::from_str(&read_text(path)?).map_err(|e| TrustError::Unusable {
             path: path.to_path_buf(),

@@ -70,11 +70,31 @@ pub(crate) fn pareto(
         Some(_) => VERMILLION,
         None => NOT_MEASURED,
     };
-    let mut points: Vec<_> = members
-        .iter()
-        .map(|r| {
-            let x = if log_x { x_of(r).log10() } else { x_of(r) };
-            (x, r.latency_ms.p90, bin(r), clip(&model_label(r), 40))
+    // One point (and one name) per model: agents of one class that measured the same model are
+    // one figure of the class, their median p90.
+    let mut by_model: std::collections::BTreeMap<String, Vec<&ResultRecord>> =
+        std::collections::BTreeMap::new();
+    for r in &members {
+        by_model.entry(model_label(r)).or_default().push(r);
+    }
+    let mut points: Vec<_> = by_model
+        .into_values()
+        .map(|rs| {
+            let median = |f: &dyn Fn(&ResultRecord) -> f64| {
+                let mut v: Vec<f64> = rs.iter().map(|r| f(r)).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let p90 = median(&|r| r.latency_ms.p90);
+            let x = median(&|r| x_of(r));
+            let x = if log_x { x.log10() } else { x };
+            // Coloured by the agent that measured quality, if one did.
+            let measured = rs
+                .iter()
+                .copied()
+                .find(|r| quality_score(r, references).is_some())
+                .unwrap_or(rs[0]);
+            (x, p90, bin(measured), clip(&model_label(rs[0]), 40))
         })
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
@@ -259,4 +279,33 @@ fn significant(v: f64) -> String {
     }
     let digits = (1 - v.log10().floor() as i32).max(0) as usize;
     format!("{v:.digits$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn two_agents_of_one_class_make_one_point_and_one_name_per_model() {
+        let record = crate::html::tests::record;
+        let (a1, a2, b1, b2) = (
+            record("pi-a", "resnet50", 38.0, 4),
+            record("pi-b", "resnet50", 40.0, 4),
+            record("pi-a", "mobilenetv3", 6.5, 4),
+            record("pi-b", "mobilenetv3", 6.9, 4),
+        );
+        let all = [&a1, &a2, &b1, &b2];
+        let chart = super::pareto(
+            &a1.device_class(),
+            &a1.scenario,
+            &all,
+            &BTreeSet::new(),
+            0.99,
+        )
+        .unwrap();
+        let names: Vec<&str> = chart.points.iter().map(|p| p.3.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let distinct: BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(distinct.len(), 2, "{names:?}");
+    }
 }

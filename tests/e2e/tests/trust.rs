@@ -470,6 +470,11 @@ fn a_token_handed_over_as_a_credentials_file_works_for_its_holder() {
     );
     let out = holder(&["agents", "enroll", "--name", "x"]);
     assert!(!out.status.success(), "a viewer cannot enroll");
+    assert!(
+        stderr_of(&out).contains("viewer"),
+        "refused for its role: {}",
+        stderr_of(&out)
+    );
 
     // A second --out to the same file is refused before any token is made.
     let again = ctl.cli(&[
