@@ -121,15 +121,6 @@ impl CronSpec {
         }
         None
     }
-
-    /// The latest fire at or before `at_ms`: the time a fire that happens now was planned for.
-    pub fn latest_at_or_before(&self, at_ms: i64) -> Option<i64> {
-        let at = utc(at_ms)?.with_timezone(&self.zone);
-        self.cron
-            .find_previous_occurrence(&at, true)
-            .ok()
-            .map(|t| t.timestamp_millis())
-    }
 }
 
 /// `ms` as a time, rounded down to its second: cron fires fall on whole seconds, and croner
@@ -234,10 +225,6 @@ mod tests {
         let nightly = CronSpec::parse("0 0 3 * * *").unwrap();
         assert_eq!(nightly.next_after(T0), Some(T0 + 3 * 3_600_000));
         assert_eq!(nightly.as_str(), "0 0 3 * * *");
-        assert_eq!(
-            nightly.latest_at_or_before(T0 + 3 * 3_600_000 + 250),
-            Some(T0 + 3 * 3_600_000)
-        );
 
         for (bad, why) in [
             ("0 0 3 * *", "it has 5 fields, not 6"),

@@ -348,6 +348,20 @@ impl Controller {
         );
     }
 
+    /// The result records `edgefleet report --out OUT [--run RUN]` writes to `results.json`;
+    /// empty while there are none (or the report cannot be written yet).
+    pub fn records(&self, out: &Path, run: Option<&str>) -> Vec<serde_json::Value> {
+        let mut args = vec!["report", "--out", out.to_str().expect("utf-8 path")];
+        args.extend(run.iter().flat_map(|run| ["--run", *run]));
+        if !self.cli(&args).status.success() {
+            return Vec::new();
+        }
+        std::fs::read_to_string(out.join("results.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
     /// `edgefleet rollout status ID --json`.
     pub fn rollout(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.cli_ok(&["rollout", "status", id, "--json"]))

@@ -780,20 +780,7 @@ fn the_agent_package_installs_enrolls_runs_upgrades_and_purges_in_a_debian_root(
     wait_until(
         &format!("the result of run {run_id} kept across the upgrade to arrive"),
         Duration::from_secs(120),
-        || {
-            ctl.cli_ok(&[
-                "report",
-                "--out",
-                report.to_str().unwrap(),
-                "--run",
-                &run_id,
-            ]);
-            let results: Vec<serde_json::Value> = serde_json::from_str(
-                &std::fs::read_to_string(report.join("results.json")).unwrap_or_default(),
-            )
-            .unwrap_or_default();
-            results.len() == 1
-        },
+        || ctl.records(&report, Some(&run_id)).len() == 1,
     );
     drop(_daemon);
 

@@ -74,18 +74,7 @@ fn runs_started_in_log(ctl: &Controller, name: &str) -> usize {
 
 /// Result records stored for one run (`report --run`).
 fn records_of(ctl: &Controller, dir: &Path, run_id: &str) -> Vec<serde_json::Value> {
-    let out = dir.join(format!("report-{run_id}"));
-    if !ctl
-        .cli(&["report", "--run", run_id, "--out", out.to_str().unwrap()])
-        .status
-        .success()
-    {
-        return Vec::new();
-    }
-    std::fs::read_to_string(out.join("results.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default()
+    ctl.records(&dir.join(format!("report-{run_id}")), Some(run_id))
 }
 
 #[test]

@@ -233,10 +233,7 @@ fn a_revoked_agent_is_cut_off_at_once_and_refused_after() {
     ctl.cli_ok(&["agents", "rm", "edge-r"]);
     assert!(ctl.agents().is_empty());
     // Its results keep its name and hardware.
-    let out = dir.path().join("report");
-    ctl.cli_ok(&["report", "--out", out.to_str().unwrap()]);
-    let records: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let records = ctl.records(&dir.path().join("report"), None);
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0]["agent"], "edge-r", "{records:#?}");
     assert!(
