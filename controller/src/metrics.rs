@@ -18,6 +18,17 @@ pub const JOB_RESULTS: &str = "edgefleet_job_results_total";
 pub const ROLLOUTS: &str = "edgefleet_rollouts";
 pub const GATE_VERDICTS: &str = "edgefleet_gate_verdicts_total";
 pub const STORE_SECONDS: &str = "edgefleet_store_seconds";
+pub const CONNECTIONS: &str = "edgefleet_connections";
+pub const CONNECTIONS_REFUSED: &str = "edgefleet_connections_refused_total";
+pub const CONNECTIONS_CUT: &str = "edgefleet_connections_cut_total";
+pub const ACCEPT_ERRORS: &str = "edgefleet_accept_errors_total";
+pub const HANDSHAKES_REFUSED: &str = "edgefleet_handshakes_refused_total";
+
+/// The listeners whose connections are counted.
+const LISTENERS: [&str; 2] = ["link", "metrics"];
+/// Why a client certificate was refused at the handshake.
+pub const HANDSHAKE_REFUSALS: [&str; 5] =
+    ["expired", "unknown_ca", "revoked", "not_enrolled", "other"];
 
 /// The job states the store keeps (`bench_jobs.state`).
 const JOB_STATES: [&str; 3] = ["pending", "done", "failed"];
@@ -54,7 +65,44 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "time to record a result or a heartbeat in SQLite, lock wait included"
     );
+    describe_gauge!(
+        CONNECTIONS,
+        "open connections per listener (link, metrics), by state (open, unauthenticated)"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "connections closed at accept, by listener and reason (descriptors: only the reserve \
+         is left; unauthenticated: too many not yet authenticated; source: too many of those \
+         from one address)"
+    );
+    describe_counter!(
+        CONNECTIONS_CUT,
+        "connections closed at a deadline, by listener and phase (handshake, unauthenticated, idle)"
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        "failed accepts, by listener and error (EMFILE, ENFILE, ENOBUFS, ENOMEM, other)"
+    );
+    describe_counter!(
+        HANDSHAKES_REFUSED,
+        "client certificates refused at the TLS handshake, by reason"
+    );
     gauge!(AGENTS_CONNECTED).set(0.0);
+    for listener in LISTENERS {
+        for state in ["open", "unauthenticated"] {
+            gauge!(CONNECTIONS, "listener" => listener, "state" => state).set(0.0);
+        }
+        for reason in crate::server::admission::Refusal::ALL {
+            counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason.as_str())
+                .absolute(0);
+        }
+        for phase in ["handshake", "unauthenticated", "idle"] {
+            counter!(CONNECTIONS_CUT, "listener" => listener, "phase" => phase).absolute(0);
+        }
+    }
+    for reason in HANDSHAKE_REFUSALS {
+        counter!(HANDSHAKES_REFUSED, "reason" => reason).absolute(0);
+    }
     counter!(HEARTBEATS).absolute(0);
     counter!(ARTIFACT_BYTES_SERVED).absolute(0);
     counter!(ARTIFACT_TRANSFERS).absolute(0);
@@ -92,6 +140,33 @@ pub fn job_result(measured: bool) {
 pub fn gate_verdict(passed: bool) {
     let verdict = if passed { "passed" } else { "breached" };
     counter!(GATE_VERDICTS, "verdict" => verdict).increment(1);
+}
+
+/// A listener's open connections and how many of them are not authenticated yet.
+pub fn connections(listener: &'static str, open: usize, unauthenticated: usize) {
+    gauge!(CONNECTIONS, "listener" => listener, "state" => "open").set(open as f64);
+    gauge!(CONNECTIONS, "listener" => listener, "state" => "unauthenticated")
+        .set(unauthenticated as f64);
+}
+
+/// A connection was closed at accept.
+pub fn connection_refused(listener: &'static str, reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(1);
+}
+
+/// A connection was closed at a deadline.
+pub fn connection_cut(listener: &'static str, phase: &'static str) {
+    counter!(CONNECTIONS_CUT, "listener" => listener, "phase" => phase).increment(1);
+}
+
+/// An accept failed.
+pub fn accept_error(listener: &'static str, error: &'static str) {
+    counter!(ACCEPT_ERRORS, "listener" => listener, "error" => error).increment(1);
+}
+
+/// A client certificate was refused at the handshake.
+pub fn handshake_refused(reason: &'static str) {
+    counter!(HANDSHAKES_REFUSED, "reason" => reason).increment(1);
 }
 
 /// How long one store operation (`record_result`, `heartbeat`) took.

@@ -6,11 +6,13 @@
 //! listener until shutdown.
 
 pub mod admin;
+pub mod admission;
 pub mod fleet;
 mod judge;
 pub mod link;
 pub mod rollout_driver;
 pub mod schedules;
+pub mod tls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,6 @@ use std::time::Duration;
 use edgefleet_proto::v1::admin_server::AdminServer;
 use edgefleet_proto::v1::agent_link_server::AgentLinkServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::registry::artifact_dir::ArtifactDir;
 use crate::registry::manifest;
@@ -33,6 +34,10 @@ use link::LinkService;
 
 /// The controller's version, sent to agents in the welcome.
 pub const CONTROLLER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long after its certificate expired an agent may still trade it for a new one, unless
+/// `serve --agent-recovery-window-s` says otherwise.
+pub const DEFAULT_RECOVERY_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Largest admin message (model uploads arrive in chunks well below this).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -52,6 +57,8 @@ pub struct Controller {
     pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
     /// The live scheduler of scheduled benchmark runs (started by [`serve`]).
     pub schedules: schedules::Schedules,
+    /// The link listener's connections: who has not authenticated yet, and the caps.
+    pub admission: Arc<admission::Admission>,
 }
 
 /// How the controller behaves.
@@ -59,16 +66,20 @@ pub struct Controller {
 pub struct Settings {
     pub security: Security,
     pub heartbeat_interval: Duration,
+    /// Deadlines and caps for connections that have not authenticated yet.
+    pub limits: admission::ConnectionLimits,
 }
 
 /// How agents and the CLI prove who they are.
 #[derive(Debug, Clone)]
 pub enum Security {
     /// TLS 1.3 everywhere: the server certificate names `sans`; agents enroll with one-time
-    /// tokens and then hold client certificates valid for `agent_cert_lifetime`.
+    /// tokens and then hold client certificates valid for `agent_cert_lifetime`; an agent whose
+    /// certificate expired less than `recovery_window` ago trades it for a new one by itself.
     Tls {
         sans: Vec<String>,
         agent_cert_lifetime: Duration,
+        recovery_window: Duration,
     },
     /// Plaintext, asked for with `--insecure`: every agent presents this shared token in its
     /// hello and its id is what it says.
@@ -144,7 +155,9 @@ impl Controller {
             }
             Security::Insecure { .. } => None,
         };
+        let admission = admission::Admission::new("link", settings.limits.clone());
         Ok(Controller {
+            admission,
             store,
             artifacts,
             fleet: fleet::Fleet::default(),
@@ -204,7 +217,7 @@ pub async fn serve(
     listener: TcpListener,
     controller: Controller,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     // Agent streams never end by themselves: closing them is what lets the server drain.
     let fleet = controller.fleet.clone();
     let stop_driver = tokio_util::sync::CancellationToken::new();
@@ -246,38 +259,59 @@ pub async fn serve(
     };
     let link = AgentLinkServer::new(LinkService::new(controller.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let tls = controller.authority.as_ref().map(|authority| {
-        let (chain, key) = authority.server_identity();
-        // Client certificates are optional at the handshake so that an enrolling agent (which
-        // has none yet) and the CLI (which carries a token) get in; a certificate the CA did not
-        // sign is still refused, and every agent call checks the one it got.
-        tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(chain, key))
-            .client_ca_root(tonic::transport::Certificate::from_pem(authority.ca_pem()))
-            .client_auth_optional(true)
-    });
+    let tls = match (&controller.authority, &controller.settings.security) {
+        (
+            Some(authority),
+            Security::Tls {
+                recovery_window, ..
+            },
+        ) => Some(
+            tls::server_config(authority, controller.store.clone(), *recovery_window)
+                .map_err(ServeError::Tls)?,
+        ),
+        _ => None,
+    };
+    let admission = controller.admission.clone();
     let admin = AdminServer::new(AdminService::new(controller))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(256 << 20);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    let served = builder
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(link)
         .add_service(admin)
-        .add_service(health)
-        .serve_with_incoming_shutdown(
-            // No Nagle: a reply's last small frame must not wait for the agent's delayed ACK
-            // (measured: 40 ms stalls on one artifact chunk in five).
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+        .add_service(health);
+    // Our own accept loop and TLS handshake (tonic then sees finished TLS streams): handshake
+    // and authentication deadlines, caps on unauthenticated connections, a descriptor reserve.
+    let served = match tls {
+        Some(config) => {
+            let incoming = admission::tls_incoming(
+                listener,
+                admission,
+                tokio_rustls::TlsAcceptor::from(config),
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = admission::plain_incoming(listener, admission);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     stop_last_seen.cancel();
     let _ = last_seen.await;
-    served
+    served.map_err(ServeError::Transport)
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
 }
 
 #[cfg(test)]
@@ -299,6 +333,7 @@ mod tests {
                 shared_token: "t".into(),
             },
             heartbeat_interval: Duration::from_secs(5),
+            limits: admission::ConnectionLimits::default(),
         };
         drop(Controller::open(&fresh, settings()).unwrap());
         assert_eq!(mode(&fresh), 0o700);

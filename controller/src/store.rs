@@ -24,7 +24,7 @@ pub use regressions::{BaselineRow, RegressionKind, RegressionRow};
 pub use rollouts::{EventRow, GateRow, RolloutRow, TargetRow};
 pub use runs::{JobRow, JobState, Recorded, ResultFilter, ResultRow, RunRow};
 pub use schedules::{FireKind, FireOutcome, FireRow, ScheduleRow, StoredInput};
-pub use trust::{AdminTokenRow, EnrollRefusal, Enrolled};
+pub use trust::{AdminTokenRow, AgentTrust, EnrollRefusal, Enrolled};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

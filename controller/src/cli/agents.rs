@@ -49,11 +49,7 @@ async fn list(target: &Target, json: bool) -> anyhow::Result<()> {
             let mut labels: Vec<String> =
                 a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
-            let status = match (a.revoked_unix_ms, a.online) {
-                (0, true) => "online",
-                (0, false) => "offline",
-                _ => "revoked",
-            };
+            let status = agent_status(a, now);
             vec![
                 a.name.clone(),
                 status.into(),
@@ -69,6 +65,20 @@ async fn list(target: &Target, json: bool) -> anyhow::Result<()> {
         &rows,
     );
     Ok(())
+}
+
+/// An agent's state as `agents` shows it: revoked, online, and for an offline one whether its
+/// certificate expired while it was away (it recovers by itself on its next connection) or
+/// expired longer ago than the recovery window (locked out until enrolled again).
+fn agent_status(agent: &edgefleet_proto::v1::AgentInfo, now_ms: i64) -> &'static str {
+    let expired = agent.cert_not_after_unix_ms != 0 && agent.cert_not_after_unix_ms <= now_ms;
+    match (agent.revoked_unix_ms, agent.online) {
+        (0, true) => "online",
+        (0, false) if expired && now_ms > agent.recoverable_until_unix_ms => "locked out",
+        (0, false) if expired => "cert expired",
+        (0, false) => "offline",
+        _ => "revoked",
+    }
 }
 
 /// `agents enroll`: prints the token (only), or the whole reply with `--json`.

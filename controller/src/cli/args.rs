@@ -48,6 +48,53 @@ pub(crate) enum Command {
         /// Lifetime of the client certificates agents get, in seconds (renewed at about 70%).
         #[arg(long, default_value_t = 30 * 24 * 3600, value_name = "SECONDS")]
         agent_cert_lifetime_s: u64,
+        /// How long after its certificate expired an agent that was away (switched off, out of
+        /// reach) may still trade it for a new one by itself, proving it holds its key; past
+        /// this it must be enrolled again. Seconds; default a year.
+        #[arg(long, default_value_t = 365 * 24 * 3600, value_name = "SECONDS")]
+        agent_recovery_window_s: u64,
+        /// Seconds a new connection has to finish its TLS handshake.
+        #[arg(
+            long,
+            default_value_t = 5,
+            value_name = "SECONDS",
+            help_heading = "Connection limits"
+        )]
+        handshake_timeout_s: u64,
+        /// Seconds a connection has after its handshake to make an authenticated call (an agent
+        /// certificate, an admin or enrollment token) before it is closed.
+        #[arg(
+            long,
+            default_value_t = 20,
+            value_name = "SECONDS",
+            help_heading = "Connection limits"
+        )]
+        unauthenticated_idle_s: u64,
+        /// Connections not yet authenticated (handshakes included) held at once; more are closed
+        /// at accept.
+        #[arg(
+            long,
+            default_value_t = 1024,
+            value_name = "N",
+            help_heading = "Connection limits"
+        )]
+        max_unauthenticated: usize,
+        /// The same, from one source address.
+        #[arg(
+            long,
+            default_value_t = 64,
+            value_name = "N",
+            help_heading = "Connection limits"
+        )]
+        max_unauthenticated_per_source: usize,
+        /// Open files kept free of connections (the store, artifacts and logs need them).
+        #[arg(
+            long,
+            default_value_t = 512,
+            value_name = "N",
+            help_heading = "Connection limits"
+        )]
+        descriptor_reserve: u64,
         /// With --insecure only: the shared token every agent presents (no TLS, no enrollment).
         #[arg(
             long,

@@ -52,8 +52,10 @@ pub(super) async fn run(options: DemoOptions) -> anyhow::Result<()> {
             security: Security::Tls {
                 sans: vec!["127.0.0.1".into(), "localhost".into()],
                 agent_cert_lifetime: Duration::from_secs(24 * 3600),
+                recovery_window: edgefleet_controller::server::DEFAULT_RECOVERY_WINDOW,
             },
             heartbeat_interval: Duration::from_secs(2),
+            limits: Default::default(),
         },
     )?;
     let listener = TcpListener::bind("127.0.0.1:0")

@@ -5,9 +5,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use edgefleet_controller::server::admission::{
+    accept_loop, for_plain_http, Admission, ConnectionLimits,
+};
 use edgefleet_controller::Controller;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -25,6 +29,7 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 pub(crate) async fn start(
     listen: &str,
     controller: Controller,
+    limits: &ConnectionLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let handle = PrometheusBuilder::new()
@@ -46,41 +51,49 @@ pub(crate) async fn start(
             }
         }
     });
-    tokio::spawn(accept(listener, handle, controller, shutdown));
+    // A scrape or a probe holds a connection or two: a few dozen at once is plenty.
+    let admission = Admission::new(
+        "metrics",
+        ConnectionLimits {
+            max_unauthenticated: limits.max_unauthenticated.min(64),
+            max_unauthenticated_per_source: limits.max_unauthenticated_per_source.min(16),
+            ..limits.clone()
+        },
+    );
+    tokio::spawn(accept(listener, admission, handle, controller, shutdown));
     Ok(bound)
 }
 
 async fn accept(
     listener: TcpListener,
+    admission: Arc<Admission>,
     handle: PrometheusHandle,
     controller: Controller,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: cannot accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let handle = handle.clone();
-        let controller = controller.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<_>| {
-                let handle = handle.clone();
-                let controller = controller.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &handle, &controller).await) }
+    let idle = admission.limits().unauthenticated_idle;
+    let stop = shutdown.clone();
+    accept_loop(
+        listener,
+        admission,
+        async move { stop.cancelled().await },
+        move |guarded| {
+            let handle = handle.clone();
+            let controller = controller.clone();
+            let stream = for_plain_http(guarded, idle);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<_>| {
+                    let handle = handle.clone();
+                    let controller = controller.clone();
+                    async move { Ok::<_, Infallible>(answer(&request, &handle, &controller).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        },
+    )
+    .await;
 }
 
 async fn answer<B>(

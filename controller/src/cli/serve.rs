@@ -23,6 +23,8 @@ pub(crate) struct ServeOptions {
     pub(crate) data_dir: PathBuf,
     pub(crate) sans: Vec<String>,
     pub(crate) agent_cert_lifetime: Duration,
+    pub(crate) recovery_window: Duration,
+    pub(crate) limits: edgefleet_controller::server::admission::ConnectionLimits,
     pub(crate) insecure: bool,
     pub(crate) insecure_token: Option<String>,
     pub(crate) heartbeat: Duration,
@@ -52,6 +54,7 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
         Security::Tls {
             sans,
             agent_cert_lifetime: options.agent_cert_lifetime,
+            recovery_window: options.recovery_window,
         }
     };
     let controller = Controller::open(
@@ -59,6 +62,7 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
         Settings {
             security,
             heartbeat_interval: options.heartbeat,
+            limits: options.limits.clone(),
         },
     )?;
     if options.insecure {
@@ -74,8 +78,13 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(data = %options.data_dir.display(), credentials = %credentials.display(), "controller ready");
     let shutdown = CancellationToken::new();
     if let Some(listen) = &options.metrics_listen {
-        let metrics =
-            super::metrics_endpoint::start(listen, controller.clone(), shutdown.clone()).await?;
+        let metrics = super::metrics_endpoint::start(
+            listen,
+            controller.clone(),
+            &options.limits,
+            shutdown.clone(),
+        )
+        .await?;
         tracing::info!(address = %metrics, "metrics served at http://{metrics}/metrics (and /healthz)");
     }
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -11,7 +11,7 @@ use edgefleet_proto::v1::agent_link_server::AgentLink;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, BenchJob,
     ControllerHeartbeat, ControllerMessage, EnrollReply, EnrollRequest, FetchArtifactRequest,
-    Hello, RenewReply, RenewRequest, RunJobs, Welcome,
+    Hello, RecoverRequest, RenewReply, RenewRequest, RunJobs, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -66,7 +66,12 @@ impl LinkService {
             .agent_revoked_ms(&agent_id)
             .map_err(|e| Status::internal(e.to_string()))?
         {
-            Some(0) => Ok(Some(agent_id)),
+            Some(0) => {
+                self.controller
+                    .admission
+                    .authenticated(request.remote_addr());
+                Ok(Some(agent_id))
+            }
             Some(_) => {
                 tracing::warn!(%agent_id, "refused a revoked agent");
                 Err(Status::permission_denied(format!(
@@ -102,6 +107,22 @@ impl LinkService {
                 "this controller runs --insecure: its agents present the shared token instead of enrolling",
             )
         })
+    }
+
+    /// Keeps what the store knows of the certificate an agent holds now.
+    fn record_certificate(
+        &self,
+        agent_id: &str,
+        issued: &crate::trust::authority::IssuedCertificate,
+    ) -> Result<(), Status> {
+        self.controller
+            .store
+            .record_certificate(
+                agent_id,
+                &super::tls::pem_sha256(&issued.pem),
+                issued.not_after_ms,
+            )
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     fn cert_lifetime(&self) -> Duration {
@@ -155,7 +176,10 @@ impl AgentLink for LinkService {
                 hello.name = enrolled.name;
                 labels = enrolled.labels;
             }
-            (None, Some(shared_token)) => self.check_insecure_hello(&hello, shared_token)?,
+            (None, Some(shared_token)) => {
+                self.check_insecure_hello(&hello, shared_token)?;
+                ctl.admission.authenticated(peer);
+            }
             (None, None) => unreachable!("a TLS controller names every caller"),
         }
         let hardware = hello.hardware.clone().unwrap_or_default();
@@ -340,6 +364,7 @@ impl AgentLink for LinkService {
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollReply>, Status> {
         let authority = self.authority()?;
+        let peer = request.remote_addr();
         let req = request.into_inner();
         let token = EnrollmentToken::parse(&req.token)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -375,6 +400,8 @@ impl AgentLink for LinkService {
                 tracing::warn!(name = %asked_name, reason = %refusal, "refused an enrollment");
                 Status::permission_denied(refusal.to_string())
             })?;
+        self.controller.admission.authenticated(peer);
+        self.record_certificate(&agent_id, &issued)?;
         tracing::info!(agent = %enrolled.name, %agent_id, "agent enrolled");
         Ok(Response::new(EnrollReply {
             agent_id,
@@ -398,7 +425,59 @@ impl AgentLink for LinkService {
                 self.cert_lifetime(),
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.record_certificate(&agent_id, &issued)?;
         tracing::info!(%agent_id, "agent certificate renewed");
+        Ok(Response::new(RenewReply {
+            certificate_pem: issued.pem,
+            not_after_unix_ms: issued.not_after_ms,
+        }))
+    }
+
+    async fn recover(
+        &self,
+        request: Request<RecoverRequest>,
+    ) -> Result<Response<RenewReply>, Status> {
+        let authority = self.authority()?;
+        let window = match &self.controller.settings.security {
+            Security::Tls {
+                recovery_window, ..
+            } => *recovery_window,
+            Security::Insecure { .. } => Duration::ZERO,
+        };
+        let peer = request.remote_addr();
+        let req = request.into_inner();
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).map_err(|e| {
+            Status::invalid_argument(format!(
+                "the certificate signing request is not usable: {e}"
+            ))
+        })?;
+        let cert_der = super::tls::der_of_pem(&req.certificate_pem)
+            .ok_or_else(|| Status::invalid_argument("the expired certificate is not PEM"))?;
+        use rcgen::PublicKeyData;
+        let recoverable = super::tls::recoverable_certificate(
+            authority,
+            &self.controller.store,
+            &cert_der,
+            csr.public_key.der_bytes(),
+            window,
+            now_ms(),
+        )
+        .map_err(|refusal| {
+            tracing::warn!(reason = %refusal, "refused to recover an agent's expired certificate");
+            Status::permission_denied(refusal.to_string())
+        })?;
+        let agent_id = recoverable.agent_id;
+        let issued = authority
+            .issue_agent(&req.csr_pem, &agent_id, self.cert_lifetime())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.record_certificate(&agent_id, &issued)?;
+        self.controller.admission.authenticated(peer);
+        tracing::info!(
+            agent = %recoverable.name,
+            %agent_id,
+            expired = %crate::clock::rfc3339(recoverable.not_after_ms),
+            "agent recovered: its expired certificate was traded for a new one"
+        );
         Ok(Response::new(RenewReply {
             certificate_pem: issued.pem,
             not_after_unix_ms: issued.not_after_ms,

@@ -31,6 +31,17 @@ pub struct Enrolled {
     pub labels: BTreeMap<String, String>,
 }
 
+/// An agent's standing: its name, whether it was revoked, and the certificate it holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTrust {
+    pub name: String,
+    pub revoked_ms: i64,
+    /// 0 for a certificate issued before the controller kept it.
+    pub cert_not_after_ms: i64,
+    /// Empty for a certificate issued before the controller kept it.
+    pub cert_sha256: String,
+}
+
 /// An admin token as listed (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminTokenRow {
@@ -144,6 +155,51 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// What the controller knows of an agent's trust: `None` for one it does not know (or
+    /// removed).
+    pub fn agent_trust(&self, agent_id: &str) -> Result<Option<AgentTrust>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT name, revoked_ms, cert_not_after_ms, cert_sha256 FROM agents
+                 WHERE id = ?1 AND removed_ms = 0",
+                params![agent_id],
+                |r| {
+                    Ok(AgentTrust {
+                        name: r.get(0)?,
+                        revoked_ms: r.get(1)?,
+                        cert_not_after_ms: r.get(2)?,
+                        cert_sha256: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records the certificate just issued to an agent (at enrollment, renewal or recovery).
+    pub fn record_certificate(
+        &self,
+        agent_id: &str,
+        sha256: &str,
+        not_after_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE agents SET cert_sha256 = ?2, cert_not_after_ms = ?3 WHERE id = ?1",
+            params![agent_id, sha256, not_after_ms],
+        )?;
+        Ok(())
+    }
+
+    /// When the certificate each agent holds now expires (agents whose certificate the
+    /// controller has not kept are left out).
+    pub fn agent_certificates(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, cert_not_after_ms FROM agents WHERE cert_not_after_ms != 0")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// When each revoked agent was cut off.

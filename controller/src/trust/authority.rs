@@ -1,6 +1,8 @@
 //! The controller's certificate authority (ECDSA P-256, made at first start, `ca.pem` and
-//! `ca.key` in the data folder), the server certificate it presents (made at every start for the
-//! names given with `--san`), and the client certificates it issues to agents from their CSRs:
+//! `ca.key` in the data folder), the server certificate it presents (`server.pem`, kept across
+//! restarts while it names the same `--san` names and has a month left; made anew otherwise, its
+//! not-before back-dated a day or to the CA's, so a device whose clock lags still accepts it),
+//! and the client certificates it issues to agents from their CSRs:
 //! only the CSR's public key is used; subject, SAN `urn:edgefleet:agent:<id>`, client-auth usage
 //! and lifetime are the controller's.
 
@@ -21,8 +23,12 @@ pub const AGENT_URI_PREFIX: &str = "urn:edgefleet:agent:";
 
 /// How long the CA is valid.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// How long a server certificate is valid (it is made again at every start).
+/// How long a server certificate is valid.
 const SERVER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A kept server certificate with less left than this is made anew at start.
+const SERVER_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How far certificates are back-dated: a device whose clock lags by less still accepts them.
+const BACKDATE: time::Duration = time::Duration::days(1);
 
 /// A certificate the controller issued to an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +41,12 @@ pub struct IssuedCertificate {
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
     ca_pem: String,
+    ca_der: Vec<u8>,
     ca_sha256: String,
     /// The server certificate followed by the CA's, so a client can find the CA in the chain.
     server_chain_pem: String,
     server_key_pem: String,
+    server_key_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -59,8 +67,8 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// The CA certificate's DER, from its PEM.
-fn der_of(pem_text: &str) -> Option<Vec<u8>> {
+/// The first certificate's DER, from PEM.
+pub(crate) fn der_of(pem_text: &str) -> Option<Vec<u8>> {
     let block = pem_text
         .split("-----BEGIN CERTIFICATE-----")
         .nth(1)?
@@ -101,7 +109,7 @@ impl Authority {
                 KeyUsagePurpose::DigitalSignature,
             ];
             let now = OffsetDateTime::now_utc();
-            params.not_before = now - time::Duration::minutes(5);
+            params.not_before = now - BACKDATE;
             params.not_after = after(now, CA_LIFETIME);
             params.serial_number = Some(random_serial());
             let ca_pem = params.self_signed(&key)?.pem();
@@ -117,34 +125,48 @@ impl Authority {
         })?;
         let ca_sha256 = hex::encode(Sha256::digest(&ca_der));
 
-        let server_key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(names.to_vec())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "edgefleet controller");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(5);
-        params.not_after = after(now, SERVER_LIFETIME);
-        params.serial_number = Some(random_serial());
-        let server_pem = params.signed_by(&server_key, &issuer)?.pem();
-        let server_chain_pem = format!("{server_pem}{ca_pem}");
+        let (server_chain_pem, server_key) =
+            match kept_server_identity(data_dir, &ca_pem, &ca_der, names) {
+                Some(kept) => kept,
+                None => {
+                    let (chain, key) = new_server_identity(&issuer, &ca_pem, &ca_der, names)?;
+                    write_private(&data_dir.join("server.pem"), chain.as_bytes())?;
+                    write_private(&data_dir.join("server.key"), key.serialize_pem().as_bytes())?;
+                    tracing::info!(names = ?names, "made a new server certificate");
+                    (chain, key)
+                }
+            };
         let server_key_pem = server_key.serialize_pem();
-        write_private(&data_dir.join("server.pem"), server_chain_pem.as_bytes())?;
-        write_private(&data_dir.join("server.key"), server_key_pem.as_bytes())?;
+        let server_key_der = server_key.serialize_der();
         Ok(Authority {
             issuer,
             ca_pem,
+            ca_der,
             ca_sha256,
             server_chain_pem,
             server_key_pem,
+            server_key_der,
         })
     }
 
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
+    }
+
+    /// The server's certificate chain and key in rustls's types, for the link listener.
+    pub fn server_identity_der(
+        &self,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        crate::server::tls::identity_der(&self.server_chain_pem, self.server_key_der.clone())
     }
 
     /// SHA-256 of the CA certificate's DER, hex: what enrollment tokens pin.
@@ -187,6 +209,96 @@ impl Authority {
             not_after_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
         })
     }
+}
+
+/// The server certificate and key of an earlier start, if they still do: signed by this CA,
+/// naming exactly `names`, with more than [`SERVER_RENEW_BEFORE`] left. Anything else (missing,
+/// unreadable, other names) is `None`, and a new one is made.
+fn kept_server_identity(
+    data_dir: &Path,
+    ca_pem: &str,
+    ca_der: &[u8],
+    names: &[String],
+) -> Option<(String, KeyPair)> {
+    let chain = std::fs::read_to_string(data_dir.join("server.pem")).ok()?;
+    let key =
+        KeyPair::from_pem(&std::fs::read_to_string(data_dir.join("server.key")).ok()?).ok()?;
+    let der = der_of(&chain)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der).ok()?;
+    cert.verify_signature(Some(ca.public_key())).ok()?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return None;
+    }
+    let left = cert.validity().not_after.timestamp() - OffsetDateTime::now_utc().unix_timestamp();
+    if left < SERVER_RENEW_BEFORE.as_secs() as i64 {
+        return None;
+    }
+    let mut held: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()??
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+            x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).ok()?).to_string()),
+                16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let mut wanted: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.parse::<std::net::IpAddr>()
+                .map_or_else(|_| n.clone(), |ip| ip.to_string())
+        })
+        .collect();
+    held.sort();
+    held.dedup();
+    wanted.sort();
+    wanted.dedup();
+    if held != wanted {
+        return None;
+    }
+    // The chain as served is this certificate followed by the CA's.
+    let leaf_end = chain.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
+    let leaf = chain[..leaf_end].trim_start();
+    Some((format!("{leaf}\n{ca_pem}"), key))
+}
+
+/// A new server certificate for `names`, valid from a day back (or the CA's own not-before, if
+/// older) for [`SERVER_LIFETIME`]; returns the chain (it, then the CA) and its key.
+fn new_server_identity(
+    issuer: &Issuer<'static, KeyPair>,
+    ca_pem: &str,
+    ca_der: &[u8],
+    names: &[String],
+) -> Result<(String, KeyPair), TrustError> {
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "edgefleet controller");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    let ca_not_before = x509_parser::parse_x509_certificate(ca_der)
+        .ok()
+        .and_then(|(_, ca)| {
+            OffsetDateTime::from_unix_timestamp(ca.validity().not_before.timestamp()).ok()
+        });
+    params.not_before = match ca_not_before {
+        Some(ca) if ca < now - BACKDATE => ca,
+        _ => now - BACKDATE,
+    };
+    params.not_after = after(now, SERVER_LIFETIME);
+    params.serial_number = Some(random_serial());
+    let server_pem = params.signed_by(&server_key, issuer)?.pem();
+    Ok((format!("{server_pem}{ca_pem}"), server_key))
 }
 
 /// Why an agent certificate was not issued.
@@ -245,6 +357,49 @@ mod tests {
             first.issue_agent("not a csr", "abc", Duration::from_secs(60)),
             Err(IssueError::BadCsr(_))
         ));
+    }
+
+    #[test]
+    fn the_server_certificate_is_kept_across_starts_until_its_names_change_and_is_backdated() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let first = Authority::load_or_create(dir.path(), &names).unwrap();
+        // The same names in another order and spelling: the same certificate and key.
+        let again = Authority::load_or_create(
+            dir.path(),
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+        )
+        .unwrap();
+        assert_eq!(first.server_identity(), again.server_identity());
+        let leaf = der_of(first.server_identity().0).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        let backdated =
+            OffsetDateTime::now_utc().unix_timestamp() - cert.validity().not_before.timestamp();
+        assert!(
+            backdated >= 86_400 - 60,
+            "not-before only {backdated} s back"
+        );
+        // A device whose clock lags by hours still finds the CA valid too.
+        let (_, ca) = x509_parser::parse_x509_certificate(first.ca_der()).unwrap();
+        assert!(ca.validity().not_before.timestamp() <= cert.validity().not_before.timestamp());
+
+        let more = Authority::load_or_create(
+            dir.path(),
+            &[names.clone(), vec!["controller.example".to_string()]].concat(),
+        )
+        .unwrap();
+        assert_ne!(
+            first.server_identity(),
+            more.server_identity(),
+            "a new name, a new certificate"
+        );
+        // A server certificate file that does not parse is made anew, not fatal.
+        std::fs::write(dir.path().join("server.pem"), "junk").unwrap();
+        let mended = Authority::load_or_create(dir.path(), &names).unwrap();
+        assert!(mended.server_identity().0.contains("BEGIN CERTIFICATE"));
+        let (chain, key) = mended.server_identity_der();
+        assert_eq!(chain.len(), 2, "the server certificate, then the CA's");
+        assert!(matches!(key, rustls::pki_types::PrivateKeyDer::Pkcs8(_)));
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub(super) fn authorize<T>(
                 "the admin token is not valid on this controller (revoked, or made by another one)",
             )
         })?;
+    // A valid token: the connection is no longer held to the unauthenticated deadline.
+    ctl.admission.authenticated(request.remote_addr());
     if need == Role::Operator && role == Role::Viewer {
         tracing::warn!(token = %name, %doing, "refused a viewer token");
         return Err(Status::permission_denied(format!(

@@ -24,13 +24,26 @@ const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 pub(super) fn list(ctl: &Controller) -> Result<ListAgentsReply, Status> {
     let revoked = ctl.store.revoked_agents()?;
+    let certificates = ctl.store.agent_certificates()?;
+    let window = match &ctl.settings.security {
+        crate::server::Security::Tls {
+            recovery_window, ..
+        } => recovery_window.as_millis() as i64,
+        crate::server::Security::Insecure { .. } => 0,
+    };
     let agents = ctl
         .store
         .agents()?
         .into_iter()
         .map(|a| {
             let revoked_ms = revoked.get(&a.id).copied().unwrap_or(0);
-            agent_info(ctl, a, revoked_ms)
+            let not_after_ms = certificates.get(&a.id).copied().unwrap_or(0);
+            let mut info = agent_info(ctl, a, revoked_ms);
+            info.cert_not_after_unix_ms = not_after_ms;
+            if not_after_ms != 0 {
+                info.recoverable_until_unix_ms = not_after_ms.saturating_add(window);
+            }
+            info
         })
         .collect();
     Ok(ListAgentsReply { agents })
@@ -49,6 +62,8 @@ fn agent_info(ctl: &Controller, a: AgentRow, revoked_ms: i64) -> AgentInfo {
         hardware: Some(a.hardware),
         last_seen_unix_ms: a.last_seen_ms,
         first_seen_unix_ms: a.first_seen_ms,
+        cert_not_after_unix_ms: 0,
+        recoverable_until_unix_ms: 0,
     }
 }
 

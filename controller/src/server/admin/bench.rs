@@ -310,6 +310,7 @@ mod tests {
                     shared_token: "t".into(),
                 },
                 heartbeat_interval: std::time::Duration::from_secs(1),
+                limits: Default::default(),
             },
         )
         .unwrap();

@@ -44,6 +44,7 @@ fn fixture() -> (Fixture, Stream, Stream) {
                 shared_token: "t".into(),
             },
             heartbeat_interval: Duration::from_secs(5),
+            limits: Default::default(),
         },
     )
     .unwrap();

@@ -1,0 +1,714 @@
+//! Who may hold a connection to the controller, and for how long before proving who it is: the
+//! accept loop of every listener (agents' link and the CLI; the metrics endpoint), with a
+//! deadline for the TLS handshake, a deadline for a connection that has shaken hands but not yet
+//! made an authenticated call, caps on such unauthenticated connections (overall and per source
+//! address), and a reserve of file descriptors, so that peers that connect and never speak can
+//! neither exhaust the process's descriptors nor stop the loop. Past a cap a connection is closed
+//! at once; every refusal, cut and accept error is counted in `/metrics` and logged at a bounded
+//! rate.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::metrics;
+
+/// How long a peer may hold a connection before it has proved who it is, and how many such
+/// connections there may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From accept to a finished TLS handshake.
+    pub handshake_timeout: Duration,
+    /// From the handshake to the first authenticated call (an agent certificate, an admin or
+    /// enrollment token); for the metrics endpoint, between two reads.
+    pub unauthenticated_idle: Duration,
+    /// Connections not yet authenticated, handshakes included, at once.
+    pub max_unauthenticated: usize,
+    /// The same, from one source address.
+    pub max_unauthenticated_per_source: usize,
+    /// Descriptors kept free of connections: the store, artifact reads and logs need them.
+    pub descriptor_reserve: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            handshake_timeout: Duration::from_secs(5),
+            unauthenticated_idle: Duration::from_secs(20),
+            max_unauthenticated: 1024,
+            max_unauthenticated_per_source: 64,
+            descriptor_reserve: 512,
+        }
+    }
+}
+
+/// Why a new connection was closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every descriptor but the reserve holds a connection.
+    Descriptors,
+    /// `max_unauthenticated` connections are still unauthenticated.
+    Unauthenticated,
+    /// `max_unauthenticated_per_source` of them come from this address.
+    Source,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::Descriptors,
+        Refusal::Unauthenticated,
+        Refusal::Source,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Descriptors => "descriptors",
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Source => "source",
+        }
+    }
+}
+
+/// At most `lines` log lines per `per`; what is left out is counted and said with the next line.
+#[derive(Debug)]
+pub struct LogBudget {
+    per: Duration,
+    lines: u32,
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub fn new(lines: u32, per: Duration) -> LogBudget {
+        LogBudget {
+            per,
+            lines,
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now (`n` lines were left out since the last one),
+    /// `None` when this one must be left out.
+    pub fn take(&mut self, now: Instant) -> Option<u64> {
+        let start = *self.window_start.get_or_insert(now);
+        if now.duration_since(start) >= self.per {
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < self.lines {
+            self.logged += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    open: usize,
+    unauthenticated: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// The connections of one listener: how many are open and unauthenticated, and by whom.
+#[derive(Debug)]
+pub struct Admission {
+    listener: &'static str,
+    limits: ConnectionLimits,
+    max_open: usize,
+    counts: Mutex<Counts>,
+    /// Unauthenticated connections by peer address, so an authenticated call can find its own.
+    waiting: Mutex<HashMap<SocketAddr, Weak<Slot>>>,
+    refusal_log: Mutex<LogBudget>,
+    accept_log: Mutex<LogBudget>,
+}
+
+/// Unauthenticated connections a source may still open once the overall cap is reached.
+const FAIR_SHARE: usize = 2;
+
+/// The process's open-file limit (soft), or a conservative guess.
+fn open_file_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
+/// An address as one source: an IPv4 peer seen through an IPv6 socket counts as itself.
+fn source_of(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
+impl Admission {
+    /// The admission of the listener named `listener` ("link", "metrics"), with connections
+    /// capped at the open-file limit less the reserve.
+    pub fn new(listener: &'static str, limits: ConnectionLimits) -> Arc<Admission> {
+        let limit = open_file_limit();
+        let max_open = limit
+            .saturating_sub(limits.descriptor_reserve)
+            .max(limit / 2)
+            .max(1) as usize;
+        Arc::new(Admission {
+            listener,
+            limits,
+            max_open,
+            counts: Mutex::default(),
+            waiting: Mutex::default(),
+            refusal_log: Mutex::new(LogBudget::new(10, Duration::from_secs(60))),
+            accept_log: Mutex::new(LogBudget::new(10, Duration::from_secs(60))),
+        })
+    }
+
+    pub fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    /// Connections open now, and how many of them are not authenticated yet.
+    pub fn counts(&self) -> (usize, usize) {
+        let counts = self.counts.lock().expect("admission counts");
+        (counts.open, counts.unauthenticated)
+    }
+
+    fn publish(&self, counts: &Counts) {
+        metrics::connections(self.listener, counts.open, counts.unauthenticated);
+    }
+
+    /// A slot for a new connection from `peer`, unauthenticated, or why there is none.
+    pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<Arc<Slot>, Refusal> {
+        let source = source_of(peer);
+        {
+            let mut counts = self.counts.lock().expect("admission counts");
+            if counts.open >= self.max_open {
+                return Err(Refusal::Descriptors);
+            }
+            let held = counts.per_source.get(&source).copied().unwrap_or(0);
+            // Past the cap, a source that holds almost nothing still gets in (up to twice the
+            // cap): a flood from many addresses cannot starve an agent dialling from its own.
+            if counts.unauthenticated >= self.limits.max_unauthenticated
+                && (held >= FAIR_SHARE
+                    || counts.unauthenticated >= self.limits.max_unauthenticated * 2)
+            {
+                return Err(Refusal::Unauthenticated);
+            }
+            let from_source = counts.per_source.entry(source).or_default();
+            if *from_source >= self.limits.max_unauthenticated_per_source {
+                return Err(Refusal::Source);
+            }
+            *from_source += 1;
+            counts.unauthenticated += 1;
+            counts.open += 1;
+            self.publish(&counts);
+        }
+        let slot = Arc::new(Slot {
+            admission: Arc::downgrade(self),
+            peer,
+            unauthenticated: AtomicBool::new(true),
+        });
+        self.waiting
+            .lock()
+            .expect("admission waiting")
+            .insert(peer, Arc::downgrade(&slot));
+        Ok(slot)
+    }
+
+    /// The connection from `peer` made an authenticated call: it no longer counts against the
+    /// caps or its deadline. A peer not waiting (already authenticated, gone) is a no-op.
+    pub fn authenticated(&self, peer: Option<SocketAddr>) {
+        let Some(peer) = peer else { return };
+        let slot = self
+            .waiting
+            .lock()
+            .expect("admission waiting")
+            .get(&peer)
+            .and_then(Weak::upgrade);
+        if let Some(slot) = slot {
+            slot.authenticate();
+        }
+    }
+
+    fn release(&self, slot: &Slot, was_unauthenticated: bool, closing: bool) {
+        let mut counts = self.counts.lock().expect("admission counts");
+        if was_unauthenticated {
+            counts.unauthenticated = counts.unauthenticated.saturating_sub(1);
+            let source = source_of(slot.peer);
+            if let Some(n) = counts.per_source.get_mut(&source) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.per_source.remove(&source);
+                }
+            }
+            let mut waiting = self.waiting.lock().expect("admission waiting");
+            if waiting
+                .get(&slot.peer)
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), slot))
+            {
+                waiting.remove(&slot.peer);
+            }
+        }
+        if closing {
+            counts.open = counts.open.saturating_sub(1);
+        }
+        self.publish(&counts);
+    }
+
+    /// A connection closed at once: counted, and logged within the budget.
+    fn refused(&self, peer: SocketAddr, refusal: Refusal) {
+        metrics::connection_refused(self.listener, refusal.as_str());
+        let Some(left_out) = self
+            .refusal_log
+            .lock()
+            .expect("refusal log")
+            .take(Instant::now())
+        else {
+            return;
+        };
+        let why = match refusal {
+            Refusal::Descriptors => format!(
+                "{} connections are open, all the open-file limit allows beside a reserve of {}",
+                self.max_open, self.limits.descriptor_reserve
+            ),
+            Refusal::Unauthenticated => format!(
+                "{} connections have not authenticated yet (the limit)",
+                self.limits.max_unauthenticated
+            ),
+            Refusal::Source => format!(
+                "{} connections from this address have not authenticated yet (the limit per source)",
+                self.limits.max_unauthenticated_per_source
+            ),
+        };
+        tracing::warn!(listener = self.listener, %peer, left_out, "refused a connection: {why}");
+    }
+
+    /// An accept error: counted, logged within the budget; the caller backs off.
+    fn accept_failed(&self, error: &io::Error) {
+        let kind = accept_error_kind(error);
+        metrics::accept_error(self.listener, kind);
+        if let Some(left_out) = self
+            .accept_log
+            .lock()
+            .expect("accept log")
+            .take(Instant::now())
+        {
+            tracing::error!(listener = self.listener, %error, kind, left_out, "cannot accept connections; backing off");
+        }
+    }
+}
+
+/// The name an accept error is counted under.
+fn accept_error_kind(error: &io::Error) -> &'static str {
+    use nix::errno::Errno;
+    match error.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::EMFILE) => "EMFILE",
+        Some(Errno::ENFILE) => "ENFILE",
+        Some(Errno::ENOBUFS) => "ENOBUFS",
+        Some(Errno::ENOMEM) => "ENOMEM",
+        _ => "other",
+    }
+}
+
+/// One admitted connection's place in the counts; released when the connection closes.
+#[derive(Debug)]
+pub struct Slot {
+    admission: Weak<Admission>,
+    peer: SocketAddr,
+    unauthenticated: AtomicBool,
+}
+
+impl Slot {
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        !self.unauthenticated.load(Ordering::Acquire)
+    }
+
+    /// The connection proved who it is: it leaves the unauthenticated counts.
+    pub fn authenticate(&self) {
+        if self.unauthenticated.swap(false, Ordering::AcqRel) {
+            if let Some(admission) = self.admission.upgrade() {
+                admission.release(self, true, false);
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let was_unauthenticated = self.unauthenticated.swap(false, Ordering::AcqRel);
+        if let Some(admission) = self.admission.upgrade() {
+            admission.release(self, was_unauthenticated, true);
+        }
+    }
+}
+
+/// What a deadline cuts, for the metric label and the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    Unauthenticated,
+    Idle,
+}
+
+/// A TCP connection that fails its reads once its deadline passes while it is unauthenticated
+/// (or, in idle mode, once it has read nothing for a while), so the server closes it; its slot
+/// is released when it is dropped.
+#[derive(Debug)]
+pub struct Guarded {
+    stream: TcpStream,
+    slot: Arc<Slot>,
+    listener: &'static str,
+    deadline: Pin<Box<Sleep>>,
+    phase: Phase,
+    idle: Duration,
+    cut: bool,
+}
+
+impl Guarded {
+    fn new(stream: TcpStream, slot: Arc<Slot>, listener: &'static str, first: Duration) -> Self {
+        Guarded {
+            stream,
+            slot,
+            listener,
+            deadline: Box::pin(tokio::time::sleep(first)),
+            phase: Phase::Handshake,
+            idle: first,
+            cut: false,
+        }
+    }
+
+    pub fn slot(&self) -> &Arc<Slot> {
+        &self.slot
+    }
+
+    /// The handshake is done: from now on it has `limit` to make an authenticated call.
+    fn await_authentication(&mut self, limit: Duration) {
+        self.phase = Phase::Unauthenticated;
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + limit);
+    }
+
+    /// Idle mode: the deadline moves `limit` ahead with every read (a plain HTTP listener).
+    fn cut_when_idle(&mut self, limit: Duration) {
+        self.phase = Phase::Idle;
+        self.idle = limit;
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + limit);
+    }
+}
+
+impl Connected for Guarded {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let watched = this.phase == Phase::Idle || !this.slot.is_authenticated();
+        if watched && (this.cut || this.deadline.as_mut().poll(cx).is_ready()) {
+            let (label, what) = match this.phase {
+                Phase::Handshake => ("handshake", "no TLS handshake in time"),
+                Phase::Unauthenticated => ("unauthenticated", "no authenticated call in time"),
+                Phase::Idle => ("idle", "idle for too long"),
+            };
+            if !this.cut {
+                this.cut = true;
+                metrics::connection_cut(this.listener, label);
+            }
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if this.phase == Phase::Idle && buf.filled().len() > before {
+            let next = tokio::time::Instant::now() + this.idle;
+            this.deadline.as_mut().reset(next);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Accepts on `listener` until `stop`, handing each admitted connection to `admitted`; refused
+/// ones are closed at once. An accept error (out of descriptors, most likely) backs off from
+/// 5 ms to a second, so the loop neither spins nor stops.
+pub async fn accept_loop(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    stop: impl Future<Output = ()>,
+    mut admitted: impl FnMut(Guarded),
+) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+    let mut backoff = FIRST_BACKOFF;
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = FIRST_BACKOFF;
+                match admission.admit(peer) {
+                    Ok(slot) => {
+                        // No Nagle: a reply's last small frame must not wait for the peer's
+                        // delayed ACK (measured: 40 ms stalls on one artifact chunk in five).
+                        let _ = stream.set_nodelay(true);
+                        let limit = admission.limits.handshake_timeout;
+                        admitted(Guarded::new(stream, slot, admission.listener, limit));
+                    }
+                    Err(refusal) => {
+                        drop(stream);
+                        admission.refused(peer, refusal);
+                    }
+                }
+            }
+            Err(error) => {
+                admission.accept_failed(&error);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut stop => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The link listener's connections after their TLS handshake, for tonic: a handshake that takes
+/// longer than the limit is cut; a connection whose client presented a certificate the verifier
+/// accepted is authenticated at once, any other has `unauthenticated_idle` to make an
+/// authenticated call.
+pub fn tls_incoming(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> ReceiverStream<io::Result<tokio_rustls::server::TlsStream<Guarded>>> {
+    let (tx, rx) = mpsc::channel(256);
+    let closed = tx.clone();
+    let limits = admission.limits.clone();
+    tokio::spawn(accept_loop(
+        listener,
+        admission,
+        async move { closed.closed().await },
+        move |guarded| {
+            let (tx, acceptor, limits) = (tx.clone(), acceptor.clone(), limits.clone());
+            tokio::spawn(async move {
+                let listener = guarded.listener;
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(guarded)).await
+                {
+                    Err(_) => metrics::connection_cut(listener, "handshake"),
+                    // The verifier counted and logged what it could attribute.
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                    Ok(Ok(mut tls)) => {
+                        let (guarded, session) = tls.get_mut();
+                        if session.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                            guarded.slot.authenticate();
+                        } else {
+                            guarded.await_authentication(limits.unauthenticated_idle);
+                        }
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                }
+            });
+        },
+    ));
+    ReceiverStream::new(rx)
+}
+
+/// The same without TLS (`--insecure`): a connection has `unauthenticated_idle` from accept to
+/// its first authenticated call.
+pub fn plain_incoming(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+) -> ReceiverStream<io::Result<Guarded>> {
+    let (tx, rx) = mpsc::channel(256);
+    let closed = tx.clone();
+    let limit = admission.limits.unauthenticated_idle;
+    tokio::spawn(accept_loop(
+        listener,
+        admission,
+        async move { closed.closed().await },
+        move |mut guarded| {
+            guarded.await_authentication(limit);
+            if let Err(mpsc::error::TrySendError::Full(guarded)) = tx.try_send(Ok(guarded)) {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(guarded).await;
+                });
+            }
+        },
+    ));
+    ReceiverStream::new(rx)
+}
+
+/// A plain HTTP listener's connection (the metrics endpoint): never authenticated, cut once it
+/// has read nothing for `unauthenticated_idle`.
+pub fn for_plain_http(mut guarded: Guarded, idle: Duration) -> Guarded {
+    guarded.cut_when_idle(idle);
+    guarded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(total: usize, per_source: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            handshake_timeout: Duration::from_millis(300),
+            unauthenticated_idle: Duration::from_millis(300),
+            max_unauthenticated: total,
+            max_unauthenticated_per_source: per_source,
+            descriptor_reserve: 64,
+        }
+    }
+
+    fn peer(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((ip, port))
+    }
+
+    #[test]
+    fn caps_count_unauthenticated_connections_overall_and_per_source() {
+        let admission = Admission::new("test", limits(3, 2));
+        let a1 = admission.admit(peer([10, 0, 0, 1], 1)).unwrap();
+        let a2 = admission.admit(peer([10, 0, 0, 1], 2)).unwrap();
+        assert_eq!(
+            admission.admit(peer([10, 0, 0, 1], 3)).unwrap_err(),
+            Refusal::Source
+        );
+        let b1 = admission.admit(peer([10, 0, 0, 2], 1)).unwrap();
+        // Past the cap, a source holding fewer than two still gets in, up to twice the cap.
+        let c1 = admission.admit(peer([10, 0, 0, 3], 1)).unwrap();
+        let c2 = admission.admit(peer([10, 0, 0, 3], 2)).unwrap();
+        assert_eq!(
+            admission.admit(peer([10, 0, 0, 3], 3)).unwrap_err(),
+            Refusal::Unauthenticated,
+            "a source holding two is refused past the cap"
+        );
+        let d1 = admission.admit(peer([10, 0, 0, 4], 1)).unwrap();
+        assert_eq!(
+            admission.admit(peer([10, 0, 0, 5], 1)).unwrap_err(),
+            Refusal::Unauthenticated,
+            "twice the cap is the end"
+        );
+        drop((c1, c2, d1));
+        assert_eq!(admission.counts(), (3, 3));
+        // An authenticated call frees its place in the caps but stays open.
+        admission.authenticated(Some(peer([10, 0, 0, 1], 1)));
+        assert!(a1.is_authenticated());
+        assert_eq!(admission.counts(), (3, 2));
+        let a3 = admission.admit(peer([10, 0, 0, 1], 3)).unwrap();
+        // Closing releases it; a second authentication is a no-op.
+        drop(a2);
+        a3.authenticate();
+        a3.authenticate();
+        assert_eq!(admission.counts(), (3, 1));
+        drop((a1, a3, b1));
+        assert_eq!(admission.counts(), (0, 0));
+        assert!(admission.counts.lock().unwrap().per_source.is_empty());
+        assert!(admission.waiting.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_ipv4_peer_seen_over_ipv6_is_the_same_source() {
+        let admission = Admission::new("test", limits(10, 1));
+        let _v4 = admission.admit(peer([10, 0, 0, 1], 1)).unwrap();
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:2".parse().unwrap();
+        assert_eq!(admission.admit(mapped).unwrap_err(), Refusal::Source);
+    }
+
+    #[test]
+    fn the_log_budget_leaves_lines_out_and_says_how_many() {
+        let mut budget = LogBudget::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(budget.take(t0), Some(0));
+        assert_eq!(budget.take(t0), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(budget.take(t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(budget.take(t0 + Duration::from_secs(61)), Some(1000));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_speaks_is_cut_at_its_deadline_and_one_that_authenticates_is_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admission = Admission::new("test", limits(10, 10));
+        let mut incoming = plain_incoming(listener, admission.clone());
+        use tokio::io::AsyncReadExt;
+        use tokio_stream::StreamExt;
+
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let mut silent_server = incoming.next().await.unwrap().unwrap();
+        let _talker = TcpStream::connect(addr).await.unwrap();
+        let mut talker_server = incoming.next().await.unwrap().unwrap();
+        talker_server.slot().authenticate();
+
+        let started = Instant::now();
+        let err = silent_server.read_u8().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        // The authenticated one is still waiting for data after the deadline.
+        let waited =
+            tokio::time::timeout(Duration::from_millis(600), talker_server.read_u8()).await;
+        assert!(waited.is_err(), "an authenticated connection is not cut");
+        drop(silent_server);
+        assert_eq!(admission.counts(), (1, 0));
+    }
+}
