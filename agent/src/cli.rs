@@ -379,6 +379,23 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 pub(crate) fn check(args: CheckArgs) -> ExitCode {
+    // Which proxy the daemon would use, for the config's controller (if it names one).
+    let file = args
+        .config
+        .as_deref()
+        .and_then(|path| edgefleet_agent::config::ConfigFile::load(path).ok())
+        .unwrap_or_default();
+    let proxy_line = match &file.controller {
+        Some(controller) => {
+            match edgefleet_agent::proxy::route(controller, file.proxy.as_deref(), |name| {
+                std::env::var(name).ok()
+            }) {
+                Ok(route) => format!("{route}, to {controller}"),
+                Err(e) => format!("unusable: {e}"),
+            }
+        }
+        None => "(no controller configured)".to_string(),
+    };
     // `check` needs no controller: placeholders, so that only the runtime settings matter.
     let args = DaemonArgs {
         config: args.config,
@@ -421,6 +438,7 @@ pub(crate) fn check(args: CheckArgs) -> ExitCode {
         }
     );
     println!("energy        {}", energy_line(&config.sensors_root));
+    println!("proxy         {proxy_line}");
     if let Ok(library) =
         edgefleet_agent::runtime_library::locate(config.onnxruntime_library.as_deref())
     {

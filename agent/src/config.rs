@@ -12,6 +12,8 @@ use crate::enrollment::EnrollmentError;
 /// Why the configuration or the agent's identity is not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
     #[error("cannot read config file {}", path.display())]
     ReadFile {
         path: PathBuf,
@@ -99,6 +101,9 @@ pub struct AgentConfig {
     pub keep_versions: usize,
     /// A worker whose resident memory passes this is stopped and its job fails (None: no cap).
     pub worker_memory_limit_bytes: Option<u64>,
+    /// How connections reach the controller: through an HTTP proxy (the config's `proxy`, or
+    /// the environment's) or directly.
+    pub route: crate::proxy::Route,
 }
 
 /// The config file as written (`/etc/edgefleet/agent.toml`); every field is optional and flags
@@ -128,6 +133,10 @@ pub struct ConfigFile {
     pub keep_versions: Option<usize>,
     /// Stop a benchmark worker whose resident memory passes this many MB; default: no cap.
     pub worker_memory_limit_mb: Option<u64>,
+    /// An HTTP proxy to reach the controller through (`http://[USER:PASSWORD@]HOST:PORT`), or
+    /// `none` for none whatever `HTTPS_PROXY` says; default: the environment's
+    /// (`https_proxy`/`HTTPS_PROXY`, `NO_PROXY`).
+    pub proxy: Option<String>,
 }
 
 impl ConfigFile {
@@ -235,7 +244,11 @@ impl AgentConfig {
         if worker_memory_limit_mb == Some(0) {
             return Err(ConfigError::WorkerMemoryLimit);
         }
+        let route = crate::proxy::route(&controller, file.proxy.as_deref(), |name| {
+            std::env::var(name).ok()
+        })?;
         Ok(AgentConfig {
+            route,
             controller_key,
             download_limit: download_limit.map(|mb| mb * 1e6),
             min_free_disk_bytes: flags

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use edgefleet_proto::tokens::EnrollmentToken;
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
-use edgefleet_proto::v1::{EnrollRequest, RenewRequest};
+use edgefleet_proto::v1::{EnrollRequest, RecoverRequest, RenewRequest};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -30,6 +30,8 @@ pub enum CredentialsError {
     },
     #[error("the controller refused the enrollment: {0}")]
     Refused(String),
+    #[error("the controller refused this agent's certificate as expired")]
+    CertificateExpired,
     #[error("this agent has no certificate yet: pass --enroll-token TOKEN (from `edgefleet agents enroll` on the controller)")]
     NotEnrolled,
     #[error("cannot make a key pair or certificate request: {0}")]
@@ -213,6 +215,16 @@ pub fn endpoint(
         })
 }
 
+/// The channel every call to the controller goes through (connected on first use, again after
+/// a break): TLS with this agent's certificate, through the proxy when there is one.
+pub fn channel(
+    config: &AgentConfig,
+    credentials: Option<&Credentials>,
+) -> Result<Channel, CredentialsError> {
+    Ok(endpoint(config, credentials)?
+        .connect_with_connector_lazy(crate::proxy::Dialer::new(&config.route)))
+}
+
 /// A key pair made here and a CSR for it (the controller reads only the public key).
 fn key_and_csr() -> Result<(String, String), CredentialsError> {
     let key = rcgen::KeyPair::generate()?;
@@ -240,7 +252,7 @@ pub async fn request_certificate(
     config: &AgentConfig,
     token: &EnrollmentToken,
 ) -> Result<(Credentials, String), CredentialsError> {
-    let ca_pem = discover_ca(&config.controller, &token.ca_sha256).await?;
+    let ca_pem = discover_ca(config, &token.ca_sha256).await?;
     let unreachable = |reason: String| CredentialsError::Unreachable {
         address: config.controller.clone(),
         reason,
@@ -250,9 +262,9 @@ pub async fn request_certificate(
         .connect_timeout(Duration::from_secs(10))
         .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem)))
         .map_err(|e| unreachable(e.to_string()))?
-        .connect()
+        .connect_with_connector(crate::proxy::Dialer::new(&config.route))
         .await
-        .map_err(|e| unreachable(describe(&e)))?;
+        .map_err(|e| unreachable(crate::trouble::classify(&e).to_string()))?;
     let (key_pem, csr_pem) = key_and_csr()?;
     let issued_ms = now_ms();
     let reply = AgentLinkClient::new(channel)
@@ -294,7 +306,14 @@ pub async fn renew(
     let reply = AgentLinkClient::new(channel)
         .renew(RenewRequest { csr_pem })
         .await
-        .map_err(|status| CredentialsError::Refused(status.message().to_string()))?
+        .map_err(|status| match crate::trouble::classify(&status) {
+            crate::trouble::Trouble::CertificateExpired => CredentialsError::CertificateExpired,
+            trouble if status.code() == tonic::Code::Unavailable => CredentialsError::Unreachable {
+                address: String::new(),
+                reason: trouble.to_string(),
+            },
+            _ => CredentialsError::Refused(status.message().to_string()),
+        })?
         .into_inner();
     let renewed = Credentials {
         key_pem,
@@ -307,10 +326,79 @@ pub async fn renew(
     Ok(renewed)
 }
 
+/// Trades the expired certificate of an agent that was away for a new one for the same key,
+/// over TLS that verifies the controller (pinned CA) but presents no client certificate: the
+/// CSR, signed with the key, proves the agent still holds it. Stores the result.
+pub async fn recover(
+    config: &AgentConfig,
+    held: &Credentials,
+) -> Result<Credentials, CredentialsError> {
+    let unreachable = |reason: String| CredentialsError::Unreachable {
+        address: config.controller.clone(),
+        reason,
+    };
+    let key = rcgen::KeyPair::from_pem(&held.key_pem).map_err(|e| CredentialsError::Unusable {
+        path: config.data_dir.join("agent.key"),
+        why: e.to_string(),
+    })?;
+    let csr_pem = rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    let anonymous = Credentials {
+        cert_pem: String::new(),
+        key_pem: String::new(),
+        ..held.clone()
+    };
+    let channel = endpoint_without_identity(config, &anonymous)?
+        .connect_with_connector(crate::proxy::Dialer::new(&config.route))
+        .await
+        .map_err(|e| unreachable(crate::trouble::classify(&e).to_string()))?;
+    let issued_ms = now_ms();
+    let reply = AgentLinkClient::new(channel)
+        .recover(RecoverRequest {
+            certificate_pem: held.cert_pem.clone(),
+            csr_pem,
+        })
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                unreachable(crate::trouble::classify(&status).to_string())
+            }
+            _ => CredentialsError::Refused(status.message().to_string()),
+        })?
+        .into_inner();
+    let recovered = Credentials {
+        cert_pem: reply.certificate_pem,
+        issued_ms,
+        not_after_ms: reply.not_after_unix_ms,
+        ..held.clone()
+    };
+    recovered.store(&config.data_dir)?;
+    Ok(recovered)
+}
+
+/// The endpoint with the pinned CA and no client certificate.
+fn endpoint_without_identity(
+    config: &AgentConfig,
+    credentials: &Credentials,
+) -> Result<Endpoint, CredentialsError> {
+    Endpoint::from_shared(config.controller.clone())
+        .map_err(|_| CredentialsError::Address(config.controller.clone()))?
+        .connect_timeout(Duration::from_secs(10))
+        .tls_config(
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&credentials.ca_pem)),
+        )
+        .map_err(|e| CredentialsError::Unusable {
+            path: config.data_dir.join("ca.pem"),
+            why: e.to_string(),
+        })
+}
+
 /// The first look at the controller: a TLS handshake that accepts whatever certificates it
 /// presents, only to find among them the CA whose SHA-256 the token pins. Nothing is sent and
 /// nothing trusted until that CA is found; every later connection verifies against it.
-async fn discover_ca(address: &str, pinned: &str) -> Result<String, CredentialsError> {
+async fn discover_ca(config: &AgentConfig, pinned: &str) -> Result<String, CredentialsError> {
+    let address = config.controller.as_str();
     let unreachable = |reason: String| CredentialsError::Unreachable {
         address: address.to_string(),
         reason,
@@ -327,7 +415,7 @@ async fn discover_ca(address: &str, pinned: &str) -> Result<String, CredentialsE
     let port = uri.port_u16().unwrap_or(443);
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
+        crate::proxy::Dialer::new(&config.route).dial(&host, port),
     )
     .await
     .map_err(|_| unreachable("timed out".into()))?
@@ -420,14 +508,6 @@ impl rustls::client::danger::ServerCertVerifier for LearnOnly {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A transport error with its cause, in one line.
-fn describe(e: &tonic::transport::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
     }
 }
 

@@ -27,10 +27,12 @@ pub mod outbox;
 mod private_file;
 pub mod procfs;
 pub mod provisioning;
+pub mod proxy;
 pub mod runtime_library;
 pub mod sensors;
 pub mod service_manager;
 pub mod stats;
+pub mod trouble;
 pub mod worker;
 
 use std::time::Duration;
@@ -97,9 +99,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         };
         (held.agent_id.clone(), Some(held))
     };
-    let channel = channel::LinkChannel::new(
-        credentials::endpoint(&config, credentials.as_ref())?.connect_lazy(),
-    );
+    if let proxy::Route::Proxy(_) | proxy::Route::Excluded { .. } = &config.route {
+        tracing::info!(controller = %config.controller, route = %config.route, "proxy");
+    }
+    let channel = channel::LinkChannel::new(credentials::channel(&config, credentials.as_ref())?);
     let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
         .with_rate_limit(config.download_limit);
     let installer =
@@ -182,36 +185,93 @@ async fn enroll_until_done(
 }
 
 /// Renews the agent's certificate at about 70% of its lifetime, over the live link, and points
-/// new connections at the new one.
+/// new connections at the new one. A certificate that expired while the agent was away (or that
+/// the controller refuses as expired) is recovered instead: traded for a new one with the key it
+/// holds. Deadlines come from the wall clock, which may jump (NTP stepping a clock that started
+/// wrong), so a wait is at most a minute before the clock is read again.
 async fn keep_certificate_fresh(
     config: AgentConfig,
     channel: channel::LinkChannel,
     mut held: credentials::Credentials,
     shutdown: CancellationToken,
 ) {
+    const RECHECK: Duration = Duration::from_secs(60);
+    let mut reporter = trouble::Reporter::default();
+    let mut recovery_backoff =
+        backoff::Backoff::new(config.reconnect_initial, config.reconnect_max);
     loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = wall_clock_ms();
         let wait = Duration::from_millis((held.renew_at_ms() - now).max(0) as u64);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => return,
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(RECHECK)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
         }
-        match credentials::renew(channel.get(), &config.data_dir, &held).await {
-            Ok(renewed) => match credentials::endpoint(&config, Some(&renewed)) {
-                Ok(endpoint) => {
-                    channel.set(endpoint.connect_lazy());
-                    tracing::info!(not_after_ms = renewed.not_after_ms, "certificate renewed");
-                    held = renewed;
+        let expired_here = now >= held.not_after_ms;
+        let renewed = if expired_here {
+            Err(None)
+        } else {
+            credentials::renew(channel.get(), &config.data_dir, &held)
+                .await
+                .map_err(Some)
+        };
+        let outcome = match renewed {
+            Ok(renewed) => Ok((renewed, "certificate renewed")),
+            Err(error) => {
+                let refused_as_expired = matches!(
+                    &error,
+                    Some(credentials::CredentialsError::CertificateExpired)
+                );
+                if expired_here || refused_as_expired {
+                    credentials::recover(&config, &held).await.map(|recovered| {
+                        (
+                            recovered,
+                            "certificate recovered: the expired one was traded for a new one",
+                        )
+                    })
+                } else {
+                    Err(error.expect("an attempt was made"))
                 }
-                Err(e) => tracing::error!(error = %e, "the renewed certificate is not usable"),
+            }
+        };
+        match outcome {
+            Ok((fresh, what)) => match credentials::channel(&config, Some(&fresh)) {
+                Ok(new_channel) => {
+                    channel.set(new_channel);
+                    reporter.cleared();
+                    recovery_backoff.reset();
+                    tracing::info!(not_after_ms = fresh.not_after_ms, "{what}");
+                    held = fresh;
+                }
+                Err(e) => tracing::error!(error = %e, "the new certificate is not usable"),
             },
             Err(e) => {
-                // Try again soon, well before the current certificate runs out.
-                let left = (held.not_after_ms - now).max(0) as u64;
-                let retry = Duration::from_millis((left / 10).clamp(500, 30_000));
-                tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "cannot renew the certificate yet");
+                // Try again soon, well before a live certificate runs out; an expired one
+                // with the reconnect backoff.
+                let retry = if now >= held.not_after_ms {
+                    recovery_backoff.next_delay(&mut rand::rng())
+                } else {
+                    let left = (held.not_after_ms - now).max(0) as u64;
+                    Duration::from_millis((left / 10).clamp(500, 30_000))
+                };
+                let trouble = match &e {
+                    credentials::CredentialsError::Refused(why) => {
+                        trouble::Trouble::CertificateRefused(why.clone())
+                    }
+                    other => trouble::Trouble::Other(other.to_string()),
+                };
+                if reporter.news(&trouble) {
+                    match &e {
+                        credentials::CredentialsError::Refused(why) => {
+                            tracing::error!(reason = %why, retry_in_ms = retry.as_millis() as u64, "the controller refused this agent a new certificate")
+                        }
+                        _ => {
+                            tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "cannot renew the certificate yet")
+                        }
+                    }
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(retry) => {}
                     _ = shutdown.cancelled() => return,
@@ -219,4 +279,11 @@ async fn keep_certificate_fresh(
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, as this device's clock reads them.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

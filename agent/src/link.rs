@@ -25,6 +25,7 @@ use crate::installer::ModelInstaller;
 use crate::jobs::{self, JobContext};
 use crate::ledger::{Admission, JobLedger};
 use crate::outbox::Outbox;
+use crate::trouble::{Reporter, Trouble};
 use crate::{installs, procfs};
 
 /// What the agent tells the controller about itself, and where it keeps its models.
@@ -110,6 +111,7 @@ impl Link {
         };
         work.restore();
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
+        let mut reporter = Reporter::default();
         loop {
             let outcome = self
                 .session(&self.channel.get(), &mut work, &shutdown)
@@ -117,6 +119,7 @@ impl Link {
             let delay = match outcome {
                 Ok(SessionEnd::Shutdown) => break,
                 Ok(SessionEnd::Dropped { reason, lasted }) => {
+                    reporter.cleared();
                     // Only a session that held for a while earns a fast reconnect; otherwise two
                     // devices sharing an id would push each other off several times a second.
                     if lasted >= STABLE_SESSION {
@@ -128,10 +131,26 @@ impl Link {
                 }
                 Err(status) => {
                     let delay = backoff.next_delay(&mut rand::rng());
+                    // Said once when it begins or changes, not at every retry.
                     if status.code() == tonic::Code::PermissionDenied {
-                        tracing::error!(controller = %self.config.controller, reason = %status.message(), retry_in_ms = delay.as_millis() as u64, "the controller refused this agent");
+                        let trouble = Trouble::CertificateRefused(status.message().to_string());
+                        if reporter.news(&trouble) {
+                            tracing::error!(controller = %self.config.controller, reason = %status.message(), retry_in_ms = delay.as_millis() as u64, "the controller refused this agent");
+                        }
                     } else {
-                        tracing::warn!(controller = %self.config.controller, error = %describe(&status), retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying");
+                        let trouble = crate::trouble::classify(&status);
+                        if reporter.news(&trouble) {
+                            match trouble {
+                                Trouble::Other(_) | Trouble::Proxy(_) => {
+                                    tracing::warn!(controller = %self.config.controller, reason = %trouble, retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying")
+                                }
+                                _ => {
+                                    tracing::error!(controller = %self.config.controller, reason = %trouble, retry_in_ms = delay.as_millis() as u64, "cannot connect to the controller; retrying")
+                                }
+                            }
+                        } else {
+                            tracing::debug!(reason = %trouble, "still cannot connect to the controller");
+                        }
                     }
                     delay
                 }
