@@ -59,7 +59,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgefleet_e2e::sim::{connect_admin, Admin};
-use edgefleet_e2e::{bare_link, metrics, sim, Controller};
+use edgefleet_e2e::{bare_link, metrics, sim, Controller, SIMULATED_FLEET_LIMITS};
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ControllerMessage,
@@ -646,7 +646,11 @@ async fn main() {
         &dir,
         "127.0.0.1:0",
         args.heartbeat_s,
-        &["--metrics-listen", "127.0.0.1:0"],
+        &[
+            &["--metrics-listen", "127.0.0.1:0"][..],
+            &SIMULATED_FLEET_LIMITS[..],
+        ]
+        .concat(),
     );
     let pid = ctl.process.child.id();
     println!(
@@ -884,7 +888,7 @@ async fn main() {
     drop(ctl);
     let restart_ms = now_ms();
     let mut ctl = tokio::task::block_in_place(|| {
-        Controller::start_with_heartbeat(&dir, &listen, args.heartbeat_s, &[])
+        Controller::start_with_heartbeat(&dir, &listen, args.heartbeat_s, &SIMULATED_FLEET_LIMITS)
     });
     let pid = ctl.process.child.id();
     let listening = stopped_at.elapsed();

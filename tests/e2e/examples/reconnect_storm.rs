@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::{sim, Controller};
+use edgefleet_e2e::{sim, Controller, SIMULATED_FLEET_LIMITS};
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, AgentMessage, CreateEnrollmentTokenRequest, Hello,
@@ -149,8 +149,14 @@ async fn main() {
     let plain_dir = work.path().join("plain");
     std::fs::create_dir_all(&tls_dir).unwrap();
     std::fs::create_dir_all(&plain_dir).unwrap();
-    let tls = Controller::start(&tls_dir, "127.0.0.1:0");
-    let plain = Controller::start_insecure(&plain_dir, "storm", "127.0.0.1:0");
+    // One loopback source for every agent: the per-source caps of a real network are lifted.
+    let tls = Controller::start_with(&tls_dir, "127.0.0.1:0", &SIMULATED_FLEET_LIMITS);
+    let plain = Controller::start_insecure_with(
+        &plain_dir,
+        "storm",
+        "127.0.0.1:0",
+        &SIMULATED_FLEET_LIMITS,
+    );
     println!("{n} agents, loopback, release controller");
 
     let enrolled_at = Instant::now();

@@ -10,7 +10,8 @@ use std::time::Duration;
 use edgefleet_proto::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use edgefleet_proto::v1::{
     controller_message, AgentMessage, ArtifactChunk, ControllerHeartbeat, ControllerMessage,
-    EnrollReply, EnrollRequest, FetchArtifactRequest, RenewReply, RenewRequest, Welcome,
+    EnrollReply, EnrollRequest, FetchArtifactRequest, RecoverRequest, RenewReply, RenewRequest,
+    Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -90,6 +91,10 @@ impl AgentLink for BareLink {
 
     async fn renew(&self, _: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
         Err(Status::unimplemented("the bare peer renews nothing"))
+    }
+
+    async fn recover(&self, _: Request<RecoverRequest>) -> Result<Response<RenewReply>, Status> {
+        Err(Status::unimplemented("the bare peer recovers nothing"))
     }
 }
 

@@ -60,6 +60,15 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// `serve` flags that lift the caps on unauthenticated connections for a simulated fleet: its
+/// thousands of agents all dial from one loopback address, where a real fleet has many.
+pub const SIMULATED_FLEET_LIMITS: [&str; 4] = [
+    "--max-unauthenticated",
+    "100000",
+    "--max-unauthenticated-per-source",
+    "100000",
+];
+
 /// Polls `check` every 200 ms until it holds; panics naming `what` it waited for when `timeout`
 /// passes first. Returns how long it took.
 pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
@@ -198,6 +207,27 @@ impl Controller {
         Controller::spawn(dir, listen, Some(token), 1, &[])
     }
 
+    /// The same, with extra flags.
+    pub fn start_insecure_with(
+        dir: &Path,
+        token: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Controller {
+        Controller::spawn(dir, listen, Some(token), 1, extra)
+    }
+
+    /// Starts `edgefleet serve` with TLS and extra flags, its open-file limit (soft and hard) set
+    /// to `open_files`, as a small host or a container would give it.
+    pub fn start_with_open_files(
+        dir: &Path,
+        listen: &str,
+        open_files: u64,
+        extra: &[&str],
+    ) -> Controller {
+        Controller::spawn_limited(dir, listen, None, 1, extra, Some(open_files))
+    }
+
     fn spawn(
         dir: &Path,
         listen: &str,
@@ -205,9 +235,30 @@ impl Controller {
         heartbeat_s: u64,
         extra: &[&str],
     ) -> Controller {
+        Controller::spawn_limited(dir, listen, insecure_token, heartbeat_s, extra, None)
+    }
+
+    fn spawn_limited(
+        dir: &Path,
+        listen: &str,
+        insecure_token: Option<&str>,
+        heartbeat_s: u64,
+        extra: &[&str],
+        open_files: Option<u64>,
+    ) -> Controller {
         let data_dir = dir.join("controller");
         let log = dir.join(format!("controller-{}.log", listen.replace(':', "_")));
-        let mut cmd = Command::new(binary("edgefleet"));
+        // util-linux's prlimit sets the limit and then becomes `edgefleet` (same process).
+        let mut cmd = match open_files {
+            Some(limit) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(binary("edgefleet"));
+                cmd
+            }
+            None => Command::new(binary("edgefleet")),
+        };
         cmd.args([
             "serve",
             "--listen",
