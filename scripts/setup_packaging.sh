@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up for packaging and for the ARM tests: cargo-deb (pinned), and with --cross the
 # aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
-# agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders the HTML report
-# for its browser test. Debian packages need root (apt-get); without it
-# this says which command to run. With --debian-root it also makes a minimal Debian 12 root with
-# debootstrap (from the mirror this machine's apt uses) under the cache, which the package tests
-# copy to install the packages for real without touching this machine. A second run checks and
-# does nothing more.
+# agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders
+# the HTML report for its browser test; tinyproxy and libfaketime serve the proxy and wrong-clock
+# tests. Debian packages need root (apt-get); without it this says which command to run. With
+# --debian-root it also makes a minimal Debian 12 root with debootstrap (from the mirror this
+# machine's apt uses) under the cache, which the package tests copy to install the packages for
+# real without touching this machine. A second run checks and does nothing more.
 set -euo pipefail
 CARGO_DEB_VERSION=3.8.0
 log() { printf 'setup-packaging: %s\n' "$*" >&2; }
@@ -28,6 +28,13 @@ command -v systemd-analyze >/dev/null || NEED+=(systemd)
 command -v dpkg-deb >/dev/null || NEED+=(dpkg)
 # The report's browser test (tests/e2e/tests/report_browser.rs) opens report.html in it.
 command -v chromium >/dev/null || NEED+=(chromium)
+# The proxy and wrong-clock tests: an HTTP proxy (tests/e2e/src/http_proxy.rs) and libfaketime
+# (tests/e2e/src/fake_clock.rs; the faketime package pulls in libfaketime with its
+# multi-threaded libfaketimeMT.so.1). tinyproxy-bin is the program alone: Debian's tinyproxy
+# package adds a system service that starts on install where services may start; the tests run
+# their own tinyproxy, on their own ports, and need no service.
+[[ -x /usr/bin/tinyproxy || -x /usr/sbin/tinyproxy ]] || NEED+=(tinyproxy-bin)
+compgen -G '/usr/lib/*-linux-gnu/faketime/libfaketimeMT.so.1' >/dev/null || NEED+=(faketime)
 if [[ $CROSS -eq 1 ]]; then
   command -v aarch64-linux-gnu-gcc >/dev/null || NEED+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
   command -v qemu-aarch64 >/dev/null || NEED+=(qemu-user)
@@ -45,6 +52,8 @@ if [[ ${#NEED[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${NEED[@]}" >/dev/null \
     || die "apt-get could not install ${NEED[*]}"
 fi
+[[ -x /usr/bin/tinyproxy || -x /usr/sbin/tinyproxy ]] \
+  || die "tinyproxy is in neither /usr/bin nor /usr/sbin after installing tinyproxy-bin"
 
 # The aarch64 agent starts its aarch64 worker as a child process: the kernel must hand aarch64
 # programs to qemu (binfmt_misc, as Debian's qemu-user-binfmt sets up under systemd; done here

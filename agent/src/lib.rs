@@ -161,17 +161,23 @@ async fn enroll_until_done(
     shutdown: &CancellationToken,
 ) -> Option<credentials::Credentials> {
     let mut backoff = backoff::Backoff::new(config.reconnect_initial, config.reconnect_max);
+    let mut reporter = trouble::Reporter::default();
     loop {
         let delay = match credentials::enroll(config, token).await {
             Ok(enrolled) => return Some(enrolled),
             Err(e) => {
                 let delay = backoff.next_delay(&mut rand::rng());
-                match &e {
-                    credentials::CredentialsError::Unreachable { .. } => {
-                        tracing::warn!(controller = %config.controller, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying")
-                    }
-                    _ => {
-                        tracing::error!(controller = %config.controller, reason = %e, retry_in_ms = delay.as_millis() as u64, "the controller refused this agent")
+                // Said once when it begins or changes, not at every retry.
+                if !reporter.news(&trouble::Trouble::Other(e.to_string())) {
+                    tracing::debug!(error = %e, "still cannot enroll");
+                } else {
+                    match &e {
+                        credentials::CredentialsError::Unreachable { .. } => {
+                            tracing::warn!(controller = %config.controller, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying")
+                        }
+                        _ => {
+                            tracing::error!(controller = %config.controller, reason = %e, retry_in_ms = delay.as_millis() as u64, "the controller refused this agent")
+                        }
                     }
                 }
                 delay

@@ -4,9 +4,12 @@
 pub mod bare_link;
 pub mod browser;
 pub mod debian_root;
+pub mod fake_clock;
 pub mod fault_proxy;
+pub mod http_proxy;
 pub mod kill_trials;
 pub mod metrics;
+pub mod netns;
 pub mod sim;
 
 use std::io::{BufRead, BufReader};
@@ -493,18 +496,52 @@ pub fn start_agent_with(
 /// Starts `edgefleet-agent run --name NAME --data-dir DIR/agents/NAME` with exactly `flags` (the
 /// controller, tokens and the rest), e.g. to try what a refused agent sees.
 pub fn start_agent_raw(dir: &Path, name: &str, sensors_root: &Path, flags: &[&str]) -> Process {
+    start_agent_in(
+        Command::new(binary("edgefleet-agent")),
+        dir,
+        name,
+        sensors_root,
+        flags,
+    )
+}
+
+/// The same from a command the caller made: the agent run through another program (`ip netns
+/// exec`), with a fake clock or more environment (an `EDGEFLEET_LOG` set there is kept).
+pub fn start_agent_in(
+    mut cmd: Command,
+    dir: &Path,
+    name: &str,
+    sensors_root: &Path,
+    flags: &[&str],
+) -> Process {
     let log = dir.join(format!("{name}.log"));
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)
         .expect("log file");
-    let mut cmd = Command::new(binary("edgefleet-agent"));
+    if !cmd.get_envs().any(|(key, _)| key == "EDGEFLEET_LOG") {
+        cmd.env("EDGEFLEET_LOG", "info");
+    }
+    // A proxy in this machine's environment is not the test's: only one the caller set counts.
+    for var in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        if !cmd.get_envs().any(|(key, _)| key == var) {
+            cmd.env_remove(var);
+        }
+    }
     cmd.args(["run", "--name", name, "--data-dir"])
         .arg(dir.join("agents").join(name))
         .arg("--onnxruntime-library")
         .arg(onnxruntime_library())
-        .env("EDGEFLEET_LOG", "info")
         .env("NO_COLOR", "1")
         .env("EDGEFLEET_SENSORS_ROOT", sensors_root)
         .stdout(Stdio::null())
