@@ -136,10 +136,20 @@ async fn enroll_into(
     }
     // Everything that will be written is checked before the token is spent.
     probe_writable(&config.data_dir)?;
-    let staged = StagedConfig::write(
-        &request.config_path,
-        &config_text(existing, request, config)?,
-    )?;
+    let (text, holds_secret) = config_text(existing, request, config)?;
+    let private_group = if holds_secret {
+        Some(
+            std::fs::metadata(&config.data_dir)
+                .map(|m| m.gid())
+                .map_err(|source| ProvisionError::NotWritable {
+                    path: config.data_dir.clone(),
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
+    let staged = StagedConfig::write(&request.config_path, &text, private_group)?;
     credentials::prefer_fastest_cipher();
     let (granted, granted_name) = credentials::request_certificate(config, token).await?;
     if let Err(e) = granted
@@ -178,12 +188,15 @@ fn read_existing(path: &Path) -> Result<Option<String>, ProvisionError> {
 }
 
 /// The config to write: the existing file's settings, with the controller, name, labels and
-/// data folder given now, and without any enrollment token.
+/// data folder given now, and without any enrollment token. A proxy that enrollment took from
+/// the environment (`HTTPS_PROXY` in the shell that ran `enroll`) is written too, since the
+/// service does not see that shell's environment; `true` when it holds credentials (the file
+/// is then readable by root and the service's group only).
 fn config_text(
     existing: Option<&str>,
     request: &EnrollRequest,
     config: &AgentConfig,
-) -> Result<String, ProvisionError> {
+) -> Result<(String, bool), ProvisionError> {
     let mut table: toml::Table = match existing {
         // Already parsed once as a ConfigFile, so it is valid TOML.
         Some(text) => text.parse().unwrap_or_default(),
@@ -191,6 +204,15 @@ fn config_text(
     };
     table.remove("enroll_token");
     table.insert("controller".into(), config.controller.clone().into());
+    let mut holds_secret = false;
+    if let crate::proxy::Route::Proxy(proxy) = &config.route {
+        if proxy.from_environment() && !table.contains_key("proxy") {
+            table.insert("proxy".into(), proxy.url_with_credentials().into());
+        }
+    }
+    if let Some(toml::Value::String(url)) = table.get("proxy") {
+        holds_secret = url.contains('@');
+    }
     if request.name.is_some() {
         table.insert("name".into(), config.name.clone().into());
     }
@@ -208,9 +230,12 @@ fn config_text(
         path: request.config_path.clone(),
         source: std::io::Error::other(e),
     })?;
-    Ok(format!(
-        "# Written by `edgefleet-agent enroll`. The agent's certificate is in data_dir; every\n\
-         # setting is described in /usr/share/doc/edgefleet-agent/examples/agent.toml.\n{body}"
+    Ok((
+        format!(
+            "# Written by `edgefleet-agent enroll`. The agent's certificate is in data_dir; every\n\
+             # setting is described in /usr/share/doc/edgefleet-agent/examples/agent.toml.\n{body}"
+        ),
+        holds_secret,
     ))
 }
 
@@ -253,7 +278,13 @@ struct StagedConfig {
 }
 
 impl StagedConfig {
-    fn write(path: &Path, text: &str) -> Result<StagedConfig, ProvisionError> {
+    /// With `private_group`, the file is 0640 and belongs to that group (the service's): it
+    /// holds a proxy password.
+    fn write(
+        path: &Path,
+        text: &str,
+        private_group: Option<u32>,
+    ) -> Result<StagedConfig, ProvisionError> {
         let not_writable = |source| ProvisionError::NotWritable {
             path: path.to_path_buf(),
             source,
@@ -267,8 +298,25 @@ impl StagedConfig {
             path: path.to_path_buf(),
             committed: false,
         };
-        // Readable by the service's user: the file holds no secret (the token is not kept).
-        let mut file = std::fs::File::create(&staged).map_err(not_writable)?;
+        // Readable by the service's user: the file holds no secret (the token is not kept), or
+        // only by its group when it holds a proxy password.
+        let _ = std::fs::remove_file(&staged);
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(if private_group.is_some() {
+                    0o640
+                } else {
+                    0o644
+                })
+                .open(&staged)
+                .map_err(not_writable)?
+        };
+        if let Some(gid) = private_group {
+            std::os::unix::fs::chown(&staged, None, Some(gid)).map_err(not_writable)?;
+        }
         file.write_all(text.as_bytes()).map_err(not_writable)?;
         file.sync_all().map_err(not_writable)?;
         Ok(guard)
@@ -435,12 +483,44 @@ mod tests {
             },
         )
         .unwrap();
-        let text = config_text(Some(existing), &req, &config).unwrap();
+        let (text, _) = config_text(Some(existing), &req, &config).unwrap();
         let back = ConfigFile::parse(Path::new("agent.toml"), &text).unwrap();
         assert_eq!(back.controller.as_deref(), Some("https://new:7070"));
         assert_eq!(back.keep_versions, Some(3));
         assert!(back.enroll_token.is_none(), "{text}");
         assert_eq!(back.labels["hw"], "rpi5");
         assert_eq!(back.labels["site"], "lab");
+        assert!(back.proxy.is_none(), "no proxy, none written: {text}");
+
+        // A proxy from the shell's environment is written for the service, which will not see
+        // that environment; with a password the file is marked as holding a secret.
+        let mut proxied = config.clone();
+        proxied.route = crate::proxy::route("https://new:7070", None, |name| {
+            (name == "HTTPS_PROXY").then(|| "http://ops:p%40ss@10.0.0.9:3128".to_string())
+        })
+        .unwrap();
+        let (text, secret) = config_text(Some(existing), &req, &proxied).unwrap();
+        let back = ConfigFile::parse(Path::new("agent.toml"), &text).unwrap();
+        assert!(secret, "{text}");
+        let written = back.proxy.unwrap();
+        match crate::proxy::route("https://new:7070", Some(&written), |_| None).unwrap() {
+            crate::proxy::Route::Proxy(proxy) => {
+                assert_eq!(proxy.to_string(), "http://ops:***@10.0.0.9:3128");
+                assert_eq!(proxy.url_with_credentials(), written);
+            }
+            other => panic!("{other:?} from {written}"),
+        }
+    }
+
+    #[test]
+    fn a_config_holding_a_proxy_password_is_written_0640() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let gid = std::fs::metadata(dir.path()).unwrap().gid();
+        let staged = StagedConfig::write(&path, "proxy = \"http://u:p@h:1\"\n", Some(gid)).unwrap();
+        staged.commit().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
     }
 }

@@ -21,6 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
 
+/// Where a proxy set in the config file is said to come from.
+const CONFIG_SOURCE: &str = "the config's proxy";
+
 /// How long reaching the proxy, or the proxy's answer to `CONNECT`, may take.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most a proxy's answer to `CONNECT` may hold before its blank line.
@@ -164,6 +167,44 @@ impl Proxy {
             user,
             source: source.to_string(),
         })
+    }
+
+    /// Whether the URL carries credentials (a file that keeps it must not be world-readable).
+    pub fn has_credentials(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// The URL with its credentials, for the config file `enroll` writes (never for a log).
+    pub fn url_with_credentials(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let escape = |text: &str| {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        match &self.user {
+            Some((user, password)) => format!(
+                "http://{}:{}@{host}:{}",
+                escape(user),
+                escape(password),
+                self.port
+            ),
+            None => format!("http://{host}:{}", self.port),
+        }
+    }
+
+    /// Whether the setting came from the environment (not the config file).
+    pub fn from_environment(&self) -> bool {
+        self.source != CONFIG_SOURCE
     }
 
     /// Opens a tunnel to `host:port` through this proxy.
@@ -374,7 +415,7 @@ pub fn route(
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let proxy = match configured.map(str::trim) {
         Some("" | "none") => return Ok(Route::Direct),
-        Some(url) => Proxy::parse(url, "the config's proxy")?,
+        Some(url) => Proxy::parse(url, CONFIG_SOURCE)?,
         None => {
             let names: &[&str] = if https {
                 &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
@@ -502,6 +543,8 @@ mod tests {
             .to_string();
         assert!(err.contains("socks5") && !err.contains("hunter2"), "{err}");
         assert!(Proxy::parse("http://h:port", "x").is_err());
+        let back = Proxy::parse(&p.url_with_credentials(), "config").unwrap();
+        assert_eq!(back.user, p.user, "{}", p.url_with_credentials());
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn an_agent_whose_only_way_out_is_a_proxy_enrolls_benchmarks_and_installs_throug
     ctl.wait_online(&["edge-proxied"], Duration::from_secs(90));
     let target = ctl.listen.clone();
     assert!(
-        proxy.connect_requests().iter().any(|t| *t == target),
+        proxy.connect_requests().contains(&target),
         "the proxy tunnelled to the controller: {:?}",
         proxy.connect_requests()
     );
