@@ -364,6 +364,9 @@ pub async fn recover(
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
                 unreachable(crate::trouble::classify(&status).to_string())
             }
+            tonic::Code::Unimplemented => CredentialsError::Refused(
+                "the controller is older than this agent and cannot renew an expired certificate: upgrade it, or enroll the device again (`edgefleet agents enroll --name NAME` on the controller)".into(),
+            ),
             _ => CredentialsError::Refused(status.message().to_string()),
         })?
         .into_inner();

@@ -99,8 +99,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         };
         (held.agent_id.clone(), Some(held))
     };
-    if let proxy::Route::Proxy(_) | proxy::Route::Excluded { .. } = &config.route {
-        tracing::info!(controller = %config.controller, route = %config.route, "proxy");
+    match &config.route {
+        proxy::Route::Proxy(_) | proxy::Route::Excluded { .. } => {
+            tracing::info!(controller = %config.controller, route = %config.route, "proxy")
+        }
+        proxy::Route::Ignored { why } => {
+            tracing::warn!(controller = %config.controller, "not using the environment's proxy: {why}")
+        }
+        proxy::Route::Direct => {}
     }
     let channel = channel::LinkChannel::new(credentials::channel(&config, credentials.as_ref())?);
     let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
@@ -205,17 +211,21 @@ async fn keep_certificate_fresh(
     let mut reporter = trouble::Reporter::default();
     let mut recovery_backoff =
         backoff::Backoff::new(config.reconnect_initial, config.reconnect_max);
+    // The controller refused the certificate as expired though this clock says it is not (the
+    // device clock lags): recover now rather than at the renewal time this clock gives.
+    let mut refused_as_expired = false;
     loop {
         let now = wall_clock_ms();
         let wait = Duration::from_millis((held.renew_at_ms() - now).max(0) as u64);
-        if !wait.is_zero() {
+        if !wait.is_zero() && !refused_as_expired {
             tokio::select! {
                 _ = tokio::time::sleep(wait.min(RECHECK)) => {}
+                _ = channel.expired_reported() => refused_as_expired = true,
                 _ = shutdown.cancelled() => return,
             }
             continue;
         }
-        let expired_here = now >= held.not_after_ms;
+        let expired_here = now >= held.not_after_ms || std::mem::take(&mut refused_as_expired);
         let renewed = if expired_here {
             Err(None)
         } else {
@@ -246,10 +256,27 @@ async fn keep_certificate_fresh(
             Ok((fresh, what)) => match credentials::channel(&config, Some(&fresh)) {
                 Ok(new_channel) => {
                     channel.set(new_channel);
-                    reporter.cleared();
-                    recovery_backoff.reset();
                     tracing::info!(not_after_ms = fresh.not_after_ms, "{what}");
                     held = fresh;
+                    if wall_clock_ms() >= held.not_after_ms {
+                        // A certificate fresh from the controller is already over by this clock:
+                        // the clock is ahead. Say so, and do not ask again at once.
+                        let trouble = trouble::Trouble::ClockAhead {
+                            device_s: wall_clock_ms() / 1000,
+                            valid_until_s: held.not_after_ms / 1000,
+                        };
+                        let retry = recovery_backoff.next_delay(&mut rand::rng());
+                        if reporter.news(&trouble) {
+                            tracing::error!(reason = %trouble, "the new certificate is already expired by this device's clock");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(retry) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                    } else {
+                        reporter.cleared();
+                        recovery_backoff.reset();
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "the new certificate is not usable"),
             },

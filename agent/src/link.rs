@@ -139,6 +139,9 @@ impl Link {
                         }
                     } else {
                         let trouble = crate::trouble::classify(&status);
+                        if trouble == Trouble::CertificateExpired {
+                            self.channel.report_expired();
+                        }
                         if reporter.news(&trouble) {
                             match trouble {
                                 Trouble::Other(_) | Trouble::Proxy(_) => {

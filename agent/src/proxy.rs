@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,8 +25,9 @@ use tonic::codegen::http::Uri;
 /// Where a proxy set in the config file is said to come from.
 const CONFIG_SOURCE: &str = "the config's proxy";
 
-/// How long reaching the proxy, or the proxy's answer to `CONNECT`, may take.
-const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reaching the proxy, or the proxy's answer to `CONNECT`, may take (each well inside
+/// the 10 s a whole connection attempt may take, so that the proxy is named when it is slow).
+const PROXY_TIMEOUT: Duration = Duration::from_secs(4);
 /// The most a proxy's answer to `CONNECT` may hold before its blank line.
 const MAX_PROXY_REPLY: usize = 16 << 10;
 
@@ -80,17 +82,16 @@ impl std::fmt::Display for Proxy {
     }
 }
 
-/// A URL with any password replaced, for messages about a setting that does not parse.
+/// A URL with its credentials replaced, for messages about a setting that does not parse: the
+/// whole user part before an `@`, scheme or none.
 fn hide_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    match url[after_scheme..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..after_scheme], &url[after_scheme + at..]),
+        None => url.to_string(),
     }
 }
 
@@ -382,6 +383,11 @@ pub enum Route {
         proxy: Proxy,
         by: String,
     },
+    /// The environment names a proxy this agent cannot use (another scheme, a malformed URL):
+    /// it goes direct, and says why.
+    Ignored {
+        why: String,
+    },
 }
 
 impl std::fmt::Display for Route {
@@ -394,6 +400,7 @@ impl std::fmt::Display for Route {
                 "none (direct): {by} covers the controller, so {proxy} (from {}) is not used",
                 proxy.source
             ),
+            Route::Ignored { why } => write!(f, "none (direct): {why}"),
         }
     }
 }
@@ -413,8 +420,14 @@ pub fn route(
     let https = uri.scheme_str() != Some("http");
     let host = uri.host().unwrap_or_default().to_string();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let excluded_by = || {
+        ["no_proxy", "NO_PROXY"]
+            .into_iter()
+            .find(|name| env(name).is_some_and(|list| no_proxy_covers(&list, &host, port)))
+    };
     let proxy = match configured.map(str::trim) {
         Some("" | "none") => return Ok(Route::Direct),
+        // The config's own setting must be right: an error stops the agent with one line.
         Some(url) => Proxy::parse(url, CONFIG_SOURCE)?,
         None => {
             let names: &[&str] = if https {
@@ -422,43 +435,57 @@ pub fn route(
             } else {
                 &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
             };
-            match names.iter().find_map(|name| {
+            let Some((name, url)) = names.iter().find_map(|name| {
                 env(name)
                     .filter(|v| !v.trim().is_empty())
                     .map(|v| (name, v))
-            }) {
-                Some((name, url)) => Proxy::parse(&url, name)?,
-                None => return Ok(Route::Direct),
+            }) else {
+                return Ok(Route::Direct);
+            };
+            // The environment is shared with other programs: a setting this agent cannot use
+            // (a socks5:// proxy for another tool) is said and passed over, not fatal.
+            match Proxy::parse(&url, name) {
+                Ok(proxy) => proxy,
+                Err(e) if excluded_by().is_some() => {
+                    return Ok(Route::Ignored {
+                        why: format!("{e}; NO_PROXY covers the controller anyway"),
+                    })
+                }
+                Err(e) => return Ok(Route::Ignored { why: e.to_string() }),
             }
         }
     };
-    for name in ["no_proxy", "NO_PROXY"] {
-        if let Some(list) = env(name) {
-            if no_proxy_covers(&list, &host, port) {
-                return Ok(Route::Excluded {
-                    proxy,
-                    by: name.to_string(),
-                });
-            }
-        }
+    if let Some(name) = excluded_by() {
+        return Ok(Route::Excluded {
+            proxy,
+            by: name.to_string(),
+        });
     }
     Ok(Route::Proxy(proxy))
 }
 
-/// The connector every connection to the controller goes through: straight to it, or through a
-/// `CONNECT` tunnel of the proxy. TLS, when the controller speaks it, runs inside.
-#[derive(Debug, Clone, Default)]
+/// The connector every connection to the controller goes through: straight to it (hyper's
+/// connector: every address of the name, IPv6 and IPv4 raced, TCP keepalive, no Nagle), or
+/// through a `CONNECT` tunnel of the proxy. TLS, when the controller speaks it, runs inside.
+#[derive(Debug, Clone)]
 pub struct Dialer {
     proxy: Option<Arc<Proxy>>,
+    direct: HttpConnector,
 }
 
 impl Dialer {
     pub fn new(route: &Route) -> Dialer {
+        let mut direct = HttpConnector::new();
+        direct.enforce_http(false);
+        direct.set_nodelay(true);
+        direct.set_keepalive(Some(Duration::from_secs(30)));
+        direct.set_connect_timeout(Some(Duration::from_secs(10)));
         Dialer {
             proxy: match route {
                 Route::Proxy(proxy) => Some(Arc::new(proxy.clone())),
                 _ => None,
             },
+            direct,
         }
     }
 
@@ -467,9 +494,25 @@ impl Dialer {
         match &self.proxy {
             Some(proxy) => proxy.connect(host, port).await,
             None => {
-                let stream = TcpStream::connect((host, port)).await?;
-                let _ = stream.set_nodelay(true);
-                Ok(stream)
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.to_string()
+                };
+                let uri: Uri = format!("http://{host}:{port}")
+                    .parse()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
+                let mut direct = self.direct.clone();
+                let stream = tonic::codegen::Service::call(&mut direct, uri)
+                    .await
+                    .map_err(|e| {
+                        let text = match std::error::Error::source(&e) {
+                            Some(cause) => format!("{e}: {cause}"),
+                            None => e.to_string(),
+                        };
+                        io::Error::new(io::ErrorKind::ConnectionRefused, text)
+                    })?;
+                Ok(stream.into_inner())
             }
         }
     }

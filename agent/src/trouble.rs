@@ -42,11 +42,17 @@ impl Trouble {
             Trouble::ClockAhead { .. } => "clock-ahead".into(),
             Trouble::CertificateExpired => "expired".into(),
             Trouble::CertificateRevoked => "revoked".into(),
-            Trouble::CertificateRefused(why) => format!("refused:{why}"),
-            Trouble::Proxy(why) => format!("proxy:{why}"),
-            Trouble::Other(why) => format!("other:{why}"),
+            Trouble::CertificateRefused(why) => format!("refused:{}", without_digits(why)),
+            Trouble::Proxy(why) => format!("proxy:{}", without_digits(why)),
+            Trouble::Other(why) => format!("other:{}", without_digits(why)),
         }
     }
+}
+
+/// A message without its numbers: times and counts in it change from one retry to the next,
+/// the trouble does not.
+fn without_digits(text: &str) -> String {
+    text.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 impl std::fmt::Display for Trouble {

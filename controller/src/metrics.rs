@@ -27,8 +27,14 @@ pub const HANDSHAKES_REFUSED: &str = "edgefleet_handshakes_refused_total";
 /// The listeners whose connections are counted.
 const LISTENERS: [&str; 2] = ["link", "metrics"];
 /// Why a client certificate was refused at the handshake.
-pub const HANDSHAKE_REFUSALS: [&str; 5] =
-    ["expired", "unknown_ca", "revoked", "not_enrolled", "other"];
+pub const HANDSHAKE_REFUSALS: [&str; 6] = [
+    "expired",
+    "unknown_ca",
+    "revoked",
+    "not_enrolled",
+    "store",
+    "other",
+];
 
 /// The job states the store keeps (`bench_jobs.state`).
 const JOB_STATES: [&str; 3] = ["pending", "done", "failed"];

@@ -248,6 +248,7 @@ pub async fn serve(
     health_reporter
         .set_serving::<AdminServer<AdminService>>()
         .await;
+    let stop_refresh = stop_driver.clone();
     let shutdown = async move {
         shutdown.await;
         health_reporter
@@ -265,10 +266,29 @@ pub async fn serve(
             Security::Tls {
                 recovery_window, ..
             },
-        ) => Some(
-            tls::server_config(authority, controller.store.clone(), *recovery_window)
-                .map_err(ServeError::Tls)?,
-        ),
+        ) => {
+            let (config, identity) = tls::server_config(
+                authority.clone(),
+                controller.store.clone(),
+                *recovery_window,
+            )
+            .map_err(ServeError::Tls)?;
+            // A controller that runs for months makes its next server certificate itself.
+            let stop = stop_refresh;
+            tokio::spawn(async move {
+                let mut twice_a_day = tokio::time::interval(Duration::from_secs(12 * 3600));
+                loop {
+                    tokio::select! {
+                        _ = twice_a_day.tick() => {
+                            let identity = identity.clone();
+                            let _ = tokio::task::spawn_blocking(move || identity.refresh()).await;
+                        }
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+            Some(config)
+        }
         _ => None,
     };
     let admission = controller.admission.clone();

@@ -72,6 +72,7 @@ async fn accept(
     shutdown: CancellationToken,
 ) {
     let idle = admission.limits().unauthenticated_idle;
+    let header_deadline = admission.limits().handshake_timeout;
     let stop = shutdown.clone();
     accept_loop(
         listener,
@@ -87,7 +88,11 @@ async fn accept(
                     let controller = controller.clone();
                     async move { Ok::<_, Infallible>(answer(&request, &handle, &controller).await) }
                 });
+                // A request's head must arrive within the handshake deadline, so a slow
+                // sender cannot hold a slot by trickling bytes that keep it from going idle.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_deadline)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

@@ -152,9 +152,14 @@ fn open_file_limit() -> u64 {
         .unwrap_or(1024)
 }
 
-/// An address as one source: an IPv4 peer seen through an IPv6 socket counts as itself.
+/// An address as one source: an IPv4 peer seen through an IPv6 socket counts as itself, and an
+/// IPv6 peer by its /64 (one site's or one host's prefix, which holds as many addresses as it
+/// likes).
 fn source_of(peer: SocketAddr) -> IpAddr {
-    peer.ip().to_canonical()
+    match peer.ip().to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        v4 => v4,
+    }
 }
 
 impl Admission {
@@ -204,7 +209,7 @@ impl Admission {
             // cap): a flood from many addresses cannot starve an agent dialling from its own.
             if counts.unauthenticated >= self.limits.max_unauthenticated
                 && (held >= FAIR_SHARE
-                    || counts.unauthenticated >= self.limits.max_unauthenticated * 2)
+                    || counts.unauthenticated >= self.limits.max_unauthenticated.saturating_mul(2))
             {
                 return Err(Refusal::Unauthenticated);
             }
@@ -671,6 +676,19 @@ mod tests {
         let _v4 = admission.admit(peer([10, 0, 0, 1], 1)).unwrap();
         let mapped: SocketAddr = "[::ffff:10.0.0.1]:2".parse().unwrap();
         assert_eq!(admission.admit(mapped).unwrap_err(), Refusal::Source);
+        let _v6 = admission
+            .admit("[2001:db8:1:2::1]:1".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            admission
+                .admit("[2001:db8:1:2:ffff::9]:1".parse().unwrap())
+                .unwrap_err(),
+            Refusal::Source,
+            "one /64 is one source"
+        );
+        assert!(admission
+            .admit("[2001:db8:1:3::1]:1".parse().unwrap())
+            .is_ok());
     }
 
     #[test]
@@ -694,13 +712,13 @@ mod tests {
         use tokio::io::AsyncReadExt;
         use tokio_stream::StreamExt;
 
+        let started = Instant::now();
         let _silent = TcpStream::connect(addr).await.unwrap();
         let mut silent_server = incoming.next().await.unwrap().unwrap();
         let _talker = TcpStream::connect(addr).await.unwrap();
         let mut talker_server = incoming.next().await.unwrap().unwrap();
         talker_server.slot().authenticate();
 
-        let started = Instant::now();
         let err = silent_server.read_u8().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(250));

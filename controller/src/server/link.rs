@@ -36,11 +36,19 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct LinkService {
     controller: Controller,
+    /// Refused recoveries are logged within this budget: any client may ask.
+    recovery_log: std::sync::Mutex<super::admission::LogBudget>,
 }
 
 impl LinkService {
     pub fn new(controller: Controller) -> Self {
-        LinkService { controller }
+        LinkService {
+            controller,
+            recovery_log: std::sync::Mutex::new(super::admission::LogBudget::new(
+                20,
+                Duration::from_secs(60),
+            )),
+        }
     }
 
     /// Who is calling. With TLS: the agent its client certificate names, which must be enrolled
@@ -119,7 +127,7 @@ impl LinkService {
             .store
             .record_certificate(
                 agent_id,
-                &super::tls::pem_sha256(&issued.pem),
+                &super::tls::key_sha256_of_pem(&issued.pem),
                 issued.not_after_ms,
             )
             .map_err(|e| Status::internal(e.to_string()))
@@ -463,7 +471,9 @@ impl AgentLink for LinkService {
             now_ms(),
         )
         .map_err(|refusal| {
-            tracing::warn!(reason = %refusal, "refused to recover an agent's expired certificate");
+            if let Some(left_out) = self.recovery_log.lock().expect("log budget").take(std::time::Instant::now()) {
+                tracing::warn!(reason = %refusal, left_out, "refused to recover an agent's expired certificate");
+            }
             Status::permission_denied(refusal.to_string())
         })?;
         let agent_id = recoverable.agent_id;

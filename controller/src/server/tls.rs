@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::admission::LogBudget;
 use crate::clock::now_ms;
 use crate::metrics;
-use crate::store::Store;
+use crate::store::{AgentTrust, Store};
 use crate::trust::authority::Authority;
 use crate::trust::identity;
 
@@ -32,23 +32,84 @@ pub enum TlsSetupError {
     Anchor(String),
 }
 
-/// The rustls settings of the link listener.
+/// The rustls settings of the link listener, and the server identity they serve (which
+/// [`ServerIdentity::refresh`] replaces while running).
 pub fn server_config(
-    authority: &Authority,
+    authority: Arc<Authority>,
     store: Store,
     recovery_window: Duration,
-) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ServerIdentity>), TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = AgentCertVerifier::new(authority, store, recovery_window, provider.clone())?;
-    let (chain, key) = authority.server_identity_der();
+    let verifier = AgentCertVerifier::new(&authority, store, recovery_window, provider.clone())?;
+    let identity = Arc::new(ServerIdentity::new(authority, provider.clone())?);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsSetupError::Identity(e.to_string()))?
         .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsSetupError::Identity(e.to_string()))?;
+        .with_cert_resolver(identity.clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), identity))
+}
+
+/// The server certificate every handshake presents: the authority's, loaded again when it is
+/// replaced.
+pub struct ServerIdentity {
+    authority: Arc<Authority>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity").finish_non_exhaustive()
+    }
+}
+
+impl ServerIdentity {
+    fn new(
+        authority: Arc<Authority>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<ServerIdentity, TlsSetupError> {
+        let current = std::sync::RwLock::new(Self::load(&authority, &provider)?);
+        Ok(ServerIdentity {
+            authority,
+            provider,
+            current,
+        })
+    }
+
+    fn load(
+        authority: &Authority,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, TlsSetupError> {
+        let (chain, key) = authority.server_identity_der();
+        let key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsSetupError::Identity(e.to_string()))?;
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, key)))
+    }
+
+    /// Makes and serves a new server certificate if the one served nears its end.
+    pub fn refresh(&self) {
+        match self.authority.refresh_server_identity() {
+            Ok(false) => {}
+            Ok(true) => match Self::load(&self.authority, &self.provider) {
+                Ok(fresh) => *self.current.write().expect("server identity") = fresh,
+                Err(e) => tracing::error!(error = %e, "the new server certificate is not usable"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot make a new server certificate"),
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerIdentity {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().expect("server identity").clone())
+    }
 }
 
 /// The agent-certificate check of the handshake, with the store at hand.
@@ -95,12 +156,14 @@ impl AgentCertVerifier {
         })
     }
 
-    /// Counts a refusal and logs it within the budget.
-    fn refused(&self, reason: &'static str, agent: Option<&str>, why: String) {
+    /// Counts a refusal and, within the budget, logs it with `describe()`'s words (only worked
+    /// out, store lookups included, for a line that will be logged).
+    fn refused(&self, reason: &'static str, describe: impl FnOnce() -> (Option<String>, String)) {
         metrics::handshake_refused(reason);
         let Some(left_out) = self.log.lock().expect("log budget").take(Instant::now()) else {
             return;
         };
+        let (agent, why) = describe();
         match agent {
             Some(agent) => {
                 tracing::warn!(%agent, reason, left_out, "refused an agent's certificate: {why}")
@@ -109,51 +172,74 @@ impl AgentCertVerifier {
         }
     }
 
-    /// Names the agent `id` as the log shows it: its name and id, or the id alone.
-    fn agent_label(&self, id: &str) -> String {
-        match self.store.agent_trust(id) {
-            Ok(Some(trust)) => format!("{} ({id})", trust.name),
-            _ => id.to_string(),
+    /// The agent a certificate names, as the log shows it (its name and id), only if this CA
+    /// signed the certificate: anyone can write an agent's id into a certificate of their own.
+    /// `None` otherwise, or for an id that is not plain text.
+    fn signed_agent(
+        &self,
+        end_entity: &CertificateDer<'_>,
+    ) -> Option<(String, Option<AgentTrust>)> {
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity).ok()?;
+        let valid_then = UnixTime::since_unix_epoch(Duration::from_secs(
+            (cert.validity().not_after.timestamp().max(1) - 1) as u64,
+        ));
+        self.inner
+            .verify_client_cert(end_entity, &[], valid_then)
+            .ok()?;
+        let id = identity::agent_id_of(end_entity).ok()?;
+        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return None;
         }
+        let trust = self.store.agent_trust(&id).ok().flatten();
+        Some((id, trust))
     }
 
-    /// What the failed check says, in words, and the reason label.
+    /// Why the check failed, in words, and the reason label.
     fn explain(&self, end_entity: &CertificateDer<'_>, error: &rustls::Error) {
-        let agent_id = identity::agent_id_of(end_entity).ok();
-        let label = agent_id.as_deref().map(|id| self.agent_label(id));
-        let name = agent_id
-            .as_deref()
-            .and_then(|id| self.store.agent_trust(id).ok().flatten())
-            .map_or_else(|| "NAME".to_string(), |trust| trust.name);
         match error {
             rustls::Error::InvalidCertificate(
                 CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            ) => {
+            ) => self.refused("expired", || {
+                let Some((id, trust)) = self.signed_agent(end_entity) else {
+                    return (
+                        None,
+                        "it expired, and this CA did not sign it".to_string(),
+                    );
+                };
                 let not_after = not_after_ms(end_entity).unwrap_or(0);
                 let window_end = not_after + self.recovery_window.as_millis() as i64;
-                let why = if now_ms() < window_end {
-                    format!(
-                        "it expired at {}; the agent renews it by itself on its next connection (it may until {})",
-                        crate::clock::rfc3339(not_after),
+                let expired = crate::clock::rfc3339(not_after);
+                let why = match &trust {
+                    None => format!("it expired at {expired}, and no agent with its id is enrolled here (removed?)"),
+                    Some(t) if t.revoked_ms != 0 => format!(
+                        "it expired at {expired}, and the agent was revoked; enroll the device again (edgefleet agents enroll --name {})",
+                        t.name
+                    ),
+                    Some(_) if now_ms() < window_end => format!(
+                        "it expired at {expired}; the agent renews it by itself on its next connection (it may until {})",
                         crate::clock::rfc3339(window_end),
-                    )
-                } else {
-                    format!(
-                        "it expired at {}, longer ago than the recovery window ({}): the agent is locked out until it is enrolled again (edgefleet agents enroll --name {name})",
-                        crate::clock::rfc3339(not_after),
+                    ),
+                    Some(t) => format!(
+                        "it expired at {expired}, longer ago than the recovery window ({}): the agent is locked out until it is enrolled again (edgefleet agents enroll --name {})",
                         crate::clock::span_text(self.recovery_window),
-                    )
+                        t.name,
+                    ),
                 };
-                self.refused("expired", label.as_deref(), why);
-            }
+                let label = match trust {
+                    Some(t) => format!("{} ({id})", t.name),
+                    None => id,
+                };
+                (Some(label), why)
+            }),
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-                let why = match &label {
-                    Some(_) => "this controller's CA did not sign it (was the agent enrolled with another controller?)".to_string(),
-                    None => "it is not an edgefleet agent certificate of this controller's CA".to_string(),
-                };
-                self.refused("unknown_ca", label.as_deref(), why);
+                self.refused("unknown_ca", || {
+                    (
+                        None,
+                        "this controller's CA did not sign it (a device enrolled with another controller?)".to_string(),
+                    )
+                })
             }
-            other => self.refused("other", label.as_deref(), other.to_string()),
+            other => self.refused("other", || (None, other.to_string())),
         }
     }
 }
@@ -182,33 +268,42 @@ impl ClientCertVerifier for AgentCertVerifier {
             .verify_client_cert(end_entity, intermediates, now)
             .inspect_err(|e| self.explain(end_entity, e))?;
         let Ok(agent_id) = identity::agent_id_of(end_entity) else {
-            self.refused("other", None, "it names no edgefleet agent".to_string());
+            self.refused("other", || {
+                (None, "it names no edgefleet agent".to_string())
+            });
             return Err(CertificateError::ApplicationVerificationFailure.into());
         };
         match self.store.agent_trust(&agent_id) {
             Ok(Some(trust)) if trust.revoked_ms == 0 => Ok(verified),
             Ok(Some(trust)) => {
-                self.refused(
-                    "revoked",
-                    Some(&format!("{} ({agent_id})", trust.name)),
-                    format!(
-                        "the agent was revoked at {}; enroll the device again (edgefleet agents enroll --name {})",
-                        crate::clock::rfc3339(trust.revoked_ms),
-                        trust.name
-                    ),
-                );
+                self.refused("revoked", || {
+                    (
+                        Some(format!("{} ({agent_id})", trust.name)),
+                        format!(
+                            "the agent was revoked at {}; enroll the device again (edgefleet agents enroll --name {})",
+                            crate::clock::rfc3339(trust.revoked_ms),
+                            trust.name
+                        ),
+                    )
+                });
                 Err(CertificateError::Revoked.into())
             }
             Ok(None) => {
-                self.refused(
-                    "not_enrolled",
-                    Some(&agent_id),
-                    "no agent with this id is enrolled here (removed?); enroll the device again (edgefleet agents enroll --name NAME)".to_string(),
-                );
+                self.refused("not_enrolled", || {
+                    (
+                        Some(agent_id.clone()),
+                        "no agent with this id is enrolled here (removed?); enroll the device again (edgefleet agents enroll --name NAME)".to_string(),
+                    )
+                });
                 Err(CertificateError::ApplicationVerificationFailure.into())
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot check an agent's certificate against the store");
+                self.refused("store", || {
+                    (
+                        Some(agent_id.clone()),
+                        format!("the store cannot be read to check it: {e}"),
+                    )
+                });
                 Err(CertificateError::ApplicationVerificationFailure.into())
             }
         }
@@ -262,8 +357,10 @@ pub enum RecoveryRefusal {
     NotEnrolled(String),
     #[error("agent {name} was revoked; enroll the device again: `edgefleet agents enroll --name {name}` on the controller")]
     Revoked { name: String },
-    #[error("this is not the certificate agent {name} was last given (a newer one was issued); only the newest recovers it")]
+    #[error("this certificate's key is older than the last two keys agent {name} was given; only those recover it: enroll the device again: `edgefleet agents enroll --name {name}` on the controller")]
     Superseded { name: String },
+    #[error("agent {name}'s certificate is still valid until {until} by the controller's clock: renew it over the link instead (the device clock reads later than the controller's: is it right?)")]
+    StillValid { name: String, until: String },
     #[error("agent {name}'s certificate expired at {expired}, longer ago than the recovery window ({window}): it is locked out; enroll the device again: `edgefleet agents enroll --name {name}` on the controller")]
     PastWindow {
         name: String,
@@ -273,8 +370,9 @@ pub enum RecoveryRefusal {
 }
 
 /// Checks that `cert_der` is an agent certificate this CA issued (verified as of its last valid
-/// second), that `csr_public_key` is its key, and that the agent is enrolled, not revoked, this
-/// is the newest certificate it was given, and it expired less than `window` ago.
+/// second), that `csr_public_key` is its key, and that the agent is enrolled, not revoked, the
+/// key is the one of the last certificate it was given or of the one before (whose renewal
+/// reply may have been lost), and the certificate has expired, less than `window` ago.
 pub fn recoverable_certificate(
     authority: &Authority,
     store: &Store,
@@ -307,9 +405,15 @@ pub fn recoverable_certificate(
     if trust.revoked_ms != 0 {
         return Err(RecoveryRefusal::Revoked { name: trust.name });
     }
-    let sha256 = hex::encode(Sha256::digest(cert_der));
-    if !trust.cert_sha256.is_empty() && trust.cert_sha256 != sha256 {
+    let key = hex::encode(Sha256::digest(csr_public_key));
+    if !trust.key_sha256.is_empty() && trust.key_sha256 != key && trust.previous_key_sha256 != key {
         return Err(RecoveryRefusal::Superseded { name: trust.name });
+    }
+    if now_ms < not_after_ms {
+        return Err(RecoveryRefusal::StillValid {
+            name: trust.name,
+            until: crate::clock::rfc3339(not_after_ms),
+        });
     }
     if now_ms > not_after_ms.saturating_add(window.as_millis() as i64) {
         return Err(RecoveryRefusal::PastWindow {
@@ -325,10 +429,16 @@ pub fn recoverable_certificate(
     })
 }
 
-/// The SHA-256 of a PEM certificate's DER, hex (what the store keeps of each issued one).
-pub fn pem_sha256(pem: &str) -> String {
+/// The SHA-256 of a PEM certificate's public key, hex (what the store keeps of each issued
+/// one).
+pub fn key_sha256_of_pem(pem: &str) -> String {
     crate::trust::authority::der_of(pem)
-        .map(|der| hex::encode(Sha256::digest(der)))
+        .and_then(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+            Some(hex::encode(Sha256::digest(
+                cert.public_key().subject_public_key.data.as_ref(),
+            )))
+        })
         .unwrap_or_default()
 }
 
@@ -351,4 +461,133 @@ pub(crate) fn identity_der(
         chain,
         PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(key_der)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key pair and a CSR for it, PEM.
+    fn key_and_csr() -> (rcgen::KeyPair, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        (key, csr)
+    }
+
+    fn csr_for(key: &rcgen::KeyPair) -> String {
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+
+    fn public_key(csr_pem: &str) -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .unwrap()
+            .public_key
+            .der_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn only_the_agents_own_recent_expired_certificate_recovers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let store = Store::open(&dir.path().join("controller.db")).unwrap();
+        let hardware = Default::default();
+        store
+            .upsert_agent("a1", "gw-1", &Default::default(), "", &hardware, 0)
+            .unwrap();
+        let window = Duration::from_secs(3600);
+        // Issued, and recorded as the agent's current certificate, with a 1 s lifetime.
+        let (old_key, old_csr) = key_and_csr();
+        let old = authority
+            .issue_agent(&old_csr, "a1", Duration::from_secs(1))
+            .unwrap();
+        store
+            .record_certificate("a1", &key_sha256_of_pem(&old.pem), old.not_after_ms)
+            .unwrap();
+        let der = der_of_pem(&old.pem).unwrap();
+        let after = old.not_after_ms + 10;
+        let check = |der: &[u8], csr: &str, now: i64| {
+            recoverable_certificate(&authority, &store, der, &public_key(csr), window, now)
+        };
+
+        // Still valid by the controller's clock: renew instead.
+        assert!(matches!(
+            check(&der, &csr_for(&old_key), old.not_after_ms - 500),
+            Err(RecoveryRefusal::StillValid { .. })
+        ));
+        // Expired, inside the window, with a CSR signed by its key: recovered.
+        let ok = check(&der, &csr_for(&old_key), after).unwrap();
+        assert_eq!((ok.agent_id.as_str(), ok.name.as_str()), ("a1", "gw-1"));
+        // A CSR for another key does not prove possession of this one.
+        let (_, stranger_csr) = key_and_csr();
+        assert_eq!(
+            check(&der, &stranger_csr, after).unwrap_err(),
+            RecoveryRefusal::OtherKey
+        );
+        // Past the window: locked out, with what to do.
+        let late = check(&der, &csr_for(&old_key), old.not_after_ms + 3_600_001).unwrap_err();
+        assert!(
+            late.to_string()
+                .contains("edgefleet agents enroll --name gw-1"),
+            "{late}"
+        );
+
+        // A renewal whose reply was lost: the previous key still recovers; two keys back does not.
+        let (_, second_csr) = key_and_csr();
+        let second = authority
+            .issue_agent(&second_csr, "a1", Duration::from_secs(1))
+            .unwrap();
+        store
+            .record_certificate("a1", &key_sha256_of_pem(&second.pem), second.not_after_ms)
+            .unwrap();
+        assert!(
+            check(&der, &csr_for(&old_key), after).is_ok(),
+            "the previous key"
+        );
+        let (_, third_csr) = key_and_csr();
+        let third = authority
+            .issue_agent(&third_csr, "a1", Duration::from_secs(1))
+            .unwrap();
+        store
+            .record_certificate("a1", &key_sha256_of_pem(&third.pem), third.not_after_ms)
+            .unwrap();
+        assert!(matches!(
+            check(&der, &csr_for(&old_key), after),
+            Err(RecoveryRefusal::Superseded { .. })
+        ));
+
+        // Another controller's certificate for the same id is not ours.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Authority::load_or_create(other_dir.path(), &["localhost".into()]).unwrap();
+        let (foreign_key, foreign_csr) = key_and_csr();
+        let foreign = other
+            .issue_agent(&foreign_csr, "a1", Duration::from_secs(1))
+            .unwrap();
+        assert!(matches!(
+            check(
+                &der_of_pem(&foreign.pem).unwrap(),
+                &csr_for(&foreign_key),
+                after
+            ),
+            Err(RecoveryRefusal::NotOurs(_))
+        ));
+
+        // Revoked: refused, before anything else is weighed.
+        store.revoke_agent("a1", 1).unwrap();
+        assert!(matches!(
+            check(&der, &csr_for(&old_key), after),
+            Err(RecoveryRefusal::Revoked { .. })
+        ));
+    }
 }

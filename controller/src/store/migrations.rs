@@ -236,11 +236,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE schedules ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';",
     // 9: when an agent said it began a job (progress only; NULL until then).
     "ALTER TABLE bench_jobs ADD COLUMN started_ms INTEGER;",
-    // 10: the certificate each agent holds now (the last one issued): until when it is valid
-    //     (0: issued before this was kept), and its SHA-256, so that only that one can recover
-    //     the agent once it has expired.
+    // 10: the certificate each agent was last given: until when it is valid (0: issued before
+    //     this was kept), and the SHA-256 of its public key and of the key before it (a renewal
+    //     whose reply was lost leaves the agent holding that one), so that only those keys can
+    //     recover the agent once its certificate has expired.
     "ALTER TABLE agents ADD COLUMN cert_not_after_ms INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE agents ADD COLUMN cert_sha256 TEXT NOT NULL DEFAULT '';",
+     ALTER TABLE agents ADD COLUMN cert_key_sha256 TEXT NOT NULL DEFAULT '';
+     ALTER TABLE agents ADD COLUMN cert_previous_key_sha256 TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

@@ -38,8 +38,10 @@ pub struct AgentTrust {
     pub revoked_ms: i64,
     /// 0 for a certificate issued before the controller kept it.
     pub cert_not_after_ms: i64,
-    /// Empty for a certificate issued before the controller kept it.
-    pub cert_sha256: String,
+    /// SHA-256 of the public key of the certificate it was last given (empty: issued before
+    /// the controller kept it), and of the key before that one.
+    pub key_sha256: String,
+    pub previous_key_sha256: String,
 }
 
 /// An admin token as listed (never its secret).
@@ -163,31 +165,39 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT name, revoked_ms, cert_not_after_ms, cert_sha256 FROM agents
-                 WHERE id = ?1 AND removed_ms = 0",
+                "SELECT name, revoked_ms, cert_not_after_ms, cert_key_sha256,
+                        cert_previous_key_sha256
+                 FROM agents WHERE id = ?1 AND removed_ms = 0",
                 params![agent_id],
                 |r| {
                     Ok(AgentTrust {
                         name: r.get(0)?,
                         revoked_ms: r.get(1)?,
                         cert_not_after_ms: r.get(2)?,
-                        cert_sha256: r.get(3)?,
+                        key_sha256: r.get(3)?,
+                        previous_key_sha256: r.get(4)?,
                     })
                 },
             )
             .optional()?)
     }
 
-    /// Records the certificate just issued to an agent (at enrollment, renewal or recovery).
+    /// Records the certificate just issued to an agent (at enrollment, renewal or recovery):
+    /// its expiry, and its key, the key before it kept as the previous one when the key changed.
     pub fn record_certificate(
         &self,
         agent_id: &str,
-        sha256: &str,
+        key_sha256: &str,
         not_after_ms: i64,
     ) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE agents SET cert_sha256 = ?2, cert_not_after_ms = ?3 WHERE id = ?1",
-            params![agent_id, sha256, not_after_ms],
+            "UPDATE agents SET
+                 cert_previous_key_sha256 = CASE WHEN cert_key_sha256 = ?2
+                     THEN cert_previous_key_sha256 ELSE cert_key_sha256 END,
+                 cert_key_sha256 = ?2,
+                 cert_not_after_ms = ?3
+             WHERE id = ?1",
+            params![agent_id, key_sha256, not_after_ms],
         )?;
         Ok(())
     }

@@ -43,10 +43,16 @@ pub struct Authority {
     ca_pem: String,
     ca_der: Vec<u8>,
     ca_sha256: String,
-    /// The server certificate followed by the CA's, so a client can find the CA in the chain.
-    server_chain_pem: String,
-    server_key_pem: String,
-    server_key_der: Vec<u8>,
+    data_dir: std::path::PathBuf,
+    names: Vec<String>,
+    /// The server certificate followed by the CA's, so a client can find the CA in the chain,
+    /// and its key; replaced while running when it nears its end.
+    server: std::sync::Mutex<ServerPair>,
+}
+
+struct ServerPair {
+    chain_pem: String,
+    key: KeyPair,
 }
 
 impl std::fmt::Debug for Authority {
@@ -136,17 +142,48 @@ impl Authority {
                     (chain, key)
                 }
             };
-        let server_key_pem = server_key.serialize_pem();
-        let server_key_der = server_key.serialize_der();
         Ok(Authority {
             issuer,
             ca_pem,
             ca_der,
             ca_sha256,
-            server_chain_pem,
-            server_key_pem,
-            server_key_der,
+            data_dir: data_dir.to_path_buf(),
+            names: names.to_vec(),
+            server: std::sync::Mutex::new(ServerPair {
+                chain_pem: server_chain_pem,
+                key: server_key,
+            }),
         })
+    }
+
+    /// Makes a new server certificate if the one served has less than a month left (a
+    /// controller that runs for months), writes it and serves it from now on; `true` if it did.
+    pub fn refresh_server_identity(&self) -> Result<bool, TrustError> {
+        let mut server = self.server.lock().expect("server identity");
+        let left = der_of(&server.chain_pem)
+            .and_then(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+                Some(cert.validity().not_after.timestamp())
+            })
+            .map_or(0, |not_after| {
+                not_after - OffsetDateTime::now_utc().unix_timestamp()
+            });
+        if left >= SERVER_RENEW_BEFORE.as_secs() as i64 {
+            return Ok(false);
+        }
+        let (chain, key) =
+            new_server_identity(&self.issuer, &self.ca_pem, &self.ca_der, &self.names)?;
+        write_private(&self.data_dir.join("server.pem"), chain.as_bytes())?;
+        write_private(
+            &self.data_dir.join("server.key"),
+            key.serialize_pem().as_bytes(),
+        )?;
+        tracing::info!(names = ?self.names, "made a new server certificate: the one served had less than a month left");
+        *server = ServerPair {
+            chain_pem: chain,
+            key,
+        };
+        Ok(true)
     }
 
     /// The CA certificate, PEM.
@@ -166,7 +203,8 @@ impl Authority {
         Vec<rustls::pki_types::CertificateDer<'static>>,
         rustls::pki_types::PrivateKeyDer<'static>,
     ) {
-        crate::server::tls::identity_der(&self.server_chain_pem, self.server_key_der.clone())
+        let server = self.server.lock().expect("server identity");
+        crate::server::tls::identity_der(&server.chain_pem, server.key.serialize_der())
     }
 
     /// SHA-256 of the CA certificate's DER, hex: what enrollment tokens pin.
@@ -174,9 +212,10 @@ impl Authority {
         &self.ca_sha256
     }
 
-    /// The server's certificate chain and key, PEM, for the TLS listener.
-    pub fn server_identity(&self) -> (&str, &str) {
-        (&self.server_chain_pem, &self.server_key_pem)
+    /// The server's certificate chain and key, PEM.
+    pub fn server_identity(&self) -> (String, String) {
+        let server = self.server.lock().expect("server identity");
+        (server.chain_pem.clone(), server.key.serialize_pem())
     }
 
     /// Issues an agent certificate for the public key of `csr_pem`, valid for `lifetime`.
@@ -230,8 +269,15 @@ fn kept_server_identity(
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         return None;
     }
-    let left = cert.validity().not_after.timestamp() - OffsetDateTime::now_utc().unix_timestamp();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let left = cert.validity().not_after.timestamp() - now;
     if left < SERVER_RENEW_BEFORE.as_secs() as i64 {
+        return None;
+    }
+    // One made by an older controller, back-dated only minutes (its validity barely longer
+    // than a lifetime), is made anew.
+    let validity = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    if validity < SERVER_LIFETIME.as_secs() as i64 + BACKDATE.whole_seconds() / 2 {
         return None;
     }
     let mut held: Vec<String> = cert
@@ -371,7 +417,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(first.server_identity(), again.server_identity());
-        let leaf = der_of(first.server_identity().0).unwrap();
+        let leaf = der_of(&first.server_identity().0).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
         let backdated =
             OffsetDateTime::now_utc().unix_timestamp() - cert.validity().not_before.timestamp();

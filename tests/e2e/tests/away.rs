@@ -130,9 +130,9 @@ fn past_the_recovery_window_or_revoked_while_away_an_agent_is_refused_with_a_lin
         "127.0.0.1:0",
         &[
             "--agent-cert-lifetime-s",
-            "4",
+            "10",
             "--agent-recovery-window-s",
-            "3",
+            "8",
         ],
     );
     let late_dir = dir.path().join("agents").join("edge-late");
@@ -143,8 +143,8 @@ fn past_the_recovery_window_or_revoked_while_away_an_agent_is_refused_with_a_lin
     assert!(revoked.terminate(Duration::from_secs(30)).is_some());
     ctl.cli_ok(&["agents", "revoke", "edge-gone"]);
 
-    // Away past the certificate (4 s) and the window after it (3 s).
-    wait_past_expiry(&late_dir, Duration::from_secs(4));
+    // Away past the certificate (10 s) and the window after it (8 s).
+    wait_past_expiry(&late_dir, Duration::from_secs(9));
     let listing = ctl.cli_ok(&["agents"]);
     assert!(listing.contains("locked out"), "{listing}");
 
