@@ -187,7 +187,7 @@ impl AgentCertVerifier {
             .verify_client_cert(end_entity, &[], valid_then)
             .ok()?;
         let id = identity::agent_id_of(end_entity).ok()?;
-        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return None;
         }
         let trust = self.store.agent_trust(&id).ok().flatten();
@@ -233,10 +233,15 @@ impl AgentCertVerifier {
             }),
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
                 self.refused("unknown_ca", || {
-                    (
-                        None,
-                        "this controller's CA did not sign it (a device enrolled with another controller?)".to_string(),
-                    )
+                    // The id it names is only its own word: shown as such, never looked up.
+                    let claimed = identity::agent_id_of(end_entity)
+                        .ok()
+                        .filter(|id| id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+                    let why = match claimed {
+                        Some(id) => format!("this controller's CA did not sign it; it names agent id {id}, unverified (a device enrolled with another controller?)"),
+                        None => "this controller's CA did not sign it (a device enrolled with another controller?)".to_string(),
+                    };
+                    (None, why)
                 })
             }
             other => self.refused("other", || (None, other.to_string())),
@@ -470,12 +475,7 @@ mod tests {
     /// A key pair and a CSR for it, PEM.
     fn key_and_csr() -> (rcgen::KeyPair, String) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap();
+        let csr = csr_for(&key);
         (key, csr)
     }
 
@@ -544,24 +544,21 @@ mod tests {
         );
 
         // A renewal whose reply was lost: the previous key still recovers; two keys back does not.
-        let (_, second_csr) = key_and_csr();
-        let second = authority
-            .issue_agent(&second_csr, "a1", Duration::from_secs(1))
-            .unwrap();
-        store
-            .record_certificate("a1", &key_sha256_of_pem(&second.pem), second.not_after_ms)
-            .unwrap();
+        let renew = || {
+            let (_, csr) = key_and_csr();
+            let issued = authority
+                .issue_agent(&csr, "a1", Duration::from_secs(1))
+                .unwrap();
+            store
+                .record_certificate("a1", &key_sha256_of_pem(&issued.pem), issued.not_after_ms)
+                .unwrap();
+        };
+        renew();
         assert!(
             check(&der, &csr_for(&old_key), after).is_ok(),
             "the previous key"
         );
-        let (_, third_csr) = key_and_csr();
-        let third = authority
-            .issue_agent(&third_csr, "a1", Duration::from_secs(1))
-            .unwrap();
-        store
-            .record_certificate("a1", &key_sha256_of_pem(&third.pem), third.not_after_ms)
-            .unwrap();
+        renew();
         assert!(matches!(
             check(&der, &csr_for(&old_key), after),
             Err(RecoveryRefusal::Superseded { .. })
