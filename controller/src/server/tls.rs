@@ -507,23 +507,24 @@ mod tests {
             .upsert_agent("a1", "gw-1", &Default::default(), "", &hardware, 0)
             .unwrap();
         let window = Duration::from_secs(3600);
-        // Issued, and recorded as the agent's current certificate, with a 1 s lifetime.
+        // Issued, and recorded as the agent's current certificate, for a minute (the
+        // certificate keeps whole seconds; the times below stay well clear of its edges).
         let (old_key, old_csr) = key_and_csr();
         let old = authority
-            .issue_agent(&old_csr, "a1", Duration::from_secs(1))
+            .issue_agent(&old_csr, "a1", Duration::from_secs(60))
             .unwrap();
         store
             .record_certificate("a1", &key_sha256_of_pem(&old.pem), old.not_after_ms)
             .unwrap();
         let der = der_of_pem(&old.pem).unwrap();
-        let after = old.not_after_ms + 10;
+        let after = old.not_after_ms + 2_000;
         let check = |der: &[u8], csr: &str, now: i64| {
             recoverable_certificate(&authority, &store, der, &public_key(csr), window, now)
         };
 
         // Still valid by the controller's clock: renew instead.
         assert!(matches!(
-            check(&der, &csr_for(&old_key), old.not_after_ms - 500),
+            check(&der, &csr_for(&old_key), old.not_after_ms - 30_000),
             Err(RecoveryRefusal::StillValid { .. })
         ));
         // Expired, inside the window, with a CSR signed by its key: recovered.
