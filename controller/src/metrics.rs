@@ -83,7 +83,8 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CUT,
-        "connections closed at a deadline, by listener and phase (handshake, unauthenticated, idle)"
+        "connections closed at a deadline, by listener and phase (handshake, unauthenticated, \
+         idle), or to make way for a newer one past a cap (evicted)"
     );
     describe_counter!(
         ACCEPT_ERRORS,
@@ -102,7 +103,7 @@ pub fn describe() {
             counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason.as_str())
                 .absolute(0);
         }
-        for phase in ["handshake", "unauthenticated", "idle"] {
+        for phase in ["handshake", "unauthenticated", "idle", "evicted"] {
             counter!(CONNECTIONS_CUT, "listener" => listener, "phase" => phase).absolute(0);
         }
     }

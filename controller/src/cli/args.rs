@@ -70,8 +70,9 @@ pub(crate) enum Command {
             help_heading = "Connection limits"
         )]
         unauthenticated_idle_s: u64,
-        /// Connections not yet authenticated (handshakes included) held at once; more are closed
-        /// at accept.
+        /// Connections not yet authenticated (handshakes included) held at once; past it the
+        /// oldest that has not spoken TLS, from the source holding the most, makes way for the
+        /// newcomer.
         #[arg(
             long,
             default_value_t = 1024,
@@ -79,7 +80,8 @@ pub(crate) enum Command {
             help_heading = "Connection limits"
         )]
         max_unauthenticated: usize,
-        /// The same, from one source address.
+        /// The same from one source address (an IPv6 /64); past it the source's own oldest makes
+        /// way.
         #[arg(
             long,
             default_value_t = 64,

@@ -7,7 +7,7 @@
 //! at once; every refusal, cut and accept error is counted in `/metrics` and logged at a bounded
 //! rate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -55,14 +55,15 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Why a new connection was closed at once.
+/// Why a new connection was closed at once, or which cap made an older one make way for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Every descriptor but the reserve holds a connection.
     Descriptors,
-    /// `max_unauthenticated` connections are still unauthenticated.
+    /// `max_unauthenticated` connections are still unauthenticated (and none could make way).
     Unauthenticated,
-    /// `max_unauthenticated_per_source` of them come from this address.
+    /// `max_unauthenticated_per_source` of them come from this address (and none could make
+    /// way).
     Source,
 }
 
@@ -126,7 +127,55 @@ impl LogBudget {
 struct Counts {
     open: usize,
     unauthenticated: usize,
-    per_source: HashMap<IpAddr, usize>,
+    per_source: HashMap<IpAddr, SourceSlots>,
+}
+
+/// One source's unauthenticated connections: how many, and which, oldest first (entries of
+/// connections that authenticated or closed since are skipped, and compacted now and then).
+#[derive(Debug, Default)]
+struct SourceSlots {
+    held: usize,
+    oldest_first: VecDeque<Weak<Slot>>,
+}
+
+impl Counts {
+    /// Closes the oldest unauthenticated connection from `source`: it leaves the counts now,
+    /// and its reads fail once woken. `None` if the source holds none.
+    fn evict_oldest(&mut self, source: IpAddr) -> Option<Arc<Slot>> {
+        let slots = self.per_source.get_mut(&source)?;
+        // Connections that went away or authenticated since are dropped from the queue.
+        slots.oldest_first.retain(|w| {
+            w.upgrade()
+                .is_some_and(|s| s.unauthenticated.load(Ordering::Acquire))
+        });
+        // The oldest that has not yet said a whole ClientHello goes first (a silent peer), then
+        // the oldest at all: a client that speaks TLS keeps its place through a flood from its
+        // own address while its handshake runs.
+        let victim = slots
+            .oldest_first
+            .iter()
+            .position(|w| w.upgrade().is_some_and(|s| !s.has_spoken()))
+            .unwrap_or(0);
+        let slot = slots.oldest_first.remove(victim)?.upgrade()?;
+        if !slot.unauthenticated.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        slot.evicted.store(true, Ordering::Release);
+        slots.held -= 1;
+        self.unauthenticated -= 1;
+        if slots.held == 0 {
+            self.per_source.remove(&source);
+        }
+        Some(slot)
+    }
+
+    /// The source holding the most unauthenticated connections.
+    fn heaviest_source(&self) -> Option<IpAddr> {
+        self.per_source
+            .iter()
+            .max_by_key(|(_, slots)| slots.held)
+            .map(|(source, _)| *source)
+    }
 }
 
 /// The connections of one listener: how many are open and unauthenticated, and by whom.
@@ -142,8 +191,9 @@ pub struct Admission {
     accept_log: Mutex<LogBudget>,
 }
 
-/// Unauthenticated connections a source may still open once the overall cap is reached.
-const FAIR_SHARE: usize = 2;
+/// What a peer must have sent to count as speaking TLS: the smallest ClientHello a TLS 1.3
+/// client sends with a key share is well over this.
+const SPOKEN_BYTES: usize = 128;
 
 /// The process's open-file limit (soft), or a conservative guess.
 fn open_file_limit() -> u64 {
@@ -196,41 +246,72 @@ impl Admission {
         metrics::connections(self.listener, counts.open, counts.unauthenticated);
     }
 
-    /// A slot for a new connection from `peer`, unauthenticated, or why there is none.
+    /// A slot for a new connection from `peer`, unauthenticated, or why there is none. Past a
+    /// cap the newcomer gets in and the oldest unauthenticated connection makes way: from its
+    /// own source past the per-source cap, from the source holding the most past the overall
+    /// one. A silent peer holds its connections longest, so it loses them first; an agent's
+    /// connection authenticates within milliseconds of arriving, and a flood from its own
+    /// address or from elsewhere cannot keep it out.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<Arc<Slot>, Refusal> {
         let source = source_of(peer);
-        {
-            let mut counts = self.counts.lock().expect("admission counts");
-            if counts.open >= self.max_open {
-                return Err(Refusal::Descriptors);
-            }
-            let held = counts.per_source.get(&source).copied().unwrap_or(0);
-            // Past the cap, a source that holds almost nothing still gets in (up to twice the
-            // cap): a flood from many addresses cannot starve an agent dialling from its own.
-            if counts.unauthenticated >= self.limits.max_unauthenticated
-                && (held >= FAIR_SHARE
-                    || counts.unauthenticated >= self.limits.max_unauthenticated.saturating_mul(2))
-            {
-                return Err(Refusal::Unauthenticated);
-            }
-            let from_source = counts.per_source.entry(source).or_default();
-            if *from_source >= self.limits.max_unauthenticated_per_source {
-                return Err(Refusal::Source);
-            }
-            *from_source += 1;
-            counts.unauthenticated += 1;
-            counts.open += 1;
-            self.publish(&counts);
-        }
         let slot = Arc::new(Slot {
             admission: Arc::downgrade(self),
             peer,
             unauthenticated: AtomicBool::new(true),
+            evicted: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            read_bytes: Default::default(),
         });
-        self.waiting
-            .lock()
-            .expect("admission waiting")
-            .insert(peer, Arc::downgrade(&slot));
+        let evicted = {
+            let mut counts = self.counts.lock().expect("admission counts");
+            if counts.open >= self.max_open {
+                return Err(Refusal::Descriptors);
+            }
+            let held = counts.per_source.get(&source).map_or(0, |s| s.held);
+            let evicted = if held >= self.limits.max_unauthenticated_per_source {
+                Some((counts.evict_oldest(source), Refusal::Source))
+            } else if counts.unauthenticated >= self.limits.max_unauthenticated {
+                let heaviest = counts.heaviest_source();
+                Some((
+                    heaviest.and_then(|h| counts.evict_oldest(h)),
+                    Refusal::Unauthenticated,
+                ))
+            } else {
+                None
+            };
+            if let Some((None, refusal)) = evicted {
+                return Err(refusal);
+            }
+            let slots = counts.per_source.entry(source).or_default();
+            slots.held += 1;
+            slots.oldest_first.push_back(Arc::downgrade(&slot));
+            if slots.oldest_first.len() > 2 * slots.held + 16 {
+                slots.oldest_first.retain(|w| {
+                    w.upgrade()
+                        .is_some_and(|s| s.unauthenticated.load(Ordering::Acquire))
+                });
+            }
+            counts.unauthenticated += 1;
+            counts.open += 1;
+            self.publish(&counts);
+            evicted.and_then(|(slot, why)| slot.map(|s| (s, why)))
+        };
+        {
+            let mut waiting = self.waiting.lock().expect("admission waiting");
+            if let Some((old, _)) = &evicted {
+                if waiting
+                    .get(&old.peer)
+                    .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(old)))
+                {
+                    waiting.remove(&old.peer);
+                }
+            }
+            waiting.insert(peer, Arc::downgrade(&slot));
+        }
+        if let Some((old, why)) = evicted {
+            old.wake();
+            self.made_way(old.peer, why);
+        }
         Ok(slot)
     }
 
@@ -254,9 +335,9 @@ impl Admission {
         if was_unauthenticated {
             counts.unauthenticated = counts.unauthenticated.saturating_sub(1);
             let source = source_of(slot.peer);
-            if let Some(n) = counts.per_source.get_mut(&source) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(slots) = counts.per_source.get_mut(&source) {
+                slots.held -= 1;
+                if slots.held == 0 {
                     counts.per_source.remove(&source);
                 }
             }
@@ -302,6 +383,31 @@ impl Admission {
         tracing::warn!(listener = self.listener, %peer, left_out, "refused a connection: {why}");
     }
 
+    /// The oldest unauthenticated connection from `peer` was closed to admit a new one: counted
+    /// and logged within the budget.
+    fn made_way(&self, peer: SocketAddr, cap: Refusal) {
+        metrics::connection_cut(self.listener, "evicted");
+        let Some(left_out) = self
+            .refusal_log
+            .lock()
+            .expect("refusal log")
+            .take(Instant::now())
+        else {
+            return;
+        };
+        let why = match cap {
+            Refusal::Source => format!(
+                "{} connections from its address had not authenticated yet (the limit per source)",
+                self.limits.max_unauthenticated_per_source
+            ),
+            _ => format!(
+                "{} connections had not authenticated yet (the limit), the most of them from its address",
+                self.limits.max_unauthenticated
+            ),
+        };
+        tracing::warn!(listener = self.listener, %peer, left_out, "closed the oldest unauthenticated connection to admit a new one: {why}");
+    }
+
     /// An accept error: counted, logged within the budget; the caller backs off.
     fn accept_failed(&self, error: &io::Error) {
         let kind = accept_error_kind(error);
@@ -335,6 +441,12 @@ pub struct Slot {
     admission: Weak<Admission>,
     peer: SocketAddr,
     unauthenticated: AtomicBool,
+    /// Closed to make way for a newer connection (its reads fail).
+    evicted: AtomicBool,
+    /// The task reading the connection, to wake when it is evicted.
+    waker: Mutex<Option<std::task::Waker>>,
+    /// Bytes read from the peer so far.
+    read_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Slot {
@@ -344,6 +456,23 @@ impl Slot {
 
     pub fn is_authenticated(&self) -> bool {
         !self.unauthenticated.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer has sent at least a TLS ClientHello's worth of bytes (a client that
+    /// speaks TLS, as opposed to one that connected and went silent, or sent a few bytes).
+    fn has_spoken(&self) -> bool {
+        self.read_bytes.load(Ordering::Relaxed) >= SPOKEN_BYTES
+    }
+
+    /// Whether it was closed to make way for a newer connection.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.lock().expect("slot waker").take() {
+            waker.wake();
+        }
     }
 
     /// The connection proved who it is: it leaves the unauthenticated counts.
@@ -437,7 +566,16 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.slot.is_evicted() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make way for a newer unauthenticated connection",
+            )));
+        }
         let watched = this.phase == Phase::Idle || !this.slot.is_authenticated();
+        if watched {
+            *this.slot.waker.lock().expect("slot waker") = Some(cx.waker().clone());
+        }
         if watched && (this.cut || this.deadline.as_mut().poll(cx).is_ready()) {
             let (label, what) = match this.phase {
                 Phase::Handshake => ("handshake", "no TLS handshake in time"),
@@ -452,6 +590,9 @@ impl AsyncRead for Guarded {
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.slot
+            .read_bytes
+            .fetch_add(buf.filled().len() - before, Ordering::Relaxed);
         if this.phase == Phase::Idle && buf.filled().len() > before {
             let next = tokio::time::Instant::now() + this.idle;
             this.deadline.as_mut().reset(next);
@@ -629,66 +770,94 @@ mod tests {
     }
 
     #[test]
-    fn caps_count_unauthenticated_connections_overall_and_per_source() {
+    fn past_a_cap_the_oldest_unauthenticated_connection_makes_way() {
         let admission = Admission::new("test", limits(3, 2));
         let a1 = admission.admit(peer([10, 0, 0, 1], 1)).unwrap();
         let a2 = admission.admit(peer([10, 0, 0, 1], 2)).unwrap();
-        assert_eq!(
-            admission.admit(peer([10, 0, 0, 1], 3)).unwrap_err(),
-            Refusal::Source
-        );
-        let b1 = admission.admit(peer([10, 0, 0, 2], 1)).unwrap();
-        // Past the cap, a source holding fewer than two still gets in, up to twice the cap.
-        let c1 = admission.admit(peer([10, 0, 0, 3], 1)).unwrap();
-        let c2 = admission.admit(peer([10, 0, 0, 3], 2)).unwrap();
-        assert_eq!(
-            admission.admit(peer([10, 0, 0, 3], 3)).unwrap_err(),
-            Refusal::Unauthenticated,
-            "a source holding two is refused past the cap"
-        );
-        let d1 = admission.admit(peer([10, 0, 0, 4], 1)).unwrap();
-        assert_eq!(
-            admission.admit(peer([10, 0, 0, 5], 1)).unwrap_err(),
-            Refusal::Unauthenticated,
-            "twice the cap is the end"
-        );
-        drop((c1, c2, d1));
-        assert_eq!(admission.counts(), (3, 3));
-        // An authenticated call frees its place in the caps but stays open.
-        admission.authenticated(Some(peer([10, 0, 0, 1], 1)));
-        assert!(a1.is_authenticated());
-        assert_eq!(admission.counts(), (3, 2));
+        // Past the per-source cap: the source's oldest goes, the newcomer is in.
         let a3 = admission.admit(peer([10, 0, 0, 1], 3)).unwrap();
-        // Closing releases it; a second authentication is a no-op.
-        drop(a2);
-        a3.authenticate();
-        a3.authenticate();
-        assert_eq!(admission.counts(), (3, 1));
-        drop((a1, a3, b1));
+        assert!(a1.is_evicted() && !a2.is_evicted() && !a3.is_evicted());
+        assert_eq!(
+            admission.counts(),
+            (3, 2),
+            "the evicted one is open until it closes"
+        );
+        // An authenticated connection is never evicted, and frees its place.
+        admission.authenticated(Some(peer([10, 0, 0, 1], 2)));
+        assert!(a2.is_authenticated());
+        let b1 = admission.admit(peer([10, 0, 0, 2], 1)).unwrap();
+        let b2 = admission.admit(peer([10, 0, 0, 2], 2)).unwrap();
+        assert_eq!(admission.counts(), (5, 3));
+        // Past the overall cap: the oldest of the source holding the most (10.0.0.2 holds two).
+        let c1 = admission.admit(peer([10, 0, 0, 3], 1)).unwrap();
+        assert!(b1.is_evicted() && !b2.is_evicted() && !a3.is_evicted());
+        assert!(!a2.is_evicted(), "authenticated");
+        assert_eq!(admission.counts(), (6, 3));
+        // A second authentication, or one of an evicted connection, is a no-op.
+        a2.authenticate();
+        b1.authenticate();
+        assert_eq!(admission.counts(), (6, 3));
+        drop((a1, a2, a3, b1, b2, c1));
         assert_eq!(admission.counts(), (0, 0));
         assert!(admission.counts.lock().unwrap().per_source.is_empty());
         assert!(admission.waiting.lock().unwrap().is_empty());
     }
 
     #[test]
+    fn a_connection_that_speaks_tls_keeps_its_place_over_older_silent_ones() {
+        let admission = Admission::new("test", limits(10, 2));
+        let talker = admission.admit(peer([10, 0, 0, 1], 1)).unwrap();
+        talker.read_bytes.store(517, Ordering::Relaxed); // a ClientHello
+        let silent = admission.admit(peer([10, 0, 0, 1], 2)).unwrap();
+        let _newer = admission.admit(peer([10, 0, 0, 1], 3)).unwrap();
+        assert!(silent.is_evicted() && !talker.is_evicted());
+        // With only speakers left, the oldest goes.
+        _newer.read_bytes.store(517, Ordering::Relaxed);
+        let _newest = admission.admit(peer([10, 0, 0, 1], 4)).unwrap();
+        assert!(talker.is_evicted());
+    }
+
+    #[test]
+    fn only_descriptors_refuse_a_newcomer() {
+        let mut limits = limits(3, 2);
+        limits.descriptor_reserve = 0;
+        let admission = Admission::new("test", limits);
+        let max_open = admission.max_open;
+        let held: Vec<_> = (0..max_open)
+            .map(|i| {
+                let slot = admission
+                    .admit(peer([10, 1, (i / 250) as u8, (i % 250) as u8], 1))
+                    .unwrap();
+                slot.authenticate();
+                slot
+            })
+            .collect();
+        assert_eq!(
+            admission.admit(peer([10, 9, 9, 9], 1)).unwrap_err(),
+            Refusal::Descriptors
+        );
+        drop(held);
+        assert!(admission.admit(peer([10, 9, 9, 9], 1)).is_ok());
+    }
+
+    #[test]
     fn an_ipv4_peer_seen_over_ipv6_is_the_same_source() {
         let admission = Admission::new("test", limits(10, 1));
-        let _v4 = admission.admit(peer([10, 0, 0, 1], 1)).unwrap();
+        let v4 = admission.admit(peer([10, 0, 0, 1], 1)).unwrap();
         let mapped: SocketAddr = "[::ffff:10.0.0.1]:2".parse().unwrap();
-        assert_eq!(admission.admit(mapped).unwrap_err(), Refusal::Source);
-        let _v6 = admission
+        let _mapped = admission.admit(mapped).unwrap();
+        assert!(v4.is_evicted(), "the same source: it made way");
+        let v6 = admission
             .admit("[2001:db8:1:2::1]:1".parse().unwrap())
             .unwrap();
-        assert_eq!(
-            admission
-                .admit("[2001:db8:1:2:ffff::9]:1".parse().unwrap())
-                .unwrap_err(),
-            Refusal::Source,
-            "one /64 is one source"
-        );
-        assert!(admission
+        let _same64 = admission
+            .admit("[2001:db8:1:2:ffff::9]:1".parse().unwrap())
+            .unwrap();
+        assert!(v6.is_evicted(), "one /64 is one source");
+        let other64 = admission
             .admit("[2001:db8:1:3::1]:1".parse().unwrap())
-            .is_ok());
+            .unwrap();
+        assert!(!other64.is_evicted());
     }
 
     #[test]
@@ -728,5 +897,28 @@ mod tests {
         assert!(waited.is_err(), "an authenticated connection is not cut");
         drop(silent_server);
         assert_eq!(admission.counts(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn an_evicted_connection_that_is_being_read_is_closed_at_once() {
+        use tokio::io::AsyncReadExt;
+        use tokio_stream::StreamExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut limits = limits(10, 1);
+        limits.unauthenticated_idle = Duration::from_secs(60);
+        let admission = Admission::new("test", limits);
+        let mut incoming = plain_incoming(listener, admission);
+        let _first = TcpStream::connect(addr).await.unwrap();
+        let mut first_server = incoming.next().await.unwrap().unwrap();
+        let reading = tokio::spawn(async move { first_server.read_u8().await });
+        tokio::task::yield_now().await;
+        let _second = TcpStream::connect(addr).await.unwrap();
+        let _second_server = incoming.next().await.unwrap().unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), reading)
+            .await
+            .expect("the evicted read ends long before its 60 s deadline")
+            .unwrap();
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
     }
 }
