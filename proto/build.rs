@@ -52,7 +52,7 @@ const JSON_MESSAGES: [&str; 17] = [
 
 /// Fields whose JSON name or form differs from the wire: ids and agents named as people read
 /// them, times as RFC 3339, waves counted from 1, signed bytes left to `models show`.
-const JSON_FIELDS: [(&str, &str); 25] = [
+const JSON_FIELDS: [(&str, &str); 27] = [
     (
         "Baseline.set_at_unix_ms",
         r#"#[serde(rename = "set_at", serialize_with = "crate::json::rfc3339")]"#,
@@ -89,6 +89,14 @@ const JSON_FIELDS: [(&str, &str); 25] = [
     (
         "AgentInfo.first_seen_unix_ms",
         r#"#[serde(rename = "first_seen", serialize_with = "crate::json::rfc3339")]"#,
+    ),
+    (
+        "AgentInfo.cert_not_after_unix_ms",
+        r#"#[serde(rename = "cert_not_after", serialize_with = "crate::json::rfc3339_or_null")]"#,
+    ),
+    (
+        "AgentInfo.recoverable_until_unix_ms",
+        r#"#[serde(rename = "recoverable_until", serialize_with = "crate::json::rfc3339_or_null")]"#,
     ),
     (
         "ModelInfo.created_unix_ms",

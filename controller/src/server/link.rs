@@ -117,6 +117,31 @@ impl LinkService {
         })
     }
 
+    /// An agent enrolled before the controller kept certificates' keys presents its current
+    /// certificate: its key is recorded, so that only it (and its successors) can recover the
+    /// agent later.
+    fn adopt_certificate(&self, agent_id: &str, leaf: &[u8]) {
+        let known = self
+            .controller
+            .store
+            .agent_trust(agent_id)
+            .ok()
+            .flatten()
+            .is_some_and(|trust| !trust.key_sha256.is_empty());
+        if known {
+            return;
+        }
+        if let Some((key, not_after_ms)) = super::tls::key_and_expiry(leaf) {
+            if let Err(e) = self
+                .controller
+                .store
+                .record_certificate(agent_id, &key, not_after_ms)
+            {
+                tracing::warn!(%agent_id, error = %e, "cannot record the agent's certificate");
+            }
+        }
+    }
+
     /// Keeps what the store knows of the certificate an agent holds now.
     fn record_certificate(
         &self,
@@ -154,6 +179,11 @@ impl AgentLink for LinkService {
     ) -> Result<Response<Self::OpenStream>, Status> {
         let peer = request.remote_addr();
         let certified = self.caller(&request)?;
+        if let (Some(agent_id), Some(certs)) = (&certified, request.peer_certs()) {
+            if let Some(leaf) = certs.first() {
+                self.adopt_certificate(agent_id, leaf);
+            }
+        }
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await

@@ -337,6 +337,17 @@ impl ClientCertVerifier for AgentCertVerifier {
     }
 }
 
+/// The SHA-256 of a certificate's public key, hex, and its notAfter in Unix milliseconds.
+pub fn key_and_expiry(der: &[u8]) -> Option<(String, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some((
+        hex::encode(Sha256::digest(
+            cert.public_key().subject_public_key.data.as_ref(),
+        )),
+        cert.validity().not_after.timestamp() * 1000,
+    ))
+}
+
 /// A certificate's notAfter, in Unix milliseconds.
 fn not_after_ms(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -438,12 +449,8 @@ pub fn recoverable_certificate(
 /// one).
 pub fn key_sha256_of_pem(pem: &str) -> String {
     crate::trust::authority::der_of(pem)
-        .and_then(|der| {
-            let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-            Some(hex::encode(Sha256::digest(
-                cert.public_key().subject_public_key.data.as_ref(),
-            )))
-        })
+        .and_then(|der| key_and_expiry(&der))
+        .map(|(key, _)| key)
         .unwrap_or_default()
 }
 

@@ -198,3 +198,50 @@ fn past_the_recovery_window_or_revoked_while_away_an_agent_is_refused_with_a_lin
         "the refusal is said once, not per retry ({said} times)"
     );
 }
+
+/// The key of each agent's certificate as the controller's store keeps it.
+fn recorded_key(data_dir: &Path, name: &str) -> String {
+    let db = rusqlite::Connection::open(data_dir.join("controller.db")).unwrap();
+    db.query_row(
+        "SELECT cert_key_sha256 FROM agents WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_agent_enrolled_before_keys_were_kept_has_its_key_recorded_when_it_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let listen = ctl.listen.clone();
+    let data_dir = ctl.data_dir.clone();
+    let mut agent = start_agent(dir.path(), &ctl, "edge-old", &[]);
+    ctl.wait_online(&["edge-old"], Duration::from_secs(60));
+    assert!(!recorded_key(&data_dir, "edge-old").is_empty());
+    assert!(agent.terminate(Duration::from_secs(30)).is_some());
+    drop(ctl);
+
+    // As a store from before the controller kept certificates' keys.
+    let db = rusqlite::Connection::open(data_dir.join("controller.db")).unwrap();
+    db.execute(
+        "UPDATE agents SET cert_key_sha256 = '', cert_previous_key_sha256 = '', cert_not_after_ms = 0",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let ctl = Controller::start(dir.path(), &listen);
+    let _agent = start_agent(dir.path(), &ctl, "edge-old", &[]);
+    ctl.wait_online(&["edge-old"], Duration::from_secs(60));
+    wait_until(
+        "the agent's key to be recorded from the certificate it connected with",
+        Duration::from_secs(30),
+        || !recorded_key(&data_dir, "edge-old").is_empty(),
+    );
+    let agents = ctl.agents();
+    assert!(
+        agents[0]["cert_not_after"].is_string(),
+        "its expiry is known again: {agents:#?}"
+    );
+}
