@@ -53,7 +53,8 @@ pub(crate) enum Command {
         /// this it must be enrolled again. Seconds; default a year.
         #[arg(long, default_value_t = 365 * 24 * 3600, value_name = "SECONDS")]
         agent_recovery_window_s: u64,
-        /// Seconds a new connection has to finish its TLS handshake.
+        /// Seconds a new connection may wait for its peer during the TLS handshake (time the
+        /// server needs, in a reconnect storm, does not count).
         #[arg(
             long,
             default_value_t = 5,
@@ -61,7 +62,7 @@ pub(crate) enum Command {
             help_heading = "Connection limits"
         )]
         handshake_timeout_s: u64,
-        /// Seconds a connection has after its handshake to make an authenticated call (an agent
+        /// Seconds a connection may then wait for its peer's first authenticated call (an agent
         /// certificate, an admin or enrollment token) before it is closed.
         #[arg(
             long,
