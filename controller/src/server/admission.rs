@@ -359,15 +359,18 @@ impl Admission {
         self.publish(&counts);
     }
 
-    /// A connection closed at once: counted, and logged within the budget.
-    fn refused(&self, peer: SocketAddr, refusal: Refusal) {
-        metrics::connection_refused(self.listener, refusal.as_str());
-        let Some(left_out) = self
-            .refusal_log
+    /// Whether a refusal or eviction line may be logged now (`Some(lines left out before it)`).
+    fn refusal_line(&self) -> Option<u64> {
+        self.refusal_log
             .lock()
             .expect("refusal log")
             .take(Instant::now())
-        else {
+    }
+
+    /// A connection closed at once: counted, and logged within the budget.
+    fn refused(&self, peer: SocketAddr, refusal: Refusal) {
+        metrics::connection_refused(self.listener, refusal.as_str());
+        let Some(left_out) = self.refusal_line() else {
             return;
         };
         let why = match refusal {
@@ -391,12 +394,7 @@ impl Admission {
     /// and logged within the budget.
     fn made_way(&self, peer: SocketAddr, cap: Refusal) {
         metrics::connection_cut(self.listener, "evicted");
-        let Some(left_out) = self
-            .refusal_log
-            .lock()
-            .expect("refusal log")
-            .take(Instant::now())
-        else {
+        let Some(left_out) = self.refusal_line() else {
             return;
         };
         let why = match cap {
