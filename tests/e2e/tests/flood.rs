@@ -1,6 +1,5 @@
 //! Peers that connect and never speak: a flood of idle and half-handshake connections from five
-//! processes on five source addresses, one of them the agents' and the CLI's own (a bad device
-//! behind a site's NAT address), more connections in all than the controller's open-file limit,
+//! processes on five source addresses, more connections in all than the controller's open-file limit,
 //! while real agents reconnect and the CLI is used. The agents and the CLI get through (past a
 //! cap the oldest unauthenticated connection makes way), the deadlines cut the flood's
 //! connections, and the controller's descriptors stay below its limit; the figures (connections
@@ -112,8 +111,8 @@ fn a_flood_of_silent_connections_is_cut_off_while_agents_and_the_cli_get_through
     ctl.wait_online(&names, Duration::from_secs(90));
     let fds_before = open_descriptors(pid);
 
-    // The flood: five processes, five loopback sources (127.0.0.1 is the agents' and the CLI's
-    // too), 2,500 connections wanted in all.
+    // The flood: five processes, five loopback sources besides the agents' and the CLI's own
+    // (127.0.0.1), 2,500 connections wanted in all.
     let port = ctl.listen.rsplit(':').next().unwrap().to_string();
     let flooders: Vec<Flooder> = (0..FLOODERS)
         .map(|i| {
@@ -121,7 +120,7 @@ fn a_flood_of_silent_connections_is_cut_off_while_agents_and_the_cli_get_through
             let child = Command::new("python3")
                 .arg(repo_root().join("tests/e2e/flood.py"))
                 .args(["--target", &format!("127.0.0.1:{port}")])
-                .args(["--source", &format!("127.0.0.{}", i + 1)])
+                .args(["--source", &format!("127.0.0.{}", i + 2)])
                 .args(["--connections", &CONNECTIONS_EACH.to_string()])
                 .args(["--mode", "mixed", "--duration", "120"])
                 .stdout(std::fs::File::create(&out).unwrap())
