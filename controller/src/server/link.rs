@@ -74,12 +74,8 @@ impl LinkService {
             .agent_revoked_ms(&agent_id)
             .map_err(|e| Status::internal(e.to_string()))?
         {
-            Some(0) => {
-                self.controller
-                    .admission
-                    .authenticated(request.remote_addr());
-                Ok(Some(agent_id))
-            }
+            // The handshake already took this connection out of the unauthenticated counts.
+            Some(0) => Ok(Some(agent_id)),
             Some(_) => {
                 tracing::warn!(%agent_id, "refused a revoked agent");
                 Err(Status::permission_denied(format!(
@@ -489,7 +485,7 @@ impl AgentLink for LinkService {
                 "the certificate signing request is not usable: {e}"
             ))
         })?;
-        let cert_der = super::tls::der_of_pem(&req.certificate_pem)
+        let cert_der = crate::trust::authority::der_of(&req.certificate_pem)
             .ok_or_else(|| Status::invalid_argument("the expired certificate is not PEM"))?;
         use rcgen::PublicKeyData;
         let recoverable = super::tls::recoverable_certificate(

@@ -180,11 +180,8 @@ impl AgentCertVerifier {
         end_entity: &CertificateDer<'_>,
     ) -> Option<(String, Option<AgentTrust>)> {
         let (_, cert) = x509_parser::parse_x509_certificate(end_entity).ok()?;
-        let valid_then = UnixTime::since_unix_epoch(Duration::from_secs(
-            (cert.validity().not_after.timestamp().max(1) - 1) as u64,
-        ));
         self.inner
-            .verify_client_cert(end_entity, &[], valid_then)
+            .verify_client_cert(end_entity, &[], last_valid_second(&cert))
             .ok()?;
         let id = identity::agent_id_of(end_entity).ok()?;
         if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -206,7 +203,7 @@ impl AgentCertVerifier {
                         "it expired, and this CA did not sign it".to_string(),
                     );
                 };
-                let not_after = not_after_ms(end_entity).unwrap_or(0);
+                let not_after = key_and_expiry(end_entity).map_or(0, |(_, ms)| ms);
                 let window_end = not_after + self.recovery_window.as_millis() as i64;
                 let expired = crate::clock::rfc3339(not_after);
                 let why = match &trust {
@@ -348,10 +345,11 @@ pub fn key_and_expiry(der: &[u8]) -> Option<(String, i64)> {
     ))
 }
 
-/// A certificate's notAfter, in Unix milliseconds.
-fn not_after_ms(der: &[u8]) -> Option<i64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.validity().not_after.timestamp() * 1000)
+/// The last second a certificate is valid: verifying as of it checks everything but expiry.
+fn last_valid_second(cert: &x509_parser::certificate::X509Certificate<'_>) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(
+        (cert.validity().not_after.timestamp().max(1) - 1) as u64,
+    ))
 }
 
 /// An expired agent certificate that may still be traded for a new one.
@@ -403,11 +401,12 @@ pub fn recoverable_certificate(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = webpki_verifier(authority, provider)
         .map_err(|e| RecoveryRefusal::NotOurs(e.to_string()))?;
-    let valid_then = UnixTime::since_unix_epoch(Duration::from_secs(
-        cert.validity().not_after.timestamp().max(1) as u64 - 1,
-    ));
     verifier
-        .verify_client_cert(&CertificateDer::from(cert_der.to_vec()), &[], valid_then)
+        .verify_client_cert(
+            &CertificateDer::from(cert_der.to_vec()),
+            &[],
+            last_valid_second(&cert),
+        )
         .map_err(|e| RecoveryRefusal::NotOurs(e.to_string()))?;
     if cert.public_key().subject_public_key.data.as_ref() != csr_public_key {
         return Err(RecoveryRefusal::OtherKey);
@@ -452,11 +451,6 @@ pub fn key_sha256_of_pem(pem: &str) -> String {
         .and_then(|der| key_and_expiry(&der))
         .map(|(key, _)| key)
         .unwrap_or_default()
-}
-
-/// The DER of a certificate handed over as PEM.
-pub fn der_of_pem(pem: &str) -> Option<Vec<u8>> {
-    crate::trust::authority::der_of(pem)
 }
 
 /// The server identity in rustls's types.
@@ -523,7 +517,7 @@ mod tests {
         store
             .record_certificate("a1", &key_sha256_of_pem(&old.pem), old.not_after_ms)
             .unwrap();
-        let der = der_of_pem(&old.pem).unwrap();
+        let der = crate::trust::authority::der_of(&old.pem).unwrap();
         let after = old.not_after_ms + 2_000;
         let check = |der: &[u8], csr: &str, now: i64| {
             recoverable_certificate(&authority, &store, der, &public_key(csr), window, now)
@@ -581,7 +575,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             check(
-                &der_of_pem(&foreign.pem).unwrap(),
+                &crate::trust::authority::der_of(&foreign.pem).unwrap(),
                 &csr_for(&foreign_key),
                 after
             ),
