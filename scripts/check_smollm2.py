@@ -35,6 +35,8 @@ class Decoder:
         past = next(i for i in self.session.get_inputs() if i.name.startswith("past_key_values."))
         self.kv_heads, self.head_dim = past.shape[1], past.shape[3]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # The fused layout (GroupQueryAttention) reads positions from attention_mask.
+        self.has_positions = any(i.name == "position_ids" for i in self.session.get_inputs())
 
     def empty_cache(self):
         return {n: np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32) for n in self.past_names}
@@ -45,9 +47,10 @@ class Decoder:
         feed = {
             "input_ids": np.array([ids], np.int64),
             "attention_mask": np.ones((1, past + len(ids)), np.int64),
-            "position_ids": np.arange(past, past + len(ids), dtype=np.int64)[None],
             **cache,
         }
+        if self.has_positions:
+            feed["position_ids"] = np.arange(past, past + len(ids), dtype=np.int64)[None]
         outputs = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
         new_cache = {n: outputs[n.replace("past_key_values.", "present.")] for n in self.past_names}
         return outputs["logits"], new_cache
@@ -70,7 +73,7 @@ def check_interface(decoder, failures):
     outputs = {o.name: o for o in s.get_outputs()}
     layers = len(decoder.past_names) // 2
     print(f"interface: {len(inputs)} inputs, {len(outputs)} outputs, {layers} layers")
-    for name in ("input_ids", "attention_mask", "position_ids"):
+    for name in ("input_ids", "attention_mask", "position_ids")[: 3 if decoder.has_positions else 2]:
         print(f"  in  {name:28s} {inputs[name].type:16s} {inputs[name].shape}")
         if inputs[name].type != "tensor(int64)":
             failures.append(f"{name} is {inputs[name].type}, not int64")

@@ -179,15 +179,19 @@ def tiny_add():
 
 
 def smollm2():
-    """SmolLM2-135M-Instruct as a 4-bit decoder with a KV cache (inputs input_ids, attention_mask,
-    position_ids, past_key_values.{0..29}.key/value; outputs logits, present.*), and the same
-    weights dequantized to float32 (model.fp32.onnx, about 540 MB): the full-precision reference
-    that the slm-generate suite's quality check compares the 4-bit file with."""
+    """SmolLM2-135M-Instruct as a 4-bit decoder with a KV cache in the layout ONNX Runtime GenAI
+    exports (GroupQueryAttention; inputs input_ids, attention_mask, past_key_values.{0..29}.key/value;
+    outputs logits, present.*), and the same weights dequantized to float32 (model.fp32.onnx, about
+    540 MB, standard ONNX with position_ids and a Concat cache): the full-precision reference that
+    the slm-generate suite's quality check compares the 4-bit file with. A 4-bit file of the
+    earlier layout (no layout=fused in its metadata) is converted again."""
     d = os.path.join(OUT, "smollm2-135m")
     os.makedirs(d, exist_ok=True)
     model, tok = os.path.join(d, "model.q4.onnx"), os.path.join(d, "tokenizer.json")
     reference = os.path.join(d, "model.fp32.onnx")
     print("[SmolLM2-135M-Instruct]", flush=True)
+    if os.path.exists(model) and "fused" not in {p.value for p in onnx.load(model).metadata_props if p.key == "layout"}:
+        os.remove(model)
     if not all(os.path.exists(f) for f in (model, tok, reference)):
         gguf = os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf")  # 98 MB, only while converting
         converter = [sys.executable, os.path.join(HERE, "gguf_llama_to_onnx.py"), gguf]

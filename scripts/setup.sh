@@ -20,7 +20,7 @@ command -v "$PY" >/dev/null || die "python3 not found: install Python 3 with pip
 
 mkdir -p "$CACHE/lib" "$CACHE/models" "$CACHE/inputs" "$CACHE/wheels"
 LIB="$CACHE/lib/libonnxruntime.so.$ORT_VERSION"
-STAMP="$CACHE/.prepared-v6"   # bump when the set of prepared models or inputs changes
+STAMP="$CACHE/.prepared-v7"   # bump when the set of prepared models or inputs changes
 # The shipped media suites name their inputs relative to themselves (inputs/…): a git-ignored link.
 SUITE_INPUTS="$ROOT/bench-suites/suites/inputs"
 link_inputs() { ln -sfn "$CACHE/inputs" "$SUITE_INPUTS.tmp" && mv -Tf "$SUITE_INPUTS.tmp" "$SUITE_INPUTS"; }
