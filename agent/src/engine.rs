@@ -14,7 +14,7 @@ pub mod tract;
 
 use std::path::PathBuf;
 
-pub use kv_cache::{Carry, KvCache};
+pub use kv_cache::{CacheKind, Carry, KvCache};
 pub use library::Runtime;
 pub use output_choice::{OutputChoice, OutputKind};
 pub use session::{Feed, Model, SessionSettings};

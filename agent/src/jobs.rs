@@ -509,6 +509,7 @@ fn measurement(report: WorkerReport, outside_peak: u64, started_at: i64) -> Meas
             prefill_tokens_per_s: g.prefill_tokens_per_s,
             decode_tokens_per_s: g.decode_tokens_per_s,
             tokenize_ms: g.tokenize_ms,
+            kv_cache_in_place: g.kv_cache_in_place,
         }),
         // Per sample; for generate, per generated token.
         energy_j_per_sample: c.energy_j.map(|j| {

@@ -284,6 +284,7 @@ pub fn record(
             ttft_p90_ms: g.ttft_ms_p90,
             tpot_p90_ms: g.tpot_ms_p90,
             tokenize_ms: g.tokenize_ms,
+            kv_cache_in_place: g.kv_cache_in_place,
         }),
     }
 }

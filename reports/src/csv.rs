@@ -141,6 +141,9 @@ fn fixed_columns() -> (Vec<Column>, Vec<Column>) {
         col("generate.tokenize_ms", |r| {
             opt(r.generate.map(|g| g.tokenize_ms))
         }),
+        col("generate.kv_cache_in_place", |r| {
+            opt(r.generate.map(|g| g.kv_cache_in_place))
+        }),
     ];
     (before_quality, after_quality)
 }
@@ -308,7 +311,7 @@ mod tests {
     fn an_empty_file_still_has_the_header() {
         let csv = to_csv(&[]);
         assert!(csv.starts_with("agent,agent_id,target,labels,"), "{csv}");
-        assert!(csv.ends_with("generate.tokenize_ms\r\n"), "{csv}");
+        assert!(csv.ends_with("generate.kv_cache_in_place\r\n"), "{csv}");
         assert_eq!(csv.matches("\r\n").count(), 1);
     }
 }

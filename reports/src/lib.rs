@@ -109,6 +109,10 @@ pub struct GenerateDetail {
     pub ttft_p90_ms: f64,
     pub tpot_p90_ms: f64,
     pub tokenize_ms: f64,
+    /// The key/value cache was written in place (one past/present buffer) rather than grown by
+    /// a copy every step.
+    #[serde(default)]
+    pub kv_cache_in_place: bool,
 }
 
 /// An upper estimate of the target percentile that holds with the stated confidence given the

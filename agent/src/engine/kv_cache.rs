@@ -2,17 +2,57 @@
 //! generate scenario, and logits for quality), and the recurrent state of a streaming model
 //! ([`Carry`], Silero VAD's `state` → `stateN`). Both stay ONNX Runtime values between runs.
 
+use ort::logging::LogLevel;
+use ort::memory::Allocator;
+use ort::session::{IoBinding, RunOptions};
 use ort::value::{DynTensor, DynValue, Tensor};
 
 use super::session::{float_output, output_kinds, Feed, Model};
 use super::{EngineError, FloatOutput, OutputChoice};
 
-/// The key/value cache of a decoder between steps: the `present.*` outputs of one step, kept as
-/// ONNX Runtime values and fed back as `past_key_values.*` without copying.
+/// The key/value cache of a decoder between steps.
 pub struct KvCache {
-    past: Vec<(String, DynValue)>,
+    store: Store,
     /// Tokens the cache holds.
     pub length: usize,
+}
+
+/// Where a decoder's keys and values live between steps.
+enum Store {
+    /// The `present.*` outputs of one step, kept as ONNX Runtime values and fed back as
+    /// `past_key_values.*`: the decoder copies the whole cache into a new, longer one every step.
+    Growing(Vec<(String, DynValue)>),
+    /// One buffer per `past_key_values.*` input, `capacity` tokens long, bound with IO binding as
+    /// both that input and its `present.*` output: the decoder writes each step's keys and values
+    /// in place (ONNX Runtime GenAI's past/present buffer sharing, which `GroupQueryAttention`
+    /// supports). The binding holds the buffers.
+    InPlace {
+        binding: Box<IoBinding>,
+        capacity: usize,
+        /// Run options that keep ONNX Runtime from logging a failed run: set for the probe,
+        /// where a decoder that cannot share its buffer is expected to fail.
+        quiet: Option<RunOptions>,
+    },
+}
+
+/// How a decoder's cache is kept, as reports and logs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    Growing,
+    InPlace,
+}
+
+impl std::fmt::Display for CacheKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CacheKind::Growing => "growing (past and present apart)",
+            CacheKind::InPlace => "in place (past and present share one buffer)",
+        })
+    }
+}
+
+fn run_error(e: ort::Error) -> EngineError {
+    EngineError::Run(e.to_string())
 }
 
 impl Model {
@@ -23,10 +63,9 @@ impl Model {
             .any(|i| i.name.starts_with("past_key_values."))
     }
 
-    /// An empty cache: every `past_key_values.*` input with a past length of 0.
-    pub fn empty_cache(&self) -> Result<KvCache, EngineError> {
-        let past = self
-            .inputs
+    /// The `past_key_values.*` inputs with their key/value heads and width.
+    fn cache_inputs(&self) -> Result<Vec<(String, usize, usize)>, EngineError> {
+        self.inputs
             .iter()
             .filter(|i| i.name.starts_with("past_key_values."))
             .map(|i| {
@@ -36,13 +75,104 @@ impl Model {
                         i.name, i.shape
                     )));
                 };
-                let shape = [1usize, heads.max(1) as usize, 0, width.max(1) as usize];
-                let tensor = Tensor::from_array((shape, Vec::<f32>::new()))
-                    .map_err(|e| EngineError::Run(e.to_string()))?;
-                Ok((i.name.clone(), tensor.into_dyn()))
+                Ok((i.name.clone(), heads.max(1) as usize, width.max(1) as usize))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(KvCache { past, length: 0 })
+            .collect()
+    }
+
+    /// An empty growing cache: every `past_key_values.*` input with a past length of 0.
+    pub fn empty_cache(&self) -> Result<KvCache, EngineError> {
+        let past = self
+            .cache_inputs()?
+            .into_iter()
+            .map(|(name, heads, width)| {
+                let tensor = Tensor::from_array(([1usize, heads, 0, width], Vec::<f32>::new()))
+                    .map_err(run_error)?;
+                Ok((name, tensor.into_dyn()))
+            })
+            .collect::<Result<_, EngineError>>()?;
+        Ok(KvCache {
+            store: Store::Growing(past),
+            length: 0,
+        })
+    }
+
+    /// An empty cache for up to `capacity` tokens, kept the fastest way this decoder allows: in
+    /// place when it writes its cache into a shared past/present buffer (the first call finds out
+    /// with a short probe), growing otherwise.
+    pub fn cache_for(&mut self, capacity: usize) -> Result<KvCache, EngineError> {
+        match self.cache_kind()? {
+            CacheKind::InPlace => self.in_place_cache(capacity),
+            CacheKind::Growing => self.empty_cache(),
+        }
+    }
+
+    /// How this decoder's cache is kept. Decided once per loaded model by running the same two
+    /// steps (two prompt tokens, then one) with a growing cache and with one shared buffer: the
+    /// shared buffer is used only when ONNX Runtime accepts it and the logits agree. A decoder that
+    /// concatenates past and new keys fails the shared run (its present is longer than its past).
+    pub fn cache_kind(&mut self) -> Result<CacheKind, EngineError> {
+        if self.kv_in_place.is_none() {
+            let growing = self.probe_steps(None)?;
+            let in_place = self.probe_steps(Some(4)).ok();
+            let agree = in_place.is_some_and(|shared| {
+                growing
+                    .iter()
+                    .zip(&shared)
+                    .all(|(a, b)| logits_agree(&a.values, &b.values))
+            });
+            self.kv_in_place = Some(agree);
+        }
+        Ok(if self.kv_in_place == Some(true) {
+            CacheKind::InPlace
+        } else {
+            CacheKind::Growing
+        })
+    }
+
+    fn probe_steps(&mut self, in_place: Option<usize>) -> Result<Vec<FloatOutput>, EngineError> {
+        let mut cache = match in_place {
+            Some(capacity) => {
+                let mut cache = self.in_place_cache(capacity)?;
+                if let Store::InPlace { quiet, .. } = &mut cache.store {
+                    let mut options = RunOptions::new().map_err(run_error)?;
+                    options.set_log_level(LogLevel::Fatal).map_err(run_error)?;
+                    *quiet = Some(options);
+                }
+                cache
+            }
+            None => self.empty_cache()?,
+        };
+        Ok(vec![
+            self.decoder_step(&mut cache, &[1, 2], false)?,
+            self.decoder_step(&mut cache, &[3], false)?,
+        ])
+    }
+
+    /// A cache of `capacity` tokens bound in place (see [`Store::InPlace`]), zeroed.
+    fn in_place_cache(&mut self, capacity: usize) -> Result<KvCache, EngineError> {
+        let inputs = self.cache_inputs()?;
+        let session = self.ort("the generate scenario")?;
+        let mut binding = session.create_binding().map_err(run_error)?;
+        let allocator: &Allocator = session.allocator();
+        for (name, heads, width) in inputs {
+            let present = format!("present.{}", &name["past_key_values.".len()..]);
+            let mut buffer = Tensor::<f32>::new(allocator, [1usize, heads, capacity, width])
+                .map_err(run_error)?;
+            buffer.extract_tensor_mut().1.fill(0.0);
+            binding.bind_input(&name, &buffer).map_err(run_error)?;
+            binding
+                .bind_output(present, &mut buffer)
+                .map_err(run_error)?;
+        }
+        Ok(KvCache {
+            store: Store::InPlace {
+                binding: Box::new(binding),
+                capacity,
+                quiet: None,
+            },
+            length: 0,
+        })
     }
 
     /// One decoder step: feeds `tokens` after what the cache holds, keeps the new cache, and
@@ -72,50 +202,103 @@ impl Model {
         tokens: &[i64],
         every_position: bool,
     ) -> Result<FloatOutput, EngineError> {
-        let run_error = |e: ort::Error| EngineError::Run(e.to_string());
         let (past, new) = (cache.length, tokens.len());
         let ids = Tensor::from_array(([1usize, new], tokens.to_vec())).map_err(run_error)?;
         let mask = Tensor::from_array(([1usize, past + new], vec![1i64; past + new]))
             .map_err(run_error)?;
-        let positions: Vec<i64> = (past..past + new).map(|p| p as i64).collect();
-        let positions = Tensor::from_array(([1usize, new], positions)).map_err(run_error)?;
-        let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![
-            ("input_ids".into(), ids.into()),
-            ("attention_mask".into(), mask.into()),
-        ];
-        if self.inputs.iter().any(|i| i.name == "position_ids") {
-            inputs.push(("position_ids".into(), positions.into()));
-        }
-        for (name, value) in std::mem::take(&mut cache.past) {
-            inputs.push((name, value.into()));
-        }
-        let outputs = self
-            .ort("the generate scenario")?
-            .run(inputs)
-            .map_err(run_error)?;
-        let mut logits = None;
-        for (name, value) in outputs {
-            if name == "logits" {
-                let (shape, values) = value.try_extract_tensor::<f32>().map_err(run_error)?;
-                let vocab = *shape.last().unwrap_or(&0);
-                logits = Some(if every_position {
-                    FloatOutput {
-                        shape: shape.to_vec(),
-                        values: values.to_vec(),
+        let positions = if self.inputs.iter().any(|i| i.name == "position_ids") {
+            let positions: Vec<i64> = (past..past + new).map(|p| p as i64).collect();
+            Some(Tensor::from_array(([1usize, new], positions)).map_err(run_error)?)
+        } else {
+            None
+        };
+        let session = self.ort("the generate scenario")?;
+        let logits = match &mut cache.store {
+            Store::Growing(held) => {
+                let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![
+                    ("input_ids".into(), ids.into()),
+                    ("attention_mask".into(), mask.into()),
+                ];
+                if let Some(positions) = positions {
+                    inputs.push(("position_ids".into(), positions.into()));
+                }
+                for (name, value) in std::mem::take(held) {
+                    inputs.push((name, value.into()));
+                }
+                let mut logits = None;
+                for (name, value) in session.run(inputs).map_err(run_error)? {
+                    if name == "logits" {
+                        logits = Some(last_logits(&value, every_position)?);
+                    } else if let Some(rest) = name.strip_prefix("present.") {
+                        held.push((format!("past_key_values.{rest}"), value));
                     }
-                } else {
-                    FloatOutput {
-                        shape: vec![1, 1, vocab],
-                        values: values[values.len().saturating_sub(vocab as usize)..].to_vec(),
-                    }
-                });
-            } else if let Some(rest) = name.strip_prefix("present.") {
-                cache.past.push((format!("past_key_values.{rest}"), value));
+                }
+                logits
             }
-        }
+            Store::InPlace {
+                binding,
+                capacity,
+                quiet,
+            } => {
+                if past + new > *capacity {
+                    return Err(EngineError::Run(format!(
+                        "the key/value cache holds {capacity} tokens; this step needs {}",
+                        past + new
+                    )));
+                }
+                binding.bind_input("input_ids", &ids).map_err(run_error)?;
+                binding
+                    .bind_input("attention_mask", &mask)
+                    .map_err(run_error)?;
+                if let Some(positions) = &positions {
+                    binding
+                        .bind_input("position_ids", positions)
+                        .map_err(run_error)?;
+                }
+                // Bound afresh every step: a bound output keeps its first shape, and the logits
+                // of a prompt are longer than those of one token.
+                let memory = session.allocator().memory_info();
+                binding
+                    .bind_output_to_device("logits", memory)
+                    .map_err(run_error)?;
+                let outputs = match quiet {
+                    Some(options) => session.run_binding_with_options(binding, options),
+                    None => session.run_binding(binding),
+                }
+                .map_err(run_error)?;
+                match outputs.get("logits") {
+                    Some(value) => Some(last_logits(value, every_position)?),
+                    None => None,
+                }
+            }
+        };
         cache.length = past + new;
         logits.ok_or_else(|| EngineError::Run("the decoder has no `logits` output".into()))
     }
+}
+
+/// The logits of every position, or of the last one only (`[1, 1, vocab]`).
+fn last_logits(value: &DynValue, every_position: bool) -> Result<FloatOutput, EngineError> {
+    let (shape, values) = value.try_extract_tensor::<f32>().map_err(run_error)?;
+    let vocab = *shape.last().unwrap_or(&0);
+    Ok(if every_position {
+        FloatOutput {
+            shape: shape.to_vec(),
+            values: values.to_vec(),
+        }
+    } else {
+        FloatOutput {
+            shape: vec![1, 1, vocab],
+            values: values[values.len().saturating_sub(vocab as usize)..].to_vec(),
+        }
+    })
+}
+
+/// Whether two runs' logits are the same computation: equal within float rounding (1e-4 of the
+/// larger magnitude).
+fn logits_agree(a: &[f32], b: &[f32]) -> bool {
+    let scale = a.iter().chain(b).fold(1f32, |m, v| m.max(v.abs()));
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * scale)
 }
 
 /// Recurrent state carried from one query to the next: for each input `X` with an output `XN`

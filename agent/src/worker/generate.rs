@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{EngineError, Model};
+use crate::engine::{CacheKind, EngineError, Model};
 use crate::procfs;
 use crate::stats;
 
@@ -39,9 +39,11 @@ pub fn run(
     let prompt = prompt(&tokenizer, &job.sentences, prompt_len)?;
     let tokenize_ms = ms(tokenize_start.elapsed());
 
+    // Whether the cache can be kept in place is probed once, before anything is timed.
+    let cache_kind = model.cache_kind()?;
     let conditions = Conditions::before_run(job);
     let first = Instant::now();
-    let mut cache = model.empty_cache()?;
+    let mut cache = model.cache_for(prompt_len + new_tokens)?;
     model.decode_step(&mut cache, &prompt)?;
     let first_inference_ms = ms(first.elapsed());
     for _ in 0..job.warmup_queries {
@@ -114,6 +116,7 @@ pub fn run(
             prefill_tokens_per_s: prompt_len as f64 / (ttft.mean / 1000.0),
             decode_tokens_per_s: tpot.as_ref().map_or(0.0, |t| 1000.0 / t.mean),
             tokenize_ms,
+            kv_cache_in_place: cache_kind == CacheKind::InPlace,
         }),
     })
 }
@@ -132,7 +135,7 @@ fn generation(
     new_tokens: usize,
 ) -> Result<Generation, EngineError> {
     let start = Instant::now();
-    let mut cache = model.empty_cache()?;
+    let mut cache = model.cache_for(prompt.len() + new_tokens)?;
     let mut next = model.decode_step(&mut cache, prompt)?;
     let ttft_ms = ms(start.elapsed());
     let mut tpot_ms = Vec::with_capacity(new_tokens);

@@ -144,6 +144,9 @@ pub struct GenerateReport {
     pub decode_tokens_per_s: f64,
     /// Tokenizing the prompt, timed apart and excluded from everything above.
     pub tokenize_ms: f64,
+    /// The decoder's key/value cache was written in place (see `engine::CacheKind`).
+    #[serde(default)]
+    pub kv_cache_in_place: bool,
 }
 
 /// How a server-scenario run fared against its bound.

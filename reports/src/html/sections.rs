@@ -34,6 +34,7 @@ pub(super) fn generate_section(
         ("prefill tokens/s", true),
         ("decode tokens/s", true),
         ("tokenize ms", true),
+        ("KV cache", false),
     ];
     let rows = runs.into_iter().map(|r| {
         let g = r.generate.expect("filtered");
@@ -50,6 +51,12 @@ pub(super) fn generate_section(
             opt(r.prefill_tokens_per_s),
             opt(r.decode_tokens_per_s),
             fmt_num(g.tokenize_ms),
+            if g.kv_cache_in_place {
+                "in place"
+            } else {
+                "growing"
+            }
+            .to_string(),
         ]
     });
     table(out, &head, rows);

@@ -319,6 +319,7 @@ fn generation_server_and_energy_sections_appear_when_there_is_data() {
         ttft_p90_ms: 90.0,
         tpot_p90_ms: 12.4,
         tokenize_ms: 0.2,
+        kv_cache_in_place: true,
     });
     let s = &mut input.records[1];
     s.server = Some(crate::ServerOutcome {
@@ -448,6 +449,7 @@ fn every_stored_workload_and_quality_metric_reaches_the_report() {
             ttft_p90_ms: f64::from(prompt) * 2.0,
             tpot_p90_ms: 12.0,
             tokenize_ms: 0.2,
+            kv_cache_in_place: true,
         });
     };
     let mut short = record("pi5-kitchen", "smollm2", 20.0, 1);

@@ -242,6 +242,8 @@ min_duration_s = 0.1
     assert_eq!(r["generate"]["prompt_tokens"], 32);
     assert_eq!(r["generate"]["generated_tokens"], 16);
     assert!(r["generate"]["tokenize_ms"].as_f64().unwrap() >= 0.0);
+    // The set-up's decoder (GroupQueryAttention) runs with its key/value cache in place.
+    assert_eq!(r["generate"]["kv_cache_in_place"], true, "{r:#}");
     assert!(r["generate"]["tpot_p90_ms"].as_f64().unwrap() >= tpot);
     // The 4-bit weights stay 4-bit in memory: well under the 540 MB an fp32 copy takes.
     assert!(r["peak_rss_bytes"].as_u64().unwrap() < 450_000_000, "{r:#}");

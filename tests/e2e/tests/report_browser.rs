@@ -197,6 +197,7 @@ fn generative(agent: &Agent, run: usize) -> ResultRecord {
         ttft_p90_ms: 71.0 * slow,
         tpot_p90_ms: 15.5 * slow,
         tokenize_ms: 0.3,
+        kv_cache_in_place: true,
     });
     r.energy_j_per_inference = r.energy_j_per_inference.map(|_| 0.9 * slow);
     r
