@@ -1,6 +1,8 @@
 //! State carried from one run of a model to the next: a decoder's key/value cache (the
 //! generate scenario, and logits for quality), and the recurrent state of a streaming model
-//! ([`Carry`], Silero VAD's `state` → `stateN`). Both stay ONNX Runtime values between runs.
+//! ([`Carry`], Silero VAD's `state` → `stateN`). Both stay ONNX Runtime values between runs; a
+//! decoder that allows it (GroupQueryAttention) writes its cache in place into buffers bound once
+//! as both past and present ([`CacheKind::InPlace`]), as ONNX Runtime GenAI runs such models.
 
 use ort::logging::LogLevel;
 use ort::memory::Allocator;
@@ -417,5 +419,22 @@ impl Model {
         }
         let ix = choice.pick(&output_kinds(&rest))?;
         float_output(rest[ix].0, &rest[ix].1).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logits_agree;
+
+    #[test]
+    fn logits_agree_within_rounding_only() {
+        let a = [10.0f32, -3.5, 0.25];
+        assert!(logits_agree(&a, &[10.0004, -3.5, 0.2502]));
+        assert!(!logits_agree(&a, &[10.0, -3.4, 0.25]), "a real difference");
+        assert!(!logits_agree(&a, &a[..2]), "different lengths");
+        assert!(
+            !logits_agree(&a, &[10.0, -3.5, f32::NAN]),
+            "NaN never agrees"
+        );
     }
 }
