@@ -8,10 +8,12 @@
 //!
 //! Rounds alternate the two harnesses so drift on a shared machine hits both alike.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use edgefleet_agent::worker::protocol::WorkerJob;
+
+mod common;
 use edgefleet_agent::worker::run_job;
 
 const SENTENCES: [&str; 4] = [
@@ -25,22 +27,9 @@ fn main() {
     if let Ok(job) = std::env::var("EDGEFLEET_HARNESS_CHILD") {
         return run_child(&job);
     }
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cache = std::env::var_os("EDGEFLEET_CACHE")
-        .map_or_else(|| root.join(".cache/edgefleet"), PathBuf::from);
-    let need = |p: &str| {
-        let path = cache.join(p);
-        assert!(
-            path.is_file(),
-            "{} missing: run scripts/setup.sh first",
-            path.display()
-        );
-        path
-    };
+    let rounds = common::rounds();
+    let (root, cache) = common::root_and_cache();
+    let need = |p: &str| common::need(&cache, p);
     let library = need("lib/libonnxruntime.so.1.31.1");
     let tokenizer = need("models/minilm-l6/tokenizer.json");
     let cases = [
@@ -63,35 +52,15 @@ fn main() {
     );
     for (name, model, queries) in cases {
         let job = WorkerJob {
-            onnxruntime_library: library.clone(),
-            model_path: model,
-            tokenizer_path: Some(tokenizer.clone()),
-            sentences: SENTENCES.iter().map(|s| s.to_string()).collect(),
-            sequence_length: None,
-            threads: 1,
             warmup_queries: 50,
             min_queries: queries,
-            min_duration_ms: 0,
-            max_duration_ms: 3_600_000,
-            repetitions: 1,
-            scenario: "single-stream".into(),
-            batch: 1,
-            target_qps: 0.0,
-            p99_bound_ms: 0.0,
-            seed: 0,
-            peak_search: false,
-            sensors_root: PathBuf::from("/"),
-            idle_power_s: 0.0,
-            max_start_temp_c: None,
-            max_wait_s: 0.0,
-            quality: None,
-            prompt_tokens: 0,
-            generate_tokens: 0,
-            engine: String::new(),
-            execution_provider: String::new(),
-            graph_optimization: String::new(),
-            inter_op_threads: 0,
-            media: None,
+            ..common::job(
+                &library,
+                &model,
+                &tokenizer,
+                SENTENCES.iter().map(|s| s.to_string()).collect(),
+                "single-stream",
+            )
         };
         let job_file =
             std::env::temp_dir().join(format!("edgefleet-harness-{}.json", std::process::id()));

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edgefleet_agent::worker::protocol::WorkerJob;
+
+mod common;
 use edgefleet_agent::worker::run_job;
 
 const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
@@ -37,22 +39,9 @@ fn main() {
     if let Ok(job) = std::env::var("EDGEFLEET_SLM_CHILD") {
         return run_child(&job);
     }
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cache = std::env::var_os("EDGEFLEET_CACHE")
-        .map_or_else(|| root.join(".cache/edgefleet"), PathBuf::from);
-    let need = |p: &str| {
-        let path = cache.join(p);
-        assert!(
-            path.is_file(),
-            "{} missing: run scripts/setup.sh first",
-            path.display()
-        );
-        path
-    };
+    let rounds = common::rounds();
+    let (root, cache) = common::root_and_cache();
+    let need = |p: &str| common::need(&cache, p);
     let library = need("lib/libonnxruntime.so.1.31.1");
     let model = need("models/smollm2-135m/model.q4.onnx");
     let tokenizer = need("models/smollm2-135m/tokenizer.json");
@@ -84,35 +73,13 @@ fn main() {
     for threads in [1u32, 2] {
         for prompt in [32u32, 128] {
             let job = WorkerJob {
-                onnxruntime_library: library.clone(),
-                model_path: model.clone(),
-                tokenizer_path: Some(tokenizer.clone()),
-                sentences: sentences.clone(),
-                sequence_length: None,
                 threads,
-                warmup_queries: 1,
                 min_queries: 5,
                 min_duration_ms: SECONDS * 1000,
                 max_duration_ms: 600_000,
-                repetitions: 1,
-                scenario: "generate".into(),
-                batch: 1,
-                target_qps: 0.0,
-                p99_bound_ms: 0.0,
-                seed: 0,
-                peak_search: false,
-                sensors_root: PathBuf::from("/"),
-                idle_power_s: 0.0,
-                max_start_temp_c: None,
-                max_wait_s: 0.0,
-                quality: None,
                 prompt_tokens: prompt,
                 generate_tokens: NEW_TOKENS,
-                engine: String::new(),
-                execution_provider: String::new(),
-                graph_optimization: String::new(),
-                inter_op_threads: 0,
-                media: None,
+                ..common::job(&library, &model, &tokenizer, sentences.clone(), "generate")
             };
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
