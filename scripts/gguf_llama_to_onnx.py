@@ -155,7 +155,7 @@ def read_hparams(reader):
         vocab=len(field(reader, "tokenizer.ggml.tokens")),
         rms_eps=float(field(reader, "llama.attention.layer_norm_rms_epsilon")),
         rope_theta=float(field(reader, "llama.rope.freq_base")),
-        context=int(field(reader, "llama.context_length")),
+        context=int(reader.fields["llama.context_length"].contents()) if "llama.context_length" in reader.fields else 0,
         bos_id=int(field(reader, "tokenizer.ggml.bos_token_id")),
         eos_id=int(field(reader, "tokenizer.ggml.eos_token_id")),
     )
@@ -495,6 +495,8 @@ def build_fused_graph(g, tensors, hp, accuracy_level):
     seqlens_k = g.op("Cast", [g.op("Sub", [lengths, g.const(1)])], to=TensorProto.INT32)
     total = g.op("Gather", [g.op("Shape", ["attention_mask"]), g.const(1)], axis=0)
     total = g.op("Cast", [total], to=TensorProto.INT32)
+    if hp.context <= 0:
+        sys.exit("gguf_llama_to_onnx: the GGUF has no llama.context_length, which sizes the fused layout's rotary tables")
     cos, sin = rotary_caches(g, hp)
 
     def norm_weight(name):
@@ -505,8 +507,10 @@ def build_fused_graph(g, tensors, hp, accuracy_level):
         if residual is None:  # the standard-op pattern ONNX Runtime fuses into SimplifiedLayerNormalization
             weight = np.asarray(tensor(tensors, name, "F32").data, dtype=np.float32)
             return rms_norm(g, h, name, weight, hp.rms_eps), h
+        # Outputs 1 and 2 (mean, inverse standard deviation) are for training: left unnamed.
         normed, _, _, total_sum = g.op("SkipSimplifiedLayerNormalization", [h, residual, norm_weight(name)],
-                                       n_out=4, domain="com.microsoft", epsilon=hp.rms_eps)
+                                       [g._name("norm"), "", "", g._name("residual")],
+                                       domain="com.microsoft", epsilon=hp.rms_eps)
         return normed, total_sum
 
     residual = None
@@ -581,20 +585,22 @@ def main():
                         help="also write a tokenizer.json built from the GGUF vocabulary")
     parser.add_argument("--accuracy-level", type=int, default=4, choices=[0, 1, 2, 3, 4],
                         help="MatMulNBits accuracy_level: 4 = int8 activations (fast), 0 = fp32 activations")
-    parser.add_argument("--layout", choices=["fused", "primitives"], default="fused",
+    parser.add_argument("--layout", choices=["fused", "primitives"],
                         help="fused: GroupQueryAttention and fused norms, as ONNX Runtime GenAI exports (default); "
                         "primitives: standard ONNX attention with a Concat cache")
     parser.add_argument("--fp32", action="store_true",
                         help="write the full-precision reference: every weight dequantized to float32 "
                         "(always the primitives layout: standard ONNX only)")
     args = parser.parse_args()
+    if args.fp32 and args.layout == "fused":
+        parser.error("--fp32 writes the primitives layout (standard ONNX only); drop --layout fused")
 
     start = time.perf_counter()
     reader = GGUFReader(args.gguf)
     hp = read_hparams(reader)
     print(f"gguf_llama_to_onnx: {hp.layers} layers, hidden {hp.hidden}, heads {hp.heads}/{hp.kv_heads} (q/kv), "
           f"head_dim {hp.head_dim}, vocab {hp.vocab}, rope theta {hp.rope_theta:g}", flush=True)
-    layout = "primitives" if args.fp32 else args.layout
+    layout = args.layout or ("primitives" if args.fp32 else "fused")
     model = build_model(reader, hp, None if args.fp32 else args.accuracy_level, args.gguf.rsplit("/", 1)[-1], layout)
     onnx.checker.check_model(model)  # structure and the standard ops; contrib ops are not checked
     onnx.save_model(model, args.onnx_out, format="protobuf")

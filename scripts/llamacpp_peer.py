@@ -9,7 +9,9 @@ Prints one JSON object: {"generations", "ttft_ms_p50", "tpot_ms_p50", "tpot_ms_m
 prompt is the sentences' tokens one after another, repeated and cut to P tokens; time to first
 token covers evaluating the prompt and choosing the first token (argmax of its logits); each later
 token covers one eval of the previous choice and the argmax. One warm-up generation is not
-counted; generations repeat until S seconds and at least 5 generations have passed.
+counted; generations repeat until S seconds and at least 5 generations have passed. Before
+timing, it checks that it reads the logits right: greedy decoding answers the chat question "What
+is the capital of France?" with "The capital of France is Paris." (as the ONNX decoder does).
 """
 import argparse
 import json
@@ -17,8 +19,12 @@ import statistics
 import sys
 import time
 
+import llama_cpp
 import numpy as np
 from llama_cpp import Llama
+
+CHECK_PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+CHECK_ANSWER = "The capital of France is Paris."
 
 
 def main():
@@ -31,7 +37,7 @@ def main():
     parser.add_argument("--sentence", action="append", default=[])
     args = parser.parse_args()
 
-    context = args.prompt_tokens + args.generate_tokens
+    context = max(args.prompt_tokens + args.generate_tokens, 64)
     llm = Llama(model_path=args.gguf, n_ctx=context, n_batch=context,
                 n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     ids = []
@@ -40,26 +46,40 @@ def main():
     if not ids:
         sys.exit("llamacpp_peer: the sentences have no tokens")
     prompt = [ids[i % len(ids)] for i in range(args.prompt_tokens)]
+    vocab = llm.n_vocab()
 
-    def generation():
+    def next_token():
+        """The argmax of the last evaluated position's logits. (Llama.eval keeps logits in
+        `scores` only with logits_all, which would copy every prompt position's.)"""
+        logits = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(logits, shape=(vocab,))))
+
+    def generation(tokens, count):
         llm.reset()
         start = time.perf_counter()
-        llm.eval(prompt)
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval(tokens)
+        token = next_token()
         ttft = time.perf_counter() - start
-        steps = []
-        for _ in range(1, args.generate_tokens):
+        steps, chosen = [], [token]
+        for _ in range(1, count):
             step = time.perf_counter()
             llm.eval([token])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            token = next_token()
             steps.append(time.perf_counter() - step)
-        return ttft, steps
+            chosen.append(token)
+        return ttft, steps, chosen
 
-    generation()  # warm-up
+    check = llm.tokenize(CHECK_PROMPT.encode(), add_bos=False, special=True)
+    answer = generation(check, 8)[2]
+    text = llm.detokenize(answer[: answer.index(2)] if 2 in answer else answer).decode(errors="replace").strip()
+    if text != CHECK_ANSWER:
+        sys.exit(f"llamacpp_peer: greedy decoding answered {text!r}, not {CHECK_ANSWER!r}: the logits are misread")
+
+    generation(prompt, args.generate_tokens)  # warm-up
     ttfts, tpots = [], []
     begin = time.perf_counter()
     while len(ttfts) < 5 or time.perf_counter() - begin < args.seconds:
-        ttft, steps = generation()
+        ttft, steps, _ = generation(prompt, args.generate_tokens)
         ttfts.append(ttft * 1000.0)
         tpots += [s * 1000.0 for s in steps]
     tpot_mean = statistics.fmean(tpots)

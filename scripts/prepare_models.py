@@ -190,8 +190,13 @@ def smollm2():
     model, tok = os.path.join(d, "model.q4.onnx"), os.path.join(d, "tokenizer.json")
     reference = os.path.join(d, "model.fp32.onnx")
     print("[SmolLM2-135M-Instruct]", flush=True)
-    if os.path.exists(model) and "fused" not in {p.value for p in onnx.load(model).metadata_props if p.key == "layout"}:
-        os.remove(model)
+    if os.path.exists(model):
+        try:
+            layout = {p.key: p.value for p in onnx.load(model).metadata_props}.get("layout")
+        except Exception:  # truncated or not ONNX: convert again
+            layout = None
+        if layout != "fused":
+            os.remove(model)
     if not all(os.path.exists(f) for f in (model, tok, reference)):
         gguf = os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf")  # 98 MB, only while converting
         converter = [sys.executable, os.path.join(HERE, "gguf_llama_to_onnx.py"), gguf]

@@ -78,6 +78,19 @@ fn the_4bit_decoder_writes_its_cache_in_place_and_decodes_like_the_growing_cache
         greedy(&mut q4, &prompt, 24, true),
         "the in-place cache and the growing cache choose the same tokens"
     );
+    // A cache reset after a longer, unrelated sequence decodes the prompt as a fresh one does:
+    // the stale keys past the new sequence's mask are never read.
+    let mut cache = q4.cache_for(prompt.len() + 24).unwrap();
+    let unrelated: Vec<i64> = (100..100 + prompt.len() as i64 + 20).collect();
+    q4.decode_step(&mut cache, &unrelated).unwrap();
+    q4.reset_cache(&mut cache).unwrap();
+    let mut next = q4.decode_step(&mut cache, &prompt).unwrap();
+    let mut reused = Vec::new();
+    while next != END_OF_TURN && reused.len() < 24 {
+        reused.push(next);
+        next = q4.decode_step(&mut cache, &[next]).unwrap();
+    }
+    assert_eq!(reused, in_place, "a reset cache decodes like a new one");
     // Past the buffer's length: a clear error, not a write out of bounds.
     let mut cache = q4.cache_for(prompt.len() + 1).unwrap();
     q4.decode_step(&mut cache, &prompt).unwrap();

@@ -37,20 +37,13 @@ enum Store {
     },
 }
 
-/// How a decoder's cache is kept, as reports and logs name it.
+/// How a decoder's cache is kept (results carry it as `kv_cache_in_place`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheKind {
+    /// Past and present apart: the decoder copies the cache into a longer one every step.
     Growing,
+    /// Past and present share one buffer the decoder writes into.
     InPlace,
-}
-
-impl std::fmt::Display for CacheKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CacheKind::Growing => "growing (past and present apart)",
-            CacheKind::InPlace => "in place (past and present share one buffer)",
-        })
-    }
 }
 
 fn run_error(e: ort::Error) -> EngineError {
@@ -159,9 +152,9 @@ impl Model {
         let allocator: &Allocator = session.allocator();
         for (name, heads, width) in inputs {
             let present = format!("present.{}", &name["past_key_values.".len()..]);
+            // Zeroed by ort.
             let mut buffer = Tensor::<f32>::new(allocator, [1usize, heads, capacity, width])
                 .map_err(run_error)?;
-            buffer.extract_tensor_mut().1.fill(0.0);
             binding.bind_input(&name, &buffer).map_err(run_error)?;
             binding
                 .bind_output(present, &mut buffer)
@@ -175,6 +168,17 @@ impl Model {
             },
             length: 0,
         })
+    }
+
+    /// Empties `cache` for a new sequence: a growing cache starts again from empty tensors, an
+    /// in-place one keeps its buffers (the decoder reads only the positions the mask covers, and
+    /// overwrites them as the new sequence reaches them).
+    pub fn reset_cache(&self, cache: &mut KvCache) -> Result<(), EngineError> {
+        if let Store::Growing(_) = cache.store {
+            *cache = self.empty_cache()?;
+        }
+        cache.length = 0;
+        Ok(())
     }
 
     /// One decoder step: feeds `tokens` after what the cache holds, keeps the new cache, and

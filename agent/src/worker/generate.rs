@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{CacheKind, EngineError, Model};
+use crate::engine::{CacheKind, EngineError, KvCache, Model};
 use crate::procfs;
 use crate::stats;
 
@@ -39,15 +39,19 @@ pub fn run(
     let prompt = prompt(&tokenizer, &job.sentences, prompt_len)?;
     let tokenize_ms = ms(tokenize_start.elapsed());
 
-    // Whether the cache can be kept in place is probed once, before anything is timed.
-    let cache_kind = model.cache_kind()?;
     let conditions = Conditions::before_run(job);
+    // The first inference is the model's cold start: it includes the probe that finds out how
+    // the cache can be kept (a few short runs, the first the model ever does) and the cache's
+    // allocation, then the prompt's prefill.
     let first = Instant::now();
+    let cache_kind = model.cache_kind()?;
+    // One cache for every generation, as a runtime allocates it once per context: reset, not
+    // rebuilt, so no generation's TTFT pays for allocating it.
     let mut cache = model.cache_for(prompt_len + new_tokens)?;
     model.decode_step(&mut cache, &prompt)?;
     let first_inference_ms = ms(first.elapsed());
     for _ in 0..job.warmup_queries {
-        generation(&mut model, &prompt, new_tokens)?;
+        generation(&mut model, &mut cache, &prompt, new_tokens)?;
     }
 
     let rules = RunLength {
@@ -65,7 +69,7 @@ pub fn run(
         let start = Instant::now();
         let first = totals.len();
         loop {
-            let g = generation(&mut model, &prompt, new_tokens)?;
+            let g = generation(&mut model, &mut cache, &prompt, new_tokens)?;
             totals.push(g.total_ms);
             ttfts.push(g.ttft_ms);
             tpots.extend(g.tpot_ms);
@@ -128,20 +132,22 @@ struct Generation {
     tpot_ms: Vec<f64>,
 }
 
-/// Prefill, then `new_tokens - 1` single-token steps, each fed the previous step's choice.
+/// Prefill, then `new_tokens - 1` single-token steps, each fed the previous step's choice, in
+/// `cache` emptied first.
 fn generation(
     model: &mut Model,
+    cache: &mut KvCache,
     prompt: &[i64],
     new_tokens: usize,
 ) -> Result<Generation, EngineError> {
     let start = Instant::now();
-    let mut cache = model.cache_for(prompt.len() + new_tokens)?;
-    let mut next = model.decode_step(&mut cache, prompt)?;
+    model.reset_cache(cache)?;
+    let mut next = model.decode_step(cache, prompt)?;
     let ttft_ms = ms(start.elapsed());
     let mut tpot_ms = Vec::with_capacity(new_tokens);
     for _ in 1..new_tokens {
         let step = Instant::now();
-        next = model.decode_step(&mut cache, &[next])?;
+        next = model.decode_step(cache, &[next])?;
         tpot_ms.push(ms(step.elapsed()));
     }
     Ok(Generation {
