@@ -269,17 +269,20 @@ class Graph:
         return self._block_sums[x]
 
 
-def q4_linear(g, x, t, name, accuracy_level, row_order=None):
-    """x @ W^T for a Q4_1 weight: symmetric 4-bit MatMulNBits plus the exact offset correction
-    (accuracy_level None: a float32 MatMul of the dequantized weight, the --fp32 reference)."""
+def q4_linear(g, x, parts, name, accuracy_level):
+    """x @ [W_1; W_2; ..]^T for Q4_1 weights packed along N (parts: [(tensor, row_order or None)],
+    the same K): one symmetric 4-bit MatMulNBits plus the exact offset correction (accuracy_level
+    None: a float32 MatMul of the dequantized weights, the --fp32 reference)."""
     if accuracy_level is None:
-        return g.op("MatMul", [x, g.weight(name + ".weight", q4_1_dequantized(t, row_order).T)])
-    k, n = int(t.shape[0]), int(t.shape[1])
-    packed, scales, offsets = q4_1_to_matmulnbits(t, row_order)
+        dense = np.concatenate([q4_1_dequantized(t, order) for t, order in parts])
+        return g.op("MatMul", [x, g.weight(name + ".weight", dense.T)])
+    k = int(parts[0][0].shape[0])
+    pieces = [q4_1_to_matmulnbits(t, order) for t, order in parts]
+    packed, scales, offsets = (np.concatenate([p[i] for p in pieces]) for i in range(3))
     y = g.op(
         "MatMulNBits",
         [x, g.weight(name + ".qweight", packed), g.weight(name + ".scales", scales.reshape(-1))],
-        domain="com.microsoft", K=k, N=n, bits=4, block_size=BLOCK, accuracy_level=accuracy_level,
+        domain="com.microsoft", K=k, N=packed.shape[0], bits=4, block_size=BLOCK, accuracy_level=accuracy_level,
     )
     correction = g.op("MatMul", [g.block_sums(x, k), g.weight(name + ".block_offsets", offsets.T)])
     return g.op("Add", [y, correction])
@@ -366,7 +369,7 @@ def decoder_layer(g, x, i, tensors, hp, rope, bias, accuracy_level):
         return rms_norm(g, h, blk + name + ".weight", weight, hp.rms_eps)
 
     def proj(h, name, row_order=None):
-        return q4_linear(g, h, tensor(tensors, blk + name + ".weight", "Q4_1"), blk + name, accuracy_level, row_order)
+        return q4_linear(g, h, [(tensor(tensors, blk + name + ".weight", "Q4_1"), row_order)], blk + name, accuracy_level)
 
     a = norm(x, "attn_norm")
     q = split_heads(g, proj(a, "attn_q", hf_row_order(hp.heads * hp.head_dim, hp.heads)), hp.heads, hp)
@@ -462,21 +465,6 @@ def build_primitives_graph(g, tensors, hp, accuracy_level):
 # ---------------------------------------------------------------- the fused layout
 
 
-def q4_packed_linear(g, x, parts, name, accuracy_level):
-    """x @ [W_1; W_2; ..]^T for Q4_1 weights packed along N into one MatMulNBits, plus the exact
-    offset correction (see q4_linear). parts: [(tensor, row_order or None)], same K."""
-    k = int(parts[0][0].shape[0])
-    pieces = [q4_1_to_matmulnbits(t, order) for t, order in parts]
-    packed, scales, offsets = (np.concatenate([p[i] for p in pieces]) for i in range(3))
-    y = g.op(
-        "MatMulNBits",
-        [x, g.weight(name + ".qweight", packed), g.weight(name + ".scales", scales.reshape(-1))],
-        domain="com.microsoft", K=k, N=packed.shape[0], bits=4, block_size=BLOCK, accuracy_level=accuracy_level,
-    )
-    correction = g.op("MatMul", [g.block_sums(x, k), g.weight(name + ".block_offsets", offsets.T)])
-    return g.op("Add", [y, correction])
-
-
 def rotary_caches(g, hp):
     """cos and sin of position * inverse frequency, [positions, head_dim / 2], for
     GroupQueryAttention's fused rotate-half rotary embedding."""
@@ -521,7 +509,7 @@ def build_fused_graph(g, tensors, hp, accuracy_level):
             return tensor(tensors, blk + name + ".weight", "Q4_1"), row_order
 
         a, residual = skip_norm(x, residual, blk + "attn_norm.weight")
-        qkv = q4_packed_linear(g, a, [
+        qkv = q4_linear(g, a, [
             q4("attn_q", hf_row_order(hp.heads * hp.head_dim, hp.heads)),
             q4("attn_k", hf_row_order(hp.kv_heads * hp.head_dim, hp.kv_heads)),
             q4("attn_v"),
@@ -532,12 +520,12 @@ def build_fused_graph(g, tensors, hp, accuracy_level):
             [g._name("attention"), f"present.{i}.key", f"present.{i}.value"],
             domain="com.microsoft", num_heads=hp.heads, kv_num_heads=hp.kv_heads, do_rotary=1, rotary_interleaved=0,
         )[0]
-        x = q4_packed_linear(g, attn, [q4("attn_output")], blk + "attn_output", accuracy_level)
+        x = q4_linear(g, attn, [q4("attn_output")], blk + "attn_output", accuracy_level)
         f, residual = skip_norm(x, residual, blk + "ffn_norm.weight")
-        gate = q4_packed_linear(g, f, [q4("ffn_gate")], blk + "ffn_gate", accuracy_level)
-        up = q4_packed_linear(g, f, [q4("ffn_up")], blk + "ffn_up", accuracy_level)
+        gate = q4_linear(g, f, [q4("ffn_gate")], blk + "ffn_gate", accuracy_level)
+        up = q4_linear(g, f, [q4("ffn_up")], blk + "ffn_up", accuracy_level)
         silu = g.op("Mul", [gate, g.op("Sigmoid", [gate])])  # ONNX Runtime fuses this into one kernel
-        x = q4_packed_linear(g, g.op("Mul", [silu, up]), [q4("ffn_down")], blk + "ffn_down", accuracy_level)
+        x = q4_linear(g, g.op("Mul", [silu, up]), [q4("ffn_down")], blk + "ffn_down", accuracy_level)
     out, _ = skip_norm(x, residual, "output_norm.weight")
     g.op("MatMulNBits", [out, table_name, scales_name], ["logits"], domain="com.microsoft",
          K=hp.hidden, N=hp.vocab, bits=8, block_size=BLOCK, accuracy_level=accuracy_level)

@@ -19,6 +19,16 @@ pub struct KvCache {
     pub length: usize,
 }
 
+impl KvCache {
+    /// How this cache is kept.
+    pub fn kind(&self) -> CacheKind {
+        match self.store {
+            Store::Growing(_) => CacheKind::Growing,
+            Store::InPlace { .. } => CacheKind::InPlace,
+        }
+    }
+}
+
 /// Where a decoder's keys and values live between steps.
 enum Store {
     /// The `present.*` outputs of one step, kept as ONNX Runtime values and fed back as
@@ -97,7 +107,7 @@ impl Model {
     /// with a short probe), growing otherwise.
     pub fn cache_for(&mut self, capacity: usize) -> Result<KvCache, EngineError> {
         match self.cache_kind()? {
-            CacheKind::InPlace => self.in_place_cache(capacity),
+            CacheKind::InPlace => self.in_place_cache(capacity, None),
             CacheKind::Growing => self.empty_cache(),
         }
     }
@@ -107,45 +117,46 @@ impl Model {
     /// shared buffer is used only when ONNX Runtime accepts it and the logits agree. A decoder that
     /// concatenates past and new keys fails the shared run (its present is longer than its past).
     pub fn cache_kind(&mut self) -> Result<CacheKind, EngineError> {
-        if self.kv_in_place.is_none() {
-            let growing = self.probe_steps(None)?;
-            let in_place = self.probe_steps(Some(4)).ok();
-            let agree = in_place.is_some_and(|shared| {
-                growing
-                    .iter()
-                    .zip(&shared)
-                    .all(|(a, b)| logits_agree(&a.values, &b.values))
-            });
-            self.kv_in_place = Some(agree);
+        if let Some(kind) = self.cache_kind {
+            return Ok(kind);
         }
-        Ok(if self.kv_in_place == Some(true) {
+        let growing = self.empty_cache()?;
+        let growing = self.probe_steps(growing)?;
+        // Quiet: a decoder that cannot share its buffer is expected to fail this run.
+        let mut options = RunOptions::new().map_err(run_error)?;
+        options.set_log_level(LogLevel::Fatal).map_err(run_error)?;
+        let shared = self
+            .in_place_cache(4, Some(options))
+            .and_then(|cache| self.probe_steps(cache));
+        let agree = shared.is_ok_and(|shared| {
+            growing
+                .iter()
+                .zip(&shared)
+                .all(|(a, b)| logits_agree(&a.values, &b.values))
+        });
+        let kind = if agree {
             CacheKind::InPlace
         } else {
             CacheKind::Growing
-        })
+        };
+        self.cache_kind = Some(kind);
+        Ok(kind)
     }
 
-    fn probe_steps(&mut self, in_place: Option<usize>) -> Result<Vec<FloatOutput>, EngineError> {
-        let mut cache = match in_place {
-            Some(capacity) => {
-                let mut cache = self.in_place_cache(capacity)?;
-                if let Store::InPlace { quiet, .. } = &mut cache.store {
-                    let mut options = RunOptions::new().map_err(run_error)?;
-                    options.set_log_level(LogLevel::Fatal).map_err(run_error)?;
-                    *quiet = Some(options);
-                }
-                cache
-            }
-            None => self.empty_cache()?,
-        };
+    fn probe_steps(&mut self, mut cache: KvCache) -> Result<Vec<FloatOutput>, EngineError> {
         Ok(vec![
             self.decoder_step(&mut cache, &[1, 2], false)?,
             self.decoder_step(&mut cache, &[3], false)?,
         ])
     }
 
-    /// A cache of `capacity` tokens bound in place (see [`Store::InPlace`]), zeroed.
-    fn in_place_cache(&mut self, capacity: usize) -> Result<KvCache, EngineError> {
+    /// A cache of `capacity` tokens bound in place (see [`Store::InPlace`]), zeroed; its runs use
+    /// `quiet` when given.
+    fn in_place_cache(
+        &mut self,
+        capacity: usize,
+        quiet: Option<RunOptions>,
+    ) -> Result<KvCache, EngineError> {
         let inputs = self.cache_inputs()?;
         let session = self.ort("the generate scenario")?;
         let mut binding = session.create_binding().map_err(run_error)?;
@@ -164,7 +175,7 @@ impl Model {
             store: Store::InPlace {
                 binding: Box::new(binding),
                 capacity,
-                quiet: None,
+                quiet,
             },
             length: 0,
         })
@@ -272,10 +283,10 @@ impl Model {
                     None => session.run_binding(binding),
                 }
                 .map_err(run_error)?;
-                match outputs.get("logits") {
-                    Some(value) => Some(last_logits(value, every_position)?),
-                    None => None,
-                }
+                outputs
+                    .get("logits")
+                    .map(|value| last_logits(value, every_position))
+                    .transpose()?
             }
         };
         cache.length = past + new;

@@ -18,9 +18,9 @@ pub struct Model {
     pub inputs: Vec<InputInfo>,
     /// Output names, in the model's order.
     pub outputs: Vec<String>,
-    /// Whether this decoder writes its key/value cache in place (past and present bound to one
-    /// buffer); found by a probe the first time a cache is made. `None` until then.
-    pub(super) kv_in_place: Option<bool>,
+    /// How this decoder's key/value cache is kept; found by a probe the first time a cache is
+    /// made. `None` until then.
+    pub(super) cache_kind: Option<super::CacheKind>,
 }
 
 /// Which engine runs a model.
@@ -50,7 +50,7 @@ impl Model {
             backend: Backend::Tract(plan),
             inputs,
             outputs,
-            kv_in_place: None,
+            cache_kind: None,
         })
     }
 }
@@ -127,7 +127,7 @@ impl Runtime {
             backend: Backend::Ort(session),
             inputs,
             outputs,
-            kv_in_place: None,
+            cache_kind: None,
         })
     }
 }

@@ -44,7 +44,6 @@ pub fn run(
     // the cache can be kept (a few short runs, the first the model ever does) and the cache's
     // allocation, then the prompt's prefill.
     let first = Instant::now();
-    let cache_kind = model.cache_kind()?;
     // One cache for every generation, as a runtime allocates it once per context: reset, not
     // rebuilt, so no generation's TTFT pays for allocating it.
     let mut cache = model.cache_for(prompt_len + new_tokens)?;
@@ -120,7 +119,7 @@ pub fn run(
             prefill_tokens_per_s: prompt_len as f64 / (ttft.mean / 1000.0),
             decode_tokens_per_s: tpot.as_ref().map_or(0.0, |t| 1000.0 / t.mean),
             tokenize_ms,
-            kv_cache_in_place: cache_kind == CacheKind::InPlace,
+            kv_cache_in_place: cache.kind() == CacheKind::InPlace,
         }),
     })
 }
