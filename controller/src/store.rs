@@ -1,5 +1,9 @@
-//! The controller's SQLite database: the only module that uses rusqlite. WAL mode, a busy
-//! timeout, and numbered schema migrations recorded in `PRAGMA user_version`.
+//! The controller's database, SQLite or PostgreSQL: the only module that talks to either.
+//! SQLite (the default, a file in the data folder) runs in WAL mode with a busy timeout and
+//! numbered migrations recorded in `PRAGMA user_version`; PostgreSQL (`serve --database
+//! postgres://...`) has its own migration history ([`migrations_postgres`]) and a small pool
+//! of connections ([`postgres`]). Every operation below runs on both through [`db::Conn`]; the
+//! rest of the controller never knows which one it talks to.
 //!
 //! One file per family of tables: [`agents`] (agents and what they have installed), [`models`]
 //! (the registry and artifacts), [`runs`] (benchmark runs, jobs and results), [`rollouts`]
@@ -10,8 +14,11 @@
 //! default value.
 
 mod agents;
+mod db;
 mod migrations;
+mod migrations_postgres;
 mod models;
+mod postgres;
 mod regressions;
 mod rollouts;
 mod runs;
@@ -27,19 +34,28 @@ pub use schedules::{FireKind, FireOutcome, FireRow, ScheduleRow, StoredInput};
 pub use trust::{AdminTokenRow, AgentTrust, EnrollRefusal, Enrolled};
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
+
+use db::Conn;
+pub use db::{Backend, DbError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: DbError },
+    /// PostgreSQL did not answer at start (the controller exits 69, EX_UNAVAILABLE).
+    #[error("cannot reach the database {database}: {source}")]
+    Unreachable { database: String, source: DbError },
+    /// A URL that is not a database the controller can use.
+    #[error("{0}")]
+    Url(String),
+    /// The database was migrated by a newer edgefleet (the controller exits 64, EX_USAGE).
+    #[error("the database has schema version {found}, newer than this controller knows ({known}); upgrade edgefleet")]
+    NewerSchema { found: usize, known: usize },
     #[error("database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] DbError),
     #[error("model {0} is already registered; pick another version")]
     ModelExists(String),
     #[error("an admin token named {0} exists already; revoke it or pick another name")]
@@ -54,6 +70,12 @@ pub enum StoreError {
         key: String,
         detail: String,
     },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Sql(DbError::Sqlite(e))
+    }
 }
 
 impl StoreError {
@@ -97,71 +119,146 @@ fn decode_state<S: std::str::FromStr>(
 /// A handle to the database, cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Arc<Database>,
+}
+
+enum Database {
+    Sqlite(Mutex<Connection>),
+    Postgres(postgres::PgPool),
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to
+    /// date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_error = |source| StoreError::Open {
+        let open_error = |source: rusqlite::Error| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            source: source.into(),
         };
         let conn = Connection::open(path).map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
-        Store::init(conn).map_err(open_error)
+        Store::init(conn).map_err(|e| match e {
+            StoreError::Sql(DbError::Sqlite(source)) => open_error(source),
+            other => other,
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`)
+    /// and brings its schema up to date.
+    pub fn connect(url: &str) -> Result<Store, StoreError> {
+        let pool = postgres::PgPool::new(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let store = Store {
+            backend: Arc::new(Database::Postgres(pool)),
+        };
+        let mut conn = match store.conn() {
+            Ok(conn) => conn,
+            Err(StoreError::Sql(source)) => {
+                let Database::Postgres(pool) = &*store.backend else {
+                    unreachable!("made above")
+                };
+                return Err(StoreError::Unreachable {
+                    database: pool.display.clone(),
+                    source,
+                });
+            }
+            Err(other) => return Err(other),
+        };
+        migrations_postgres::apply(&mut conn)?;
+        drop(conn);
+        Ok(store)
+    }
+
+    /// Opens the database a `--database` value names: a `postgres://` (or `postgresql://`)
+    /// URL, or else an SQLite file.
+    pub fn open_database(database: &str) -> Result<Store, StoreError> {
+        if Backend::of_url(database) == Backend::Postgres {
+            Store::connect(database)
+        } else {
+            Store::open(Path::new(database))
+        }
     }
 
     /// A private in-memory database, for tests.
     pub fn in_memory() -> Result<Store, StoreError> {
-        Ok(Store::init(Connection::open_in_memory()?)?)
+        Store::init(Connection::open_in_memory()?)
     }
 
-    fn init(mut conn: Connection) -> Result<Store, rusqlite::Error> {
+    fn init(mut conn: Connection) -> Result<Store, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_prepared_statement_cache_capacity(128);
         migrations::apply(&mut conn)?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            backend: Arc::new(Database::Sqlite(Mutex::new(conn))),
         })
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
-        // back), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        match &*self.backend {
+            Database::Sqlite(_) => Backend::Sqlite,
+            Database::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A connection for one operation: SQLite's, under its lock, or one from the PostgreSQL
+    /// pool (which fails if PostgreSQL cannot be reached).
+    pub(crate) fn conn(&self) -> Result<Conn<'_>, StoreError> {
+        match &*self.backend {
+            // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+            // roll back), so a poisoned lock is still usable.
+            Database::Sqlite(conn) => {
+                Ok(Conn::Sqlite(conn.lock().unwrap_or_else(|p| p.into_inner())))
+            }
+            Database::Postgres(pool) => Ok(Conn::Postgres(pool.get()?)),
+        }
     }
 
     /// Runs raw SQL, for tests that damage rows on purpose (CHECK constraints off, as a file
     /// edited by hand or damaged on disk would not have honoured them).
     #[cfg(test)]
-    pub(crate) fn execute_for_test(&self, sql: &str) {
-        let conn = self.conn();
-        conn.pragma_update(None, "ignore_check_constraints", true)
-            .expect("pragma");
-        conn.execute_batch(sql).expect("test SQL runs");
-        conn.pragma_update(None, "ignore_check_constraints", false)
-            .expect("pragma");
+    pub(crate) fn execute_for_test(&self, sql: &str, params: &[&dyn db::Param]) {
+        let mut conn = self.conn().expect("a connection");
+        match conn.backend() {
+            Backend::Sqlite => conn
+                .execute_batch("PRAGMA ignore_check_constraints = ON")
+                .expect("pragma"),
+            // PostgreSQL cannot ignore them: this test's database drops its own.
+            Backend::Postgres => conn
+                .execute_batch(
+                    "DO $$ DECLARE c record; BEGIN
+                       FOR c IN SELECT conrelid::regclass AS t, conname FROM pg_constraint
+                                WHERE contype = 'c' AND connamespace = 'public'::regnamespace LOOP
+                         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.t, c.conname);
+                       END LOOP;
+                     END $$",
+                )
+                .expect("dropping CHECK constraints"),
+        }
+        conn.execute(sql, params).expect("test SQL runs");
+        if conn.backend() == Backend::Sqlite {
+            conn.execute_batch("PRAGMA ignore_check_constraints = OFF")
+                .expect("pragma");
+        }
     }
 }
 
 /// Rows of `table` counted by their `state` column (a table name from this module, never input).
 fn count_by_state(
-    conn: &Connection,
+    conn: &mut Conn<'_>,
     table: &'static str,
 ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT state, COUNT(*) FROM {table} GROUP BY state"
-    ))?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    let mut counts = std::collections::BTreeMap::new();
-    for row in rows {
-        let (state, n) = row?;
-        counts.insert(state, n.max(0) as u64);
-    }
-    Ok(counts)
+    let rows = conn.query_map(
+        &format!("SELECT state, COUNT(*) FROM {table} GROUP BY state"),
+        db::params![],
+        |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(state, n)| (state, n.max(0) as u64))
+        .collect())
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use super::db::params;
 use edgefleet_proto::v1::HardwareProfile;
 use prost::Message;
-use rusqlite::params;
 
 use super::{decode_json, decode_proto, Store, StoreError};
 
@@ -40,7 +40,7 @@ impl Store {
         hardware: &HardwareProfile,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO agents (id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
              ON CONFLICT(id) DO UPDATE SET name = ?2, labels = ?3, agent_version = ?4,
@@ -58,7 +58,7 @@ impl Store {
     }
 
     pub fn touch_agent(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE agents SET last_seen_ms = ?2 WHERE id = ?1",
             params![id, now_ms],
         )?;
@@ -67,11 +67,11 @@ impl Store {
 
     /// Records when each agent was last heard from, in one transaction.
     pub fn touch_agents(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         {
-            let mut update = tx.prepare_cached(
-                "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1",
+            let mut update = tx.prepare(
+                "UPDATE agents SET last_seen_ms = CASE WHEN last_seen_ms > ?2 THEN last_seen_ms ELSE ?2 END WHERE id = ?1",
             )?;
             for (id, unix_ms) in seen {
                 update.execute(params![id, unix_ms])?;
@@ -97,7 +97,7 @@ impl Store {
         only: Option<&str>,
         removed: bool,
     ) -> Result<Vec<AgentRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
              FROM agents WHERE (?2 OR removed_ms = 0) AND (?1 IS NULL OR id = ?1)
@@ -106,13 +106,13 @@ impl Store {
         let raw = stmt
             .query_map(params![only, removed], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<Vec<u8>>(4)?,
+                    r.get::<i64>(5)?,
+                    r.get::<i64>(6)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -140,9 +140,9 @@ impl Store {
 
     /// Agent names by id, for showing ids to people.
     pub fn agent_names(&self) -> Result<BTreeMap<String, String>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT id, name FROM agents")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -154,8 +154,8 @@ impl Store {
         only: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         match only {
             Some(name) => tx.execute(
                 "DELETE FROM agent_models WHERE agent_id = ?1 AND name = ?2",
@@ -185,17 +185,17 @@ impl Store {
 
     /// What every agent has installed.
     pub fn installed(&self) -> Result<Vec<AgentModelRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT agent_id, name, active_version, versions FROM agent_models ORDER BY agent_id, name",
         )?;
         let raw = stmt
-            .query_map([], |r| {
+            .query_map(params![], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -304,8 +304,16 @@ fn typed_specs(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 }
 
 /// Brings the schema up to the newest version, each step in its own transaction.
-pub(super) fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
-    apply_up_to(conn, MIGRATIONS.len())
+pub(super) fn apply(conn: &mut Connection) -> Result<(), super::StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(super::StoreError::NewerSchema {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
+    }
+    Ok(apply_up_to(conn, MIGRATIONS.len())?)
 }
 
 /// Brings the schema up to version `last` (tests start from an older schema this way).

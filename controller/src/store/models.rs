@@ -1,8 +1,8 @@
 //! The model registry: versions, their files in order, and the content-addressed artifacts they
 //! (and suites' input files) point to.
 
+use super::db::{params, OptionalExtension};
 use edgefleet_proto::v1::ArtifactRef;
-use rusqlite::{params, OptionalExtension};
 
 use super::{decode_json, Store, StoreError};
 
@@ -70,8 +70,8 @@ impl ModelRow {
 impl Store {
     /// Registers a model version whose files are already in the artifact folder.
     pub fn insert_model(&self, model: &ModelRow) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         let exists: bool = tx
             .query_row(
                 "SELECT 1 FROM models WHERE name = ?1 AND version = ?2",
@@ -103,7 +103,8 @@ impl Store {
         )?;
         for (position, file) in model.files.iter().enumerate() {
             tx.execute(
-                "INSERT OR IGNORE INTO artifacts (sha256, size_bytes, created_ms) VALUES (?1, ?2, ?3)",
+                "INSERT INTO artifacts (sha256, size_bytes, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
                 params![file.sha256, file.size_bytes as i64, model.created_ms],
             )?;
             tx.execute(
@@ -133,7 +134,7 @@ impl Store {
 
     /// Every model version, or the one named, with its files in order.
     fn select_models(&self, only: Option<(&str, &str)>) -> Result<Vec<ModelRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT name, version, quantization, opset, signature, created_ms, manifest,
                     manifest_signature
@@ -150,8 +151,8 @@ impl Store {
                     signature_json: r.get(4)?,
                     files: Vec::new(),
                     created_ms: r.get(5)?,
-                    manifest: r.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
-                    manifest_signature: r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+                    manifest: r.get::<Option<Vec<u8>>>(6)?.unwrap_or_default(),
+                    manifest_signature: r.get::<Option<Vec<u8>>>(7)?.unwrap_or_default(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -168,7 +169,7 @@ impl Store {
                     Ok(ModelFile {
                         file_name: r.get(0)?,
                         sha256: r.get(1)?,
-                        size_bytes: r.get::<_, i64>(2)? as u64,
+                        size_bytes: r.get::<i64>(2)? as u64,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -183,8 +184,9 @@ impl Store {
         size_bytes: u64,
         created_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO artifacts (sha256, size_bytes, created_ms) VALUES (?1, ?2, ?3)",
+        self.conn()?.execute(
+            "INSERT INTO artifacts (sha256, size_bytes, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
             params![sha256, size_bytes as i64, created_ms],
         )?;
         Ok(())
@@ -193,11 +195,11 @@ impl Store {
     /// Whether any model file has this digest (artifacts are served only if registered).
     pub fn artifact_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT size_bytes FROM artifacts WHERE sha256 = ?1",
                 params![sha256],
-                |r| r.get::<_, i64>(0),
+                |r| r.get::<i64>(0),
             )
             .optional()?
             .map(|s| s as u64))
@@ -211,7 +213,7 @@ impl Store {
         manifest: &[u8],
         signature: &[u8],
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE models SET manifest = ?3, manifest_signature = ?4 WHERE name = ?1 AND version = ?2",
             params![name, version, manifest, signature],
         )?;
@@ -221,8 +223,8 @@ impl Store {
     /// Deletes a model version; returns the digests of artifacts no other version uses (their
     /// rows are gone too, so the caller deletes the bytes).
     pub fn delete_model(&self, name: &str, version: &str) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         let shas: Vec<String> = {
             let mut stmt =
                 tx.prepare("SELECT sha256 FROM model_files WHERE name = ?1 AND version = ?2")?;

@@ -1,7 +1,7 @@
 //! Baselines (the run each later run of a suite is judged against, per device class), the
 //! regressions found when a run finishes, and which runs have been judged.
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{params, OptionalExtension};
 
 use super::{decode_state, Store, StoreError};
 use crate::stored_states::stored_states;
@@ -50,10 +50,8 @@ pub struct RegressionRow {
 const REGRESSION_COLUMNS: &str = "id, run_id, suite, model, scenario, device_class, metric, kind,
     against, ratio, ci_low, ci_high, robust_z, detected_ms, acknowledged_ms";
 
-fn read_regression(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RegressionRow, String)> {
-    let ci = r
-        .get::<_, Option<f64>>(10)?
-        .zip(r.get::<_, Option<f64>>(11)?);
+fn read_regression(r: &super::db::Row<'_>) -> super::db::Result<(RegressionRow, String)> {
+    let ci = r.get::<Option<f64>>(10)?.zip(r.get::<Option<f64>>(11)?);
     Ok((
         RegressionRow {
             id: r.get(0)?,
@@ -92,8 +90,8 @@ impl Store {
         device_classes: &[String],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         for class in device_classes {
             tx.execute(
                 "INSERT INTO baselines (suite, device_class, run_id, set_ms) VALUES (?1, ?2, ?3, ?4)
@@ -107,7 +105,7 @@ impl Store {
 
     /// Baselines of one suite, or of every suite.
     pub fn baselines(&self, suite: Option<&str>) -> Result<Vec<BaselineRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT suite, device_class, run_id, set_ms FROM baselines
              WHERE ?1 IS NULL OR suite = ?1 ORDER BY suite, device_class",
@@ -127,7 +125,7 @@ impl Store {
 
     /// Runs with no pending job that have not been judged yet, oldest first.
     pub fn unjudged_finished_runs(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT b.id FROM bench_runs b
              WHERE NOT EXISTS (SELECT 1 FROM regression_checks c WHERE c.run_id = b.id)
@@ -135,14 +133,14 @@ impl Store {
              ORDER BY b.created_ms",
         )?;
         let ids = stmt
-            .query_map([], |r| r.get(0))?
+            .query_map(params![], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(ids)
     }
 
     /// Whether a run has been judged.
     pub fn run_judged(&self, run_id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.conn()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM regression_checks WHERE run_id = ?1)",
             params![run_id],
             |r| r.get(0),
@@ -157,20 +155,23 @@ impl Store {
         found: &[RegressionRow],
         now_ms: i64,
     ) -> Result<Vec<RegressionRow>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         let fresh = tx.execute(
-            "INSERT OR IGNORE INTO regression_checks (run_id, checked_ms) VALUES (?1, ?2)",
+            "INSERT INTO regression_checks (run_id, checked_ms) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
             params![run_id, now_ms],
         )? == 1;
         let mut stored = Vec::new();
         if fresh {
             for r in found {
-                tx.execute(
-                    "INSERT OR IGNORE INTO regressions (run_id, suite, model, scenario,
+                let id = tx.query_map(
+                    "INSERT INTO regressions (run_id, suite, model, scenario,
                          device_class, metric, kind, against, ratio, ci_low, ci_high, robust_z,
                          detected_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ON CONFLICT DO NOTHING
+                     RETURNING id",
                     params![
                         r.run_id,
                         r.suite,
@@ -186,12 +187,16 @@ impl Store {
                         r.robust_z,
                         now_ms
                     ],
+                    |row| row.get::<i64>(0),
                 )?;
-                stored.push(RegressionRow {
-                    id: tx.last_insert_rowid(),
-                    detected_ms: now_ms,
-                    ..r.clone()
-                });
+                // A finding stored already (the same run, model, metric and kind) is not new.
+                if let Some(id) = id.first() {
+                    stored.push(RegressionRow {
+                        id: *id,
+                        detected_ms: now_ms,
+                        ..r.clone()
+                    });
+                }
             }
         }
         tx.commit()?;
@@ -200,7 +205,7 @@ impl Store {
 
     /// Regressions detected at or after `since_ms`, newest first.
     pub fn regressions(&self, since_ms: i64) -> Result<Vec<RegressionRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {REGRESSION_COLUMNS} FROM regressions WHERE detected_ms >= ?1
              ORDER BY detected_ms DESC, id DESC"
@@ -218,7 +223,7 @@ impl Store {
         id: i64,
         now_ms: i64,
     ) -> Result<Option<RegressionRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         conn.execute(
             "UPDATE regressions SET acknowledged_ms = ?2 WHERE id = ?1 AND acknowledged_ms IS NULL",
             params![id, now_ms],

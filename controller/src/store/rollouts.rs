@@ -1,9 +1,9 @@
 //! Rollout state in SQLite: rollouts (with their typed spec), their targets (one per agent), gate
 //! runs and verdicts, and the event log. Everything a controller restart needs to resume.
 
+use super::db::{params, OptionalExtension};
 use edgefleet_proto::v1::Workload;
 use prost::Message;
-use rusqlite::{params, OptionalExtension};
 
 use super::{decode_json, decode_proto, decode_state, Store, StoreError};
 use crate::rollout::gate::AgentVerdict;
@@ -81,7 +81,7 @@ struct RawRollout {
 }
 
 impl RawRollout {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRollout> {
+    fn read(r: &super::db::Row<'_>) -> super::db::Result<RawRollout> {
         Ok(RawRollout {
             id: r.get(0)?,
             model_name: r.get(1)?,
@@ -124,7 +124,7 @@ struct RawTarget {
 }
 
 impl RawTarget {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTarget> {
+    fn read(r: &super::db::Row<'_>) -> super::db::Result<RawTarget> {
         Ok(RawTarget {
             row: TargetRow {
                 rollout_id: r.get(0)?,
@@ -135,7 +135,7 @@ impl RawTarget {
                 previous_version: r.get(5)?,
                 health: r.get(6)?,
                 updated_ms: r.get(7)?,
-                fetched_bytes: r.get::<_, i64>(8)? as u64,
+                fetched_bytes: r.get::<i64>(8)? as u64,
                 fetch_started_ms: r.get(9)?,
                 fetch_finished_ms: r.get(10)?,
             },
@@ -159,8 +159,8 @@ impl Store {
         rollout: &RolloutRow,
         targets: &[TargetRow],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         tx.execute(
             &format!("INSERT INTO rollouts ({ROLLOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
             params![
@@ -175,7 +175,7 @@ impl Store {
                     .unwrap_or_default(),
                 rollout.state.as_str(),
                 rollout.reason,
-                rollout.current_wave,
+                i64::from(rollout.current_wave),
                 rollout.created_ms,
                 rollout.updated_ms,
             ],
@@ -186,7 +186,7 @@ impl Store {
                 params![
                     t.rollout_id,
                     t.agent_id,
-                    t.wave,
+                    i64::from(t.wave),
                     t.state.as_str(),
                     t.error,
                     t.previous_version,
@@ -204,24 +204,24 @@ impl Store {
 
     /// How many rollouts are in each state (for the metrics).
     pub fn rollout_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
-        super::count_by_state(&self.conn(), "rollouts")
+        super::count_by_state(&mut self.conn()?, "rollouts")
     }
 
     /// Every rollout, newest first.
     pub fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY created_ms DESC, id"
         ))?;
         let raw = stmt
-            .query_map([], RawRollout::read)?
+            .query_map(params![], RawRollout::read)?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter().map(RawRollout::decode).collect()
     }
 
     pub fn rollout(&self, id: &str) -> Result<Option<RolloutRow>, StoreError> {
         let raw = self
-            .conn()
+            .conn()?
             .query_row(
                 &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
                 params![id],
@@ -240,15 +240,15 @@ impl Store {
         current_wave: u32,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE rollouts SET state = ?2, reason = ?3, current_wave = ?4, updated_ms = ?5 WHERE id = ?1",
-            params![id, state.as_str(), reason, current_wave, now_ms],
+            params![id, state.as_str(), reason, i64::from(current_wave), now_ms],
         )?;
         Ok(())
     }
 
     pub fn targets(&self, rollout_id: &str) -> Result<Vec<TargetRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {TARGET_COLUMNS} FROM rollout_targets WHERE rollout_id = ?1 ORDER BY wave, agent_id"
         ))?;
@@ -265,7 +265,7 @@ impl Store {
         rollout_id: &str,
         agent_id: &str,
     ) -> Result<Option<TargetRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let raw = conn
             .query_row(
                 &format!(
@@ -280,7 +280,7 @@ impl Store {
 
     /// Writes a target's state back.
     pub fn update_target(&self, t: &TargetRow) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE rollout_targets SET state = ?3, error = ?4, previous_version = ?5, health = ?6,
                  updated_ms = ?7, fetched_bytes = ?8, fetch_started_ms = ?9, fetch_finished_ms = ?10
              WHERE rollout_id = ?1 AND agent_id = ?2",
@@ -306,7 +306,7 @@ impl Store {
         agent_id: &str,
     ) -> Result<Vec<(RolloutRow, TargetRow)>, StoreError> {
         let raw = {
-            let conn = self.conn();
+            let mut conn = self.conn()?;
             let mut stmt = conn.prepare(&format!(
                 "SELECT {TARGET_COLUMNS} FROM rollout_targets
                  WHERE agent_id = ?1 AND state IN ('installing', 'rolling_back')"
@@ -326,25 +326,25 @@ impl Store {
 
     /// Records that a wave's gate benchmark runs as `run_id` (no verdicts yet).
     pub fn insert_gate(&self, rollout_id: &str, wave: u32, run_id: &str) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO rollout_gates (rollout_id, wave, run_id, verdicts) VALUES (?1, ?2, ?3, '')",
-            params![rollout_id, wave, run_id],
+            params![rollout_id, i64::from(wave), run_id],
         )?;
         Ok(())
     }
 
     pub fn gates(&self, rollout_id: &str) -> Result<Vec<GateRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT rollout_id, wave, run_id, verdicts FROM rollout_gates WHERE rollout_id = ?1 ORDER BY wave",
         )?;
         let raw = stmt
             .query_map(params![rollout_id], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
+                    r.get::<String>(0)?,
+                    r.get::<u32>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -374,11 +374,11 @@ impl Store {
         wave: u32,
         verdicts: &[AgentVerdict],
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE rollout_gates SET verdicts = ?3 WHERE rollout_id = ?1 AND wave = ?2",
             params![
                 rollout_id,
-                wave,
+                i64::from(wave),
                 serde_json::to_string(verdicts).expect("verdicts serialize")
             ],
         )?;
@@ -392,7 +392,7 @@ impl Store {
         message: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO events (at_ms, rollout_id, agent_id, message) VALUES (?1, ?2, ?3, ?4)",
             params![now_ms, rollout_id, agent_id, message],
         )?;
@@ -401,7 +401,7 @@ impl Store {
 
     /// A rollout's events, oldest first.
     pub fn events(&self, rollout_id: &str) -> Result<Vec<EventRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT at_ms, agent_id, message FROM events WHERE rollout_id = ?1 ORDER BY id",
         )?;

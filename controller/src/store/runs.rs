@@ -1,9 +1,9 @@
 //! Benchmark runs, their jobs (stored as sent, so they can be sent again) and each job's result,
 //! stored once.
 
+use super::db::{params, OptionalExtension};
 use edgefleet_proto::v1::{BenchJob, Measurement};
 use prost::Message;
-use rusqlite::{params, OptionalExtension};
 
 use super::{decode_proto, decode_state, Store, StoreError};
 use crate::stored_states::stored_states;
@@ -85,7 +85,7 @@ pub struct RunRow {
 
 impl RunRow {
     /// A row of `SELECT id, suite, suite_sha256, created_ms, schedule FROM bench_runs`.
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    fn read(r: &super::db::Row<'_>) -> super::db::Result<RunRow> {
         Ok(RunRow {
             id: r.get(0)?,
             suite: r.get(1)?,
@@ -119,7 +119,7 @@ struct RawJob {
 }
 
 impl RawJob {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
+    fn read(r: &super::db::Row<'_>) -> super::db::Result<RawJob> {
         Ok(RawJob {
             row: JobRow {
                 run_id: r.get(0)?,
@@ -174,8 +174,8 @@ impl Store {
         suite_toml: &str,
         jobs: &[(String, BenchJob)],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO bench_runs (id, suite, suite_sha256, suite_toml, created_ms, schedule)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -202,14 +202,15 @@ impl Store {
                     model.name,
                     model.version,
                     workload.scenario,
-                    workload.threads,
+                    i64::from(workload.threads),
                     job.encode_to_vec()
                 ],
             )?;
             // The agent may fetch what its jobs name: models, references, input files.
             for sha in job_artifacts(job) {
                 tx.execute(
-                    "INSERT OR IGNORE INTO agent_artifacts (agent_id, sha256) VALUES (?1, ?2)",
+                    "INSERT INTO agent_artifacts (agent_id, sha256) VALUES (?1, ?2)
+                     ON CONFLICT DO NOTHING",
                     params![agent_id, sha],
                 )?;
             }
@@ -221,7 +222,7 @@ impl Store {
     /// Jobs given to an agent that have no result yet, as (run id, job), oldest run first: what
     /// to send again when the agent reconnects.
     pub fn pending_jobs(&self, agent_id: &str) -> Result<Vec<(String, BenchJob)>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT j.run_id, j.job_id, j.spec FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
              WHERE j.agent_id = ?1 AND j.state = 'pending' ORDER BY b.created_ms, j.job_id",
@@ -229,9 +230,9 @@ impl Store {
         let raw = stmt
             .query_map(params![agent_id], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<Vec<u8>>(2)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -245,7 +246,7 @@ impl Store {
 
     pub fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT id, suite, suite_sha256, created_ms, schedule FROM bench_runs WHERE id = ?1",
                 params![run_id],
@@ -256,7 +257,7 @@ impl Store {
 
     /// Jobs of one run, or of every run when `run_id` is `None`.
     pub fn jobs(&self, run_id: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM bench_jobs j WHERE ?1 IS NULL OR j.run_id = ?1
              ORDER BY j.run_id, j.job_id"
@@ -269,8 +270,8 @@ impl Store {
 
     /// Failed jobs that pass every condition of `filter`, oldest run first.
     pub fn failed_jobs_where(&self, filter: &ResultFilter) -> Result<Vec<JobRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
+        let mut conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
              WHERE j.state = 'failed' AND {RESULT_FILTER}
              ORDER BY b.created_ms, j.job_id"
@@ -294,7 +295,7 @@ impl Store {
         job_id: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let changed = self.conn().execute(
+        let changed = self.conn()?.execute(
             "UPDATE bench_jobs SET started_ms = ?4
              WHERE run_id = ?1 AND job_id = ?2 AND agent_id = ?3 AND state = 'pending'",
             params![run_id, job_id, agent_id, now_ms],
@@ -315,7 +316,7 @@ impl Store {
 
     /// How many benchmark jobs are in each state (for the metrics).
     pub fn job_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
-        super::count_by_state(&self.conn(), "bench_jobs")
+        super::count_by_state(&mut self.conn()?, "bench_jobs")
     }
 
     /// Marks a job failed with its reason (once).
@@ -336,8 +337,8 @@ impl Store {
         job_id: &str,
         outcome: Result<&Measurement, &str>,
     ) -> Result<Recorded, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         let state: Option<String> = tx
             .query_row(
                 "SELECT state FROM bench_jobs WHERE run_id = ?1 AND job_id = ?2 AND agent_id = ?3",
@@ -384,8 +385,8 @@ impl Store {
 
     /// Measurements that pass every condition of `filter`, oldest run first.
     pub fn results_where(&self, filter: &ResultFilter) -> Result<Vec<ResultRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
+        let mut conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
             "SELECT {JOB_COLUMNS}, r.measurement, b.suite, b.suite_sha256
              FROM results r
              JOIN bench_jobs j ON j.run_id = r.run_id AND j.job_id = r.job_id
@@ -400,9 +401,9 @@ impl Store {
                 |r| {
                     Ok((
                         RawJob::read(r)?,
-                        r.get::<_, Vec<u8>>(JOB_COLUMN_COUNT)?,
-                        r.get::<_, String>(JOB_COLUMN_COUNT + 1)?,
-                        r.get::<_, String>(JOB_COLUMN_COUNT + 2)?,
+                        r.get::<Vec<u8>>(JOB_COLUMN_COUNT)?,
+                        r.get::<String>(JOB_COLUMN_COUNT + 1)?,
+                        r.get::<String>(JOB_COLUMN_COUNT + 2)?,
                     ))
                 },
             )?
@@ -425,7 +426,7 @@ impl Store {
 
     /// Whether a run has jobs still waiting for a result.
     pub fn run_unfinished(&self, run_id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.conn()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM bench_jobs WHERE run_id = ?1 AND state = 'pending')",
             params![run_id],
             |r| r.get(0),
@@ -435,7 +436,7 @@ impl Store {
     /// The newest run of a suite that has at least one result.
     pub fn newest_measured_run(&self, suite: &str) -> Result<Option<RunRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT b.id, b.suite, b.suite_sha256, b.created_ms, b.schedule FROM bench_runs b
                  WHERE b.suite = ?1 AND EXISTS (SELECT 1 FROM results r WHERE r.run_id = b.id)

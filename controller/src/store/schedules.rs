@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{params, OptionalExtension};
 
 use super::{decode_json, decode_state, Store, StoreError};
 use crate::schedule::{parse_time_zone, CronSpec};
@@ -114,7 +114,7 @@ struct RawSchedule {
 }
 
 impl RawSchedule {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawSchedule> {
+    fn read(r: &super::db::Row<'_>) -> super::db::Result<RawSchedule> {
         Ok(RawSchedule {
             name: r.get(0)?,
             cron: r.get(1)?,
@@ -183,7 +183,7 @@ struct RawFire {
 }
 
 impl RawFire {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawFire> {
+    fn read(r: &super::db::Row<'_>) -> super::db::Result<RawFire> {
         Ok(RawFire {
             id: r.get(0)?,
             schedule: r.get(1)?,
@@ -224,7 +224,7 @@ impl RawFire {
     }
 }
 
-fn insert_fire(conn: &rusqlite::Connection, fire: &FireRow) -> Result<(), StoreError> {
+fn insert_fire(conn: &mut super::db::Conn<'_>, fire: &FireRow) -> Result<(), StoreError> {
     let (run_id, reason) = match &fire.outcome {
         FireOutcome::Started { run_id } => (Some(run_id.as_str()), ""),
         FireOutcome::Failed { reason } => (None, reason.as_str()),
@@ -240,7 +240,7 @@ fn insert_fire(conn: &rusqlite::Connection, fire: &FireRow) -> Result<(), StoreE
             fire.outcome.kind().as_str(),
             run_id,
             reason,
-            fire.manual,
+            i64::from(fire.manual),
             serde_json::to_string(&fire.left_out).expect("names serialize"),
             fire.recorded_ms
         ],
@@ -252,7 +252,7 @@ impl Store {
     /// Stores a new schedule; a name in use is [`StoreError::ScheduleExists`].
     pub fn insert_schedule(&self, s: &ScheduleRow) -> Result<(), StoreError> {
         let jitter_ms = i64::try_from(s.jitter.as_millis()).unwrap_or(i64::MAX);
-        let inserted = self.conn().execute(
+        let inserted = self.conn()?.execute(
             "INSERT INTO schedules (name, cron, suite_file, suite_toml, suite_sha256, inputs,
                  selector, jitter_ms, when_idle, max_start_temp_c, created_ms, last_fire_ms,
                  missed_count, timezone)
@@ -267,7 +267,7 @@ impl Store {
                 serde_json::to_string(&s.inputs).expect("inputs serialize"),
                 s.selector,
                 jitter_ms,
-                s.when_idle,
+                i64::from(s.when_idle),
                 s.max_start_temp_c,
                 s.created_ms,
                 s.last_fire_ms,
@@ -283,19 +283,19 @@ impl Store {
 
     /// Every schedule, by name.
     pub fn schedules(&self) -> Result<Vec<ScheduleRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
         ))?;
         let raw = stmt
-            .query_map([], RawSchedule::read)?
+            .query_map(params![], RawSchedule::read)?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter().map(RawSchedule::decode).collect()
     }
 
     pub fn schedule(&self, name: &str) -> Result<Option<ScheduleRow>, StoreError> {
         let raw = self
-            .conn()
+            .conn()?
             .query_row(
                 &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"),
                 params![name],
@@ -308,8 +308,8 @@ impl Store {
     /// Removes a schedule and its fire history (its runs and their results stay); whether it
     /// existed.
     pub fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         tx.execute(
             "DELETE FROM schedule_fires WHERE schedule = ?1",
             params![name],
@@ -322,12 +322,12 @@ impl Store {
     /// Records a fire; a cron fire also becomes the schedule's last fire (what missed fires are
     /// counted from after a restart).
     pub fn record_fire(&self, fire: &FireRow) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        insert_fire(&tx, fire)?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        insert_fire(&mut tx, fire)?;
         if !fire.manual {
             tx.execute(
-                "UPDATE schedules SET last_fire_ms = MAX(COALESCE(last_fire_ms, ?2), ?2)
+                "UPDATE schedules SET last_fire_ms = CASE WHEN last_fire_ms > ?2 THEN last_fire_ms ELSE ?2 END
                  WHERE name = ?1",
                 params![fire.schedule, fire.planned_ms],
             )?;
@@ -349,11 +349,11 @@ impl Store {
         let Some(&newest) = recent.iter().max() else {
             return Ok(());
         };
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         for &planned_ms in recent {
             insert_fire(
-                &tx,
+                &mut tx,
                 &FireRow {
                     schedule: name.to_string(),
                     planned_ms,
@@ -366,7 +366,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE schedules SET missed_count = missed_count + ?2,
-                 last_fire_ms = MAX(COALESCE(last_fire_ms, ?3), ?3)
+                 last_fire_ms = CASE WHEN last_fire_ms > ?3 THEN last_fire_ms ELSE ?3 END
              WHERE name = ?1",
             params![name, i64::try_from(count).unwrap_or(i64::MAX), newest],
         )?;
@@ -376,7 +376,7 @@ impl Store {
 
     /// A schedule's fires, newest first (at most `limit`).
     pub fn fires(&self, name: &str, limit: usize) -> Result<Vec<FireRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {FIRE_COLUMNS} FROM schedule_fires WHERE schedule = ?1
              ORDER BY id DESC LIMIT ?2"
@@ -392,7 +392,7 @@ impl Store {
 
     /// Runs a schedule started that still have unfinished (pending) jobs.
     pub fn unfinished_runs_of(&self, schedule: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT DISTINCT b.id FROM bench_runs b JOIN bench_jobs j ON j.run_id = b.id
              WHERE b.schedule = ?1 AND j.state = 'pending' ORDER BY b.id",
@@ -405,7 +405,7 @@ impl Store {
 
     /// The ids of runs a schedule started, oldest first.
     pub fn runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt =
             conn.prepare("SELECT id FROM bench_runs WHERE schedule = ?1 ORDER BY created_ms, id")?;
         let ids = stmt
@@ -417,7 +417,7 @@ impl Store {
     /// Agents that are busy: an unfinished benchmark job, or a rollout install or rollback in
     /// progress on them.
     pub fn busy_agents(&self) -> Result<BTreeSet<String>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT agent_id FROM bench_jobs WHERE state = 'pending'
              UNION
@@ -426,7 +426,7 @@ impl Store {
                 OR t.state = 'rolling_back'",
         )?;
         let ids = stmt
-            .query_map([], |r| r.get(0))?
+            .query_map(params![], |r| r.get(0))?
             .collect::<Result<BTreeSet<String>, _>>()?;
         Ok(ids)
     }

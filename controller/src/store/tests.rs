@@ -1,10 +1,59 @@
-//! Store behaviour against a real SQLite database (in memory, and on disk for reopening).
+//! Store behaviour against both real backends: each test body below runs on SQLite (in
+//! memory) and on a database of its own in a throwaway PostgreSQL cluster; the few that are
+//! about SQLite's file and its old schemas run on SQLite only.
 
 use std::collections::BTreeMap;
 
 use edgefleet_proto::v1::{BenchJob, HardwareProfile, Measurement};
 
+use super::db::params;
 use super::*;
+
+/// Makes an empty store of the backend a test runs on.
+type Fresh = fn() -> Store;
+
+fn sqlite_store() -> Store {
+    Store::in_memory().unwrap()
+}
+
+/// A store on a new database in this test process's PostgreSQL cluster.
+fn postgres_store() -> Store {
+    let url = edgefleet_test_postgres::cluster().database("store");
+    Store::connect(&url).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Each named test body, as a test on SQLite and as a test on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::sqlite_store)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::postgres_store)
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    agents_keep_first_seen_and_update_last_seen,
+    heartbeats_batched_keep_the_latest_time_and_skip_unknown_agents,
+    a_model_version_registers_once_and_shares_artifacts,
+    results_are_recorded_once_and_only_for_the_agent_that_owns_the_job,
+    a_corrupt_agent_row_is_an_error_naming_it_not_an_empty_agent,
+    a_corrupt_model_signature_is_an_error_naming_the_version,
+    corrupt_jobs_and_results_are_errors_and_nothing_is_stored_on_their_account,
+    corrupt_rollout_rows_are_errors_naming_them,
+    finished_runs_are_judged_once_and_regressions_acknowledged,
+    schedules_keep_their_fires_and_the_last_cron_fire,
+    a_schedules_unfinished_runs_and_busy_agents_are_found,
+    corrupt_schedule_rows_are_errors_naming_them,
+);
 
 fn agent(store: &Store, id: &str, now: i64) {
     let hw = HardwareProfile {
@@ -54,9 +103,8 @@ fn job(id: &str, agent: &str) -> (String, BenchJob) {
     (agent.to_string(), job)
 }
 
-#[test]
-fn agents_keep_first_seen_and_update_last_seen() {
-    let s = Store::in_memory().unwrap();
+fn agents_keep_first_seen_and_update_last_seen(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "id1", 100);
     agent(&s, "id1", 200);
     s.touch_agent("id1", 300).unwrap();
@@ -67,9 +115,8 @@ fn agents_keep_first_seen_and_update_last_seen() {
     assert_eq!(rows[0].hardware.cpu_cores, 2);
 }
 
-#[test]
-fn heartbeats_batched_keep_the_latest_time_and_skip_unknown_agents() {
-    let s = Store::in_memory().unwrap();
+fn heartbeats_batched_keep_the_latest_time_and_skip_unknown_agents(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "id1", 100);
     agent(&s, "id2", 100);
     s.touch_agent("id2", 500).unwrap();
@@ -89,9 +136,8 @@ fn heartbeats_batched_keep_the_latest_time_and_skip_unknown_agents() {
     assert_eq!(seen, [("id1".to_string(), 400), ("id2".to_string(), 500)]);
 }
 
-#[test]
-fn a_model_version_registers_once_and_shares_artifacts() {
-    let s = Store::in_memory().unwrap();
+fn a_model_version_registers_once_and_shares_artifacts(fresh: Fresh) {
+    let s = fresh();
     s.insert_model(&model("m", "1")).unwrap();
     let err = s.insert_model(&model("m", "1")).unwrap_err();
     assert!(
@@ -106,9 +152,8 @@ fn a_model_version_registers_once_and_shares_artifacts() {
     assert_eq!(s.artifact_size(&"b".repeat(64)).unwrap(), None);
 }
 
-#[test]
-fn results_are_recorded_once_and_only_for_the_agent_that_owns_the_job() {
-    let s = Store::in_memory().unwrap();
+fn results_are_recorded_once_and_only_for_the_agent_that_owns_the_job(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "ag", 1);
     agent(&s, "other", 1);
     let run = RunRow {
@@ -223,28 +268,32 @@ fn target(rollout_id: &str, agent_id: &str) -> TargetRow {
     }
 }
 
-#[test]
-fn a_corrupt_agent_row_is_an_error_naming_it_not_an_empty_agent() {
-    let s = Store::in_memory().unwrap();
+fn a_corrupt_agent_row_is_an_error_naming_it_not_an_empty_agent(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "id1", 1);
-    s.execute_for_test("UPDATE agents SET hardware = x'ffffffff' WHERE id = 'id1'");
+    s.execute_for_test(
+        "UPDATE agents SET hardware = ?1 WHERE id = 'id1'",
+        params![vec![0xffu8; 4]],
+    );
     assert_eq!(
         corrupt_at(s.agents().unwrap_err()),
         ("agents", "id1".into())
     );
     agent(&s, "id1", 2);
-    s.execute_for_test("UPDATE agents SET labels = 'not json' WHERE id = 'id1'");
+    s.execute_for_test(
+        "UPDATE agents SET labels = 'not json' WHERE id = 'id1'",
+        params![],
+    );
     assert_eq!(
         corrupt_at(s.agents().unwrap_err()),
         ("agents", "id1".into())
     );
 }
 
-#[test]
-fn a_corrupt_model_signature_is_an_error_naming_the_version() {
-    let s = Store::in_memory().unwrap();
+fn a_corrupt_model_signature_is_an_error_naming_the_version(fresh: Fresh) {
+    let s = fresh();
     s.insert_model(&model("m", "1")).unwrap();
-    s.execute_for_test("UPDATE models SET signature = '{\"inputs\": 7}'");
+    s.execute_for_test("UPDATE models SET signature = '{\"inputs\": 7}'", params![]);
     assert_eq!(
         corrupt_at(s.model("m", "1").unwrap_err()),
         ("models", "m@1".into())
@@ -252,9 +301,8 @@ fn a_corrupt_model_signature_is_an_error_naming_the_version() {
     assert!(s.models().is_err());
 }
 
-#[test]
-fn corrupt_jobs_and_results_are_errors_and_nothing_is_stored_on_their_account() {
-    let s = Store::in_memory().unwrap();
+fn corrupt_jobs_and_results_are_errors_and_nothing_is_stored_on_their_account(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "ag", 1);
     let run = RunRow {
         id: "r1".into(),
@@ -267,14 +315,20 @@ fn corrupt_jobs_and_results_are_errors_and_nothing_is_stored_on_their_account() 
         .unwrap();
 
     // A job as sent that no longer decodes: not resent as an empty job.
-    s.execute_for_test("UPDATE bench_jobs SET spec = x'0a' WHERE job_id = 'j1'");
+    s.execute_for_test(
+        "UPDATE bench_jobs SET spec = ?1 WHERE job_id = 'j1'",
+        params![vec![0x0au8]],
+    );
     assert_eq!(
         corrupt_at(s.pending_jobs("ag").unwrap_err()),
         ("bench_jobs", "r1, j1".into())
     );
 
     // A state nobody wrote: the result is refused and nothing is written.
-    s.execute_for_test("UPDATE bench_jobs SET state = 'exploded' WHERE job_id = 'j2'");
+    s.execute_for_test(
+        "UPDATE bench_jobs SET state = 'exploded' WHERE job_id = 'j2'",
+        params![],
+    );
     let m = Measurement {
         samples: 7,
         ..Measurement::default()
@@ -287,21 +341,26 @@ fn corrupt_jobs_and_results_are_errors_and_nothing_is_stored_on_their_account() 
         corrupt_at(s.jobs(Some("r1")).unwrap_err()),
         ("bench_jobs", "r1, j2".into())
     );
-    s.execute_for_test("UPDATE bench_jobs SET state = 'pending' WHERE job_id = 'j2'");
+    s.execute_for_test(
+        "UPDATE bench_jobs SET state = 'pending' WHERE job_id = 'j2'",
+        params![],
+    );
     assert!(s.results(Some("r1")).unwrap().is_empty(), "nothing stored");
 
     // A stored measurement that does not decode reads as an error, never as zeros.
     s.record_measurement("ag", "r1", "j2", &m).unwrap();
-    s.execute_for_test("UPDATE results SET measurement = x'ff01' WHERE job_id = 'j2'");
+    s.execute_for_test(
+        "UPDATE results SET measurement = ?1 WHERE job_id = 'j2'",
+        params![vec![0xffu8, 0x01]],
+    );
     assert_eq!(
         corrupt_at(s.results(Some("r1")).unwrap_err()),
         ("results", "r1, j2".into())
     );
 }
 
-#[test]
-fn corrupt_rollout_rows_are_errors_naming_them() {
-    let s = Store::in_memory().unwrap();
+fn corrupt_rollout_rows_are_errors_naming_them(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "ag", 1);
     s.insert_rollout(&rollout("ro-1"), &[target("ro-1", "ag")])
         .unwrap();
@@ -313,20 +372,37 @@ fn corrupt_rollout_rows_are_errors_naming_them() {
     );
     assert_eq!(s.target("ro-1", "other").unwrap(), None);
 
-    for (damage, table, key) in [
-        ("UPDATE rollouts SET spec = '{}'", "rollouts", "ro-1"),
-        ("UPDATE rollouts SET spec = ''", "rollouts", "ro-1"),
+    let not_a_workload = vec![0xffu8];
+    for (damage, values, table, key) in [
         (
-            "UPDATE rollouts SET gate_workload = x'ff'",
+            "UPDATE rollouts SET spec = '{}'",
+            params![],
             "rollouts",
             "ro-1",
         ),
-        ("UPDATE rollouts SET state = 'lost'", "rollouts", "ro-1"),
+        (
+            "UPDATE rollouts SET spec = ''",
+            params![],
+            "rollouts",
+            "ro-1",
+        ),
+        (
+            "UPDATE rollouts SET gate_workload = ?1",
+            params![not_a_workload],
+            "rollouts",
+            "ro-1",
+        ),
+        (
+            "UPDATE rollouts SET state = 'lost'",
+            params![],
+            "rollouts",
+            "ro-1",
+        ),
     ] {
-        let good = Store::in_memory().unwrap();
+        let good = fresh();
         agent(&good, "ag", 1);
         good.insert_rollout(&rollout("ro-1"), &[]).unwrap();
-        good.execute_for_test(damage);
+        good.execute_for_test(damage, values);
         assert_eq!(
             corrupt_at(good.rollout("ro-1").unwrap_err()),
             (table, key.to_string()),
@@ -335,7 +411,7 @@ fn corrupt_rollout_rows_are_errors_naming_them() {
         assert!(good.rollouts().is_err(), "{damage}");
     }
 
-    s.execute_for_test("UPDATE rollout_targets SET state = 'limbo'");
+    s.execute_for_test("UPDATE rollout_targets SET state = 'limbo'", params![]);
     assert_eq!(
         corrupt_at(s.targets("ro-1").unwrap_err()),
         ("rollout_targets", "ro-1, ag".into())
@@ -356,7 +432,10 @@ fn corrupt_rollout_rows_are_errors_naming_them() {
     .unwrap();
     s.insert_gate("ro-1", 0, "g1").unwrap();
     assert_eq!(s.gates("ro-1").unwrap()[0].verdicts, None);
-    s.execute_for_test("UPDATE rollout_gates SET verdicts = '[{\"passed\": \"yes\"}]'");
+    s.execute_for_test(
+        "UPDATE rollout_gates SET verdicts = '[{\"passed\": \"yes\"}]'",
+        params![],
+    );
     assert_eq!(
         corrupt_at(s.gates("ro-1").unwrap_err()),
         ("rollout_gates", "ro-1, wave 1".into())
@@ -375,7 +454,7 @@ fn corrupt_rollout_rows_are_errors_naming_them() {
     )
     .unwrap();
     assert_eq!(s.installed().unwrap()[0].versions, ["2", "1"]);
-    s.execute_for_test("UPDATE agent_models SET versions = '2,1'");
+    s.execute_for_test("UPDATE agent_models SET versions = '2,1'", params![]);
     assert_eq!(
         corrupt_at(s.installed().unwrap_err()),
         ("agent_models", "ag, m".into())
@@ -414,9 +493,8 @@ fn rollouts_of_an_older_database_get_their_spec_parsed_once() {
     );
 }
 
-#[test]
-fn finished_runs_are_judged_once_and_regressions_acknowledged() {
-    let s = Store::in_memory().unwrap();
+fn finished_runs_are_judged_once_and_regressions_acknowledged(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "ag", 1);
     let run = |id: &str, suite: &str, at: i64| RunRow {
         id: id.into(),
@@ -513,12 +591,7 @@ fn finished_runs_are_judged_once_and_regressions_acknowledged() {
     assert!(b.iter().all(|b| b.run_id == "r2"));
     assert!(s.baselines(Some("other")).unwrap().is_empty());
     // A kind that is not one of ours is a corrupt row, not a default.
-    s.conn()
-        .execute("PRAGMA ignore_check_constraints = ON", [])
-        .unwrap();
-    s.conn()
-        .execute("UPDATE regressions SET kind = 'vibes'", [])
-        .unwrap();
+    s.execute_for_test("UPDATE regressions SET kind = 'vibes'", params![]);
     let err = s.regressions(0).unwrap_err();
     assert!(
         matches!(
@@ -554,9 +627,8 @@ fn schedule(name: &str, cron: &str) -> ScheduleRow {
     }
 }
 
-#[test]
-fn schedules_keep_their_fires_and_the_last_cron_fire() {
-    let s = Store::in_memory().unwrap();
+fn schedules_keep_their_fires_and_the_last_cron_fire(fresh: Fresh) {
+    let s = fresh();
     let nightly = schedule("nightly", "0 0 3 * * *");
     s.insert_schedule(&nightly).unwrap();
     let err = s.insert_schedule(&nightly).unwrap_err();
@@ -597,9 +669,8 @@ fn schedules_keep_their_fires_and_the_last_cron_fire() {
     assert!(s.schedules().unwrap().is_empty());
 }
 
-#[test]
-fn a_schedules_unfinished_runs_and_busy_agents_are_found() {
-    let s = Store::in_memory().unwrap();
+fn a_schedules_unfinished_runs_and_busy_agents_are_found(fresh: Fresh) {
+    let s = fresh();
     agent(&s, "ag", 1);
     agent(&s, "idle", 1);
     let run = RunRow {
@@ -627,8 +698,7 @@ fn a_schedules_unfinished_runs_and_busy_agents_are_found() {
     assert!(s.busy_agents().unwrap().is_empty());
 }
 
-#[test]
-fn corrupt_schedule_rows_are_errors_naming_them() {
+fn corrupt_schedule_rows_are_errors_naming_them(fresh: Fresh) {
     for damage in [
         "UPDATE schedules SET cron = '0 0 3 * *'",
         "UPDATE schedules SET inputs = 'clip.wav'",
@@ -636,10 +706,10 @@ fn corrupt_schedule_rows_are_errors_naming_them() {
         "UPDATE schedules SET when_idle = 7",
         "UPDATE schedules SET missed_count = -1",
     ] {
-        let s = Store::in_memory().unwrap();
+        let s = fresh();
         s.insert_schedule(&schedule("nightly", "0 0 3 * * *"))
             .unwrap();
-        s.execute_for_test(damage);
+        s.execute_for_test(damage, params![]);
         let key = ("schedules", "nightly".to_string());
         assert_eq!(corrupt_at(s.schedules().unwrap_err()), key, "{damage}");
         assert_eq!(
@@ -653,7 +723,7 @@ fn corrupt_schedule_rows_are_errors_naming_them() {
         "UPDATE schedule_fires SET run_id = NULL",
         "UPDATE schedule_fires SET left_out = '{'",
     ] {
-        let s = Store::in_memory().unwrap();
+        let s = fresh();
         s.insert_schedule(&schedule("nightly", "0 0 3 * * *"))
             .unwrap();
         s.record_fire(&FireRow {
@@ -667,7 +737,7 @@ fn corrupt_schedule_rows_are_errors_naming_them() {
             recorded_ms: 6,
         })
         .unwrap();
-        s.execute_for_test(damage);
+        s.execute_for_test(damage, params![]);
         assert_eq!(
             corrupt_at(s.fires("nightly", 5).unwrap_err()),
             ("schedule_fires", "nightly, 1".to_string()),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{params, OptionalExtension};
 
 use super::{decode_json, decode_state, Store, StoreError};
 use crate::trust::tokens::Role;
@@ -63,7 +63,7 @@ impl Store {
         created_ms: i64,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO enrollment_tokens (hash, name, labels, created_ms, expires_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -90,8 +90,8 @@ impl Store {
         asked_labels: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<Result<Enrolled, EnrollRefusal>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         let row: Option<(String, String, i64, i64)> = tx
             .query_row(
                 "SELECT name, labels, expires_ms, used_ms FROM enrollment_tokens WHERE hash = ?1",
@@ -150,7 +150,7 @@ impl Store {
     /// removed), `Some(revoked_ms)` otherwise (0: not revoked).
     pub fn agent_revoked_ms(&self, agent_id: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT revoked_ms FROM agents WHERE id = ?1 AND removed_ms = 0",
                 params![agent_id],
@@ -163,7 +163,7 @@ impl Store {
     /// removed).
     pub fn agent_trust(&self, agent_id: &str) -> Result<Option<AgentTrust>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT name, revoked_ms, cert_not_after_ms, cert_key_sha256,
                         cert_previous_key_sha256
@@ -190,7 +190,7 @@ impl Store {
         key_sha256: &str,
         not_after_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE agents SET
                  cert_previous_key_sha256 = CASE WHEN cert_key_sha256 = ?2
                      THEN cert_previous_key_sha256 ELSE cert_key_sha256 END,
@@ -205,24 +205,24 @@ impl Store {
     /// When the certificate each agent holds now expires (agents whose certificate the
     /// controller has not kept are left out).
     pub fn agent_certificates(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt =
             conn.prepare("SELECT id, cert_not_after_ms FROM agents WHERE cert_not_after_ms != 0")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// When each revoked agent was cut off.
     pub fn revoked_agents(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT id, revoked_ms FROM agents WHERE revoked_ms != 0")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Cuts an agent off (once; the first time stays recorded).
     pub fn revoke_agent(&self, agent_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE agents SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms = 0",
             params![agent_id, now_ms],
         )?;
@@ -231,8 +231,8 @@ impl Store {
 
     /// Forgets an agent: revoked, gone from listings; its results stay in the history.
     pub fn remove_agent(&self, agent_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         tx.execute(
             "UPDATE agents SET revoked_ms = CASE revoked_ms WHEN 0 THEN ?2 ELSE revoked_ms END,
                  removed_ms = ?2 WHERE id = ?1",
@@ -252,11 +252,12 @@ impl Store {
 
     /// Records that these artifacts were sent to the agent (it may fetch them).
     pub fn allow_fetch(&self, agent_id: &str, shas: &[String]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         for sha in shas {
             tx.execute(
-                "INSERT OR IGNORE INTO agent_artifacts (agent_id, sha256) VALUES (?1, ?2)",
+                "INSERT INTO agent_artifacts (agent_id, sha256) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
                 params![agent_id, sha],
             )?;
         }
@@ -267,7 +268,7 @@ impl Store {
     /// Whether the controller sent this artifact to the agent.
     pub fn may_fetch(&self, agent_id: &str, sha256: &str) -> Result<bool, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT 1 FROM agent_artifacts WHERE agent_id = ?1 AND sha256 = ?2",
                 params![agent_id, sha256],
@@ -284,8 +285,8 @@ impl Store {
         hash: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
         let exists = tx
             .query_row(
                 "SELECT 1 FROM admin_tokens WHERE name = ?1",
@@ -308,7 +309,7 @@ impl Store {
     /// The valid (not revoked) admin token with this hash, as (name, role).
     pub fn admin_token(&self, hash: &str) -> Result<Option<(String, Role)>, StoreError> {
         let row: Option<(String, String)> = self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT name, role FROM admin_tokens WHERE hash = ?1 AND revoked_ms = 0",
                 params![hash],
@@ -323,17 +324,17 @@ impl Store {
     }
 
     pub fn admin_tokens(&self) -> Result<Vec<AdminTokenRow>, StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT name, role, created_ms, revoked_ms FROM admin_tokens ORDER BY created_ms, name",
         )?;
         let raw = stmt
-            .query_map([], |r| {
+            .query_map(params![], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<i64>(2)?,
+                    r.get::<i64>(3)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -351,7 +352,7 @@ impl Store {
 
     /// Revokes an admin token by name; false when there is no such valid token.
     pub fn revoke_admin_token(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let changed = self.conn().execute(
+        let changed = self.conn()?.execute(
             "UPDATE admin_tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms = 0",
             params![name, now_ms],
         )?;

@@ -307,9 +307,12 @@ async fn a_gate_that_cannot_read_its_measurements_stops_the_wave() {
     on_install_result(&f.ctl, "a1", installed("ro-test/a1")).await;
     // The gate is judged once no job is pending: damage a stored result before the last one.
     let (run_id, held) = answer_gate(&f.ctl, "a1", &mut a1, (2.0, 5.0), 1).await;
-    f.ctl.store.execute_for_test(&format!(
+    f.ctl.store.execute_for_test(
+        &format!(
         "UPDATE results SET measurement = x'ff01' WHERE run_id = '{run_id}' AND job_id = 'a000-r1-active'"
-    ));
+        ),
+        &[],
+    );
     f.ctl
         .store
         .record_failure("a1", &run_id, &held[0].job_id, "worker crashed")
