@@ -3,7 +3,7 @@
 # aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
 # agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders
 # the HTML report for its browser test; tinyproxy and libfaketime serve the proxy and wrong-clock
-# tests. Debian packages need root (apt-get); without it this says which command to run. With
+# tests; PostgreSQL's server binaries run the store's tests on PostgreSQL. Debian packages need root (apt-get); without it this says which command to run. With
 # --debian-root it also makes a minimal Debian 12 root with debootstrap (from the mirror this
 # machine's apt uses) under the cache, which the package tests copy to install the packages for
 # real without touching this machine. A second run checks and does nothing more.
@@ -35,6 +35,9 @@ command -v chromium >/dev/null || NEED+=(chromium)
 # their own tinyproxy, on their own ports, and need no service.
 [[ -x /usr/bin/tinyproxy || -x /usr/sbin/tinyproxy ]] || NEED+=(tinyproxy-bin)
 compgen -G '/usr/lib/*-linux-gnu/faketime/libfaketimeMT.so.1' >/dev/null || NEED+=(faketime)
+# The store's tests and the end-to-end flows on PostgreSQL start their own throwaway cluster
+# with its server binaries (tests/postgres); the package's own cluster and service are unused.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || NEED+=(postgresql)
 if [[ $CROSS -eq 1 ]]; then
   command -v aarch64-linux-gnu-gcc >/dev/null || NEED+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
   command -v qemu-aarch64 >/dev/null || NEED+=(qemu-user)

@@ -47,6 +47,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             data_dir,
+            database,
             sans,
             agent_cert_lifetime_s,
             agent_recovery_window_s,
@@ -62,6 +63,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::run(serve::ServeOptions {
                 listen,
                 data_dir,
+                database,
                 sans,
                 agent_cert_lifetime: Duration::from_secs(agent_cert_lifetime_s.max(1)),
                 recovery_window: Duration::from_secs(agent_recovery_window_s),

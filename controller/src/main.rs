@@ -10,6 +10,9 @@ use clap::Parser as _;
 /// Exit status of every usage error: a flag clap refuses, a value the CLI or the controller
 /// refuses (`--cron`, `--since`, `--select`), a configuration that cannot work (EX_USAGE).
 const USAGE: u8 = 64;
+/// Exit status when a service the controller needs (its PostgreSQL database) does not answer
+/// (EX_UNAVAILABLE).
+const UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -47,8 +50,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edgefleet: {}", one_line(&e));
-            // Usage errors apart, so scripts can tell them from failures.
-            if e.downcast_ref::<cli::ConfigError>().is_some()
+            // Usage errors apart, so scripts can tell them from failures; a database that does
+            // not answer is EX_UNAVAILABLE, so a supervisor can tell it from a bad setting.
+            if let Some(edgefleet_controller::OpenError::Store(
+                edgefleet_controller::store::StoreError::Unreachable { .. },
+            )) = e.downcast_ref::<edgefleet_controller::OpenError>()
+            {
+                ExitCode::from(UNAVAILABLE)
+            } else if e.downcast_ref::<cli::ConfigError>().is_some()
                 || e.downcast_ref::<edgefleet_controller::OpenError>()
                     .is_some()
             {

@@ -126,18 +126,38 @@ impl Controller {
     /// Opens (creating if needed) the controller's data directory: `controller.db`,
     /// `artifacts/` and the signing key `controller.key`.
     pub fn open(data_dir: &Path, settings: Settings) -> Result<Controller, OpenError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+        Controller::open_on(data_dir, None, settings)
+    }
+
+    /// Opens the controller with its state in `database` (a `postgres://` URL; `None` for
+    /// `controller.db` in the data directory, which keeps the keys and artifacts either way).
+    pub fn open_on(
+        data_dir: &Path,
+        database: Option<&str>,
+        settings: Settings,
+    ) -> Result<Controller, OpenError> {
+        // A folder made here is private from the start (0700); one found is checked below.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|source| OpenError::DataDir {
+                path: data_dir.to_path_buf(),
+                source,
+            })?;
+        let embedded = database.is_none();
+        make_private(data_dir, embedded).map_err(|source| OpenError::Private {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        make_private(data_dir).map_err(|source| OpenError::Private {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let store = Store::open(&data_dir.join("controller.db"))?;
+        let store = match database {
+            Some(url) => Store::open_database(url)?,
+            None => Store::open(&data_dir.join("controller.db"))?,
+        };
         // SQLite made its -wal and -shm files with the database's mode; an older store's are
         // tightened here too.
-        make_private(data_dir).map_err(|source| OpenError::Private {
+        make_private(data_dir, embedded).map_err(|source| OpenError::Private {
             path: data_dir.to_path_buf(),
             source,
         })?;
@@ -174,7 +194,9 @@ impl Controller {
 /// 0700 and the database's files 0600. A new database file is created 0600 before SQLite opens
 /// it (SQLite gives its -wal and -shm files the database's mode); a folder or file found more
 /// open (an older controller, a hand-made folder) is tightened, with a warning saying so.
-fn make_private(data_dir: &Path) -> std::io::Result<()> {
+/// With the state in PostgreSQL (`embedded` false) the folder keeps the keys and artifacts,
+/// and no database file is made.
+fn make_private(data_dir: &Path, embedded: bool) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tighten = |path: &Path, mode: u32| -> std::io::Result<()> {
         let found = std::fs::metadata(path)?.permissions().mode() & 0o777;
@@ -193,10 +215,10 @@ fn make_private(data_dir: &Path) -> std::io::Result<()> {
     // A folder given by hand that is not the controller's yet (e.g. a home folder) keeps its
     // mode until it holds the store; the store's own files are private either way.
     let empty = std::fs::read_dir(data_dir)?.next().is_none();
-    if empty || database.exists() {
+    if empty || database.exists() || !embedded {
         tighten(data_dir, 0o700)?;
     }
-    if !database.exists() {
+    if embedded && !database.exists() {
         std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)

@@ -124,7 +124,7 @@ pub struct Store {
 
 enum Database {
     Sqlite(Mutex<Connection>),
-    Postgres(postgres::PgPool),
+    Postgres(Box<postgres::PgPool>),
 }
 
 impl Store {
@@ -149,7 +149,7 @@ impl Store {
     pub fn connect(url: &str) -> Result<Store, StoreError> {
         let pool = postgres::PgPool::new(url).map_err(|e| StoreError::Url(e.to_string()))?;
         let store = Store {
-            backend: Arc::new(Database::Postgres(pool)),
+            backend: Arc::new(Database::Postgres(Box::new(pool))),
         };
         let mut conn = match store.conn() {
             Ok(conn) => conn,
@@ -221,7 +221,7 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn execute_for_test(&self, sql: &str, params: &[&dyn db::Param]) {
         let mut conn = self.conn().expect("a connection");
-        match conn.backend() {
+        match self.backend() {
             Backend::Sqlite => conn
                 .execute_batch("PRAGMA ignore_check_constraints = ON")
                 .expect("pragma"),
@@ -238,7 +238,7 @@ impl Store {
                 .expect("dropping CHECK constraints"),
         }
         conn.execute(sql, params).expect("test SQL runs");
-        if conn.backend() == Backend::Sqlite {
+        if self.backend() == Backend::Sqlite {
             conn.execute_batch("PRAGMA ignore_check_constraints = OFF")
                 .expect("pragma");
         }

@@ -38,9 +38,15 @@ pub(crate) enum Command {
         /// Address to listen on.
         #[arg(long, env = "EDGEFLEET_LISTEN", default_value = "0.0.0.0:7070")]
         listen: String,
-        /// Where the database and artifacts live.
+        /// Where the database (unless --database), keys and artifacts live.
         #[arg(long, env = "EDGEFLEET_DATA", default_value = "/var/lib/edgefleet")]
         data_dir: PathBuf,
+        /// Keep the fleet's state in PostgreSQL instead of SQLite in the data directory:
+        /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB. A URL with a password belongs in the
+        /// environment file (0600), not on a command line others can read. Keys and artifacts
+        /// stay in --data-dir (deploy/postgres.md).
+        #[arg(long, env = "EDGEFLEET_DATABASE", value_name = "URL")]
+        database: Option<String>,
         /// More names (DNS or IP) the server certificate is valid for, repeatable: added to
         /// this host's name, localhost and 127.0.0.1, which it always covers.
         #[arg(long = "san", value_name = "NAME")]

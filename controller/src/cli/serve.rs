@@ -21,6 +21,8 @@ const LOCAL_TOKEN: &str = "local";
 pub(crate) struct ServeOptions {
     pub(crate) listen: String,
     pub(crate) data_dir: PathBuf,
+    /// A PostgreSQL URL for the state, or `None` for SQLite in the data directory.
+    pub(crate) database: Option<String>,
     pub(crate) sans: Vec<String>,
     pub(crate) agent_cert_lifetime: Duration,
     pub(crate) recovery_window: Duration,
@@ -57,8 +59,9 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
             recovery_window: options.recovery_window,
         }
     };
-    let controller = Controller::open(
+    let controller = Controller::open_on(
         &options.data_dir,
+        options.database.as_deref(),
         Settings {
             security,
             heartbeat_interval: options.heartbeat,

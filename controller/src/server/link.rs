@@ -589,7 +589,9 @@ async fn serve_link(ctl: Controller, mut link: Link) {
         deadline
             .as_mut()
             .reset(tokio::time::Instant::now() + silence);
-        Box::pin(handle(&ctl, &link.agent_id, *message)).await;
+        if let Some(reason) = Box::pin(handle(&ctl, &link.agent_id, *message)).await {
+            break reason;
+        }
     };
     link.closed.cancel();
     ctl.fleet.leave(&link.agent_id, link.session);
@@ -625,8 +627,12 @@ pub(super) async fn record_last_seen(ctl: Controller, stop: CancellationToken) {
 /// How often heard-from times are written to the store.
 const LAST_SEEN_EVERY: Duration = Duration::from_secs(1);
 
-/// Applies one message from an agent.
-async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
+/// Applies one message from an agent; `Some(reason)` when the link must close.
+///
+/// A result the store could not take (its database down or restarting) closes the link: the
+/// agent keeps every result it sent, and its next hello brings again every job the store has no
+/// result for, which it answers from what it kept. Nothing is lost and nothing stored twice.
+async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) -> Option<String> {
     match msg.body {
         Some(agent_message::Body::InstallResult(result)) => {
             rollout_driver::on_install_result(ctl, agent_id, result).await
@@ -667,7 +673,10 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
                 Ok(Recorded::UnknownJob) => {
                     tracing::warn!(%agent_id, run_id = %result.run_id, job_id = %result.job_id, "result for a job this agent was not given; ignored")
                 }
-                Err(e) => tracing::error!(%agent_id, error = %e, "cannot store result"),
+                Err(e) => {
+                    tracing::error!(%agent_id, error = %e, "cannot store result; closing the link so the agent sends it again");
+                    return Some(format!("the store could not take a result: {e}"));
+                }
             }
         }
         Some(agent_message::Body::JobStarted(started)) => {
@@ -689,6 +698,7 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) {
         }
         None => tracing::warn!(%agent_id, "an empty message on the link; ignored"),
     }
+    None
 }
 
 /// Compares tokens in time independent of where they differ.

@@ -1,7 +1,8 @@
 //! One connection to either backend, SQLite or PostgreSQL, with the few calls the store makes:
 //! execute, query rows, query one row, transactions. SQL is passed through as written (numbered
 //! `?1` parameters become PostgreSQL's `$1`), so each statement can use its backend's own
-//! features; [`Conn::backend`] says which one a statement runs on where the dialects differ.
+//! features (where the dialects differ, an operation asks `Store::backend` which one it runs
+//! on; none needs to yet: upserts, `RETURNING` and `ON CONFLICT DO NOTHING` read the same).
 //!
 //! Rows are read by column index into [`Column`] types that both backends can produce (a
 //! PostgreSQL `BIGINT` and an SQLite `INTEGER` are both `i64`, a `BYTEA` and a `BLOB` both
@@ -298,13 +299,6 @@ pub(crate) enum Conn<'a> {
 }
 
 impl<'a> Conn<'a> {
-    pub(crate) fn backend(&self) -> Backend {
-        match self {
-            Conn::Sqlite(_) => Backend::Sqlite,
-            Conn::Postgres(_) => Backend::Postgres,
-        }
-    }
-
     /// Runs one statement; the number of rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<usize> {
         match self {

@@ -119,6 +119,10 @@ impl PgPool {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // PostgreSQL's notices (`relation ... already exists, skipping`) are not news.
+        if config.get_options().is_none() {
+            config.options("-c client_min_messages=warning");
+        }
         if config.get_application_name().is_none() {
             config.application_name("edgefleet");
         }

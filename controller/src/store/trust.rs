@@ -131,12 +131,13 @@ impl Store {
         tx.execute(
             "INSERT INTO agents (id, name, labels, agent_version, hardware, first_seen_ms,
                  last_seen_ms, enrolled_ms)
-             VALUES (?1, ?2, ?3, '', x'', ?4, ?4, ?4)",
+             VALUES (?1, ?2, ?3, '', ?5, ?4, ?4, ?4)",
             params![
                 agent_id,
                 name,
                 serde_json::to_string(&all_labels).expect("labels serialize"),
-                now_ms
+                now_ms,
+                Vec::<u8>::new()
             ],
         )?;
         tx.commit()?;

@@ -169,6 +169,29 @@ pub fn assert_fits_terminal(what: &str, text: &str) {
     }
 }
 
+/// Where a test's controller keeps the fleet's state.
+pub enum StateIn {
+    /// SQLite in its data directory (`serve`'s default).
+    Sqlite,
+    /// A database of its own in this test process's PostgreSQL cluster (its URL).
+    Postgres(String),
+}
+
+impl StateIn {
+    /// A new, empty database in this test process's PostgreSQL cluster.
+    pub fn postgres() -> StateIn {
+        StateIn::Postgres(edgefleet_test_postgres::cluster().database("e2e"))
+    }
+
+    /// The `serve` flags that say so.
+    pub fn flags(&self) -> Vec<&str> {
+        match self {
+            StateIn::Sqlite => Vec::new(),
+            StateIn::Postgres(url) => vec!["--database", url],
+        }
+    }
+}
+
 /// A controller process with its own data directory.
 pub struct Controller {
     pub process: Process,

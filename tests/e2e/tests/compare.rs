@@ -7,7 +7,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::{start_agent, Controller};
+use edgefleet_e2e::{start_agent, Controller, StateIn};
 use serde_json::Value;
 
 const SUITE: &str = r#"
@@ -99,8 +99,17 @@ fn refused(ctl: &Controller, args: &[&str], want: &str) {
 
 #[test]
 fn int8_is_faster_and_a_slowed_agent_regresses_against_the_baseline() {
+    compare_and_regress(StateIn::Sqlite)
+}
+
+#[test]
+fn int8_is_faster_and_a_slowed_agent_regresses_on_postgresql() {
+    compare_and_regress(StateIn::postgres())
+}
+
+fn compare_and_regress(state: StateIn) {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
     let agent = start_agent(dir.path(), &ctl, "edge-a", &["site=lab"]);
     ctl.wait_online(&["edge-a"], Duration::from_secs(60));
     let cpu = last_cpu();

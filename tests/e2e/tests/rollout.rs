@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::{start_agent, start_agent_with, Controller, Process};
+use edgefleet_e2e::{start_agent, start_agent_with, Controller, Process, StateIn};
 
 /// These tests run one at a time: a performance gate compares timings, and two tests'
 /// benchmarks sharing the machine's cores would blur them.
@@ -67,9 +67,18 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn waves_install_and_a_performance_gate_stops_a_slower_model_and_passes_a_faster_one() {
+    waves_and_gates(StateIn::Sqlite)
+}
+
+#[test]
+fn waves_install_and_a_performance_gate_stops_a_slower_model_on_postgresql() {
+    waves_and_gates(StateIn::postgres())
+}
+
+fn waves_and_gates(state: StateIn) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
     let _a = start_agent(dir.path(), &ctl, "edge-a", &["hw=gw", "site=lab"]);
     let _b = start_agent(dir.path(), &ctl, "edge-b", &["hw=gw", "site=store"]);
     ctl.wait_online(&["edge-a", "edge-b"], Duration::from_secs(60));
@@ -294,9 +303,18 @@ fn an_agent_killed_mid_transfer_resumes_without_fetching_the_bytes_it_had() {
 
 #[test]
 fn a_controller_restarted_mid_rollout_finishes_it() {
+    restarted_mid_rollout(StateIn::Sqlite)
+}
+
+#[test]
+fn a_controller_restarted_mid_rollout_finishes_it_on_postgresql() {
+    restarted_mid_rollout(StateIn::postgres())
+}
+
+fn restarted_mid_rollout(state: StateIn) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
     let limit = ["--download-limit", "30"];
     let _a = agent_with_flags(dir.path(), &ctl, "edge-1", &limit);
     let _b = agent_with_flags(dir.path(), &ctl, "edge-2", &limit);
@@ -322,7 +340,7 @@ fn a_controller_restarted_mid_rollout_finishes_it() {
     let _ = ctl.process.child.wait();
     drop(ctl);
 
-    let ctl = Controller::start(dir.path(), &listen);
+    let ctl = Controller::start_with(dir.path(), &listen, &state.flags());
     let out = ctl.cli(&["rollout", "status", &id, "--watch"]);
     assert!(
         out.status.success(),

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::{start_agent, Controller};
+use edgefleet_e2e::{start_agent, Controller, StateIn};
 
 /// A quick one-model suite on the tiny Add model.
 const QUICK: &str = "name = \"sched-quick\"\nmodels = [\"add@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\nwarmup = 1\nmin_queries = 10\nmin_duration_s = 0.1\nmax_duration_s = 5\n";
@@ -79,8 +79,17 @@ fn records_of(ctl: &Controller, dir: &Path, run_id: &str) -> Vec<serde_json::Val
 
 #[test]
 fn schedules_fire_skip_while_running_stop_when_removed_and_count_missed_fires() {
+    schedules_fire(StateIn::Sqlite)
+}
+
+#[test]
+fn schedules_fire_skip_while_running_and_count_missed_fires_on_postgresql() {
+    schedules_fire(StateIn::postgres())
+}
+
+fn schedules_fire(state: StateIn) {
     let dir = tempfile::tempdir().unwrap();
-    let mut ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let mut ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
     let _agent = start_agent(dir.path(), &ctl, "edge-a", &["site=lab"]);
     ctl.wait_online(&["edge-a"], Duration::from_secs(60));
     ctl.add_cached_model("models/tiny/add.onnx", "add", "1");
@@ -235,7 +244,7 @@ fn schedules_fire_skip_while_running_stop_when_removed_and_count_missed_fires() 
     );
     // Down for several fire intervals (time passing is what this tests).
     std::thread::sleep(Duration::from_secs(9));
-    ctl = Controller::start(dir.path(), &listen);
+    ctl = Controller::start_with(dir.path(), &listen, &state.flags());
     let after = schedule(&ctl, "long");
     assert!(after["missed"].as_u64().unwrap() >= 3, "{after:#}");
     assert!(

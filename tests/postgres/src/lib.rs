@@ -195,6 +195,16 @@ impl Cluster {
 
     /// Runs one SQL command as the superuser, in database `postgres`.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Runs one SQL command as the superuser in the database a [`Cluster::database`] URL names.
+    pub fn psql_on(&self, url: &str, sql: &str) -> Result<String, String> {
+        let name = url.rsplit('/').next().unwrap_or("postgres");
+        self.psql_in(name, sql)
+    }
+
+    fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.dir)
@@ -204,7 +214,7 @@ impl Cluster {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                database,
                 "-c",
                 sql,
             ])
