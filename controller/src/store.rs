@@ -79,6 +79,21 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl StoreError {
+    /// Whether the database may answer if asked again: it was out of reach (a connection
+    /// closed or refused, every connection busy, SQLite's lock held too long), as opposed to a
+    /// statement it refused or a row that does not decode.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sql(DbError::Postgres(e)) => e.as_db_error().is_none(),
+            StoreError::Sql(DbError::PoolTimeout(_) | DbError::Join(_)) => true,
+            StoreError::Sql(DbError::Sqlite(e)) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+
     fn corrupt(table: &'static str, key: impl Into<String>, detail: impl ToString) -> StoreError {
         StoreError::Corrupt {
             table,
@@ -170,12 +185,18 @@ impl Store {
     }
 
     /// Opens the database a `--database` value names: a `postgres://` (or `postgresql://`)
-    /// URL, or else an SQLite file.
+    /// URL; anything else is refused.
     pub fn open_database(database: &str) -> Result<Store, StoreError> {
         if Backend::of_url(database) == Backend::Postgres {
             Store::connect(database)
         } else {
-            Store::open(Path::new(database))
+            // Not a file path either: a typo (`postgress://`) must not make an SQLite file
+            // somewhere; the embedded database lives in the data folder.
+            Err(StoreError::Url(
+                "--database takes a postgres:// (or postgresql://) URL; without it the state is in \
+                 SQLite in --data-dir"
+                    .to_string(),
+            ))
         }
     }
 

@@ -629,9 +629,10 @@ const LAST_SEEN_EVERY: Duration = Duration::from_secs(1);
 
 /// Applies one message from an agent; `Some(reason)` when the link must close.
 ///
-/// A result the store could not take (its database down or restarting) closes the link: the
-/// agent keeps every result it sent, and its next hello brings again every job the store has no
-/// result for, which it answers from what it kept. Nothing is lost and nothing stored twice.
+/// A result the store could not take because its database was out of reach (down, restarting)
+/// closes the link: the agent keeps every result it sent, and its next hello brings again every
+/// job the store has no result for, which it answers from what it kept. Nothing is lost and
+/// nothing stored twice. A result the database refused is logged (asking again would not help).
 async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) -> Option<String> {
     match msg.body {
         Some(agent_message::Body::InstallResult(result)) => {
@@ -649,10 +650,13 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) -> Option<S
                     ctl.store
                         .record_measurement(agent_id, &result.run_id, &result.job_id, m)
                 }
-                Some(job_result::Outcome::Error(e)) => {
-                    ctl.store
-                        .record_failure(agent_id, &result.run_id, &result.job_id, e)
-                }
+                // PostgreSQL's text holds no NUL character; a reason is for people to read.
+                Some(job_result::Outcome::Error(e)) => ctl.store.record_failure(
+                    agent_id,
+                    &result.run_id,
+                    &result.job_id,
+                    &e.replace('\0', "\u{fffd}"),
+                ),
                 None => ctl.store.record_failure(
                     agent_id,
                     &result.run_id,
@@ -673,10 +677,11 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) -> Option<S
                 Ok(Recorded::UnknownJob) => {
                     tracing::warn!(%agent_id, run_id = %result.run_id, job_id = %result.job_id, "result for a job this agent was not given; ignored")
                 }
-                Err(e) => {
+                Err(e) if e.is_transient() => {
                     tracing::error!(%agent_id, error = %e, "cannot store result; closing the link so the agent sends it again");
                     return Some(format!("the store could not take a result: {e}"));
                 }
+                Err(e) => tracing::error!(%agent_id, error = %e, "cannot store result"),
             }
         }
         Some(agent_message::Body::JobStarted(started)) => {

@@ -293,6 +293,8 @@ impl Row<'_> {
 }
 
 /// A connection to one of the backends, held for the length of one store operation.
+// One lives on the stack for one store operation: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Conn<'a> {
     Sqlite(MutexGuard<'a, rusqlite::Connection>),
     Postgres(super::postgres::Pooled<'a>),
@@ -436,8 +438,11 @@ impl<'a> std::ops::DerefMut for Transaction<'_, 'a> {
 
 impl Transaction<'_, '_> {
     pub(crate) fn commit(mut self) -> Result<()> {
+        // A COMMIT that fails (SQLite busy, a disk error) leaves the transaction open: the drop
+        // then rolls it back, as it does for one never committed.
+        self.conn.execute_batch("COMMIT")?;
         self.done = true;
-        self.conn.execute_batch("COMMIT")
+        Ok(())
     }
 }
 
@@ -445,9 +450,12 @@ impl Drop for Transaction<'_, '_> {
     fn drop(&mut self) {
         if !self.done {
             // A failed rollback leaves a broken connection: SQLite's next BEGIN fails loudly,
-            // and the pool drops a PostgreSQL connection that is not idle.
+            // and a PostgreSQL connection is marked so the pool closes it.
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
                 tracing::warn!(error = %e, "rolling back a transaction failed");
+                if let Conn::Postgres(c) = &mut *self.conn {
+                    c.broken = true;
+                }
             }
         }
     }

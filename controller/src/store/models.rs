@@ -86,10 +86,13 @@ impl Store {
                 model.name, model.version
             )));
         }
-        tx.execute(
+        // Registered meanwhile by another call (a second controller, on PostgreSQL): the key
+        // decides, and the answer is the same as when it was seen above.
+        let inserted = tx.execute(
             "INSERT INTO models (name, version, quantization, opset, signature, created_ms,
                  manifest, manifest_signature)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT DO NOTHING",
             params![
                 model.name,
                 model.version,
@@ -101,6 +104,12 @@ impl Store {
                 model.manifest_signature
             ],
         )?;
+        if inserted == 0 {
+            return Err(StoreError::ModelExists(format!(
+                "{}@{}",
+                model.name, model.version
+            )));
+        }
         for (position, file) in model.files.iter().enumerate() {
             tx.execute(
                 "INSERT INTO artifacts (sha256, size_bytes, created_ms) VALUES (?1, ?2, ?3)

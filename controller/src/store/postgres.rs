@@ -49,6 +49,9 @@ pub(super) fn block_on<F: Future>(future: F) -> F::Output {
 pub(crate) struct PgConn {
     pub(super) client: tokio_postgres::Client,
     pub(super) statements: StatementCache,
+    /// A rollback failed: the connection may still be inside a transaction, so it is closed
+    /// rather than given back.
+    pub(super) broken: bool,
 }
 
 /// Connections to one PostgreSQL database.
@@ -91,7 +94,7 @@ impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         let conn = self.conn.take().expect("held until dropped");
         let mut state = self.pool.lock();
-        if conn.client.is_closed() {
+        if conn.client.is_closed() || conn.broken {
             state.open -= 1;
         } else {
             state.idle.push(conn);
@@ -103,8 +106,8 @@ impl Drop for Pooled<'_> {
 /// Why the database could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
-    #[error("{0} is not a PostgreSQL URL: {1}")]
-    Url(String, String),
+    #[error("the --database URL does not parse: {0}")]
+    Url(String),
     #[error("cannot start the database's runtime thread: {0}")]
     Runtime(std::io::Error),
 }
@@ -113,9 +116,10 @@ impl PgPool {
     /// A pool for `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`, or key=value pairs). No
     /// connection is opened yet.
     pub(crate) fn new(url: &str) -> Result<PgPool, ConnectError> {
+        // The URL is not repeated in the message: it may hold a password.
         let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e: tokio_postgres::Error| ConnectError::Url(redact(url), e.to_string()))?;
+            .map_err(|e: tokio_postgres::Error| ConnectError::Url(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -211,10 +215,14 @@ impl PgPool {
             });
             Ok::<_, tokio_postgres::Error>(client)
         });
-        let client = block_on(connecting).map_err(|e| DbError::Join(e.to_string()))??;
+        // Unconstrained: a JoinHandle polled on a runtime worker whose task spent its
+        // cooperative budget answers Pending and wakes itself, which here would spin.
+        let client = block_on(tokio::task::unconstrained(connecting))
+            .map_err(|e| DbError::Join(e.to_string()))??;
         Ok(PgConn {
             client,
             statements: StatementCache::new(),
+            broken: false,
         })
     }
 }
@@ -232,34 +240,4 @@ fn describe(config: &tokio_postgres::Config) -> String {
         config.get_user().unwrap_or(""),
         config.get_dbname().unwrap_or("")
     )
-}
-
-/// A database URL with its password (if any) replaced, for messages about a URL that did not
-/// parse.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "the database URL".to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn a_url_in_a_message_never_shows_its_password() {
-        assert_eq!(
-            redact("postgres://fleet:s3cret@db.example:5432/edgefleet"),
-            "postgres://fleet:***@db.example:5432/edgefleet"
-        );
-        assert_eq!(redact("postgres://fleet@db/x"), "postgres://fleet@db/x");
-        assert_eq!(redact("host=db password=x"), "the database URL");
-    }
 }

@@ -353,23 +353,28 @@ impl Store {
             JobState::Pending => {}
             JobState::Done | JobState::Failed => return Ok(Recorded::Duplicate),
         }
-        match outcome {
-            Ok(m) => {
-                tx.execute(
-                    "INSERT INTO results (run_id, job_id, measurement) VALUES (?1, ?2, ?3)",
-                    params![run_id, job_id, m.encode_to_vec()],
-                )?;
-                tx.execute(
-                    "UPDATE bench_jobs SET state = 'done' WHERE run_id = ?1 AND job_id = ?2",
-                    params![run_id, job_id],
-                )?;
-            }
-            Err(error) => {
-                tx.execute(
-                    "UPDATE bench_jobs SET state = 'failed', error = ?3 WHERE run_id = ?1 AND job_id = ?2",
-                    params![run_id, job_id, error],
-                )?;
-            }
+        // The job leaves `pending` only if it still is when written: of two answers racing
+        // (a retry on another connection, on PostgreSQL), the second changes nothing.
+        let finished = match outcome {
+            Ok(_) => tx.execute(
+                "UPDATE bench_jobs SET state = 'done'
+                 WHERE run_id = ?1 AND job_id = ?2 AND state = 'pending'",
+                params![run_id, job_id],
+            )?,
+            Err(error) => tx.execute(
+                "UPDATE bench_jobs SET state = 'failed', error = ?3
+                 WHERE run_id = ?1 AND job_id = ?2 AND state = 'pending'",
+                params![run_id, job_id, error],
+            )?,
+        };
+        if finished == 0 {
+            return Ok(Recorded::Duplicate);
+        }
+        if let Ok(m) = outcome {
+            tx.execute(
+                "INSERT INTO results (run_id, job_id, measurement) VALUES (?1, ?2, ?3)",
+                params![run_id, job_id, m.encode_to_vec()],
+            )?;
         }
         tx.commit()?;
         Ok(Recorded::Stored)

@@ -745,3 +745,23 @@ fn corrupt_schedule_rows_are_errors_naming_them(fresh: Fresh) {
         );
     }
 }
+
+#[test]
+fn a_database_value_that_is_not_a_postgresql_url_is_refused_and_makes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("postgress:");
+    for value in ["postgress://fleet@db/x", typo.to_str().unwrap()] {
+        let err = Store::open_database(value).err().expect("refused");
+        assert!(
+            err.to_string()
+                .starts_with("--database takes a postgres://"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A password in a URL that does not parse is not repeated.
+    let err = Store::open_database("postgres://fleet:hunter2@db:notaport/x")
+        .err()
+        .expect("refused");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

@@ -124,10 +124,16 @@ impl Store {
         let bound_labels: BTreeMap<String, String> =
             decode_json(&labels, "enrollment_tokens", "token")?;
         all_labels.extend(bound_labels);
-        tx.execute(
-            "UPDATE enrollment_tokens SET used_ms = ?2, used_by = ?3 WHERE hash = ?1",
+        // Used only if still unused when written: two enrollments racing with one token (on
+        // PostgreSQL, which does not serialize them as SQLite's one connection does) cannot
+        // both pass the check above; the second finds the token used.
+        let claimed = tx.execute(
+            "UPDATE enrollment_tokens SET used_ms = ?2, used_by = ?3 WHERE hash = ?1 AND used_ms = 0",
             params![hash, now_ms, agent_id],
         )?;
+        if claimed == 0 {
+            return Ok(Err(EnrollRefusal::Used));
+        }
         tx.execute(
             "INSERT INTO agents (id, name, labels, agent_version, hardware, first_seen_ms,
                  last_seen_ms, enrolled_ms)
@@ -299,10 +305,15 @@ impl Store {
         if exists {
             return Err(StoreError::AdminTokenExists(name.to_string()));
         }
-        tx.execute(
-            "INSERT INTO admin_tokens (name, role, hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        // A token of that name made meanwhile (another controller): refused the same way.
+        let inserted = tx.execute(
+            "INSERT INTO admin_tokens (name, role, hash, created_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO NOTHING",
             params![name, role.as_str(), hash, now_ms],
         )?;
+        if inserted == 0 {
+            return Err(StoreError::AdminTokenExists(name.to_string()));
+        }
         tx.commit()?;
         Ok(())
     }
