@@ -21,6 +21,7 @@ mod rollout;
 mod rollout_view;
 mod schedule;
 mod serve;
+mod store;
 mod target;
 
 use std::time::Duration;
@@ -29,7 +30,7 @@ use anyhow::Context;
 
 pub(crate) use args::{
     AdminCommand, AgentsCommand, BaselineCommand, BenchCommand, Cli, Command, ModelsCommand,
-    RolloutCommand, ScheduleCommand, TokensCommand,
+    RolloutCommand, ScheduleCommand, StoreCommand, TokensCommand,
 };
 pub(crate) use target::ConfigError;
 use target::Target;
@@ -153,6 +154,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 onnxruntime_library,
             })
             .await
+        }
+        Command::Store(StoreCommand::Migrate { from, to }) => {
+            tokio::task::spawn_blocking(move || store::migrate(&from, &to)).await?
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

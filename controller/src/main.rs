@@ -52,11 +52,15 @@ fn main() -> ExitCode {
             eprintln!("edgefleet: {}", one_line(&e));
             // Usage errors apart, so scripts can tell them from failures; a database that does
             // not answer is EX_UNAVAILABLE, so a supervisor can tell it from a bad setting.
-            if let Some(edgefleet_controller::OpenError::Store(
-                edgefleet_controller::store::StoreError::Unreachable { .. },
-            )) = e.downcast_ref::<edgefleet_controller::OpenError>()
-            {
+            use edgefleet_controller::store::StoreError;
+            let store_error = match e.downcast_ref::<edgefleet_controller::OpenError>() {
+                Some(edgefleet_controller::OpenError::Store(store)) => Some(store),
+                _ => e.downcast_ref::<StoreError>(),
+            };
+            if let Some(StoreError::Unreachable { .. }) = store_error {
                 ExitCode::from(UNAVAILABLE)
+            } else if let Some(StoreError::NewerSchema { .. } | StoreError::Url(_)) = store_error {
+                ExitCode::from(USAGE)
             } else if e.downcast_ref::<cli::ConfigError>().is_some()
                 || e.downcast_ref::<edgefleet_controller::OpenError>()
                     .is_some()

@@ -14,6 +14,7 @@
 //! default value.
 
 mod agents;
+mod copy;
 mod db;
 mod migrations;
 mod migrations_postgres;
@@ -26,6 +27,7 @@ mod schedules;
 mod trust;
 
 pub use agents::{AgentModelRow, AgentRow};
+pub use copy::{TableCopy, TABLES};
 pub use models::{ModelFile, ModelRow, ModelSignature, TensorShape};
 pub use regressions::{BaselineRow, RegressionKind, RegressionRow};
 pub use rollouts::{EventRow, GateRow, RolloutRow, TargetRow};

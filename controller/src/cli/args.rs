@@ -213,11 +213,34 @@ pub(crate) enum Command {
         #[arg(long)]
         onnxruntime_library: Option<PathBuf>,
     },
+    /// The controller's own database, offline (stop `edgefleet serve` first).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (edgefleet.1 and one per command) into a folder.
     #[command(hide = true)]
     ManPages { out: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Copy a controller's whole history from its SQLite store into PostgreSQL: agents and their
+    /// identities, token hashes, models, runs, results, rollouts, schedules, baselines. Checks
+    /// row counts on both sides and every artifact's sha256 in the data folder, and prints them;
+    /// a second run copies nothing. Then start `edgefleet serve --data-dir DATA_DIR --database
+    /// URL`: keys and artifacts stay in the data folder.
+    #[command(
+        after_help = "Example: edgefleet store migrate --from /var/lib/edgefleet --to postgres://edgefleet@db/edgefleet"
+    )]
+    Migrate {
+        /// The controller's data folder (with controller.db).
+        #[arg(long, value_name = "DATA_DIR")]
+        from: PathBuf,
+        /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
+        #[arg(long, value_name = "URL", env = "EDGEFLEET_DATABASE")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -79,7 +79,8 @@ pub(crate) type Result<T, E = DbError> = std::result::Result<T, E>;
 pub(crate) trait Param {
     fn sqlite(&self) -> &dyn rusqlite::ToSql;
     fn postgres(&self) -> &(dyn ToSql + Sync);
-    fn postgres_type(&self) -> Type;
+    /// `None`: PostgreSQL infers it from the statement (a [`Value`] of any column).
+    fn postgres_type(&self) -> Option<Type>;
 }
 
 impl<T: rusqlite::ToSql + ToSql + Sync + PostgresType> Param for T {
@@ -89,7 +90,7 @@ impl<T: rusqlite::ToSql + ToSql + Sync + PostgresType> Param for T {
     fn postgres(&self) -> &(dyn ToSql + Sync) {
         self
     }
-    fn postgres_type(&self) -> Type {
+    fn postgres_type(&self) -> Option<Type> {
         T::postgres_type()
     }
 }
@@ -97,14 +98,14 @@ impl<T: rusqlite::ToSql + ToSql + Sync + PostgresType> Param for T {
 /// The PostgreSQL type a Rust value is bound as. Unsigned integers have none on purpose
 /// (PostgreSQL's `BIGINT` is signed): they are converted to `i64` where they are bound.
 pub(crate) trait PostgresType {
-    fn postgres_type() -> Type;
+    fn postgres_type() -> Option<Type>;
 }
 
 macro_rules! postgres_type {
     ($($t:ty => $pg:ident),* $(,)?) => {$(
         impl PostgresType for $t {
-            fn postgres_type() -> Type {
-                Type::$pg
+            fn postgres_type() -> Option<Type> {
+                Some(Type::$pg)
             }
         }
     )*};
@@ -112,13 +113,13 @@ macro_rules! postgres_type {
 postgres_type!(i64 => INT8, f64 => FLOAT8, bool => BOOL, String => TEXT, str => TEXT, Vec<u8> => BYTEA, [u8] => BYTEA);
 
 impl<T: PostgresType + ?Sized> PostgresType for &T {
-    fn postgres_type() -> Type {
+    fn postgres_type() -> Option<Type> {
         T::postgres_type()
     }
 }
 
 impl<T: PostgresType> PostgresType for Option<T> {
-    fn postgres_type() -> Type {
+    fn postgres_type() -> Option<Type> {
         T::postgres_type()
     }
 }
@@ -263,6 +264,92 @@ impl<T: Column> Column for Option<T> {
         } else {
             T::from_postgres(row, index).map(Some)
         }
+    }
+}
+
+/// Any one value of any column, for code that copies rows it does not interpret
+/// (`edgefleet store migrate`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Column for Value {
+    fn from_sqlite(value: rusqlite::types::ValueRef<'_>) -> std::result::Result<Self, String> {
+        use rusqlite::types::ValueRef;
+        Ok(match value {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Int(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) => {
+                Value::Text(String::from_utf8(t.to_vec()).map_err(|e| e.to_string())?)
+            }
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        })
+    }
+    fn from_postgres(row: &tokio_postgres::Row, index: usize) -> std::result::Result<Self, String> {
+        if is_postgres_null(row, index)? {
+            return Ok(Value::Null);
+        }
+        let ty = row.columns()[index].type_().clone();
+        Ok(if ty == Type::FLOAT8 || ty == Type::FLOAT4 {
+            Value::Real(f64::from_postgres(row, index)?)
+        } else if ty == Type::BYTEA {
+            Value::Blob(Vec::<u8>::from_postgres(row, index)?)
+        } else if ty == Type::TEXT || ty == Type::VARCHAR {
+            Value::Text(String::from_postgres(row, index)?)
+        } else {
+            Value::Int(i64::from_postgres(row, index)?)
+        })
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        match self {
+            Value::Null => Ok(tokio_postgres::types::IsNull::Yes),
+            Value::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+            Value::Int(i) if *ty == Type::BOOL => (*i != 0).to_sql(ty, out),
+            Value::Int(i) if *ty == Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+            Value::Int(i) => i.to_sql(ty, out),
+            Value::Real(f) => f.to_sql(ty, out),
+            Value::Text(t) => t.to_sql(ty, out),
+            Value::Blob(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl PostgresType for Value {
+    fn postgres_type() -> Option<Type> {
+        None
     }
 }
 
@@ -530,7 +617,12 @@ impl PgConn {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let types: Vec<Type> = params.iter().map(|p| p.postgres_type()).collect();
+        // Every type known, or none given (PostgreSQL infers them all: a [`Value`] among them).
+        let types: Vec<Type> = params
+            .iter()
+            .map(|p| p.postgres_type())
+            .collect::<Option<_>>()
+            .unwrap_or_default();
         let prepared = block_on(self.client.prepare_typed(&postgres_sql(sql), &types))?;
         self.statements.insert(sql.to_string(), prepared.clone());
         Ok(prepared)

@@ -202,6 +202,15 @@ impl Store {
     }
 
     /// Whether any model file has this digest (artifacts are served only if registered).
+    /// Every stored artifact: its sha256 and size.
+    pub fn artifacts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self.conn()?.query_map(
+            "SELECT sha256, size_bytes FROM artifacts ORDER BY sha256",
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     pub fn artifact_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
             .conn()?

@@ -765,3 +765,95 @@ fn a_database_value_that_is_not_a_postgresql_url_is_refused_and_makes_no_file() 
         .expect("refused");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+/// A store with rows in most tables, through the store's own calls.
+fn filled_store(s: &Store) {
+    agent(s, "ag", 1);
+    agent(s, "ag2", 2);
+    s.insert_model(&model("m", "1")).unwrap();
+    let run = RunRow {
+        id: "r1".into(),
+        suite: "quick".into(),
+        suite_sha256: "h".into(),
+        created_ms: 10,
+        schedule: None,
+    };
+    s.insert_run(
+        &run,
+        "name = \"quick\"",
+        &[job("j1", "ag"), job("j2", "ag2")],
+    )
+    .unwrap();
+    s.record_measurement("ag", "r1", "j1", &Measurement::default())
+        .unwrap();
+    s.record_failure("ag2", "r1", "j2", "worker crashed")
+        .unwrap();
+    s.insert_rollout(&rollout("ro-1"), &[target("ro-1", "ag")])
+        .unwrap();
+    s.log_event(Some("ro-1"), Some("ag"), "wave 1 started", 5)
+        .unwrap();
+    s.log_event(None, None, "controller started", 6).unwrap();
+    s.insert_schedule(&schedule("nightly", "0 0 3 * * *"))
+        .unwrap();
+    s.record_fire(&FireRow {
+        schedule: "nightly".into(),
+        planned_ms: 5,
+        outcome: FireOutcome::Missed,
+        manual: false,
+        left_out: Vec::new(),
+        recorded_ms: 6,
+    })
+    .unwrap();
+    s.insert_enrollment_token("hash-1", "edge", &BTreeMap::new(), 1, 100)
+        .unwrap();
+}
+
+#[test]
+fn a_sqlite_store_copies_into_postgresql_whole_and_a_second_copy_adds_nothing() {
+    let source = sqlite_store();
+    filled_store(&source);
+    let target = postgres_store();
+    let first = source.copy_into(&target, |_| {}).unwrap();
+    assert_eq!(first.len(), TABLES.len());
+    assert!(first.iter().all(TableCopy::matches), "{first:#?}");
+    let copied = |table: &str, copies: &[TableCopy]| {
+        copies.iter().find(|c| c.table == table).unwrap().copied
+    };
+    assert_eq!(copied("agents", &first), 2);
+    assert_eq!(copied("results", &first), 1);
+    assert_eq!(copied("events", &first), 2);
+    // The copy reads back the same through the store's calls.
+    assert_eq!(target.agents().unwrap(), source.agents().unwrap());
+    assert_eq!(target.models().unwrap(), source.models().unwrap());
+    assert_eq!(target.results(None).unwrap(), source.results(None).unwrap());
+    assert_eq!(target.rollouts().unwrap(), source.rollouts().unwrap());
+    assert_eq!(
+        target.events("ro-1").unwrap(),
+        source.events("ro-1").unwrap()
+    );
+    assert_eq!(target.schedules().unwrap(), source.schedules().unwrap());
+    assert_eq!(
+        target.fires("nightly", 10).unwrap(),
+        source.fires("nightly", 10).unwrap()
+    );
+    // A second run is a no-op.
+    let second = source.copy_into(&target, |_| {}).unwrap();
+    assert!(
+        second.iter().all(|c| c.copied == 0 && c.matches()),
+        "{second:#?}"
+    );
+    // Ids PostgreSQL numbers go on after the copied ones.
+    target
+        .log_event(Some("ro-1"), None, "after the move", 7)
+        .unwrap();
+    let events = target.events("ro-1").unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    // A target with rows the source lacks does not match.
+    agent(&target, "only-in-postgres", 8);
+    let third = source.copy_into(&target, |_| {}).unwrap();
+    assert!(!third
+        .iter()
+        .find(|c| c.table == "agents")
+        .unwrap()
+        .matches());
+}

@@ -143,3 +143,76 @@ fn results_arriving_while_postgresql_restarts_are_stored_once_each() {
         "{records:#?}"
     );
 }
+
+#[test]
+fn a_controller_moved_from_sqlite_to_postgresql_keeps_its_agents_models_and_results() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctl = Controller::start(dir.path(), "127.0.0.1:0");
+    let _agent = start_agent(dir.path(), &ctl, "edge-a", &["site=lab"]);
+    ctl.wait_online(&["edge-a"], Duration::from_secs(60));
+    ctl.add_cached_model("models/tiny/add.onnx", "add", "1");
+    let quick = dir.path().join("quick.toml");
+    std::fs::write(&quick, QUICK).unwrap();
+    ctl.cli_ok(&["bench", "run", quick.to_str().unwrap(), "--wait"]);
+    let before = ctl.records(&dir.path().join("before"), None);
+    assert_eq!(before.len(), 1, "{before:#?}");
+    let listen = ctl.listen.clone();
+    let data_dir = ctl.data_dir.clone();
+    ctl.process.terminate(Duration::from_secs(30));
+
+    let state = StateIn::postgres();
+    let StateIn::Postgres(url) = &state else {
+        unreachable!()
+    };
+    let migrate = |what: &str| {
+        let out = Command::new(binary("edgefleet"))
+            .args(["store", "migrate", "--from"])
+            .arg(&data_dir)
+            .args(["--to", url])
+            .output()
+            .expect("run edgefleet store migrate");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{what}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let first = migrate("the first migrate");
+    let results_row = first
+        .lines()
+        .find(|l| l.starts_with("results "))
+        .unwrap_or_else(|| panic!("a results row: {first}"));
+    assert_eq!(
+        results_row.split_whitespace().collect::<Vec<_>>(),
+        ["results", "1", "1", "1", "ok"],
+        "{first}"
+    );
+    // Every artifact the store names was hashed in the data folder.
+    let artifacts = first
+        .lines()
+        .find(|l| l.starts_with("artifacts "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("an artifacts row: {first}"));
+    assert!(
+        first.contains(&format!("; {artifacts} artifacts ("))
+            && first.contains("match their sha256"),
+        "{first}"
+    );
+    let second = migrate("the second migrate");
+    assert!(
+        second.contains("\n0 rows copied"),
+        "a second run copies nothing: {second}"
+    );
+
+    // The same data folder (keys, artifacts) with the state in PostgreSQL: the agent comes back
+    // with its certificate, the old results are there, and a new run works.
+    let ctl = Controller::start_with(dir.path(), &listen, &state.flags());
+    ctl.wait_online(&["edge-a"], Duration::from_secs(120));
+    let after = ctl.records(&dir.path().join("after"), None);
+    assert_eq!(after, before);
+    ctl.cli_ok(&["bench", "run", quick.to_str().unwrap(), "--wait"]);
+    assert_eq!(ctl.records(&dir.path().join("later"), None).len(), 2);
+}

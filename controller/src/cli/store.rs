@@ -1,0 +1,109 @@
+//! `edgefleet store`: the controller's database, offline. `migrate` copies an SQLite store into
+//! PostgreSQL and checks both sides and the data folder's artifacts.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use edgefleet_controller::store::{Store, TableCopy};
+use sha2::{Digest, Sha256};
+
+use super::output::print_table;
+use super::target::ConfigError;
+
+/// `edgefleet store migrate --from DATA_DIR --to URL`.
+pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
+    let database = data_dir.join("controller.db");
+    if !database.is_file() {
+        return Err(ConfigError(format!(
+            "{} holds no controller.db; --from takes the data folder of `edgefleet serve`",
+            data_dir.display()
+        ))
+        .into());
+    }
+    let source = Store::open(&database)?;
+    let target = Store::open_database(url)?;
+    let started = Instant::now();
+    let copies = source.copy_into(&target, |copy| {
+        eprintln!(
+            "{}: {} rows, {} copied",
+            copy.table, copy.source_rows, copy.copied
+        )
+    })?;
+    let copy_s = started.elapsed().as_secs_f64();
+    let artifacts = check_artifacts(&source, &data_dir.join("artifacts"))?;
+    let rows: Vec<Vec<String>> = copies
+        .iter()
+        .map(|c| {
+            vec![
+                c.table.to_string(),
+                c.source_rows.to_string(),
+                c.target_rows.to_string(),
+                c.copied.to_string(),
+                if c.matches() { "ok" } else { "DIFFERENT" }.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["table", "SQLite", "PostgreSQL", "copied now", "rows"],
+        &rows,
+    );
+    let total: u64 = copies.iter().map(|c| c.copied).sum();
+    println!(
+        "{total} rows copied in {copy_s:.1} s; {} artifacts ({:.1} MB) in {} match their sha256",
+        artifacts.files,
+        artifacts.bytes as f64 / 1e6,
+        data_dir.join("artifacts").display()
+    );
+    let different: Vec<&TableCopy> = copies.iter().filter(|c| !c.matches()).collect();
+    if let Some(first) = different.first() {
+        anyhow::bail!(
+            "row counts differ in {} table(s), first {}: {} in SQLite, {} in PostgreSQL (the \
+             target holds rows the source does not: was it used by another controller?)",
+            different.len(),
+            first.table,
+            first.source_rows,
+            first.target_rows
+        );
+    }
+    Ok(())
+}
+
+struct ArtifactCheck {
+    files: usize,
+    bytes: u64,
+}
+
+/// Every artifact the store names is in `dir` with its size and sha256.
+fn check_artifacts(store: &Store, dir: &Path) -> anyhow::Result<ArtifactCheck> {
+    let mut check = ArtifactCheck { files: 0, bytes: 0 };
+    for (sha256, size) in store.artifacts()? {
+        let path = dir.join(&sha256);
+        let mut file = std::fs::File::open(&path)
+            .with_context(|| format!("artifact {sha256} is missing from {}", dir.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut read = 0u64;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            read += n as u64;
+        }
+        let found = hex::encode(hasher.finalize());
+        if found != sha256 || read != size {
+            anyhow::bail!(
+                "artifact {} is damaged: {read} bytes with sha256 {found}, stored as {size} bytes",
+                path.display()
+            );
+        }
+        check.files += 1;
+        check.bytes += read;
+    }
+    Ok(check)
+}
