@@ -32,7 +32,6 @@ pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
         )
     })?;
     let copy_s = started.elapsed().as_secs_f64();
-    let artifacts = check_artifacts(&source, &data_dir.join("artifacts"))?;
     let rows: Vec<Vec<String>> = copies
         .iter()
         .map(|c| {
@@ -50,8 +49,10 @@ pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
         &rows,
     );
     let total: u64 = copies.iter().map(|c| c.copied).sum();
+    println!("{total} rows copied in {copy_s:.1} s");
+    let artifacts = check_artifacts(&source, &data_dir.join("artifacts"))?;
     println!(
-        "{total} rows copied in {copy_s:.1} s; {} artifacts ({:.1} MB) in {} match their sha256",
+        "{} artifacts ({:.1} MB) in {} match their sha256",
         artifacts.files,
         artifacts.bytes as f64 / 1e6,
         data_dir.join("artifacts").display()

@@ -197,7 +197,7 @@ fn a_controller_moved_from_sqlite_to_postgresql_keeps_its_agents_models_and_resu
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or_else(|| panic!("an artifacts row: {first}"));
     assert!(
-        first.contains(&format!("; {artifacts} artifacts ("))
+        first.contains(&format!("\n{artifacts} artifacts ("))
             && first.contains("match their sha256"),
         "{first}"
     );
