@@ -49,6 +49,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             data_dir,
             database,
+            retention_days,
             sans,
             agent_cert_lifetime_s,
             agent_recovery_window_s,
@@ -65,6 +66,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 data_dir,
                 database,
+                retention: retention_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
                 sans,
                 agent_cert_lifetime: Duration::from_secs(agent_cert_lifetime_s.max(1)),
                 recovery_window: Duration::from_secs(agent_recovery_window_s),
@@ -157,6 +159,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Store(StoreCommand::Migrate { from, to }) => {
             tokio::task::spawn_blocking(move || store::migrate(&from, &to)).await?
+        }
+        Command::Store(StoreCommand::Stats {
+            data_dir,
+            database,
+            json,
+        }) => {
+            tokio::task::spawn_blocking(move || store::stats(&data_dir, database.as_deref(), json))
+                .await?
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod fleet;
 mod judge;
 pub mod link;
+mod retention;
 pub mod rollout_driver;
 pub mod schedules;
 pub mod tls;
@@ -68,6 +69,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// Deadlines and caps for connections that have not authenticated yet.
     pub limits: admission::ConnectionLimits,
+    /// Results of runs older than this are reduced to their summary (`None`: kept whole).
+    pub retention: Option<Duration>,
 }
 
 /// How agents and the CLI prove who they are.
@@ -255,6 +258,13 @@ pub async fn serve(
     ));
     // Runs that finished while the controller was down (or as it stopped) are judged now.
     judge::unjudged_runs(&controller);
+    if let Some(retention) = controller.settings.retention {
+        tokio::spawn(retention::keep(
+            controller.clone(),
+            retention,
+            stop_last_seen.clone(),
+        ));
+    }
     // Schedules are registered again from the store (the scheduler keeps no job code); a
     // scheduler that cannot start leaves the rest of the controller serving.
     let schedules = controller.schedules.clone();
@@ -376,6 +386,7 @@ mod tests {
             },
             heartbeat_interval: Duration::from_secs(5),
             limits: admission::ConnectionLimits::default(),
+            retention: None,
         };
         drop(Controller::open(&fresh, settings()).unwrap());
         assert_eq!(mode(&fresh), 0o700);

@@ -47,6 +47,13 @@ pub(crate) enum Command {
         /// stay in --data-dir (deploy/postgres.md).
         #[arg(long, env = "EDGEFLEET_DATABASE", value_name = "URL")]
         database: Option<String>,
+        /// Reduce the results of runs older than this many days to their summary (percentiles,
+        /// throughput, energy, quality kept; the latency histogram and percentile list, most
+        /// of a result's size, dropped), once at start and then hourly, in small batches.
+        /// Baseline runs stay whole, so `compare` against them works. Default: keep all.
+        #[arg(long, env = "EDGEFLEET_RETENTION_DAYS", value_name = "DAYS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        retention_days: Option<u64>,
         /// More names (DNS or IP) the server certificate is valid for, repeatable: added to
         /// this host's name, localhost and 127.0.0.1, which it always covers.
         #[arg(long = "san", value_name = "NAME")]
@@ -240,6 +247,19 @@ pub(crate) enum StoreCommand {
         /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
         #[arg(long, value_name = "URL", env = "EDGEFLEET_DATABASE")]
         to: String,
+    },
+    /// Rows and bytes on disk per family of tables (agents, registry, runs, results,
+    /// rollouts, trust, comparisons, schedules), and results reduced by retention.
+    Stats {
+        /// The controller's data folder (its controller.db), unless --database.
+        #[arg(long, env = "EDGEFLEET_DATA", default_value = "/var/lib/edgefleet")]
+        data_dir: PathBuf,
+        /// The controller's PostgreSQL database, as given to `serve --database`.
+        #[arg(long, env = "EDGEFLEET_DATABASE", value_name = "URL")]
+        database: Option<String>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct ServeOptions {
     pub(crate) data_dir: PathBuf,
     /// A PostgreSQL URL for the state, or `None` for SQLite in the data directory.
     pub(crate) database: Option<String>,
+    /// `--retention-days` as a period.
+    pub(crate) retention: Option<Duration>,
     pub(crate) sans: Vec<String>,
     pub(crate) agent_cert_lifetime: Duration,
     pub(crate) recovery_window: Duration,
@@ -66,6 +68,7 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
             security,
             heartbeat_interval: options.heartbeat,
             limits: options.limits.clone(),
+            retention: options.retention,
         },
     )?;
     if options.insecure {

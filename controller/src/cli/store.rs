@@ -9,7 +9,7 @@ use anyhow::Context;
 use edgefleet_controller::store::{Store, TableCopy};
 use sha2::{Digest, Sha256};
 
-use super::output::print_table;
+use super::output::{print_json, print_table};
 use super::target::ConfigError;
 
 /// `edgefleet store migrate --from DATA_DIR --to URL`.
@@ -68,6 +68,61 @@ pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
             first.target_rows
         );
     }
+    Ok(())
+}
+
+/// `edgefleet store stats`.
+pub(super) fn stats(data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let store = match database {
+        Some(url) => Store::open_database(url)?,
+        None => {
+            let file = data_dir.join("controller.db");
+            if !file.is_file() {
+                return Err(ConfigError(format!(
+                    "{} holds no controller.db; give the controller's --data-dir or --database",
+                    data_dir.display()
+                ))
+                .into());
+            }
+            Store::open(&file)?
+        }
+    };
+    let stats = store.table_stats()?;
+    let summarized = store.summarized_results()?;
+    if json {
+        let families: Vec<serde_json::Value> = stats
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "family": f.family,
+                    "tables": f.tables,
+                    "rows": f.rows,
+                    "bytes": f.bytes,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({
+            "families": families,
+            "results_summarized": summarized,
+        }));
+    }
+    let rows: Vec<Vec<String>> = stats
+        .iter()
+        .map(|f| {
+            vec![
+                f.family.to_string(),
+                f.rows.to_string(),
+                format!("{:.1}", f.bytes as f64 / 1e6),
+                f.tables.join(", "),
+            ]
+        })
+        .collect();
+    print_table(&["family", "rows", "MB", "tables"], &rows);
+    let bytes: u64 = stats.iter().map(|f| f.bytes).sum();
+    println!(
+        "{:.1} MB in all; {summarized} results reduced to their summary by retention",
+        bytes as f64 / 1e6
+    );
     Ok(())
 }
 

@@ -33,6 +33,12 @@ pub enum HistogramError {
     Merge(String),
     #[error("the latency histogram is empty")]
     Empty,
+    /// Retention reduced the result to its summary (`serve --retention-days`).
+    #[error(
+        "its latency histograms were dropped by retention (only the summary is kept); compare it \
+         with its baseline or a newer run"
+    )]
+    Dropped,
 }
 
 /// The V2 encoding's cookie, and the cookie of its deflate wrapper.
@@ -130,6 +136,9 @@ impl Latencies {
     ) -> Result<Self, HistogramError> {
         let mut merged: Option<Histogram<u64>> = None;
         for text in encoded {
+            if text.is_empty() {
+                return Err(HistogramError::Dropped);
+            }
             let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
             let hist = decode_histogram(&bytes)?;
             match &mut merged {
@@ -415,6 +424,12 @@ mod tests {
         assert!(matches!(
             Latencies::from_hdr_base64(std::iter::empty()),
             Err(HistogramError::Empty)
+        ));
+        // A result retention reduced to its summary says so.
+        let one = encoded([7.0]);
+        assert!(matches!(
+            Latencies::from_hdr_base64([one.as_str(), ""]),
+            Err(HistogramError::Dropped)
         ));
         let one = Latencies::from_hdr_base64([encoded([7.0]).as_str()]).unwrap();
         let r = percentile_ratio(&one, &one, 50.0);

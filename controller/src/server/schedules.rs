@@ -360,6 +360,7 @@ mod tests {
                 },
                 heartbeat_interval: std::time::Duration::from_secs(1),
                 limits: Default::default(),
+                retention: None,
             },
         )
         .unwrap()

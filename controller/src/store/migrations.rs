@@ -243,6 +243,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE agents ADD COLUMN cert_not_after_ms INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE agents ADD COLUMN cert_key_sha256 TEXT NOT NULL DEFAULT '';
      ALTER TABLE agents ADD COLUMN cert_previous_key_sha256 TEXT NOT NULL DEFAULT '';",
+    // 11: retention: when a result was reduced to its summary (its latency histogram and
+    //     percentile list dropped; 0 while it is whole).
+    "ALTER TABLE results ADD COLUMN summarized_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

@@ -208,6 +208,8 @@ const MIGRATIONS: &[&str] = &[
          recorded_ms BIGINT NOT NULL
      );
      CREATE INDEX schedule_fires_by_schedule ON schedule_fires (schedule, id);"#,
+    // 2: retention: when a result was reduced to its summary (0 while it is whole); SQLite's 11.
+    "ALTER TABLE results ADD COLUMN summarized_ms BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// The advisory lock key migrations hold (`edgefleet` in ASCII, as a number).

@@ -53,6 +53,8 @@ on_both_backends!(
     schedules_keep_their_fires_and_the_last_cron_fire,
     a_schedules_unfinished_runs_and_busy_agents_are_found,
     corrupt_schedule_rows_are_errors_naming_them,
+    old_results_become_summaries_in_batches_and_baselines_stay_whole,
+    table_stats_count_rows_and_bytes_per_family,
 );
 
 fn agent(store: &Store, id: &str, now: i64) {
@@ -856,4 +858,97 @@ fn a_sqlite_store_copies_into_postgresql_whole_and_a_second_copy_adds_nothing() 
         .find(|c| c.table == "agents")
         .unwrap()
         .matches());
+}
+
+/// A measurement with what retention drops: a histogram and the percentile list.
+fn whole_measurement() -> Measurement {
+    Measurement {
+        samples: 100,
+        throughput_per_s: 50.0,
+        latency_ms: Some(edgefleet_proto::v1::LatencySummary {
+            p50: 2.0,
+            p99: 3.0,
+            percentiles: (0..=100).map(f64::from).collect(),
+            ..Default::default()
+        }),
+        latency_histogram: vec![7u8; 900],
+        ..Measurement::default()
+    }
+}
+
+fn old_results_become_summaries_in_batches_and_baselines_stay_whole(fresh: Fresh) {
+    let s = fresh();
+    agent(&s, "ag", 1);
+    let run = |id: &str, at: i64| RunRow {
+        id: id.into(),
+        suite: "quick".into(),
+        suite_sha256: "h".into(),
+        created_ms: at,
+        schedule: None,
+    };
+    let jobs: Vec<_> = (0..5).map(|i| job(&format!("j{i}"), "ag")).collect();
+    for (id, at) in [("old", 10), ("baseline", 20), ("new", 1000)] {
+        s.insert_run(&run(id, at), "", &jobs).unwrap();
+        for i in 0..5 {
+            s.record_measurement("ag", id, &format!("j{i}"), &whole_measurement())
+                .unwrap();
+        }
+    }
+    s.set_baselines("quick", "baseline", &["x86_64".to_string()], 30)
+        .unwrap();
+    // Runs before 500: `old` goes in batches of 2; `baseline` stays whole, `new` is too new.
+    let mut passes = Vec::new();
+    loop {
+        let pass = s.summarize_old_results(500, 2000, 2).unwrap();
+        if pass.results == 0 {
+            break;
+        }
+        passes.push(pass.results);
+        assert!(pass.bytes_after < pass.bytes_before, "{pass:?}");
+    }
+    assert_eq!(passes, [2, 2, 1]);
+    let kept = |run_id: &str| s.results(Some(run_id)).unwrap();
+    for r in kept("old") {
+        assert!(r.measurement.latency_histogram.is_empty());
+        let latency = r.measurement.latency_ms.as_ref().unwrap();
+        assert!(latency.percentiles.is_empty());
+        assert_eq!((latency.p50, latency.p99), (2.0, 3.0), "the summary stays");
+        assert_eq!(r.measurement.throughput_per_s, 50.0);
+    }
+    for id in ["baseline", "new"] {
+        assert!(kept(id)
+            .iter()
+            .all(|r| r.measurement == whole_measurement()));
+    }
+    // A corrupt measurement is left as it is and not tried again.
+    s.insert_run(&run("damaged", 15), "", &jobs[..1]).unwrap();
+    s.record_measurement("ag", "damaged", "j0", &whole_measurement())
+        .unwrap();
+    s.execute_for_test(
+        "UPDATE results SET measurement = ?1 WHERE run_id = 'damaged'",
+        params![vec![0xffu8, 0x01]],
+    );
+    let pass = s.summarize_old_results(500, 3000, 2).unwrap();
+    assert_eq!((pass.results, pass.corrupt), (1, 1));
+    assert_eq!(s.summarize_old_results(500, 3000, 2).unwrap().results, 0);
+}
+
+fn table_stats_count_rows_and_bytes_per_family(fresh: Fresh) {
+    let s = fresh();
+    filled_store(&s);
+    let stats = s.table_stats().unwrap();
+    let family = |name: &str| stats.iter().find(|f| f.family == name).unwrap();
+    assert_eq!(family("agents").rows, 2);
+    assert_eq!(family("results").rows, 1);
+    assert_eq!(family("runs").rows, 1 + 2);
+    assert!(stats.iter().all(|f| f.bytes > 0), "{stats:#?}");
+    // Every table is in one family.
+    let mut tables: Vec<&str> = stats
+        .iter()
+        .flat_map(|f| f.tables.iter().copied())
+        .collect();
+    tables.sort();
+    let mut all = TABLES.to_vec();
+    all.sort();
+    assert_eq!(tables, all);
 }
