@@ -29,8 +29,9 @@ pub struct TableStats {
     pub family: &'static str,
     pub tables: &'static [&'static str],
     pub rows: u64,
-    /// What the tables take on disk (PostgreSQL: with their indexes and TOAST; SQLite: their
-    /// pages and their indexes' pages).
+    /// What the rows take (their stored size, headers included, indexes not). Space a
+    /// retention pass frees is reused by new rows; the database file shrinks only with
+    /// `VACUUM` (SQLite) or `VACUUM FULL` (PostgreSQL).
     pub bytes: u64,
 }
 
@@ -143,16 +144,15 @@ impl Store {
                 rows += n.max(0) as u64;
                 let size: i64 = match backend {
                     Backend::Postgres => conn.query_row(
-                        "SELECT pg_total_relation_size(?1::regclass)",
-                        params![table.to_string()],
+                        &format!(
+                            "SELECT COALESCE(SUM(pg_column_size(t.*)), 0)::BIGINT FROM {table} t"
+                        ),
+                        params![],
                         |r| r.get(0),
                     )?,
-                    // The table's pages and those of its indexes (dbstat is in the bundled
-                    // SQLite).
+                    // dbstat is in the bundled SQLite.
                     Backend::Sqlite => conn.query_row(
-                        "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat
-                         WHERE name = ?1 OR name IN
-                             (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1)",
+                        "SELECT COALESCE(SUM(payload), 0) FROM dbstat WHERE name = ?1",
                         params![table.to_string()],
                         |r| r.get(0),
                     )?,
