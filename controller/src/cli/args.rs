@@ -45,7 +45,12 @@ pub(crate) enum Command {
         /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB. A URL with a password belongs in the
         /// environment file (0600), not on a command line others can read. Keys and artifacts
         /// stay in --data-dir (deploy/postgres.md).
-        #[arg(long, env = "EDGEFLEET_DATABASE", value_name = "URL")]
+        #[arg(
+            long,
+            env = "EDGEFLEET_DATABASE",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
         database: Option<String>,
         /// Reduce the results of runs older than this many days to their summary (percentiles,
         /// throughput, energy, quality kept; the latency histogram and percentile list, most
@@ -245,7 +250,12 @@ pub(crate) enum StoreCommand {
         #[arg(long, value_name = "DATA_DIR")]
         from: PathBuf,
         /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
-        #[arg(long, value_name = "URL", env = "EDGEFLEET_DATABASE")]
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "EDGEFLEET_DATABASE",
+            hide_env_values = true
+        )]
         to: String,
     },
     /// Rows and bytes on disk per family of tables (agents, registry, runs, results,
@@ -255,7 +265,12 @@ pub(crate) enum StoreCommand {
         #[arg(long, env = "EDGEFLEET_DATA", default_value = "/var/lib/edgefleet")]
         data_dir: PathBuf,
         /// The controller's PostgreSQL database, as given to `serve --database`.
-        #[arg(long, env = "EDGEFLEET_DATABASE", value_name = "URL")]
+        #[arg(
+            long,
+            env = "EDGEFLEET_DATABASE",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
         database: Option<String>,
         /// Print them as JSON.
         #[arg(long)]

@@ -40,12 +40,12 @@ pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
                 c.source_rows.to_string(),
                 c.target_rows.to_string(),
                 c.copied.to_string(),
-                if c.matches() { "ok" } else { "DIFFERENT" }.to_string(),
+                if c.matches() { "same" } else { "DIFFERENT" }.to_string(),
             ]
         })
         .collect();
     print_table(
-        &["table", "SQLite", "PostgreSQL", "copied now", "rows"],
+        &["table", "SQLite", "PostgreSQL", "copied now", "content"],
         &rows,
     );
     let total: u64 = copies.iter().map(|c| c.copied).sum();
@@ -60,8 +60,9 @@ pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
     let different: Vec<&TableCopy> = copies.iter().filter(|c| !c.matches()).collect();
     if let Some(first) = different.first() {
         anyhow::bail!(
-            "row counts differ in {} table(s), first {}: {} in SQLite, {} in PostgreSQL (the \
-             target holds rows the source does not: was it used by another controller?)",
+            "{} table(s) differ after the copy, first {}: {} rows in SQLite, {} in PostgreSQL, \
+             not the same rows (the target holds rows the source does not: was it used by \
+             another controller?)",
             different.len(),
             first.table,
             first.source_rows,

@@ -1,7 +1,11 @@
 //! Copying a whole SQLite store into PostgreSQL (`edgefleet store migrate`): every table, in
 //! foreign-key order, in batches keyed by SQLite's rowid, each batch one PostgreSQL transaction
 //! whose rows skip what the target already holds. A second copy (or one after an interrupted
-//! first) adds only what is missing; the counts of both sides are compared at the end.
+//! first) adds only what is missing. Each table is then read back from both sides and compared
+//! by content (the sum of a hash of every row, with the row count), so a target whose rows clash
+//! with the source's (an id both used for different rows) reads as different, never as copied.
+
+use sha2::{Digest, Sha256};
 
 use super::db::{params, Param, Value};
 use super::{Backend, Store, StoreError};
@@ -50,12 +54,56 @@ pub struct TableCopy {
     pub target_rows: u64,
     /// Rows this copy added (0 on a second run).
     pub copied: u64,
+    /// Both sides hold the same rows (the same multiset of rows, compared by hash).
+    pub same_rows: bool,
 }
 
 impl TableCopy {
-    /// Both sides hold the same number of rows.
+    /// Both sides hold the same rows.
     pub fn matches(&self) -> bool {
-        self.source_rows == self.target_rows
+        self.source_rows == self.target_rows && self.same_rows
+    }
+}
+
+/// The rows of a table as an order-free fingerprint: the wrapping sum of the first 8 bytes of
+/// each row's SHA-256 over a tagged encoding of its values.
+#[derive(Default, PartialEq, Eq)]
+struct Fingerprint {
+    rows: u64,
+    sum: u64,
+}
+
+impl Fingerprint {
+    fn add(&mut self, values: &[Value]) {
+        let mut hash = Sha256::new();
+        for value in values {
+            match value {
+                Value::Null => hash.update([0u8]),
+                Value::Int(i) => {
+                    hash.update([1u8]);
+                    hash.update(i.to_le_bytes());
+                }
+                Value::Real(f) => {
+                    hash.update([2u8]);
+                    hash.update(f.to_bits().to_le_bytes());
+                }
+                Value::Text(t) => {
+                    hash.update([3u8]);
+                    hash.update((t.len() as u64).to_le_bytes());
+                    hash.update(t.as_bytes());
+                }
+                Value::Blob(b) => {
+                    hash.update([4u8]);
+                    hash.update((b.len() as u64).to_le_bytes());
+                    hash.update(b);
+                }
+            }
+        }
+        let digest = hash.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(u64::from_le_bytes(first));
     }
 }
 
@@ -132,6 +180,7 @@ impl Store {
         let count = format!("SELECT COUNT(*) FROM {table}");
         let source_rows: i64 = self.conn()?.query_row(&count, params![], |r| r.get(0))?;
         let mut copied = 0u64;
+        let mut source = Fingerprint::default();
         let mut after = i64::MIN;
         loop {
             let rows: Vec<(i64, Vec<Value>)> =
@@ -146,6 +195,9 @@ impl Store {
                 break;
             };
             after = *last;
+            for (_, values) in &rows {
+                source.add(values);
+            }
             let mut to = target.conn()?;
             let mut tx = to.transaction()?;
             for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -158,11 +210,24 @@ impl Store {
             tx.commit()?;
         }
         let target_rows: i64 = target.conn()?.query_row(&count, params![], |r| r.get(0))?;
+        let mut copy = Fingerprint::default();
+        for values in
+            target
+                .conn()?
+                .query_map(&format!("SELECT {list} FROM {table}"), params![], |r| {
+                    (0..columns.len())
+                        .map(|i| r.get::<Value>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                })?
+        {
+            copy.add(&values);
+        }
         Ok(TableCopy {
             table,
             source_rows: source_rows.max(0) as u64,
             target_rows: target_rows.max(0) as u64,
             copied,
+            same_rows: source == copy,
         })
     }
 }

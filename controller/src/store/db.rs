@@ -330,13 +330,25 @@ impl ToSql for Value {
     {
         match self {
             Value::Null => Ok(tokio_postgres::types::IsNull::Yes),
+            Value::Int(i) if *ty == Type::INT8 => i.to_sql(ty, out),
             Value::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
             Value::Int(i) if *ty == Type::BOOL => (*i != 0).to_sql(ty, out),
             Value::Int(i) if *ty == Type::FLOAT8 => (*i as f64).to_sql(ty, out),
-            Value::Int(i) => i.to_sql(ty, out),
-            Value::Real(f) => f.to_sql(ty, out),
-            Value::Text(t) => t.to_sql(ty, out),
-            Value::Blob(b) => b.to_sql(ty, out),
+            Value::Real(f) if *ty == Type::FLOAT8 => f.to_sql(ty, out),
+            Value::Text(t) if *ty == Type::TEXT || *ty == Type::VARCHAR => t.to_sql(ty, out),
+            Value::Blob(b) if *ty == Type::BYTEA => b.to_sql(ty, out),
+            // A value of another kind than its column (a damaged SQLite row): refused, never
+            // written as the column's bytes.
+            other => {
+                let kind = match other {
+                    Value::Null => "NULL",
+                    Value::Int(_) => "integer",
+                    Value::Real(_) => "real",
+                    Value::Text(_) => "text",
+                    Value::Blob(_) => "blob",
+                };
+                Err(format!("a {kind} value cannot be stored in a {ty} column").into())
+            }
         }
     }
 

@@ -201,7 +201,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether any model file has this digest (artifacts are served only if registered).
     /// Every stored artifact: its sha256 and size.
     pub fn artifacts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(self.conn()?.query_map(
@@ -211,6 +210,7 @@ impl Store {
         )?)
     }
 
+    /// Whether any model file has this digest (artifacts are served only if registered).
     pub fn artifact_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
             .conn()?

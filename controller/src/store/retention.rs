@@ -63,8 +63,9 @@ fn summary_of(mut m: Measurement) -> Measurement {
 }
 
 impl Store {
-    /// Reduces up to `batch` whole results of one run created before `before_ms` (not a
-    /// baseline run) to their summary, in one short transaction; 0 results when none is left.
+    /// Reduces up to `batch` whole results of one run created before `before_ms` to their
+    /// summary, in one short transaction; 0 results when none is left. Only a finished run
+    /// that was judged for regressions and is not a baseline is reduced.
     /// Called again and again until then, so writers wait for one batch at most.
     pub fn summarize_old_results(
         &self,
@@ -79,6 +80,9 @@ impl Store {
                 "SELECT b.id FROM bench_runs b
                  WHERE b.created_ms < ?1
                    AND NOT EXISTS (SELECT 1 FROM baselines l WHERE l.run_id = b.id)
+                   AND NOT EXISTS (SELECT 1 FROM bench_jobs j
+                                   WHERE j.run_id = b.id AND j.state = 'pending')
+                   AND EXISTS (SELECT 1 FROM regression_checks c WHERE c.run_id = b.id)
                    AND EXISTS (SELECT 1 FROM results r
                                WHERE r.run_id = b.id AND r.summarized_ms = 0)
                  ORDER BY b.created_ms, b.id LIMIT 1",
@@ -108,9 +112,11 @@ impl Store {
             done.results += 1;
             done.bytes_before += blob.len() as u64;
             done.bytes_after += reduced.len() as u64;
+            // A baseline set meanwhile (another connection) keeps its run whole.
             tx.execute(
                 "UPDATE results SET measurement = ?3, summarized_ms = ?4
-                 WHERE run_id = ?1 AND job_id = ?2",
+                 WHERE run_id = ?1 AND job_id = ?2
+                   AND NOT EXISTS (SELECT 1 FROM baselines l WHERE l.run_id = ?1)",
                 params![run, job_id, reduced, now_ms],
             )?;
         }

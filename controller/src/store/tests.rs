@@ -858,6 +858,17 @@ fn a_sqlite_store_copies_into_postgresql_whole_and_a_second_copy_adds_nothing() 
         .find(|c| c.table == "agents")
         .unwrap()
         .matches());
+
+    // Nor does one whose rows clash with the source's: the same count of events, but its
+    // event 1 is not the source's (which the copy skipped).
+    let used = postgres_store();
+    agent(&used, "ag", 1);
+    used.log_event(None, None, "another controller's event", 3)
+        .unwrap();
+    let copies = source.copy_into(&used, |_| {}).unwrap();
+    let events = copies.iter().find(|c| c.table == "events").unwrap();
+    assert_eq!((events.source_rows, events.target_rows), (2, 2));
+    assert!(!events.matches(), "{events:?}");
 }
 
 /// A measurement with what retention drops: a histogram and the percentile list.
@@ -896,7 +907,18 @@ fn old_results_become_summaries_in_batches_and_baselines_stay_whole(fresh: Fresh
     }
     s.set_baselines("quick", "baseline", &["x86_64".to_string()], 30)
         .unwrap();
-    // Runs before 500: `old` goes in batches of 2; `baseline` stays whole, `new` is too new.
+    // An old run not judged for regressions yet, and one with a job still pending.
+    s.insert_run(&run("unjudged", 11), "", &jobs[..1]).unwrap();
+    s.record_measurement("ag", "unjudged", "j0", &whole_measurement())
+        .unwrap();
+    s.insert_run(&run("pending", 12), "", &jobs[..2]).unwrap();
+    s.record_measurement("ag", "pending", "j0", &whole_measurement())
+        .unwrap();
+    for id in ["old", "baseline", "new", "pending"] {
+        s.record_judgement(id, &[], 40).unwrap();
+    }
+    // Runs before 500: `old` goes in batches of 2; `baseline` stays whole, `new` is too new,
+    // `unjudged` and `pending` wait until they are judged and finished.
     let mut passes = Vec::new();
     loop {
         let pass = s.summarize_old_results(500, 2000, 2).unwrap();
@@ -915,7 +937,7 @@ fn old_results_become_summaries_in_batches_and_baselines_stay_whole(fresh: Fresh
         assert_eq!((latency.p50, latency.p99), (2.0, 3.0), "the summary stays");
         assert_eq!(r.measurement.throughput_per_s, 50.0);
     }
-    for id in ["baseline", "new"] {
+    for id in ["baseline", "new", "unjudged", "pending"] {
         assert!(kept(id)
             .iter()
             .all(|r| r.measurement == whole_measurement()));
@@ -924,6 +946,7 @@ fn old_results_become_summaries_in_batches_and_baselines_stay_whole(fresh: Fresh
     s.insert_run(&run("damaged", 15), "", &jobs[..1]).unwrap();
     s.record_measurement("ag", "damaged", "j0", &whole_measurement())
         .unwrap();
+    s.record_judgement("damaged", &[], 40).unwrap();
     s.execute_for_test(
         "UPDATE results SET measurement = ?1 WHERE run_id = 'damaged'",
         params![vec![0xffu8, 0x01]],

@@ -187,7 +187,7 @@ fn a_controller_moved_from_sqlite_to_postgresql_keeps_its_agents_models_and_resu
         .unwrap_or_else(|| panic!("a results row: {first}"));
     assert_eq!(
         results_row.split_whitespace().collect::<Vec<_>>(),
-        ["results", "1", "1", "1", "ok"],
+        ["results", "1", "1", "1", "same"],
         "{first}"
     );
     // Every artifact the store names was hashed in the data folder.
