@@ -7,8 +7,11 @@
 //! the figure that holds across machines.
 //!
 //! `cargo build --release --bins && cargo run --release -p edgefleet-controller --example
-//! report_scale -- [--results 100000] [--dir DIR [--reuse]] [--cli PATH/edgefleet]` (goals on a
-//! 2-core machine: report ≤ 5 s in process and through the CLI, compare ≤ 1 s).
+//! report_scale -- [--results 100000] [--dir DIR [--reuse]] [--cli PATH/edgefleet]
+//! [--database postgres://...]` (goals on a 2-core machine: report ≤ 5 s in process and through
+//! the CLI, compare ≤ 1 s). With `--database` (an empty PostgreSQL database) the same store is
+//! then copied there (`edgefleet store migrate`'s copy) and measured again, in the same run,
+//! each figure still a ratio to the SQLite plain read.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dir: Option<PathBuf> = None;
     // Keep a store this program filled before in --dir (to profile the report alone).
     let mut reuse = false;
+    // An empty PostgreSQL database to measure the same store in, after SQLite.
+    let mut database: Option<String> = None;
     // The edgefleet binary of the same build (target/release/edgefleet beside examples/).
     let mut cli: PathBuf = std::env::current_exe()?
         .parent()
@@ -57,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--dir" => dir = Some(args.next().ok_or("--dir DIR")?.into()),
             "--reuse" => reuse = true,
             "--cli" => cli = args.next().ok_or("--cli PATH")?.into(),
+            "--database" => database = Some(args.next().ok_or("--database URL")?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -104,9 +110,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         took
     };
 
-    let out = dir.join("report");
+    measure(&store, "sqlite", &dir, &cli, None, results, read)?;
+    if let Some(url) = database {
+        let pg = Store::open_database(&url)?;
+        let started = Instant::now();
+        let copies = store.copy_into(&pg, |_| {})?;
+        let rows: u64 = copies.iter().map(|c| c.copied).sum();
+        println!(
+            "postgres: {rows} rows copied in {:.1} s (store migrate's copy)",
+            started.elapsed().as_secs_f64()
+        );
+        measure(&pg, "postgres", &dir, &cli, Some(&url), results, read)?;
+    }
+    Ok(())
+}
+
+/// Times the report in this process, `compare` and the report through the CLI on `store`
+/// (`database`: its PostgreSQL URL, for `serve`), each also as a ratio to the plain read.
+fn measure(
+    store: &Store,
+    label: &str,
+    dir: &std::path::Path,
+    cli: &std::path::Path,
+    database: Option<&str>,
+    results: usize,
+    read: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let out = dir.join(format!("report-{label}"));
     let started = Instant::now();
-    let (records, failures) = records::collect_where(&store, &ResultFilter::default())?;
+    let (records, failures) = records::collect_where(store, &ResultFilter::default())?;
     let collected = started.elapsed().as_secs_f64();
     let input = edgefleet_reports::ReportInput {
         title: format!("{results} results"),
@@ -118,7 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = edgefleet_reports::write_report(&out, &input)?;
     let report = started.elapsed().as_secs_f64();
     println!(
-        "report          {report:>7.3} s  ({collected:.3} s to read the records; {} charts; report.html {:.1} MB, results.json {:.0} MB)  {:.1}× the plain read  [goal ≤ 5 s]",
+        "{label:<8} report          {report:>7.3} s  ({collected:.3} s to read the records; {} charts; report.html {:.1} MB, results.json {:.0} MB)  {:.1}× the plain read  [goal ≤ 5 s]",
         files.charts.len(),
         std::fs::metadata(&files.html)?.len() as f64 / 1e6,
         std::fs::metadata(&files.json)?.len() as f64 / 1e6,
@@ -134,17 +166,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         metric: Metric::P90,
         threshold: None,
     };
-    let comparison = compare::query::run(&store, &query)?;
+    let comparison = compare::query::run(store, &query)?;
     let took = started.elapsed().as_secs_f64();
     println!(
-        "compare         {took:>7.3} s  ({} device classes)  {:.1}× the plain read  [goal ≤ 1 s]",
+        "{label:<8} compare         {took:>7.3} s  ({} device classes)  {:.1}× the plain read  [goal ≤ 1 s]",
         comparison.rows.len(),
         took / read
     );
 
-    let through_cli = report_through_cli(&cli, &dir)?;
+    let through_cli = report_through_cli(cli, dir, database)?;
     println!(
-        "report via CLI  {through_cli:>7.3} s  (edgefleet serve + edgefleet report over gRPC/TLS)  {:.1}× the plain read, {:.2}× in process  [goal ≤ 5 s]",
+        "{label:<8} report via CLI  {through_cli:>7.3} s  (edgefleet serve + edgefleet report over gRPC/TLS)  {:.1}× the plain read, {:.2}× in process  [goal ≤ 5 s]",
         through_cli / read,
         through_cli / report
     );
@@ -156,6 +188,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn report_through_cli(
     cli: &std::path::Path,
     dir: &std::path::Path,
+    database: Option<&str>,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     use std::io::BufRead;
     if !cli.is_file() {
@@ -168,6 +201,12 @@ fn report_through_cli(
     let mut serve = std::process::Command::new(cli)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(
+            database
+                .map(|url| ["--database", url])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -194,7 +233,11 @@ fn report_through_cli(
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let out = dir.join("report-cli");
+    let out = dir.join(if database.is_some() {
+        "report-cli-postgres"
+    } else {
+        "report-cli"
+    });
     let started = Instant::now();
     let report = run(&["report", "--out", out.to_str().ok_or("a UTF-8 path")?])?;
     let took = started.elapsed().as_secs_f64();

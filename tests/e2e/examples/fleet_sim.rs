@@ -17,7 +17,8 @@
 //!     cargo run --release -p edgefleet-e2e --example fleet_sim -- --agents 10000
 //!
 //! Flags: `--agents N` (10,000), `--heartbeat-s S` (5, `serve`'s default), `--window-s S` (20,
-//! the idle window for CPU and heartbeat delay).
+//! the idle window for CPU and heartbeat delay), `--database URL` (the controller's state in
+//! that PostgreSQL database, which should be empty, instead of SQLite).
 //!
 //! Measured on the 2-core x86 VM, 10,000 agents, heartbeat 5 s, release build, simulator and
 //! controller on the same two cores (a fuzzer at low priority beside them), three runs of
@@ -111,6 +112,8 @@ struct Args {
     agents: usize,
     heartbeat_s: u64,
     window_s: u64,
+    /// `--database URL`: the controller's state in PostgreSQL instead of SQLite.
+    database: Option<String>,
 }
 
 fn args() -> Args {
@@ -118,6 +121,7 @@ fn args() -> Args {
         agents: 10_000,
         heartbeat_s: 5,
         window_s: 20,
+        database: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -128,10 +132,15 @@ fn args() -> Args {
                 .unwrap_or_else(|| panic!("{} needs a number", argv[i]))
         };
         match argv[i].as_str() {
+            "--database" => {
+                a.database = Some(argv.get(i + 1).expect("--database needs a URL").clone())
+            }
             "--agents" => a.agents = value() as usize,
             "--heartbeat-s" => a.heartbeat_s = value().max(1),
             "--window-s" => a.window_s = value().max(1),
-            other => panic!("unknown flag {other} (--agents N, --heartbeat-s S, --window-s S)"),
+            other => panic!(
+                "unknown flag {other} (--agents N, --heartbeat-s S, --window-s S, --database URL)"
+            ),
         }
         i += 2;
     }
@@ -642,6 +651,10 @@ async fn main() {
     let program_started = Instant::now();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();
+    let database: Vec<&str> = match &args.database {
+        Some(url) => vec!["--database", url],
+        None => Vec::new(),
+    };
     let mut ctl = Controller::start_with_heartbeat(
         &dir,
         "127.0.0.1:0",
@@ -649,6 +662,7 @@ async fn main() {
         &[
             &["--metrics-listen", "127.0.0.1:0"][..],
             &SIMULATED_FLEET_LIMITS[..],
+            &database[..],
         ]
         .concat(),
     );
@@ -888,7 +902,12 @@ async fn main() {
     drop(ctl);
     let restart_ms = now_ms();
     let mut ctl = tokio::task::block_in_place(|| {
-        Controller::start_with_heartbeat(&dir, &listen, args.heartbeat_s, &SIMULATED_FLEET_LIMITS)
+        Controller::start_with_heartbeat(
+            &dir,
+            &listen,
+            args.heartbeat_s,
+            &[&SIMULATED_FLEET_LIMITS[..], &database[..]].concat(),
+        )
     });
     let pid = ctl.process.child.id();
     let listening = stopped_at.elapsed();
