@@ -29,6 +29,9 @@ pub struct AgentModelRow {
     pub versions: Vec<String>,
 }
 
+/// Agents per UPDATE of [`Store::touch_agents`] on PostgreSQL.
+const TOUCH_CHUNK: usize = 500;
+
 impl Store {
     /// Records an agent's hello: creates it, or updates what it says about itself.
     pub fn upsert_agent(
@@ -67,14 +70,40 @@ impl Store {
 
     /// Records when each agent was last heard from, in one transaction.
     pub fn touch_agents(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
+        let backend = self.backend();
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
-        {
-            let mut update = tx.prepare(
-                "UPDATE agents SET last_seen_ms = CASE WHEN last_seen_ms > ?2 THEN last_seen_ms ELSE ?2 END WHERE id = ?1",
-            )?;
-            for (id, unix_ms) in seen {
-                update.execute(params![id, unix_ms])?;
+        match backend {
+            // In-process SQLite: one prepared UPDATE a row costs microseconds.
+            super::Backend::Sqlite => {
+                let mut update = tx.prepare(
+                    "UPDATE agents SET last_seen_ms = CASE WHEN last_seen_ms > ?2 THEN last_seen_ms ELSE ?2 END WHERE id = ?1",
+                )?;
+                for (id, unix_ms) in seen {
+                    update.execute(params![id, unix_ms])?;
+                }
+            }
+            // PostgreSQL: a round trip a row made 2,000 heartbeats a second cost 104 ms of
+            // every second (fleet_sim); one UPDATE ... FROM (VALUES ...) per 500 agents.
+            super::Backend::Postgres => {
+                for chunk in seen.chunks(TOUCH_CHUNK) {
+                    let pairs: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2))
+                        .collect();
+                    let sql = format!(
+                        "UPDATE agents AS a SET last_seen_ms =
+                             CASE WHEN a.last_seen_ms > v.ms THEN a.last_seen_ms ELSE v.ms END
+                         FROM (VALUES {}) AS v(id, ms) WHERE a.id = v.id",
+                        pairs.join(", ")
+                    );
+                    let values: Vec<&dyn super::db::Param> = chunk
+                        .iter()
+                        .flat_map(|(id, ms)| {
+                            [id as &dyn super::db::Param, ms as &dyn super::db::Param]
+                        })
+                        .collect();
+                    tx.execute(&sql, &values)?;
+                }
             }
         }
         tx.commit()?;

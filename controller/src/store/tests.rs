@@ -55,6 +55,7 @@ on_both_backends!(
     corrupt_schedule_rows_are_errors_naming_them,
     old_results_become_summaries_in_batches_and_baselines_stay_whole,
     table_stats_count_rows_and_bytes_per_family,
+    a_thousand_heartbeats_are_written_in_one_batch,
 );
 
 fn agent(store: &Store, id: &str, now: i64) {
@@ -977,4 +978,27 @@ fn table_stats_count_rows_and_bytes_per_family(fresh: Fresh) {
     let mut all = TABLES.to_vec();
     all.sort();
     assert_eq!(tables, all);
+}
+
+fn a_thousand_heartbeats_are_written_in_one_batch(fresh: Fresh) {
+    let s = fresh();
+    let ids: Vec<String> = (0..1200).map(|i| format!("a{i:04}")).collect();
+    for id in &ids {
+        agent(&s, id, 1);
+    }
+    // More than one statement's worth on PostgreSQL, each agent at its own time; one older
+    // than what is stored (kept), one unknown (skipped).
+    let mut seen: Vec<(String, i64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), 100 + i as i64))
+        .collect();
+    seen.push(("nobody".to_string(), 5));
+    s.touch_agents(&seen).unwrap();
+    s.touch_agents(&[("a0007".to_string(), 50)]).unwrap();
+    let agents = s.agents().unwrap();
+    assert_eq!(agents.len(), 1200);
+    for (i, a) in agents.iter().enumerate() {
+        assert_eq!(a.last_seen_ms, 100 + i as i64, "{}", a.id);
+    }
 }
