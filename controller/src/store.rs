@@ -88,7 +88,21 @@ impl StoreError {
     /// statement it refused or a row that does not decode.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Sql(DbError::Postgres(e)) => e.as_db_error().is_none(),
+            StoreError::Sql(DbError::Postgres(e)) => match e.code() {
+                // No answer from the server at all: closed, refused, timed out.
+                None => true,
+                // Connection exceptions, too many connections or out of resources, a server
+                // shutting down or starting up ("the database system is starting up"), and a
+                // transaction PostgreSQL gave up to resolve a conflict.
+                Some(code) => {
+                    let code = code.code();
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57P")
+                        || code == "40001"
+                        || code == "40P01"
+                }
+            },
             StoreError::Sql(DbError::PoolTimeout(_) | DbError::Join(_)) => true,
             StoreError::Sql(DbError::Sqlite(e)) => matches!(
                 e.sqlite_error_code(),
