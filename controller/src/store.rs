@@ -181,19 +181,14 @@ impl Store {
     /// and brings its schema up to date.
     pub fn connect(url: &str) -> Result<Store, StoreError> {
         let pool = postgres::PgPool::new(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let database = pool.display.clone();
         let store = Store {
             backend: Arc::new(Database::Postgres(Box::new(pool))),
         };
         let mut conn = match store.conn() {
             Ok(conn) => conn,
             Err(StoreError::Sql(source)) => {
-                let Database::Postgres(pool) = &*store.backend else {
-                    unreachable!("made above")
-                };
-                return Err(StoreError::Unreachable {
-                    database: pool.display.clone(),
-                    source,
-                });
+                return Err(StoreError::Unreachable { database, source })
             }
             Err(other) => return Err(other),
         };

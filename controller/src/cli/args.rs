@@ -238,9 +238,9 @@ pub(crate) enum Command {
 #[derive(Subcommand)]
 pub(crate) enum StoreCommand {
     /// Copy a controller's whole history from its SQLite store into PostgreSQL: agents and their
-    /// identities, token hashes, models, runs, results, rollouts, schedules, baselines. Checks
-    /// row counts on both sides and every artifact's sha256 in the data folder, and prints them;
-    /// a second run copies nothing. Then start `edgefleet serve --data-dir DATA_DIR --database
+    /// identities, token hashes, models, runs, results, rollouts, schedules, baselines. Compares
+    /// both sides row by row and checks every artifact's sha256 in the data folder, and prints
+    /// the counts; a second run copies nothing. Then start `edgefleet serve --data-dir DATA_DIR --database
     /// URL`: keys and artifacts stay in the data folder.
     #[command(
         after_help = "Example: edgefleet store migrate --from /var/lib/edgefleet --to postgres://edgefleet@db/edgefleet"
@@ -258,7 +258,7 @@ pub(crate) enum StoreCommand {
         )]
         to: String,
     },
-    /// Rows and bytes on disk per family of tables (agents, registry, runs, results,
+    /// Rows and their stored bytes per family of tables (agents, registry, runs, results,
     /// rollouts, trust, comparisons, schedules), and results reduced by retention.
     Stats {
         /// The controller's data folder (its controller.db), unless --database.

@@ -14,15 +14,10 @@ use super::target::ConfigError;
 
 /// `edgefleet store migrate --from DATA_DIR --to URL`.
 pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
-    let database = data_dir.join("controller.db");
-    if !database.is_file() {
-        return Err(ConfigError(format!(
-            "{} holds no controller.db; --from takes the data folder of `edgefleet serve`",
-            data_dir.display()
-        ))
-        .into());
-    }
-    let source = Store::open(&database)?;
+    let source = open_embedded(
+        data_dir,
+        "--from takes the data folder of `edgefleet serve`",
+    )?;
     let target = Store::open_database(url)?;
     let started = Instant::now();
     let copies = source.copy_into(&target, |copy| {
@@ -76,17 +71,7 @@ pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
 pub(super) fn stats(data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
     let store = match database {
         Some(url) => Store::open_database(url)?,
-        None => {
-            let file = data_dir.join("controller.db");
-            if !file.is_file() {
-                return Err(ConfigError(format!(
-                    "{} holds no controller.db; give the controller's --data-dir or --database",
-                    data_dir.display()
-                ))
-                .into());
-            }
-            Store::open(&file)?
-        }
+        None => open_embedded(data_dir, "give the controller's --data-dir or --database")?,
     };
     let stats = store.table_stats()?;
     let summarized = store.summarized_results()?;
@@ -125,6 +110,20 @@ pub(super) fn stats(data_dir: &Path, database: Option<&str>, json: bool) -> anyh
         bytes as f64 / 1e6
     );
     Ok(())
+}
+
+/// The SQLite store in a controller's data folder; a folder without one is a usage error that
+/// ends with `hint`.
+fn open_embedded(data_dir: &Path, hint: &str) -> anyhow::Result<Store> {
+    let file = data_dir.join("controller.db");
+    if !file.is_file() {
+        return Err(ConfigError(format!(
+            "{} holds no controller.db; {hint}",
+            data_dir.display()
+        ))
+        .into());
+    }
+    Ok(Store::open(&file)?)
 }
 
 struct ArtifactCheck {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use edgefleet_e2e::{binary, start_agent, Controller};
+use edgefleet_e2e::{start_agent, Controller};
 
 const QUICK: &str = "name = \"retention\"\nmodels = [\"add@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\nwarmup = 1\nmin_queries = 10\nmin_duration_s = 0.1\nmax_duration_s = 5\n";
 
@@ -44,11 +44,13 @@ fn results_past_the_retention_period_keep_their_summary_and_say_so() {
         Duration::from_secs(60),
     );
     let stats = || {
-        let out = std::process::Command::new(binary("edgefleet"))
-            .args(["store", "stats", "--json", "--data-dir"])
-            .arg(&data_dir)
-            .output()
-            .unwrap();
+        let out = ctl.cli(&[
+            "store",
+            "stats",
+            "--json",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ]);
         assert!(
             out.status.success(),
             "{}",
