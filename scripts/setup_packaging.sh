@@ -3,7 +3,9 @@
 # aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
 # agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders
 # the HTML report for its browser test; tinyproxy and libfaketime serve the proxy and wrong-clock
-# tests; PostgreSQL's server binaries run the store's tests on PostgreSQL. Debian packages need root (apt-get); without it this says which command to run. With
+# tests; PostgreSQL's server binaries run the store's tests on PostgreSQL; s3s-fs serves the
+# object-store tests. Debian packages need root (apt-get); without it this says which command to
+# run. With
 # --debian-root it also makes a minimal Debian 12 root with debootstrap (from the mirror this
 # machine's apt uses) under the cache, which the package tests copy to install the packages for
 # real without touching this machine. A second run checks and does nothing more.
@@ -80,6 +82,17 @@ fi
 if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]]; then
   log "installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
   cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+fi
+
+# The S3 server the object-store tests run against (tests/s3): s3s-fs checks signatures and the
+# expiry of presigned URLs. Pinned (later versions need a newer Rust); built once into the
+# repository's cache, about three and a half minutes on two cores.
+S3S_FS_VERSION=0.14.1
+S3S_FS="$ROOT/.cache/s3s-fs/bin/s3s-fs"
+if [[ "$("$S3S_FS" --version 2>/dev/null)" != "s3s-fs $S3S_FS_VERSION" ]]; then
+  log "building the S3 server for tests, s3s-fs $S3S_FS_VERSION, into $ROOT/.cache/s3s-fs (about 4 minutes)"
+  cargo install --quiet --locked --version "$S3S_FS_VERSION" --features binary \
+    --root "$ROOT/.cache/s3s-fs" s3s-fs
 fi
 
 # The throwaway Debian root (tests/e2e/tests/packages.rs): minbase, plus init-system-helpers

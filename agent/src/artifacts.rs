@@ -1,5 +1,6 @@
 //! The agent's content-addressed model store (`DATA/artifacts/<sha256>`) and the resumable fetch
-//! that fills it: chunks are pulled one at a time, each streamed in pieces appended to
+//! that fills it: chunks are pulled one at a time, from the controller or with presigned range
+//! GETs straight from its object store ([`presigned`]), each streamed in pieces appended to
 //! `<sha256>.partial` as they arrive; a broken transfer resumes at the byte it reached, an
 //! optional rate cap spaces the pulls, and a file is only renamed into place after its sha256 has
 //! been verified.
@@ -8,9 +9,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
-use edgefleet_proto::v1::FetchArtifactRequest;
+use edgefleet_proto::v1::{FetchArtifactRequest, LocateArtifactRequest};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
+
+mod presigned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -39,13 +42,18 @@ pub struct ArtifactStore {
     dir: PathBuf,
     /// Download cap in bytes per second (None: as fast as the link goes).
     rate_limit: Option<f64>,
+    /// The HTTP proxy presigned fetches go through (the one the controller is reached by).
+    http_proxy: Option<crate::proxy::Proxy>,
+    /// The client for presigned URLs, made on first use (its connections are kept).
+    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
 }
 
 /// What one `ensure` did.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub path: PathBuf,
-    /// Bytes received from the controller (0 when the artifact was held already).
+    /// Bytes received from the controller or the object store (0 when the artifact was held
+    /// already).
     pub bytes: u64,
 }
 
@@ -58,7 +66,38 @@ impl ArtifactStore {
         Ok(ArtifactStore {
             dir: dir.to_path_buf(),
             rate_limit: None,
+            http_proxy: None,
+            http: Default::default(),
         })
+    }
+
+    /// Sends presigned fetches from an object store through this HTTP proxy.
+    pub fn with_http_proxy(mut self, proxy: Option<crate::proxy::Proxy>) -> ArtifactStore {
+        self.http_proxy = proxy;
+        self
+    }
+
+    /// The client presigned URLs are fetched with.
+    fn http_client(&self) -> Result<reqwest::Client, String> {
+        if let Some(client) = self.http.get() {
+            return Ok(client.clone());
+        }
+        crate::credentials::prefer_fastest_cipher();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(STALL_TIMEOUT)
+            .no_proxy();
+        if let Some(proxy) = &self.http_proxy {
+            builder = builder.proxy(
+                proxy
+                    .for_http_client()
+                    .map_err(|e| e.without_url().to_string())?,
+            );
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {}", e.without_url()))?;
+        Ok(self.http.get_or_init(|| client).clone())
     }
 
     /// Caps downloads at this many bytes per second.
@@ -151,7 +190,7 @@ impl ArtifactStore {
             .append(true)
             .open(&partial)
             .map_err(io)?;
-        let mut offset = file.metadata().map_err(io)?.len();
+        let offset = file.metadata().map_err(io)?.len();
         // The digest is computed as bytes arrive; a resumed transfer first hashes what it had.
         let mut hasher = Sha256::new();
         if offset > 0 {
@@ -162,52 +201,41 @@ impl ArtifactStore {
                 .expect("hashing task panicked")
                 .map_err(io)?;
         }
-        let started = tokio::time::Instant::now();
-        let stalled = || transfer(format!("no data for {} s", STALL_TIMEOUT.as_secs()));
-        let mut received = 0u64;
-        let mut total = None;
-        loop {
-            let request = client.fetch_artifact(FetchArtifactRequest {
+        let mut sink = Sink {
+            file: &mut file,
+            hasher: &mut hasher,
+            offset,
+            received: 0,
+            started: tokio::time::Instant::now(),
+            rate_limit: self.rate_limit,
+        };
+        // Where from: the object store, with a presigned URL the controller hands out, or the
+        // controller itself (also when it is older than LocateArtifact).
+        let located = client
+            .locate_artifact(LocateArtifactRequest {
                 sha256: sha256.to_string(),
-                offset,
                 agent_id: agent_id.to_string(),
-                max_bytes: CHUNK_BYTES,
-            });
-            let mut pieces = tokio::time::timeout(STALL_TIMEOUT, request)
-                .await
-                .map_err(|_| stalled())?
-                .map_err(|s| transfer(s.message().to_string()))?
-                .into_inner();
-            let chunk_start = offset;
-            // Each piece is written as it arrives; the next chunk is asked for once this one is
-            // written, so a cut loses at most the chunk in flight.
-            while let Some(piece) = tokio::time::timeout(STALL_TIMEOUT, pieces.message())
-                .await
-                .map_err(|_| stalled())?
-                .map_err(|s| transfer(s.message().to_string()))?
-            {
-                if piece.offset != offset {
-                    return Err(transfer(format!(
-                        "controller sent bytes from offset {} but the file has {offset}",
-                        piece.offset
-                    )));
+            })
+            .await;
+        let pulled = match located {
+            Ok(location) if !location.get_ref().url.is_empty() => match self.http_client() {
+                Ok(http) => {
+                    let location = location.into_inner();
+                    presigned::pull(&http, client, agent_id, sha256, location, &mut sink).await
                 }
-                write_and_hash(&mut file, &mut hasher, &piece.data).map_err(io)?;
-                offset += piece.data.len() as u64;
-                received += piece.data.len() as u64;
-                total = Some(piece.total_size);
+                Err(message) => Err(PullError::Transfer(message)),
+            },
+            Ok(_) => pull_from_controller(client, agent_id, sha256, &mut sink).await,
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                pull_from_controller(client, agent_id, sha256, &mut sink).await
             }
-            let Some(total) = total else {
-                return Err(transfer("the controller sent no bytes".into()));
-            };
-            if offset == chunk_start || offset >= total {
-                break;
-            }
-            if let Some(rate) = self.rate_limit {
-                let due = started + std::time::Duration::from_secs_f64(received as f64 / rate);
-                tokio::time::sleep_until(due).await;
-            }
-        }
+            Err(status) => Err(PullError::Transfer(status.message().to_string())),
+        };
+        pulled.map_err(|e| match e {
+            PullError::Io(source) => io(source),
+            PullError::Transfer(message) => transfer(message),
+        })?;
+        let received = sink.received;
         file.sync_all().map_err(io)?;
         drop(file);
 
@@ -224,6 +252,101 @@ impl ArtifactStore {
             path: final_path,
             bytes: received,
         })
+    }
+}
+
+/// Why one pull of an artifact stopped.
+pub(crate) enum PullError {
+    /// The device's own disk.
+    Io(std::io::Error),
+    /// The controller or the object store: the reason, never a presigned URL's signature.
+    Transfer(String),
+}
+
+impl From<std::io::Error> for PullError {
+    fn from(e: std::io::Error) -> Self {
+        PullError::Io(e)
+    }
+}
+
+/// Where a transfer's bytes go: appended to the partial file and hashed as they arrive, with the
+/// optional download cap applied between pulls.
+pub(crate) struct Sink<'a> {
+    file: &'a mut std::fs::File,
+    hasher: &'a mut Sha256,
+    /// Bytes the partial file holds.
+    pub(crate) offset: u64,
+    /// Bytes received by this transfer.
+    pub(crate) received: u64,
+    started: tokio::time::Instant,
+    rate_limit: Option<f64>,
+}
+
+impl Sink<'_> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        write_and_hash(self.file, self.hasher, bytes)?;
+        self.offset += bytes.len() as u64;
+        self.received += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Waits as long as the download cap asks before the next pull.
+    pub(crate) async fn pace(&self) {
+        if let Some(rate) = self.rate_limit {
+            let due =
+                self.started + std::time::Duration::from_secs_f64(self.received as f64 / rate);
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+/// Pulls an artifact through the controller, chunk after chunk from the byte the partial file
+/// reached.
+async fn pull_from_controller(
+    client: &mut AgentLinkClient<Channel>,
+    agent_id: &str,
+    sha256: &str,
+    sink: &mut Sink<'_>,
+) -> Result<(), PullError> {
+    use PullError::Transfer;
+    let stalled = || Transfer(format!("no data for {} s", STALL_TIMEOUT.as_secs()));
+    let mut total = None;
+    loop {
+        let request = client.fetch_artifact(FetchArtifactRequest {
+            sha256: sha256.to_string(),
+            offset: sink.offset,
+            agent_id: agent_id.to_string(),
+            max_bytes: CHUNK_BYTES,
+        });
+        let mut pieces = tokio::time::timeout(STALL_TIMEOUT, request)
+            .await
+            .map_err(|_| stalled())?
+            .map_err(|s| Transfer(s.message().to_string()))?
+            .into_inner();
+        let chunk_start = sink.offset;
+        // Each piece is written as it arrives; the next chunk is asked for once this one is
+        // written, so a cut loses at most the chunk in flight.
+        while let Some(piece) = tokio::time::timeout(STALL_TIMEOUT, pieces.message())
+            .await
+            .map_err(|_| stalled())?
+            .map_err(|s| Transfer(s.message().to_string()))?
+        {
+            if piece.offset != sink.offset {
+                return Err(Transfer(format!(
+                    "controller sent bytes from offset {} but the file has {}",
+                    piece.offset, sink.offset
+                )));
+            }
+            sink.write(&piece.data)?;
+            total = Some(piece.total_size);
+        }
+        let Some(total) = total else {
+            return Err(Transfer("the controller sent no bytes".into()));
+        };
+        if sink.offset == chunk_start || sink.offset >= total {
+            return Ok(());
+        }
+        sink.pace().await;
     }
 }
 

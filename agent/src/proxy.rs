@@ -115,6 +115,21 @@ fn percent_decode(text: &str) -> String {
 }
 
 impl Proxy {
+    /// This proxy for an HTTP client (presigned fetches from an object store), its credentials
+    /// in `Proxy-Authorization`.
+    pub fn for_http_client(&self) -> Result<reqwest::Proxy, reqwest::Error> {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let proxy = reqwest::Proxy::all(format!("http://{host}:{}", self.port))?;
+        Ok(match &self.user {
+            Some((user, password)) => proxy.basic_auth(user, password),
+            None => proxy,
+        })
+    }
+
     /// Parses `http://[USER:PASSWORD@]HOST[:PORT]` (a bare `HOST:PORT` is read as http; the
     /// port defaults to 80).
     pub fn parse(url: &str, source: &str) -> Result<Proxy, ProxyError> {

@@ -27,6 +27,7 @@ mod target;
 use std::time::Duration;
 
 use anyhow::Context;
+use edgefleet_controller::registry::artifacts::ArtifactsConfig;
 
 pub(crate) use args::{
     AdminCommand, AgentsCommand, BaselineCommand, BenchCommand, Cli, Command, ModelsCommand,
@@ -49,6 +50,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             data_dir,
             database,
+            artifacts,
+            s3_endpoint,
+            s3_region,
+            artifact_delivery,
+            presigned_url_lifetime_s,
             retention_days,
             sans,
             agent_cert_lifetime_s,
@@ -66,6 +72,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 data_dir,
                 database,
+                artifacts: artifacts.map(|url| ArtifactsConfig {
+                    url,
+                    endpoint: s3_endpoint,
+                    region: s3_region,
+                    delivery: artifact_delivery,
+                    url_lifetime: Duration::from_secs(presigned_url_lifetime_s),
+                    credentials: None,
+                }),
                 retention: retention_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
                 sans,
                 agent_cert_lifetime: Duration::from_secs(agent_cert_lifetime_s.max(1)),

@@ -13,6 +13,7 @@ pub const AGENTS_CONNECTED: &str = "edgefleet_agents_connected";
 pub const HEARTBEATS: &str = "edgefleet_heartbeats_total";
 pub const ARTIFACT_BYTES_SERVED: &str = "edgefleet_artifact_bytes_served_total";
 pub const ARTIFACT_TRANSFERS: &str = "edgefleet_artifact_transfers_total";
+pub const ARTIFACT_URLS_PRESIGNED: &str = "edgefleet_artifact_urls_presigned_total";
 pub const JOBS: &str = "edgefleet_jobs";
 pub const JOB_RESULTS: &str = "edgefleet_job_results_total";
 pub const ROLLOUTS: &str = "edgefleet_rollouts";
@@ -52,6 +53,10 @@ pub fn describe() {
     describe_counter!(
         ARTIFACT_TRANSFERS,
         "artifact transfers begun from the first byte (a resumed one is not counted again)"
+    );
+    describe_counter!(
+        ARTIFACT_URLS_PRESIGNED,
+        "presigned URLs handed to agents to fetch artifacts from the object store directly"
     );
     describe_gauge!(
         JOBS,
@@ -113,6 +118,7 @@ pub fn describe() {
     counter!(HEARTBEATS).absolute(0);
     counter!(ARTIFACT_BYTES_SERVED).absolute(0);
     counter!(ARTIFACT_TRANSFERS).absolute(0);
+    counter!(ARTIFACT_URLS_PRESIGNED).absolute(0);
     for outcome in ["measured", "failed"] {
         counter!(JOB_RESULTS, "outcome" => outcome).absolute(0);
     }
@@ -132,6 +138,11 @@ pub fn heartbeat() {
 
 pub fn transfer_started() {
     counter!(ARTIFACT_TRANSFERS).increment(1);
+}
+
+/// An agent was given a presigned URL to fetch an artifact from the object store.
+pub fn url_presigned() {
+    counter!(ARTIFACT_URLS_PRESIGNED).increment(1);
 }
 
 pub fn bytes_served(bytes: u64) {

@@ -24,7 +24,7 @@ use edgefleet_proto::v1::admin_server::AdminServer;
 use edgefleet_proto::v1::agent_link_server::AgentLinkServer;
 use tokio::net::TcpListener;
 
-use crate::registry::artifact_dir::ArtifactDir;
+use crate::registry::artifacts::{ArtifactStoreError, Artifacts, ArtifactsConfig};
 use crate::registry::manifest;
 use crate::registry::signing::{KeyError, ManifestSigner};
 use crate::store::{Store, StoreError};
@@ -47,7 +47,7 @@ const MAX_MESSAGE_BYTES: usize = 16 << 20;
 #[derive(Clone)]
 pub struct Controller {
     pub store: Store,
-    pub artifacts: ArtifactDir,
+    pub artifacts: Artifacts,
     pub fleet: fleet::Fleet,
     pub settings: Arc<Settings>,
     pub signer: ManifestSigner,
@@ -118,6 +118,8 @@ pub enum OpenError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    ObjectStore(#[from] ArtifactStoreError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -129,14 +131,17 @@ impl Controller {
     /// Opens (creating if needed) the controller's data directory: `controller.db`,
     /// `artifacts/` and the signing key `controller.key`.
     pub fn open(data_dir: &Path, settings: Settings) -> Result<Controller, OpenError> {
-        Controller::open_on(data_dir, None, settings)
+        Controller::open_on(data_dir, None, None, settings)
     }
 
     /// Opens the controller with its state in `database` (a `postgres://` URL; `None` for
-    /// `controller.db` in the data directory, which keeps the keys and artifacts either way).
+    /// `controller.db` in the data directory, which keeps the keys either way) and its artifacts
+    /// in an object store (`None`: the data directory's `artifacts/`, where uploads arrive
+    /// either way).
     pub fn open_on(
         data_dir: &Path,
         database: Option<&str>,
+        object_store: Option<&ArtifactsConfig>,
         settings: Settings,
     ) -> Result<Controller, OpenError> {
         // A folder made here is private from the start (0700); one found is checked below.
@@ -165,11 +170,15 @@ impl Controller {
             source,
         })?;
         let artifacts_path = data_dir.join("artifacts");
-        let artifacts =
-            ArtifactDir::open(&artifacts_path).map_err(|source| OpenError::Artifacts {
-                path: artifacts_path,
-                source,
-            })?;
+        let artifacts = match object_store {
+            None => {
+                Artifacts::in_folder(&artifacts_path).map_err(|source| OpenError::Artifacts {
+                    path: artifacts_path,
+                    source,
+                })?
+            }
+            Some(config) => Artifacts::in_object_store(&artifacts_path, config)?,
+        };
         let signer = ManifestSigner::load_or_create(data_dir)?;
         manifest::sign_unsigned(&store, &signer)?;
         let authority = match &settings.security {

@@ -52,6 +52,33 @@ pub(crate) enum Command {
             value_name = "URL"
         )]
         database: Option<String>,
+        /// Keep artifact bytes in an S3-compatible object store instead of the data directory:
+        /// s3://BUCKET/PREFIX. Credentials come from AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), never from a flag (deploy/postgres.md).
+        #[arg(long, env = "EDGEFLEET_ARTIFACTS", value_name = "S3_URL")]
+        artifacts: Option<String>,
+        /// The object store's endpoint, for one that is not AWS (http:// is allowed):
+        /// else AWS_ENDPOINT_URL, else AWS.
+        #[arg(
+            long,
+            env = "EDGEFLEET_S3_ENDPOINT",
+            value_name = "URL",
+            requires = "artifacts"
+        )]
+        s3_endpoint: Option<String>,
+        /// The object store's region: else AWS_REGION, else us-east-1.
+        #[arg(long, value_name = "REGION", requires = "artifacts")]
+        s3_region: Option<String>,
+        /// How agents get artifacts from the object store: `presigned` (straight from it, with
+        /// short-lived URLs the controller hands out) or `proxy` (through the controller, for a
+        /// store devices cannot reach).
+        #[arg(long, value_enum, default_value = "presigned", requires = "artifacts")]
+        artifact_delivery: edgefleet_controller::registry::artifacts::Delivery,
+        /// How long a presigned URL works, in seconds (an agent asks again when one expires
+        /// mid-transfer). Anyone holding the URL can fetch the artifact until then.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..=604_800))]
+        presigned_url_lifetime_s: u64,
         /// Reduce the results of runs older than this many days to their summary (percentiles,
         /// throughput, energy, quality kept; the latency histogram and percentile list, most
         /// of a result's size, dropped), once at start and then hourly, in small batches.

@@ -23,6 +23,8 @@ pub(crate) struct ServeOptions {
     pub(crate) data_dir: PathBuf,
     /// A PostgreSQL URL for the state, or `None` for SQLite in the data directory.
     pub(crate) database: Option<String>,
+    /// An object store for the artifacts, or `None` for the data directory's folder.
+    pub(crate) artifacts: Option<edgefleet_controller::registry::artifacts::ArtifactsConfig>,
     /// `--retention-days` as a period.
     pub(crate) retention: Option<Duration>,
     pub(crate) sans: Vec<String>,
@@ -64,6 +66,7 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let controller = Controller::open_on(
         &options.data_dir,
         options.database.as_deref(),
+        options.artifacts.as_ref(),
         Settings {
             security,
             heartbeat_interval: options.heartbeat,
@@ -81,7 +84,7 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let credentials = write_credentials(&controller, &options.data_dir, bound)?;
     // One plain line on stdout, for people and for scripts that asked for port 0.
     println!("edgefleet controller listening on {bound}");
-    tracing::info!(data = %options.data_dir.display(), credentials = %credentials.display(), "controller ready");
+    tracing::info!(data = %options.data_dir.display(), artifacts = %controller.artifacts.describe(), credentials = %credentials.display(), "controller ready");
     let shutdown = CancellationToken::new();
     if let Some(listen) = &options.metrics_listen {
         let metrics = super::metrics_endpoint::start(

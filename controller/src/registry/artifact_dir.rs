@@ -43,6 +43,11 @@ impl ArtifactDir {
         })
     }
 
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The path of a stored artifact; `None` for anything that is not a sha256 digest.
     pub fn path(&self, sha256: &str) -> Option<PathBuf> {
         let is_digest = sha256.len() == 64
@@ -92,6 +97,13 @@ impl Upload {
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Flushes the temporary file to disk and returns the digest of its bytes; the upload keeps
+    /// its temporary file (removed when it is dropped). For a store elsewhere that copies it.
+    pub fn finish(&mut self) -> std::io::Result<String> {
+        self.file.as_ref().expect("not committed yet").sync_all()?;
+        Ok(hex::encode(std::mem::take(&mut self.hasher).finalize()))
     }
 
     /// The temporary file, for reading it back before commit.

@@ -9,9 +9,10 @@ use std::time::Duration;
 use edgefleet_proto::tokens::{secret_hash, EnrollmentToken};
 use edgefleet_proto::v1::agent_link_server::AgentLink;
 use edgefleet_proto::v1::{
-    agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, BenchJob,
-    ControllerHeartbeat, ControllerMessage, EnrollReply, EnrollRequest, FetchArtifactRequest,
-    Hello, RecoverRequest, RenewReply, RenewRequest, RunJobs, Welcome,
+    agent_message, controller_message, job_result, AgentMessage, ArtifactChunk, ArtifactLocation,
+    BenchJob, ControllerHeartbeat, ControllerMessage, EnrollReply, EnrollRequest,
+    FetchArtifactRequest, Hello, LocateArtifactRequest, RecoverRequest, RenewReply, RenewRequest,
+    RunJobs, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +25,25 @@ use crate::clock::now_ms;
 use crate::store::{AgentModelRow, Recorded};
 use crate::trust::authority::Authority;
 use crate::trust::identity;
+
+/// The size of an artifact this agent may fetch: only what the controller sent it (a manifest to
+/// install, a job's model or input); bytes are counted under the certificate's identity.
+fn authorized_artifact(ctl: &Controller, agent_id: &str, sha256: &str) -> Result<u64, Status> {
+    if !ctl
+        .store
+        .may_fetch(agent_id, sha256)
+        .map_err(|e| Status::internal(e.to_string()))?
+    {
+        tracing::warn!(%agent_id, %sha256, "refused a fetch of an artifact never sent to this agent");
+        return Err(Status::permission_denied(format!(
+            "artifact {sha256} was not sent to this agent"
+        )));
+    }
+    ctl.store
+        .artifact_size(sha256)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| Status::not_found(format!("no artifact {sha256}")))
+}
 
 /// The largest artifact chunk served per request (agents ask for 4 MiB).
 pub const CHUNK_BYTES: u64 = 8 << 20;
@@ -316,29 +336,8 @@ impl AgentLink for LinkService {
             crate::metrics::transfer_started();
         }
         let ctl = &self.controller;
-        // Only what the controller sent this agent (a manifest to install, a job's model or
-        // input), and bytes are counted under the certificate's identity.
         let agent_id = certified.unwrap_or_else(|| req.agent_id.clone());
-        if !ctl
-            .store
-            .may_fetch(&agent_id, &req.sha256)
-            .map_err(|e| Status::internal(e.to_string()))?
-        {
-            tracing::warn!(%agent_id, sha256 = %req.sha256, "refused a fetch of an artifact never sent to this agent");
-            return Err(Status::permission_denied(format!(
-                "artifact {} was not sent to this agent",
-                req.sha256
-            )));
-        }
-        let size = ctl
-            .store
-            .artifact_size(&req.sha256)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("no artifact {}", req.sha256)))?;
-        let path = ctl
-            .artifacts
-            .path(&req.sha256)
-            .ok_or_else(|| Status::invalid_argument("not a sha256 digest"))?;
+        let size = authorized_artifact(ctl, &agent_id, &req.sha256)?;
         if req.offset > size {
             return Err(Status::out_of_range(format!(
                 "offset {} is past the end of the {size}-byte artifact",
@@ -350,12 +349,61 @@ impl AgentLink for LinkService {
             n => n.min(CHUNK_BYTES),
         }
         .min(size - req.offset);
+        let (tx, rx) = mpsc::channel(2);
+        let fleet = ctl.fleet.clone();
+        let Some(path) = ctl.artifacts.local_path(&req.sha256) else {
+            // In an object store: the chunk is read with one range GET, then sent in pieces.
+            let artifacts = ctl.artifacts.clone();
+            tokio::spawn(async move {
+                let chunk = match artifacts
+                    .read(&req.sha256, req.offset..req.offset + want)
+                    .await
+                {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        tracing::warn!(sha256 = %req.sha256, error = %e, "cannot read an artifact for an agent");
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "cannot read artifact {}: {e}",
+                                req.sha256
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                let mut at = req.offset;
+                let mut pieces = chunk.chunks(PIECE_BYTES as usize).peekable();
+                if pieces.peek().is_none() {
+                    let _ = tx
+                        .send(Ok(ArtifactChunk {
+                            offset: at,
+                            data: Default::default(),
+                            total_size: size,
+                        }))
+                        .await;
+                    return;
+                }
+                for piece in pieces {
+                    let len = piece.len() as u64;
+                    fleet.add_served(&agent_id, &req.sha256, len);
+                    crate::metrics::bytes_served(len);
+                    let chunk = ArtifactChunk {
+                        offset: at,
+                        data: chunk.slice_ref(piece),
+                        total_size: size,
+                    };
+                    at += len;
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        };
         let mut file = std::fs::File::open(&path)
             .map_err(|e| Status::internal(format!("cannot read artifact {}: {e}", req.sha256)))?;
         // Pieces are read on a blocking thread while earlier ones are on their way: the agent
         // hashes and writes one while the next is read and sent.
-        let (tx, rx) = mpsc::channel(2);
-        let fleet = ctl.fleet.clone();
         tokio::task::spawn_blocking(move || {
             let mut send_pieces = || -> std::io::Result<()> {
                 file.seek(SeekFrom::Start(req.offset))?;
@@ -391,6 +439,44 @@ impl AgentLink for LinkService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn locate_artifact(
+        &self,
+        request: Request<LocateArtifactRequest>,
+    ) -> Result<Response<ArtifactLocation>, Status> {
+        let certified = self.caller(&request)?;
+        let req = request.into_inner();
+        let ctl = &self.controller;
+        let agent_id = certified.unwrap_or_else(|| req.agent_id.clone());
+        let size = authorized_artifact(ctl, &agent_id, &req.sha256)?;
+        let presigned = ctl
+            .artifacts
+            .presigned_url(&req.sha256)
+            .await
+            .map_err(|e| {
+                tracing::warn!(sha256 = %req.sha256, error = %e, "cannot presign an artifact URL");
+                Status::unavailable(format!(
+                    "cannot presign a URL for artifact {}: {e}",
+                    req.sha256
+                ))
+            })?;
+        let location = match presigned {
+            Some(p) => {
+                crate::metrics::url_presigned();
+                ArtifactLocation {
+                    url: p.url,
+                    expires_unix_ms: p.expires_unix_ms,
+                    size,
+                }
+            }
+            None => ArtifactLocation {
+                url: String::new(),
+                expires_unix_ms: 0,
+                size,
+            },
+        };
+        Ok(Response::new(location))
     }
 
     async fn enroll(

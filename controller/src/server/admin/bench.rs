@@ -37,7 +37,7 @@ pub(super) async fn start(
     if agents.is_empty() {
         return Err(no_agent(&req.select.join(",")));
     }
-    let inputs = store_inputs(ctl, &suite, req.inputs, origin)?;
+    let inputs = store_inputs(ctl, &suite, req.inputs, origin).await?;
     launch(
         ctl,
         &suite,
@@ -244,7 +244,7 @@ pub(super) fn results(
 
 /// Stores every input file the suite names from the bytes the CLI sent, content-addressed like
 /// models (agents fetch them the same way), and returns each one's reference by its path.
-pub(crate) fn store_inputs(
+pub(crate) async fn store_inputs(
     ctl: &Controller,
     suite: &Suite,
     sent: Vec<InputFile>,
@@ -267,7 +267,11 @@ pub(crate) fn store_inputs(
             Status::resource_exhausted(format!("cannot store {}: {e}", path.display()))
         })?;
         let size = upload.size;
-        let sha256 = ctl.artifacts.commit(upload).map_err(internal)?;
+        let sha256 = ctl
+            .artifacts
+            .commit(upload)
+            .await
+            .map_err(super::models::stored)?;
         ctl.store.insert_artifact(&sha256, size, now_ms())?;
         out.insert(
             path.to_path_buf(),
@@ -300,8 +304,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn input_files_are_stored_content_addressed_and_must_match_the_suite() {
+    #[tokio::test]
+    async fn input_files_are_stored_content_addressed_and_must_match_the_suite() {
         let dir = tempfile::tempdir().unwrap();
         let ctl = Controller::open(
             dir.path(),
@@ -317,7 +321,9 @@ mod tests {
         .unwrap();
         let suite = Suite::parse(SUITE, "s.toml").unwrap();
 
-        let missing = store_inputs(&ctl, &suite, vec![], "s.toml").unwrap_err();
+        let missing = store_inputs(&ctl, &suite, vec![], "s.toml")
+            .await
+            .unwrap_err();
         assert!(
             missing
                 .message()
@@ -325,17 +331,21 @@ mod tests {
             "{missing:?}"
         );
         let extra = vec![file("clip.wav", b"RIFF"), file("other.wav", b"x")];
-        let extra = store_inputs(&ctl, &suite, extra, "s.toml").unwrap_err();
+        let extra = store_inputs(&ctl, &suite, extra, "s.toml")
+            .await
+            .unwrap_err();
         assert!(
             extra.message().contains("other.wav was sent but"),
             "{extra:?}"
         );
 
-        let stored = store_inputs(&ctl, &suite, vec![file("clip.wav", b"RIFF")], "s.toml").unwrap();
+        let stored = store_inputs(&ctl, &suite, vec![file("clip.wav", b"RIFF")], "s.toml")
+            .await
+            .unwrap();
         let clip = &stored[std::path::Path::new("clip.wav")];
         assert_eq!((clip.file_name.as_str(), clip.size_bytes), ("clip.wav", 4));
         assert_eq!(
-            std::fs::read(ctl.artifacts.path(&clip.sha256).unwrap()).unwrap(),
+            std::fs::read(ctl.artifacts.local_path(&clip.sha256).unwrap()).unwrap(),
             b"RIFF"
         );
         // Agents may fetch it: the store knows it as an artifact.

@@ -11,6 +11,7 @@ use tonic::{Status, Streaming};
 use super::internal;
 use crate::clock::now_ms;
 use crate::registry::artifact_dir::Upload;
+use crate::registry::artifacts::ArtifactStoreError;
 use crate::registry::{manifest, onnx_model};
 use crate::server::Controller;
 use crate::store::{ModelFile, ModelRow, StoreError};
@@ -67,7 +68,7 @@ pub(super) async fn add(
     let mut files = Vec::new();
     for (upload, declared) in uploads.into_iter().zip(&header.files) {
         let size = upload.size;
-        let sha256 = ctl.artifacts.commit(upload).map_err(internal)?;
+        let sha256 = ctl.artifacts.commit(upload).await.map_err(stored)?;
         files.push(ModelFile {
             file_name: declared.file_name.clone(),
             sha256,
@@ -169,10 +170,7 @@ pub(super) async fn remove(
     let orphaned = ctl.store.delete_model(&req.name, &req.version)?;
     let mut freed = 0;
     for sha in &orphaned {
-        if let Some(path) = ctl.artifacts.path(sha) {
-            freed += std::fs::metadata(&path).map_or(0, |m| m.len());
-            let _ = std::fs::remove_file(path);
-        }
+        freed += ctl.artifacts.remove(sha).await;
     }
     tracing::info!(model = %model_ref, artifacts = orphaned.len(), forced = req.force, files = model.files.len(), "model removed");
     Ok(RemoveModelReply {
@@ -234,6 +232,17 @@ async fn check_model(upload: &Upload, file_name: &str) -> Result<onnx_model::Onn
     })
     .await
     .map_err(internal)?
+}
+
+/// Bytes that could not be stored: the reason, with the store it names (a full disk, an object
+/// store that refused or is out of reach).
+pub(super) fn stored(e: ArtifactStoreError) -> Status {
+    match e {
+        ArtifactStoreError::Io(e) => {
+            Status::resource_exhausted(format!("cannot store the upload: {e}"))
+        }
+        other => Status::unavailable(format!("cannot store the upload: {other}")),
+    }
 }
 
 /// A registered version, or a not-found that says how to list them.

@@ -48,7 +48,7 @@ pub(super) async fn start(
     .map_err(|e| bad(&e))?;
     let conditions = selector::parse_selector(&spec.select).map_err(|e| bad(&e))?;
     let model = find_model(ctl, &req.name, &req.version)?;
-    let gate_workload = gate_workload(ctl, &spec, &model, &req)?;
+    let gate_workload = gate_workload(ctl, &spec, &model, &req).await?;
 
     let _guard = ctl.rollout_lock.lock().await;
     if let Some(r) = ctl
@@ -126,7 +126,7 @@ pub(super) async fn start(
 
 /// The gate's workload from `--gate-suite` (`None`: the built-in sentences), after checking
 /// that the gate can run on this model at all.
-fn gate_workload(
+async fn gate_workload(
     ctl: &Controller,
     spec: &RolloutSpec,
     model: &ModelRow,
@@ -169,7 +169,7 @@ fn gate_workload(
     let (Some((suite, origin)), Some(group)) = (&gate_suite, gate_group) else {
         return Ok(None);
     };
-    let inputs = store_inputs(ctl, suite, req.gate_inputs.clone(), origin)?;
+    let inputs = store_inputs(ctl, suite, req.gate_inputs.clone(), origin).await?;
     let run = suite
         .plan()
         .into_iter()

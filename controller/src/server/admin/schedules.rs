@@ -56,7 +56,8 @@ pub(super) async fn add(ctl: &Controller, req: AddScheduleRequest) -> Result<Sch
             "a schedule named {name} exists already; remove it first or pick another name"
         )));
     }
-    let inputs = bench::store_inputs(ctl, &suite, req.inputs, origin)?
+    let inputs = bench::store_inputs(ctl, &suite, req.inputs, origin)
+        .await?
         .into_iter()
         .map(|(path, r)| StoredInput {
             path: path.display().to_string(),
