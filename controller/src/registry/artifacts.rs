@@ -145,7 +145,11 @@ impl Artifacts {
         let client = object_store::ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(120))
-            .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
+            .with_allow_http(
+                endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+            );
         let s3 = builder
             .with_retry(retry)
             .with_client_options(client)

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use edgefleet_proto::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use edgefleet_proto::v1::{
-    controller_message, AgentMessage, ArtifactChunk, ControllerHeartbeat, ControllerMessage,
-    EnrollReply, EnrollRequest, FetchArtifactRequest, RecoverRequest, RenewReply, RenewRequest,
-    Welcome,
+    controller_message, AgentMessage, ArtifactChunk, ArtifactLocation, ControllerHeartbeat,
+    ControllerMessage, EnrollReply, EnrollRequest, FetchArtifactRequest, LocateArtifactRequest,
+    RecoverRequest, RenewReply, RenewRequest, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -82,6 +82,13 @@ impl AgentLink for BareLink {
         &self,
         _: Request<FetchArtifactRequest>,
     ) -> Result<Response<Self::FetchArtifactStream>, Status> {
+        Err(Status::unimplemented("the bare peer serves no artifacts"))
+    }
+
+    async fn locate_artifact(
+        &self,
+        _: Request<LocateArtifactRequest>,
+    ) -> Result<Response<ArtifactLocation>, Status> {
         Err(Status::unimplemented("the bare peer serves no artifacts"))
     }
 

@@ -169,12 +169,20 @@ pub fn assert_fits_terminal(what: &str, text: &str) {
     }
 }
 
-/// Where a test's controller keeps the fleet's state.
+/// Where a test's controller keeps the fleet's state (and its artifacts).
 pub enum StateIn {
-    /// SQLite in its data directory (`serve`'s default).
+    /// SQLite in its data directory (`serve`'s default), artifacts beside it.
     Sqlite,
-    /// A database of its own in this test process's PostgreSQL cluster (its URL).
+    /// A database of its own in this test process's PostgreSQL cluster (its URL), artifacts in
+    /// the data directory.
     Postgres(String),
+    /// The artifacts in an S3 server of the test's own, fetched by the agents with presigned
+    /// URLs; the state in PostgreSQL (a database URL) or SQLite (`None`).
+    WithS3 {
+        database: Option<String>,
+        s3: edgefleet_test_s3::S3Server,
+        flags: Vec<String>,
+    },
 }
 
 impl StateIn {
@@ -183,11 +191,52 @@ impl StateIn {
         StateIn::Postgres(edgefleet_test_postgres::cluster().database("e2e"))
     }
 
+    /// A new, empty database, and a new S3 server for the artifacts.
+    pub fn postgres_and_s3() -> StateIn {
+        StateIn::with_s3(Some(edgefleet_test_postgres::cluster().database("e2e")))
+    }
+
+    /// SQLite, and a new S3 server for the artifacts.
+    pub fn sqlite_and_s3() -> StateIn {
+        StateIn::with_s3(None)
+    }
+
+    fn with_s3(database: Option<String>) -> StateIn {
+        let s3 = edgefleet_test_s3::S3Server::start();
+        let mut flags = Vec::new();
+        if let Some(url) = &database {
+            flags.extend(["--database".to_string(), url.clone()]);
+        }
+        flags.extend(s3.serve_flags("fleet"));
+        StateIn::WithS3 {
+            database,
+            s3,
+            flags,
+        }
+    }
+
     /// The `serve` flags that say so.
     pub fn flags(&self) -> Vec<&str> {
         match self {
             StateIn::Sqlite => Vec::new(),
             StateIn::Postgres(url) => vec!["--database", url],
+            StateIn::WithS3 { flags, .. } => flags.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// The environment `serve` needs besides (the object store's credentials).
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            StateIn::WithS3 { s3, .. } => s3.env(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The S3 server, when the artifacts are in one.
+    pub fn s3(&mut self) -> Option<&mut edgefleet_test_s3::S3Server> {
+        match self {
+            StateIn::WithS3 { s3, .. } => Some(s3),
+            _ => None,
         }
     }
 }
@@ -228,6 +277,13 @@ impl Controller {
         Controller::spawn(dir, listen, None, 1, extra)
     }
 
+    /// Starts `edgefleet serve` with TLS, its state where `state` says, and extra flags.
+    pub fn start_in(dir: &Path, listen: &str, state: &StateIn, extra: &[&str]) -> Controller {
+        let mut flags = state.flags();
+        flags.extend_from_slice(extra);
+        Controller::spawn_with(dir, listen, None, 1, &flags, None, &state.env())
+    }
+
     /// Starts a plaintext `edgefleet serve --insecure --token TOKEN`.
     pub fn start_insecure(dir: &Path, token: &str, listen: &str) -> Controller {
         Controller::spawn(dir, listen, Some(token), 1, &[])
@@ -251,7 +307,7 @@ impl Controller {
         open_files: u64,
         extra: &[&str],
     ) -> Controller {
-        Controller::spawn_limited(dir, listen, None, 1, extra, Some(open_files))
+        Controller::spawn_with(dir, listen, None, 1, extra, Some(open_files), &[])
     }
 
     fn spawn(
@@ -261,16 +317,17 @@ impl Controller {
         heartbeat_s: u64,
         extra: &[&str],
     ) -> Controller {
-        Controller::spawn_limited(dir, listen, insecure_token, heartbeat_s, extra, None)
+        Controller::spawn_with(dir, listen, insecure_token, heartbeat_s, extra, None, &[])
     }
 
-    fn spawn_limited(
+    fn spawn_with(
         dir: &Path,
         listen: &str,
         insecure_token: Option<&str>,
         heartbeat_s: u64,
         extra: &[&str],
         open_files: Option<u64>,
+        env: &[(String, String)],
     ) -> Controller {
         let data_dir = dir.join("controller");
         let log = dir.join(format!("controller-{}.log", listen.replace(':', "_")));
@@ -296,6 +353,7 @@ impl Controller {
         .arg(&data_dir)
         .args(extra)
         .env("EDGEFLEET_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"));
         if let Some(token) = insecure_token {

@@ -103,13 +103,13 @@ fn int8_is_faster_and_a_slowed_agent_regresses_against_the_baseline() {
 }
 
 #[test]
-fn int8_is_faster_and_a_slowed_agent_regresses_on_postgresql() {
-    compare_and_regress(StateIn::postgres())
+fn int8_is_faster_and_a_slowed_agent_regresses_on_postgresql_and_s3() {
+    compare_and_regress(StateIn::postgres_and_s3())
 }
 
 fn compare_and_regress(state: StateIn) {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
+    let ctl = Controller::start_in(dir.path(), "127.0.0.1:0", &state, &[]);
     let agent = start_agent(dir.path(), &ctl, "edge-a", &["site=lab"]);
     ctl.wait_online(&["edge-a"], Duration::from_secs(60));
     let cpu = last_cpu();

@@ -71,14 +71,14 @@ fn waves_install_and_a_performance_gate_stops_a_slower_model_and_passes_a_faster
 }
 
 #[test]
-fn waves_install_and_a_performance_gate_stops_a_slower_model_on_postgresql() {
-    waves_and_gates(StateIn::postgres())
+fn waves_install_and_a_performance_gate_stops_a_slower_model_on_postgresql_and_s3() {
+    waves_and_gates(StateIn::postgres_and_s3())
 }
 
 fn waves_and_gates(state: StateIn) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
+    let ctl = Controller::start_in(dir.path(), "127.0.0.1:0", &state, &[]);
     let _a = start_agent(dir.path(), &ctl, "edge-a", &["hw=gw", "site=lab"]);
     let _b = start_agent(dir.path(), &ctl, "edge-b", &["hw=gw", "site=store"]);
     ctl.wait_online(&["edge-a", "edge-b"], Duration::from_secs(60));
@@ -244,6 +244,53 @@ fn waves_and_gates(state: StateIn) {
     ctl.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm", "copy");
     let out = ctl.cli_ok(&["models", "rm", "minilm@copy"]);
     assert!(out.contains("0 artifact file(s)"), "{out}");
+
+    if let StateIn::WithS3 { s3, .. } = &state {
+        // The models' bytes are in the object store and nowhere in the controller's folder, and
+        // the agents fetched them from the store with presigned URLs: the controller sent none.
+        let stored: Vec<String> = s3
+            .objects("fleet")
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        for quant in ["int8", "fp32"] {
+            let sha = ctl.model(&format!("minilm@{quant}"))["files"][0]["sha256"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                stored.contains(&format!("fleet/{sha}")),
+                "{sha} in {stored:?}"
+            );
+        }
+        let folder: Vec<_> = std::fs::read_dir(ctl.data_dir.join("artifacts"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            folder.is_empty(),
+            "the controller's artifact folder: {folder:?}"
+        );
+        let served: u64 = ctl.rollout(&first)["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["served_bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(served, 0, "bytes the controller sent itself");
+    }
+}
+
+/// Bytes of unfinished transfers in the agents' artifact folders.
+fn partial_bytes(dir: &Path, agents: &[&str]) -> u64 {
+    agents
+        .iter()
+        .flat_map(|name| std::fs::read_dir(dir.join("agents").join(name).join("artifacts")))
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
 }
 
 #[test]
@@ -307,14 +354,23 @@ fn a_controller_restarted_mid_rollout_finishes_it() {
 }
 
 #[test]
-fn a_controller_restarted_mid_rollout_finishes_it_on_postgresql() {
-    restarted_mid_rollout(StateIn::postgres())
+fn a_controller_restarted_mid_rollout_finishes_it_on_postgresql_and_s3() {
+    restarted_mid_rollout(StateIn::postgres_and_s3())
 }
 
 fn restarted_mid_rollout(state: StateIn) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
+    // From an object store, presigned URLs live a second: they expire mid-transfer, and the
+    // agents ask the controller for fresh ones (while it is up).
+    let lifetime = ["--presigned-url-lifetime-s", "1"];
+    let s3 = matches!(state, StateIn::WithS3 { .. });
+    let ctl = Controller::start_in(
+        dir.path(),
+        "127.0.0.1:0",
+        &state,
+        if s3 { &lifetime } else { &[] },
+    );
     let limit = ["--download-limit", "30"];
     let _a = agent_with_flags(dir.path(), &ctl, "edge-1", &limit);
     let _b = agent_with_flags(dir.path(), &ctl, "edge-2", &limit);
@@ -328,10 +384,10 @@ fn restarted_mid_rollout(state: StateIn) {
         "the first wave is fetching",
         Duration::from_secs(60),
         || {
-            ctl.rollout(&id)["targets"][0]["served_bytes"]
+            let served = ctl.rollout(&id)["targets"][0]["served_bytes"]
                 .as_u64()
-                .unwrap()
-                > 10_000_000
+                .unwrap();
+            served + partial_bytes(dir.path(), &["edge-1", "edge-2"]) > 10_000_000
         },
     );
     let listen = ctl.listen.clone();
@@ -340,7 +396,12 @@ fn restarted_mid_rollout(state: StateIn) {
     let _ = ctl.process.child.wait();
     drop(ctl);
 
-    let ctl = Controller::start_with(dir.path(), &listen, &state.flags());
+    let ctl = Controller::start_in(
+        dir.path(),
+        &listen,
+        &state,
+        if s3 { &lifetime } else { &[] },
+    );
     let out = ctl.cli(&["rollout", "status", &id, "--watch"]);
     assert!(
         out.status.success(),
@@ -353,6 +414,21 @@ fn restarted_mid_rollout(state: StateIn) {
         assert_eq!(
             active_on(&ctl, "minilm@fp32", name).as_deref(),
             Some("active")
+        );
+    }
+    if s3 {
+        // Three seconds of transfer at 30 MB/s on one-second URLs: renewed at least once.
+        let logs: String = ["edge-1", "edge-2"]
+            .iter()
+            .map(|name| std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap())
+            .collect();
+        assert!(
+            logs.contains("asking the controller for a fresh one"),
+            "an agent renewed an expired URL mid-transfer:\n{logs}"
+        );
+        assert!(
+            !logs.contains("X-Amz-Signature"),
+            "a URL's signature was logged"
         );
     }
 }

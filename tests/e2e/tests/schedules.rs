@@ -83,13 +83,13 @@ fn schedules_fire_skip_while_running_stop_when_removed_and_count_missed_fires() 
 }
 
 #[test]
-fn schedules_fire_skip_while_running_and_count_missed_fires_on_postgresql() {
-    schedules_fire(StateIn::postgres())
+fn schedules_fire_skip_while_running_and_count_missed_fires_on_postgresql_and_s3() {
+    schedules_fire(StateIn::postgres_and_s3())
 }
 
 fn schedules_fire(state: StateIn) {
     let dir = tempfile::tempdir().unwrap();
-    let mut ctl = Controller::start_with(dir.path(), "127.0.0.1:0", &state.flags());
+    let mut ctl = Controller::start_in(dir.path(), "127.0.0.1:0", &state, &[]);
     let _agent = start_agent(dir.path(), &ctl, "edge-a", &["site=lab"]);
     ctl.wait_online(&["edge-a"], Duration::from_secs(60));
     ctl.add_cached_model("models/tiny/add.onnx", "add", "1");
@@ -244,7 +244,7 @@ fn schedules_fire(state: StateIn) {
     );
     // Down for several fire intervals (time passing is what this tests).
     std::thread::sleep(Duration::from_secs(9));
-    ctl = Controller::start_with(dir.path(), &listen, &state.flags());
+    ctl = Controller::start_in(dir.path(), &listen, &state, &[]);
     let after = schedule(&ctl, "long");
     assert!(after["missed"].as_u64().unwrap() >= 3, "{after:#}");
     assert!(

@@ -1,0 +1,150 @@
+//! Artifacts in an S3 object store (`serve --artifacts s3://…`, a real `s3s-fs` that checks
+//! signatures), in the ways it fails: the store down while a model is added (nothing
+//! registered) and while an install fetches (the agent retries; out of attempts, the install
+//! fails with the reason and the active version stays), and delivery through the controller for
+//! a store devices cannot reach. (The flows themselves run on PostgreSQL and S3 in rollout.rs,
+//! compare.rs and schedules.rs.)
+
+use std::time::Duration;
+
+use edgefleet_e2e::{cached, start_agent, Controller, StateIn};
+
+/// `rollout start MODEL --watch`: whether it succeeded, and its output.
+fn rollout(ctl: &Controller, model: &str) -> (bool, String, String) {
+    let out = ctl.cli(&["rollout", "start", model, "--health", "smoke", "--watch"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("ro-"))
+        .unwrap_or_else(|| panic!("no rollout id in:\n{text}"))
+        .to_string();
+    (out.status.success(), text, id)
+}
+
+fn active(ctl: &Controller, model: &str) -> Vec<String> {
+    ctl.model(model)["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "active")
+        .map(|p| p["agent"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn add_model(ctl: &Controller, quant: &str) -> std::process::Output {
+    let model = cached(&format!("models/minilm-l6/model.{quant}.onnx"));
+    ctl.cli(&[
+        "models",
+        "add",
+        model.to_str().unwrap(),
+        "--name",
+        "minilm",
+        "--version",
+        quant,
+    ])
+}
+
+#[test]
+fn the_object_store_down_refuses_an_add_and_an_install_retries_then_fails_keeping_the_active_version(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = StateIn::sqlite_and_s3();
+    let ctl = Controller::start_in(dir.path(), "127.0.0.1:0", &state, &[]);
+    let agent = start_agent(dir.path(), &ctl, "edge-s3", &[]);
+    ctl.wait_online(&["edge-s3"], Duration::from_secs(60));
+
+    // Down while a model is added: one line naming the store, and nothing registered.
+    state.s3().unwrap().stop();
+    let out = add_model(&ctl, "int8");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "models add with the store down");
+    assert!(err.contains("object store s3://edgefleet/fleet"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let shown = ctl.cli(&["models", "show", "minilm@int8"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stderr).contains("unknown model minilm@int8"),
+        "nothing registered: {shown:?}"
+    );
+    state.s3().unwrap().start_again();
+    assert!(state.s3().unwrap().objects("").is_empty());
+
+    // Back up: registered, and installed from the store.
+    assert!(add_model(&ctl, "int8").status.success());
+    let (ok, text, _) = rollout(&ctl, "minilm@int8");
+    assert!(ok, "{text}");
+    assert_eq!(active(&ctl, "minilm@int8"), vec!["edge-s3"]);
+
+    // Down while an install fetches, and up again before the agent runs out of attempts: the
+    // agent's retries carry it through.
+    assert!(add_model(&ctl, "fp32").status.success());
+    state.s3().unwrap().stop();
+    let id = ctl
+        .cli_ok(&["rollout", "start", "minilm@fp32", "--health", "smoke"])
+        .trim()
+        .to_string();
+    agent.wait_for_log(
+        "artifact transfer failed; retrying",
+        Duration::from_secs(60),
+    );
+    state.s3().unwrap().start_again();
+    let out = ctl.cli(&["rollout", "status", &id, "--watch"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(active(&ctl, "minilm@fp32"), vec!["edge-s3"]);
+
+    // Down for good: the install of bytes the agent does not hold fails with the store's
+    // reason once the agent is out of attempts, and the active version stays.
+    let multi = cached("models/minilm-l6/model.int8-multi.onnx");
+    ctl.cli_ok(&[
+        "models",
+        "add",
+        multi.to_str().unwrap(),
+        "--name",
+        "minilm",
+        "--version",
+        "multi",
+    ]);
+    state.s3().unwrap().stop();
+    let (ok, text, id) = rollout(&ctl, "minilm@multi");
+    assert!(!ok, "{text}");
+    let status = ctl.rollout(&id);
+    let error = status["targets"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("object store http://127.0.0.1:"),
+        "{status:#}"
+    );
+    assert!(!error.contains("X-Amz-Signature"), "{error}");
+    assert_eq!(active(&ctl, "minilm@fp32"), vec!["edge-s3"]);
+}
+
+#[test]
+fn proxy_delivery_sends_the_object_stores_bytes_through_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateIn::sqlite_and_s3();
+    let ctl = Controller::start_in(
+        dir.path(),
+        "127.0.0.1:0",
+        &state,
+        &["--artifact-delivery", "proxy"],
+    );
+    let _agent = start_agent(dir.path(), &ctl, "edge-p", &[]);
+    ctl.wait_online(&["edge-p"], Duration::from_secs(60));
+    assert!(add_model(&ctl, "int8").status.success());
+    let (ok, text, id) = rollout(&ctl, "minilm@int8");
+    assert!(ok, "{text}");
+    let status = ctl.rollout(&id);
+    let served = status["targets"][0]["served_bytes"].as_u64().unwrap();
+    let total = status["model_bytes"].as_u64().unwrap();
+    assert_eq!(
+        served, total,
+        "every byte through the controller: {status:#}"
+    );
+    assert_eq!(active(&ctl, "minilm@int8"), vec!["edge-p"]);
+}
