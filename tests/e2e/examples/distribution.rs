@@ -12,8 +12,14 @@
 //! A third figure is what TLS costs: the same rollout from a plaintext (`--insecure`) controller
 //! in the same run, alternating with the TLS one; the ratio TLS / plaintext has a goal of ≥ 0.85.
 //!
-//! Run: `cargo run --release -p edgefleet-e2e --example distribution` (after scripts/setup.sh
-//! and `cargo build --release --bins`).
+//! With `--object-store`, the model is in an S3 server instead (`s3s-fs`, which checks
+//! signatures, from scripts/setup_packaging.sh) and two controllers share it: one hands agents
+//! presigned URLs to fetch from it directly, one sends the bytes itself (`--artifact-delivery
+//! proxy`), alternating twice. Prints each throughput, the bytes that left each controller, and
+//! the ratio presigned / proxy (goal ≥ 1.0, controller egress ≈ 0).
+//!
+//! Run: `cargo run --release -p edgefleet-e2e --example distribution [-- --object-store]` (after
+//! scripts/setup.sh and `cargo build --release --bins`).
 
 use std::path::Path;
 
@@ -32,6 +38,9 @@ fn client_count() -> usize {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--object-store") {
+        return object_store();
+    }
     let model = cached("models/smollm2-135m/model.q4.onnx");
     let size = std::fs::metadata(&model).unwrap().len();
     let work = tempfile::tempdir().unwrap();
@@ -80,8 +89,8 @@ fn main() {
     for round in 1..=2 {
         theirs.push(peer.fetch_all(dir, round, size, None));
         theirs_verified.push(peer.fetch_all(dir, round, size, Some(&digest)));
-        ours_plain.push(rollout_round(&plain, &plain_dir, round, size));
-        ours.push(rollout_round(&ctl, &tls_dir, round, size));
+        ours_plain.push(served_round(&plain, &plain_dir, round, size));
+        ours.push(served_round(&ctl, &tls_dir, round, size));
         println!(
             "round {round}: edgefleet {:.0} MB/s (plaintext {:.0} MB/s), python http.server + curl {:.0} MB/s, \
              + sha256 check and fsync {:.0} MB/s",
@@ -121,8 +130,85 @@ with open(sys.argv[1], 'rb') as f:
     os.fsync(f.fileno())
 sys.exit(h.hexdigest() != sys.argv[2])";
 
-/// Starts client_count() fresh agents, rolls the model out to them, and returns bytes/s.
-fn rollout_round(ctl: &Controller, dir: &Path, round: usize, size: u64) -> f64 {
+/// Presigned delivery from an S3 server against delivery through the controller.
+fn object_store() {
+    let model = cached("models/smollm2-135m/model.q4.onnx");
+    let size = std::fs::metadata(&model).unwrap().len();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    println!(
+        "artifact: {} ({:.1} MB), {} agents, loopback, s3s-fs",
+        model.display(),
+        size as f64 / 1e6,
+        client_count()
+    );
+    let s3 = edgefleet_test_s3::S3Server::start();
+    let start = |name: &str, delivery: &str| {
+        let home = dir.join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut flags = s3.serve_flags(name);
+        flags.extend(["--artifact-delivery".to_string(), delivery.to_string()]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let ctl = Controller::start_with_env(&home, "127.0.0.1:0", &flags, &s3.env());
+        ctl.cli_ok(&[
+            "models",
+            "add",
+            model.to_str().unwrap(),
+            "--name",
+            "dist",
+            "--version",
+            "1",
+            "--quant",
+            "q4",
+        ]);
+        (ctl, home)
+    };
+    let (presigned, presigned_dir) = start("presigned", "presigned");
+    let (proxy, proxy_dir) = start("proxy", "proxy");
+    let mut direct = Vec::new();
+    let mut through = Vec::new();
+    for round in 1..=2 {
+        let (rate, egress) = rollout_round(&presigned, &presigned_dir, round, size);
+        direct.push(rate);
+        let direct_egress = egress;
+        let (rate, egress) = rollout_round(&proxy, &proxy_dir, round, size);
+        through.push(rate);
+        assert_eq!(
+            egress,
+            size * client_count() as u64,
+            "proxy: every byte through the controller"
+        );
+        println!(
+            "round {round}: presigned {:.0} MB/s ({:.1} MB left the controller), proxy {:.0} MB/s ({:.1} MB left the controller)",
+            direct.last().unwrap() / 1e6,
+            direct_egress as f64 / 1e6,
+            through.last().unwrap() / 1e6,
+            egress as f64 / 1e6,
+        );
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!(
+        "aggregate throughput, best of 2: presigned {:.0} MB/s vs proxy {:.0} MB/s: ratio {:.2} (goal >= 1.00)",
+        best(&direct) / 1e6,
+        best(&through) / 1e6,
+        best(&direct) / best(&through)
+    );
+}
+
+/// A rollout round whose every byte the controller sends itself: bytes/s.
+fn served_round(ctl: &Controller, dir: &Path, round: usize, size: u64) -> f64 {
+    let (rate, served) = rollout_round(ctl, dir, round, size);
+    assert_eq!(
+        served,
+        size * client_count() as u64,
+        "no byte was sent twice"
+    );
+    rate
+}
+
+/// Starts client_count() fresh agents, rolls the model out to them, and returns bytes/s and the
+/// bytes the controller sent itself.
+fn rollout_round(ctl: &Controller, dir: &Path, round: usize, size: u64) -> (f64, u64) {
     let sensors = dir.join("no-sensors");
     std::fs::create_dir_all(&sensors).unwrap();
     let round_dir = dir.join(format!("round{round}"));
@@ -176,9 +262,11 @@ fn rollout_round(ctl: &Controller, dir: &Path, round: usize, size: u64) -> f64 {
         .iter()
         .map(|t| t["served_bytes"].as_u64().unwrap())
         .sum();
-    assert_eq!(served, bytes, "no byte was sent twice");
     drop(processes);
-    bytes as f64 / ((end - start).max(1) as f64 / 1000.0)
+    (
+        bytes as f64 / ((end - start).max(1) as f64 / 1000.0),
+        served,
+    )
 }
 
 /// `python3 -m http.server` serving the model's folder.

@@ -284,6 +284,17 @@ impl Controller {
         Controller::spawn_with(dir, listen, None, 1, &flags, None, &state.env())
     }
 
+    /// Starts `edgefleet serve` with TLS, extra flags and more environment (an object store's
+    /// credentials).
+    pub fn start_with_env(
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Controller {
+        Controller::spawn_with(dir, listen, None, 1, extra, None, env)
+    }
+
     /// Starts a plaintext `edgefleet serve --insecure --token TOKEN`.
     pub fn start_insecure(dir: &Path, token: &str, listen: &str) -> Controller {
         Controller::spawn(dir, listen, Some(token), 1, &[])
