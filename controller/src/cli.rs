@@ -171,8 +171,23 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Store(StoreCommand::Migrate { from, to }) => {
-            tokio::task::spawn_blocking(move || store::migrate(&from, &to)).await?
+        Command::Store(StoreCommand::Migrate {
+            from,
+            to,
+            artifacts,
+            s3_endpoint,
+            s3_region,
+        }) => {
+            let object_store = artifacts.map(|url| ArtifactsConfig {
+                url,
+                endpoint: s3_endpoint,
+                region: s3_region,
+                delivery: edgefleet_controller::registry::artifacts::Delivery::Presigned,
+                url_lifetime: edgefleet_controller::registry::artifacts::DEFAULT_URL_LIFETIME,
+                credentials: None,
+            });
+            tokio::task::spawn_blocking(move || store::migrate(&from, &to, object_store.as_ref()))
+                .await?
         }
         Command::Store(StoreCommand::Stats {
             data_dir,

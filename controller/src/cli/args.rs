@@ -267,8 +267,9 @@ pub(crate) enum StoreCommand {
     /// Copy a controller's whole history from its SQLite store into PostgreSQL: agents and their
     /// identities, token hashes, models, runs, results, rollouts, schedules, baselines. Compares
     /// both sides row by row and checks every artifact's sha256 in the data folder, and prints
-    /// the counts; a second run copies nothing. Then start `edgefleet serve --data-dir DATA_DIR --database
-    /// URL`: keys and artifacts stay in the data folder.
+    /// the counts; a second run copies nothing. With --artifacts, the artifacts go into the object
+    /// store too, each read back and checked. Then start `edgefleet serve --data-dir DATA_DIR
+    /// --database URL [--artifacts S3_URL]`: the keys stay in the data folder.
     #[command(
         after_help = "Example: edgefleet store migrate --from /var/lib/edgefleet --to postgres://edgefleet@db/edgefleet"
     )]
@@ -284,6 +285,22 @@ pub(crate) enum StoreCommand {
             hide_env_values = true
         )]
         to: String,
+        /// Also copy the artifacts into this S3 object store (s3://BUCKET/PREFIX, as given to
+        /// `serve --artifacts`), reading each one back to check its sha256; credentials from
+        /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+        #[arg(long, value_name = "S3_URL", env = "EDGEFLEET_ARTIFACTS")]
+        artifacts: Option<String>,
+        /// The object store's endpoint, for one that is not AWS (else AWS_ENDPOINT_URL).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "EDGEFLEET_S3_ENDPOINT",
+            requires = "artifacts"
+        )]
+        s3_endpoint: Option<String>,
+        /// The object store's region (else AWS_REGION, else us-east-1).
+        #[arg(long, value_name = "REGION", requires = "artifacts")]
+        s3_region: Option<String>,
     },
     /// Rows and their stored bytes per family of tables (agents, registry, runs, results,
     /// rollouts, trust, comparisons, schedules), and results reduced by retention.

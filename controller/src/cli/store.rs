@@ -1,19 +1,25 @@
 //! `edgefleet store`: the controller's database, offline. `migrate` copies an SQLite store into
-//! PostgreSQL and checks both sides and the data folder's artifacts.
+//! PostgreSQL and checks both sides and the data folder's artifacts, and copies those into an
+//! object store when asked, reading each back to check it.
 
 use std::io::Read as _;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use edgefleet_controller::registry::artifacts::{Artifacts, ArtifactsConfig};
 use edgefleet_controller::store::{Store, TableCopy};
 use sha2::{Digest, Sha256};
 
 use super::output::{print_json, print_table};
 use super::target::ConfigError;
 
-/// `edgefleet store migrate --from DATA_DIR --to URL`.
-pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
+/// `edgefleet store migrate --from DATA_DIR --to URL [--artifacts S3_URL]`.
+pub(super) fn migrate(
+    data_dir: &Path,
+    url: &str,
+    object_store: Option<&ArtifactsConfig>,
+) -> anyhow::Result<()> {
     let source = open_embedded(
         data_dir,
         "--from takes the data folder of `edgefleet serve`",
@@ -52,6 +58,33 @@ pub(super) fn migrate(data_dir: &Path, url: &str) -> anyhow::Result<()> {
         artifacts.bytes as f64 / 1e6,
         data_dir.join("artifacts").display()
     );
+    if let Some(config) = object_store {
+        let staging = tempfile_dir(data_dir)?;
+        let bucket = Artifacts::in_object_store(&staging, config)?;
+        let started = Instant::now();
+        let runtime = tokio::runtime::Handle::current();
+        let mut uploaded = 0;
+        for (sha256, _) in source.artifacts()? {
+            let file = data_dir.join("artifacts").join(&sha256);
+            if runtime.block_on(bucket.put_file(&sha256, &file))? {
+                uploaded += 1;
+            }
+            let found = runtime.block_on(bucket.hash(&sha256))?;
+            if found != sha256 {
+                anyhow::bail!(
+                    "artifact {sha256} reads back from {} with sha256 {found}",
+                    config.url
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        println!(
+            "{} artifacts in {} match their sha256 ({uploaded} uploaded now, in {:.1} s)",
+            artifacts.files,
+            config.url,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let different: Vec<&TableCopy> = copies.iter().filter(|c| !c.matches()).collect();
     if let Some(first) = different.first() {
         anyhow::bail!(
@@ -110,6 +143,14 @@ pub(super) fn stats(data_dir: &Path, database: Option<&str>, json: bool) -> anyh
         bytes as f64 / 1e6
     );
     Ok(())
+}
+
+/// A folder of its own beside the data folder's artifacts, for uploads staged on the way to an
+/// object store (none are: `migrate` uploads the artifacts' own files).
+fn tempfile_dir(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = data_dir.join(format!("migrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The SQLite store in a controller's data folder; a folder without one is a usage error that

@@ -145,7 +145,7 @@ fn results_arriving_while_postgresql_restarts_are_stored_once_each() {
 }
 
 #[test]
-fn a_controller_moved_from_sqlite_to_postgresql_keeps_its_agents_models_and_results() {
+fn a_controller_moved_from_sqlite_to_postgresql_and_s3_keeps_its_agents_models_and_results() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut ctl = Controller::start(dir.path(), "127.0.0.1:0");
@@ -165,11 +165,19 @@ fn a_controller_moved_from_sqlite_to_postgresql_keeps_its_agents_models_and_resu
     let StateIn::Postgres(url) = &state else {
         unreachable!()
     };
+    let s3 = edgefleet_test_s3::S3Server::start();
     let migrate = |what: &str| {
         let out = Command::new(binary("edgefleet"))
             .args(["store", "migrate", "--from"])
             .arg(&data_dir)
             .args(["--to", url])
+            .args([
+                "--artifacts",
+                &s3.url("fleet"),
+                "--s3-endpoint",
+                &s3.endpoint(),
+            ])
+            .envs(s3.env())
             .output()
             .expect("run edgefleet store migrate");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -201,18 +209,38 @@ fn a_controller_moved_from_sqlite_to_postgresql_keeps_its_agents_models_and_resu
             && first.contains("match their sha256"),
         "{first}"
     );
+    // ... and every one is in the object store, read back and checked there.
+    assert!(
+        first.contains(&format!(
+            "\n{artifacts} artifacts in s3://edgefleet/fleet match their sha256 ({artifacts} uploaded now"
+        )),
+        "{first}"
+    );
+    assert_eq!(
+        s3.objects("fleet").len(),
+        artifacts.parse::<usize>().unwrap()
+    );
     let second = migrate("the second migrate");
     assert!(
-        second.contains("\n0 rows copied"),
+        second.contains("\n0 rows copied") && second.contains("(0 uploaded now"),
         "a second run copies nothing: {second}"
     );
 
-    // The same data folder (keys, artifacts) with the state in PostgreSQL: the agent comes back
-    // with its certificate, the old results are there, and a new run works.
-    let ctl = Controller::start_with(dir.path(), &listen, &state.flags());
+    // The same data folder's keys with the state in PostgreSQL and the artifacts in the object
+    // store only: the agent comes back with its certificate, the old results are there, and a
+    // new agent fetches the model from the object store for a new run.
+    for entry in std::fs::read_dir(data_dir.join("artifacts")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let mut flags = state.flags();
+    let s3_flags = s3.serve_flags("fleet");
+    flags.extend(s3_flags.iter().map(String::as_str));
+    let ctl = Controller::start_with_env(dir.path(), &listen, &flags, &s3.env());
     ctl.wait_online(&["edge-a"], Duration::from_secs(120));
     let after = ctl.records(&dir.path().join("after"), None);
     assert_eq!(after, before);
+    let _b = start_agent(dir.path(), &ctl, "edge-b", &[]);
+    ctl.wait_online(&["edge-a", "edge-b"], Duration::from_secs(120));
     ctl.cli_ok(&["bench", "run", quick.to_str().unwrap(), "--wait"]);
-    assert_eq!(ctl.records(&dir.path().join("later"), None).len(), 2);
+    assert_eq!(ctl.records(&dir.path().join("later"), None).len(), 3);
 }
