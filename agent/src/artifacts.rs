@@ -211,12 +211,18 @@ impl ArtifactStore {
         };
         // Where from: the object store, with a presigned URL the controller hands out, or the
         // controller itself (also when it is older than LocateArtifact).
-        let located = client
-            .locate_artifact(LocateArtifactRequest {
-                sha256: sha256.to_string(),
-                agent_id: agent_id.to_string(),
-            })
-            .await;
+        let locate = client.locate_artifact(LocateArtifactRequest {
+            sha256: sha256.to_string(),
+            agent_id: agent_id.to_string(),
+        });
+        let located = tokio::time::timeout(STALL_TIMEOUT, locate)
+            .await
+            .map_err(|_| {
+                transfer(format!(
+                    "the controller did not say where the artifact is within {} s",
+                    STALL_TIMEOUT.as_secs()
+                ))
+            })?;
         let pulled = match located {
             Ok(location) if !location.get_ref().url.is_empty() => match self.http_client() {
                 Ok(http) => {

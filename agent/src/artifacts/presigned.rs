@@ -36,9 +36,7 @@ pub(super) async fn pull(
         let mut response = tokio::time::timeout(STALL_TIMEOUT, request)
             .await
             .map_err(|_| stalled(&where_))?
-            .map_err(|e| {
-                PullError::Transfer(format!("object store {where_}: {}", e.without_url()))
-            })?;
+            .map_err(|e| PullError::Transfer(format!("object store {where_}: {}", describe(e))))?;
         let status = response.status();
         if status == reqwest::StatusCode::FORBIDDEN
             || status == reqwest::StatusCode::UNAUTHORIZED
@@ -62,19 +60,37 @@ pub(super) async fn pull(
             continue;
         }
         let whole_object = status == reqwest::StatusCode::OK && sink.offset == 0;
-        if status != reqwest::StatusCode::PARTIAL_CONTENT && !whole_object {
+        if status.is_success() && status != reqwest::StatusCode::PARTIAL_CONTENT && !whole_object {
+            // The whole object again, not the range: its body is not read.
+            return Err(PullError::Transfer(format!(
+                "object store {where_} answered {status} to a request for the bytes from {}: it ignores ranges",
+                sink.offset
+            )));
+        }
+        if !status.is_success() {
             let reason = store_error(response).await;
             return Err(PullError::Transfer(format!(
                 "object store {where_} answered {status}: {reason}"
             )));
         }
+        if status == reqwest::StatusCode::PARTIAL_CONTENT {
+            let range = response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if range_start(range) != Some(sink.offset) {
+                return Err(PullError::Transfer(format!(
+                    "object store {where_} sent the range `{range}` for the bytes from {}",
+                    sink.offset
+                )));
+            }
+        }
         let chunk_start = sink.offset;
         while let Some(bytes) = tokio::time::timeout(STALL_TIMEOUT, response.chunk())
             .await
             .map_err(|_| stalled(&where_))?
-            .map_err(|e| {
-                PullError::Transfer(format!("object store {where_}: {}", e.without_url()))
-            })?
+            .map_err(|e| PullError::Transfer(format!("object store {where_}: {}", describe(e))))?
         {
             if sink.offset + bytes.len() as u64 > size {
                 return Err(PullError::Transfer(format!(
@@ -125,9 +141,44 @@ pub(crate) fn without_query(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or_default().to_string()
 }
 
-/// The S3 error an object store answered with: its `Code` and `Message`, on one line.
-async fn store_error(response: reqwest::Response) -> String {
-    let body = response.text().await.unwrap_or_default();
+/// The first byte of a `Content-Range: bytes START-END/TOTAL`.
+fn range_start(header: &str) -> Option<u64> {
+    header
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// An HTTP client error with its causes (a refused connection, a TLS or DNS failure), without
+/// the URL.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// The S3 error an object store answered with: its `Code` and `Message`, on one line (read
+/// from at most the first 16 KiB of the answer).
+async fn store_error(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < 16 << 10 {
+        match tokio::time::timeout(STALL_TIMEOUT, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => body.extend_from_slice(&bytes),
+            _ => break,
+        }
+    }
+    let body = String::from_utf8_lossy(&body);
     let tag = |name: &str| {
         let open = format!("<{name}>");
         let start = body.find(&open)? + open.len();
@@ -144,6 +195,14 @@ async fn store_error(response: reqwest::Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_range_says_where_its_bytes_start() {
+        assert_eq!(range_start("bytes 100-199/12582912"), Some(100));
+        assert_eq!(range_start("bytes 0-0/1"), Some(0));
+        assert_eq!(range_start("bytes */100"), None);
+        assert_eq!(range_start(""), None);
+    }
 
     #[test]
     fn a_url_is_shown_without_its_signature() {

@@ -60,24 +60,10 @@ pub(super) fn migrate(
     );
     if let Some(config) = object_store {
         let staging = tempfile_dir(data_dir)?;
-        let bucket = Artifacts::in_object_store(&staging, config)?;
         let started = Instant::now();
-        let runtime = tokio::runtime::Handle::current();
-        let mut uploaded = 0;
-        for (sha256, _) in source.artifacts()? {
-            let file = data_dir.join("artifacts").join(&sha256);
-            if runtime.block_on(bucket.put_file(&sha256, &file))? {
-                uploaded += 1;
-            }
-            let found = runtime.block_on(bucket.hash(&sha256))?;
-            if found != sha256 {
-                anyhow::bail!(
-                    "artifact {sha256} reads back from {} with sha256 {found}",
-                    config.url
-                );
-            }
-        }
+        let copied = copy_artifacts(&source, data_dir, &staging, config);
         let _ = std::fs::remove_dir_all(&staging);
+        let uploaded = copied?;
         println!(
             "{} artifacts in {} match their sha256 ({uploaded} uploaded now, in {:.1} s)",
             artifacts.files,
@@ -143,6 +129,33 @@ pub(super) fn stats(data_dir: &Path, database: Option<&str>, json: bool) -> anyh
         bytes as f64 / 1e6
     );
     Ok(())
+}
+
+/// Uploads the data folder's artifacts into an object store (those not there yet) and reads
+/// each one back to check its sha256; returns how many were uploaded.
+fn copy_artifacts(
+    source: &Store,
+    data_dir: &Path,
+    staging: &Path,
+    config: &ArtifactsConfig,
+) -> anyhow::Result<usize> {
+    let bucket = Artifacts::in_object_store(staging, config)?;
+    let runtime = tokio::runtime::Handle::current();
+    let mut uploaded = 0;
+    for (sha256, _) in source.artifacts()? {
+        let file = data_dir.join("artifacts").join(&sha256);
+        if runtime.block_on(bucket.put_file(&sha256, &file))? {
+            uploaded += 1;
+        }
+        let found = runtime.block_on(bucket.hash(&sha256))?;
+        if found != sha256 {
+            anyhow::bail!(
+                "artifact {sha256} reads back from {} with sha256 {found}",
+                config.url
+            );
+        }
+    }
+    Ok(uploaded)
 }
 
 /// A folder of its own beside the data folder's artifacts, for uploads staged on the way to an

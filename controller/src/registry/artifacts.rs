@@ -2,8 +2,9 @@
 //! (the default, [`ArtifactDir`]) or an S3-compatible object store (`serve --artifacts
 //! s3://BUCKET/PREFIX`). Either way an upload is received into a temporary file in the data
 //! directory, checked, and only then stored under its sha256: in an object store by a multipart
-//! upload, which S3 makes visible only when it completes (a failed one is aborted), so no
-//! half-written object ever carries an artifact's name. With an object store, agents fetch the
+//! upload, which S3 makes visible only when it completes (a failed one is aborted; one the
+//! controller could not abort, killed or with the store gone, is left to the bucket's lifecycle
+//! rule), so no half-written object ever carries an artifact's name. With an object store, agents fetch the
 //! bytes straight from it with short-lived presigned range-GET URLs (`--artifact-delivery
 //! presigned`, the default there) or through the controller as before (`proxy`).
 
@@ -142,17 +143,19 @@ impl Artifacts {
             retry_timeout: Duration::from_secs(20),
             ..Default::default()
         };
-        let client = object_store::ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(120))
-            .with_allow_http(
-                endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://")),
-            );
+        use object_store::aws::AmazonS3ConfigKey::Client;
+        use object_store::ClientConfigKey::{AllowHttp, ConnectTimeout, Timeout};
+        builder = builder
+            .with_config(Client(ConnectTimeout), "5s")
+            .with_config(Client(Timeout), "120s");
+        if endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            builder = builder.with_config(Client(AllowHttp), "true");
+        }
         let s3 = builder
             .with_retry(retry)
-            .with_client_options(client)
             .with_region(region)
             .build()
             .map_err(|e| ArtifactStoreError::Config(format!("--artifacts {}: {e}", config.url)))?;
@@ -199,17 +202,29 @@ impl Artifacts {
                 .map_err(std::io::Error::other)?
                 .map_err(ArtifactStoreError::Io);
         };
-        let mut upload = upload;
-        let sha256 = upload.finish()?;
+        let (sha256, upload) = tokio::task::spawn_blocking(move || {
+            let mut upload = upload;
+            upload.finish().map(|sha256| (sha256, upload))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         let location = bucket.location(&sha256);
         if let Ok(meta) = bucket.s3.head(&location).await {
             if meta.size == upload.size {
                 return Ok(sha256);
             }
         }
-        bucket.upload_file(upload.tmp_path(), &location).await?;
-        // Dropping the upload removes its temporary file.
-        Ok(sha256)
+        // In a task of its own: a client that goes away mid-upload drops this call, and the
+        // upload must still complete or be aborted, not be dropped half-way.
+        let bucket = Arc::clone(bucket);
+        tokio::spawn(async move {
+            let uploaded = bucket.upload_file(upload.tmp_path(), &location).await;
+            // Dropping the upload removes its temporary file.
+            drop(upload);
+            uploaded.map(|()| sha256)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Deletes an artifact no version uses any more; returns the bytes freed (0 when it was not
@@ -228,12 +243,16 @@ impl Artifacts {
         let location = bucket.location(sha256);
         let size = match bucket.s3.head(&location).await {
             Ok(meta) => meta.size,
-            Err(_) => return 0,
+            Err(object_store::Error::NotFound { .. }) => return 0,
+            Err(e) => {
+                tracing::warn!(%sha256, error = %one_line(&e), "cannot delete an unused artifact from the object store; it stays");
+                return 0;
+            }
         };
         match bucket.s3.delete(&location).await {
             Ok(()) => size,
             Err(e) => {
-                tracing::warn!(%sha256, error = %e, "cannot delete an unused artifact from the object store; it stays");
+                tracing::warn!(%sha256, error = %one_line(&e), "cannot delete an unused artifact from the object store; it stays");
                 0
             }
         }
@@ -564,6 +583,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn an_upload_that_fails_half_way_is_aborted() {
+        let s3 = S3Server::start();
+        let staging = tempfile::tempdir().unwrap();
+        let artifacts = Artifacts::in_object_store(
+            staging.path(),
+            &config(&s3, s3.secret_key(), DEFAULT_URL_LIFETIME),
+        )
+        .unwrap();
+        // A folder opens but cannot be read: the multipart upload is begun, then fails.
+        let unreadable = tempfile::tempdir().unwrap();
+        let err = artifacts
+            .put_file(&"ab".repeat(32), unreadable.path())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("directory"), "{err}");
+        assert_eq!(
+            s3.unfinished_uploads(),
+            0,
+            "the multipart upload was aborted"
+        );
+        assert!(s3.objects("").is_empty(), "{:?}", s3.objects(""));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_store_that_is_down_fails_the_upload_with_its_reason_and_keeps_nothing() {
         let mut s3 = S3Server::start();
         let staging = tempfile::tempdir().unwrap();
@@ -586,6 +629,7 @@ mod tests {
         );
         s3.start_again();
         assert!(s3.objects("").is_empty(), "{:?}", s3.objects(""));
+        assert_eq!(s3.unfinished_uploads(), 0);
         // And with the store back, the same upload goes through.
         let sha = upload(&artifacts, &[7u8; 10 << 20]).await.unwrap();
         assert_eq!(artifacts.size(&sha).await.unwrap(), Some(10 << 20));

@@ -189,6 +189,20 @@ impl S3Server {
         out
     }
 
+    /// Multipart uploads begun and neither completed nor aborted (s3s-fs keeps each one's
+    /// record beside the buckets).
+    pub fn unfinished_uploads(&self) -> usize {
+        std::fs::read_dir(self.dir.join("data"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    }
+
     /// Stops the server (its data stays), as a store that went down would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
