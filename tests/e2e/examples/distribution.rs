@@ -59,17 +59,7 @@ fn main() {
     let ctl = Controller::start(&tls_dir, "127.0.0.1:0");
     let plain = Controller::start_insecure(&plain_dir, "distribution", "127.0.0.1:0");
     for controller in [&ctl, &plain] {
-        controller.cli_ok(&[
-            "models",
-            "add",
-            model.to_str().unwrap(),
-            "--name",
-            "dist",
-            "--version",
-            "1",
-            "--quant",
-            "q4",
-        ]);
+        add_model(controller, &model);
         for entry in std::fs::read_dir(controller.data_dir.join("artifacts"))
             .unwrap()
             .flatten()
@@ -150,17 +140,7 @@ fn object_store() {
         flags.extend(["--artifact-delivery".to_string(), delivery.to_string()]);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let ctl = Controller::start_with_env(&home, "127.0.0.1:0", &flags, &s3.env());
-        ctl.cli_ok(&[
-            "models",
-            "add",
-            model.to_str().unwrap(),
-            "--name",
-            "dist",
-            "--version",
-            "1",
-            "--quant",
-            "q4",
-        ]);
+        add_model(&ctl, &model);
         (ctl, home)
     };
     let (presigned, presigned_dir) = start("presigned", "presigned");
@@ -193,6 +173,21 @@ fn object_store() {
         best(&through) / 1e6,
         best(&direct) / best(&through)
     );
+}
+
+/// Registers the model as dist@1.
+fn add_model(ctl: &Controller, model: &Path) {
+    ctl.cli_ok(&[
+        "models",
+        "add",
+        model.to_str().unwrap(),
+        "--name",
+        "dist",
+        "--version",
+        "1",
+        "--quant",
+        "q4",
+    ]);
 }
 
 /// A rollout round whose every byte the controller sends itself: bytes/s.

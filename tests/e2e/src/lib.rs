@@ -508,6 +508,26 @@ impl Controller {
             .unwrap_or_default()
     }
 
+    /// `edgefleet rollout start ARGS --watch`: whether it succeeded, its stdout and stderr, and
+    /// the rollout's id.
+    pub fn rollout_watch(&self, args: &[&str]) -> (bool, String, String) {
+        let mut full = vec!["rollout", "start"];
+        full.extend_from_slice(args);
+        full.push("--watch");
+        let out = self.cli(&full);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = text
+            .split_whitespace()
+            .find(|w| w.starts_with("ro-"))
+            .unwrap_or_else(|| panic!("no rollout id in:\n{text}"))
+            .to_string();
+        (out.status.success(), text, id)
+    }
+
     /// `edgefleet rollout status ID --json`.
     pub fn rollout(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.cli_ok(&["rollout", "status", id, "--json"]))

@@ -9,20 +9,9 @@ use std::time::Duration;
 
 use edgefleet_e2e::{cached, start_agent, Controller, StateIn};
 
-/// `rollout start MODEL --watch`: whether it succeeded, and its output.
+/// `rollout start MODEL --health smoke --watch`: whether it succeeded, its output, its id.
 fn rollout(ctl: &Controller, model: &str) -> (bool, String, String) {
-    let out = ctl.cli(&["rollout", "start", model, "--health", "smoke", "--watch"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = text
-        .split_whitespace()
-        .find(|w| w.starts_with("ro-"))
-        .unwrap_or_else(|| panic!("no rollout id in:\n{text}"))
-        .to_string();
-    (out.status.success(), text, id)
+    ctl.rollout_watch(&[model, "--health", "smoke"])
 }
 
 fn active(ctl: &Controller, model: &str) -> Vec<String> {

@@ -22,21 +22,7 @@ fn register(ctl: &Controller) {
 
 /// Starts a rollout with `--watch`; returns (exit ok, stdout + stderr, rollout id).
 fn rollout(ctl: &Controller, args: &[&str]) -> (bool, String, String) {
-    let mut full = vec!["rollout", "start"];
-    full.extend_from_slice(args);
-    full.push("--watch");
-    let out = ctl.cli(&full);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = text
-        .split_whitespace()
-        .find(|w| w.starts_with("ro-"))
-        .unwrap_or_else(|| panic!("no rollout id in:\n{text}"))
-        .to_string();
-    (out.status.success(), text, id)
+    ctl.rollout_watch(args)
 }
 
 /// The active version of `name` on agent `agent`, from the controller's view.
