@@ -6,6 +6,12 @@
 //!
 //! A connection found closed (PostgreSQL restarted, a network cut) is dropped and the next call
 //! opens a new one; the call that found it closed fails with the reason and changes nothing.
+//!
+//! TLS: with `sslmode=require` (or libpq's `verify-full` / `verify-ca`) in the URL the
+//! connection is encrypted and the server's certificate verified, always, against the system's
+//! roots or the CA file `sslrootcert=PATH` names, and its name against the host: stricter than
+//! libpq's `require`, as `verify-full` is. Otherwise (`prefer`, the default, or `disable`) the
+//! connection is plaintext, for a database on this host or a private network.
 
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
@@ -57,6 +63,8 @@ pub(crate) struct PgConn {
 /// Connections to one PostgreSQL database.
 pub(crate) struct PgPool {
     config: tokio_postgres::Config,
+    /// TLS with the server's certificate verified (`sslmode=require`), or `None`: plaintext.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// What the database is called in messages: user, host, port and name, never the password.
     pub(super) display: String,
     runtime: tokio::runtime::Handle,
@@ -110,16 +118,23 @@ pub(crate) enum ConnectError {
     Url(String),
     #[error("cannot start the database's runtime thread: {0}")]
     Runtime(std::io::Error),
+    #[error("sslrootcert {path}: {message}")]
+    RootCert { path: String, message: String },
 }
 
 impl PgPool {
     /// A pool for `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`, or key=value pairs). No
     /// connection is opened yet.
     pub(crate) fn new(url: &str) -> Result<PgPool, ConnectError> {
+        let (url, root_cert) = tls_options(url);
         // The URL is not repeated in the message: it may hold a password.
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| ConnectError::Url(e.to_string()))?;
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => Some(tls_connector(root_cert.as_deref())?),
+            _ => None,
+        };
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -147,6 +162,7 @@ impl PgPool {
             .map_err(ConnectError::Runtime)?;
         Ok(PgPool {
             config,
+            tls,
             display,
             runtime: handle,
             _stop: stop,
@@ -206,13 +222,23 @@ impl PgPool {
 
     fn connect(&self) -> Result<PgConn, DbError> {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let connecting = self.runtime.spawn(async move {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "a PostgreSQL connection ended");
+            let ended = |e: tokio_postgres::Error| {
+                tracing::warn!(error = %e, "a PostgreSQL connection ended");
+            };
+            let client = match tls {
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
+                    client
                 }
-            });
+                None => {
+                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
+                    client
+                }
+            };
             Ok::<_, tokio_postgres::Error>(client)
         });
         // Unconstrained: a JoinHandle polled on a runtime worker whose task spent its
@@ -226,6 +252,87 @@ impl PgPool {
         })
     }
 }
+
+/// Takes libpq's TLS options out of a `postgres://` URL that tokio-postgres does not read:
+/// `sslrootcert=PATH` (returned) and `sslmode=verify-full` / `verify-ca` (read as `require`,
+/// which here always verifies).
+pub(super) fn tls_options(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslrootcert", path)) => root_cert = Some(percent_decode(path)),
+            Some(("sslmode", "verify-full" | "verify-ca")) => kept.push("sslmode=require"),
+            _ => kept.push(pair),
+        }
+    }
+    if kept.is_empty() {
+        (base.to_string(), root_cert)
+    } else {
+        (format!("{base}?{}", kept.join("&")), root_cert)
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// TLS that verifies the server: against the CA file given, else the system's roots.
+fn tls_connector(
+    root_cert: Option<&str>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let path = root_cert.unwrap_or(SYSTEM_ROOTS);
+    let bad = |message: String| ConnectError::RootCert {
+        path: path.to_string(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        // The system's bundle may hold a certificate rustls cannot use; one given is needed.
+        if let Err(e) = roots.add(cert) {
+            if root_cert.is_some() {
+                return Err(bad(e.to_string()));
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Debian's bundle of the system's trusted roots (`ca-certificates`).
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// `user@host:port/db` of a configuration, for messages (never its password).
 fn describe(config: &tokio_postgres::Config) -> String {

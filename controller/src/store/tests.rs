@@ -209,6 +209,83 @@ fn results_are_recorded_once_and_only_for_the_agent_that_owns_the_job(fresh: Fre
 }
 
 #[test]
+fn postgresql_over_tls_checks_the_servers_certificate() {
+    let cluster = edgefleet_test_postgres::cluster();
+    let url = cluster.database("tls");
+    let ca = cluster.ca_file();
+    // The cluster's own CA: an encrypted connection, with the store's data.
+    let store = Store::open_database(&format!(
+        "{url}?sslmode=require&sslrootcert={}",
+        ca.display()
+    ))
+    .unwrap();
+    agent(&store, "a1", 1);
+    assert_eq!(store.agent_names().unwrap().len(), 1);
+    let name = url.rsplit('/').next().unwrap();
+    let encrypted = cluster
+        .psql(&format!(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE ssl AND datname = '{name}' AND application_name = 'edgefleet'"
+        ))
+        .unwrap();
+    assert_ne!(encrypted, "0", "the store's connections use TLS");
+    drop(store);
+    // libpq's verify-full reads the same; the system's roots do not know this CA, and another
+    // CA is not this one: refused, naming the certificate.
+    let verify_full = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    assert!(Store::open_database(&verify_full).is_ok());
+    let other_ca = tempfile::NamedTempFile::new().unwrap();
+    let foreign = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(other_ca.path(), foreign.cert.pem()).unwrap();
+    for refused in [
+        format!("{url}?sslmode=require"),
+        format!(
+            "{url}?sslmode=require&sslrootcert={}",
+            other_ca.path().display()
+        ),
+    ] {
+        let err = Store::open_database(&refused).err().expect("refused");
+        assert!(
+            matches!(err, StoreError::Unreachable { .. })
+                && err.to_string().contains("certificate"),
+            "{refused}: {err}"
+        );
+    }
+    // A CA file that is not there: a setting to fix, said before any connection.
+    let missing = Store::open_database(&format!(
+        "{url}?sslmode=require&sslrootcert=/nonexistent.pem"
+    ))
+    .err()
+    .expect("refused");
+    assert!(
+        missing.to_string().contains("sslrootcert /nonexistent.pem"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn libpq_tls_options_are_read_from_the_url() {
+    use super::postgres::tls_options;
+    assert_eq!(
+        tls_options(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x"
+        ),
+        (
+            "postgres://u@h/db?sslmode=require&application_name=x".to_string(),
+            Some("/etc/ca.pem".to_string())
+        )
+    );
+    assert_eq!(
+        tls_options("postgres://u@h/db?sslrootcert=/ca.pem"),
+        ("postgres://u@h/db".to_string(), Some("/ca.pem".to_string()))
+    );
+    assert_eq!(
+        tls_options("postgres://u@h/db"),
+        ("postgres://u@h/db".to_string(), None)
+    );
+}
+
+#[test]
 fn a_database_file_reopens_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");

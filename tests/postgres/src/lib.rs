@@ -6,6 +6,10 @@
 //! says how to install them (`scripts/setup_packaging.sh` does it for the test command).
 //!
 //! Run as root (CI, containers), the cluster runs as the `postgres` user, as `initdb` demands.
+//!
+//! The cluster also takes TLS (`ssl=on`) with a server certificate for 127.0.0.1 and localhost
+//! from a CA of its own ([`Cluster::ca_file`]), for the tests of `sslmode=require`; a client that
+//! does not ask for TLS gets plaintext as before.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -90,6 +94,7 @@ impl Cluster {
                 "-D",
             ])
             .arg(cluster.data()))?;
+        cluster.make_certificates()?;
         cluster.watch_parent()?;
         // A port found free can be taken before the server binds it: try a few.
         let mut last = String::new();
@@ -121,7 +126,8 @@ impl Cluster {
 
     fn pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 \
+             -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
             self.port,
             self.dir.display()
         );
@@ -160,6 +166,46 @@ impl Cluster {
             .spawn()
             .map(drop)
             .map_err(|e| format!("cannot start the cluster's cleanup watcher: {e}"))
+    }
+
+    /// Writes a CA (`ca.pem` in the cluster's folder) and the server's certificate and key
+    /// (`server.crt`, `server.key` in its data folder, the key 0600 and the postgres user's).
+    fn make_certificates(&self) -> Result<(), String> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let failed = |e: rcgen::Error| format!("cannot make the cluster's certificates: {e}");
+        let ca_key = KeyPair::generate().map_err(failed)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "edgefleet test PostgreSQL CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).map_err(failed)?.pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().map_err(failed)?;
+        let mut server =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .map_err(failed)?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "edgefleet test PostgreSQL");
+        let server_pem = server.signed_by(&key, &issuer).map_err(failed)?.pem();
+        let write = |path: PathBuf, text: &str, mode: u32| -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if self.as_postgres_user {
+                run(Command::new("chown").arg("postgres").arg(&path))?;
+            }
+            Ok(())
+        };
+        write(self.ca_file(), &ca_pem, 0o644)?;
+        write(self.data().join("server.crt"), &server_pem, 0o644)?;
+        write(self.data().join("server.key"), &key.serialize_pem(), 0o600)
+    }
+
+    /// The CA the cluster's TLS certificate is signed by (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// The port the cluster listens on (127.0.0.1).
