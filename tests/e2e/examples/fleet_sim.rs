@@ -1089,15 +1089,20 @@ async fn main() {
             verdict(f.met)
         );
     }
+    let store = if args.database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     println!(
         "\nthe next 10x ({} agents):\n\
          - connections per source address: one loopback client address has ports 32768-60999 \
          (28,232) for all its connections; {n} here, so 10x needs several source addresses (or real devices).\n\
          - open files: {controller_fds} in the controller with {n} streams, limit {nofile} per process: \
          10x needs a limit near {} (both sides).\n\
-         - SQLite: {beats_per_s:.0} heartbeats/s at a {} s interval, written once a second in one transaction \
+         - {store}: {beats_per_s:.0} heartbeats/s at a {} s interval, written once a second in one transaction \
          ({batch_ms:.1} ms mean over {batches:.0} batches, max {batch_max_ms:.1} ms; {cpu_percent:.0}% CPU idle in all); \
-         10x is ~{:.0} rows a second, about {:.0} ms of the store's one connection each second.\n\
+         10x is ~{:.0} rows a second, about {:.0} ms of the store's time each second.\n\
          - memory: {:.1} KB controller RSS per stream: 10x is ~{:.1} GB.",
         n * 10,
         controller_fds * 10 + 100,
