@@ -42,11 +42,16 @@ pub struct ArtifactStore {
     dir: PathBuf,
     /// Download cap in bytes per second (None: as fast as the link goes).
     rate_limit: Option<f64>,
-    /// The HTTP proxy presigned fetches go through (the one the controller is reached by).
-    http_proxy: Option<crate::proxy::Proxy>,
-    /// The client for presigned URLs, made on first use (its connections are kept).
-    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
+    /// The config file's proxy setting; with the environment's (`HTTPS_PROXY`, `NO_PROXY`) it
+    /// decides, per object store host, how presigned fetches get there.
+    proxy_setting: Option<String>,
+    /// The client for presigned URLs and the proxy it goes through, made on first use and
+    /// kept (with its connections) while the route stays the same.
+    http: std::sync::Arc<std::sync::Mutex<Option<RoutedClient>>>,
 }
+
+/// An HTTP client and the proxy it goes through (`None`: direct).
+type RoutedClient = (Option<crate::proxy::Proxy>, reqwest::Client);
 
 /// What one `ensure` did.
 #[derive(Debug, Clone)]
@@ -66,28 +71,51 @@ impl ArtifactStore {
         Ok(ArtifactStore {
             dir: dir.to_path_buf(),
             rate_limit: None,
-            http_proxy: None,
+            proxy_setting: None,
             http: Default::default(),
         })
     }
 
-    /// Sends presigned fetches from an object store through this HTTP proxy.
-    pub fn with_http_proxy(mut self, proxy: Option<crate::proxy::Proxy>) -> ArtifactStore {
-        self.http_proxy = proxy;
+    /// The config file's proxy setting (`None`: the environment's, as for the controller).
+    pub fn with_proxy_setting(mut self, setting: Option<String>) -> ArtifactStore {
+        self.proxy_setting = setting;
         self
     }
 
-    /// The client presigned URLs are fetched with.
-    fn http_client(&self) -> Result<reqwest::Client, String> {
-        if let Some(client) = self.http.get() {
-            return Ok(client.clone());
+    /// The proxy a presigned URL is fetched through: the config's or the environment's, unless
+    /// `NO_PROXY` covers the object store's host (decided as for the controller's host).
+    fn proxy_for(
+        &self,
+        url: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::proxy::Proxy>, String> {
+        let route = crate::proxy::route(
+            &presigned::without_query(url),
+            self.proxy_setting.as_deref(),
+            env,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(match route {
+            crate::proxy::Route::Proxy(proxy) => Some(proxy),
+            _ => None,
+        })
+    }
+
+    /// The client a presigned URL is fetched with.
+    fn http_client(&self, url: &str) -> Result<reqwest::Client, String> {
+        let proxy = self.proxy_for(url, |name| std::env::var(name).ok())?;
+        let mut held = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((for_proxy, client)) = held.as_ref() {
+            if *for_proxy == proxy {
+                return Ok(client.clone());
+            }
         }
         crate::credentials::prefer_fastest_cipher();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(STALL_TIMEOUT)
             .no_proxy();
-        if let Some(proxy) = &self.http_proxy {
+        if let Some(proxy) = &proxy {
             builder = builder.proxy(
                 proxy
                     .for_http_client()
@@ -97,7 +125,8 @@ impl ArtifactStore {
         let client = builder
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {}", e.without_url()))?;
-        Ok(self.http.get_or_init(|| client).clone())
+        *held = Some((proxy, client.clone()));
+        Ok(client)
     }
 
     /// Caps downloads at this many bytes per second.
@@ -224,13 +253,15 @@ impl ArtifactStore {
                 ))
             })?;
         let pulled = match located {
-            Ok(location) if !location.get_ref().url.is_empty() => match self.http_client() {
-                Ok(http) => {
-                    let location = location.into_inner();
-                    presigned::pull(&http, client, agent_id, sha256, location, &mut sink).await
+            Ok(location) if !location.get_ref().url.is_empty() => {
+                match self.http_client(&location.get_ref().url) {
+                    Ok(http) => {
+                        let location = location.into_inner();
+                        presigned::pull(&http, client, agent_id, sha256, location, &mut sink).await
+                    }
+                    Err(message) => Err(PullError::Transfer(message)),
                 }
-                Err(message) => Err(PullError::Transfer(message)),
-            },
+            }
             Ok(_) => pull_from_controller(client, agent_id, sha256, &mut sink).await,
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 pull_from_controller(client, agent_id, sha256, &mut sink).await
@@ -408,6 +439,47 @@ fn hash_into(mut hasher: Sha256, path: &Path) -> std::io::Result<Sha256> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_object_store_is_reached_through_the_proxy_unless_no_proxy_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let url = "https://s3.example.com/bucket/models/abc?X-Amz-Signature=f9";
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let through = store
+            .proxy_for(url, env(&[("HTTPS_PROXY", "http://proxy.lan:3128")]))
+            .unwrap();
+        assert_eq!(through.unwrap().to_string(), "http://proxy.lan:3128");
+        let excluded = env(&[
+            ("HTTPS_PROXY", "http://proxy.lan:3128"),
+            ("NO_PROXY", ".example.com"),
+        ]);
+        assert!(store.proxy_for(url, excluded).unwrap().is_none());
+        assert!(store.proxy_for(url, env(&[])).unwrap().is_none());
+        // The config's own proxy, and `none` in it, win over the environment.
+        let configured = ArtifactStore::open(dir.path())
+            .unwrap()
+            .with_proxy_setting(Some("http://cfg.lan:8080".into()));
+        assert_eq!(
+            configured
+                .proxy_for(url, env(&[]))
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "http://cfg.lan:8080"
+        );
+        let none = ArtifactStore::open(dir.path())
+            .unwrap()
+            .with_proxy_setting(Some("none".into()));
+        let env_proxy = env(&[("HTTPS_PROXY", "http://proxy.lan:3128")]);
+        assert!(none.proxy_for(url, env_proxy).unwrap().is_none());
+    }
 
     #[test]
     fn digests_cannot_escape_the_store() {

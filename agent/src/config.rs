@@ -104,6 +104,9 @@ pub struct AgentConfig {
     /// How connections reach the controller: through an HTTP proxy (the config's `proxy`, or
     /// the environment's) or directly.
     pub route: crate::proxy::Route,
+    /// The config file's `proxy` as written, for hosts other than the controller's (an object
+    /// store the agent fetches from with presigned URLs).
+    pub proxy_setting: Option<String>,
 }
 
 /// The config file as written (`/etc/edgefleet/agent.toml`); every field is optional and flags
@@ -249,6 +252,7 @@ impl AgentConfig {
         })?;
         Ok(AgentConfig {
             route,
+            proxy_setting: file.proxy.clone(),
             controller_key,
             download_limit: download_limit.map(|mb| mb * 1e6),
             min_free_disk_bytes: flags

@@ -111,10 +111,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let channel = channel::LinkChannel::new(credentials::channel(&config, credentials.as_ref())?);
     let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
         .with_rate_limit(config.download_limit)
-        .with_http_proxy(match &config.route {
-            proxy::Route::Proxy(p) => Some(p.clone()),
-            _ => None,
-        });
+        .with_proxy_setting(config.proxy_setting.clone());
     let installer =
         installer::ModelInstaller::open(&config.data_dir.join("models"), config.keep_versions)?;
     let outbox_dir = config.data_dir.join("outbox");
