@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
-use edgefleet_proto::v1::{FetchArtifactRequest, LocateArtifactRequest};
+use edgefleet_proto::v1::FetchArtifactRequest;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
@@ -240,28 +240,13 @@ impl ArtifactStore {
         };
         // Where from: the object store, with a presigned URL the controller hands out, or the
         // controller itself (also when it is older than LocateArtifact).
-        let locate = client.locate_artifact(LocateArtifactRequest {
-            sha256: sha256.to_string(),
-            agent_id: agent_id.to_string(),
-        });
-        let located = tokio::time::timeout(STALL_TIMEOUT, locate)
-            .await
-            .map_err(|_| {
-                transfer(format!(
-                    "the controller did not say where the artifact is within {} s",
-                    STALL_TIMEOUT.as_secs()
-                ))
-            })?;
-        let pulled = match located {
-            Ok(location) if !location.get_ref().url.is_empty() => {
-                match self.http_client(&location.get_ref().url) {
-                    Ok(http) => {
-                        let location = location.into_inner();
-                        presigned::pull(&http, client, agent_id, sha256, location, &mut sink).await
-                    }
-                    Err(message) => Err(PullError::Transfer(message)),
+        let pulled = match presigned::locate(client, agent_id, sha256).await {
+            Ok(location) if !location.url.is_empty() => match self.http_client(&location.url) {
+                Ok(http) => {
+                    presigned::pull(&http, client, agent_id, sha256, location, &mut sink).await
                 }
-            }
+                Err(message) => Err(PullError::Transfer(message)),
+            },
             Ok(_) => pull_from_controller(client, agent_id, sha256, &mut sink).await,
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 pull_from_controller(client, agent_id, sha256, &mut sink).await

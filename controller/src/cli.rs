@@ -27,7 +27,6 @@ mod target;
 use std::time::Duration;
 
 use anyhow::Context;
-use edgefleet_controller::registry::artifacts::ArtifactsConfig;
 
 pub(crate) use args::{
     AdminCommand, AgentsCommand, BaselineCommand, BenchCommand, Cli, Command, ModelsCommand,
@@ -50,9 +49,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             data_dir,
             database,
-            artifacts,
-            s3_endpoint,
-            s3_region,
+            object_store,
             artifact_delivery,
             presigned_url_lifetime_s,
             retention_days,
@@ -72,14 +69,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 data_dir,
                 database,
-                artifacts: artifacts.map(|url| ArtifactsConfig {
-                    url,
-                    endpoint: s3_endpoint,
-                    region: s3_region,
-                    delivery: artifact_delivery,
-                    url_lifetime: Duration::from_secs(presigned_url_lifetime_s),
-                    credentials: None,
-                }),
+                artifacts: object_store.config(
+                    artifact_delivery,
+                    Duration::from_secs(presigned_url_lifetime_s),
+                ),
                 retention: retention_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
                 sans,
                 agent_cert_lifetime: Duration::from_secs(agent_cert_lifetime_s.max(1)),
@@ -174,18 +167,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(StoreCommand::Migrate {
             from,
             to,
-            artifacts,
-            s3_endpoint,
-            s3_region,
+            object_store,
         }) => {
-            let object_store = artifacts.map(|url| ArtifactsConfig {
-                url,
-                endpoint: s3_endpoint,
-                region: s3_region,
-                delivery: edgefleet_controller::registry::artifacts::Delivery::Presigned,
-                url_lifetime: edgefleet_controller::registry::artifacts::DEFAULT_URL_LIFETIME,
-                credentials: None,
-            });
+            use edgefleet_controller::registry::artifacts::{Delivery, DEFAULT_URL_LIFETIME};
+            let object_store = object_store.config(Delivery::Presigned, DEFAULT_URL_LIFETIME);
             tokio::task::spawn_blocking(move || store::migrate(&from, &to, object_store.as_ref()))
                 .await?
         }

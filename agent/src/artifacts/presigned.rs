@@ -50,7 +50,9 @@ pub(super) async fn pull(
                 )));
             }
             tracing::info!(%sha256, store = %where_, %reason, "the object store refused the presigned URL; asking the controller for a fresh one");
-            location = locate(client, agent_id, sha256).await?;
+            location = locate(client, agent_id, sha256)
+                .await
+                .map_err(|s| PullError::Transfer(s.message().to_string()))?;
             if location.url.is_empty() {
                 return Err(PullError::Transfer(
                     "the controller no longer hands out presigned URLs; fetching through it next time"
@@ -110,23 +112,23 @@ pub(super) async fn pull(
     Ok(())
 }
 
-/// Asks the controller where the artifact is now.
-async fn locate(
+/// Asks the controller where the artifact is now: a presigned URL, or none (fetch through it).
+pub(super) async fn locate(
     client: &mut AgentLinkClient<Channel>,
     agent_id: &str,
     sha256: &str,
-) -> Result<ArtifactLocation, PullError> {
+) -> Result<ArtifactLocation, tonic::Status> {
     let request = client.locate_artifact(LocateArtifactRequest {
         sha256: sha256.to_string(),
         agent_id: agent_id.to_string(),
     });
-    tokio::time::timeout(STALL_TIMEOUT, request)
-        .await
-        .map_err(|_| {
-            PullError::Transfer("the controller did not answer where the artifact is".into())
-        })?
-        .map(tonic::Response::into_inner)
-        .map_err(|s| PullError::Transfer(s.message().to_string()))
+    match tokio::time::timeout(STALL_TIMEOUT, request).await {
+        Ok(answer) => answer.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "the controller did not say where the artifact is within {} s",
+            STALL_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 fn stalled(where_: &str) -> PullError {

@@ -31,6 +31,47 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// An S3-compatible object store for the artifacts (`serve`, `store migrate`).
+#[derive(clap::Args)]
+pub(crate) struct ObjectStoreArgs {
+    /// The object store for artifacts: s3://BUCKET/PREFIX. Credentials come from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), never from a flag
+    /// (deploy/postgres.md).
+    #[arg(long, env = "EDGEFLEET_ARTIFACTS", value_name = "S3_URL")]
+    pub(crate) artifacts: Option<String>,
+    /// The object store's endpoint, for one that is not AWS (http:// is allowed):
+    /// else AWS_ENDPOINT_URL, else AWS.
+    #[arg(
+        long,
+        env = "EDGEFLEET_S3_ENDPOINT",
+        value_name = "URL",
+        requires = "artifacts"
+    )]
+    pub(crate) s3_endpoint: Option<String>,
+    /// The object store's region: else AWS_REGION, else us-east-1.
+    #[arg(long, value_name = "REGION", requires = "artifacts")]
+    pub(crate) s3_region: Option<String>,
+}
+
+impl ObjectStoreArgs {
+    /// The store's settings (`None` without --artifacts), agents getting its bytes as `delivery`
+    /// says, with presigned URLs that work for `url_lifetime`.
+    pub(crate) fn config(
+        self,
+        delivery: edgefleet_controller::registry::artifacts::Delivery,
+        url_lifetime: std::time::Duration,
+    ) -> Option<edgefleet_controller::registry::artifacts::ArtifactsConfig> {
+        Some(edgefleet_controller::registry::artifacts::ArtifactsConfig {
+            url: self.artifacts?,
+            endpoint: self.s3_endpoint,
+            region: self.s3_region,
+            delivery,
+            url_lifetime,
+            credentials: None,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run the controller: the server agents dial and the CLI talks to.
@@ -52,23 +93,9 @@ pub(crate) enum Command {
             value_name = "URL"
         )]
         database: Option<String>,
-        /// Keep artifact bytes in an S3-compatible object store instead of the data directory:
-        /// s3://BUCKET/PREFIX. Credentials come from AWS_ACCESS_KEY_ID and
-        /// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), never from a flag (deploy/postgres.md).
-        #[arg(long, env = "EDGEFLEET_ARTIFACTS", value_name = "S3_URL")]
-        artifacts: Option<String>,
-        /// The object store's endpoint, for one that is not AWS (http:// is allowed):
-        /// else AWS_ENDPOINT_URL, else AWS.
-        #[arg(
-            long,
-            env = "EDGEFLEET_S3_ENDPOINT",
-            value_name = "URL",
-            requires = "artifacts"
-        )]
-        s3_endpoint: Option<String>,
-        /// The object store's region: else AWS_REGION, else us-east-1.
-        #[arg(long, value_name = "REGION", requires = "artifacts")]
-        s3_region: Option<String>,
+        // Keep artifact bytes in an S3-compatible object store instead of the data directory.
+        #[command(flatten)]
+        object_store: ObjectStoreArgs,
         /// How agents get artifacts from the object store: `presigned` (straight from it, with
         /// short-lived URLs the controller hands out) or `proxy` (through the controller, for a
         /// store devices cannot reach).
@@ -285,22 +312,10 @@ pub(crate) enum StoreCommand {
             hide_env_values = true
         )]
         to: String,
-        /// Also copy the artifacts into this S3 object store (s3://BUCKET/PREFIX, as given to
-        /// `serve --artifacts`), reading each one back to check its sha256; credentials from
-        /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-        #[arg(long, value_name = "S3_URL", env = "EDGEFLEET_ARTIFACTS")]
-        artifacts: Option<String>,
-        /// The object store's endpoint, for one that is not AWS (else AWS_ENDPOINT_URL).
-        #[arg(
-            long,
-            value_name = "URL",
-            env = "EDGEFLEET_S3_ENDPOINT",
-            requires = "artifacts"
-        )]
-        s3_endpoint: Option<String>,
-        /// The object store's region (else AWS_REGION, else us-east-1).
-        #[arg(long, value_name = "REGION", requires = "artifacts")]
-        s3_region: Option<String>,
+        // Also copy the artifacts into this object store (as given to `serve --artifacts`),
+        // reading each one back to check its sha256.
+        #[command(flatten)]
+        object_store: ObjectStoreArgs,
     },
     /// Rows and their stored bytes per family of tables (agents, registry, runs, results,
     /// rollouts, trust, comparisons, schedules), and results reduced by retention.
