@@ -24,6 +24,29 @@ fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The process's open descriptors by kind (`socket`, `anon_inode:[eventpoll]`, a file's path),
+/// most first: what a peak was made of.
+fn descriptor_kinds(pid: u32) -> String {
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        let kind = target.split(':').next().unwrap_or_default().to_string();
+        *kinds.entry(kind).or_default() += 1;
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().collect();
+    kinds.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    kinds
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -147,8 +170,13 @@ fn a_flood_of_silent_connections_is_cut_off_while_agents_and_the_cli_get_through
     let mut peak_fds = 0;
     let mut peak_rss = 0;
     let mut peak_held = 0.0f64;
+    let mut peak_kinds = String::new();
     let mut sample = || {
-        peak_fds = peak_fds.max(open_descriptors(pid));
+        let fds = open_descriptors(pid);
+        if fds > peak_fds {
+            peak_fds = fds;
+            peak_kinds = descriptor_kinds(pid);
+        }
         peak_rss = peak_rss.max(rss_kib(pid));
         peak_held = peak_held.max(metric(
             &metrics,
@@ -275,7 +303,8 @@ fn a_flood_of_silent_connections_is_cut_off_while_agents_and_the_cli_get_through
     );
     assert!(
         peak_fds < OPEN_FILES as usize - 100,
-        "the controller's descriptors stay below its limit with room to spare: {peak_fds}"
+        "the controller's descriptors stay below its limit with room to spare: {peak_fds} \
+         ({peak_kinds})"
     );
     let cut_after_stop = metric(
         &metrics,
