@@ -30,8 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Admin replies the CLI prints as JSON.
-const JSON_MESSAGES: [&str; 17] = [
+const JSON_MESSAGES: [&str; 18] = [
     "Baseline",
+    "ControllerInfo",
     "Regression",
     "EnrollmentTokenReply",
     "AdminTokenInfo",
@@ -52,7 +53,7 @@ const JSON_MESSAGES: [&str; 17] = [
 
 /// Fields whose JSON name or form differs from the wire: ids and agents named as people read
 /// them, times as RFC 3339, waves counted from 1, signed bytes left to `models show`.
-const JSON_FIELDS: [(&str, &str); 27] = [
+const JSON_FIELDS: [(&str, &str); 28] = [
     (
         "Baseline.set_at_unix_ms",
         r#"#[serde(rename = "set_at", serialize_with = "crate::json::rfc3339")]"#,
@@ -82,6 +83,10 @@ const JSON_FIELDS: [(&str, &str); 27] = [
         r#"#[serde(rename = "revoked_at", serialize_with = "crate::json::rfc3339_or_null")]"#,
     ),
     ("AgentInfo.agent_id", r#"#[serde(rename = "id")]"#),
+    (
+        "ControllerInfo.started_unix_ms",
+        r#"#[serde(rename = "started_at", serialize_with = "crate::json::rfc3339_or_null")]"#,
+    ),
     (
         "AgentInfo.last_seen_unix_ms",
         r#"#[serde(rename = "last_seen", serialize_with = "crate::json::rfc3339")]"#,

@@ -40,6 +40,9 @@ compgen -G '/usr/lib/*-linux-gnu/faketime/libfaketimeMT.so.1' >/dev/null || NEED
 # The store's tests and the end-to-end flows on PostgreSQL start their own throwaway cluster
 # with its server binaries (tests/postgres); the package's own cluster and service are unused.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || NEED+=(postgresql)
+# Several controller replicas behind one address (tests/e2e/tests/replicas.rs): HAProxy in TCP
+# mode, run by the tests in the foreground on their own ports.
+[[ -x /usr/sbin/haproxy ]] || NEED+=(haproxy)
 if [[ $CROSS -eq 1 ]]; then
   command -v aarch64-linux-gnu-gcc >/dev/null || NEED+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
   command -v qemu-aarch64 >/dev/null || NEED+=(qemu-user)

@@ -53,6 +53,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             artifact_delivery,
             presigned_url_lifetime_s,
             retention_days,
+            replica_id,
+            leader_lease_s,
             sans,
             agent_cert_lifetime_s,
             agent_recovery_window_s,
@@ -74,6 +76,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     Duration::from_secs(presigned_url_lifetime_s),
                 ),
                 retention: retention_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
+                replica_id,
+                leader_lease: Duration::from_secs(leader_lease_s),
                 sans,
                 agent_cert_lifetime: Duration::from_secs(agent_cert_lifetime_s.max(1)),
                 recovery_window: Duration::from_secs(agent_recovery_window_s),
@@ -92,6 +96,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Agents { command, json } => agents::run(&target()?, command, json).await,
+        Command::Controllers { json } => agents::controllers(&target()?, json).await,
         Command::Admin(command) => admin::run(&target()?, command).await,
         Command::Models(command) => models::run(&target()?, command).await,
         Command::Bench(BenchCommand::Run {

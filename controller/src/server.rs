@@ -10,8 +10,10 @@ pub mod admission;
 pub mod fleet;
 mod judge;
 pub mod link;
+pub mod replicas;
 mod retention;
 pub mod rollout_driver;
+pub mod rollout_lock;
 pub mod schedules;
 pub mod tls;
 
@@ -54,8 +56,10 @@ pub struct Controller {
     /// The CA and server identity (`None` for an `--insecure` controller).
     pub authority: Option<Arc<Authority>>,
     /// Held while a rollout's state is read and changed, so the driver and agents' results
-    /// never interleave.
-    pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
+    /// never interleave (across replicas too).
+    pub rollout_lock: rollout_lock::RolloutLock,
+    /// This controller as one of several on one database (`None` with SQLite: the only one).
+    pub replica: Option<Arc<replicas::Replica>>,
     /// The live scheduler of scheduled benchmark runs (started by [`serve`]).
     pub schedules: schedules::Schedules,
     /// The link listener's connections: who has not authenticated yet, and the caps.
@@ -190,15 +194,84 @@ impl Controller {
         let admission = admission::Admission::new("link", settings.limits.clone());
         Ok(Controller {
             admission,
+            rollout_lock: rollout_lock::RolloutLock::new(&store)?,
             store,
             artifacts,
             fleet: fleet::Fleet::default(),
             settings: Arc::new(settings),
             signer,
             authority,
-            rollout_lock: Arc::default(),
             schedules: schedules::Schedules::default(),
+            replica: None,
         })
+    }
+
+    /// This controller as replica `settings.id` of several on its PostgreSQL database.
+    pub fn as_replica(mut self, settings: replicas::ReplicaSettings) -> Controller {
+        self.replica = Some(replicas::Replica::new(settings));
+        self
+    }
+
+    /// Whether the agent has a stream open, to this controller or to any replica.
+    pub fn is_online(&self, agent_id: &str) -> bool {
+        match &self.replica {
+            None => self.fleet.is_online(agent_id),
+            Some(_) => self
+                .store
+                .agent_held(agent_id, replicas::ALIVE_WITHIN.as_millis() as i64)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(%agent_id, error = %e, "cannot read which replica holds the agent; asking this one");
+                    self.fleet.is_online(agent_id)
+                }),
+        }
+    }
+
+    /// The agents with a stream open, to this controller or to any live replica.
+    pub fn online_ids(&self) -> std::collections::HashSet<String> {
+        match &self.replica {
+            None => self.fleet.ids(),
+            Some(_) => match self
+                .store
+                .held_agents(replicas::ALIVE_WITHIN.as_millis() as i64)
+            {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read which agents the replicas hold; counting this replica's own");
+                    self.fleet.ids()
+                }
+            },
+        }
+    }
+
+    /// Gets a command to an agent whose state the store already holds (an install, a
+    /// rollback, jobs): sent on its stream here, or with replicas, the agent woken so that the
+    /// replica holding it sends it everything pending. False when the agent is offline (it gets
+    /// the command when it connects).
+    pub async fn send_command(
+        &self,
+        agent_id: &str,
+        message: edgefleet_proto::v1::ControllerMessage,
+    ) -> bool {
+        match &self.replica {
+            None => self.fleet.send(agent_id, message).await,
+            Some(_) => {
+                self.wake_agents(&[agent_id.to_string()]);
+                self.is_online(agent_id)
+            }
+        }
+    }
+
+    /// Wakes agents whose pending commands or jobs changed (replicas only; a lone controller
+    /// sends them itself).
+    pub fn wake_agents(&self, agent_ids: &[String]) {
+        if self.replica.is_none() {
+            return;
+        }
+        if let Err(e) = self.store.wake_agents(agent_ids) {
+            if !replicas::fenced(self, &e) {
+                tracing::warn!(agents = agent_ids.len(), error = %e, "cannot wake agents; they get what is pending when they reconnect");
+            }
+        }
     }
 }
 
@@ -255,31 +328,24 @@ pub async fn serve(
     // Agent streams never end by themselves: closing them is what lets the server drain.
     let fleet = controller.fleet.clone();
     let stop_driver = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(rollout_driver::drive(
-        controller.clone(),
-        stop_driver.clone(),
-    ));
     // Heartbeats are written to the store in batches; the last batch after the server stops.
     let stop_last_seen = tokio_util::sync::CancellationToken::new();
     let last_seen = tokio::spawn(link::record_last_seen(
         controller.clone(),
         stop_last_seen.clone(),
     ));
-    // Runs that finished while the controller was down (or as it stopped) are judged now.
-    judge::unjudged_runs(&controller);
-    if let Some(retention) = controller.settings.retention {
-        tokio::spawn(retention::keep(
+    // The work that must happen once: here, or on whichever replica holds the lease.
+    let replica = match &controller.replica {
+        None => {
+            lead(controller.clone(), stop_driver.clone(), Duration::ZERO).await;
+            None
+        }
+        Some(_) => Some(tokio::spawn(replicas::run(
             controller.clone(),
-            retention,
-            stop_last_seen.clone(),
-        ));
-    }
-    // Schedules are registered again from the store (the scheduler keeps no job code); a
-    // scheduler that cannot start leaves the rest of the controller serving.
+            stop_driver.clone(),
+        ))),
+    };
     let schedules = controller.schedules.clone();
-    if let Err(e) = schedules.start(&controller).await {
-        tracing::error!(error = %e, "scheduled runs will not fire: the scheduler did not start");
-    }
     // The gRPC health service (grpc.health.v1), for load balancers and probes: it needs no
     // client certificate or token, and says NOT_SERVING once shutdown begins.
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -363,7 +429,35 @@ pub async fn serve(
     };
     stop_last_seen.cancel();
     let _ = last_seen.await;
+    if let Some(replica) = replica {
+        let _ = replica.await;
+    }
     served.map_err(ServeError::Transport)
+}
+
+/// Starts the work that must happen once, until `stop`: the rollout driver, judging the runs
+/// that finished while nobody did, retention and the scheduler (fires planned in the last
+/// `late_grace` run late rather than count as missed: another leader's, left undone).
+pub(crate) async fn lead(
+    ctl: Controller,
+    stop: tokio_util::sync::CancellationToken,
+    late_grace: Duration,
+) {
+    tokio::spawn(rollout_driver::drive(ctl.clone(), stop.clone()));
+    // Runs that finished while the controller was down (or as it stopped) are judged now.
+    judge::unjudged_runs(&ctl);
+    if let Some(retention) = ctl.settings.retention {
+        tokio::spawn(retention::keep(ctl.clone(), retention, stop.clone()));
+    }
+    // Schedules are registered again from the store (the scheduler keeps no job code); a
+    // scheduler that cannot start leaves the rest of the controller serving.
+    if let Err(e) = ctl.schedules.start(&ctl, late_grace).await {
+        tracing::error!(error = %e, "scheduled runs will not fire: the scheduler did not start");
+    }
+    if ctl.replica.is_some() {
+        // Schedules added or removed through another replica.
+        tokio::spawn(schedules::follow_store(ctl, stop));
+    }
 }
 
 /// Why `serve` stopped with an error.

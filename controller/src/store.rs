@@ -21,6 +21,7 @@ mod migrations_postgres;
 mod models;
 mod postgres;
 mod regressions;
+mod replicas;
 mod retention;
 mod rollouts;
 mod runs;
@@ -30,7 +31,10 @@ mod trust;
 pub use agents::{AgentModelRow, AgentRow};
 pub use copy::{TableCopy, TABLES};
 pub use models::{ModelFile, ModelRow, ModelSignature, TensorShape};
+pub use postgres::Heard;
+pub(crate) use postgres::PgPool as SessionPool;
 pub use regressions::{BaselineRow, RegressionKind, RegressionRow};
+pub use replicas::{parse_wakes, LeaseRow, ReplicaRow, Taken, WAKE_CHANNEL};
 pub use retention::{Summarized, TableStats};
 pub use rollouts::{EventRow, GateRow, RolloutRow, TargetRow};
 pub use runs::{JobRow, JobState, Recorded, ResultFilter, ResultRow, RunRow};
@@ -112,6 +116,13 @@ impl StoreError {
         }
     }
 
+    /// Whether the database refused a write of the leader's loops because their lease is over
+    /// (another replica leads now, or nobody renewed it in time): the loops must stop.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Sql(DbError::Postgres(e))
+            if e.code().is_some_and(|c| c.code() == FENCED))
+    }
+
     fn corrupt(table: &'static str, key: impl Into<String>, detail: impl ToString) -> StoreError {
         StoreError::Corrupt {
             table,
@@ -120,6 +131,9 @@ impl StoreError {
         }
     }
 }
+
+/// The SQLSTATE of a write refused by the fence (`edgefleet_fence()` in the migrations).
+const FENCED: &str = "EF001";
 
 /// Decodes a stored protobuf blob, or says which row is corrupt.
 fn decode_proto<M: prost::Message + Default>(
@@ -234,6 +248,64 @@ impl Store {
         match &*self.backend {
             Database::Sqlite(_) => Backend::Sqlite,
             Database::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The same database for the leader's loops of term `epoch` held by `holder`: each of its
+    /// writes is refused (`StoreError::is_fenced`) once that term is over, checked by the
+    /// database in the write's own transaction. A session of it left idle inside a transaction
+    /// (its process stopped, a frozen VM) is ended by PostgreSQL after `stall`, releasing
+    /// what it held. SQLite has one controller, always the leader: the store itself.
+    pub fn fenced(
+        &self,
+        holder: &str,
+        epoch: i64,
+        stall: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        match &*self.backend {
+            Database::Sqlite(_) => Ok(self.clone()),
+            Database::Postgres(pool) => {
+                let fence = format!("{holder}/{epoch}");
+                let stall = format!("{}", stall.as_millis());
+                let pool = pool
+                    .with_settings(
+                        &[
+                            ("edgefleet.fence", &fence),
+                            ("idle_in_transaction_session_timeout", &stall),
+                        ],
+                        4,
+                    )
+                    .map_err(|e| StoreError::Url(e.to_string()))?;
+                Ok(Store {
+                    backend: Arc::new(Database::Postgres(Box::new(pool))),
+                })
+            }
+        }
+    }
+
+    /// Notifications on `channel` (PostgreSQL only), from a connection of its own that listens
+    /// again by itself after a cut.
+    pub fn listen(&self, channel: &str) -> Option<tokio::sync::mpsc::UnboundedReceiver<Heard>> {
+        match &*self.backend {
+            Database::Sqlite(_) => None,
+            Database::Postgres(pool) => Some(pool.listen(channel)),
+        }
+    }
+
+    /// A PostgreSQL session of its own whose idle transactions end after `stall` (the rollout
+    /// lock's); `None` on SQLite.
+    pub(crate) fn session_pool(
+        &self,
+        stall: std::time::Duration,
+    ) -> Result<Option<postgres::PgPool>, StoreError> {
+        match &*self.backend {
+            Database::Sqlite(_) => Ok(None),
+            Database::Postgres(pool) => {
+                let stall = format!("{}", stall.as_millis());
+                pool.with_settings(&[("idle_in_transaction_session_timeout", &stall)], 1)
+                    .map(Some)
+                    .map_err(|e| StoreError::Url(e.to_string()))
+            }
         }
     }
 

@@ -36,6 +36,33 @@ pub(crate) async fn run(
     }
 }
 
+/// `controllers [--json]`.
+pub(crate) async fn controllers(target: &Target, json: bool) -> anyhow::Result<()> {
+    let reply = Client::connect(target).await?.controllers().await?;
+    if json {
+        return print_json(&reply.controllers);
+    }
+    let rows: Vec<Vec<String>> = reply
+        .controllers
+        .iter()
+        .map(|c| {
+            let mut role = if c.leader { "leader" } else { "replica" }.to_string();
+            if c.id == reply.answered_by {
+                role.push_str(" (answered)");
+            }
+            vec![
+                c.id.clone(),
+                c.address.clone(),
+                role,
+                c.agents.to_string(),
+                format!("{:.1} s ago", c.heard_ago_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "ADDRESS", "ROLE", "AGENTS", "HEARD"], &rows);
+    Ok(())
+}
+
 /// `agents [--json]`.
 async fn list(target: &Target, json: bool) -> anyhow::Result<()> {
     let agents = Client::connect(target).await?.agents().await?;

@@ -106,6 +106,20 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 300, value_name = "SECONDS",
               value_parser = clap::value_parser!(u64).range(1..=604_800))]
         presigned_url_lifetime_s: u64,
+        /// This controller's name among several serving one --database (each a replica any
+        /// agent or CLI may reach; one of them leads). Default: HOST:PORT.
+        #[arg(
+            long,
+            env = "EDGEFLEET_REPLICA_ID",
+            value_name = "ID",
+            requires = "database"
+        )]
+        replica_id: Option<String>,
+        /// How long the leader's lease lasts, in seconds, unless renewed (every fifth of it): a
+        /// leader that dies or stalls is replaced after at most this long.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(2..=300))]
+        leader_lease_s: u64,
         /// Reduce the results of runs older than this many days to their summary (percentiles,
         /// throughput, energy, quality kept; the latency histogram and percentile list, most
         /// of a result's size, dropped), once at start and then hourly, in small batches.
@@ -185,6 +199,13 @@ pub(crate) enum Command {
         /// unauthenticated HTTP on this address, e.g. 127.0.0.1:9464 (default: not served).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
+    },
+    /// List the controllers serving this fleet: each replica on the shared database, the agents
+    /// it holds, which one leads, when each was last heard from.
+    Controllers {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List agents, online or not (or enroll, revoke, remove one).
     Agents {

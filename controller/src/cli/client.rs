@@ -112,6 +112,17 @@ impl Client {
         }
     }
 
+    pub(crate) async fn controllers(
+        &mut self,
+    ) -> anyhow::Result<edgefleet_proto::v1::ListControllersReply> {
+        let reply = self
+            .inner
+            .list_controllers(edgefleet_proto::v1::ListControllersRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(reply.into_inner())
+    }
+
     pub(crate) async fn agents(&mut self) -> anyhow::Result<Vec<edgefleet_proto::v1::AgentInfo>> {
         let reply = self
             .inner

@@ -27,6 +27,9 @@ pub(crate) struct ServeOptions {
     pub(crate) artifacts: Option<edgefleet_controller::registry::artifacts::ArtifactsConfig>,
     /// `--retention-days` as a period.
     pub(crate) retention: Option<Duration>,
+    /// `--replica-id` (with a database; by default HOST:PORT).
+    pub(crate) replica_id: Option<String>,
+    pub(crate) leader_lease: Duration,
     pub(crate) sans: Vec<String>,
     pub(crate) agent_cert_lifetime: Duration,
     pub(crate) recovery_window: Duration,
@@ -81,6 +84,23 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let bound = listener.local_addr()?;
+    // On PostgreSQL every controller is a replica: alone, it leads by itself.
+    let controller = match &options.database {
+        None => controller,
+        Some(_) => {
+            let host = default_sans().into_iter().next().unwrap_or_default();
+            let id = options
+                .replica_id
+                .clone()
+                .unwrap_or_else(|| format!("{host}:{}", bound.port()));
+            tracing::info!(replica = %id, lease_s = options.leader_lease.as_secs(), "serving as a replica of the controllers on this database");
+            controller.as_replica(edgefleet_controller::server::replicas::ReplicaSettings {
+                id,
+                address: format!("{host}:{}", bound.port()),
+                lease: options.leader_lease,
+            })
+        }
+    };
     let credentials = write_credentials(&controller, &options.data_dir, bound)?;
     // One plain line on stdout, for people and for scripts that asked for port 0.
     println!("edgefleet controller listening on {bound}");

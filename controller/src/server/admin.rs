@@ -25,8 +25,8 @@ use edgefleet_proto::v1::{
     StartBenchReply, StartBenchRequest, StartRolloutRequest,
 };
 use edgefleet_proto::v1::{
-    AddScheduleRequest, ListSchedulesReply, ListSchedulesRequest, RemoveScheduleReply,
-    ScheduleFire, ScheduleInfo, ScheduleRequest,
+    AddScheduleRequest, ListControllersReply, ListControllersRequest, ListSchedulesReply,
+    ListSchedulesRequest, RemoveScheduleReply, ScheduleFire, ScheduleInfo, ScheduleRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -75,6 +75,14 @@ impl From<StoreError> for Status {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn list_controllers(
+        &self,
+        request: Request<ListControllersRequest>,
+    ) -> Result<Response<ListControllersReply>, Status> {
+        self.viewer(&request, "list controllers")?;
+        agents::controllers(&self.controller).map(Response::new)
+    }
+
     async fn list_agents(
         &self,
         request: Request<ListAgentsRequest>,

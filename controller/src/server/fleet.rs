@@ -119,6 +119,20 @@ impl Fleet {
         self.lock().contains_key(agent_id)
     }
 
+    /// How many agents have a stream open here.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The agents with a stream open here.
+    pub fn ids(&self) -> std::collections::HashSet<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Sends a command to an agent; false if it is not connected or its stream is gone.
     pub async fn send(&self, agent_id: &str, message: ControllerMessage) -> bool {
         let tx = self.lock().get(agent_id).map(|s| s.tx.clone());

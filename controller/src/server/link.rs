@@ -276,32 +276,26 @@ impl AgentLink for LinkService {
             tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "an agent with this id is already connected; the new connection replaces it (two devices sharing one data directory?)");
         }
         let session = ctl.fleet.join(&hello.agent_id, tx.clone());
+        if let Some(replica) = &ctl.replica {
+            // This stream is the agent's newest: a replica holding an older one closes it, and
+            // what is pending from now on is sent from here.
+            match ctl.store.hold_agent(&hello.agent_id, replica.id()) {
+                Ok(wake) => replica.joined(&hello.agent_id, wake),
+                Err(e) => {
+                    ctl.fleet.leave(&hello.agent_id, session);
+                    return Err(Status::unavailable(format!(
+                        "the controller cannot reach its database: {e}"
+                    )));
+                }
+            }
+        }
         // Jobs planned for this agent that never reported back (it was offline, or restarted
         // mid-run) go out again; the agent skips any it already has. Sent from a task: the
         // stream's buffer only drains once this call has returned it.
-        // A stored row that cannot be read keeps nothing else from going out; it is logged.
-        let pending = ctl.store.pending_jobs(&hello.agent_id).unwrap_or_else(|e| {
-            tracing::error!(agent = %hello.name, error = %e, "cannot resend unfinished jobs");
-            Vec::new()
-        });
-        let commands =
-            rollout_driver::commands_for_agent(ctl, &hello.agent_id).unwrap_or_else(|e| {
-                tracing::error!(agent = %hello.name, error = %e, "cannot resend rollout commands");
-                Vec::new()
-            });
-        let name = hello.name.clone();
+        let pending = pending_messages(ctl, &hello.agent_id);
         let beats_tx = tx.clone();
         tokio::spawn(async move {
-            for command in commands {
-                if tx.send(Box::new(command)).await.is_err() {
-                    return;
-                }
-            }
-            for (run_id, jobs) in group_by_run(pending) {
-                tracing::info!(agent = %name, %run_id, jobs = jobs.len(), "resending unfinished jobs");
-                let message = ControllerMessage {
-                    body: Some(controller_message::Body::RunJobs(RunJobs { run_id, jobs })),
-                };
+            for message in pending {
                 if tx.send(Box::new(message)).await.is_err() {
                     return;
                 }
@@ -607,6 +601,27 @@ impl AgentLink for LinkService {
     }
 }
 
+/// What an agent should get (again) as it connects or is woken: installs and rollbacks it has
+/// not answered, then the jobs it has no result for, one batch per run. A stored row that
+/// cannot be read keeps nothing else from going out; it is logged.
+pub(super) fn pending_messages(ctl: &Controller, agent_id: &str) -> Vec<ControllerMessage> {
+    let mut messages = rollout_driver::commands_for_agent(ctl, agent_id).unwrap_or_else(|e| {
+        tracing::error!(%agent_id, error = %e, "cannot resend rollout commands");
+        Vec::new()
+    });
+    let pending = ctl.store.pending_jobs(agent_id).unwrap_or_else(|e| {
+        tracing::error!(%agent_id, error = %e, "cannot resend unfinished jobs");
+        Vec::new()
+    });
+    for (run_id, jobs) in group_by_run(pending) {
+        tracing::info!(%agent_id, %run_id, jobs = jobs.len(), "sending unfinished jobs");
+        messages.push(ControllerMessage {
+            body: Some(controller_message::Body::RunJobs(RunJobs { run_id, jobs })),
+        });
+    }
+    messages
+}
+
 /// (run id, job) pairs, in order, grouped into one batch per run.
 fn group_by_run(jobs: Vec<(String, BenchJob)>) -> Vec<(String, Vec<BenchJob>)> {
     let mut groups: Vec<(String, Vec<BenchJob>)> = Vec::new();
@@ -681,6 +696,15 @@ async fn serve_link(ctl: Controller, mut link: Link) {
     };
     link.closed.cancel();
     ctl.fleet.leave(&link.agent_id, link.session);
+    if let Some(replica) = &ctl.replica {
+        // Unless the agent came back here already on a newer stream.
+        if !ctl.fleet.is_online(&link.agent_id) {
+            replica.left(&link.agent_id);
+            if let Err(e) = ctl.store.release_agent(&link.agent_id, replica.id()) {
+                tracing::debug!(agent_id = %link.agent_id, error = %e, "cannot record that the agent left");
+            }
+        }
+    }
     let _ = ctl.store.touch_agent(&link.agent_id, now_ms());
     tracing::info!(agent = %link.name, agent_id = %link.agent_id, %reason, "agent disconnected");
 }

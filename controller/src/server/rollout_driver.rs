@@ -44,15 +44,27 @@ pub async fn drive(ctl: Controller, shutdown: CancellationToken) {
 async fn tick(ctl: &Controller) {
     let running = match ctl.store.rollouts() {
         Ok(all) => all.into_iter().filter(|r| r.state == RolloutState::Running),
+        Err(e) if crate::server::replicas::fenced(ctl, &e) => return,
         Err(e) => {
             tracing::error!(error = %e, "cannot read rollouts");
             return;
         }
     };
     for rollout in running.collect::<Vec<_>>() {
-        let _guard = ctl.rollout_lock.lock().await;
+        let _guard = match ctl.rollout_lock.lock().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take the rollout lock");
+                return;
+            }
+        };
         if let Err(e) = advance(ctl, &rollout.id).await {
-            tracing::error!(rollout = %rollout.id, error = %e, "cannot advance the rollout");
+            if !crate::server::replicas::fenced(ctl, &e) {
+                tracing::error!(rollout = %rollout.id, error = %e, "cannot advance the rollout");
+            } else {
+                tracing::warn!(rollout = %rollout.id, error = %e, "this replica's lease is over: it no longer drives rollouts");
+                return;
+            }
         }
     }
 }
@@ -100,8 +112,7 @@ async fn advance(ctl: &Controller, rollout_id: &str) -> Result<(), StoreError> {
         ctl.store.allow_fetch(&t.agent_id, &files)?;
         started = true;
         if !ctl
-            .fleet
-            .send(&t.agent_id, install_command(&rollout, &model, &t.agent_id))
+            .send_command(&t.agent_id, install_command(&rollout, &model, &t.agent_id))
             .await
         {
             event(

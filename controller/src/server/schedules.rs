@@ -36,6 +36,8 @@ pub struct Schedules {
 struct Inner {
     /// `None` until `serve` starts it (and after shutdown): schedules are then only stored.
     scheduler: Option<JobScheduler>,
+    /// The controller fires run on (the leader's, fenced with replicas), while started.
+    leader: Option<Controller>,
     jobs: HashMap<String, Uuid>,
 }
 
@@ -49,13 +51,32 @@ pub enum SchedulerError {
 }
 
 impl Schedules {
-    /// Records the fires every stored schedule missed while the controller was down, then
-    /// starts the scheduler with each of them registered.
-    pub async fn start(&self, ctl: &Controller) -> Result<(), SchedulerError> {
+    /// Records the fires every stored schedule missed while no controller fired them, then
+    /// starts the scheduler with each of them registered. Fires planned in the last
+    /// `late_grace` run now instead (a leader that took over from one that died; each fire is
+    /// claimed once, so one the previous leader ran does not run again).
+    pub async fn start(
+        &self,
+        ctl: &Controller,
+        late_grace: std::time::Duration,
+    ) -> Result<(), SchedulerError> {
         let scheduler = JobScheduler::new().await?;
         let rows = ctl.store.schedules()?;
-        record_missed(ctl, &rows, now_ms())?;
+        let late = record_missed(ctl, &rows, now_ms(), late_grace)?;
+        if !late.is_empty() {
+            // One after the other, oldest first, as they would have gone off.
+            let ctl = ctl.clone();
+            tokio::spawn(async move {
+                for (name, planned) in late {
+                    tracing::info!(schedule = %name, planned = %edgefleet_reports::rfc3339(planned), "firing late a fire the previous leader left undone");
+                    if let Err(e) = fire(&ctl, &name, planned, false).await {
+                        tracing::info!(schedule = %name, reason = %e.message(), "late fire not run");
+                    }
+                }
+            });
+        }
         let mut inner = self.inner.lock().await;
+        inner.leader = Some(ctl.clone());
         for row in &rows {
             if let Some(job) = next_fire_job(ctl, row, now_ms())? {
                 let id = scheduler.add(job).await?;
@@ -70,16 +91,12 @@ impl Schedules {
 
     /// Registers a stored schedule with the running scheduler (nothing before `start`: it is
     /// registered then).
-    pub async fn register(
-        &self,
-        ctl: &Controller,
-        row: &ScheduleRow,
-    ) -> Result<(), SchedulerError> {
+    pub async fn register(&self, row: &ScheduleRow) -> Result<(), SchedulerError> {
         let mut inner = self.inner.lock().await;
-        let Some(scheduler) = inner.scheduler.clone() else {
+        let (Some(scheduler), Some(ctl)) = (inner.scheduler.clone(), inner.leader.clone()) else {
             return Ok(());
         };
-        let Some(job) = next_fire_job(ctl, row, now_ms())? else {
+        let Some(job) = next_fire_job(&ctl, row, now_ms())? else {
             return Ok(());
         };
         let id = scheduler.add(job).await?;
@@ -131,10 +148,25 @@ impl Schedules {
         Ok(())
     }
 
-    /// Stops firing (shutdown).
+    /// Registers the schedules added through another replica and drops those removed there.
+    async fn follow(&self, ctl: &Controller) -> Result<(), SchedulerError> {
+        let rows = ctl.store.schedules()?;
+        let registered: HashSet<String> = self.inner.lock().await.jobs.keys().cloned().collect();
+        for row in rows.iter().filter(|r| !registered.contains(&r.name)) {
+            self.register(row).await?;
+        }
+        let stored: HashSet<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        for name in registered.iter().filter(|n| !stored.contains(n.as_str())) {
+            self.unregister(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops firing (shutdown, or this replica stopped leading).
     pub async fn shutdown(&self) {
         let mut inner = self.inner.lock().await;
         inner.jobs.clear();
+        inner.leader = None;
         if let Some(mut scheduler) = inner.scheduler.take() {
             if let Err(e) = scheduler.shutdown().await {
                 tracing::warn!(error = %e, "scheduler did not shut down cleanly");
@@ -167,12 +199,44 @@ impl Drop for FiringGuard {
     }
 }
 
+/// While this replica leads, every five seconds: schedules added or removed on another
+/// replica are registered or dropped here.
+pub(crate) async fn follow_store(ctl: Controller, stop: tokio_util::sync::CancellationToken) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = ctl.schedules.follow(&ctl).await {
+            tracing::warn!(error = %e, "cannot follow the stored schedules");
+        }
+    }
+}
+
 /// Records, for each schedule, the fires planned between its last fire (or its creation) and
-/// `now_ms`, and warns about them.
-fn record_missed(ctl: &Controller, rows: &[ScheduleRow], now_ms: i64) -> Result<(), StoreError> {
+/// `now_ms`, and warns about them; those in the last `late_grace` are returned instead, to be
+/// fired now.
+fn record_missed(
+    ctl: &Controller,
+    rows: &[ScheduleRow],
+    now_ms: i64,
+    late_grace: std::time::Duration,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut late = Vec::new();
     for row in rows {
         let since = row.last_fire_ms.unwrap_or(row.created_ms);
-        let missed = missed_fires(&row.cron, since, now_ms, MISSED_ROWS);
+        let mut missed = missed_fires(&row.cron, since, now_ms, MISSED_ROWS);
+        let late_after = now_ms - late_grace.as_millis() as i64;
+        let recent_late: Vec<i64> = missed
+            .recent
+            .iter()
+            .copied()
+            .filter(|p| *p > late_after && !late_grace.is_zero())
+            .collect();
+        missed.recent.retain(|p| !recent_late.contains(p));
+        missed.count -= recent_late.len() as u64;
+        late.extend(recent_late.into_iter().map(|p| (row.name.clone(), p)));
         if missed.count == 0 {
             continue;
         }
@@ -185,7 +249,7 @@ fn record_missed(ctl: &Controller, rows: &[ScheduleRow], now_ms: i64) -> Result<
             "scheduled runs missed while the controller was down; recorded as missed, not run late"
         );
     }
-    Ok(())
+    Ok(late)
 }
 
 /// The scheduler job of a schedule's first fire after `after_ms` (`None` when the cron has no
@@ -239,6 +303,13 @@ pub(crate) async fn fire(
         .store
         .schedule(name)?
         .ok_or_else(|| Status::not_found(format!("no schedule {name}")))?;
+    // One fire, one run, whoever fires it: the claim is the database's to give.
+    if !manual && !ctl.store.claim_fire(name, planned_ms, now_ms())? {
+        return Err(Status::already_exists(format!(
+            "the fire of {name} planned for {} was fired already",
+            edgefleet_reports::rfc3339(planned_ms)
+        )));
+    }
     let mut left_out = Vec::new();
     let guard = ctl.schedules.begin(name);
     let still_running = guard.is_none() || !ctl.store.unfinished_runs_of(name)?.is_empty();
@@ -442,7 +513,10 @@ mod tests {
         ctl.store
             .insert_schedule(&row("every2", now_ms() - 11_000))
             .unwrap();
-        ctl.schedules.start(&ctl).await.unwrap();
+        ctl.schedules
+            .start(&ctl, std::time::Duration::ZERO)
+            .await
+            .unwrap();
         let stored = ctl.store.schedule("every2").unwrap().unwrap();
         assert!(stored.missed_count >= 5, "{}", stored.missed_count);
         // (A cron fire may already have come since the start; it is no missed one.)

@@ -32,6 +32,7 @@ pub const TABLES: &[&str] = &[
     "regression_checks",
     "schedules",
     "schedule_fires",
+    "schedule_fire_claims",
 ];
 
 /// Tables whose `id` PostgreSQL numbers itself: after a copy its sequence continues after the

@@ -246,6 +246,14 @@ const MIGRATIONS: &[&str] = &[
     // 11: retention: when a result was reduced to its summary (its latency histogram and
     //     percentile list dropped; 0 while it is whole).
     "ALTER TABLE results ADD COLUMN summarized_ms INTEGER NOT NULL DEFAULT 0;",
+    // 12: a schedule's fire is claimed once under (schedule, planned time) before its run
+    //     starts, so that no fire runs twice, whichever controller fires it.
+    "CREATE TABLE schedule_fire_claims (
+         schedule TEXT NOT NULL,
+         planned_ms INTEGER NOT NULL,
+         claimed_ms INTEGER NOT NULL,
+         PRIMARY KEY (schedule, planned_ms)
+     );",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

@@ -210,6 +210,72 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX schedule_fires_by_schedule ON schedule_fires (schedule, id);"#,
     // 2: retention: when a result was reduced to its summary (0 while it is whole); SQLite's 11.
     "ALTER TABLE results ADD COLUMN summarized_ms BIGINT NOT NULL DEFAULT 0;",
+    // 3: several controllers on one database (`server/replicas.rs`): the replicas and what each
+    //    holds, the leader's lease, agents' wake-ups, claimed schedule fires (SQLite's 12), and
+    //    the fence: a statement run by the leader's loops (their connections carry
+    //    `edgefleet.fence` = `HOLDER/EPOCH`) is refused unless that lease is still held, checked
+    //    in the statement's own transaction, with the lease row share-locked until it ends so
+    //    that no takeover can slip in between.
+    r#"CREATE TABLE edgefleet_replicas (
+         id TEXT COLLATE "C" PRIMARY KEY,
+         address TEXT COLLATE "C" NOT NULL,
+         started_at TIMESTAMPTZ NOT NULL,
+         heard_at TIMESTAMPTZ NOT NULL,
+         agents BIGINT NOT NULL DEFAULT 0
+     );
+     CREATE TABLE edgefleet_leader (
+         id INT PRIMARY KEY CHECK (id = 1),
+         holder TEXT COLLATE "C" NOT NULL,
+         epoch BIGINT NOT NULL,
+         expires_at TIMESTAMPTZ NOT NULL
+     );
+     INSERT INTO edgefleet_leader (id, holder, epoch, expires_at) VALUES (1, '', 0, 'epoch');
+     CREATE TABLE agent_holders (
+         agent_id TEXT COLLATE "C" PRIMARY KEY,
+         replica TEXT COLLATE "C" NOT NULL,
+         since_at TIMESTAMPTZ NOT NULL
+     );
+     CREATE INDEX agent_holders_by_replica ON agent_holders (replica);
+     CREATE SEQUENCE agent_wake_numbers;
+     CREATE TABLE agent_wakes (
+         agent_id TEXT COLLATE "C" PRIMARY KEY,
+         wake BIGINT NOT NULL,
+         woken_at TIMESTAMPTZ NOT NULL
+     );
+     CREATE INDEX agent_wakes_by_time ON agent_wakes (woken_at);
+     CREATE TABLE schedule_fire_claims (
+         schedule TEXT COLLATE "C" NOT NULL,
+         planned_ms BIGINT NOT NULL,
+         claimed_ms BIGINT NOT NULL,
+         PRIMARY KEY (schedule, planned_ms)
+     );
+     CREATE FUNCTION edgefleet_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
+     DECLARE
+         fence TEXT := current_setting('edgefleet.fence', true);
+     BEGIN
+         IF fence IS NULL OR fence = '' THEN
+             RETURN NULL;
+         END IF;
+         PERFORM 1 FROM edgefleet_leader
+          WHERE id = 1 AND holder || '/' || epoch = fence AND expires_at > clock_timestamp()
+          FOR SHARE;
+         IF NOT FOUND THEN
+             RAISE EXCEPTION 'fenced: the leader lease % is no longer held', fence
+                 USING ERRCODE = 'EF001';
+         END IF;
+         RETURN NULL;
+     END
+     $fence$;
+     DO $tables$ DECLARE t TEXT; BEGIN
+       FOREACH t IN ARRAY ARRAY['agents', 'artifacts', 'models', 'model_files', 'bench_runs',
+           'bench_jobs', 'results', 'agent_models', 'rollouts', 'rollout_targets',
+           'rollout_gates', 'events', 'enrollment_tokens', 'admin_tokens', 'agent_artifacts',
+           'baselines', 'regressions', 'regression_checks', 'schedules', 'schedule_fires',
+           'schedule_fire_claims'] LOOP
+         EXECUTE format('CREATE TRIGGER edgefleet_fence BEFORE INSERT OR UPDATE OR DELETE ON %I
+                         FOR EACH STATEMENT EXECUTE FUNCTION edgefleet_fence()', t);
+       END LOOP;
+     END $tables$;"#,
 ];
 
 /// The advisory lock key migrations hold (`edgefleet` in ASCII, as a number).

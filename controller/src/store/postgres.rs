@@ -70,6 +70,8 @@ pub(crate) struct PgPool {
     runtime: tokio::runtime::Handle,
     /// Stops the runtime thread when the pool goes.
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// How many connections it opens at most.
+    max: usize,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -146,6 +148,15 @@ impl PgPool {
             config.application_name("edgefleet");
         }
         let display = describe(&config);
+        PgPool::from_config(config, tls, display, MAX_CONNECTIONS)
+    }
+
+    fn from_config(
+        config: tokio_postgres::Config,
+        tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+        display: String,
+        max: usize,
+    ) -> Result<PgPool, ConnectError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -166,6 +177,7 @@ impl PgPool {
             display,
             runtime: handle,
             _stop: stop,
+            max,
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -193,7 +205,7 @@ impl PgPool {
                     conn: Some(conn),
                 });
             }
-            if state.open < MAX_CONNECTIONS {
+            if state.open < self.max {
                 state.open += 1;
                 drop(state);
                 return match self.connect() {
@@ -210,7 +222,7 @@ impl PgPool {
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return Err(DbError::PoolTimeout(MAX_CONNECTIONS));
+                return Err(DbError::PoolTimeout(self.max));
             }
             state = self
                 .freed
@@ -251,6 +263,128 @@ impl PgPool {
             broken: false,
         })
     }
+}
+
+impl PgPool {
+    /// A pool of at most `max` connections to the same database whose sessions start with
+    /// these settings (`-c NAME=VALUE`): the leader's fenced connections, the rollout lock's.
+    pub(crate) fn with_settings(
+        &self,
+        settings: &[(&str, &str)],
+        max: usize,
+    ) -> Result<PgPool, ConnectError> {
+        let mut config = self.config.clone();
+        let mut options = config.get_options().unwrap_or("").to_string();
+        for (name, value) in settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
+        config.options(options.trim());
+        PgPool::from_config(config, self.tls.clone(), self.display.clone(), max)
+    }
+
+    /// A client of its own, outside the pool, whose connection runs on the store's runtime
+    /// (the rollout lock's session; it is closed when dropped).
+    pub(crate) async fn own_client(&self) -> Result<tokio_postgres::Client, DbError> {
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let connecting = self.runtime.spawn(async move {
+            let ended = |e: tokio_postgres::Error| {
+                tracing::debug!(error = %e, "a PostgreSQL session of its own ended");
+            };
+            let client = match tls {
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
+                    client
+                }
+                None => {
+                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
+                    client
+                }
+            };
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        Ok(connecting
+            .await
+            .map_err(|e| DbError::Join(e.to_string()))??)
+    }
+
+    /// Listens on `channel` from a connection of its own, for as long as the receiver lives:
+    /// each notification's payload, and [`Heard::Listening`] each time the listening (re)starts
+    /// (anything announced while it was not listening is lost: look at the store again).
+    pub(crate) fn listen(&self, channel: &str) -> tokio::sync::mpsc::UnboundedReceiver<Heard> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let channel = channel.to_string();
+        self.runtime.spawn(async move {
+            let mut pause = Duration::from_millis(250);
+            while !tx.is_closed() {
+                let ended = match &tls {
+                    Some(tls) => listen_once(&config, tls.clone(), &channel, &tx).await,
+                    None => listen_once(&config, tokio_postgres::NoTls, &channel, &tx).await,
+                };
+                if let Err(e) = ended {
+                    tracing::warn!(%channel, error = %e, "listening for notifications stopped; listening again");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
+        rx
+    }
+}
+
+/// What a listening connection hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Listening (again): notifications sent before now were not heard.
+    Listening,
+    Payload(String),
+}
+
+/// One listening connection, until it ends or nobody reads what it hears.
+async fn listen_once<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    channel: &str,
+    tx: &tokio::sync::mpsc::UnboundedSender<Heard>,
+) -> Result<(), tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await?;
+    let (heard_tx, mut heard_rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if heard_tx.send(n.payload().to_string()).is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    });
+    // A channel name is one of ours, never input; quoted all the same.
+    client
+        .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "")))
+        .await?;
+    if tx.send(Heard::Listening).is_err() {
+        return Ok(());
+    }
+    while let Some(payload) = heard_rx.recv().await {
+        if tx.send(Heard::Payload(payload)).is_err() {
+            return Ok(());
+        }
+    }
+    drop(client);
+    driver.await.unwrap_or(Ok(()))
 }
 
 /// Takes libpq's TLS options out of a `postgres://` URL that tokio-postgres does not read:

@@ -50,7 +50,10 @@ const FAMILIES: &[(&str, &[&str])] = &[
         "comparisons",
         &["baselines", "regressions", "regression_checks"],
     ),
-    ("schedules", &["schedules", "schedule_fires"]),
+    (
+        "schedules",
+        &["schedules", "schedule_fires", "schedule_fire_claims"],
+    ),
 ];
 
 /// A measurement without what only `compare`'s bootstrap and the distribution charts read.

@@ -56,7 +56,147 @@ on_both_backends!(
     old_results_become_summaries_in_batches_and_baselines_stay_whole,
     table_stats_count_rows_and_bytes_per_family,
     a_thousand_heartbeats_are_written_in_one_batch,
+    a_schedules_fire_is_claimed_once,
 );
+
+fn a_schedules_fire_is_claimed_once(fresh: Fresh) {
+    let s = fresh();
+    assert!(s.claim_fire("nightly", 1_000, 5).unwrap());
+    assert!(
+        !s.claim_fire("nightly", 1_000, 6).unwrap(),
+        "a second claim"
+    );
+    assert!(s.claim_fire("nightly", 2_000, 7).unwrap(), "the next fire");
+    assert!(
+        s.claim_fire("hourly", 1_000, 8).unwrap(),
+        "another schedule"
+    );
+}
+
+/// Two replicas on one database: the lease goes to one at a time, a new take raises the
+/// epoch, and a write made under a term that is over is refused by the database itself.
+#[test]
+fn a_write_under_a_lease_that_is_over_is_refused_and_the_next_leader_gets_a_new_epoch() {
+    let url = edgefleet_test_postgres::cluster().database("store");
+    let s = Store::connect(&url).unwrap();
+    let taken = s.take_lease("r1", 60_000).unwrap().expect("nobody led");
+    assert_eq!(taken.previous_holder, "");
+    let first = taken.epoch;
+    assert_eq!(s.take_lease("r2", 60_000).unwrap(), None, "r1 holds it");
+    assert!(s.renew_lease("r1", first, 60_000).unwrap());
+    let lease = s.lease().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.epoch), ("r1", first));
+    assert!(lease.left_ms > 50_000, "{lease:?}");
+
+    // r1's loops write through a store fenced to its term: allowed while it holds the lease.
+    let leader = s
+        .fenced("r1", first, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(leader.claim_fire("a", 1, 1).unwrap());
+
+    // r1 stalls past its lease (here: the lease is cut short), r2 takes over.
+    s.execute_for_test(
+        "UPDATE edgefleet_leader SET expires_at = clock_timestamp() - interval '1 s'",
+        params![],
+    );
+    assert!(
+        !s.renew_lease("r1", first, 60_000).unwrap(),
+        "an expired term is not renewed"
+    );
+    let taken = s
+        .take_lease("r2", 60_000)
+        .unwrap()
+        .expect("the lease expired");
+    assert_eq!(taken.previous_holder, "r1");
+    let second = taken.epoch;
+    assert!(second > first);
+    let refused = leader.claim_fire("a", 2, 2).unwrap_err();
+    assert!(refused.is_fenced(), "{refused}");
+    assert!(refused.to_string().contains("r1/"), "{refused}");
+    // Nothing of the refused statement was written; the current leader's writes go through.
+    let current = s
+        .fenced("r2", second, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(current.claim_fire("a", 2, 3).unwrap());
+    // Unfenced writes (agents' results, admin calls) never depend on the lease.
+    assert!(s.claim_fire("a", 3, 4).unwrap());
+
+    // A replica that stops gives the lease up at once.
+    s.replica_alive("r2", "127.0.0.1:1", 0).unwrap();
+    s.replica_gone("r2").unwrap();
+    let third = s.take_lease("r3", 60_000).unwrap().expect("r2 gave it up");
+    assert!(third.epoch > second);
+    // A replica restarted under its name takes its lease back at once, with a new epoch.
+    let again = s.take_lease("r3", 60_000).unwrap().expect("r3 held it");
+    assert_eq!(again.previous_holder, "r3");
+    assert!(again.epoch > third.epoch);
+}
+
+/// The replica holding an agent's stream, the agents online across replicas, and wake-ups
+/// announced to listeners.
+#[test]
+fn agents_are_held_by_one_replica_and_wake_ups_are_announced() {
+    let url = edgefleet_test_postgres::cluster().database("store");
+    let s = Store::connect(&url).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut heard = s.listen(WAKE_CHANNEL).expect("PostgreSQL listens");
+    let next = |heard: &mut tokio::sync::mpsc::UnboundedReceiver<Heard>| {
+        runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(20), heard.recv())
+                .await
+                .expect("a notification within 20 s")
+                .expect("still listening")
+        })
+    };
+    assert_eq!(next(&mut heard), Heard::Listening);
+
+    s.replica_alive("r1", "10.0.0.1:7443", 1).unwrap();
+    s.replica_alive("r2", "10.0.0.2:7443", 0).unwrap();
+    let w1 = s.hold_agent("agent-a", "r1").unwrap();
+    let Heard::Payload(payload) = next(&mut heard) else {
+        panic!("a payload")
+    };
+    assert_eq!(parse_wakes(&payload), vec![("agent-a".to_string(), w1)]);
+    assert_eq!(s.agent_holder("agent-a").unwrap().as_deref(), Some("r1"));
+    assert!(s.agent_held("agent-a", 10_000).unwrap());
+    assert_eq!(s.held_agents(10_000).unwrap(), vec!["agent-a".to_string()]);
+
+    // The agent's newer stream on r2 wins; r1's late goodbye does not free it.
+    let w2 = s.hold_agent("agent-a", "r2").unwrap();
+    assert!(w2 > w1);
+    assert_eq!(next(&mut heard), Heard::Payload(format!("agent-a:{w2}")));
+    s.release_agent("agent-a", "r1").unwrap();
+    assert_eq!(s.agent_holder("agent-a").unwrap().as_deref(), Some("r2"));
+
+    // Many agents woken at once: every one announced, none twice, with rising numbers.
+    let many: Vec<String> = (0..400).map(|i| format!("agent-{i:03}")).collect();
+    let mut doubled = many.clone();
+    doubled.extend(many.iter().take(10).cloned());
+    s.wake_agents(&doubled).unwrap();
+    let mut announced = Vec::new();
+    while announced.len() < many.len() {
+        let Heard::Payload(payload) = next(&mut heard) else {
+            panic!("a payload")
+        };
+        announced.extend(parse_wakes(&payload));
+    }
+    assert_eq!(announced.len(), many.len());
+    assert!(announced.iter().all(|(_, w)| *w > w2));
+    let recent = s.recent_wakes(60_000).unwrap();
+    assert_eq!(recent.len(), many.len() + 1);
+
+    // A replica not heard from is not holding anyone online.
+    s.execute_for_test(
+        "UPDATE edgefleet_replicas SET heard_at = clock_timestamp() - interval '1 min'",
+        params![],
+    );
+    assert!(!s.agent_held("agent-a", 10_000).unwrap());
+    assert!(s.replicas(10_000).unwrap().is_empty());
+    assert_eq!(s.replicas(120_000).unwrap().len(), 2);
+}
 
 fn agent(store: &Store, id: &str, now: i64) {
     let hw = HardwareProfile {

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod debian_root;
 pub mod fake_clock;
 pub mod fault_proxy;
+pub mod haproxy;
 pub mod http_proxy;
 pub mod kill_trials;
 pub mod metrics;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use edgefleet_proto::v1::{
-    AgentInfo, CreateEnrollmentTokenRequest, EnrollmentTokenReply, ListAgentsReply,
-    RemoveAgentReply,
+    AgentInfo, ControllerInfo, CreateEnrollmentTokenRequest, EnrollmentTokenReply, ListAgentsReply,
+    ListControllersReply, RemoveAgentReply,
 };
 use tonic::Status;
 
@@ -31,6 +31,7 @@ pub(super) fn list(ctl: &Controller) -> Result<ListAgentsReply, Status> {
         } => recovery_window.as_millis() as i64,
         crate::server::Security::Insecure { .. } => 0,
     };
+    let online = ctl.online_ids();
     let agents = ctl
         .store
         .agents()?
@@ -38,7 +39,7 @@ pub(super) fn list(ctl: &Controller) -> Result<ListAgentsReply, Status> {
         .map(|a| {
             let revoked_ms = revoked.get(&a.id).copied().unwrap_or(0);
             let not_after_ms = certificates.get(&a.id).copied().unwrap_or(0);
-            let mut info = agent_info(ctl, a, revoked_ms);
+            let mut info = agent_info(&online, a, revoked_ms);
             info.cert_not_after_unix_ms = not_after_ms;
             if not_after_ms != 0 {
                 info.recoverable_until_unix_ms = not_after_ms.saturating_add(window);
@@ -49,10 +50,49 @@ pub(super) fn list(ctl: &Controller) -> Result<ListAgentsReply, Status> {
     Ok(ListAgentsReply { agents })
 }
 
+/// `controllers`: the replicas heard from lately, or this controller alone (SQLite).
+pub(super) fn controllers(ctl: &Controller) -> Result<ListControllersReply, Status> {
+    let Some(replica) = &ctl.replica else {
+        return Ok(ListControllersReply {
+            controllers: vec![ControllerInfo {
+                id: "this controller".into(),
+                address: String::new(),
+                started_unix_ms: 0,
+                heard_ago_ms: 0,
+                agents: ctl.fleet.len() as u64,
+                leader: true,
+            }],
+            answered_by: String::new(),
+        });
+    };
+    let within = crate::server::replicas::ALIVE_WITHIN.as_millis() as i64 * 6;
+    let controllers = ctl
+        .store
+        .replicas(within)?
+        .into_iter()
+        .map(|r| ControllerInfo {
+            id: r.id,
+            address: r.address,
+            started_unix_ms: r.started_ms,
+            heard_ago_ms: r.heard_ago_ms,
+            agents: r.agents,
+            leader: r.leader,
+        })
+        .collect();
+    Ok(ListControllersReply {
+        controllers,
+        answered_by: replica.id().to_string(),
+    })
+}
+
 /// An agent as the CLI lists it.
-fn agent_info(ctl: &Controller, a: AgentRow, revoked_ms: i64) -> AgentInfo {
+fn agent_info(
+    online: &std::collections::HashSet<String>,
+    a: AgentRow,
+    revoked_ms: i64,
+) -> AgentInfo {
     AgentInfo {
-        online: ctl.fleet.is_online(&a.id),
+        online: online.contains(&a.id),
         target: target_key(&a.hardware),
         revoked_unix_ms: revoked_ms,
         agent_id: a.id,
@@ -125,6 +165,8 @@ pub(super) fn revoke(ctl: &Controller, agent: &str) -> Result<AgentInfo, Status>
     let now = now_ms();
     ctl.store.revoke_agent(&row.id, now)?;
     ctl.fleet.close(&row.id);
+    // With replicas, the one holding its stream closes it.
+    ctl.wake_agents(std::slice::from_ref(&row.id));
     tracing::warn!(agent = %row.name, agent_id = %row.id, "agent revoked");
     // Revoked once: a second revoke keeps the first time.
     let revoked_ms = ctl
@@ -133,7 +175,7 @@ pub(super) fn revoke(ctl: &Controller, agent: &str) -> Result<AgentInfo, Status>
         .get(&row.id)
         .copied()
         .unwrap_or(now);
-    Ok(agent_info(ctl, row, revoked_ms))
+    Ok(agent_info(&Default::default(), row, revoked_ms))
 }
 
 /// `agents rm NAME`: revoked and gone from listings (its results stay).
@@ -141,6 +183,7 @@ pub(super) fn remove(ctl: &Controller, agent: &str) -> Result<RemoveAgentReply, 
     let row = find(ctl, agent)?;
     ctl.store.remove_agent(&row.id, now_ms())?;
     ctl.fleet.close(&row.id);
+    ctl.wake_agents(std::slice::from_ref(&row.id));
     tracing::warn!(agent = %row.name, agent_id = %row.id, "agent removed");
     Ok(RemoveAgentReply { agent_id: row.id })
 }

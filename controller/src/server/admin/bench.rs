@@ -81,11 +81,12 @@ pub(crate) fn online_agents(
     ctl: &Controller,
     conditions: &[selector::Condition],
 ) -> Result<Vec<AgentRow>, Status> {
+    let online = ctl.online_ids();
     Ok(ctl
         .store
         .agents()?
         .into_iter()
-        .filter(|a| ctl.fleet.is_online(&a.id) && planning::matches(a, conditions))
+        .filter(|a| online.contains(&a.id) && planning::matches(a, conditions))
         .collect())
 }
 
@@ -124,7 +125,11 @@ pub(crate) async fn launch(
         }
     }
     ctl.store.insert_run(&run, suite_toml, &planned)?;
-    for agent in agents {
+    if ctl.replica.is_some() {
+        // The replicas holding them send them their jobs.
+        ctl.wake_agents(&agents.iter().map(|a| a.id.clone()).collect::<Vec<_>>());
+    }
+    for agent in agents.iter().filter(|_| ctl.replica.is_none()) {
         let jobs = planned
             .iter()
             .filter(|(id, _)| *id == agent.id)

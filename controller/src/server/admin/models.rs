@@ -133,7 +133,7 @@ pub(super) async fn remove(
     ctl: &Controller,
     req: RemoveModelRequest,
 ) -> Result<RemoveModelReply, Status> {
-    let _guard = ctl.rollout_lock.lock().await;
+    let _guard = ctl.rollout_lock.lock().await?;
     let model = find_model(ctl, &req.name, &req.version)?;
     let model_ref = format!("{}@{}", req.name, req.version);
     if !req.force {

@@ -50,7 +50,7 @@ pub(super) async fn start(
     let model = find_model(ctl, &req.name, &req.version)?;
     let gate_workload = gate_workload(ctl, &spec, &model, &req).await?;
 
-    let _guard = ctl.rollout_lock.lock().await;
+    let _guard = ctl.rollout_lock.lock().await?;
     if let Some(r) = ctl
         .store
         .rollouts()?
@@ -76,7 +76,8 @@ pub(super) async fn start(
         }));
     }
     // Online agents first, so the first wave is made of devices that can answer now.
-    agents.sort_by_key(|a| (!ctl.fleet.is_online(&a.id), a.name.clone(), a.id.clone()));
+    let online = ctl.online_ids();
+    agents.sort_by_key(|a| (!online.contains(&a.id), a.name.clone(), a.id.clone()));
     let now = now_ms();
     let row = RolloutRow {
         id: format!("ro-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
@@ -244,13 +245,14 @@ pub fn rollout_status(ctl: &Controller, rollout: &RolloutRow) -> Result<RolloutS
         .as_ref()
         .map(|m| m.files.iter().map(|f| f.sha256.clone()).collect())
         .unwrap_or_default();
+    let online = ctl.online_ids();
     let targets = ctl
         .store
         .targets(&rollout.id)?
         .into_iter()
         .map(|t| RolloutTarget {
             agent_name: names.get(&t.agent_id).cloned().unwrap_or_default(),
-            online: ctl.fleet.is_online(&t.agent_id),
+            online: online.contains(&t.agent_id),
             served_bytes: files.iter().map(|f| ctl.fleet.served(&t.agent_id, f)).sum(),
             agent_id: t.agent_id,
             wave: t.wave,

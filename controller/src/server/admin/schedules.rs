@@ -81,7 +81,7 @@ pub(super) async fn add(ctl: &Controller, req: AddScheduleRequest) -> Result<Sch
         missed_count: 0,
     };
     ctl.store.insert_schedule(&row)?;
-    if let Err(e) = ctl.schedules.register(ctl, &row).await {
+    if let Err(e) = ctl.schedules.register(&row).await {
         ctl.store.remove_schedule(&row.name)?;
         return Err(internal(e));
     }

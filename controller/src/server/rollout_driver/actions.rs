@@ -160,8 +160,7 @@ pub(super) async fn roll_back(
         }
         set_state(ctl, &mut t, TargetState::RollingBack)?;
         // An install still in flight is followed by this rollback in the agent's queue.
-        ctl.fleet
-            .send(&t.agent_id, rollback_command(rollout, &t.agent_id))
+        ctl.send_command(&t.agent_id, rollback_command(rollout, &t.agent_id))
             .await;
     }
     Ok(())

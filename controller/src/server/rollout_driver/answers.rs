@@ -12,7 +12,14 @@ use crate::store::{AgentModelRow, StoreError};
 
 /// Applies an agent's answer to an install or rollback command.
 pub async fn on_install_result(ctl: &Controller, agent_id: &str, result: InstallResult) {
-    let _guard = ctl.rollout_lock.lock().await;
+    let _guard = match ctl.rollout_lock.lock().await {
+        Ok(guard) => guard,
+        Err(e) => {
+            // The agent sends its answer again when it reconnects (its outbox keeps it).
+            tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot take the rollout lock to record an install result");
+            return;
+        }
+    };
     if let Err(e) = apply_install_result(ctl, agent_id, &result).await {
         tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot record an install result");
     }

@@ -25,7 +25,7 @@ pub async fn control(
     rollout_id: &str,
     action: &str,
 ) -> Result<RolloutRow, ControlError> {
-    let _guard = ctl.rollout_lock.lock().await;
+    let _guard = ctl.rollout_lock.lock().await?;
     let rollout = ctl
         .store
         .rollout(rollout_id)?

@@ -118,7 +118,7 @@ pub(super) async fn start_gate(
                 jobs: mine,
             })),
         };
-        ctl.fleet.send(&t.agent_id, message).await;
+        ctl.send_command(&t.agent_id, message).await;
     }
     event(
         ctl,

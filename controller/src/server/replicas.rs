@@ -1,0 +1,306 @@
+//! Several controllers on one PostgreSQL database, each a replica any agent, admin call or
+//! report may reach. Each one says every few seconds that it is alive and how many agents it
+//! holds; one of them holds the leader's lease and runs the work that must happen once (the
+//! rollout driver, the scheduler's fires, judging what finished while nobody led, retention),
+//! with a store whose every write the database refuses once that lease is over (the fence:
+//! `Store::fenced`). Commands reach an agent through the store: whoever makes one wakes the
+//! agent (`Store::wake_agents`, announced with `NOTIFY`), and the replica holding its stream
+//! sends it everything pending, as it does when the agent connects; a sweep every two seconds
+//! covers a lost announcement. An agent's newest stream wins: the replica holding an older one
+//! closes it when the agent's wake-up says another replica holds it now.
+//!
+//! With SQLite there is one controller, always the leader, and none of this runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Controller;
+use crate::store::{parse_wakes, Heard, StoreError, WAKE_CHANNEL};
+
+/// How a replica calls itself and how long the leader's lease lasts.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    /// Unique among the replicas (`serve --replica-id`, by default HOST:PORT).
+    pub id: String,
+    /// The address the replica serves, as `edgefleet controllers` shows it.
+    pub address: String,
+    /// How long a lease lasts unless renewed; renewed every fifth of it.
+    pub lease: Duration,
+}
+
+/// A replica agents are online on when it was heard from within this time.
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// How often a replica looks for wake-ups whose announcement it may have missed.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How far back a sweep looks (and further after the listening connection was cut).
+const SWEEP_WINDOW: Duration = Duration::from_secs(30);
+const RELISTEN_WINDOW: Duration = Duration::from_secs(600);
+
+/// This replica's part of a running controller.
+pub struct Replica {
+    pub settings: ReplicaSettings,
+    /// The wake number last acted on, per agent whose stream this replica holds.
+    delivered: Mutex<HashMap<String, i64>>,
+    /// Told when a write of the leader's loops was refused by the fence.
+    fenced: tokio::sync::Notify,
+    /// The epoch of the lease this replica holds, 0 when it does not lead.
+    leading_epoch: std::sync::atomic::AtomicI64,
+}
+
+impl Replica {
+    pub fn new(settings: ReplicaSettings) -> Arc<Replica> {
+        Arc::new(Replica {
+            settings,
+            delivered: Mutex::default(),
+            fenced: tokio::sync::Notify::new(),
+            leading_epoch: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.settings.id
+    }
+
+    /// Whether this replica holds the leader's lease (as of its last renewal).
+    pub fn is_leader(&self) -> bool {
+        self.leading_epoch
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
+    /// Notes the wake number an agent's new stream starts from.
+    pub(super) fn joined(&self, agent_id: &str, wake: i64) {
+        self.lock().insert(agent_id.to_string(), wake);
+    }
+
+    pub(super) fn left(&self, agent_id: &str) {
+        self.lock().remove(agent_id);
+    }
+
+    /// Whether wake number `wake` of the agent is news (and from now on, acted on).
+    fn news(&self, agent_id: &str, wake: i64) -> bool {
+        let mut delivered = self.lock();
+        match delivered.get_mut(agent_id) {
+            Some(seen) if *seen < wake => {
+                *seen = wake;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reports a store error of the leader's loops: a fenced write makes the replica step down now
+/// rather than at its next renewal. Returns whether it was one.
+pub(crate) fn fenced(ctl: &Controller, error: &StoreError) -> bool {
+    if !error.is_fenced() {
+        return false;
+    }
+    if let Some(replica) = &ctl.replica {
+        replica.fenced.notify_one();
+    }
+    true
+}
+
+/// Runs this replica's part until `stop`: liveness and the lease, the leader's work while it
+/// holds the lease, and wake-ups. `lead` starts the leader's loops on the fenced controller it
+/// is given and returns what stops them.
+pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
+    let Some(replica) = ctl.replica.clone() else {
+        return;
+    };
+    tokio::spawn(hear_wakes(ctl.clone(), stop.clone()));
+    let lease_ms = replica.settings.lease.as_millis() as i64;
+    let mut ticks = tokio::time::interval(replica.settings.lease / 5);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term: Option<(i64, CancellationToken)> = None;
+    loop {
+        let mut fenced = false;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+            _ = replica.fenced.notified() => fenced = true,
+        }
+        let store = ctl.store.clone();
+        let (id, address) = (
+            replica.settings.id.clone(),
+            replica.settings.address.clone(),
+        );
+        let agents = ctl.fleet.len() as u64;
+        let leading = term.as_ref().map(|(epoch, _)| *epoch);
+        // The store's calls block: off the async threads, so a slow database holds up no link.
+        let outcome = tokio::task::spawn_blocking(move || {
+            store.replica_alive(&id, &address, agents)?;
+            match leading {
+                Some(_) if fenced => Ok::<_, StoreError>(None),
+                Some(epoch) => Ok(store
+                    .renew_lease(&id, epoch, lease_ms)?
+                    .then_some((epoch, false))),
+                None => Ok(store.take_lease(&id, lease_ms)?.map(|taken| {
+                    // Fires the previous leader left undone run now; after this replica's own
+                    // restart they count as missed, as with a single controller.
+                    let late = !taken.previous_holder.is_empty() && taken.previous_holder != id;
+                    (taken.epoch, late)
+                })),
+            }
+        })
+        .await;
+        let now_leading = match outcome {
+            Ok(Ok(taken)) => taken,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reach the database to renew this replica's lease");
+                // Still leading only while the lease may still be ours: the fence decides.
+                leading.map(|epoch| (epoch, false))
+            }
+            Err(_) => leading.map(|epoch| (epoch, false)),
+        };
+        match (&term, now_leading) {
+            (Some((epoch, _)), Some((now, _))) if *epoch == now => {}
+            (Some((epoch, _)), _) => {
+                let (epoch, stop_term) = (*epoch, term.take().expect("leading").1);
+                tracing::warn!(replica = %replica.settings.id, epoch, reason = if fenced { "its writes were refused: the lease is over" } else { "the lease could not be renewed in time" }, "stepped down as leader");
+                replica
+                    .leading_epoch
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                stop_leading(&ctl, stop_term).await;
+            }
+            (None, Some((epoch, took_over))) => match start_leading(&ctl, epoch, took_over).await {
+                Ok(stop_term) => {
+                    tracing::info!(replica = %replica.settings.id, epoch, "leading: the rollout driver, schedules and housekeeping run here");
+                    replica
+                        .leading_epoch
+                        .store(epoch, std::sync::atomic::Ordering::Relaxed);
+                    term = Some((epoch, stop_term));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start leading"),
+            },
+            (None, None) => {}
+        }
+    }
+    if let Some((_, stop_term)) = term.take() {
+        stop_leading(&ctl, stop_term).await;
+    }
+    let store = ctl.store.clone();
+    let id = replica.settings.id.clone();
+    // Its agents are free at once, and the lease too if it held it.
+    let _ = tokio::task::spawn_blocking(move || store.replica_gone(&id)).await;
+}
+
+/// Starts the leader's loops for lease term `epoch`, on a store fenced to it.
+/// (`took_over`: another replica led before.)
+async fn start_leading(
+    ctl: &Controller,
+    epoch: i64,
+    took_over: bool,
+) -> Result<CancellationToken, StoreError> {
+    let replica = ctl.replica.as_ref().expect("a replica leads");
+    // A leader stopped in the middle of a write (SIGSTOP, a frozen VM) loses its session, and
+    // what its write held, after a lease: by then its lease is over too.
+    let fenced_store = ctl
+        .store
+        .fenced(replica.id(), epoch, replica.settings.lease)?;
+    let leader = Controller {
+        store: fenced_store,
+        ..ctl.clone()
+    };
+    let stop = CancellationToken::new();
+    // Fires due in the last two leases were the previous leader's to run: they run now (each
+    // fire is claimed once, so none runs twice).
+    let late_grace = if took_over {
+        replica.settings.lease * 2
+    } else {
+        Duration::ZERO
+    };
+    super::lead(leader, stop.clone(), late_grace).await;
+    Ok(stop)
+}
+
+async fn stop_leading(ctl: &Controller, stop: CancellationToken) {
+    stop.cancel();
+    ctl.schedules.shutdown().await;
+}
+
+/// Acts on agents' wake-ups: announced ones as they come, and a sweep every two seconds (a
+/// longer one after the listening connection was cut).
+async fn hear_wakes(ctl: Controller, stop: CancellationToken) {
+    let Some(mut heard) = ctl.store.listen(WAKE_CHANNEL) else {
+        return;
+    };
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let window = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sweep.tick() => SWEEP_WINDOW,
+            message = heard.recv() => match message {
+                Some(Heard::Payload(payload)) => {
+                    wake(&ctl, parse_wakes(&payload)).await;
+                    continue;
+                }
+                Some(Heard::Listening) => RELISTEN_WINDOW,
+                None => return,
+            },
+        };
+        let store = ctl.store.clone();
+        let within = window.as_millis() as i64;
+        match tokio::task::spawn_blocking(move || store.recent_wakes(within)).await {
+            Ok(Ok(wakes)) => wake(&ctl, wakes).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot look for agents' wake-ups"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// For each wake-up of an agent this replica holds that it has not acted on: closes the stream
+/// if another replica holds a newer one or the agent was revoked, and otherwise sends it
+/// everything pending (the agent skips what it has).
+async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>) {
+    let Some(replica) = &ctl.replica else {
+        return;
+    };
+    for (agent_id, number) in wakes {
+        if !ctl.fleet.is_online(&agent_id) || !replica.news(&agent_id, number) {
+            continue;
+        }
+        let (ctl, replica) = (ctl.clone(), replica.clone());
+        let me = replica.id().to_string();
+        tokio::spawn(async move {
+            let store = ctl.store.clone();
+            let id = agent_id.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                Ok::<_, StoreError>((store.agent_holder(&id)?, store.agent_revoked_ms(&id)?))
+            })
+            .await;
+            match found {
+                Ok(Ok((Some(holder), _))) if holder != me => {
+                    tracing::info!(%agent_id, newer_on = %holder, "the agent connected to another replica; closing its older stream here");
+                    ctl.fleet.close(&agent_id);
+                }
+                Ok(Ok((_, Some(0)))) => {
+                    for message in super::link::pending_messages(&ctl, &agent_id) {
+                        if !ctl.fleet.send(&agent_id, message).await {
+                            break;
+                        }
+                    }
+                }
+                Ok(Ok((_, _))) => {
+                    tracing::warn!(%agent_id, "the agent was revoked or removed; closing its stream");
+                    ctl.fleet.close(&agent_id);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%agent_id, error = %e, "cannot act on the agent's wake-up; the sweep tries again");
+                    replica.lock().insert(agent_id, number - 1);
+                }
+                Err(_) => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,334 @@
+//! Several controllers on one PostgreSQL database and one S3 store, behind a real HAProxy in TCP
+//! mode (mutual TLS ends on the replicas): agents enroll and connect through the one address,
+//! any replica answers the CLI, one leads. Real processes throughout, killed with SIGKILL and
+//! stopped with SIGSTOP as a dead host or a frozen VM would.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::haproxy::Haproxy;
+use edgefleet_e2e::{start_agent_raw, Controller, Process, StateIn};
+
+/// The leader's lease in these tests (production's default is 10 s).
+const LEASE_S: u64 = 4;
+
+/// Generous: CI runs on a busy two-core machine.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// These tests start many processes: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The key files every replica shares (`deploy/replicas.md`): the CA and its key, the manifest
+/// signing key, and the CLI's credentials (so that the CLI on each host keeps one token).
+const SHARED_FILES: [&str; 4] = ["ca.pem", "ca.key", "controller.key", "credentials.json"];
+
+/// Starts replica `id` in `dir/ID`, with the shared files of `first` (when given) copied into
+/// its data folder first.
+fn start_replica(dir: &Path, id: &str, state: &StateIn, first: Option<&Controller>) -> Controller {
+    let home = dir.join(id);
+    std::fs::create_dir_all(&home).unwrap();
+    let data = home.join("controller");
+    if let Some(first) = first {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data)
+            .unwrap();
+        for name in SHARED_FILES {
+            let to = data.join(name);
+            std::fs::copy(first.data_dir.join(name), &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    let lease = LEASE_S.to_string();
+    Controller::start_in(
+        &home,
+        "127.0.0.1:0",
+        state,
+        &["--replica-id", id, "--leader-lease-s", &lease],
+    )
+}
+
+/// `edgefleet controllers --json` through `ctl`.
+fn controllers(ctl: &Controller) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ctl.cli_ok(&["controllers", "--json"])).expect("controllers JSON")
+}
+
+/// The replica holding the lease, as `ctl` sees it.
+fn leader(ctl: &Controller) -> Option<String> {
+    controllers(ctl)
+        .into_iter()
+        .find(|c| c["leader"] == true)
+        .map(|c| c["id"].as_str().unwrap().to_string())
+}
+
+/// An agent that enrolls and connects through the balancer's one address.
+fn agent(dir: &Path, lb: &Haproxy, ctl: &Controller, name: &str) -> Process {
+    let sensors = dir.join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let identity = dir.join("agents").join(name).join("identity.json");
+    let mut flags = vec!["--controller".to_string(), lb.address()];
+    if !identity.exists() {
+        flags.extend(["--enroll-token".into(), ctl.enroll_token(name)]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_agent_raw(dir, name, &sensors, &flags)
+}
+
+fn agent_log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// Every (planned time, outcome) of schedule `name`'s fires, read from PostgreSQL.
+fn fires(url: &str, name: &str) -> Vec<(i64, String)> {
+    let out = edgefleet_test_postgres::cluster()
+        .psql_on(
+            url,
+            &format!(
+                "SELECT planned_ms || ' ' || outcome FROM schedule_fires \
+                 WHERE schedule = '{name}' AND manual = 0 ORDER BY planned_ms, id"
+            ),
+        )
+        .expect("psql");
+    out.lines()
+        .filter_map(|l| {
+            let (at, outcome) = l.trim().split_once(' ')?;
+            Some((at.parse().ok()?, outcome.to_string()))
+        })
+        .collect()
+}
+
+fn kill(ctl: &mut Controller) {
+    let _ = ctl.process.child.kill(); // SIGKILL: no goodbye, its lease and agents left as they were
+    let _ = ctl.process.child.wait();
+}
+
+fn database_url(state: &StateIn) -> String {
+    match state {
+        StateIn::WithS3 {
+            database: Some(url),
+            ..
+        } => url.clone(),
+        _ => unreachable!("replicas share PostgreSQL"),
+    }
+}
+
+/// Three replicas behind HAProxy, six agents. The leader, which also holds agents, is killed in
+/// the middle of a rollout: another replica takes the lease within the lease time, the killed
+/// one's agents come back through the others, the rollout finishes with every agent installed
+/// exactly once, and a schedule firing every two seconds loses and doubles no fire across the
+/// change.
+#[test]
+fn the_leader_killed_mid_rollout_costs_a_reconnect_not_the_rollout_or_a_fire() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateIn::postgres_and_s3();
+    let url = database_url(&state);
+    let first = start_replica(dir.path(), "r0", &state, None);
+    let mut replicas = vec![first];
+    for id in ["r1", "r2"] {
+        let next = start_replica(dir.path(), id, &state, Some(&replicas[0]));
+        replicas.push(next);
+    }
+    let lb = Haproxy::start(
+        &replicas
+            .iter()
+            .map(|r| r.listen.clone())
+            .collect::<Vec<_>>(),
+    );
+    let leader_id = wait_for("a leader", DEADLINE, || leader(&replicas[1]));
+
+    let names: Vec<String> = (1..=6).map(|i| format!("edge-{i}")).collect();
+    let mut agents: Vec<Process> = names
+        .iter()
+        .map(|n| agent(dir.path(), &lb, &replicas[0], n))
+        .collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    replicas[2].wait_online(&name_refs, DEADLINE);
+    let held = wait_for("every agent counted by a replica", DEADLINE, || {
+        let listed = controllers(&replicas[0]);
+        let total: u64 = listed.iter().map(|c| c["agents"].as_u64().unwrap()).sum();
+        (listed.len() == 3 && total == 6).then_some(listed)
+    });
+    // Round robin over three replicas: the agents are spread, none holds them all.
+    assert!(
+        held.iter().all(|c| c["agents"].as_u64().unwrap() < 6),
+        "{held:#?}"
+    );
+    assert_eq!(held.iter().filter(|c| c["leader"] == true).count(), 1);
+
+    // Models and schedules go in through any replica.
+    replicas[1].add_cached_model("models/minilm-l6/model.int8.onnx", "minilm", "int8");
+    replicas[2].add_cached_model("models/tiny/add.onnx", "add", "1");
+    let suite = dir.path().join("nobody.toml");
+    std::fs::write(
+        &suite,
+        "name = \"nobody\"\nmodels = [\"add@1\"]\n[input]\ntext = [\"hi\"]\n[[scenario]]\nkind = \"single-stream\"\n",
+    )
+    .unwrap();
+    // A fire every two seconds for no agent at all: each is recorded, as failed, and costs the
+    // fleet nothing.
+    replicas[2].cli_ok(&[
+        "schedule",
+        "add",
+        "tick",
+        "--cron",
+        "*/2 * * * * *",
+        "--select",
+        "hw=none",
+        "--suite",
+        suite.to_str().unwrap(),
+    ]);
+    wait_for("the leader to fire the schedule", DEADLINE, || {
+        (fires(&url, "tick").len() >= 2).then_some(())
+    });
+
+    let id = replicas[1]
+        .cli_ok(&["rollout", "start", "minilm@int8", "--waves", "34%,67%,100%"])
+        .trim()
+        .to_string();
+    wait_for("the first wave installed", DEADLINE, || {
+        let status = replicas[0].rollout(&id);
+        let done = status["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| matches!(t["state"].as_str(), Some("installed" | "done")))
+            .count();
+        (done >= 2).then_some(())
+    });
+
+    // The leader dies, with its agents' streams and its lease as they were.
+    let at = replicas
+        .iter()
+        .position(|r| r.data_dir.parent().unwrap().ends_with(&leader_id))
+        .expect("the leader is one of ours");
+    let mut dead = replicas.remove(at);
+    let killed = Instant::now();
+    kill(&mut dead);
+
+    let next = wait_for("another replica to take the lease", DEADLINE, || {
+        leader(&replicas[0]).filter(|l| *l != leader_id)
+    });
+    let took = killed.elapsed();
+    eprintln!("lease moved from {leader_id} to {next} {took:?} after the kill");
+    assert!(
+        took < Duration::from_secs(LEASE_S * 3),
+        "the lease moved to {next} {took:?} after the kill (lease {LEASE_S} s)"
+    );
+    replicas[0].wait_online(&name_refs, DEADLINE);
+
+    wait_for("the rollout to succeed", DEADLINE, || {
+        let status = replicas[1].rollout(&id);
+        assert_ne!(status["state"], "aborted", "{status:#}");
+        (status["state"] == "succeeded").then_some(())
+    });
+    for name in &names {
+        let placements = replicas[0].model("minilm@int8");
+        let role = placements["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["agent"] == name.as_str())
+            .map(|p| p["role"].clone());
+        assert_eq!(
+            role,
+            Some(serde_json::json!("active")),
+            "{name}: {placements:#}"
+        );
+        // Installed exactly once: a command delivered again is skipped by the agent.
+        let installs = agent_log(dir.path(), name)
+            .matches("model installed and active")
+            .count();
+        assert_eq!(installs, 1, "{name} installed {installs} times");
+    }
+
+    // The schedule went on under the new leader: every two-second fire from the first to the
+    // last recorded exactly once, none lost to the change.
+    let after_ms = now_ms() + 2_000;
+    wait_for("a fire after the change", DEADLINE, || {
+        fires(&url, "tick")
+            .iter()
+            .any(|(at, _)| *at >= after_ms)
+            .then_some(())
+    });
+    let recorded = fires(&url, "tick");
+    replicas[0].cli_ok(&["schedule", "rm", "tick"]);
+    assert!(recorded.len() >= 4, "{recorded:?}");
+    eprintln!(
+        "agents held before the kill: {held:?}; fires recorded: {}",
+        recorded.len()
+    );
+    let times: Vec<i64> = recorded.iter().map(|(at, _)| *at).collect();
+    let mut unique = times.clone();
+    unique.dedup();
+    assert_eq!(unique, times, "a fire recorded twice: {recorded:?}");
+    for pair in times.windows(2) {
+        assert_eq!(pair[1] - pair[0], 2_000, "a fire lost: {recorded:?}");
+    }
+    assert!(
+        recorded.iter().all(|(_, outcome)| outcome == "failed"),
+        "every fire ran (and found no agent), none missed: {recorded:?}"
+    );
+
+    for a in &mut agents {
+        a.terminate(Duration::from_secs(10));
+    }
+    drop(lb);
+    drop(dead);
+}
+
+/// Milliseconds since the epoch, by this machine's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The leader stopped (SIGSTOP) past its lease: another replica leads within the lease time;
+/// the stopped one, continued, finds its lease over and steps down, and says so.
+#[test]
+fn a_leader_stopped_past_its_lease_is_fenced_and_steps_down() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateIn::postgres_and_s3();
+    let first = start_replica(dir.path(), "r0", &state, None);
+    wait_for("r0 to lead", DEADLINE, || {
+        leader(&first).filter(|l| l == "r0")
+    });
+    let second = start_replica(dir.path(), "r1", &state, Some(&first));
+    assert_eq!(leader(&second).as_deref(), Some("r0"));
+
+    let pid = nix::unistd::Pid::from_raw(first.process.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    wait_for("r1 to take the lease", DEADLINE, || {
+        leader(&second).filter(|l| l == "r1")
+    });
+    assert!(stopped.elapsed() < Duration::from_secs(LEASE_S * 3));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    first
+        .process
+        .wait_for_log("stepped down as leader", DEADLINE);
+    // One leader still, the one that took over; the continued one serves as a replica.
+    let listed = controllers(&first);
+    let leaders: Vec<_> = listed.iter().filter(|c| c["leader"] == true).collect();
+    assert_eq!(leaders.len(), 1, "{listed:#?}");
+    assert_eq!(leaders[0]["id"], "r1", "{listed:#?}");
+}
