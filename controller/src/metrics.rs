@@ -24,6 +24,10 @@ pub const CONNECTIONS_REFUSED: &str = "edgefleet_connections_refused_total";
 pub const CONNECTIONS_CUT: &str = "edgefleet_connections_cut_total";
 pub const ACCEPT_ERRORS: &str = "edgefleet_accept_errors_total";
 pub const HANDSHAKES_REFUSED: &str = "edgefleet_handshakes_refused_total";
+pub const STREAMS_AGED_OUT: &str = "edgefleet_streams_aged_out_total";
+pub const LEADER: &str = "edgefleet_leader";
+pub const FLEET_AGENTS_ONLINE: &str = "edgefleet_fleet_agents_online";
+pub const FLEET_REPLICAS: &str = "edgefleet_fleet_replicas";
 
 /// The listeners whose connections are counted.
 const LISTENERS: [&str; 2] = ["link", "metrics"];
@@ -99,7 +103,25 @@ pub fn describe() {
         HANDSHAKES_REFUSED,
         "client certificates refused at the TLS handshake, by reason"
     );
+    describe_counter!(
+        STREAMS_AGED_OUT,
+        "agent streams ended at their maximum age (serve --max-stream-age-s)"
+    );
+    describe_gauge!(
+        LEADER,
+        "1 while this controller leads (runs rollouts, schedules and housekeeping), else 0"
+    );
+    describe_gauge!(
+        FLEET_AGENTS_ONLINE,
+        "agents online on any replica: set by the leader only (read it where edgefleet_leader is 1)"
+    );
+    describe_gauge!(
+        FLEET_REPLICAS,
+        "replicas heard from in the last 10 s: set by the leader only"
+    );
     gauge!(AGENTS_CONNECTED).set(0.0);
+    gauge!(LEADER).set(0.0);
+    counter!(STREAMS_AGED_OUT).absolute(0);
     for listener in LISTENERS {
         for state in ["open", "unauthenticated"] {
             gauge!(CONNECTIONS, "listener" => listener, "state" => state).set(0.0);
@@ -130,6 +152,21 @@ pub fn describe() {
 /// How many agents have an open link.
 pub fn agents_connected(count: usize) {
     gauge!(AGENTS_CONNECTED).set(count as f64);
+}
+
+pub fn stream_aged_out() {
+    counter!(STREAMS_AGED_OUT).increment(1);
+}
+
+/// Whether this controller leads now.
+pub fn leading(yes: bool) {
+    gauge!(LEADER).set(if yes { 1.0 } else { 0.0 });
+}
+
+/// The fleet-wide figures the leader reports once for every replica.
+pub fn fleet(agents_online: usize, replicas: usize) {
+    gauge!(FLEET_AGENTS_ONLINE).set(agents_online as f64);
+    gauge!(FLEET_REPLICAS).set(replicas as f64);
 }
 
 pub fn heartbeat() {

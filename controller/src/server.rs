@@ -75,6 +75,11 @@ pub struct Settings {
     pub limits: admission::ConnectionLimits,
     /// Results of runs older than this are reduced to their summary (`None`: kept whole).
     pub retention: Option<Duration>,
+    /// A connection is told to go away (HTTP/2 GOAWAY) after this long, and an agent's stream
+    /// on it ends up to a fifth later (so that a fleet does not reconnect at once); the agent
+    /// reconnects on a new connection: after a replica is added, agents spread over it too
+    /// (`None`: connections and streams last as long as they hold).
+    pub max_stream_age: Option<Duration>,
 }
 
 /// How agents and the CLI prove who they are.
@@ -207,9 +212,13 @@ impl Controller {
     }
 
     /// This controller as replica `settings.id` of several on its PostgreSQL database.
-    pub fn as_replica(mut self, settings: replicas::ReplicaSettings) -> Controller {
+    pub fn as_replica(
+        mut self,
+        settings: replicas::ReplicaSettings,
+    ) -> Result<Controller, StoreError> {
+        self.rollout_lock = rollout_lock::RolloutLock::with_lease(&self.store, settings.lease)?;
         self.replica = Some(replicas::Replica::new(settings));
-        self
+        Ok(self)
     }
 
     /// Whether the agent has a stream open, to this controller or to any replica.
@@ -399,10 +408,15 @@ pub async fn serve(
         _ => None,
     };
     let admission = controller.admission.clone();
+    let max_connection_age = controller.settings.max_stream_age;
     let admin = AdminServer::new(AdminService::new(controller))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(256 << 20);
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(age) = max_connection_age {
+        builder = builder.max_connection_age(age);
+    }
+    let router = builder
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(link)
         .add_service(admin)
@@ -490,6 +504,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(5),
             limits: admission::ConnectionLimits::default(),
             retention: None,
+            max_stream_age: None,
         };
         drop(Controller::open(&fresh, settings()).unwrap());
         assert_eq!(mode(&fresh), 0o700);

@@ -112,7 +112,8 @@ pub(crate) enum Command {
             long,
             env = "EDGEFLEET_REPLICA_ID",
             value_name = "ID",
-            requires = "database"
+            requires = "database",
+            value_parser = replica_id
         )]
         replica_id: Option<String>,
         /// How long the leader's lease lasts, in seconds, unless renewed (every fifth of it): a
@@ -120,6 +121,12 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 10, value_name = "SECONDS",
               value_parser = clap::value_parser!(u64).range(2..=300))]
         leader_lease_s: u64,
+        /// End each agent's connection after this many seconds (its stream up to a fifth
+        /// later); the agent reconnects at once on a new connection, through the load
+        /// balancer, so that agents spread over a replica added later. Default: connections
+        /// last as long as they hold.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(5..))]
+        max_stream_age_s: Option<u64>,
         /// Reduce the results of runs older than this many days to their summary (percentiles,
         /// throughput, energy, quality kept; the latency histogram and percentile list, most
         /// of a result's size, dropped), once at start and then hourly, in small batches.
@@ -633,4 +640,19 @@ fn check_time_zone(name: &str) -> Result<String, String> {
     edgefleet_controller::schedule::parse_time_zone(name)
         .map(|zone| zone.name().to_string())
         .map_err(|e| e.to_string())
+}
+
+/// A replica's id: letters, digits and `.`, `_`, `:`, `-` (it names the replica in PostgreSQL
+/// session settings and in `edgefleet controllers`).
+fn replica_id(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err("a replica id is 1 to 64 letters, digits, `.`, `_`, `:` or `-`".to_string())
+    }
 }

@@ -57,6 +57,7 @@ pub(super) async fn run(options: DemoOptions) -> anyhow::Result<()> {
             heartbeat_interval: Duration::from_secs(2),
             limits: Default::default(),
             retention: None,
+            max_stream_age: None,
         },
     )?;
     let listener = TcpListener::bind("127.0.0.1:0")

@@ -30,6 +30,8 @@ pub(crate) struct ServeOptions {
     /// `--replica-id` (with a database; by default HOST:PORT).
     pub(crate) replica_id: Option<String>,
     pub(crate) leader_lease: Duration,
+    /// `--max-stream-age-s`.
+    pub(crate) max_stream_age: Option<Duration>,
     pub(crate) sans: Vec<String>,
     pub(crate) agent_cert_lifetime: Duration,
     pub(crate) recovery_window: Duration,
@@ -75,6 +77,7 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
             heartbeat_interval: options.heartbeat,
             limits: options.limits.clone(),
             retention: options.retention,
+            max_stream_age: options.max_stream_age,
         },
     )?;
     if options.insecure {
@@ -98,7 +101,7 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
                 id,
                 address: format!("{host}:{}", bound.port()),
                 lease: options.leader_lease,
-            })
+            })?
         }
     };
     let credentials = write_credentials(&controller, &options.data_dir, bound)?;

@@ -276,25 +276,27 @@ impl AgentLink for LinkService {
             tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "an agent with this id is already connected; the new connection replaces it (two devices sharing one data directory?)");
         }
         let session = ctl.fleet.join(&hello.agent_id, tx.clone());
-        if let Some(replica) = &ctl.replica {
-            // This stream is the agent's newest: a replica holding an older one closes it, and
-            // what is pending from now on is sent from here.
-            match ctl.store.hold_agent(&hello.agent_id, replica.id()) {
-                Ok(wake) => replica.joined(&hello.agent_id, wake),
+        // With replicas, this stream is the agent's newest: a replica holding an older one
+        // closes it, and what is pending from now on is sent from here, a pass at a time.
+        let first_pass = match &ctl.replica {
+            None => None,
+            Some(replica) => match ctl.store.hold_agent(&hello.agent_id, replica.id(), session) {
+                Ok(wake) => Some(replica.joined(&hello.agent_id, session, wake)),
                 Err(e) => {
                     ctl.fleet.leave(&hello.agent_id, session);
                     return Err(Status::unavailable(format!(
                         "the controller cannot reach its database: {e}"
                     )));
                 }
-            }
-        }
+            },
+        };
         // Jobs planned for this agent that never reported back (it was offline, or restarted
         // mid-run) go out again; the agent skips any it already has. Sent from a task: the
         // stream's buffer only drains once this call has returned it.
         let pending = pending_messages(ctl, &hello.agent_id);
         let beats_tx = tx.clone();
         tokio::spawn(async move {
+            let _first_pass = first_pass;
             for message in pending {
                 if tx.send(Box::new(message)).await.is_err() {
                     return;
@@ -601,11 +603,11 @@ impl AgentLink for LinkService {
     }
 }
 
-/// What an agent should get (again) as it connects or is woken: installs and rollbacks it has
-/// not answered, then the jobs it has no result for, one batch per run. A stored row that
-/// cannot be read keeps nothing else from going out; it is logged.
+/// What an agent should get (again) as it connects: installs and rollbacks it has not
+/// answered, then the jobs it has no result for, one batch per run. A stored row that cannot be
+/// read keeps nothing else from going out; it is logged.
 pub(super) fn pending_messages(ctl: &Controller, agent_id: &str) -> Vec<ControllerMessage> {
-    let mut messages = rollout_driver::commands_for_agent(ctl, agent_id).unwrap_or_else(|e| {
+    let commands = rollout_driver::commands_for_agent(ctl, agent_id).unwrap_or_else(|e| {
         tracing::error!(%agent_id, error = %e, "cannot resend rollout commands");
         Vec::new()
     });
@@ -613,6 +615,26 @@ pub(super) fn pending_messages(ctl: &Controller, agent_id: &str) -> Vec<Controll
         tracing::error!(%agent_id, error = %e, "cannot resend unfinished jobs");
         Vec::new()
     });
+    with_jobs(commands, pending, agent_id)
+}
+
+/// The same for an agent woken on a replica: all of it, or an error (the wake-up is then acted
+/// on again later).
+pub(super) fn try_pending_messages(
+    ctl: &Controller,
+    agent_id: &str,
+) -> Result<Vec<ControllerMessage>, crate::store::StoreError> {
+    let commands = rollout_driver::commands_for_agent(ctl, agent_id)?;
+    let pending = ctl.store.pending_jobs(agent_id)?;
+    Ok(with_jobs(commands, pending, agent_id))
+}
+
+/// Commands, then one `RunJobs` per run.
+fn with_jobs(
+    mut messages: Vec<ControllerMessage>,
+    pending: Vec<(String, BenchJob)>,
+    agent_id: &str,
+) -> Vec<ControllerMessage> {
     for (run_id, jobs) in group_by_run(pending) {
         tracing::info!(%agent_id, %run_id, jobs = jobs.len(), "sending unfinished jobs");
         messages.push(ControllerMessage {
@@ -660,6 +682,15 @@ async fn serve_link(ctl: Controller, mut link: Link) {
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(silence);
     tokio::pin!(deadline);
+    // A stream past its age ends, up to a fifth later, so that agents connected together do
+    // not all come back together. Its connection was told to go away (HTTP/2 GOAWAY) at that
+    // age, so the agent comes back on a new connection, which a balancer may send elsewhere.
+    let aged = ctl
+        .settings
+        .max_stream_age
+        .map(|age| age.mul_f64(1.0 + 0.2 * rand::random::<f64>()));
+    let old_age = tokio::time::sleep(aged.unwrap_or(Duration::from_secs(86_400 * 365)));
+    tokio::pin!(old_age);
     let reason = loop {
         // What woke the task is decided first and the message boxed, so that nothing of the
         // size of an `AgentMessage` is held across the handling's await.
@@ -681,6 +712,10 @@ async fn serve_link(ctl: Controller, mut link: Link) {
             () = &mut deadline => {
                 break format!("no word from the agent for {:.1} s", silence.as_secs_f64());
             }
+            () = &mut old_age, if aged.is_some() => {
+                crate::metrics::stream_aged_out();
+                break "the stream reached its maximum age; the agent reconnects".to_string();
+            }
             message = link.inbound.message() => match message {
                 Ok(Some(message)) => Box::new(message),
                 Ok(None) => break "closed by the agent".to_string(),
@@ -697,12 +732,13 @@ async fn serve_link(ctl: Controller, mut link: Link) {
     link.closed.cancel();
     ctl.fleet.leave(&link.agent_id, link.session);
     if let Some(replica) = &ctl.replica {
-        // Unless the agent came back here already on a newer stream.
-        if !ctl.fleet.is_online(&link.agent_id) {
-            replica.left(&link.agent_id);
-            if let Err(e) = ctl.store.release_agent(&link.agent_id, replica.id()) {
-                tracing::debug!(agent_id = %link.agent_id, error = %e, "cannot record that the agent left");
-            }
+        // Unless a newer stream of the agent took its place, here or on another replica.
+        replica.left(&link.agent_id, link.session);
+        if let Err(e) = ctl
+            .store
+            .release_agent(&link.agent_id, replica.id(), link.session)
+        {
+            tracing::debug!(agent_id = %link.agent_id, error = %e, "cannot record that the agent left");
         }
     }
     let _ = ctl.store.touch_agent(&link.agent_id, now_ms());
@@ -746,7 +782,9 @@ const LAST_SEEN_EVERY: Duration = Duration::from_secs(1);
 async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) -> Option<String> {
     match msg.body {
         Some(agent_message::Body::InstallResult(result)) => {
-            rollout_driver::on_install_result(ctl, agent_id, result).await
+            if let Some(reason) = rollout_driver::on_install_result(ctl, agent_id, result).await {
+                return Some(reason);
+            }
         }
         Some(agent_message::Body::Heartbeat(_)) => {
             crate::metrics::heartbeat();

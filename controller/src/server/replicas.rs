@@ -40,11 +40,20 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 const SWEEP_WINDOW: Duration = Duration::from_secs(30);
 const RELISTEN_WINDOW: Duration = Duration::from_secs(600);
 
+/// What this replica sends an agent whose stream it holds goes out one pass at a time, each
+/// reading the store afresh, so that an install never overtakes the rollback that follows it.
+pub(super) struct Delivery {
+    /// The stream (the fleet's session number).
+    session: u64,
+    /// The wake number the last pass acted on; held by the pass going on.
+    delivered: Arc<tokio::sync::Mutex<i64>>,
+}
+
 /// This replica's part of a running controller.
 pub struct Replica {
     pub settings: ReplicaSettings,
-    /// The wake number last acted on, per agent whose stream this replica holds.
-    delivered: Mutex<HashMap<String, i64>>,
+    /// Per agent whose stream this replica holds.
+    deliveries: Mutex<HashMap<String, Arc<Delivery>>>,
     /// Told when a write of the leader's loops was refused by the fence.
     fenced: tokio::sync::Notify,
     /// The epoch of the lease this replica holds, 0 when it does not lead.
@@ -55,7 +64,7 @@ impl Replica {
     pub fn new(settings: ReplicaSettings) -> Arc<Replica> {
         Arc::new(Replica {
             settings,
-            delivered: Mutex::default(),
+            deliveries: Mutex::default(),
             fenced: tokio::sync::Notify::new(),
             leading_epoch: std::sync::atomic::AtomicI64::new(0),
         })
@@ -72,29 +81,44 @@ impl Replica {
             > 0
     }
 
-    /// Notes the wake number an agent's new stream starts from.
-    pub(super) fn joined(&self, agent_id: &str, wake: i64) {
-        self.lock().insert(agent_id.to_string(), wake);
+    /// Notes an agent's new stream `session`, whose first pass (what is pending as it
+    /// connects) counts as having acted on wake number `wake`; that pass holds the returned
+    /// guard while it reads and sends.
+    pub(super) fn joined(
+        &self,
+        agent_id: &str,
+        session: u64,
+        wake: i64,
+    ) -> tokio::sync::OwnedMutexGuard<i64> {
+        let delivered = Arc::new(tokio::sync::Mutex::new(wake));
+        let first_pass = delivered
+            .clone()
+            .try_lock_owned()
+            .expect("a new delivery is unlocked");
+        self.lock().insert(
+            agent_id.to_string(),
+            Arc::new(Delivery { session, delivered }),
+        );
+        first_pass
     }
 
-    pub(super) fn left(&self, agent_id: &str) {
-        self.lock().remove(agent_id);
-    }
-
-    /// Whether wake number `wake` of the agent is news (and from now on, acted on).
-    fn news(&self, agent_id: &str, wake: i64) -> bool {
-        let mut delivered = self.lock();
-        match delivered.get_mut(agent_id) {
-            Some(seen) if *seen < wake => {
-                *seen = wake;
-                true
-            }
-            _ => false,
+    /// Forgets the agent's stream `session`, unless a newer one took its place.
+    pub(super) fn left(&self, agent_id: &str, session: u64) {
+        let mut deliveries = self.lock();
+        if deliveries
+            .get(agent_id)
+            .is_some_and(|d| d.session == session)
+        {
+            deliveries.remove(agent_id);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        self.delivered.lock().unwrap_or_else(|p| p.into_inner())
+    fn delivery(&self, agent_id: &str) -> Option<Arc<Delivery>> {
+        self.lock().get(agent_id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Delivery>>> {
+        self.deliveries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -119,7 +143,9 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
     };
     tokio::spawn(hear_wakes(ctl.clone(), stop.clone()));
     let lease_ms = replica.settings.lease.as_millis() as i64;
-    let mut ticks = tokio::time::interval(replica.settings.lease / 5);
+    // Renewed every fifth of the lease, and alive at least every two seconds (others count a
+    // replica's agents online while it was heard from in the last ten).
+    let mut ticks = tokio::time::interval((replica.settings.lease / 5).min(Duration::from_secs(2)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term: Option<(i64, CancellationToken)> = None;
     loop {
@@ -136,14 +162,19 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
         );
         let agents = ctl.fleet.len() as u64;
         let leading = term.as_ref().map(|(epoch, _)| *epoch);
+        if leading.is_some() {
+            report_fleet(&ctl).await;
+        }
         // The store's calls block: off the async threads, so a slow database holds up no link.
         let outcome = tokio::task::spawn_blocking(move || {
             store.replica_alive(&id, &address, agents)?;
             match leading {
-                Some(_) if fenced => Ok::<_, StoreError>(None),
-                Some(epoch) => Ok(store
-                    .renew_lease(&id, epoch, lease_ms)?
-                    .then_some((epoch, false))),
+                // A refused write (`fenced`) may be an earlier term's task: the renewal decides.
+                Some(epoch) => Ok::<_, StoreError>(
+                    store
+                        .renew_lease(&id, epoch, lease_ms)?
+                        .then_some((epoch, false)),
+                ),
                 None => Ok(store.take_lease(&id, lease_ms)?.map(|taken| {
                     // Fires the previous leader left undone run now; after this replica's own
                     // restart they count as missed, as with a single controller.
@@ -170,6 +201,7 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
                 replica
                     .leading_epoch
                     .store(0, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::leading(false);
                 stop_leading(&ctl, stop_term).await;
             }
             (None, Some((epoch, took_over))) => match start_leading(&ctl, epoch, took_over).await {
@@ -178,9 +210,15 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
                     replica
                         .leading_epoch
                         .store(epoch, std::sync::atomic::Ordering::Relaxed);
+                    crate::metrics::leading(true);
                     term = Some((epoch, stop_term));
                 }
-                Err(e) => tracing::error!(error = %e, "cannot start leading"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start leading; giving the lease up");
+                    let (store, id) = (ctl.store.clone(), replica.settings.id.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || store.resign_lease(&id, epoch)).await;
+                }
             },
             (None, None) => {}
         }
@@ -192,6 +230,23 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
     let id = replica.settings.id.clone();
     // Its agents are free at once, and the lease too if it held it.
     let _ = tokio::task::spawn_blocking(move || store.replica_gone(&id)).await;
+}
+
+/// The fleet-wide figures, reported by the leader alone: agents online on any replica, and
+/// replicas alive.
+async fn report_fleet(ctl: &Controller) {
+    let store = ctl.store.clone();
+    let within = ALIVE_WITHIN.as_millis() as i64;
+    let counted = tokio::task::spawn_blocking(move || {
+        Ok::<_, StoreError>((
+            store.held_agent_count(within)? as usize,
+            store.replicas(within)?.len(),
+        ))
+    })
+    .await;
+    if let Ok(Ok((agents, replicas))) = counted {
+        crate::metrics::fleet(agents, replicas);
+    }
 }
 
 /// Starts the leader's loops for lease term `epoch`, on a store fenced to it.
@@ -267,37 +322,54 @@ async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>) {
         return;
     };
     for (agent_id, number) in wakes {
-        if !ctl.fleet.is_online(&agent_id) || !replica.news(&agent_id, number) {
+        let Some(delivery) = replica.delivery(&agent_id) else {
             continue;
-        }
-        let (ctl, replica) = (ctl.clone(), replica.clone());
+        };
+        let ctl = ctl.clone();
         let me = replica.id().to_string();
         tokio::spawn(async move {
+            // One pass at a time per agent, each reading the store after the one before sent.
+            let mut delivered = delivery.delivered.lock().await;
+            if *delivered >= number {
+                return;
+            }
             let store = ctl.store.clone();
-            let id = agent_id.clone();
+            let (id, ctl2) = (agent_id.clone(), ctl.clone());
             let found = tokio::task::spawn_blocking(move || {
-                Ok::<_, StoreError>((store.agent_holder(&id)?, store.agent_revoked_ms(&id)?))
+                let holder = store.agent_holder(&id)?;
+                let revoked = store.agent_revoked_ms(&id)?;
+                let pending = match (&holder, revoked) {
+                    (Some(h), Some(0)) if *h == me => {
+                        super::link::try_pending_messages(&ctl2, &id)?
+                    }
+                    (None, Some(0)) => super::link::try_pending_messages(&ctl2, &id)?,
+                    _ => Vec::new(),
+                };
+                Ok::<_, StoreError>((holder, revoked, pending, me))
             })
             .await;
             match found {
-                Ok(Ok((Some(holder), _))) if holder != me => {
+                Ok(Ok((Some(holder), _, _, me))) if holder != me => {
                     tracing::info!(%agent_id, newer_on = %holder, "the agent connected to another replica; closing its older stream here");
                     ctl.fleet.close(&agent_id);
+                    *delivered = number;
                 }
-                Ok(Ok((_, Some(0)))) => {
-                    for message in super::link::pending_messages(&ctl, &agent_id) {
+                Ok(Ok((_, Some(0), pending, _))) => {
+                    for message in pending {
                         if !ctl.fleet.send(&agent_id, message).await {
-                            break;
+                            return; // the stream ended: its next one gets everything
                         }
                     }
+                    *delivered = number;
                 }
-                Ok(Ok((_, _))) => {
+                Ok(Ok(_)) => {
                     tracing::warn!(%agent_id, "the agent was revoked or removed; closing its stream");
                     ctl.fleet.close(&agent_id);
+                    *delivered = number;
                 }
+                // Not acted on: the sweep finds the wake-up again.
                 Ok(Err(e)) => {
-                    tracing::warn!(%agent_id, error = %e, "cannot act on the agent's wake-up; the sweep tries again");
-                    replica.lock().insert(agent_id, number - 1);
+                    tracing::warn!(%agent_id, error = %e, "cannot act on the agent's wake-up; the sweep tries again")
                 }
                 Err(_) => {}
             }

@@ -14,7 +14,9 @@ use crate::store::{DbError, Store, StoreError};
 /// The advisory lock's key (`rollouts` in ASCII, as a number).
 const ROLLOUT_LOCK: i64 = 0x726f_6c6c_6f75_7473;
 
-/// How long a holder may sit inside the lock before PostgreSQL ends its session.
+/// How long a holder may sit inside the lock before PostgreSQL ends its session, at least: with
+/// replicas, twice the leader's lease, so that a leader frozen inside the lock has lost its
+/// lease (and its writes are refused) before anyone else can take the lock.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// The rollout lock; cheap to clone.
@@ -36,9 +38,16 @@ pub struct RolloutGuard {
 
 impl RolloutLock {
     pub fn new(store: &Store) -> Result<RolloutLock, StoreError> {
+        RolloutLock::with_lease(store, Duration::ZERO)
+    }
+
+    /// The lock of a replica whose leader's lease is `lease`.
+    pub fn with_lease(store: &Store, lease: Duration) -> Result<RolloutLock, StoreError> {
         Ok(RolloutLock {
             local: Arc::default(),
-            pool: store.session_pool(STALL_LIMIT)?.map(Arc::new),
+            pool: store
+                .session_pool(STALL_LIMIT.max(lease * 2))?
+                .map(Arc::new),
         })
     }
 
@@ -90,7 +99,11 @@ impl Drop for RolloutGuard {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Some(client) = &session.client {
-                    let _ = client.batch_execute("COMMIT").await;
+                    if let Err(e) = client.batch_execute("COMMIT").await {
+                        // PostgreSQL ended the session (a stall past the limit, a restart): what
+                        // was done under the lock may have interleaved with another replica.
+                        tracing::warn!(error = %e, "the rollout lock's session ended before it was released");
+                    }
                 }
                 drop(session);
             });

@@ -303,25 +303,26 @@ pub(crate) async fn fire(
         .store
         .schedule(name)?
         .ok_or_else(|| Status::not_found(format!("no schedule {name}")))?;
-    // One fire, one run, whoever fires it: the claim is the database's to give.
+    let mut left_out = Vec::new();
+    let guard = ctl.schedules.begin(name);
+    let still_running = guard.is_none() || !ctl.store.unfinished_runs_of(name)?.is_empty();
+    if !still_running && !manual && !row.jitter.is_zero() {
+        let delay = jitter_delay(row.jitter, rand::random::<f64>());
+        tracing::debug!(schedule = %name, delay_ms = delay.as_millis() as u64, "jitter");
+        tokio::time::sleep(delay).await;
+    }
+    // One fire, one outcome, whoever fires it: the claim is the database's to give, taken just
+    // before the run starts (a leader that dies waiting out the jitter leaves it to the next).
     if !manual && !ctl.store.claim_fire(name, planned_ms, now_ms())? {
         return Err(Status::already_exists(format!(
             "the fire of {name} planned for {} was fired already",
             edgefleet_reports::rfc3339(planned_ms)
         )));
     }
-    let mut left_out = Vec::new();
-    let guard = ctl.schedules.begin(name);
-    let still_running = guard.is_none() || !ctl.store.unfinished_runs_of(name)?.is_empty();
     let outcome = if still_running {
         tracing::info!(schedule = %name, "previous scheduled run still going; this fire is skipped");
         FireOutcome::SkippedStillRunning
     } else {
-        if !manual && !row.jitter.is_zero() {
-            let delay = jitter_delay(row.jitter, rand::random::<f64>());
-            tracing::debug!(schedule = %name, delay_ms = delay.as_millis() as u64, "jitter");
-            tokio::time::sleep(delay).await;
-        }
         match start_run(ctl, &row, &mut left_out).await {
             Ok(run_id) => FireOutcome::Started { run_id },
             Err(status) => {
@@ -432,6 +433,7 @@ mod tests {
                 heartbeat_interval: std::time::Duration::from_secs(1),
                 limits: Default::default(),
                 retention: None,
+                max_stream_age: None,
             },
         )
         .unwrap()

@@ -233,6 +233,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE agent_holders (
          agent_id TEXT COLLATE "C" PRIMARY KEY,
          replica TEXT COLLATE "C" NOT NULL,
+         -- Which of the replica's streams: an older one's goodbye must not free a newer one.
+         session BIGINT NOT NULL,
          since_at TIMESTAMPTZ NOT NULL
      );
      CREATE INDEX agent_holders_by_replica ON agent_holders (replica);

@@ -155,18 +155,23 @@ impl Store {
         )?)
     }
 
-    /// Records that `replica` now holds the agent's stream (a newer stream than any other
-    /// replica's) and wakes the agent, so that a replica holding an older stream closes it; the
+    /// Records that `replica` now holds the agent's stream `session` (newer than any other
+    /// stream of it) and wakes the agent, so that a replica holding an older one closes it; the
     /// wake number given, which the new holder counts as delivered.
-    pub fn hold_agent(&self, agent_id: &str, replica: &str) -> Result<i64, StoreError> {
+    pub fn hold_agent(
+        &self,
+        agent_id: &str,
+        replica: &str,
+        session: u64,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO agent_holders (agent_id, replica, since_at)
-             VALUES (?1, ?2, clock_timestamp())
+            "INSERT INTO agent_holders (agent_id, replica, session, since_at)
+             VALUES (?1, ?2, ?3, clock_timestamp())
              ON CONFLICT (agent_id) DO UPDATE SET replica = excluded.replica,
-                 since_at = excluded.since_at",
-            params![agent_id, replica],
+                 session = excluded.session, since_at = excluded.since_at",
+            params![agent_id, replica, session as i64],
         )?;
         let wake = wake_in(&mut tx, &[agent_id.to_string()])?
             .into_iter()
@@ -176,12 +181,29 @@ impl Store {
         Ok(wake)
     }
 
-    /// Forgets that `replica` holds the agent's stream (it ended), unless a newer one took it.
-    pub fn release_agent(&self, agent_id: &str, replica: &str) -> Result<(), StoreError> {
+    /// Forgets that `replica` holds the agent's stream `session` (it ended), unless a newer
+    /// stream took its place (on this replica or another).
+    pub fn release_agent(
+        &self,
+        agent_id: &str,
+        replica: &str,
+        session: u64,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         conn.execute(
-            "DELETE FROM agent_holders WHERE agent_id = ?1 AND replica = ?2",
-            params![agent_id, replica],
+            "DELETE FROM agent_holders WHERE agent_id = ?1 AND replica = ?2 AND session = ?3",
+            params![agent_id, replica, session as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Gives the lease up (a leader that could not start leading), so another replica takes it.
+    pub fn resign_lease(&self, holder: &str, epoch: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.execute(
+            "UPDATE edgefleet_leader SET expires_at = clock_timestamp() - interval '1 ms'
+             WHERE id = 1 AND holder = ?1 AND epoch = ?2",
+            params![holder, epoch],
         )?;
         Ok(())
     }
@@ -208,6 +230,18 @@ impl Store {
             params![within_ms],
             |r| r.get(0),
         )?)
+    }
+
+    /// How many agents live replicas hold.
+    pub fn held_agent_count(&self, within_ms: i64) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM agent_holders h JOIN edgefleet_replicas r ON r.id = h.replica
+             WHERE r.heard_at > clock_timestamp() - ?1 * interval '1 ms'",
+            params![within_ms],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
     }
 
     /// Whether a live replica holds the agent's stream.

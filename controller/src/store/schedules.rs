@@ -248,6 +248,9 @@ fn insert_fire(conn: &mut super::db::Conn<'_>, fire: &FireRow) -> Result<(), Sto
     Ok(())
 }
 
+/// Claims of fires planned more than a day before the newest recorded one are dropped.
+const CLAIMS_KEPT_MS: i64 = 24 * 3600 * 1000;
+
 impl Store {
     /// Stores a new schedule; a name in use is [`StoreError::ScheduleExists`].
     pub fn insert_schedule(&self, s: &ScheduleRow) -> Result<(), StoreError> {
@@ -314,6 +317,10 @@ impl Store {
             "DELETE FROM schedule_fires WHERE schedule = ?1",
             params![name],
         )?;
+        tx.execute(
+            "DELETE FROM schedule_fire_claims WHERE schedule = ?1",
+            params![name],
+        )?;
         let removed = tx.execute("DELETE FROM schedules WHERE name = ?1", params![name])?;
         tx.commit()?;
         Ok(removed > 0)
@@ -330,6 +337,11 @@ impl Store {
                 "UPDATE schedules SET last_fire_ms = CASE WHEN last_fire_ms > ?2 THEN last_fire_ms ELSE ?2 END
                  WHERE name = ?1",
                 params![fire.schedule, fire.planned_ms],
+            )?;
+            // A claim only matters while a leader could still fire its time late.
+            tx.execute(
+                "DELETE FROM schedule_fire_claims WHERE schedule = ?1 AND planned_ms < ?2",
+                params![fire.schedule, fire.planned_ms - CLAIMS_KEPT_MS],
             )?;
         }
         tx.commit()?;

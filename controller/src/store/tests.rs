@@ -155,7 +155,7 @@ fn agents_are_held_by_one_replica_and_wake_ups_are_announced() {
 
     s.replica_alive("r1", "10.0.0.1:7443", 1).unwrap();
     s.replica_alive("r2", "10.0.0.2:7443", 0).unwrap();
-    let w1 = s.hold_agent("agent-a", "r1").unwrap();
+    let w1 = s.hold_agent("agent-a", "r1", 1).unwrap();
     let Heard::Payload(payload) = next(&mut heard) else {
         panic!("a payload")
     };
@@ -163,13 +163,25 @@ fn agents_are_held_by_one_replica_and_wake_ups_are_announced() {
     assert_eq!(s.agent_holder("agent-a").unwrap().as_deref(), Some("r1"));
     assert!(s.agent_held("agent-a", 10_000).unwrap());
     assert_eq!(s.held_agents(10_000).unwrap(), vec!["agent-a".to_string()]);
+    assert_eq!(s.held_agent_count(10_000).unwrap(), 1);
 
     // The agent's newer stream on r2 wins; r1's late goodbye does not free it.
-    let w2 = s.hold_agent("agent-a", "r2").unwrap();
+    let w2 = s.hold_agent("agent-a", "r2", 7).unwrap();
     assert!(w2 > w1);
     assert_eq!(next(&mut heard), Heard::Payload(format!("agent-a:{w2}")));
-    s.release_agent("agent-a", "r1").unwrap();
+    s.release_agent("agent-a", "r1", 1).unwrap();
     assert_eq!(s.agent_holder("agent-a").unwrap().as_deref(), Some("r2"));
+    // Nor does the goodbye of an older stream on the same replica.
+    let w3 = s.hold_agent("agent-a", "r2", 8).unwrap();
+    assert_eq!(next(&mut heard), Heard::Payload(format!("agent-a:{w3}")));
+    s.release_agent("agent-a", "r2", 7).unwrap();
+    assert_eq!(s.agent_holder("agent-a").unwrap().as_deref(), Some("r2"));
+    s.release_agent("agent-a", "r2", 8).unwrap();
+    assert_eq!(s.agent_holder("agent-a").unwrap(), None);
+    s.hold_agent("agent-a", "r2", 9).unwrap();
+    let Heard::Payload(_) = next(&mut heard) else {
+        panic!("a payload")
+    };
 
     // Many agents woken at once: every one announced, none twice, with rising numbers.
     let many: Vec<String> = (0..400).map(|i| format!("agent-{i:03}")).collect();
@@ -184,7 +196,7 @@ fn agents_are_held_by_one_replica_and_wake_ups_are_announced() {
         announced.extend(parse_wakes(&payload));
     }
     assert_eq!(announced.len(), many.len());
-    assert!(announced.iter().all(|(_, w)| *w > w2));
+    assert!(announced.iter().all(|(_, w)| *w > w3));
     let recent = s.recent_wakes(60_000).unwrap();
     assert_eq!(recent.len(), many.len() + 1);
 

@@ -39,6 +39,17 @@ const SHARED_FILES: [&str; 4] = ["ca.pem", "ca.key", "controller.key", "credenti
 /// Starts replica `id` in `dir/ID`, with the shared files of `first` (when given) copied into
 /// its data folder first.
 fn start_replica(dir: &Path, id: &str, state: &StateIn, first: Option<&Controller>) -> Controller {
+    start_replica_on(dir, id, state, first, "127.0.0.1:0", &[])
+}
+
+fn start_replica_on(
+    dir: &Path,
+    id: &str,
+    state: &StateIn,
+    first: Option<&Controller>,
+    listen: &str,
+    extra: &[&str],
+) -> Controller {
     let home = dir.join(id);
     std::fs::create_dir_all(&home).unwrap();
     let data = home.join("controller");
@@ -56,12 +67,9 @@ fn start_replica(dir: &Path, id: &str, state: &StateIn, first: Option<&Controlle
         }
     }
     let lease = LEASE_S.to_string();
-    Controller::start_in(
-        &home,
-        "127.0.0.1:0",
-        state,
-        &["--replica-id", id, "--leader-lease-s", &lease],
-    )
+    let mut flags = vec!["--replica-id", id, "--leader-lease-s", &lease];
+    flags.extend_from_slice(extra);
+    Controller::start_in(&home, listen, state, &flags)
 }
 
 /// `edgefleet controllers --json` through `ctl`.
@@ -331,4 +339,105 @@ fn a_leader_stopped_past_its_lease_is_fenced_and_steps_down() {
     let leaders: Vec<_> = listed.iter().filter(|c| c["leader"] == true).collect();
     assert_eq!(leaders.len(), 1, "{listed:#?}");
     assert_eq!(leaders[0]["id"], "r1", "{listed:#?}");
+}
+
+/// Agents spread over a replica added later, as their streams reach their maximum age; an
+/// enrollment token is spent once across replicas; an agent revoked through one replica is cut
+/// off by the replica holding it.
+#[test]
+fn a_replica_added_later_takes_agents_and_a_revocation_reaches_the_replica_holding_the_agent() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateIn::postgres_and_s3();
+    let url = database_url(&state);
+    let aging = ["--max-stream-age-s", "6"];
+    let r0 = start_replica_on(dir.path(), "r0", &state, None, "127.0.0.1:0", &aging);
+    let r1 = start_replica_on(dir.path(), "r1", &state, Some(&r0), "127.0.0.1:0", &aging);
+    // r2's port is known to the balancer before r2 runs (down until then).
+    let later = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let lb = Haproxy::start(&[r0.listen.clone(), r1.listen.clone(), later.clone()]);
+    let names = ["edge-1", "edge-2", "edge-3", "edge-4"];
+    let _agents: Vec<Process> = names
+        .iter()
+        .map(|n| agent(dir.path(), &lb, &r0, n))
+        .collect();
+    r1.wait_online(&names, DEADLINE);
+
+    // One token, two devices, two replicas: the database lets it enroll one.
+    let sensors = dir.path().join("no-sensors");
+    let token = r0.enroll_token("solo");
+    let _solo = start_agent_raw(
+        dir.path(),
+        "solo",
+        &sensors,
+        &["--controller", &r1.address, "--enroll-token", &token],
+    );
+    r0.wait_online(&["solo"], DEADLINE);
+    let _copycat = start_agent_raw(
+        dir.path(),
+        "copycat",
+        &sensors,
+        &["--controller", &r0.address, "--enroll-token", &token],
+    );
+    wait_for("the copied token to be refused", DEADLINE, || {
+        agent_log(dir.path(), "copycat")
+            .contains("the enrollment token was used already")
+            .then_some(())
+    });
+
+    // Revoked through r0; r1 holds the agent's stream and closes it.
+    let solo_id = r0
+        .agents()
+        .into_iter()
+        .find(|a| a["name"] == "solo")
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .unwrap();
+    let holder = edgefleet_test_postgres::cluster()
+        .psql_on(
+            &url,
+            &format!("SELECT replica FROM agent_holders WHERE agent_id = '{solo_id}'"),
+        )
+        .unwrap();
+    assert_eq!(holder.trim(), "r1");
+    let revoked = Instant::now();
+    r0.cli_ok(&["agents", "revoke", "solo"]);
+    r1.process.wait_for_log(
+        "the agent was revoked or removed; closing its stream",
+        DEADLINE,
+    );
+    eprintln!(
+        "revoked through r0, cut off by r1 {:?} later",
+        revoked.elapsed()
+    );
+    wait_for("solo offline", DEADLINE, || {
+        let solo = r1.agents().into_iter().find(|a| a["name"] == "solo")?;
+        (solo["online"] == false).then_some(())
+    });
+
+    // r2 joins: streams that reach their age come back through the balancer, some to r2.
+    let r2 = start_replica_on(dir.path(), "r2", &state, Some(&r0), &later, &aging);
+    let spread = wait_for("agents on the replica added later", DEADLINE, || {
+        let listed = controllers(&r0);
+        let on_r2 = listed
+            .iter()
+            .find(|c| c["id"] == "r2")
+            .and_then(|c| c["agents"].as_u64())
+            .unwrap_or(0);
+        (on_r2 > 0).then_some(listed)
+    });
+    eprintln!("after r2 joined: {spread:?}");
+    assert!(
+        r0.process
+            .log_text()
+            .contains("the stream reached its maximum age")
+            || r1
+                .process
+                .log_text()
+                .contains("the stream reached its maximum age")
+    );
+    r2.wait_online(&names, DEADLINE);
 }

@@ -321,6 +321,7 @@ mod tests {
                 heartbeat_interval: std::time::Duration::from_secs(1),
                 limits: Default::default(),
                 retention: None,
+                max_stream_age: None,
             },
         )
         .unwrap();

@@ -10,18 +10,31 @@ use crate::rollout::TargetState;
 use crate::server::Controller;
 use crate::store::{AgentModelRow, StoreError};
 
-/// Applies an agent's answer to an install or rollback command.
-pub async fn on_install_result(ctl: &Controller, agent_id: &str, result: InstallResult) {
+/// Applies an agent's answer to an install or rollback command; `Some(reason)` when the link
+/// must close because the answer could not be taken (the database out of reach): the command
+/// goes out again on the agent's next stream, and the agent answers it again.
+pub async fn on_install_result(
+    ctl: &Controller,
+    agent_id: &str,
+    result: InstallResult,
+) -> Option<String> {
     let _guard = match ctl.rollout_lock.lock().await {
         Ok(guard) => guard,
         Err(e) => {
-            // The agent sends its answer again when it reconnects (its outbox keeps it).
-            tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot take the rollout lock to record an install result");
-            return;
+            tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot take the rollout lock to record an install result; closing the link so the agent answers again");
+            return Some(format!("the rollout lock could not be taken: {e}"));
         }
     };
-    if let Err(e) = apply_install_result(ctl, agent_id, &result).await {
-        tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot record an install result");
+    match apply_install_result(ctl, agent_id, &result).await {
+        Ok(()) => None,
+        Err(e) if e.is_transient() => {
+            tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot record an install result; closing the link so the agent answers again");
+            Some(format!("the store could not take an install result: {e}"))
+        }
+        Err(e) => {
+            tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot record an install result");
+            None
+        }
     }
 }
 
@@ -58,15 +71,10 @@ async fn apply_install_result(
     let Some(mut target) = ctl.store.target(rollout_id, agent_id)? else {
         return Ok(());
     };
-    let next = match on_answer(answer, target.state, rollout.state) {
+    let (next, send_rollback) = match on_answer(answer, target.state, rollout.state) {
         Transition::Ignore => return Ok(()),
-        Transition::To(state) => state,
-        Transition::ToRollingBackAndSendRollback => {
-            ctl.fleet
-                .send(agent_id, rollback_command(&rollout, agent_id))
-                .await;
-            TargetState::RollingBack
-        }
+        Transition::To(state) => (state, false),
+        Transition::ToRollingBackAndSendRollback => (TargetState::RollingBack, true),
     };
     let message = match answer {
         Answer::Rollback { ok: true } => format!(
@@ -98,7 +106,13 @@ async fn apply_install_result(
         }
     };
     event(ctl, rollout_id, Some(agent_id), &message);
-    set_state(ctl, &mut target, next)
+    set_state(ctl, &mut target, next)?;
+    if send_rollback {
+        // Written first: with replicas the rollback reaches the agent through the store.
+        ctl.send_command(agent_id, rollback_command(&rollout, agent_id))
+            .await;
+    }
+    Ok(())
 }
 
 fn display_version(v: &str) -> &str {

@@ -46,6 +46,7 @@ fn fixture() -> (Fixture, Stream, Stream) {
             heartbeat_interval: Duration::from_secs(5),
             limits: Default::default(),
             retention: None,
+            max_stream_age: None,
         },
     )
     .unwrap();
