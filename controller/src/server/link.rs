@@ -29,11 +29,15 @@ use crate::trust::identity;
 /// The size of an artifact this agent may fetch: only what the controller sent it (a manifest to
 /// install, a job's model or input); bytes are counted under the certificate's identity.
 fn authorized_artifact(ctl: &Controller, agent_id: &str, sha256: &str) -> Result<u64, Status> {
-    if !ctl
-        .store
-        .may_fetch(agent_id, sha256)
-        .map_err(|e| Status::internal(e.to_string()))?
-    {
+    // The database out of reach is UNAVAILABLE: the agent's transfer tries again.
+    let status = |e: crate::store::StoreError| {
+        if e.is_transient() {
+            Status::unavailable(e.to_string())
+        } else {
+            Status::internal(e.to_string())
+        }
+    };
+    if !ctl.store.may_fetch(agent_id, sha256).map_err(status)? {
         tracing::warn!(%agent_id, %sha256, "refused a fetch of an artifact never sent to this agent");
         return Err(Status::permission_denied(format!(
             "artifact {sha256} was not sent to this agent"
@@ -41,7 +45,7 @@ fn authorized_artifact(ctl: &Controller, agent_id: &str, sha256: &str) -> Result
     }
     ctl.store
         .artifact_size(sha256)
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status)?
         .ok_or_else(|| Status::not_found(format!("no artifact {sha256}")))
 }
 

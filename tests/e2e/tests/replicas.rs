@@ -441,3 +441,81 @@ fn a_replica_added_later_takes_agents_and_a_revocation_reaches_the_replica_holdi
     );
     r2.wait_online(&names, DEADLINE);
 }
+
+const QUICK: &str = "name = \"replicas-quick\"\nmodels = [\"add@1\"]\n[input]\ntext = [\"hi\"]\n\
+[[scenario]]\nkind = \"single-stream\"\nwarmup = 1\nmin_queries = 10\nmin_duration_s = 0.1\nmax_duration_s = 5\n";
+
+/// Three jobs of two seconds and more each per agent: results arrive over several seconds.
+const SUITE: &str = "name = \"replicas-pg-restart\"\nmodels = [\"add@1\"]\n[input]\ntext = [\"hi\"]\n\
+[[scenario]]\nkind = \"single-stream\"\nwarmup = 1\nmin_queries = 10\nmin_duration_s = 2\nmax_duration_s = 10\n\
+[[scenario]]\nkind = \"single-stream\"\nthreads = [2]\nwarmup = 1\nmin_queries = 10\nmin_duration_s = 2\nmax_duration_s = 10\n\
+[[scenario]]\nkind = \"single-stream\"\nwarmup = 2\nmin_queries = 20\nmin_duration_s = 2\nmax_duration_s = 10\n";
+
+/// PostgreSQL restarted while a run's results arrive at two replicas: both ride it out (their
+/// pools, listeners and lease reconnect), the agents' results that could not be stored come
+/// again, and every job has exactly one result.
+#[test]
+fn replicas_ride_out_a_postgresql_restart_and_store_each_result_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateIn::postgres_and_s3();
+    let url = database_url(&state);
+    let r0 = start_replica(dir.path(), "r0", &state, None);
+    let r1 = start_replica(dir.path(), "r1", &state, Some(&r0));
+    let lb = Haproxy::start(&[r0.listen.clone(), r1.listen.clone()]);
+    let names = ["edge-1", "edge-2", "edge-3"];
+    let _agents: Vec<Process> = names
+        .iter()
+        .map(|n| agent(dir.path(), &lb, &r0, n))
+        .collect();
+    r1.wait_online(&names, DEADLINE);
+    r1.add_cached_model("models/tiny/add.onnx", "add", "1");
+    // The model on every agent first (a run through the other replica): this test is about
+    // results arriving, not transfers.
+    let quick = dir.path().join("quick.toml");
+    std::fs::write(&quick, QUICK).unwrap();
+    r1.cli_ok(&["bench", "run", quick.to_str().unwrap(), "--wait"]);
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(&suite, SUITE).unwrap();
+    let run_id = r0
+        .cli_ok(&["bench", "run", suite.to_str().unwrap()])
+        .trim()
+        .to_string();
+
+    let cluster = edgefleet_test_postgres::cluster();
+    cluster.stop();
+    wait_for("a replica that cannot store a result", DEADLINE, || {
+        [&r0, &r1]
+            .iter()
+            .any(|r| r.process.log_text().contains("cannot store result"))
+            .then_some(())
+    });
+    cluster.start_again();
+
+    let count = |sql: &str| -> String {
+        cluster
+            .psql_on(&url, &sql.replace("RUN", &run_id))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    wait_for(
+        "all 9 jobs done after PostgreSQL restarted",
+        DEADLINE * 2,
+        || {
+            (count("SELECT count(*) FROM bench_jobs WHERE run_id = 'RUN' AND state = 'done'")
+                == "9")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        count("SELECT count(*) || ' ' || count(DISTINCT job_id) FROM results WHERE run_id = 'RUN'"),
+        "9 9"
+    );
+    // Both replicas back: alive, one of them leading, every agent online.
+    let listed = wait_for("both replicas alive and one leading", DEADLINE, || {
+        let listed = controllers(&r1);
+        (listed.len() == 2 && listed.iter().filter(|c| c["leader"] == true).count() == 1)
+            .then_some(listed)
+    });
+    eprintln!("after the restart: {listed:?}");
+    r0.wait_online(&names, DEADLINE);
+}
