@@ -2,7 +2,9 @@
 //! install or a benchmark run, start it again, and check what a crash must never do: leave a
 //! corrupt or half-installed version active, lose a result or store one twice, or leave a
 //! rollout that never reaches a final state. `examples/kill_trials.rs` runs many (`--trials N`);
-//! `tests/kill_trials.rs` runs five in CI.
+//! `tests/kill_trials.rs` runs five in CI. [`run_replicas`] does the same to three controller
+//! replicas behind HAProxy on PostgreSQL and S3, killing a replica, the leader or PostgreSQL
+//! (`--replicas` in the example; three in `tests/replicas.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::{start_agent_with, Controller};
+use crate::haproxy::Haproxy;
+use crate::replicas::{agent_behind, leader, start_replica, wait_for_leader};
+use crate::{start_agent_with, Controller, StateIn};
 
 /// What the trials found.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -115,6 +119,124 @@ pub fn run(dir: &Path, trials: u32, seed: u64) -> Tally {
             delay.as_millis()
         );
     }
+    drop(agent);
+    tally
+}
+
+/// What a replica trial kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    /// A replica that does not lead.
+    Replica,
+    /// The replica holding the lease.
+    Leader,
+    /// PostgreSQL, stopped and started again.
+    Postgres,
+    /// The agent.
+    Agent,
+}
+
+/// Runs `trials` trials against three replicas behind HAProxy on PostgreSQL and S3: each kills
+/// a replica (SIGKILL, then started again under its id), the leader, PostgreSQL (stopped, then
+/// started again) or the agent at a random moment of an install or a run, and checks the same
+/// as [`run`] through a replica that lived.
+pub fn run_replicas(dir: &Path, trials: u32, seed: u64) -> Tally {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let state = StateIn::postgres_and_s3();
+    let first = start_replica(dir, "r0", &state, None, "127.0.0.1:0", &[]);
+    let mut replicas = vec![first];
+    for id in ["r1", "r2"] {
+        let next = start_replica(dir, id, &state, Some(&replicas[0]), "127.0.0.1:0", &[]);
+        replicas.push(next);
+    }
+    let listens: Vec<String> = replicas.iter().map(|r| r.listen.clone()).collect();
+    let lb = Haproxy::start(&listens);
+    let mut agent = agent_behind(dir, &lb, &replicas[0], "edge-k", &AGENT_FLAGS);
+    replicas[1].wait_online(&["edge-k"], SETTLE);
+    replicas[1].add_cached_model("models/minilm-l6/model.int8.onnx", "minilm", "int8");
+    replicas[2].add_cached_model("models/minilm-l6/model.fp32.onnx", "minilm", "fp32");
+    let suite = dir.join("trial.toml");
+    std::fs::write(&suite, SUITE).unwrap();
+    let cluster = edgefleet_test_postgres::cluster();
+    let mut tally = Tally::default();
+    let mut next_version = ["fp32", "int8"].into_iter().cycle();
+    let victims = [
+        Victim::Replica,
+        Victim::Leader,
+        Victim::Postgres,
+        Victim::Agent,
+    ];
+    for trial in 1..=trials {
+        let victim = victims[rng.random_range(0..victims.len())];
+        let install = rng.random_bool(0.5);
+        let delay = Duration::from_millis(rng.random_range(100..2500));
+        let leader_id = wait_for_leader(&replicas[0], SETTLE);
+        let leading = replicas
+            .iter()
+            .position(|r| r.data_dir.parent().unwrap().ends_with(&leader_id))
+            .expect("the leader is one of ours");
+        let killed = match victim {
+            Victim::Leader => Some(leading),
+            Victim::Replica => Some((leading + 1 + rng.random_range(0..2)) % 3),
+            Victim::Postgres | Victim::Agent => None,
+        };
+        // The CLI talks to a replica that lives through the trial.
+        let admin = (killed.unwrap_or(0) + 1) % 3;
+        replicas[admin].wait_online(&["edge-k"], SETTLE);
+        let started = if install {
+            let version = next_version.next().unwrap();
+            replicas[admin].cli_ok(&["rollout", "start", &format!("minilm@{version}")])
+        } else {
+            replicas[admin].cli_ok(&["bench", "run", suite.to_str().unwrap()])
+        };
+        let id = started.trim().to_string();
+        std::thread::sleep(delay);
+        match victim {
+            Victim::Replica | Victim::Leader => {
+                let at = killed.expect("a replica");
+                let name = format!("r{at}");
+                let _ = replicas[at].process.child.kill(); // SIGKILL
+                let _ = replicas[at].process.child.wait();
+                // Started again at once on its address, under its id, from its folder.
+                replicas[at] = start_replica(dir, &name, &state, None, &listens[at], &[]);
+            }
+            Victim::Postgres => {
+                cluster.stop();
+                std::thread::sleep(Duration::from_millis(rng.random_range(500..3000)));
+                cluster.start_again();
+            }
+            Victim::Agent => {
+                drop(agent);
+                agent = agent_behind(dir, &lb, &replicas[admin], "edge-k", &AGENT_FLAGS);
+            }
+        }
+        tally.trials += 1;
+        let problems_before = tally.problems();
+        let ctl = &replicas[admin];
+        if install {
+            settle_rollout(ctl, &id, &mut tally);
+        } else {
+            settle_run(ctl, dir, &id, &mut tally);
+        }
+        check_active_version(ctl, dir, &mut tally);
+        let verdict = if tally.problems() == problems_before {
+            "ok".to_string()
+        } else {
+            format!("FOUND: {tally}")
+        };
+        let what = if install { "an install" } else { "a run" };
+        let victim = match (victim, killed) {
+            (Victim::Postgres, _) => "PostgreSQL".to_string(),
+            (Victim::Agent, _) => "the agent".to_string(),
+            (Victim::Leader, Some(at)) => format!("the leader r{at}"),
+            (_, at) => format!("replica r{}", at.unwrap_or(0)),
+        };
+        println!(
+            "trial {trial}: kill {victim} {} ms into {what} ({id}): {verdict}",
+            delay.as_millis()
+        );
+    }
+    let _ = leader(&replicas[0]);
     drop(agent);
     tally
 }

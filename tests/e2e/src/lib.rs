@@ -11,6 +11,7 @@ pub mod http_proxy;
 pub mod kill_trials;
 pub mod metrics;
 pub mod netns;
+pub mod replicas;
 pub mod sim;
 
 use std::io::{BufRead, BufReader};
