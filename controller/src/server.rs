@@ -270,6 +270,33 @@ impl Controller {
         }
     }
 
+    /// [`Controller::send_command`] for many agents at once (a wave's installs): with replicas
+    /// one wake-up for all of them. Each agent with whether it is online.
+    pub async fn send_commands(
+        &self,
+        commands: Vec<(String, edgefleet_proto::v1::ControllerMessage)>,
+    ) -> Vec<(String, bool)> {
+        let mut sent = Vec::with_capacity(commands.len());
+        match &self.replica {
+            None => {
+                for (agent_id, message) in commands {
+                    let online = self.fleet.send(&agent_id, message).await;
+                    sent.push((agent_id, online));
+                }
+            }
+            Some(_) => {
+                let ids: Vec<String> = commands.into_iter().map(|(id, _)| id).collect();
+                self.wake_agents(&ids);
+                let online = self.online_ids();
+                sent.extend(ids.into_iter().map(|id| {
+                    let on = online.contains(&id);
+                    (id, on)
+                }));
+            }
+        }
+        sent
+    }
+
     /// Wakes agents whose pending commands or jobs changed (replicas only; a lone controller
     /// sends them itself).
     pub fn wake_agents(&self, agent_ids: &[String]) {

@@ -49,6 +49,10 @@ pub(super) struct Delivery {
     delivered: Arc<tokio::sync::Mutex<i64>>,
 }
 
+/// Delivery passes run at once on a replica, at most: each reads the store on a connection of
+/// the pool (16), and thousands at once (a run's wake-ups) would only queue for them.
+const PASSES_AT_ONCE: usize = 12;
+
 /// This replica's part of a running controller.
 pub struct Replica {
     pub settings: ReplicaSettings,
@@ -56,6 +60,8 @@ pub struct Replica {
     deliveries: Mutex<HashMap<String, Arc<Delivery>>>,
     /// Told when a write of the leader's loops was refused by the fence.
     fenced: tokio::sync::Notify,
+    /// Delivery passes in progress.
+    passes: Arc<tokio::sync::Semaphore>,
     /// The epoch of the lease this replica holds, 0 when it does not lead.
     leading_epoch: std::sync::atomic::AtomicI64,
 }
@@ -66,6 +72,7 @@ impl Replica {
             settings,
             deliveries: Mutex::default(),
             fenced: tokio::sync::Notify::new(),
+            passes: Arc::new(tokio::sync::Semaphore::new(PASSES_AT_ONCE)),
             leading_epoch: std::sync::atomic::AtomicI64::new(0),
         })
     }
@@ -297,7 +304,7 @@ async fn hear_wakes(ctl: Controller, stop: CancellationToken) {
             _ = sweep.tick() => SWEEP_WINDOW,
             message = heard.recv() => match message {
                 Some(Heard::Payload(payload)) => {
-                    wake(&ctl, parse_wakes(&payload)).await;
+                    wake(&ctl, parse_wakes(&payload), Pass::Announced).await;
                     continue;
                 }
                 Some(Heard::Listening) => RELISTEN_WINDOW,
@@ -306,18 +313,32 @@ async fn hear_wakes(ctl: Controller, stop: CancellationToken) {
         };
         let store = ctl.store.clone();
         let within = window.as_millis() as i64;
-        match tokio::task::spawn_blocking(move || store.recent_wakes(within)).await {
-            Ok(Ok(wakes)) => wake(&ctl, wakes).await,
+        let me = ctl
+            .replica
+            .as_ref()
+            .map_or(String::new(), |r| r.id().to_string());
+        match tokio::task::spawn_blocking(move || store.recent_wakes(&me, within)).await {
+            Ok(Ok(wakes)) => wake(&ctl, wakes, Pass::Swept).await,
             Ok(Err(e)) => tracing::debug!(error = %e, "cannot look for agents' wake-ups"),
             Err(_) => {}
         }
     }
 }
 
+/// How a wake-up was found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Announced: acted on, after the pass in progress for that agent if there is one.
+    Announced,
+    /// By the sweep: skipped while a pass for that agent is in progress (the next sweep finds
+    /// it again if that pass read the store too early).
+    Swept,
+}
+
 /// For each wake-up of an agent this replica holds that it has not acted on: closes the stream
 /// if another replica holds a newer one or the agent was revoked, and otherwise sends it
 /// everything pending (the agent skips what it has).
-async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>) {
+async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>, how: Pass) {
     let Some(replica) = &ctl.replica else {
         return;
     };
@@ -325,14 +346,28 @@ async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>) {
         let Some(delivery) = replica.delivery(&agent_id) else {
             continue;
         };
+        // The sweep finds every recent wake-up again: most were acted on already.
+        let mut delivered = match delivery.delivered.clone().try_lock_owned() {
+            Ok(delivered) if *delivered >= number => continue,
+            Ok(delivered) => Some(delivered),
+            Err(_) if how == Pass::Swept => continue,
+            Err(_) => None,
+        };
         let ctl = ctl.clone();
         let me = replica.id().to_string();
+        let passes = replica.passes.clone();
         tokio::spawn(async move {
             // One pass at a time per agent, each reading the store after the one before sent.
-            let mut delivered = delivery.delivered.lock().await;
+            let mut delivered = match delivered.take() {
+                Some(held) => held,
+                None => delivery.delivered.clone().lock_owned().await,
+            };
             if *delivered >= number {
                 return;
             }
+            let Ok(_pass) = passes.acquire_owned().await else {
+                return;
+            };
             let store = ctl.store.clone();
             let (id, ctl2) = (agent_id.clone(), ctl.clone());
             let found = tokio::task::spawn_blocking(move || {

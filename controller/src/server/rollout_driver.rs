@@ -101,7 +101,7 @@ async fn advance(ctl: &Controller, rollout_id: &str) -> Result<(), StoreError> {
 
     // Start the wave: every waiting agent in it gets its install (offline ones when they
     // reconnect).
-    let mut started = false;
+    let mut installs = Vec::new();
     for mut t in targets
         .iter()
         .filter(|t| t.wave == wave && t.state == TargetState::Waiting)
@@ -110,15 +110,18 @@ async fn advance(ctl: &Controller, rollout_id: &str) -> Result<(), StoreError> {
         set_state(ctl, &mut t, TargetState::Installing)?;
         let files: Vec<String> = model.files.iter().map(|f| f.sha256.clone()).collect();
         ctl.store.allow_fetch(&t.agent_id, &files)?;
-        started = true;
-        if !ctl
-            .send_command(&t.agent_id, install_command(&rollout, &model, &t.agent_id))
-            .await
-        {
+        installs.push((
+            t.agent_id.clone(),
+            install_command(&rollout, &model, &t.agent_id),
+        ));
+    }
+    let started = !installs.is_empty();
+    for (agent_id, online) in ctl.send_commands(installs).await {
+        if !online {
             event(
                 ctl,
                 rollout_id,
-                Some(&t.agent_id),
+                Some(&agent_id),
                 "agent offline; it gets the install when it reconnects",
             );
         }

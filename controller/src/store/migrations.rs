@@ -247,13 +247,16 @@ const MIGRATIONS: &[&str] = &[
     //     percentile list dropped; 0 while it is whole).
     "ALTER TABLE results ADD COLUMN summarized_ms INTEGER NOT NULL DEFAULT 0;",
     // 12: a schedule's fire is claimed once under (schedule, planned time) before its run
-    //     starts, so that no fire runs twice, whichever controller fires it.
+    //     starts, so that no fire runs twice, whichever controller fires it; and what an agent
+    //     is sent as it connects found without reading every job and target of the fleet.
     "CREATE TABLE schedule_fire_claims (
          schedule TEXT NOT NULL,
          planned_ms INTEGER NOT NULL,
          claimed_ms INTEGER NOT NULL,
          PRIMARY KEY (schedule, planned_ms)
-     );",
+     );
+     CREATE INDEX bench_jobs_pending_by_agent ON bench_jobs (agent_id) WHERE state = 'pending';
+     CREATE INDEX rollout_targets_by_agent ON rollout_targets (agent_id);",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

@@ -245,6 +245,10 @@ const MIGRATIONS: &[&str] = &[
          woken_at TIMESTAMPTZ NOT NULL
      );
      CREATE INDEX agent_wakes_by_time ON agent_wakes (woken_at);
+     -- What an agent is sent as it connects or is woken, found without reading every job and
+     -- target of the fleet (the same as SQLite's 12).
+     CREATE INDEX bench_jobs_pending_by_agent ON bench_jobs (agent_id) WHERE state = 'pending';
+     CREATE INDEX rollout_targets_by_agent ON rollout_targets (agent_id);
      CREATE TABLE schedule_fire_claims (
          schedule TEXT COLLATE "C" NOT NULL,
          planned_ms BIGINT NOT NULL,

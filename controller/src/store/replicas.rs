@@ -271,14 +271,19 @@ impl Store {
         Ok(())
     }
 
-    /// Wake numbers raised in the last `within_ms` (a replica's sweep, in case an announcement
-    /// was lost).
-    pub fn recent_wakes(&self, within_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    /// Wake numbers raised in the last `within_ms` of the agents `replica` holds (its sweep, in
+    /// case an announcement was lost).
+    pub fn recent_wakes(
+        &self,
+        replica: &str,
+        within_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let mut conn = self.conn()?;
         Ok(conn.query_map(
-            "SELECT agent_id, wake FROM agent_wakes
-             WHERE woken_at > clock_timestamp() - ?1 * interval '1 ms'",
-            params![within_ms],
+            "SELECT w.agent_id, w.wake FROM agent_wakes w
+             JOIN agent_holders h ON h.agent_id = w.agent_id AND h.replica = ?1
+             WHERE w.woken_at > clock_timestamp() - ?2 * interval '1 ms'",
+            params![replica, within_ms],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
     }

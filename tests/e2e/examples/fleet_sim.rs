@@ -18,7 +18,9 @@
 //!
 //! Flags: `--agents N` (10,000), `--heartbeat-s S` (5, `serve`'s default), `--window-s S` (20,
 //! the idle window for CPU and heartbeat delay), `--database URL` (the controller's state in
-//! that PostgreSQL database, which should be empty, instead of SQLite).
+//! that PostgreSQL database, which should be empty, instead of SQLite), `--replicas R` (with
+//! `--database`: R controller replicas on it and an S3 server, agent i dialing replica i mod R;
+//! see `replicas_main` for what it measures).
 //!
 //! Measured on the 2-core x86 VM, 10,000 agents, heartbeat 5 s, release build, simulator and
 //! controller on the same two cores (a fuzzer at low priority beside them), three runs of
@@ -114,6 +116,9 @@ struct Args {
     window_s: u64,
     /// `--database URL`: the controller's state in PostgreSQL instead of SQLite.
     database: Option<String>,
+    /// `--replicas N`: N controllers on that database (and an S3 server of this program's),
+    /// the agents spread over them ([`replicas_main`]).
+    replicas: usize,
 }
 
 fn args() -> Args {
@@ -122,6 +127,7 @@ fn args() -> Args {
         heartbeat_s: 5,
         window_s: 20,
         database: None,
+        replicas: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -138,8 +144,10 @@ fn args() -> Args {
             "--agents" => a.agents = value() as usize,
             "--heartbeat-s" => a.heartbeat_s = value().max(1),
             "--window-s" => a.window_s = value().max(1),
+            "--replicas" => a.replicas = value().max(1) as usize,
             other => panic!(
-                "unknown flag {other} (--agents N, --heartbeat-s S, --window-s S, --database URL)"
+                "unknown flag {other} (--agents N, --heartbeat-s S, --window-s S, --database URL, \
+                 --replicas N)"
             ),
         }
         i += 2;
@@ -157,7 +165,9 @@ fn now_ms() -> u64 {
 /// What one simulated agent dials with.
 struct Dialer {
     index: usize,
-    address: String,
+    /// Where it dials first, then the next one after a failed dial (a device given the list
+    /// of replicas).
+    addresses: Vec<String>,
     ca: String,
     cert: String,
     key: String,
@@ -183,6 +193,8 @@ struct Shared {
     files_verified: AtomicU64,
     bytes_fetched: AtomicU64,
     failed_dials: AtomicU64,
+    /// Per agent: when the first `RunJobs` of the current run arrived (Unix ms; 0: not yet).
+    jobs_arrived_at: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -200,6 +212,7 @@ impl Shared {
             files_verified: AtomicU64::new(0),
             bytes_fetched: AtomicU64::new(0),
             failed_dials: AtomicU64::new(0),
+            jobs_arrived_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -234,8 +247,8 @@ impl Shared {
     }
 }
 
-fn endpoint(d: &Dialer) -> Result<Endpoint, String> {
-    Endpoint::from_shared(d.address.clone())
+fn endpoint(d: &Dialer, address: &str) -> Result<Endpoint, String> {
+    Endpoint::from_shared(address.to_string())
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(20))
         .tls_config(
@@ -293,6 +306,7 @@ fn measurement(threads: u32) -> Measurement {
 
 /// Answers one controller message: jobs at once, installs once their files are fetched.
 async fn answer(
+    index: usize,
     msg: ControllerMessage,
     tx: &mpsc::Sender<AgentMessage>,
     channel: &Channel,
@@ -306,6 +320,12 @@ async fn answer(
             shared.delay_ms[delay.min(HIST_MS)].fetch_add(1, Ordering::Relaxed);
         }
         Some(controller_message::Body::RunJobs(run)) => {
+            let _ = shared.jobs_arrived_at[index].compare_exchange(
+                0,
+                now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             for job in run.jobs {
                 let threads = job.workload.as_ref().map_or(1, |w| w.threads.max(1));
                 let result = JobResult {
@@ -409,6 +429,7 @@ async fn fetch_manifest_files(
 /// until the stream ends or the program stops. Whether it was welcomed.
 async fn session(
     d: &Dialer,
+    address: &str,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
     rng: &mut StdRng,
@@ -418,7 +439,7 @@ async fn session(
     } else {
         None
     };
-    let Ok(endpoint) = endpoint(d) else {
+    let Ok(endpoint) = endpoint(d, address) else {
         return false;
     };
     let channel = match endpoint.connect().await {
@@ -466,7 +487,7 @@ async fn session(
                 shared.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
             }
             message = inbound.message() => match message {
-                Ok(Some(msg)) => if answer(msg, &tx, &channel, shared).await.is_err() { break },
+                Ok(Some(msg)) => if answer(d.index, msg, &tx, &channel, shared).await.is_err() { break },
                 _ => break,
             },
             _ = stop.changed() => break,
@@ -480,9 +501,13 @@ async fn session(
 async fn agent(d: Arc<Dialer>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut rng = StdRng::seed_from_u64(d.index as u64);
     let mut attempt = 0u32;
+    let mut dial = d.index;
     while !*stop.borrow() {
-        if session(&d, &shared, &mut stop, &mut rng).await {
+        let address = &d.addresses[dial % d.addresses.len()];
+        if session(&d, address, &shared, &mut stop, &mut rng).await {
             attempt = 0;
+        } else {
+            dial += 1;
         }
         if *stop.borrow() {
             return;
@@ -502,13 +527,19 @@ async fn agent(d: Arc<Dialer>, shared: Arc<Shared>, mut stop: watch::Receiver<bo
 }
 
 /// Enrolls agents `from..to` through the API, `parallel` at a time.
-async fn enroll(ctl: &Controller, from: usize, to: usize, parallel: usize) -> Vec<Arc<Dialer>> {
+async fn enroll(
+    ctl: &Controller,
+    addresses: &[String],
+    from: usize,
+    to: usize,
+    parallel: usize,
+) -> Vec<Arc<Dialer>> {
     let (ca, admin, channel) = connect_admin(ctl).await;
     let next = Arc::new(AtomicUsize::new(from));
     let mut workers = Vec::new();
     for _ in 0..parallel {
         let (mut admin, mut link) = (admin.clone(), AgentLinkClient::new(channel.clone()));
-        let (next, ca, address) = (next.clone(), ca.clone(), ctl.address.clone());
+        let (next, ca, addresses) = (next.clone(), ca.clone(), addresses.to_vec());
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
@@ -525,7 +556,7 @@ async fn enroll(ctl: &Controller, from: usize, to: usize, parallel: usize) -> Ve
                 let enrolled = sim::enroll(&mut link, token, format!("sim-{index:05}")).await;
                 mine.push(Arc::new(Dialer {
                     index,
-                    address: address.clone(),
+                    addresses: addresses.clone(),
                     ca: ca.clone(),
                     cert: enrolled.certificate_pem,
                     key: enrolled.key_pem,
@@ -646,6 +677,9 @@ async fn main() {
         return;
     }
     let args = args();
+    if args.replicas > 1 {
+        return replicas_main(args).await;
+    }
     let n = args.agents;
     let nofile = sim::raise_open_file_limit();
     let program_started = Instant::now();
@@ -678,7 +712,7 @@ async fn main() {
 
     // 1. Enrollment.
     let started = Instant::now();
-    let dialers = enroll(&ctl, 0, n, 16).await;
+    let dialers = enroll(&ctl, std::slice::from_ref(&ctl.address), 0, n, 16).await;
     let took = started.elapsed();
     report(
         &mut figures,
@@ -1123,7 +1157,7 @@ async fn bad_input(
     run_id: &str,
 ) -> Vec<(String, bool)> {
     let (records_before, failures_before) = stored_results(admin).await;
-    let rogues = enroll(ctl, n, n + 4, 4).await;
+    let rogues = enroll(ctl, std::slice::from_ref(&ctl.address), n, n + 4, 4).await;
     let log_before = ctl.process.log_text().len();
     let mut checks = Vec::new();
     // Opens a stream, returns the sender and whether it was welcomed.
@@ -1133,7 +1167,7 @@ async fn bad_input(
         mpsc::Sender<AgentMessage>,
         tonic::Streaming<ControllerMessage>,
     )> {
-        let channel = endpoint(d).ok()?.connect().await.ok()?;
+        let channel = endpoint(d, &d.addresses[0]).ok()?.connect().await.ok()?;
         let (tx, rx) = mpsc::channel(1024);
         tx.send(hello(d)).await.ok()?;
         let mut inbound = AgentLinkClient::new(channel)
@@ -1287,4 +1321,431 @@ async fn bad_input(
         records_after == records_before && failures_after == failures_before,
     ));
     checks
+}
+
+/// `--replicas R` (with `--database URL`): R controller replicas on that PostgreSQL database and
+/// an S3 server of this program's (`s3s-fs`, artifacts delivered through the replicas), agent i
+/// dialing replica i mod R directly and the next one after a failed dial. Measures enrollment,
+/// all connected, each replica's memory and CPU, heartbeat delay, how long a run's jobs take
+/// from `StartBench` (its commit) to each agent, the run stored, a rollout in waves, PostgreSQL
+/// connections, and the two failovers: a replica holding its share of the fleet killed (all
+/// back), and the leader killed mid-rollout (the next rollout step).
+async fn replicas_main(args: Args) {
+    use edgefleet_e2e::replicas::start_replica_beating;
+    use edgefleet_proto::v1::ListControllersRequest;
+    let url = args
+        .database
+        .clone()
+        .expect("--replicas needs --database URL (an empty PostgreSQL database)");
+    let (n, r) = (args.agents, args.replicas);
+    let nofile = sim::raise_open_file_limit();
+    let program_started = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_path_buf();
+    let s3 = edgefleet_test_s3::S3Server::start();
+    let mut flags = vec!["--database".to_string(), url.clone()];
+    flags.extend(s3.serve_flags("fleet"));
+    flags.extend(["--artifact-delivery".to_string(), "proxy".to_string()]);
+    let state = edgefleet_e2e::StateIn::WithS3 {
+        database: Some(url.clone()),
+        s3,
+        flags,
+    };
+    // The lease `serve` has by default.
+    let extra: Vec<&str> = [
+        &["--metrics-listen", "127.0.0.1:0", "--leader-lease-s", "10"][..],
+        &SIMULATED_FLEET_LIMITS[..],
+    ]
+    .concat();
+    let mut replicas: Vec<Controller> = Vec::new();
+    for i in 0..r {
+        let id = format!("r{i}");
+        let replica = tokio::task::block_in_place(|| {
+            start_replica_beating(
+                &dir,
+                &id,
+                &state,
+                replicas.first(),
+                "127.0.0.1:0",
+                args.heartbeat_s,
+                &extra,
+            )
+        });
+        replicas.push(replica);
+    }
+    let addresses: Vec<String> = replicas.iter().map(|c| c.address.clone()).collect();
+    println!(
+        "fleet_sim --replicas: {n} simulated agents over {r} release controller replicas on \
+         PostgreSQL ({}), heartbeat {} s, leader's lease 10 s; agent i dials replica i mod {r} \
+         directly; open-file limit {nofile}; {} CPUs",
+        url.split('@').next_back().unwrap_or(""),
+        args.heartbeat_s,
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+    let mut figures = Vec::new();
+
+    let started = Instant::now();
+    let dialers = enroll(&replicas[0], &addresses, 0, n, 16).await;
+    let took = started.elapsed();
+    report(
+        &mut figures,
+        "enroll N agents through one replica (16 at a time)",
+        format!("{} ({:.0}/s)", secs(took), n as f64 / took.as_secs_f64()),
+        "(none set)",
+        None,
+    );
+
+    let shared = Arc::new(Shared::new(n));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks: Vec<_> = dialers
+        .iter()
+        .cloned()
+        .map(|d| tokio::spawn(agent(d, shared.clone(), stop_rx.clone())))
+        .collect();
+    let all_in = wait_until(Duration::from_secs(900), || {
+        shared.connected.load(Ordering::Relaxed) >= n
+    })
+    .await;
+    shared.gated.store(false, Ordering::Relaxed);
+    report(
+        &mut figures,
+        "connect all N across the replicas",
+        match all_in {
+            Some(t) => format!(
+                "{} ({} failed dials retried)",
+                secs(t),
+                shared.failed_dials.load(Ordering::Relaxed)
+            ),
+            None => format!("only {} of {n}", shared.connected.load(Ordering::Relaxed)),
+        },
+        "all N connected",
+        Some(all_in.is_some()),
+    );
+    tokio::time::sleep(Duration::from_secs(args.heartbeat_s.max(2))).await;
+    let pids: Vec<u32> = replicas.iter().map(|c| c.process.child.id()).collect();
+    let cpu_before: Vec<f64> = pids.iter().map(|p| proc_usage(*p).1).collect();
+    shared.recording.store(true, Ordering::Relaxed);
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.window_s)).await;
+    shared.recording.store(false, Ordering::Relaxed);
+    let window = window.elapsed().as_secs_f64();
+    let (_, mut admin, _) = connect_admin(&replicas[1]).await;
+    let listed = admin
+        .list_controllers(ListControllersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .controllers;
+    let mut per_replica = Vec::new();
+    for (i, pid) in pids.iter().enumerate() {
+        let (rss, cpu) = proc_usage(*pid);
+        let held = listed
+            .iter()
+            .find(|c| c.id == format!("r{i}"))
+            .map_or(0, |c| c.agents);
+        per_replica.push(format!(
+            "r{i}: {held} streams, {:.0} MB ({:.1} KB a stream), {:.0}% CPU",
+            rss as f64 / 1e6,
+            rss as f64 / 1e3 / held.max(1) as f64,
+            (cpu - cpu_before[i]) / window * 100.0
+        ));
+    }
+    report(
+        &mut figures,
+        "each replica, N connected, idle window",
+        per_replica.join("; "),
+        "(each <= 1.1x a bare tonic server's KB a stream: see the single-controller run)",
+        None,
+    );
+    let (count, p50, p99, max) = shared.delays();
+    report(
+        &mut figures,
+        "heartbeat delay (controller clock -> agent receipt)",
+        format!("p50 {p50} ms, p99 {p99} ms, max {max} ms over {count} beats"),
+        "p99 <= 100 ms",
+        Some(count > 0 && p99 <= 100),
+    );
+    let connections = std::process::Command::new("psql")
+        .arg(&url)
+        .args([
+            "-At",
+            "-c",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    report(
+        &mut figures,
+        "PostgreSQL connections, all replicas",
+        format!("{connections} (this psql included)"),
+        "(none set)",
+        None,
+    );
+
+    // A run: StartBench through one replica, the jobs to every agent through whichever holds it.
+    tokio::task::block_in_place(|| {
+        replicas[1].add_cached_model("models/tiny/add.onnx", MODEL, MODEL_VERSION);
+        let alone = edgefleet_e2e::cached("models/tiny/add.onnx");
+        replicas[2 % r].cli_ok(&[
+            "models",
+            "add",
+            alone.to_str().expect("utf-8 path"),
+            "--name",
+            ROLLOUT_MODEL,
+            "--version",
+            MODEL_VERSION,
+        ]);
+        // The same file as a second version, for the rollout the leader dies in.
+        replicas[2 % r].cli_ok(&[
+            "models",
+            "add",
+            alone.to_str().expect("utf-8 path"),
+            "--name",
+            ROLLOUT_MODEL,
+            "--version",
+            "2",
+        ]);
+    });
+    let asked_ms = now_ms();
+    let started = Instant::now();
+    let run = admin
+        .start_bench(StartBenchRequest {
+            suite_toml: SUITE.into(),
+            suite_origin: "fleet-sim.toml".into(),
+            ..StartBenchRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let replied_ms = now_ms();
+    let mut done;
+    let finished = loop {
+        let status = admin
+            .get_run(GetRunRequest {
+                run_id: run.run_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        done = (status.jobs_done, status.jobs_failed, status.jobs_total);
+        if status.jobs_done + status.jobs_failed >= status.jobs_total {
+            break Some(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut arrivals: Vec<u64> = shared
+        .jobs_arrived_at
+        .iter()
+        .map(|t| t.load(Ordering::Relaxed))
+        .filter(|t| *t > 0)
+        .map(|t| t.saturating_sub(asked_ms))
+        .collect();
+    arrivals.sort_unstable();
+    let at = |q: f64| {
+        arrivals
+            .get(((arrivals.len() as f64 * q) as usize).min(arrivals.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    report(
+        &mut figures,
+        "command latency, StartBench (commit) -> jobs at each agent",
+        format!(
+            "p50 {} ms, p99 {} ms, max {} ms ({} of {n} agents; StartBench itself, which stores \
+             the run and its jobs and then wakes them, took {} ms)",
+            at(0.5),
+            at(0.99),
+            arrivals.last().copied().unwrap_or(0),
+            arrivals.len(),
+            replied_ms - asked_ms
+        ),
+        "(none set)",
+        None,
+    );
+    report(
+        &mut figures,
+        "run of N jobs: StartBench -> GetRun all done",
+        match finished {
+            Some(t) => format!(
+                "{} ({} done, {} failed of {})",
+                secs(t),
+                done.0,
+                done.1,
+                done.2
+            ),
+            None => format!("not done within 600 s: {} of {}", done.0, done.2),
+        },
+        "<= 30 s",
+        Some(finished.is_some_and(|t| t <= Duration::from_secs(30)) && done.1 == 0),
+    );
+
+    // A rollout in waves, started through another replica; the leader drives it.
+    let rollout_time = rollout_in_waves(&mut admin, MODEL_VERSION, None).await;
+    report(
+        &mut figures,
+        "rollout 1%,10%,50%,100% to all N (every install fetching its file)",
+        rollout_time.0,
+        "(none set)",
+        None,
+    );
+
+    // Failover 1: the last replica (not the leader) killed with its share of the fleet.
+    let victim = r - 1;
+    let held = listed
+        .iter()
+        .find(|c| c.id == format!("r{victim}"))
+        .map_or(0, |c| c.agents);
+    let killed = Instant::now();
+    let _ = replicas[victim].process.child.kill();
+    let _ = replicas[victim].process.child.wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let back = wait_until(Duration::from_secs(300), || {
+        shared.connected.load(Ordering::Relaxed) >= n
+    })
+    .await;
+    report(
+        &mut figures,
+        "a replica holding its share killed (SIGKILL): all N online elsewhere",
+        match back {
+            Some(_) => format!("{} for its {held} agents", secs(killed.elapsed())),
+            None => format!(
+                "only {} of {n} within 300 s",
+                shared.connected.load(Ordering::Relaxed)
+            ),
+        },
+        "<= 60 s",
+        Some(back.is_some() && killed.elapsed() <= Duration::from_secs(60)),
+    );
+
+    // Failover 2: the leader killed during a rollout; time to the rollout's next step.
+    let leader = listed
+        .iter()
+        .find(|c| c.leader)
+        .map(|c| c.id.clone())
+        .unwrap_or_default();
+    let leader_at: usize = leader.trim_start_matches('r').parse().unwrap_or(0);
+    let survivor = (0..r)
+        .find(|i| *i != leader_at && *i != victim)
+        .unwrap_or(1);
+    let (_, mut admin, _) = connect_admin(&replicas[survivor]).await;
+    let step = rollout_in_waves(&mut admin, "2", Some(&mut replicas[leader_at])).await;
+    report(
+        &mut figures,
+        "the leader killed mid-rollout: kill -> the rollout's next step",
+        step.1.map_or("no step seen".to_string(), secs),
+        "<= 15 s",
+        Some(step.1.is_some_and(|t| t <= Duration::from_secs(15))),
+    );
+
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    println!(
+        "\nsummary ({n} agents over {r} replicas, heartbeat {} s, {:.0} s in all)",
+        args.heartbeat_s,
+        program_started.elapsed().as_secs_f64()
+    );
+    println!("| figure | measured | goal | met? |\n|---|---|---|---|");
+    for f in &figures {
+        println!(
+            "| {} | {} | {} | {} |",
+            f.name,
+            f.measured,
+            f.goal,
+            verdict(f.met)
+        );
+    }
+}
+
+/// Starts a rollout of version `version` of the second model in waves 1%,10%,50%,100% and
+/// waits for it to end; when `kill` is given, SIGKILLs that replica once the first wave has
+/// started and measures the time from the kill to the next target moving. (How it ended and
+/// how long it took; that step time.)
+async fn rollout_in_waves(
+    admin: &mut Admin,
+    version: &str,
+    mut kill: Option<&mut Controller>,
+) -> (String, Option<Duration>) {
+    let started = Instant::now();
+    let rollout = admin
+        .start_rollout(StartRolloutRequest {
+            name: ROLLOUT_MODEL.into(),
+            version: version.into(),
+            waves: "1%,10%,50%,100%".into(),
+            health_check: "none".into(),
+            ..StartRolloutRequest::default()
+        })
+        .await;
+    let rollout = match rollout {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (format!("not started: {}", status.message()), None),
+    };
+    let mut state = rollout.state.clone();
+    let mut moved_at_kill = None;
+    let mut killed_at = None;
+    let mut step = None;
+    while (state == "running" || state == "paused") && started.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(status) = admin
+            .list_rollouts(ListRolloutsRequest {
+                rollout_id: rollout.rollout_id.clone(),
+            })
+            .await
+        else {
+            continue;
+        };
+        let Some(now) = status.into_inner().rollouts.into_iter().next() else {
+            continue;
+        };
+        state = now.state.clone();
+        let moved = moved_by_driver(&now);
+        match (&mut kill, killed_at) {
+            (Some(victim), None) if moved > 0 => {
+                let _ = victim.process.child.kill();
+                let _ = victim.process.child.wait();
+                killed_at = Some(Instant::now());
+                // What the dead leader wrote before it died counts as before: the baseline is
+                // read after the kill.
+                moved_at_kill = rollout_moved(admin, &rollout.rollout_id).await;
+            }
+            (_, Some(at)) if step.is_none() && Some(moved) > moved_at_kill => {
+                step = Some(at.elapsed());
+                println!(
+                    "  (targets the driver moved: {moved_at_kill:?} read after the kill, {moved} \
+                     {:.2} s later)",
+                    at.elapsed().as_secs_f64()
+                );
+            }
+            _ => {}
+        }
+    }
+    (format!("{} in {}", state, secs(started.elapsed())), step)
+}
+
+/// Targets only the rollout driver moves: out of `waiting` (a wave started) and into `done` (a
+/// wave completed); agents' answers move the others.
+fn moved_by_driver(rollout: &edgefleet_proto::v1::RolloutStatus) -> usize {
+    rollout
+        .targets
+        .iter()
+        .filter(|t| t.state != "waiting")
+        .count()
+        + rollout.targets.iter().filter(|t| t.state == "done").count()
+}
+
+/// [`moved_by_driver`] of a rollout as stored now.
+async fn rollout_moved(admin: &mut Admin, rollout_id: &str) -> Option<usize> {
+    let status = admin
+        .list_rollouts(ListRolloutsRequest {
+            rollout_id: rollout_id.to_string(),
+        })
+        .await
+        .ok()?;
+    status.into_inner().rollouts.first().map(moved_by_driver)
 }

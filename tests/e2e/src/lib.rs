@@ -286,6 +286,19 @@ impl Controller {
         Controller::spawn_with(dir, listen, None, 1, &flags, None, &state.env())
     }
 
+    /// The same with agent heartbeats every `heartbeat_s` seconds.
+    pub fn start_in_beating(
+        dir: &Path,
+        listen: &str,
+        state: &StateIn,
+        heartbeat_s: u64,
+        extra: &[&str],
+    ) -> Controller {
+        let mut flags = state.flags();
+        flags.extend_from_slice(extra);
+        Controller::spawn_with(dir, listen, None, heartbeat_s, &flags, None, &state.env())
+    }
+
     /// Starts `edgefleet serve` with TLS, extra flags and more environment (an object store's
     /// credentials).
     pub fn start_with_env(

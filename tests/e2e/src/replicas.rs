@@ -26,6 +26,19 @@ pub fn start_replica(
     listen: &str,
     extra: &[&str],
 ) -> Controller {
+    start_replica_beating(dir, id, state, first, listen, 1, extra)
+}
+
+/// The same with agent heartbeats every `heartbeat_s` seconds (the fleet simulator's).
+pub fn start_replica_beating(
+    dir: &Path,
+    id: &str,
+    state: &StateIn,
+    first: Option<&Controller>,
+    listen: &str,
+    heartbeat_s: u64,
+    extra: &[&str],
+) -> Controller {
     let home = dir.join(id);
     std::fs::create_dir_all(&home).unwrap();
     let data = home.join("controller");
@@ -43,9 +56,13 @@ pub fn start_replica(
         }
     }
     let lease = LEASE_S.to_string();
-    let mut flags = vec!["--replica-id", id, "--leader-lease-s", &lease];
+    let mut flags = vec!["--replica-id", id];
+    // A lease of its own in `extra` (the fleet simulator's, production's default), or ours.
+    if !extra.contains(&"--leader-lease-s") {
+        flags.extend(["--leader-lease-s", &lease]);
+    }
     flags.extend_from_slice(extra);
-    Controller::start_in(&home, listen, state, &flags)
+    Controller::start_in_beating(&home, listen, state, heartbeat_s, &flags)
 }
 
 /// `edgefleet controllers --json` through `ctl`.

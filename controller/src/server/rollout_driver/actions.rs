@@ -154,14 +154,15 @@ pub(super) async fn roll_back(
     rollout: &RolloutRow,
     targets: Vec<TargetRow>,
 ) -> Result<(), StoreError> {
+    let mut rollbacks = Vec::new();
     for mut t in targets {
         if !t.state.may_hold_candidate() {
             continue;
         }
         set_state(ctl, &mut t, TargetState::RollingBack)?;
-        // An install still in flight is followed by this rollback in the agent's queue.
-        ctl.send_command(&t.agent_id, rollback_command(rollout, &t.agent_id))
-            .await;
+        rollbacks.push((t.agent_id.clone(), rollback_command(rollout, &t.agent_id)));
     }
+    // An install still in flight is followed by its rollback in the agent's queue.
+    ctl.send_commands(rollbacks).await;
     Ok(())
 }

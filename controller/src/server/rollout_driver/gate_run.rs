@@ -105,6 +105,7 @@ pub(super) async fn start_gate(
     };
     ctl.store.insert_run(&run, "", &jobs)?;
     ctl.store.insert_gate(&rollout.id, wave, &run.id)?;
+    let mut commands = Vec::new();
     for mut t in gated {
         set_state(ctl, &mut t, TargetState::Gating)?;
         let mine: Vec<BenchJob> = jobs
@@ -118,8 +119,9 @@ pub(super) async fn start_gate(
                 jobs: mine,
             })),
         };
-        ctl.send_command(&t.agent_id, message).await;
+        commands.push((t.agent_id.clone(), message));
     }
+    ctl.send_commands(commands).await;
     event(
         ctl,
         &rollout.id,
