@@ -640,7 +640,7 @@ fn with_jobs(
     agent_id: &str,
 ) -> Vec<ControllerMessage> {
     for (run_id, jobs) in group_by_run(pending) {
-        tracing::info!(%agent_id, %run_id, jobs = jobs.len(), "sending unfinished jobs");
+        tracing::info!(%agent_id, %run_id, jobs = jobs.len(), "resending unfinished jobs");
         messages.push(ControllerMessage {
             body: Some(controller_message::Body::RunJobs(RunJobs { run_id, jobs })),
         });

@@ -233,25 +233,8 @@ impl PgPool {
     }
 
     fn connect(&self) -> Result<PgConn, DbError> {
-        let config = self.config.clone();
-        let tls = self.tls.clone();
-        let connecting = self.runtime.spawn(async move {
-            let ended = |e: tokio_postgres::Error| {
-                tracing::warn!(error = %e, "a PostgreSQL connection ended");
-            };
-            let client = match tls {
-                Some(tls) => {
-                    let (client, connection) = config.connect(tls).await?;
-                    tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
-                    client
-                }
-                None => {
-                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-                    tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
-                    client
-                }
-            };
-            Ok::<_, tokio_postgres::Error>(client)
+        let connecting = self.open_client(|e| {
+            tracing::warn!(error = %e, "a PostgreSQL connection ended");
         });
         // Unconstrained: a JoinHandle polled on a runtime worker whose task spent its
         // cooperative budget answers Pending and wakes itself, which here would spin.
@@ -285,12 +268,23 @@ impl PgPool {
     /// A client of its own, outside the pool, whose connection runs on the store's runtime
     /// (the rollout lock's session; it is closed when dropped).
     pub(crate) async fn own_client(&self) -> Result<tokio_postgres::Client, DbError> {
+        let connecting = self.open_client(|e| {
+            tracing::debug!(error = %e, "a PostgreSQL session of its own ended");
+        });
+        Ok(connecting
+            .await
+            .map_err(|e| DbError::Join(e.to_string()))??)
+    }
+
+    /// Opens a connection on the store's runtime, which also drives it until it ends (`ended`
+    /// hears why).
+    fn open_client(
+        &self,
+        ended: fn(tokio_postgres::Error),
+    ) -> tokio::task::JoinHandle<Result<tokio_postgres::Client, tokio_postgres::Error>> {
         let config = self.config.clone();
         let tls = self.tls.clone();
-        let connecting = self.runtime.spawn(async move {
-            let ended = |e: tokio_postgres::Error| {
-                tracing::debug!(error = %e, "a PostgreSQL session of its own ended");
-            };
+        self.runtime.spawn(async move {
             let client = match tls {
                 Some(tls) => {
                     let (client, connection) = config.connect(tls).await?;
@@ -303,11 +297,8 @@ impl PgPool {
                     client
                 }
             };
-            Ok::<_, tokio_postgres::Error>(client)
-        });
-        Ok(connecting
-            .await
-            .map_err(|e| DbError::Join(e.to_string()))??)
+            Ok(client)
+        })
     }
 
     /// Listens on `channel` from a connection of its own, for as long as the receiver lives:

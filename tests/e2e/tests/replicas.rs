@@ -34,17 +34,6 @@ fn start_replica(dir: &Path, id: &str, state: &StateIn, first: Option<&Controlle
     replicas::start_replica(dir, id, state, first, "127.0.0.1:0", &[])
 }
 
-fn start_replica_on(
-    dir: &Path,
-    id: &str,
-    state: &StateIn,
-    first: Option<&Controller>,
-    listen: &str,
-    extra: &[&str],
-) -> Controller {
-    replicas::start_replica(dir, id, state, first, listen, extra)
-}
-
 /// An agent that enrolls and connects through the balancer's one address.
 fn agent(dir: &Path, lb: &Haproxy, ctl: &Controller, name: &str) -> Process {
     replicas::agent_behind(dir, lb, ctl, name, &[])
@@ -293,8 +282,8 @@ fn a_replica_added_later_takes_agents_and_a_revocation_reaches_the_replica_holdi
     let state = StateIn::postgres_and_s3();
     let url = database_url(&state);
     let aging = ["--max-stream-age-s", "6"];
-    let r0 = start_replica_on(dir.path(), "r0", &state, None, "127.0.0.1:0", &aging);
-    let r1 = start_replica_on(dir.path(), "r1", &state, Some(&r0), "127.0.0.1:0", &aging);
+    let r0 = replicas::start_replica(dir.path(), "r0", &state, None, "127.0.0.1:0", &aging);
+    let r1 = replicas::start_replica(dir.path(), "r1", &state, Some(&r0), "127.0.0.1:0", &aging);
     // r2's port is known to the balancer before r2 runs (down until then).
     let later = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -361,7 +350,7 @@ fn a_replica_added_later_takes_agents_and_a_revocation_reaches_the_replica_holdi
     });
 
     // r2 joins: streams that reach their age come back through the balancer, some to r2.
-    let r2 = start_replica_on(dir.path(), "r2", &state, Some(&r0), &later, &aging);
+    let r2 = replicas::start_replica(dir.path(), "r2", &state, Some(&r0), &later, &aging);
     let spread = wait_for("agents on the replica added later", DEADLINE, || {
         let listed = controllers(&r0);
         let on_r2 = listed
