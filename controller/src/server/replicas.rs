@@ -27,7 +27,7 @@ pub struct ReplicaSettings {
     pub id: String,
     /// The address the replica serves, as `edgefleet controllers` shows it.
     pub address: String,
-    /// How long a lease lasts unless renewed; renewed every fifth of it.
+    /// How long a lease lasts unless renewed; renewed every fifth of it (at least every 2 s).
     pub lease: Duration,
 }
 
@@ -62,8 +62,6 @@ pub struct Replica {
     fenced: tokio::sync::Notify,
     /// Delivery passes in progress.
     passes: Arc<tokio::sync::Semaphore>,
-    /// The epoch of the lease this replica holds, 0 when it does not lead.
-    leading_epoch: std::sync::atomic::AtomicI64,
 }
 
 impl Replica {
@@ -73,19 +71,11 @@ impl Replica {
             deliveries: Mutex::default(),
             fenced: tokio::sync::Notify::new(),
             passes: Arc::new(tokio::sync::Semaphore::new(PASSES_AT_ONCE)),
-            leading_epoch: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
     pub fn id(&self) -> &str {
         &self.settings.id
-    }
-
-    /// Whether this replica holds the leader's lease (as of its last renewal).
-    pub fn is_leader(&self) -> bool {
-        self.leading_epoch
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
     }
 
     /// Notes an agent's new stream `session`, whose first pass (what is pending as it
@@ -142,8 +132,7 @@ pub(crate) fn fenced(ctl: &Controller, error: &StoreError) -> bool {
 }
 
 /// Runs this replica's part until `stop`: liveness and the lease, the leader's work while it
-/// holds the lease, and wake-ups. `lead` starts the leader's loops on the fenced controller it
-/// is given and returns what stops them.
+/// holds the lease (on a store fenced to its term), and wake-ups.
 pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
     let Some(replica) = ctl.replica.clone() else {
         return;
@@ -205,18 +194,12 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
             (Some((epoch, _)), _) => {
                 let (epoch, stop_term) = (*epoch, term.take().expect("leading").1);
                 tracing::warn!(replica = %replica.settings.id, epoch, reason = if fenced { "its writes were refused: the lease is over" } else { "the lease could not be renewed in time" }, "stepped down as leader");
-                replica
-                    .leading_epoch
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
                 crate::metrics::leading(false);
                 stop_leading(&ctl, stop_term).await;
             }
             (None, Some((epoch, took_over))) => match start_leading(&ctl, epoch, took_over).await {
                 Ok(stop_term) => {
                     tracing::info!(replica = %replica.settings.id, epoch, "leading: the rollout driver, schedules and housekeeping run here");
-                    replica
-                        .leading_epoch
-                        .store(epoch, std::sync::atomic::Ordering::Relaxed);
                     crate::metrics::leading(true);
                     term = Some((epoch, stop_term));
                 }
@@ -368,28 +351,10 @@ async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>, how: Pass) {
             let Ok(_pass) = passes.acquire_owned().await else {
                 return;
             };
-            let store = ctl.store.clone();
             let (id, ctl2) = (agent_id.clone(), ctl.clone());
-            let found = tokio::task::spawn_blocking(move || {
-                let holder = store.agent_holder(&id)?;
-                let revoked = store.agent_revoked_ms(&id)?;
-                let pending = match (&holder, revoked) {
-                    (Some(h), Some(0)) if *h == me => {
-                        super::link::try_pending_messages(&ctl2, &id)?
-                    }
-                    (None, Some(0)) => super::link::try_pending_messages(&ctl2, &id)?,
-                    _ => Vec::new(),
-                };
-                Ok::<_, StoreError>((holder, revoked, pending, me))
-            })
-            .await;
+            let found = tokio::task::spawn_blocking(move || next_step(&ctl2, &id, &me)).await;
             match found {
-                Ok(Ok((Some(holder), _, _, me))) if holder != me => {
-                    tracing::info!(%agent_id, newer_on = %holder, "the agent connected to another replica; closing its older stream here");
-                    ctl.fleet.close(&agent_id);
-                    *delivered = number;
-                }
-                Ok(Ok((_, Some(0), pending, _))) => {
+                Ok(Ok(Step::Send(pending))) => {
                     for message in pending {
                         if !ctl.fleet.send(&agent_id, message).await {
                             return; // the stream ended: its next one gets everything
@@ -397,7 +362,12 @@ async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>, how: Pass) {
                     }
                     *delivered = number;
                 }
-                Ok(Ok(_)) => {
+                Ok(Ok(Step::Moved(holder))) => {
+                    tracing::info!(%agent_id, newer_on = %holder, "the agent connected to another replica; closing its older stream here");
+                    ctl.fleet.close(&agent_id);
+                    *delivered = number;
+                }
+                Ok(Ok(Step::Revoked)) => {
                     tracing::warn!(%agent_id, "the agent was revoked or removed; closing its stream");
                     ctl.fleet.close(&agent_id);
                     *delivered = number;
@@ -410,4 +380,29 @@ async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>, how: Pass) {
             }
         });
     }
+}
+
+/// What a delivery pass does for an agent whose stream this replica holds.
+enum Step {
+    /// Send it everything pending.
+    Send(Vec<edgefleet_proto::v1::ControllerMessage>),
+    /// Close its stream: the agent has a newer one on this other replica.
+    Moved(String),
+    /// Close its stream: the agent was revoked or removed.
+    Revoked,
+}
+
+/// Reads what a delivery pass for `agent_id` must do on replica `me` (blocking store calls).
+fn next_step(ctl: &Controller, agent_id: &str, me: &str) -> Result<Step, StoreError> {
+    if let Some(holder) = ctl.store.agent_holder(agent_id)? {
+        if holder != me {
+            return Ok(Step::Moved(holder));
+        }
+    }
+    if ctl.store.agent_revoked_ms(agent_id)? != Some(0) {
+        return Ok(Step::Revoked);
+    }
+    Ok(Step::Send(super::link::try_pending_messages(
+        ctl, agent_id,
+    )?))
 }

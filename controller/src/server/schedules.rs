@@ -227,14 +227,11 @@ fn record_missed(
     for row in rows {
         let since = row.last_fire_ms.unwrap_or(row.created_ms);
         let mut missed = missed_fires(&row.cron, since, now_ms, MISSED_ROWS);
+        // Missed fires are at most `now_ms`: with no grace none is late.
         let late_after = now_ms - late_grace.as_millis() as i64;
-        let recent_late: Vec<i64> = missed
-            .recent
-            .iter()
-            .copied()
-            .filter(|p| *p > late_after && !late_grace.is_zero())
-            .collect();
-        missed.recent.retain(|p| !recent_late.contains(p));
+        let (recent_late, earlier): (Vec<i64>, Vec<i64>) =
+            missed.recent.iter().partition(|p| **p > late_after);
+        missed.recent = earlier;
         missed.count -= recent_late.len() as u64;
         late.extend(recent_late.into_iter().map(|p| (row.name.clone(), p)));
         if missed.count == 0 {

@@ -819,35 +819,8 @@ async fn main() {
             MODEL_VERSION,
         ]);
     });
-    let started = Instant::now();
-    let run = admin
-        .start_bench(StartBenchRequest {
-            suite_toml: SUITE.into(),
-            suite_origin: "fleet-sim.toml".into(),
-            ..StartBenchRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (run, _, finished, done) = run_to_the_end(&mut admin, Duration::from_secs(300)).await;
     let run_id = run.run_id.clone();
-    let mut done;
-    let finished = loop {
-        let status = admin
-            .get_run(GetRunRequest {
-                run_id: run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        done = (status.jobs_done, status.jobs_failed, status.jobs_total);
-        if status.jobs_done + status.jobs_failed >= status.jobs_total {
-            break Some(started.elapsed());
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     report(
         &mut figures,
         "run of N jobs: StartBench -> GetRun all done",
@@ -1508,35 +1481,8 @@ async fn replicas_main(args: Args) {
         ]);
     });
     let asked_ms = now_ms();
-    let started = Instant::now();
-    let run = admin
-        .start_bench(StartBenchRequest {
-            suite_toml: SUITE.into(),
-            suite_origin: "fleet-sim.toml".into(),
-            ..StartBenchRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let replied_ms = now_ms();
-    let mut done;
-    let finished = loop {
-        let status = admin
-            .get_run(GetRunRequest {
-                run_id: run.run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        done = (status.jobs_done, status.jobs_failed, status.jobs_total);
-        if status.jobs_done + status.jobs_failed >= status.jobs_total {
-            break Some(started.elapsed());
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (_, replied_ms, finished, done) =
+        run_to_the_end(&mut admin, Duration::from_secs(600)).await;
     let mut arrivals: Vec<u64> = shared
         .jobs_arrived_at
         .iter()
@@ -1748,4 +1694,46 @@ async fn rollout_moved(admin: &mut Admin, rollout_id: &str) -> Option<usize> {
         .await
         .ok()?;
     status.into_inner().rollouts.first().map(moved_by_driver)
+}
+
+/// Starts the fleet's run (`SUITE` on every agent) and polls `GetRun` until every job is
+/// answered or `limit` passes: the reply, when it came (Unix ms), how long until all were
+/// answered, and (done, failed, total) as last seen.
+async fn run_to_the_end(
+    admin: &mut Admin,
+    limit: Duration,
+) -> (
+    edgefleet_proto::v1::StartBenchReply,
+    u64,
+    Option<Duration>,
+    (u32, u32, u32),
+) {
+    let started = Instant::now();
+    let run = admin
+        .start_bench(StartBenchRequest {
+            suite_toml: SUITE.into(),
+            suite_origin: "fleet-sim.toml".into(),
+            ..StartBenchRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let replied_ms = now_ms();
+    loop {
+        let status = admin
+            .get_run(GetRunRequest {
+                run_id: run.run_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let done = (status.jobs_done, status.jobs_failed, status.jobs_total);
+        if status.jobs_done + status.jobs_failed >= status.jobs_total {
+            return (run, replied_ms, Some(started.elapsed()), done);
+        }
+        if started.elapsed() > limit {
+            return (run, replied_ms, None, done);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
