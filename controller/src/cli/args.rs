@@ -116,8 +116,8 @@ pub(crate) enum Command {
             value_parser = replica_id
         )]
         replica_id: Option<String>,
-        /// How long the leader's lease lasts, in seconds, unless renewed (every fifth of it): a
-        /// leader that dies or stalls is replaced after at most this long.
+        /// How long the leader's lease lasts, in seconds, unless renewed (every fifth of it, at
+        /// least every 2 s): a leader that dies or stalls is replaced about this long after.
         #[arg(long, default_value_t = 10, value_name = "SECONDS",
               value_parser = clap::value_parser!(u64).range(2..=300))]
         leader_lease_s: u64,
