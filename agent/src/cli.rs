@@ -61,9 +61,15 @@ pub(crate) enum Command {
 
 #[derive(clap::Args)]
 pub(crate) struct EnrollArgs {
-    /// The controller's address, e.g. https://controller:7070.
-    #[arg(long, env = "EDGEFLEET_CONTROLLER")]
-    controller: Option<String>,
+    /// The controller's address, e.g. https://controller:7070; repeat it (or separate with
+    /// commas) for several replicas, tried in turn.
+    #[arg(
+        long,
+        env = "EDGEFLEET_CONTROLLER",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    controller: Vec<String>,
     /// The one-time token from `edgefleet agents enroll` on the controller.
     #[arg(long, env = "EDGEFLEET_ENROLL_TOKEN", hide_env_values = true)]
     enroll_token: Option<String>,
@@ -107,9 +113,15 @@ pub(crate) struct DaemonArgs {
     /// Config file (TOML); flags given here win over it.
     #[arg(long, env = "EDGEFLEET_AGENT_CONFIG")]
     config: Option<PathBuf>,
-    /// The controller's address, e.g. https://controller:7070.
-    #[arg(long, env = "EDGEFLEET_CONTROLLER")]
-    controller: Option<String>,
+    /// The controller's address, e.g. https://controller:7070; repeat it (or separate with
+    /// commas) for several replicas, tried in turn.
+    #[arg(
+        long,
+        env = "EDGEFLEET_CONTROLLER",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    controller: Vec<String>,
     /// The one-time token from `edgefleet agents enroll`; needed once, until the agent holds its
     /// certificate (kept in the data directory).
     #[arg(long, env = "EDGEFLEET_ENROLL_TOKEN", hide_env_values = true)]
@@ -385,7 +397,7 @@ pub(crate) fn check(args: CheckArgs) -> ExitCode {
         .as_deref()
         .and_then(|path| edgefleet_agent::config::ConfigFile::load(path).ok())
         .unwrap_or_default();
-    let proxy_line = match &file.controller {
+    let proxy_line = match file.controller.first() {
         Some(controller) => {
             match edgefleet_agent::proxy::route(controller, file.proxy.as_deref(), |name| {
                 std::env::var(name).ok()
@@ -399,7 +411,7 @@ pub(crate) fn check(args: CheckArgs) -> ExitCode {
     // `check` needs no controller: placeholders, so that only the runtime settings matter.
     let args = DaemonArgs {
         config: args.config,
-        controller: Some("https://unused".into()),
+        controller: vec!["https://unused".into()],
         enroll_token: None,
         insecure: false,
         token: Some(String::new()),

@@ -26,7 +26,7 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
-    #[error("no controller address: pass --controller URL or set `controller` in the config file")]
+    #[error("no controller address: pass --controller URL (repeat it for several replicas) or set `controller` in the config file")]
     NoController,
     #[error("controller address `{0}` must start with http:// or https://")]
     ControllerScheme(String),
@@ -65,11 +65,22 @@ pub enum ConfigError {
     },
 }
 
+/// One address the controller answers at, and how connections reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerAddress {
+    pub url: String,
+    pub route: crate::proxy::Route,
+}
+
 /// Everything the daemon needs to run, already validated.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The controller's address, e.g. `https://controller.example:7070`.
+    /// The controller address this config connects to, e.g. `https://controller.example:7070`:
+    /// the first of `controllers`, or the one [`AgentConfig::at`] chose.
     pub controller: String,
+    /// Every address given, in order (one, or one per replica): the agent moves to the next
+    /// when a connection fails or breaks.
+    pub controllers: Vec<ControllerAddress>,
     /// Plaintext to a controller started with `--insecure`: the shared token below and a
     /// self-chosen id instead of a certificate.
     pub insecure: bool,
@@ -101,7 +112,7 @@ pub struct AgentConfig {
     pub keep_versions: usize,
     /// A worker whose resident memory passes this is stopped and its job fails (None: no cap).
     pub worker_memory_limit_bytes: Option<u64>,
-    /// How connections reach the controller: through an HTTP proxy (the config's `proxy`, or
+    /// How connections reach `controller`: through an HTTP proxy (the config's `proxy`, or
     /// the environment's) or directly.
     pub route: crate::proxy::Route,
     /// The config file's `proxy` as written, for hosts other than the controller's (an object
@@ -114,7 +125,9 @@ pub struct AgentConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    pub controller: Option<String>,
+    /// The controller's address, or a list of them (one per replica), tried in turn.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub controller: Vec<String>,
     /// Plaintext to an `--insecure` controller.
     #[serde(default)]
     pub insecure: bool,
@@ -140,6 +153,31 @@ pub struct ConfigFile {
     /// `none` for none whatever `HTTPS_PROXY` says; default: the environment's
     /// (`https_proxy`/`HTTPS_PROXY`, `NO_PROXY`).
     pub proxy: Option<String>,
+}
+
+/// A string or a list of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Addresses;
+    impl<'de> serde::de::Visitor<'de> for Addresses {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an address or a list of addresses")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut all = Vec::new();
+            while let Some(address) = seq.next_element::<String>()? {
+                all.push(address);
+            }
+            Ok(all)
+        }
+    }
+    d.deserialize_any(Addresses)
 }
 
 impl ConfigFile {
@@ -170,7 +208,8 @@ impl ConfigFile {
 /// Settings given on the command line (or their environment variables).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    pub controller: Option<String>,
+    /// Every `--controller` given (none: the file's).
+    pub controller: Vec<String>,
     pub insecure: bool,
     pub enrollment_token: Option<String>,
     pub enroll_token: Option<String>,
@@ -187,17 +226,31 @@ pub struct Overrides {
 impl AgentConfig {
     /// Merges the file (if any) with the flags, and checks the result.
     pub fn resolve(file: ConfigFile, flags: Overrides) -> Result<AgentConfig, ConfigError> {
-        let controller = flags
-            .controller
-            .or(file.controller)
-            .ok_or(ConfigError::NoController)?;
+        let urls = if flags.controller.is_empty() {
+            file.controller
+        } else {
+            flags.controller
+        };
         let insecure = flags.insecure || file.insecure;
-        match (controller.split_once("://").map(|(s, _)| s), insecure) {
-            (Some("https"), false) | (Some("http"), true) => {}
-            (Some("http"), false) => return Err(ConfigError::Plaintext(controller)),
-            (Some("https"), true) => return Err(ConfigError::InsecureHttps(controller)),
-            _ => return Err(ConfigError::ControllerScheme(controller)),
+        let mut controllers = Vec::with_capacity(urls.len());
+        for url in urls {
+            let url = url.trim().to_string();
+            match (url.split_once("://").map(|(s, _)| s), insecure) {
+                (Some("https"), false) | (Some("http"), true) => {}
+                (Some("http"), false) => return Err(ConfigError::Plaintext(url)),
+                (Some("https"), true) => return Err(ConfigError::InsecureHttps(url)),
+                _ => return Err(ConfigError::ControllerScheme(url)),
+            }
+            let route =
+                crate::proxy::route(&url, file.proxy.as_deref(), |name| std::env::var(name).ok())?;
+            if !controllers.iter().any(|c: &ControllerAddress| c.url == url) {
+                controllers.push(ControllerAddress { url, route });
+            }
         }
+        let first = controllers
+            .first()
+            .cloned()
+            .ok_or(ConfigError::NoController)?;
         // Plaintext agents present the controller's shared token; TLS agents enroll instead.
         let enrollment_token = match flags.enrollment_token.or(file.enrollment_token) {
             Some(token) => token,
@@ -247,11 +300,8 @@ impl AgentConfig {
         if worker_memory_limit_mb == Some(0) {
             return Err(ConfigError::WorkerMemoryLimit);
         }
-        let route = crate::proxy::route(&controller, file.proxy.as_deref(), |name| {
-            std::env::var(name).ok()
-        })?;
         Ok(AgentConfig {
-            route,
+            route: first.route,
             proxy_setting: file.proxy.clone(),
             controller_key,
             download_limit: download_limit.map(|mb| mb * 1e6),
@@ -262,7 +312,8 @@ impl AgentConfig {
                 .saturating_mul(1_000_000),
             keep_versions,
             worker_memory_limit_bytes: worker_memory_limit_mb.map(|mb| mb.saturating_mul(1 << 20)),
-            controller,
+            controller: first.url,
+            controllers,
             insecure,
             enrollment_token,
             enroll_token,
@@ -276,6 +327,18 @@ impl AgentConfig {
             reconnect_max: Duration::from_secs(30),
             shutdown_grace: crate::DEFAULT_SHUTDOWN_GRACE,
         })
+    }
+}
+
+impl AgentConfig {
+    /// This config pointed at the controller address at `index` (modulo their number).
+    pub fn at(&self, index: usize) -> AgentConfig {
+        let chosen = &self.controllers[index % self.controllers.len()];
+        AgentConfig {
+            controller: chosen.url.clone(),
+            route: chosen.route.clone(),
+            ..self.clone()
+        }
     }
 }
 
@@ -327,7 +390,7 @@ mod tests {
         )
         .unwrap();
         let flags = Overrides {
-            controller: Some("https://b:2".into()),
+            controller: vec!["https://b:2".into()],
             labels: vec!["site=store-42".into()],
             name: Some("gw".into()),
             ..Overrides::default()
@@ -342,7 +405,7 @@ mod tests {
     #[test]
     fn bad_settings_are_refused_with_a_reason() {
         let flags = |controller: &str| Overrides {
-            controller: Some(controller.into()),
+            controller: vec![controller.into()],
             enrollment_token: Some("t".into()),
             ..Overrides::default()
         };
@@ -355,7 +418,7 @@ mod tests {
             AgentConfig::resolve(ConfigFile::default(), flags("http://ctl:7070")).unwrap_err();
         assert!(err.to_string().contains("is plaintext"), "{err}");
         let insecure = |token: Option<&str>| Overrides {
-            controller: Some("http://ctl:7070".into()),
+            controller: vec!["http://ctl:7070".into()],
             insecure: true,
             enrollment_token: token.map(str::to_string),
             ..Overrides::default()
@@ -364,7 +427,7 @@ mod tests {
         let err = AgentConfig::resolve(ConfigFile::default(), insecure(None)).unwrap_err();
         assert!(err.to_string().contains("no enrollment token"), "{err}");
         let enroll = |token: &str| Overrides {
-            controller: Some("https://ctl:7070".into()),
+            controller: vec!["https://ctl:7070".into()],
             enroll_token: Some(token.into()),
             ..Overrides::default()
         };
@@ -379,6 +442,45 @@ mod tests {
         assert!(err.to_string().contains("checksum does not match"), "{err}");
         assert!(parse_label("novalue").is_err());
         assert!(toml::from_str::<ConfigFile>("controler = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_list_of_controllers_is_kept_in_order_and_each_address_is_checked() {
+        let resolve = |file: &str| {
+            let file = ConfigFile::parse(Path::new("agent.toml"), file)?;
+            AgentConfig::resolve(file, Overrides::default())
+        };
+        let c =
+            resolve("controller = [\"https://a:1\", \"https://b:2\", \"https://a:1\"]\n").unwrap();
+        let urls: Vec<&str> = c.controllers.iter().map(|a| a.url.as_str()).collect();
+        assert_eq!(urls, ["https://a:1", "https://b:2"]);
+        assert_eq!(c.controller, "https://a:1");
+        assert_eq!(c.at(1).controller, "https://b:2");
+        assert_eq!(c.at(2).controller, "https://a:1");
+        // Flags replace the file's list rather than add to it.
+        let flags = Overrides {
+            controller: vec!["https://c:3".into(), "https://d:4".into()],
+            ..Overrides::default()
+        };
+        let file =
+            ConfigFile::parse(Path::new("agent.toml"), "controller = \"https://a:1\"\n").unwrap();
+        let c = AgentConfig::resolve(file, flags).unwrap();
+        assert_eq!(c.controllers.len(), 2);
+        assert_eq!(c.controller, "https://c:3");
+        let err = resolve("controller = [\"https://a:1\", \"b:2\"]\n").unwrap_err();
+        assert!(err.to_string().contains("`b:2` must start with"), "{err}");
+        let err = resolve("controller = []\n").unwrap_err();
+        assert!(err.to_string().contains("no controller address"), "{err}");
+        let err = resolve("controller = 7070\n").unwrap_err();
+        assert!(
+            err.to_string().contains("agent.toml:1: invalid type"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("an address or a list of addresses"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -225,6 +225,33 @@ pub fn channel(
         .connect_with_connector_lazy(crate::proxy::Dialer::new(&config.route)))
 }
 
+/// One channel per controller address of `config`, in its order.
+pub fn channels(
+    config: &AgentConfig,
+    credentials: Option<&Credentials>,
+) -> Result<Vec<Channel>, CredentialsError> {
+    (0..config.controllers.len())
+        .map(|i| channel(&config.at(i), credentials))
+        .collect()
+}
+
+/// Runs `attempt` against each controller address of `config` in turn until one is reached:
+/// the first answer that is not "unreachable" (success or refusal), or the last address's.
+async fn at_any_address<T, F, Fut>(config: &AgentConfig, attempt: F) -> Result<T, CredentialsError>
+where
+    F: Fn(AgentConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CredentialsError>>,
+{
+    let mut outcome = None;
+    for index in 0..config.controllers.len() {
+        match attempt(config.at(index)).await {
+            Err(e @ CredentialsError::Unreachable { .. }) => outcome = Some(Err(e)),
+            answered => return answered,
+        }
+    }
+    outcome.expect("a config holds at least one controller address")
+}
+
 /// A key pair made here and a CSR for it (the controller reads only the public key).
 fn key_and_csr() -> Result<(String, String), CredentialsError> {
     let key = rcgen::KeyPair::generate()?;
@@ -247,8 +274,20 @@ pub async fn enroll(
 }
 
 /// What [`enroll`] does short of writing anything: the credentials the controller grants for
-/// `token`, held in memory for the caller to store, and the name it gave the agent.
+/// `token`, held in memory for the caller to store, and the name it gave the agent. Each
+/// controller address is tried in turn until one answers.
 pub async fn request_certificate(
+    config: &AgentConfig,
+    token: &EnrollmentToken,
+) -> Result<(Credentials, String), CredentialsError> {
+    at_any_address(config, |config| async move {
+        request_certificate_at(&config, token).await
+    })
+    .await
+}
+
+/// [`request_certificate`] from the controller at `config.controller`.
+async fn request_certificate_at(
     config: &AgentConfig,
     token: &EnrollmentToken,
 ) -> Result<(Credentials, String), CredentialsError> {
@@ -328,8 +367,21 @@ pub async fn renew(
 
 /// Trades the expired certificate of an agent that was away for a new one for the same key,
 /// over TLS that verifies the controller (pinned CA) but presents no client certificate: the
-/// CSR, signed with the key, proves the agent still holds it. Stores the result.
+/// CSR, signed with the key, proves the agent still holds it. Stores the result. Each
+/// controller address is tried in turn until one answers.
 pub async fn recover(
+    config: &AgentConfig,
+    held: &Credentials,
+) -> Result<Credentials, CredentialsError> {
+    at_any_address(
+        config,
+        |config| async move { recover_at(&config, held).await },
+    )
+    .await
+}
+
+/// [`recover`] from the controller at `config.controller`.
+async fn recover_at(
     config: &AgentConfig,
     held: &Credentials,
 ) -> Result<Credentials, CredentialsError> {

@@ -108,7 +108,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
         proxy::Route::Direct => {}
     }
-    let channel = channel::LinkChannel::new(credentials::channel(&config, credentials.as_ref())?);
+    let channel = channel::LinkChannel::new(credentials::channels(&config, credentials.as_ref())?);
     let store = artifacts::ArtifactStore::open(&config.data_dir.join("artifacts"))?
         .with_rate_limit(config.download_limit)
         .with_proxy_setting(config.proxy_setting.clone());
@@ -254,9 +254,9 @@ async fn keep_certificate_fresh(
             }
         };
         match outcome {
-            Ok((fresh, what)) => match credentials::channel(&config, Some(&fresh)) {
-                Ok(new_channel) => {
-                    channel.set(new_channel);
+            Ok((fresh, what)) => match credentials::channels(&config, Some(&fresh)) {
+                Ok(new_channels) => {
+                    channel.set(new_channels);
                     tracing::info!(not_after_ms = fresh.not_after_ms, "{what}");
                     held = fresh;
                     if wall_clock_ms() >= held.not_after_ms {

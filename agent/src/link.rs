@@ -77,6 +77,12 @@ const STABLE_SESSION: Duration = Duration::from_secs(30);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Link {
+    /// The controller address the link is using now.
+    fn address(&self) -> &str {
+        let all = &self.config.controllers;
+        &all[self.channel.current() % all.len()].url
+    }
+
     /// Keeps the link up until shutdown. Jobs run on their own task, so a broken link does not
     /// interrupt a benchmark; results wait until the link is back.
     pub async fn maintain(self, shutdown: CancellationToken) {
@@ -113,9 +119,14 @@ impl Link {
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
         let mut reporter = Reporter::default();
         loop {
+            let address = self.address().to_string();
             let outcome = self
                 .session(&self.channel.get(), &mut work, &shutdown)
                 .await;
+            if !matches!(outcome, Ok(SessionEnd::Shutdown)) {
+                // With several controller addresses (replicas), the next try goes to the next.
+                self.channel.next_address();
+            }
             let delay = match outcome {
                 Ok(SessionEnd::Shutdown) => break,
                 Ok(SessionEnd::Dropped { reason, lasted }) => {
@@ -126,7 +137,7 @@ impl Link {
                         backoff.reset();
                     }
                     let delay = backoff.next_delay(&mut rand::rng());
-                    tracing::warn!(controller = %self.config.controller, %reason, retry_in_ms = delay.as_millis() as u64, "link to the controller lost; reconnecting");
+                    tracing::warn!(controller = %address, %reason, retry_in_ms = delay.as_millis() as u64, "link to the controller lost; reconnecting");
                     delay
                 }
                 Err(status) => {
@@ -135,7 +146,7 @@ impl Link {
                     if status.code() == tonic::Code::PermissionDenied {
                         let trouble = Trouble::CertificateRefused(status.message().to_string());
                         if reporter.news(&trouble) {
-                            tracing::error!(controller = %self.config.controller, reason = %status.message(), retry_in_ms = delay.as_millis() as u64, "the controller refused this agent");
+                            tracing::error!(controller = %address, reason = %status.message(), retry_in_ms = delay.as_millis() as u64, "the controller refused this agent");
                         }
                     } else {
                         let trouble = crate::trouble::classify(&status);
@@ -145,10 +156,10 @@ impl Link {
                         if reporter.news(&trouble) {
                             match trouble {
                                 Trouble::Other(_) | Trouble::Proxy(_) => {
-                                    tracing::warn!(controller = %self.config.controller, reason = %trouble, retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying")
+                                    tracing::warn!(controller = %address, reason = %trouble, retry_in_ms = delay.as_millis() as u64, "cannot reach the controller; retrying")
                                 }
                                 _ => {
-                                    tracing::error!(controller = %self.config.controller, reason = %trouble, retry_in_ms = delay.as_millis() as u64, "cannot connect to the controller; retrying")
+                                    tracing::error!(controller = %address, reason = %trouble, retry_in_ms = delay.as_millis() as u64, "cannot connect to the controller; retrying")
                                 }
                             }
                         } else {
@@ -204,7 +215,7 @@ impl Link {
             lasted: connected_at.elapsed(),
         };
         let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(200));
-        tracing::info!(controller = %self.config.controller, version = %welcome.controller_version, agent_id = %self.agent_id, "connected to the controller");
+        tracing::info!(controller = %self.address(), version = %welcome.controller_version, agent_id = %self.agent_id, "connected to the controller");
         self.enrollment().observe(&welcome.controller_public_key);
 
         let mut heartbeat = tokio::time::interval(interval);

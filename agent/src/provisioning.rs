@@ -20,7 +20,8 @@ pub const SERVICE: &str = "edgefleet-agent.service";
 pub struct EnrollRequest {
     /// The config file to write (kept settings are merged in when it exists).
     pub config_path: PathBuf,
-    pub controller: Option<String>,
+    /// Every `--controller` given (none: the existing file's).
+    pub controller: Vec<String>,
     pub enroll_token: Option<String>,
     pub name: Option<String>,
     pub labels: Vec<String>,
@@ -203,7 +204,16 @@ fn config_text(
         None => toml::Table::new(),
     };
     table.remove("enroll_token");
-    table.insert("controller".into(), config.controller.clone().into());
+    let urls: Vec<toml::Value> = config
+        .controllers
+        .iter()
+        .map(|c| c.url.clone().into())
+        .collect();
+    let controller = match urls.as_slice() {
+        [one] => one.clone(),
+        _ => toml::Value::Array(urls),
+    };
+    table.insert("controller".into(), controller);
     let mut holds_secret = false;
     if let crate::proxy::Route::Proxy(proxy) = &config.route {
         if proxy.from_environment() && !table.contains_key("proxy") {
@@ -381,7 +391,7 @@ mod tests {
     fn request(dir: &Path, controller: &str, token: Option<String>) -> EnrollRequest {
         EnrollRequest {
             config_path: dir.join("etc/agent.toml"),
-            controller: Some(controller.into()),
+            controller: vec![controller.into()],
             enroll_token: token,
             name: None,
             labels: vec!["site=lab".into()],
@@ -485,9 +495,23 @@ mod tests {
         .unwrap();
         let (text, _) = config_text(Some(existing), &req, &config).unwrap();
         let back = ConfigFile::parse(Path::new("agent.toml"), &text).unwrap();
-        assert_eq!(back.controller.as_deref(), Some("https://new:7070"));
+        assert_eq!(back.controller, ["https://new:7070"]);
         assert_eq!(back.keep_versions, Some(3));
         assert!(back.enroll_token.is_none(), "{text}");
+        assert!(text.contains("controller = \"https://new:7070\""), "{text}");
+        // Several replicas are written as a list, in the order given.
+        let replicas = AgentConfig::resolve(
+            ConfigFile::default(),
+            Overrides {
+                controller: vec!["https://r1:7070".into(), "https://r2:7070".into()],
+                enroll_token: req.enroll_token.clone(),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        let (listed, _) = config_text(Some(existing), &req, &replicas).unwrap();
+        let listed = ConfigFile::parse(Path::new("agent.toml"), &listed).unwrap();
+        assert_eq!(listed.controller, ["https://r1:7070", "https://r2:7070"]);
         assert_eq!(back.labels["hw"], "rpi5");
         assert_eq!(back.labels["site"], "lab");
         assert!(back.proxy.is_none(), "no proxy, none written: {text}");

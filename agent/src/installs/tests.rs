@@ -20,7 +20,7 @@ fn context(data: &Path) -> JobContext {
     let mut config = AgentConfig::resolve(
         ConfigFile::default(),
         Overrides {
-            controller: Some("http://127.0.0.1:9".into()),
+            controller: vec!["http://127.0.0.1:9".into()],
             insecure: true,
             enrollment_token: Some("t".into()),
             name: Some("edge".into()),
@@ -35,7 +35,7 @@ fn context(data: &Path) -> JobContext {
         config,
         agent_id: "a".into(),
         store: ArtifactStore::open(&data.join("artifacts")).unwrap(),
-        channel: crate::channel::LinkChannel::new(channel),
+        channel: crate::channel::LinkChannel::new(vec![channel]),
         installer: ModelInstaller::open(&data.join("models"), 2).unwrap(),
         enrollment: Enrollment::new(
             data,

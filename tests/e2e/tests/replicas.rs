@@ -373,6 +373,64 @@ fn a_replica_added_later_takes_agents_and_a_revocation_reaches_the_replica_holdi
     r2.wait_online(&names, DEADLINE);
 }
 
+/// An agent given a list of controller addresses (no balancer): it enrolls past an address
+/// where nothing answers, connects to the next, and when that replica dies it comes back
+/// through the one after.
+#[test]
+fn an_agent_with_a_list_of_replicas_moves_to_the_next_when_one_is_dead() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateIn::postgres_and_s3();
+    let url = database_url(&state);
+    let mut r0 = start_replica(dir.path(), "r0", &state, None);
+    let r1 = start_replica(dir.path(), "r1", &state, Some(&r0));
+    // A port nothing listens on: the address of a replica that is down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = format!("https://{dead}");
+    let sensors = dir.path().join("no-sensors");
+    std::fs::create_dir_all(&sensors).unwrap();
+    let token = r0.enroll_token("listed");
+    let listed = [dead.as_str(), &r0.address, &r1.address].join(",");
+    let _agent = start_agent_raw(
+        dir.path(),
+        "listed",
+        &sensors,
+        &["--controller", &listed, "--enroll-token", &token],
+    );
+    r1.wait_online(&["listed"], DEADLINE);
+    let holder = |url: &str| {
+        edgefleet_test_postgres::cluster()
+            .psql_on(
+                url,
+                "SELECT h.replica FROM agent_holders h JOIN agents a ON a.id = h.agent_id \
+                 WHERE a.name = 'listed'",
+            )
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        holder(&url),
+        "r0",
+        "the first address that answers holds it"
+    );
+
+    kill(&mut r0);
+    wait_for("the agent on r1 after r0 died", DEADLINE, || {
+        (holder(&url) == "r1").then_some(())
+    });
+    r1.wait_online(&["listed"], DEADLINE);
+    let log = agent_log(dir.path(), "listed");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("connected to the controller") && l.contains(&r1.address)),
+        "the agent says which replica it reached: {log}"
+    );
+}
+
 const QUICK: &str = "name = \"replicas-quick\"\nmodels = [\"add@1\"]\n[input]\ntext = [\"hi\"]\n\
 [[scenario]]\nkind = \"single-stream\"\nwarmup = 1\nmin_queries = 10\nmin_duration_s = 0.1\nmax_duration_s = 5\n";
 
