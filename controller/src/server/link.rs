@@ -622,19 +622,8 @@ pub(super) fn pending_messages(ctl: &Controller, agent_id: &str) -> Vec<Controll
     with_jobs(commands, pending, agent_id)
 }
 
-/// The same for an agent woken on a replica: all of it, or an error (the wake-up is then acted
-/// on again later).
-pub(super) fn try_pending_messages(
-    ctl: &Controller,
-    agent_id: &str,
-) -> Result<Vec<ControllerMessage>, crate::store::StoreError> {
-    let commands = rollout_driver::commands_for_agent(ctl, agent_id)?;
-    let pending = ctl.store.pending_jobs(agent_id)?;
-    Ok(with_jobs(commands, pending, agent_id))
-}
-
 /// Commands, then one `RunJobs` per run.
-fn with_jobs(
+pub(super) fn with_jobs(
     mut messages: Vec<ControllerMessage>,
     pending: Vec<(String, BenchJob)>,
     agent_id: &str,

@@ -320,65 +320,107 @@ enum Pass {
 
 /// For each wake-up of an agent this replica holds that it has not acted on: closes the stream
 /// if another replica holds a newer one or the agent was revoked, and otherwise sends it
-/// everything pending (the agent skips what it has).
+/// everything pending (the agent skips what it has). Agents whose pass can start now are read
+/// together, a few hundred a pass (a run wakes thousands); an agent with a pass in progress gets
+/// a pass of its own after it.
 async fn wake(ctl: &Controller, wakes: Vec<(String, i64)>, how: Pass) {
     let Some(replica) = &ctl.replica else {
         return;
     };
+    let mut ready = Vec::new();
     for (agent_id, number) in wakes {
         let Some(delivery) = replica.delivery(&agent_id) else {
             continue;
         };
         // The sweep finds every recent wake-up again: most were acted on already.
-        let mut delivered = match delivery.delivered.clone().try_lock_owned() {
-            Ok(delivered) if *delivered >= number => continue,
-            Ok(delivered) => Some(delivered),
-            Err(_) if how == Pass::Swept => continue,
-            Err(_) => None,
-        };
-        let ctl = ctl.clone();
-        let me = replica.id().to_string();
-        let passes = replica.passes.clone();
-        tokio::spawn(async move {
-            // One pass at a time per agent, each reading the store after the one before sent.
-            let mut delivered = match delivered.take() {
-                Some(held) => held,
-                None => delivery.delivered.clone().lock_owned().await,
-            };
-            if *delivered >= number {
-                return;
+        match delivery.delivered.clone().try_lock_owned() {
+            Ok(delivered) if *delivered >= number => {}
+            Ok(delivered) => ready.push(Waiting {
+                agent_id,
+                number,
+                delivered,
+            }),
+            Err(_) if how == Pass::Swept => {}
+            Err(_) => {
+                let ctl = ctl.clone();
+                tokio::spawn(async move {
+                    let delivered = delivery.delivered.clone().lock_owned().await;
+                    if *delivered < number {
+                        let waiting = Waiting {
+                            agent_id,
+                            number,
+                            delivered,
+                        };
+                        deliver(ctl, vec![waiting]).await;
+                    }
+                });
             }
-            let Ok(_pass) = passes.acquire_owned().await else {
-                return;
-            };
-            let (id, ctl2) = (agent_id.clone(), ctl.clone());
-            let found = tokio::task::spawn_blocking(move || next_step(&ctl2, &id, &me)).await;
-            match found {
-                Ok(Ok(Step::Send(pending))) => {
+        }
+    }
+    while !ready.is_empty() {
+        let batch: Vec<Waiting> = ready.drain(..ready.len().min(AGENTS_PER_PASS)).collect();
+        tokio::spawn(deliver(ctl.clone(), batch));
+    }
+}
+
+/// Agents one delivery pass reads together, at most.
+const AGENTS_PER_PASS: usize = 500;
+
+/// An agent whose pass may start: its wake-up's number, and its delivery's lock, held.
+struct Waiting {
+    agent_id: String,
+    number: i64,
+    delivered: tokio::sync::OwnedMutexGuard<i64>,
+}
+
+/// One delivery pass for `batch`: reads what each agent needs, then acts on it.
+async fn deliver(ctl: Controller, batch: Vec<Waiting>) {
+    let Some(replica) = ctl.replica.clone() else {
+        return;
+    };
+    let Ok(_pass) = replica.passes.clone().acquire_owned().await else {
+        return;
+    };
+    let ids: Vec<String> = batch.iter().map(|w| w.agent_id.clone()).collect();
+    let (ctl2, me) = (ctl.clone(), replica.id().to_string());
+    let found = tokio::task::spawn_blocking(move || next_steps(&ctl2, &ids, &me)).await;
+    let mut steps = match found {
+        Ok(Ok(steps)) => steps,
+        // Not acted on: the sweep finds the wake-ups again.
+        Ok(Err(e)) => {
+            tracing::warn!(agents = batch.len(), error = %e, "cannot act on agents' wake-ups; the sweep tries again");
+            return;
+        }
+        Err(_) => return,
+    };
+    for mut waiting in batch {
+        let agent_id = waiting.agent_id.clone();
+        match steps.remove(&agent_id) {
+            Some(Step::Send(pending)) if pending.is_empty() => *waiting.delivered = waiting.number,
+            // Each agent's messages on its own task: a slow stream holds up no other agent.
+            Some(Step::Send(pending)) => {
+                let ctl = ctl.clone();
+                tokio::spawn(async move {
                     for message in pending {
                         if !ctl.fleet.send(&agent_id, message).await {
                             return; // the stream ended: its next one gets everything
                         }
                     }
-                    *delivered = number;
-                }
-                Ok(Ok(Step::Moved(holder))) => {
-                    tracing::info!(%agent_id, newer_on = %holder, "the agent connected to another replica; closing its older stream here");
-                    ctl.fleet.close(&agent_id);
-                    *delivered = number;
-                }
-                Ok(Ok(Step::Revoked)) => {
-                    tracing::warn!(%agent_id, "the agent was revoked or removed; closing its stream");
-                    ctl.fleet.close(&agent_id);
-                    *delivered = number;
-                }
-                // Not acted on: the sweep finds the wake-up again.
-                Ok(Err(e)) => {
-                    tracing::warn!(%agent_id, error = %e, "cannot act on the agent's wake-up; the sweep tries again")
-                }
-                Err(_) => {}
+                    *waiting.delivered = waiting.number;
+                });
             }
-        });
+            Some(Step::Moved(holder)) => {
+                tracing::info!(%agent_id, newer_on = %holder, "the agent connected to another replica; closing its older stream here");
+                ctl.fleet.close(&agent_id);
+                *waiting.delivered = waiting.number;
+            }
+            Some(Step::Revoked) => {
+                tracing::warn!(%agent_id, "the agent was revoked or removed; closing its stream");
+                ctl.fleet.close(&agent_id);
+                *waiting.delivered = waiting.number;
+            }
+            None => {}
+        }
     }
 }
 
@@ -392,17 +434,36 @@ enum Step {
     Revoked,
 }
 
-/// Reads what a delivery pass for `agent_id` must do on replica `me` (blocking store calls).
-fn next_step(ctl: &Controller, agent_id: &str, me: &str) -> Result<Step, StoreError> {
-    if let Some(holder) = ctl.store.agent_holder(agent_id)? {
-        if holder != me {
-            return Ok(Step::Moved(holder));
+/// Reads what a delivery pass must do for each of `agent_ids` on replica `me`, in a few
+/// queries for all of them (blocking store calls).
+fn next_steps(
+    ctl: &Controller,
+    agent_ids: &[String],
+    me: &str,
+) -> Result<HashMap<String, Step>, StoreError> {
+    let standing = ctl.store.holders_and_standing(agent_ids)?;
+    let mut steps = HashMap::new();
+    let mut here = Vec::new();
+    for (agent_id, (holder, may_connect)) in standing {
+        match holder {
+            Some(holder) if holder != me => {
+                steps.insert(agent_id, Step::Moved(holder));
+            }
+            _ if !may_connect => {
+                steps.insert(agent_id, Step::Revoked);
+            }
+            _ => here.push(agent_id),
         }
     }
-    if ctl.store.agent_revoked_ms(agent_id)? != Some(0) {
-        return Ok(Step::Revoked);
+    let mut commands = super::rollout_driver::commands_for_agents(ctl, &here)?;
+    let mut jobs = ctl.store.pending_jobs_of(&here)?;
+    for agent_id in here {
+        let pending = super::link::with_jobs(
+            commands.remove(&agent_id).unwrap_or_default(),
+            jobs.remove(&agent_id).unwrap_or_default(),
+            &agent_id,
+        );
+        steps.insert(agent_id, Step::Send(pending));
     }
-    Ok(Step::Send(super::link::try_pending_messages(
-        ctl, agent_id,
-    )?))
+    Ok(steps)
 }

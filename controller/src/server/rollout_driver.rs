@@ -22,7 +22,7 @@ use crate::store::StoreError;
 use actions::{abort, event, finish, install_command, next_wave, set_state};
 use gate_run::{check_gate, start_gate};
 
-pub use actions::commands_for_agent;
+pub use actions::{commands_for_agent, commands_for_agents};
 pub use answers::on_install_result;
 pub use control::{control, ControlError};
 

@@ -32,6 +32,34 @@ impl Backend {
             Backend::Sqlite
         }
     }
+
+    /// A subquery of the texts in the JSON array bound as parameter `?N` (`n`), one row each:
+    /// `WHERE id IN ` it takes a list of any length in one statement text.
+    pub(crate) fn json_texts(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("(SELECT value FROM json_each(?{n}))"),
+            Backend::Postgres => format!("(SELECT json_array_elements_text(?{n}::json))"),
+        }
+    }
+}
+
+/// Rows a multi-row INSERT holds at most; fewer are inserted in powers of two, so that a few
+/// statement texts (each prepared once per connection) cover any count.
+const ROWS_PER_INSERT: usize = 256;
+
+/// How many rows each statement of [`Conn::insert_rows`] holds, for `n` rows.
+fn insert_sizes(mut n: usize) -> Vec<usize> {
+    let mut sizes = vec![ROWS_PER_INSERT; n / ROWS_PER_INSERT];
+    n %= ROWS_PER_INSERT;
+    let mut size = ROWS_PER_INSERT / 2;
+    while n > 0 {
+        if n >= size {
+            sizes.push(size);
+            n -= size;
+        }
+        size /= 2;
+    }
+    sizes
 }
 
 /// A database call that failed.
@@ -400,6 +428,32 @@ pub(crate) enum Conn<'a> {
 }
 
 impl<'a> Conn<'a> {
+    /// Inserts rows with few statements: `insert` is the statement up to `VALUES`
+    /// (`INSERT INTO t (a, b, c)`), `row` one row's values with bare `?` for its parameters
+    /// (`(?, ?, 'pending')`), `tail` what follows (`ON CONFLICT DO NOTHING`, or nothing), and
+    /// `params` every row's parameters in order. The number of rows inserted.
+    pub(crate) fn insert_rows(
+        &mut self,
+        insert: &str,
+        row: &str,
+        tail: &str,
+        params: &[&dyn Param],
+    ) -> Result<usize> {
+        let width = row.matches('?').count();
+        assert!(
+            width > 0 && params.len().is_multiple_of(width),
+            "whole rows of {row}"
+        );
+        let mut done = 0;
+        let mut inserted = 0;
+        for size in insert_sizes(params.len() / width) {
+            let sql = format!("{insert} VALUES {} {tail}", vec![row; size].join(", "));
+            inserted += self.execute(&sql, &params[done..done + size * width])?;
+            done += size * width;
+        }
+        Ok(inserted)
+    }
+
     /// Runs one statement; the number of rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<usize> {
         match self {
@@ -661,7 +715,21 @@ impl PgConn {
 
 #[cfg(test)]
 mod tests {
-    use super::postgres_sql;
+    use super::{insert_sizes, postgres_sql, ROWS_PER_INSERT};
+
+    #[test]
+    fn rows_go_in_full_statements_then_powers_of_two() {
+        assert_eq!(insert_sizes(0), Vec::<usize>::new());
+        assert_eq!(insert_sizes(1), [1]);
+        assert_eq!(insert_sizes(7), [4, 2, 1]);
+        assert_eq!(
+            insert_sizes(2 * ROWS_PER_INSERT + 130),
+            [ROWS_PER_INSERT, ROWS_PER_INSERT, 128, 2]
+        );
+        for n in 0..1000 {
+            assert_eq!(insert_sizes(n).iter().sum::<usize>(), n);
+        }
+    }
 
     #[test]
     fn numbered_and_bare_parameters_become_dollar_numbers_outside_quotes() {

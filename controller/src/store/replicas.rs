@@ -4,6 +4,8 @@
 //! agent raised whenever the control plane has something for it, announced with `NOTIFY`).
 //! Only the PostgreSQL backend has these tables; the claimed schedule fires are on both.
 
+use std::collections::{HashMap, HashSet};
+
 use super::db::{params, OptionalExtension};
 use super::{Store, StoreError};
 
@@ -206,6 +208,42 @@ impl Store {
             params![holder, epoch],
         )?;
         Ok(())
+    }
+
+    /// For each of `agent_ids`: the replica holding its stream (if any) and whether it may
+    /// still connect (not revoked or removed), in two queries.
+    pub fn holders_and_standing(
+        &self,
+        agent_ids: &[String],
+    ) -> Result<HashMap<String, (Option<String>, bool)>, StoreError> {
+        let ids = serde_json::to_string(agent_ids).expect("strings serialize");
+        let list = self.backend().json_texts(1);
+        let mut conn = self.conn()?;
+        let holders: HashMap<String, String> = conn
+            .query_map(
+                &format!("SELECT agent_id, replica FROM agent_holders WHERE agent_id IN {list}"),
+                params![ids],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .into_iter()
+            .collect();
+        let standing: HashSet<String> = conn
+            .query_map(
+                &format!(
+                    "SELECT id FROM agents WHERE id IN {list} AND removed_ms = 0 AND revoked_ms = 0"
+                ),
+                params![ids],
+                |r| r.get(0),
+            )?
+            .into_iter()
+            .collect();
+        Ok(agent_ids
+            .iter()
+            .map(|id| {
+                let entry = (holders.get(id).cloned(), standing.contains(id));
+                (id.clone(), entry)
+            })
+            .collect())
     }
 
     /// The replica holding the agent's stream, if any.

@@ -305,20 +305,41 @@ impl Store {
         &self,
         agent_id: &str,
     ) -> Result<Vec<(RolloutRow, TargetRow)>, StoreError> {
+        Ok(self
+            .commands_for_agents(&[agent_id.to_string()])?
+            .remove(agent_id)
+            .unwrap_or_default())
+    }
+
+    /// [`Store::commands_for_agent`] for several agents in one query, by agent (an agent with
+    /// none is left out).
+    pub fn commands_for_agents(
+        &self,
+        agent_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<(RolloutRow, TargetRow)>>, StoreError> {
+        let ids = serde_json::to_string(agent_ids).expect("strings serialize");
         let raw = {
             let mut conn = self.conn()?;
             let mut stmt = conn.prepare(&format!(
                 "SELECT {TARGET_COLUMNS} FROM rollout_targets
-                 WHERE agent_id = ?1 AND state IN ('installing', 'rolling_back')"
+                 WHERE agent_id IN {} AND state IN ('installing', 'rolling_back')",
+                self.backend().json_texts(1)
             ))?;
-            let rows = stmt.query_map(params![agent_id], RawTarget::read)?;
+            let rows = stmt.query_map(params![ids], RawTarget::read)?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
-        let mut out = Vec::new();
+        let mut rollouts = std::collections::HashMap::new();
+        let mut out: std::collections::HashMap<String, Vec<_>> = Default::default();
         for t in raw {
             let t = t.decode()?;
-            if let Some(r) = self.rollout(&t.rollout_id)? {
-                out.push((r, t));
+            if !rollouts.contains_key(&t.rollout_id) {
+                let rollout = self.rollout(&t.rollout_id)?;
+                rollouts.insert(t.rollout_id.clone(), rollout);
+            }
+            if let Some(r) = &rollouts[&t.rollout_id] {
+                out.entry(t.agent_id.clone())
+                    .or_default()
+                    .push((r.clone(), t));
             }
         }
         Ok(out)

@@ -1,7 +1,7 @@
 //! Benchmark runs, their jobs (stored as sent, so they can be sent again) and each job's result,
 //! stored once.
 
-use super::db::{params, OptionalExtension};
+use super::db::{params, OptionalExtension, Param};
 use edgefleet_proto::v1::{BenchJob, Measurement};
 use prost::Message;
 
@@ -188,33 +188,66 @@ impl Store {
                 run.schedule
             ],
         )?;
+        // Many rows a statement: a run for a fleet is thousands of jobs, and each statement a
+        // round trip to PostgreSQL.
+        struct JobFields {
+            model_name: String,
+            model_version: String,
+            scenario: String,
+            threads: i64,
+            spec: Vec<u8>,
+        }
+        let fields: Vec<JobFields> = jobs
+            .iter()
+            .map(|(_, job)| {
+                let model = job.model.clone().unwrap_or_default();
+                let workload = job.workload.clone().unwrap_or_default();
+                JobFields {
+                    model_name: model.name,
+                    model_version: model.version,
+                    scenario: workload.scenario,
+                    threads: i64::from(workload.threads),
+                    spec: job.encode_to_vec(),
+                }
+            })
+            .collect();
+        let mut values: Vec<&dyn Param> = Vec::with_capacity(jobs.len() * 8);
+        for ((agent_id, job), f) in jobs.iter().zip(&fields) {
+            values.extend([
+                &run.id as &dyn Param,
+                &job.job_id,
+                agent_id,
+                &f.model_name,
+                &f.model_version,
+                &f.scenario,
+                &f.threads,
+                &f.spec,
+            ]);
+        }
+        tx.insert_rows(
+            "INSERT INTO bench_jobs (run_id, job_id, agent_id, model_name, model_version,
+                 scenario, threads, state, spec)",
+            "(?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            "",
+            &values,
+        )?;
+        // The agent may fetch what its jobs name: models, references, input files.
+        let mut granted = std::collections::BTreeSet::new();
         for (agent_id, job) in jobs {
-            let model = job.model.clone().unwrap_or_default();
-            let workload = job.workload.clone().unwrap_or_default();
-            tx.execute(
-                "INSERT INTO bench_jobs (run_id, job_id, agent_id, model_name, model_version,
-                     scenario, threads, state, spec)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
-                params![
-                    run.id,
-                    job.job_id,
-                    agent_id,
-                    model.name,
-                    model.version,
-                    workload.scenario,
-                    i64::from(workload.threads),
-                    job.encode_to_vec()
-                ],
-            )?;
-            // The agent may fetch what its jobs name: models, references, input files.
             for sha in job_artifacts(job) {
-                tx.execute(
-                    "INSERT INTO agent_artifacts (agent_id, sha256) VALUES (?1, ?2)
-                     ON CONFLICT DO NOTHING",
-                    params![agent_id, sha],
-                )?;
+                granted.insert((agent_id.as_str(), sha));
             }
         }
+        let grants: Vec<&dyn Param> = granted
+            .iter()
+            .flat_map(|(agent_id, sha)| [agent_id as &dyn Param, sha as &dyn Param])
+            .collect();
+        tx.insert_rows(
+            "INSERT INTO agent_artifacts (agent_id, sha256)",
+            "(?, ?)",
+            "ON CONFLICT DO NOTHING",
+            &grants,
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -222,26 +255,42 @@ impl Store {
     /// Jobs given to an agent that have no result yet, as (run id, job), oldest run first: what
     /// to send again when the agent reconnects.
     pub fn pending_jobs(&self, agent_id: &str) -> Result<Vec<(String, BenchJob)>, StoreError> {
+        Ok(self
+            .pending_jobs_of(&[agent_id.to_string()])?
+            .remove(agent_id)
+            .unwrap_or_default())
+    }
+
+    /// [`Store::pending_jobs`] for several agents in one query, by agent (an agent with none is
+    /// left out).
+    pub fn pending_jobs_of(
+        &self,
+        agent_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<(String, BenchJob)>>, StoreError> {
+        let ids = serde_json::to_string(agent_ids).expect("strings serialize");
         let mut conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT j.run_id, j.job_id, j.spec FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
-             WHERE j.agent_id = ?1 AND j.state = 'pending' ORDER BY b.created_ms, j.job_id",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT j.agent_id, j.run_id, j.job_id, j.spec FROM bench_jobs j
+             JOIN bench_runs b ON b.id = j.run_id
+             WHERE j.agent_id IN {} AND j.state = 'pending' ORDER BY b.created_ms, j.job_id",
+            self.backend().json_texts(1)
+        ))?;
         let raw = stmt
-            .query_map(params![agent_id], |r| {
+            .query_map(params![ids], |r| {
                 Ok((
                     r.get::<String>(0)?,
                     r.get::<String>(1)?,
-                    r.get::<Vec<u8>>(2)?,
+                    r.get::<String>(2)?,
+                    r.get::<Vec<u8>>(3)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        raw.into_iter()
-            .map(|(run_id, job_id, spec)| {
-                let job = decode_proto(&spec, "bench_jobs", format!("{run_id}, {job_id}"))?;
-                Ok((run_id, job))
-            })
-            .collect()
+        let mut out: std::collections::HashMap<String, Vec<_>> = Default::default();
+        for (agent_id, run_id, job_id, spec) in raw {
+            let job = decode_proto(&spec, "bench_jobs", format!("{run_id}, {job_id}"))?;
+            out.entry(agent_id).or_default().push((run_id, job));
+        }
+        Ok(out)
     }
 
     pub fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {

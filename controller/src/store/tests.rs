@@ -57,7 +57,72 @@ on_both_backends!(
     table_stats_count_rows_and_bytes_per_family,
     a_thousand_heartbeats_are_written_in_one_batch,
     a_schedules_fire_is_claimed_once,
+    a_fleets_run_is_stored_in_few_statements_and_read_back_for_many_agents_at_once,
 );
+
+/// A run of 600 jobs over three agents (more rows than one INSERT holds): every job stored and
+/// granted its artifacts, and the pending jobs and waiting commands of several agents read in
+/// one call each, as one agent's calls read them.
+fn a_fleets_run_is_stored_in_few_statements_and_read_back_for_many_agents_at_once(fresh: Fresh) {
+    let s = fresh();
+    let agents = ["ag-0", "ag-1", "ag-2"];
+    for a in agents {
+        agent(&s, a, 1);
+    }
+    let run = |id: &str, created_ms: i64| RunRow {
+        id: id.into(),
+        suite: "fleet".into(),
+        suite_sha256: "h".into(),
+        created_ms,
+        schedule: None,
+    };
+    let jobs: Vec<(String, BenchJob)> = (0..600)
+        .map(|i| {
+            let (agent, mut job) = job(&format!("j{i:03}"), agents[i % 3]);
+            let model = job.model.as_mut().unwrap();
+            model.files.push(edgefleet_proto::v1::ArtifactRef {
+                file_name: "model.onnx".into(),
+                sha256: "a".repeat(64),
+                ..Default::default()
+            });
+            (agent, job)
+        })
+        .collect();
+    s.insert_run(&run("later", 20), "name = 'fleet'", &jobs)
+        .unwrap();
+    s.insert_run(&run("earlier", 10), "name = 'fleet'", &[job("j1", "ag-1")])
+        .unwrap();
+    assert_eq!(s.jobs(Some("later")).unwrap().len(), 600);
+    for a in agents {
+        assert!(
+            s.may_fetch(a, &"a".repeat(64)).unwrap(),
+            "{a} may fetch the model"
+        );
+    }
+
+    let asked: Vec<String> = ["ag-0", "ag-1", "nobody"].map(String::from).to_vec();
+    let mut pending = s.pending_jobs_of(&asked).unwrap();
+    assert_eq!(pending.len(), 2, "only agents with jobs");
+    let of_one = pending.remove("ag-1").unwrap();
+    assert_eq!(of_one, s.pending_jobs("ag-1").unwrap());
+    assert_eq!(of_one.len(), 201);
+    assert_eq!(of_one[0].0, "earlier", "the oldest run first");
+    let ids: Vec<&str> = of_one[1..].iter().map(|(_, j)| j.job_id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "in job order");
+    assert_eq!(pending["ag-0"].len(), 200);
+
+    s.insert_rollout(
+        &rollout("ro-1"),
+        &[target("ro-1", "ag-0"), target("ro-1", "ag-2")],
+    )
+    .unwrap();
+    let commands = s.commands_for_agents(&asked).unwrap();
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    assert_eq!(commands["ag-0"], s.commands_for_agent("ag-0").unwrap());
+    assert_eq!(commands["ag-0"][0].0, rollout("ro-1"));
+}
 
 fn a_schedules_fire_is_claimed_once(fresh: Fresh) {
     let s = fresh();
@@ -164,6 +229,17 @@ fn agents_are_held_by_one_replica_and_wake_ups_are_announced() {
     assert!(s.agent_held("agent-a", 10_000).unwrap());
     assert_eq!(s.held_agents(10_000).unwrap(), vec!["agent-a".to_string()]);
     assert_eq!(s.held_agent_count(10_000).unwrap(), 1);
+    // Who holds each of several agents and whether each may still connect, in one call.
+    agent(&s, "agent-a", 1);
+    agent(&s, "agent-gone", 1);
+    s.revoke_agent("agent-gone", 5).unwrap();
+    let asked: Vec<String> = ["agent-a", "agent-gone", "agent-unknown"]
+        .map(String::from)
+        .to_vec();
+    let standing = s.holders_and_standing(&asked).unwrap();
+    assert_eq!(standing["agent-a"], (Some("r1".to_string()), true));
+    assert_eq!(standing["agent-gone"], (None, false));
+    assert_eq!(standing["agent-unknown"], (None, false));
 
     // The agent's newer stream on r2 wins; r1's late goodbye does not free it.
     let w2 = s.hold_agent("agent-a", "r2", 7).unwrap();

@@ -1,6 +1,8 @@
 //! What the driver does to the store and the fleet, shared by its parts: log an event, move a
 //! target, send install and rollback commands, complete a wave, finish, abort and roll back.
 
+use std::collections::HashMap;
+
 use edgefleet_proto::v1::{controller_message, ControllerMessage, InstallModel, RollbackModel};
 
 use crate::clock::now_ms;
@@ -60,15 +62,43 @@ pub fn commands_for_agent(
     ctl: &Controller,
     agent_id: &str,
 ) -> Result<Vec<ControllerMessage>, StoreError> {
+    let waiting = ctl.store.commands_for_agent(agent_id)?;
+    commands(ctl, waiting, agent_id, &mut HashMap::new())
+}
+
+/// [`commands_for_agent`] for several agents, read together, by agent (an agent with none is
+/// left out).
+pub fn commands_for_agents(
+    ctl: &Controller,
+    agent_ids: &[String],
+) -> Result<HashMap<String, Vec<ControllerMessage>>, StoreError> {
+    let mut models = HashMap::new();
+    let mut out = HashMap::new();
+    for (agent_id, waiting) in ctl.store.commands_for_agents(agent_ids)? {
+        let commands = commands(ctl, waiting, &agent_id, &mut models)?;
+        out.insert(agent_id, commands);
+    }
+    Ok(out)
+}
+
+/// The commands for an agent's targets waiting on one, reading each model once (`models`).
+fn commands(
+    ctl: &Controller,
+    waiting: Vec<(RolloutRow, TargetRow)>,
+    agent_id: &str,
+    models: &mut HashMap<(String, String), Option<ModelRow>>,
+) -> Result<Vec<ControllerMessage>, StoreError> {
     let mut out = Vec::new();
-    for (rollout, target) in ctl.store.commands_for_agent(agent_id)? {
+    for (rollout, target) in waiting {
         match target.state {
             TargetState::Installing if rollout.state.is_open() => {
-                if let Some(model) = ctl
-                    .store
-                    .model(&rollout.model_name, &rollout.model_version)?
-                {
-                    out.push(install_command(&rollout, &model, agent_id));
+                let key = (rollout.model_name.clone(), rollout.model_version.clone());
+                if !models.contains_key(&key) {
+                    let model = ctl.store.model(&key.0, &key.1)?;
+                    models.insert(key.clone(), model);
+                }
+                if let Some(model) = &models[&key] {
+                    out.push(install_command(&rollout, model, agent_id));
                 }
             }
             TargetState::RollingBack => out.push(rollback_command(&rollout, agent_id)),
