@@ -16,10 +16,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Controller;
+use crate::clock::now_ms;
 use crate::rollout::waves::{decide_wave, WaveCounts, WaveDecision};
 use crate::rollout::{RolloutState, TargetState};
 use crate::store::StoreError;
-use actions::{abort, event, finish, install_command, next_wave, set_state};
+use actions::{abort, event, finish, install_command, next_wave};
 use gate_run::{check_gate, start_gate};
 
 pub use actions::{commands_for_agent, commands_for_agents};
@@ -102,18 +103,15 @@ async fn advance(ctl: &Controller, rollout_id: &str) -> Result<(), StoreError> {
     // Start the wave: every waiting agent in it gets its install (offline ones when they
     // reconnect).
     let mut installs = Vec::new();
-    for mut t in targets
+    if targets
         .iter()
-        .filter(|t| t.wave == wave && t.state == TargetState::Waiting)
-        .cloned()
+        .any(|t| t.wave == wave && t.state == TargetState::Waiting)
     {
-        set_state(ctl, &mut t, TargetState::Installing)?;
         let files: Vec<String> = model.files.iter().map(|f| f.sha256.clone()).collect();
-        ctl.store.allow_fetch(&t.agent_id, &files)?;
-        installs.push((
-            t.agent_id.clone(),
-            install_command(&rollout, &model, &t.agent_id),
-        ));
+        for agent_id in ctl.store.start_wave(rollout_id, wave, &files, now_ms())? {
+            let install = install_command(&rollout, &model, &agent_id);
+            installs.push((agent_id, install));
+        }
     }
     let started = !installs.is_empty();
     for (agent_id, online) in ctl.send_commands(installs).await {
@@ -138,7 +136,7 @@ async fn advance(ctl: &Controller, rollout_id: &str) -> Result<(), StoreError> {
         .find(|g| g.wave == wave)
     {
         if gate.verdicts.is_none() {
-            return check_gate(ctl, &rollout, &gate, &targets).await;
+            return check_gate(ctl, &rollout, &gate).await;
         }
     }
 
@@ -163,7 +161,7 @@ async fn advance(ctl: &Controller, rollout_id: &str) -> Result<(), StoreError> {
     ) {
         WaveDecision::Wait => Ok(()),
         WaveDecision::Abort(reason) => abort(ctl, &rollout, &reason).await,
-        WaveDecision::Advance if !spec.gated() => next_wave(ctl, &rollout, &targets),
+        WaveDecision::Advance if !spec.gated() => next_wave(ctl, &rollout),
         WaveDecision::Advance => start_gate(ctl, &rollout, &model, &targets).await,
     }
 }

@@ -300,6 +300,59 @@ impl Store {
         Ok(())
     }
 
+    /// Starts wave `wave` of a rollout, in one transaction: its waiting targets become
+    /// `installing` (stamped `now_ms`) and their agents may fetch `files`. The agents moved, in
+    /// order. (Two statements and one INSERT per 256 grants, whatever the wave's size.)
+    pub fn start_wave(
+        &self,
+        rollout_id: &str,
+        wave: u32,
+        files: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let mut moved: Vec<String> = tx.query_map(
+            "UPDATE rollout_targets SET state = 'installing', updated_ms = ?3
+             WHERE rollout_id = ?1 AND wave = ?2 AND state = 'waiting' RETURNING agent_id",
+            params![rollout_id, i64::from(wave), now_ms],
+            |r| r.get(0),
+        )?;
+        moved.sort();
+        let grants: Vec<&dyn super::db::Param> = moved
+            .iter()
+            .flat_map(|agent| {
+                files
+                    .iter()
+                    .map(move |sha| [agent as &dyn super::db::Param, sha])
+            })
+            .flatten()
+            .collect();
+        tx.insert_rows(
+            "INSERT INTO agent_artifacts (agent_id, sha256)",
+            "(?, ?)",
+            "ON CONFLICT DO NOTHING",
+            &grants,
+        )?;
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    /// Completes wave `wave` of a rollout: its installed and gating targets become `done`
+    /// (stamped `now_ms`), in one statement. How many.
+    pub fn complete_wave(
+        &self,
+        rollout_id: &str,
+        wave: u32,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        Ok(self.conn()?.execute(
+            "UPDATE rollout_targets SET state = 'done', updated_ms = ?3
+             WHERE rollout_id = ?1 AND wave = ?2 AND state IN ('installed', 'gating')",
+            params![rollout_id, i64::from(wave), now_ms],
+        )?)
+    }
+
     /// Targets of this agent waiting on a command (install or rollback), with their rollouts.
     pub fn commands_for_agent(
         &self,

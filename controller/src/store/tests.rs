@@ -58,7 +58,56 @@ on_both_backends!(
     a_thousand_heartbeats_are_written_in_one_batch,
     a_schedules_fire_is_claimed_once,
     a_fleets_run_is_stored_in_few_statements_and_read_back_for_many_agents_at_once,
+    a_wave_starts_and_completes_in_a_few_statements_whatever_its_size,
 );
+
+/// A wave of 300 targets starts in one transaction (each waiting target installing, its agent
+/// granted the files) and completes in one statement; the next wave and other states are left.
+fn a_wave_starts_and_completes_in_a_few_statements_whatever_its_size(fresh: Fresh) {
+    use crate::rollout::TargetState;
+    let s = fresh();
+    let mut targets: Vec<TargetRow> = (0..400)
+        .map(|i| {
+            let mut t = target("ro-1", &format!("ag-{i:03}"));
+            t.state = TargetState::Waiting;
+            t.wave = u32::from(i >= 300);
+            t
+        })
+        .collect();
+    targets[7].state = TargetState::Failed;
+    for t in &targets {
+        agent(&s, &t.agent_id, 1);
+    }
+    s.insert_rollout(&rollout("ro-1"), &targets).unwrap();
+    let files = ["f".repeat(64), "g".repeat(64)];
+    let moved = s.start_wave("ro-1", 0, &files, 50).unwrap();
+    assert_eq!(moved.len(), 299, "the failed one stays");
+    assert_eq!(moved[0], "ag-000");
+    assert!(s.may_fetch("ag-299", &files[1]).unwrap());
+    assert!(
+        !s.may_fetch("ag-300", &files[0]).unwrap(),
+        "not in the wave"
+    );
+    assert!(
+        s.start_wave("ro-1", 0, &files, 60).unwrap().is_empty(),
+        "once"
+    );
+    let now = s.targets("ro-1").unwrap();
+    assert_eq!(now[0].state, TargetState::Installing);
+    assert_eq!(now[0].updated_ms, 50);
+    assert_eq!(now[7].state, TargetState::Failed);
+    assert_eq!(now[350].state, TargetState::Waiting);
+
+    for i in [1, 2, 3] {
+        let mut t = now[i].clone();
+        t.state = TargetState::Installed;
+        s.update_target(&t).unwrap();
+    }
+    assert_eq!(s.complete_wave("ro-1", 0, 70).unwrap(), 3);
+    let after = s.targets("ro-1").unwrap();
+    assert_eq!(after[1].state, TargetState::Done);
+    assert_eq!(after[0].state, TargetState::Installing, "not answered yet");
+}
 
 /// A run of 600 jobs over three agents (more rows than one INSERT holds): every job stored and
 /// granted its artifacts, and the pending jobs and waiting commands of several agents read in

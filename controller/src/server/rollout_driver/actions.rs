@@ -120,17 +120,9 @@ pub(super) fn set_state(
 }
 
 /// Marks the wave's healthy agents done and moves to the next wave.
-pub(super) fn next_wave(
-    ctl: &Controller,
-    rollout: &RolloutRow,
-    targets: &[TargetRow],
-) -> Result<(), StoreError> {
+pub(super) fn next_wave(ctl: &Controller, rollout: &RolloutRow) -> Result<(), StoreError> {
     let wave = rollout.current_wave;
-    for t in targets.iter().filter(|t| {
-        t.wave == wave && matches!(t.state, TargetState::Installed | TargetState::Gating)
-    }) {
-        set_state(ctl, &mut t.clone(), TargetState::Done)?;
-    }
+    ctl.store.complete_wave(&rollout.id, wave, now_ms())?;
     ctl.store
         .update_rollout(&rollout.id, RolloutState::Running, "", wave + 1, now_ms())?;
     event(

@@ -94,7 +94,7 @@ pub(super) async fn start_gate(
                 rollout.current_wave + 1
             ),
         );
-        return next_wave(ctl, rollout, targets);
+        return next_wave(ctl, rollout);
     }
     let run = RunRow {
         id: format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -141,7 +141,6 @@ pub(super) async fn check_gate(
     ctl: &Controller,
     rollout: &RolloutRow,
     gate: &GateRow,
-    targets: &[TargetRow],
 ) -> Result<(), StoreError> {
     let jobs = ctl.store.jobs(Some(&gate.run_id))?;
     if jobs.iter().any(|j| j.state == JobState::Pending) {
@@ -194,7 +193,7 @@ pub(super) async fn check_gate(
             None,
             &format!("wave {}: performance gate passed", gate.wave + 1),
         );
-        next_wave(ctl, rollout, targets)
+        next_wave(ctl, rollout)
     } else {
         let reason = format!("performance gate breached on {}", wave.breaches.join("; "));
         abort(ctl, rollout, &reason).await
