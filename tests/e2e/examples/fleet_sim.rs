@@ -55,7 +55,7 @@
 //! inherits the simulator's open-file limit (raised to the hard limit, 20,000 here); nothing
 //! else was changed.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -165,6 +165,8 @@ fn now_ms() -> u64 {
 /// What one simulated agent dials with.
 struct Dialer {
     index: usize,
+    /// Its place in this process's [`Shared`] (its index, unless a worker process holds it).
+    slot: usize,
     /// Where it dials first, then the next one after a failed dial (a device given the list
     /// of replicas).
     addresses: Vec<String>,
@@ -230,21 +232,350 @@ impl Shared {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect();
-        let total: u64 = counts.iter().sum();
-        let rank = |q: f64| {
-            let want = ((total as f64) * q).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            for (ms, c) in counts.iter().enumerate() {
-                seen += c;
-                if seen >= want {
-                    return ms as u64;
+        delay_percentiles(&counts)
+    }
+
+    /// When each agent's first jobs of the run arrived (Unix ms), for those they reached.
+    fn arrivals(&self) -> Vec<u64> {
+        self.jobs_arrived_at
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .filter(|t| *t > 0)
+            .collect()
+    }
+}
+
+/// (count, p50, p99, max) of a heartbeat delay histogram (1 ms buckets), in ms.
+fn delay_percentiles(counts: &[u64]) -> (u64, u64, u64, u64) {
+    let total: u64 = counts.iter().sum();
+    let rank = |q: f64| {
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (ms, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return ms as u64;
+            }
+        }
+        HIST_MS as u64
+    };
+    let max = counts.iter().rposition(|c| *c > 0).unwrap_or(0) as u64;
+    (total, rank(0.50), rank(0.99), max)
+}
+
+/// Agents one simulator process holds at most: a stream is an open file, and a process may
+/// hold 20,000 here.
+const AGENTS_PER_PROCESS: usize = 16_000;
+
+/// The simulated agents as the measuring code sees them: tasks of this process, or spread over
+/// worker processes (this program again, `--worker FILE`), each holding at most
+/// [`AGENTS_PER_PROCESS`] of them and answering on its standard streams.
+enum Fleet {
+    Here {
+        shared: Arc<Shared>,
+        stop: watch::Sender<bool>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    },
+    Workers(Vec<Worker>),
+}
+
+/// A worker process: its stdin takes `ungate`, `record on|off`, `report` and `stop`; its stdout
+/// says `status CONNECTED FAILED_DIALS` every 200 ms and answers `report` with one line of JSON.
+struct Worker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    seen: Arc<std::sync::Mutex<WorkerSeen>>,
+}
+
+#[derive(Default)]
+struct WorkerSeen {
+    connected: usize,
+    failed_dials: u64,
+    /// Reports received, and the last one.
+    reports: u64,
+    report: serde_json::Value,
+}
+
+impl Fleet {
+    /// Starts the agents of `dialers`: here, or over as many worker processes as they need
+    /// (their credentials handed over in files under `dir`).
+    fn start(dialers: &[Arc<Dialer>], dir: &Path) -> Fleet {
+        if dialers.len() <= AGENTS_PER_PROCESS {
+            let shared = Arc::new(Shared::new(dialers.len()));
+            let (stop, stop_rx) = watch::channel(false);
+            let tasks = dialers
+                .iter()
+                .cloned()
+                .map(|d| tokio::spawn(agent(d, shared.clone(), stop_rx.clone())))
+                .collect();
+            return Fleet::Here {
+                shared,
+                stop,
+                tasks,
+            };
+        }
+        let processes = dialers.len().div_ceil(AGENTS_PER_PROCESS);
+        let per = dialers.len().div_ceil(processes);
+        let workers = dialers
+            .chunks(per)
+            .enumerate()
+            .map(|(w, part)| {
+                let agents: Vec<serde_json::Value> = part
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({"index": d.index, "addresses": d.addresses,
+                            "cert": d.cert, "key": d.key, "id": d.id})
+                    })
+                    .collect();
+                let file = dir.join(format!("sim-worker-{w}.json"));
+                let ca = &part[0].ca;
+                std::fs::write(
+                    &file,
+                    serde_json::json!({"ca": ca, "agents": agents}).to_string(),
+                )
+                .unwrap();
+                let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                    .arg("--worker")
+                    .arg(&file)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("a worker process");
+                let stdin = child.stdin.take().unwrap();
+                let stdout = child.stdout.take().unwrap();
+                let seen = Arc::new(std::sync::Mutex::new(WorkerSeen::default()));
+                let heard = seen.clone();
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(stdout).lines() {
+                        let Ok(line) = line else { return };
+                        let mut seen = heard.lock().unwrap();
+                        if let Some(status) = line.strip_prefix("status ") {
+                            let mut parts = status.split(' ');
+                            seen.connected = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                            seen.failed_dials =
+                                parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                        } else if let Some(report) = line.strip_prefix("report ") {
+                            seen.report = serde_json::from_str(report).unwrap_or_default();
+                            seen.reports += 1;
+                        }
+                    }
+                });
+                Worker { child, stdin, seen }
+            })
+            .collect();
+        Fleet::Workers(workers)
+    }
+
+    /// How many worker processes hold the agents (0: this one).
+    fn processes(&self) -> usize {
+        match self {
+            Fleet::Here { .. } => 0,
+            Fleet::Workers(workers) => workers.len(),
+        }
+    }
+
+    fn connected(&self) -> usize {
+        match self {
+            Fleet::Here { shared, .. } => shared.connected.load(Ordering::Relaxed),
+            Fleet::Workers(workers) => workers
+                .iter()
+                .map(|w| w.seen.lock().unwrap().connected)
+                .sum(),
+        }
+    }
+
+    fn failed_dials(&self) -> u64 {
+        match self {
+            Fleet::Here { shared, .. } => shared.failed_dials.load(Ordering::Relaxed),
+            Fleet::Workers(workers) => workers
+                .iter()
+                .map(|w| w.seen.lock().unwrap().failed_dials)
+                .sum(),
+        }
+    }
+
+    fn tell(&mut self, line: &str) {
+        if let Fleet::Workers(workers) = self {
+            for w in workers {
+                let _ = writeln!(w.stdin, "{line}");
+            }
+        }
+    }
+
+    /// Dials are no longer limited (the fleet's first connect is over).
+    fn ungate(&mut self) {
+        if let Fleet::Here { shared, .. } = self {
+            shared.gated.store(false, Ordering::Relaxed);
+        }
+        self.tell("ungate");
+    }
+
+    /// Heartbeat delays are recorded from now on, or no longer.
+    fn record(&mut self, on: bool) {
+        if let Fleet::Here { shared, .. } = self {
+            shared.recording.store(on, Ordering::Relaxed);
+        }
+        self.tell(if on { "record on" } else { "record off" });
+    }
+
+    /// Every worker's report, asked for now (none for agents held here).
+    async fn reports(&mut self) -> Vec<serde_json::Value> {
+        let before: Vec<u64> = match self {
+            Fleet::Here { .. } => return Vec::new(),
+            Fleet::Workers(workers) => workers
+                .iter()
+                .map(|w| w.seen.lock().unwrap().reports)
+                .collect(),
+        };
+        self.tell("report");
+        let Fleet::Workers(workers) = self else {
+            unreachable!()
+        };
+        let answered = wait_until(Duration::from_secs(60), || {
+            workers
+                .iter()
+                .zip(&before)
+                .all(|(w, b)| w.seen.lock().unwrap().reports > *b)
+        })
+        .await;
+        assert!(
+            answered.is_some(),
+            "the worker processes did not report within 60 s"
+        );
+        workers
+            .iter()
+            .map(|w| w.seen.lock().unwrap().report.clone())
+            .collect()
+    }
+
+    /// (count, p50, p99, max) of the heartbeat delays recorded, in ms.
+    async fn delays(&mut self) -> (u64, u64, u64, u64) {
+        if let Fleet::Here { shared, .. } = self {
+            return shared.delays();
+        }
+        let mut counts = vec![0u64; HIST_MS + 1];
+        for report in self.reports().await {
+            for pair in report["delays"].as_array().into_iter().flatten() {
+                let ms = pair[0].as_u64().unwrap_or(0) as usize;
+                counts[ms.min(HIST_MS)] += pair[1].as_u64().unwrap_or(0);
+            }
+        }
+        delay_percentiles(&counts)
+    }
+
+    /// When each agent's first jobs of the run arrived (Unix ms), for those they reached.
+    async fn arrivals(&mut self) -> Vec<u64> {
+        if let Fleet::Here { shared, .. } = self {
+            return shared.arrivals();
+        }
+        self.reports()
+            .await
+            .iter()
+            .flat_map(|r| r["arrivals"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_u64())
+            .collect()
+    }
+
+    /// Stops every agent (and worker process).
+    async fn stop(self) {
+        match self {
+            Fleet::Here { stop, tasks, .. } => {
+                let _ = stop.send(true);
+                for t in tasks {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
                 }
             }
-            HIST_MS as u64
-        };
-        let max = counts.iter().rposition(|c| *c > 0).unwrap_or(0) as u64;
-        (total, rank(0.50), rank(0.99), max)
+            Fleet::Workers(mut workers) => {
+                for w in &mut workers {
+                    let _ = writeln!(w.stdin, "stop");
+                }
+                for mut w in workers {
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while matches!(w.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let _ = w.child.kill();
+                    let _ = w.child.wait();
+                }
+            }
+        }
     }
+}
+
+/// A worker process (`fleet_sim --worker FILE`): runs the agents the file names until told to
+/// stop (or its standard input closes), saying how many are connected every 200 ms.
+async fn worker_main(file: &str) {
+    sim::raise_open_file_limit();
+    let given: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("the worker's file")).unwrap();
+    let _ = std::fs::remove_file(file); // it holds keys
+    let ca = given["ca"].as_str().unwrap().to_string();
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    let dialers: Vec<Arc<Dialer>> = given["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(slot, a)| {
+            Arc::new(Dialer {
+                index: a["index"].as_u64().unwrap() as usize,
+                slot,
+                addresses: a["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(text)
+                    .collect(),
+                ca: ca.clone(),
+                cert: text(&a["cert"]),
+                key: text(&a["key"]),
+                id: text(&a["id"]),
+            })
+        })
+        .collect();
+    let mut fleet = Fleet::start(&dialers, Path::new("."));
+    let Fleet::Here { shared, .. } = &fleet else {
+        panic!("a worker holds at most {AGENTS_PER_PROCESS} agents");
+    };
+    let shared = shared.clone();
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+        let _ = lines_tx.send("stop".into());
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => println!(
+                "status {} {}",
+                shared.connected.load(Ordering::Relaxed),
+                shared.failed_dials.load(Ordering::Relaxed)
+            ),
+            line = lines.recv() => match line.as_deref().unwrap_or("stop") {
+                "ungate" => fleet.ungate(),
+                "record on" => fleet.record(true),
+                "record off" => fleet.record(false),
+                "report" => {
+                    let delays: Vec<[u64; 2]> = shared
+                        .delay_ms
+                        .iter()
+                        .enumerate()
+                        .map(|(ms, c)| [ms as u64, c.load(Ordering::Relaxed)])
+                        .filter(|[_, c]| *c > 0)
+                        .collect();
+                    let report = serde_json::json!({"delays": delays, "arrivals": shared.arrivals()});
+                    println!("report {report}");
+                }
+                _ => break,
+            },
+        }
+    }
+    fleet.stop().await;
 }
 
 fn endpoint(d: &Dialer, address: &str) -> Result<Endpoint, String> {
@@ -472,7 +803,7 @@ async fn session(
         }
     };
     drop(permit);
-    shared.welcomed_at[d.index].store(now_ms(), Ordering::Relaxed);
+    shared.welcomed_at[d.slot].store(now_ms(), Ordering::Relaxed);
     shared.connected.fetch_add(1, Ordering::Relaxed);
     // Each agent beats at its own phase within the interval.
     let mut next_beat = tokio::time::Instant::now() + interval.mul_f64(rng.random_range(0.0..1.0));
@@ -487,7 +818,7 @@ async fn session(
                 shared.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
             }
             message = inbound.message() => match message {
-                Ok(Some(msg)) => if answer(d.index, msg, &tx, &channel, shared).await.is_err() { break },
+                Ok(Some(msg)) => if answer(d.slot, msg, &tx, &channel, shared).await.is_err() { break },
                 _ => break,
             },
             _ = stop.changed() => break,
@@ -507,7 +838,10 @@ async fn agent(d: Arc<Dialer>, shared: Arc<Shared>, mut stop: watch::Receiver<bo
         if session(&d, address, &shared, &mut stop, &mut rng).await {
             attempt = 0;
         } else {
-            dial += 1;
+            // Another replica, chosen at random: what a balancer or DNS in front of them does.
+            // (Every agent moving to the same next one would put a dead replica's whole share
+            // on one survivor, past its open files.)
+            dial += rng.random_range(1..d.addresses.len().max(2));
         }
         if *stop.borrow() {
             return;
@@ -556,6 +890,7 @@ async fn enroll(
                 let enrolled = sim::enroll(&mut link, token, format!("sim-{index:05}")).await;
                 mine.push(Arc::new(Dialer {
                     index,
+                    slot: index - from,
                     addresses: addresses.clone(),
                     ca: ca.clone(),
                     cert: enrolled.certificate_pem,
@@ -675,6 +1010,9 @@ async fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if argv.get(1).map(String::as_str) == Some("--worker") {
+        return worker_main(&argv[2]).await;
     }
     let args = args();
     if args.replicas > 1 {
@@ -1368,18 +1706,16 @@ async fn replicas_main(args: Args) {
         None,
     );
 
-    let shared = Arc::new(Shared::new(n));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks: Vec<_> = dialers
-        .iter()
-        .cloned()
-        .map(|d| tokio::spawn(agent(d, shared.clone(), stop_rx.clone())))
-        .collect();
-    let all_in = wait_until(Duration::from_secs(900), || {
-        shared.connected.load(Ordering::Relaxed) >= n
-    })
-    .await;
-    shared.gated.store(false, Ordering::Relaxed);
+    let mut fleet = Fleet::start(&dialers, &dir);
+    if fleet.processes() > 0 {
+        println!(
+            "  (the agents are held by {} simulator processes, {} each at most)",
+            fleet.processes(),
+            n.div_ceil(fleet.processes())
+        );
+    }
+    let all_in = wait_until(Duration::from_secs(900), || fleet.connected() >= n).await;
+    fleet.ungate();
     report(
         &mut figures,
         "connect all N across the replicas",
@@ -1387,9 +1723,9 @@ async fn replicas_main(args: Args) {
             Some(t) => format!(
                 "{} ({} failed dials retried)",
                 secs(t),
-                shared.failed_dials.load(Ordering::Relaxed)
+                fleet.failed_dials()
             ),
-            None => format!("only {} of {n}", shared.connected.load(Ordering::Relaxed)),
+            None => format!("only {} of {n}", fleet.connected()),
         },
         "all N connected",
         Some(all_in.is_some()),
@@ -1397,10 +1733,10 @@ async fn replicas_main(args: Args) {
     tokio::time::sleep(Duration::from_secs(args.heartbeat_s.max(2))).await;
     let pids: Vec<u32> = replicas.iter().map(|c| c.process.child.id()).collect();
     let cpu_before: Vec<f64> = pids.iter().map(|p| proc_usage(*p).1).collect();
-    shared.recording.store(true, Ordering::Relaxed);
+    fleet.record(true);
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.window_s)).await;
-    shared.recording.store(false, Ordering::Relaxed);
+    fleet.record(false);
     let window = window.elapsed().as_secs_f64();
     let (_, mut admin, _) = connect_admin(&replicas[1]).await;
     let listed = admin
@@ -1430,7 +1766,7 @@ async fn replicas_main(args: Args) {
         "(each <= 1.1x a bare tonic server's KB a stream: see the single-controller run)",
         None,
     );
-    let (count, p50, p99, max) = shared.delays();
+    let (count, p50, p99, max) = fleet.delays().await;
     report(
         &mut figures,
         "heartbeat delay (controller clock -> agent receipt)",
@@ -1483,11 +1819,10 @@ async fn replicas_main(args: Args) {
     let asked_ms = now_ms();
     let (_, replied_ms, finished, done) =
         run_to_the_end(&mut admin, Duration::from_secs(600)).await;
-    let mut arrivals: Vec<u64> = shared
-        .jobs_arrived_at
-        .iter()
-        .map(|t| t.load(Ordering::Relaxed))
-        .filter(|t| *t > 0)
+    let mut arrivals: Vec<u64> = fleet
+        .arrivals()
+        .await
+        .into_iter()
         .map(|t| t.saturating_sub(asked_ms))
         .collect();
     arrivals.sort_unstable();
@@ -1530,7 +1865,7 @@ async fn replicas_main(args: Args) {
     );
 
     // A rollout in waves, started through another replica; the leader drives it.
-    let rollout_time = rollout_in_waves(&mut admin, MODEL_VERSION, None).await;
+    let rollout_time = rollout_in_waves(&mut admin, MODEL_VERSION, None, &url).await;
     report(
         &mut figures,
         "rollout 1%,10%,50%,100% to all N (every install fetching its file)",
@@ -1549,19 +1884,13 @@ async fn replicas_main(args: Args) {
     let _ = replicas[victim].process.child.kill();
     let _ = replicas[victim].process.child.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let back = wait_until(Duration::from_secs(300), || {
-        shared.connected.load(Ordering::Relaxed) >= n
-    })
-    .await;
+    let back = wait_until(Duration::from_secs(300), || fleet.connected() >= n).await;
     report(
         &mut figures,
         "a replica holding its share killed (SIGKILL): all N online elsewhere",
         match back {
             Some(_) => format!("{} for its {held} agents", secs(killed.elapsed())),
-            None => format!(
-                "only {} of {n} within 300 s",
-                shared.connected.load(Ordering::Relaxed)
-            ),
+            None => format!("only {} of {n} within 300 s", fleet.connected()),
         },
         "<= 60 s",
         Some(back.is_some() && killed.elapsed() <= Duration::from_secs(60)),
@@ -1578,7 +1907,7 @@ async fn replicas_main(args: Args) {
         .find(|i| *i != leader_at && *i != victim)
         .unwrap_or(1);
     let (_, mut admin, _) = connect_admin(&replicas[survivor]).await;
-    let step = rollout_in_waves(&mut admin, "2", Some(&mut replicas[leader_at])).await;
+    let step = rollout_in_waves(&mut admin, "2", Some(&mut replicas[leader_at]), &url).await;
     report(
         &mut figures,
         "the leader killed mid-rollout: kill -> the rollout's next step",
@@ -1587,10 +1916,7 @@ async fn replicas_main(args: Args) {
         Some(step.1.is_some_and(|t| t <= Duration::from_secs(15))),
     );
 
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-    }
+    fleet.stop().await;
     println!(
         "\nsummary ({n} agents over {r} replicas, heartbeat {} s, {:.0} s in all)",
         args.heartbeat_s,
@@ -1610,12 +1936,15 @@ async fn replicas_main(args: Args) {
 
 /// Starts a rollout of version `version` of the second model in waves 1%,10%,50%,100% and
 /// waits for it to end; when `kill` is given, SIGKILLs that replica once the first wave has
-/// started and measures the time from the kill to the next target moving. (How it ended and
-/// how long it took; that step time.)
+/// started and measures the time from the kill to the driver's next step: its next event in
+/// the database at `url` (a wave started or complete, stamped by the new leader), and as
+/// polled (the next target the driver moved). (How it ended and how long it took; that step
+/// time.)
 async fn rollout_in_waves(
     admin: &mut Admin,
     version: &str,
     mut kill: Option<&mut Controller>,
+    url: &str,
 ) -> (String, Option<Duration>) {
     let started = Instant::now();
     let rollout = admin
@@ -1635,15 +1964,20 @@ async fn rollout_in_waves(
     let mut moved_at_kill = None;
     let mut killed_at = None;
     let mut step = None;
-    while (state == "running" || state == "paused") && started.elapsed() < Duration::from_secs(600)
+    let mut killed_ms = 0;
+    // A listing of every target: polled no faster than it is answered.
+    let mut poll = Duration::from_millis(100);
+    while (state == "running" || state == "paused") && started.elapsed() < Duration::from_secs(900)
     {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Ok(status) = admin
+        tokio::time::sleep(poll).await;
+        let asked = Instant::now();
+        let listed = admin
             .list_rollouts(ListRolloutsRequest {
                 rollout_id: rollout.rollout_id.clone(),
             })
-            .await
-        else {
+            .await;
+        poll = asked.elapsed().max(Duration::from_millis(100));
+        let Ok(status) = listed else {
             continue;
         };
         let Some(now) = status.into_inner().rollouts.into_iter().next() else {
@@ -1656,6 +1990,7 @@ async fn rollout_in_waves(
                 let _ = victim.process.child.kill();
                 let _ = victim.process.child.wait();
                 killed_at = Some(Instant::now());
+                killed_ms = now_ms();
                 // What the dead leader wrote before it died counts as before: the baseline is
                 // read after the kill.
                 moved_at_kill = rollout_moved(admin, &rollout.rollout_id).await;
@@ -1664,11 +1999,41 @@ async fn rollout_in_waves(
                 step = Some(at.elapsed());
                 println!(
                     "  (targets the driver moved: {moved_at_kill:?} read after the kill, {moved} \
-                     {:.2} s later)",
+                     {:.2} s later, as polled)",
                     at.elapsed().as_secs_f64()
                 );
             }
             _ => {}
+        }
+    }
+    if killed_ms > 0 {
+        // The driver's own record: its first event after the kill (the clocks are one).
+        let first = std::process::Command::new("psql")
+            .arg(url)
+            .args([
+                "-At",
+                "-c",
+                &format!(
+                    "SELECT min(at_ms) FROM events WHERE rollout_id = '{}' \
+                     AND agent_id IS NULL AND at_ms > {killed_ms}",
+                    rollout.rollout_id
+                ),
+            ])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
+        if let Some(at_ms) = first {
+            let after = Duration::from_millis(at_ms - killed_ms);
+            println!(
+                "  (the driver's first event after the kill: {:.2} s later)",
+                after.as_secs_f64()
+            );
+            step = Some(after);
         }
     }
     (format!("{} in {}", state, secs(started.elapsed())), step)
