@@ -257,6 +257,9 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX bench_jobs_pending_by_agent ON bench_jobs (agent_id) WHERE state = 'pending';
      CREATE INDEX rollout_targets_by_agent ON rollout_targets (agent_id);",
+    // 13: whether a run has jobs left, asked after every result, answered without reading the
+    // run's finished jobs.
+    "CREATE INDEX bench_jobs_pending_by_run ON bench_jobs (run_id) WHERE state = 'pending';",
 ];
 
 /// Steps in Rust that run right after the SQL of the same (1-based) version, in its

@@ -282,6 +282,9 @@ const MIGRATIONS: &[&str] = &[
                          FOR EACH STATEMENT EXECUTE FUNCTION edgefleet_fence()', t);
        END LOOP;
      END $tables$;"#,
+    // 4: whether a run has jobs left, asked after every result, answered without reading the
+    // run's finished jobs (the same as SQLite's 13).
+    "CREATE INDEX bench_jobs_pending_by_run ON bench_jobs (run_id) WHERE state = 'pending';",
 ];
 
 /// The advisory lock key migrations hold (`edgefleet` in ASCII, as a number).

@@ -366,6 +366,14 @@ impl Fleet {
         Fleet::Workers(workers)
     }
 
+    /// The worker processes' ids (none: the agents are held here).
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Fleet::Here { .. } => Vec::new(),
+            Fleet::Workers(workers) => workers.iter().map(|w| w.child.id()).collect(),
+        }
+    }
+
     /// How many worker processes hold the agents (0: this one).
     fn processes(&self) -> usize {
         match self {
@@ -941,6 +949,41 @@ fn proc_usage(pid: u32) -> (u64, f64) {
     // USER_HZ, the unit of /proc/PID/stat's times, is 100 on Linux.
     let hz = 100.0;
     (rss_kb * 1024, (ticks(11) + ticks(12)) as f64 / hz)
+}
+
+/// CPU seconds used so far by each part on this machine: the replicas (`replicas`), every
+/// PostgreSQL process, and the simulator (this process and `workers`).
+fn cpu_by_part(replicas: &[u32], workers: &[u32]) -> [f64; 3] {
+    let cpu = |pids: &[u32]| pids.iter().map(|p| proc_usage(*p).1).sum::<f64>();
+    let postgres: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .collect();
+    let mut simulator = workers.to_vec();
+    simulator.push(std::process::id());
+    [cpu(replicas), cpu(&postgres), cpu(&simulator)]
+}
+
+/// Where the CPU went between two [`cpu_by_part`] readings `wall` apart, in words.
+fn cpu_split(before: [f64; 3], after: [f64; 3], wall: Duration) -> String {
+    let used: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |p| p.get()) as f64;
+    format!(
+        "CPU over {:.1} s ({:.0} core-seconds to spend): replicas {:.1} s, PostgreSQL {:.1} s, \
+         simulator {:.1} s ({:.0}% of the machine busy)",
+        wall.as_secs_f64(),
+        wall.as_secs_f64() * cores,
+        used[0],
+        used[1],
+        used[2],
+        used.iter().sum::<f64>() / (wall.as_secs_f64() * cores) * 100.0
+    )
 }
 
 /// Open file descriptors of a process.
@@ -1636,7 +1679,9 @@ async fn bad_input(
 
 /// `--replicas R` (with `--database URL`): R controller replicas on that PostgreSQL database and
 /// an S3 server of this program's (`s3s-fs`, artifacts delivered through the replicas), agent i
-/// dialing replica i mod R directly and the next one after a failed dial. Measures enrollment,
+/// dialing replica i mod R directly and another one at random after a failed dial. Past 16,000
+/// agents they are held by worker processes (this program again, `--worker FILE`; a process
+/// holds at most 20,000 open files here). Measures enrollment,
 /// all connected, each replica's memory and CPU, heartbeat delay, how long a run's jobs take
 /// from `StartBench` (its commit) to each agent, the run stored, a rollout in waves, PostgreSQL
 /// connections, and the two failovers: a replica holding its share of the fleet killed (all
@@ -1817,8 +1862,15 @@ async fn replicas_main(args: Args) {
         ]);
     });
     let asked_ms = now_ms();
+    let cpu_before = cpu_by_part(&pids, &fleet.pids());
+    let run_started = Instant::now();
     let (_, replied_ms, finished, done) =
         run_to_the_end(&mut admin, Duration::from_secs(600)).await;
+    let run_cpu = cpu_split(
+        cpu_before,
+        cpu_by_part(&pids, &fleet.pids()),
+        run_started.elapsed(),
+    );
     let mut arrivals: Vec<u64> = fleet
         .arrivals()
         .await
@@ -1852,7 +1904,7 @@ async fn replicas_main(args: Args) {
         "run of N jobs: StartBench -> GetRun all done",
         match finished {
             Some(t) => format!(
-                "{} ({} done, {} failed of {})",
+                "{} ({} done, {} failed of {}; {run_cpu})",
                 secs(t),
                 done.0,
                 done.1,
@@ -1865,7 +1917,18 @@ async fn replicas_main(args: Args) {
     );
 
     // A rollout in waves, started through another replica; the leader drives it.
-    let rollout_time = rollout_in_waves(&mut admin, MODEL_VERSION, None, &url).await;
+    let cpu_before = cpu_by_part(&pids, &fleet.pids());
+    let rollout_started = Instant::now();
+    let mut rollout_time = rollout_in_waves(&mut admin, MODEL_VERSION, None, &url).await;
+    rollout_time.0 = format!(
+        "{} ({})",
+        rollout_time.0,
+        cpu_split(
+            cpu_before,
+            cpu_by_part(&pids, &fleet.pids()),
+            rollout_started.elapsed()
+        )
+    );
     report(
         &mut figures,
         "rollout 1%,10%,50%,100% to all N (every install fetching its file)",

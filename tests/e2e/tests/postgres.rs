@@ -67,7 +67,7 @@ fn an_unreachable_database_or_a_newer_schema_stops_serve_in_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(
         stderr
-            .contains("schema version 99, newer than this controller knows (3); upgrade edgefleet"),
+            .contains("schema version 99, newer than this controller knows (4); upgrade edgefleet"),
         "{stderr}"
     );
 }
