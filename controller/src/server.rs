@@ -11,6 +11,7 @@ pub mod fleet;
 mod judge;
 pub mod link;
 pub mod replicas;
+mod result_writer;
 mod retention;
 pub mod rollout_driver;
 pub mod rollout_lock;
@@ -64,6 +65,9 @@ pub struct Controller {
     pub schedules: schedules::Schedules,
     /// The link listener's connections: who has not authenticated yet, and the caps.
     pub admission: Arc<admission::Admission>,
+    /// With PostgreSQL, where links hand their results to be written in batches (started on
+    /// first use).
+    result_writer: Arc<std::sync::OnceLock<result_writer::ResultWriter>>,
 }
 
 /// How the controller behaves.
@@ -208,6 +212,16 @@ impl Controller {
             authority,
             schedules: schedules::Schedules::default(),
             replica: None,
+            result_writer: Arc::default(),
+        })
+    }
+
+    /// The batch writer of agents' results, with PostgreSQL (`None` with SQLite, whose
+    /// in-process writes are made where the result arrives). Call it inside the runtime.
+    pub(crate) fn result_writer(&self) -> Option<&result_writer::ResultWriter> {
+        (self.store.backend() == crate::store::Backend::Postgres).then(|| {
+            self.result_writer
+                .get_or_init(|| result_writer::ResultWriter::start(self.store.clone()))
         })
     }
 

@@ -37,7 +37,7 @@ pub use regressions::{BaselineRow, RegressionKind, RegressionRow};
 pub use replicas::{parse_wakes, LeaseRow, ReplicaRow, Taken, WAKE_CHANNEL};
 pub use retention::{Summarized, TableStats};
 pub use rollouts::{EventRow, GateRow, RolloutRow, TargetRow};
-pub use runs::{JobRow, JobState, Recorded, ResultFilter, ResultRow, RunRow};
+pub use runs::{FinishedJob, JobRow, JobState, Recorded, ResultFilter, ResultRow, RunRow};
 pub use schedules::{FireKind, FireOutcome, FireRow, ScheduleRow, StoredInput};
 pub use trust::{AdminTokenRow, AgentTrust, EnrollRefusal, Enrolled};
 
@@ -78,6 +78,10 @@ pub enum StoreError {
         key: String,
         detail: String,
     },
+    /// A write made with others in one transaction that failed (why, and whether asking again
+    /// may work): nothing of it was stored.
+    #[error("{why}")]
+    Batch { why: String, transient: bool },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -108,6 +112,7 @@ impl StoreError {
                 }
             },
             StoreError::Sql(DbError::PoolTimeout(_) | DbError::Join(_)) => true,
+            StoreError::Batch { transient, .. } => *transient,
             StoreError::Sql(DbError::Sqlite(e)) => matches!(
                 e.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)

@@ -786,28 +786,34 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) -> Option<S
         Some(agent_message::Body::JobResult(result)) => {
             let started = std::time::Instant::now();
             let measured = matches!(result.outcome, Some(job_result::Outcome::Measurement(_)));
-            let record = {
-                let (agent_id, result) = (agent_id.to_string(), result.clone());
-                move |store: &crate::store::Store| match &result.outcome {
-                    Some(job_result::Outcome::Measurement(m)) => {
-                        store.record_measurement(&agent_id, &result.run_id, &result.job_id, m)
-                    }
+            // PostgreSQL: with the other results waiting, in one transaction (a run's results
+            // arrive by the thousand); SQLite: here, in process.
+            let finished = crate::store::FinishedJob {
+                agent_id: agent_id.to_string(),
+                run_id: result.run_id.clone(),
+                job_id: result.job_id.clone(),
+                outcome: match &result.outcome {
+                    Some(job_result::Outcome::Measurement(m)) => Ok(m.clone()),
                     // PostgreSQL's text holds no NUL character; a reason is for people to read.
-                    Some(job_result::Outcome::Error(e)) => store.record_failure(
-                        &agent_id,
-                        &result.run_id,
-                        &result.job_id,
-                        &e.replace('\0', "\u{fffd}"),
-                    ),
-                    None => store.record_failure(
-                        &agent_id,
-                        &result.run_id,
-                        &result.job_id,
-                        "the agent sent an empty result",
-                    ),
-                }
+                    Some(job_result::Outcome::Error(e)) => Err(e.replace('\0', "\u{fffd}")),
+                    None => Err("the agent sent an empty result".to_string()),
+                },
             };
-            let recorded = store_call(&ctl.store, record).await;
+            let recorded = match ctl.result_writer() {
+                Some(writer) => writer.record(finished).await,
+                None => match &finished.outcome {
+                    Ok(m) => ctl.store.record_measurement(
+                        agent_id,
+                        &finished.run_id,
+                        &finished.job_id,
+                        m,
+                    ),
+                    Err(e) => {
+                        ctl.store
+                            .record_failure(agent_id, &finished.run_id, &finished.job_id, e)
+                    }
+                },
+            };
             crate::metrics::store_time("record_result", started.elapsed());
             match recorded {
                 Ok(Recorded::Stored) => {
@@ -848,22 +854,6 @@ async fn handle(ctl: &Controller, agent_id: &str, msg: AgentMessage) -> Option<S
         None => tracing::warn!(%agent_id, "an empty message on the link; ignored"),
     }
     None
-}
-
-/// Runs a store call from a link's task: with PostgreSQL on a blocking thread, so that a
-/// round trip to the database holds up none of the replica's other links (a run's results
-/// arrive by the thousand); SQLite's in-process calls run in place.
-async fn store_call<T: Send + 'static>(
-    store: &crate::store::Store,
-    call: impl FnOnce(&crate::store::Store) -> T + Send + 'static,
-) -> T {
-    if store.backend() == crate::store::Backend::Sqlite {
-        return call(store);
-    }
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || call(&store))
-        .await
-        .expect("the store call ran to its end (no panic, no runtime shutdown)")
 }
 
 /// Compares tokens in time independent of where they differ.

@@ -33,12 +33,16 @@ impl Backend {
         }
     }
 
-    /// A subquery of the texts in the JSON array bound as parameter `?N` (`n`), one row each:
-    /// `WHERE id IN ` it takes a list of any length in one statement text.
-    pub(crate) fn json_texts(self, n: usize) -> String {
+    /// A table `ids` of one column `id`: the texts of the JSON array bound as parameter `?N`
+    /// (`n`), for `FROM {ids} JOIN t ON t.key = ids.id`: a list of any length in one statement
+    /// text, read once and joined to the table's index. (Not `IN (subquery)`: PostgreSQL may
+    /// evaluate that once per row of the table, parsing the list each time.)
+    pub(crate) fn json_ids(self, n: usize) -> String {
         match self {
-            Backend::Sqlite => format!("(SELECT value FROM json_each(?{n}))"),
-            Backend::Postgres => format!("(SELECT json_array_elements_text(?{n}::json))"),
+            Backend::Sqlite => format!("(SELECT value AS id FROM json_each(?{n})) AS ids"),
+            Backend::Postgres => {
+                format!("(SELECT json_array_elements_text(?{n}::json) AS id) AS ids")
+            }
         }
     }
 }

@@ -216,13 +216,15 @@ impl Store {
         &self,
         agent_ids: &[String],
     ) -> Result<HashMap<String, (Option<String>, bool)>, StoreError> {
-        let ids = serde_json::to_string(agent_ids).expect("strings serialize");
-        let list = self.backend().json_texts(1);
+        let list = serde_json::to_string(agent_ids).expect("strings serialize");
+        let ids = self.backend().json_ids(1);
         let mut conn = self.conn()?;
         let holders: HashMap<String, String> = conn
             .query_map(
-                &format!("SELECT agent_id, replica FROM agent_holders WHERE agent_id IN {list}"),
-                params![ids],
+                &format!(
+                    "SELECT h.agent_id, h.replica FROM {ids} JOIN agent_holders h ON h.agent_id = ids.id"
+                ),
+                params![list],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
             .into_iter()
@@ -230,9 +232,10 @@ impl Store {
         let standing: HashSet<String> = conn
             .query_map(
                 &format!(
-                    "SELECT id FROM agents WHERE id IN {list} AND removed_ms = 0 AND revoked_ms = 0"
+                    "SELECT a.id FROM {ids} JOIN agents a ON a.id = ids.id
+                     WHERE a.removed_ms = 0 AND a.revoked_ms = 0"
                 ),
-                params![ids],
+                params![list],
                 |r| r.get(0),
             )?
             .into_iter()

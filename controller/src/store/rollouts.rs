@@ -370,15 +370,15 @@ impl Store {
         &self,
         agent_ids: &[String],
     ) -> Result<std::collections::HashMap<String, Vec<(RolloutRow, TargetRow)>>, StoreError> {
-        let ids = serde_json::to_string(agent_ids).expect("strings serialize");
+        let list = serde_json::to_string(agent_ids).expect("strings serialize");
         let raw = {
             let mut conn = self.conn()?;
             let mut stmt = conn.prepare(&format!(
-                "SELECT {TARGET_COLUMNS} FROM rollout_targets
-                 WHERE agent_id IN {} AND state IN ('installing', 'rolling_back')",
-                self.backend().json_texts(1)
+                "SELECT {TARGET_COLUMNS} FROM {} JOIN rollout_targets t ON t.agent_id = ids.id
+                 WHERE t.state IN ('installing', 'rolling_back')",
+                self.backend().json_ids(1)
             ))?;
-            let rows = stmt.query_map(params![ids], RawTarget::read)?;
+            let rows = stmt.query_map(params![list], RawTarget::read)?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
         let mut rollouts = std::collections::HashMap::new();

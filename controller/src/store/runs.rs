@@ -267,16 +267,16 @@ impl Store {
         &self,
         agent_ids: &[String],
     ) -> Result<std::collections::HashMap<String, Vec<(String, BenchJob)>>, StoreError> {
-        let ids = serde_json::to_string(agent_ids).expect("strings serialize");
+        let list = serde_json::to_string(agent_ids).expect("strings serialize");
         let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
-            "SELECT j.agent_id, j.run_id, j.job_id, j.spec FROM bench_jobs j
-             JOIN bench_runs b ON b.id = j.run_id
-             WHERE j.agent_id IN {} AND j.state = 'pending' ORDER BY b.created_ms, j.job_id",
-            self.backend().json_texts(1)
+            "SELECT j.agent_id, j.run_id, j.job_id, j.spec FROM {}
+             JOIN bench_jobs j ON j.agent_id = ids.id JOIN bench_runs b ON b.id = j.run_id
+             WHERE j.state = 'pending' ORDER BY b.created_ms, j.job_id",
+            self.backend().json_ids(1)
         ))?;
         let raw = stmt
-            .query_map(params![ids], |r| {
+            .query_map(params![list], |r| {
                 Ok((
                     r.get::<String>(0)?,
                     r.get::<String>(1)?,
@@ -388,45 +388,37 @@ impl Store {
     ) -> Result<Recorded, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
-        let state: Option<String> = tx
-            .query_row(
-                "SELECT state FROM bench_jobs WHERE run_id = ?1 AND job_id = ?2 AND agent_id = ?3",
-                params![run_id, job_id, agent_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(state) = state else {
-            return Ok(Recorded::UnknownJob);
-        };
-        match decode_state(&state, "bench_jobs", format!("{run_id}, {job_id}"))? {
-            JobState::Pending => {}
-            JobState::Done | JobState::Failed => return Ok(Recorded::Duplicate),
+        let recorded = finish_job_in(&mut tx, agent_id, run_id, job_id, outcome)?;
+        if recorded == Recorded::Stored {
+            tx.commit()?;
         }
-        // The job leaves `pending` only if it still is when written: of two answers racing
-        // (a retry on another connection, on PostgreSQL), the second changes nothing.
-        let finished = match outcome {
-            Ok(_) => tx.execute(
-                "UPDATE bench_jobs SET state = 'done'
-                 WHERE run_id = ?1 AND job_id = ?2 AND state = 'pending'",
-                params![run_id, job_id],
-            )?,
-            Err(error) => tx.execute(
-                "UPDATE bench_jobs SET state = 'failed', error = ?3
-                 WHERE run_id = ?1 AND job_id = ?2 AND state = 'pending'",
-                params![run_id, job_id, error],
-            )?,
-        };
-        if finished == 0 {
-            return Ok(Recorded::Duplicate);
-        }
-        if let Ok(m) = outcome {
-            tx.execute(
-                "INSERT INTO results (run_id, job_id, measurement) VALUES (?1, ?2, ?3)",
-                params![run_id, job_id, m.encode_to_vec()],
-            )?;
+        Ok(recorded)
+    }
+
+    /// Stores many jobs' results in one transaction (one commit for all: what a run's results
+    /// arriving by the thousand need), each as [`Store::record_measurement`] or
+    /// [`Store::record_failure`] would. Per result what it did, or why it could not be read (a
+    /// corrupt job row, which changes nothing); a database error fails them all.
+    pub fn record_results(
+        &self,
+        results: &[FinishedJob],
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            let outcome = match &r.outcome {
+                Ok(m) => Ok(m),
+                Err(e) => Err(e.as_str()),
+            };
+            match finish_job_in(&mut tx, &r.agent_id, &r.run_id, &r.job_id, outcome) {
+                Err(e @ StoreError::Corrupt { .. }) => out.push(Err(e)),
+                Err(e) => return Err(e),
+                Ok(recorded) => out.push(Ok(recorded)),
+            }
         }
         tx.commit()?;
-        Ok(Recorded::Stored)
+        Ok(out)
     }
 
     /// Measurements of one run, or of every run.
@@ -500,4 +492,62 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// A job's result, for [`Store::record_results`].
+#[derive(Debug, Clone)]
+pub struct FinishedJob {
+    pub agent_id: String,
+    pub run_id: String,
+    pub job_id: String,
+    /// Its measurement, or why it failed.
+    pub outcome: Result<Measurement, String>,
+}
+
+/// Records one job's result inside the transaction `tx` (which the caller commits).
+fn finish_job_in(
+    tx: &mut super::db::Conn<'_>,
+    agent_id: &str,
+    run_id: &str,
+    job_id: &str,
+    outcome: Result<&Measurement, &str>,
+) -> Result<Recorded, StoreError> {
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM bench_jobs WHERE run_id = ?1 AND job_id = ?2 AND agent_id = ?3",
+            params![run_id, job_id, agent_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(state) = state else {
+        return Ok(Recorded::UnknownJob);
+    };
+    match decode_state(&state, "bench_jobs", format!("{run_id}, {job_id}"))? {
+        JobState::Pending => {}
+        JobState::Done | JobState::Failed => return Ok(Recorded::Duplicate),
+    }
+    // The job leaves `pending` only if it still is when written: of two answers racing
+    // (a retry on another connection, on PostgreSQL), the second changes nothing.
+    let finished = match outcome {
+        Ok(_) => tx.execute(
+            "UPDATE bench_jobs SET state = 'done'
+             WHERE run_id = ?1 AND job_id = ?2 AND state = 'pending'",
+            params![run_id, job_id],
+        )?,
+        Err(error) => tx.execute(
+            "UPDATE bench_jobs SET state = 'failed', error = ?3
+             WHERE run_id = ?1 AND job_id = ?2 AND state = 'pending'",
+            params![run_id, job_id, error],
+        )?,
+    };
+    if finished == 0 {
+        return Ok(Recorded::Duplicate);
+    }
+    if let Ok(m) = outcome {
+        tx.execute(
+            "INSERT INTO results (run_id, job_id, measurement) VALUES (?1, ?2, ?3)",
+            params![run_id, job_id, m.encode_to_vec()],
+        )?;
+    }
+    Ok(Recorded::Stored)
 }

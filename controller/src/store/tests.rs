@@ -59,7 +59,67 @@ on_both_backends!(
     a_schedules_fire_is_claimed_once,
     a_fleets_run_is_stored_in_few_statements_and_read_back_for_many_agents_at_once,
     a_wave_starts_and_completes_in_a_few_statements_whatever_its_size,
+    results_written_together_each_do_what_they_would_alone,
 );
+
+/// Results written in one transaction: each stored once, a repeat (even within the batch) a
+/// duplicate, another agent's job unknown, a failure recorded with its reason.
+fn results_written_together_each_do_what_they_would_alone(fresh: Fresh) {
+    use crate::store::FinishedJob;
+    let s = fresh();
+    agent(&s, "ag", 1);
+    agent(&s, "other", 1);
+    let run = RunRow {
+        id: "r1".into(),
+        suite: "quick".into(),
+        suite_sha256: "h".into(),
+        created_ms: 5,
+        schedule: None,
+    };
+    s.insert_run(
+        &run,
+        "",
+        &[job("j1", "ag"), job("j2", "ag"), job("j3", "ag")],
+    )
+    .unwrap();
+    let m = Measurement {
+        samples: 7,
+        ..Measurement::default()
+    };
+    let finished = |agent: &str, job: &str, outcome: Result<Measurement, String>| FinishedJob {
+        agent_id: agent.into(),
+        run_id: "r1".into(),
+        job_id: job.into(),
+        outcome,
+    };
+    let each = s
+        .record_results(&[
+            finished("ag", "j1", Ok(m.clone())),
+            finished("ag", "j1", Ok(m.clone())),
+            finished("other", "j2", Ok(m.clone())),
+            finished("ag", "j2", Err("out of memory".into())),
+        ])
+        .unwrap();
+    let each: Vec<Recorded> = each.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        each,
+        [
+            Recorded::Stored,
+            Recorded::Duplicate,
+            Recorded::UnknownJob,
+            Recorded::Stored
+        ]
+    );
+    assert_eq!(s.results(Some("r1")).unwrap().len(), 1);
+    let jobs = s.jobs(Some("r1")).unwrap();
+    assert_eq!(jobs[1].error.as_deref(), Some("out of memory"));
+    assert!(s.run_unfinished("r1").unwrap(), "j3 is still pending");
+    assert_eq!(
+        s.record_measurement("ag", "r1", "j1", &m).unwrap(),
+        Recorded::Duplicate,
+        "as one result alone sees it"
+    );
+}
 
 /// A wave of 300 targets starts in one transaction (each waiting target installing, its agent
 /// granted the files) and completes in one statement; the next wave and other states are left.
