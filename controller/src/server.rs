@@ -68,6 +68,9 @@ pub struct Controller {
     /// With PostgreSQL, where links hand their results to be written in batches (started on
     /// first use).
     result_writer: Arc<std::sync::OnceLock<result_writer::ResultWriter>>,
+    /// With PostgreSQL, where links hand install answers to be applied together under one hold
+    /// of the rollout lock (started on first use).
+    answer_queue: Arc<std::sync::OnceLock<rollout_driver::AnswerQueue>>,
 }
 
 /// How the controller behaves.
@@ -213,6 +216,16 @@ impl Controller {
             schedules: schedules::Schedules::default(),
             replica: None,
             result_writer: Arc::default(),
+            answer_queue: Arc::default(),
+        })
+    }
+
+    /// The queue of agents' install answers, with PostgreSQL (`None` with SQLite: each is
+    /// applied where it arrives). Call it inside the runtime.
+    pub(crate) fn answer_queue(&self) -> Option<&rollout_driver::AnswerQueue> {
+        (self.store.backend() == crate::store::Backend::Postgres).then(|| {
+            self.answer_queue
+                .get_or_init(|| rollout_driver::AnswerQueue::start(self.clone()))
         })
     }
 

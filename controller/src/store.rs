@@ -297,6 +297,23 @@ impl Store {
         }
     }
 
+    /// The same database through `max` connections of its own (PostgreSQL; SQLite's one
+    /// connection otherwise): for calls that must not queue behind the others for a pooled
+    /// connection (a replica's lease renewal, when a run's results keep every one busy).
+    pub fn with_own_connections(&self, max: usize) -> Result<Store, StoreError> {
+        match &*self.backend {
+            Database::Sqlite(_) => Ok(self.clone()),
+            Database::Postgres(pool) => {
+                let pool = pool
+                    .with_settings(&[], max)
+                    .map_err(|e| StoreError::Url(e.to_string()))?;
+                Ok(Store {
+                    backend: Arc::new(Database::Postgres(Box::new(pool))),
+                })
+            }
+        }
+    }
+
     /// A PostgreSQL session of its own whose idle transactions end after `stall` (the rollout
     /// lock's); `None` on SQLite.
     pub(crate) fn session_pool(

@@ -1,19 +1,46 @@
 //! When a benchmark run finishes (its last job answered), it is judged against its suite's
 //! baselines and recent history off the async threads, and each regression is logged.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use crate::clock::now_ms;
 use crate::compare::DEFAULT_THRESHOLD;
 use crate::regressions;
 use crate::server::Controller;
 
+/// Runs whose check is in flight, each with whether a result came since it began (then it
+/// looks again): a run's results arrive by the thousand, and one check at a time per run is
+/// enough.
+static CHECKING: std::sync::LazyLock<Mutex<HashMap<String, bool>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
 /// Judges `run_id` if it has no pending job left (and was not judged before).
 pub(crate) fn if_finished(ctl: &Controller, run_id: &str) {
+    {
+        let mut checking = CHECKING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(again) = checking.get_mut(run_id) {
+            *again = true;
+            return;
+        }
+        checking.insert(run_id.to_string(), false);
+    }
     let store = ctl.store.clone();
     let run_id = run_id.to_string();
-    tokio::task::spawn_blocking(move || match store.run_unfinished(&run_id) {
-        Ok(false) => judge(&store, &run_id),
-        Ok(true) => {}
-        Err(e) => tracing::warn!(%run_id, error = %e, "cannot tell whether the run finished"),
+    tokio::task::spawn_blocking(move || loop {
+        match store.run_unfinished(&run_id) {
+            Ok(false) => judge(&store, &run_id),
+            Ok(true) => {}
+            Err(e) => tracing::warn!(%run_id, error = %e, "cannot tell whether the run finished"),
+        }
+        let mut checking = CHECKING.lock().unwrap_or_else(|p| p.into_inner());
+        match checking.get_mut(&run_id) {
+            Some(again) if *again => *again = false,
+            _ => {
+                checking.remove(&run_id);
+                return;
+            }
+        }
     });
 }
 

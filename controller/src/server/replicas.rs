@@ -139,6 +139,15 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
     };
     tokio::spawn(hear_wakes(ctl.clone(), stop.clone()));
     let lease_ms = replica.settings.lease.as_millis() as i64;
+    // The lease on a connection of its own: a replica whose pool is busy with a run's results
+    // must not lose the lease waiting for one.
+    let lease_store = match ctl.store.with_own_connections(1) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the lease's own connection; using the pool");
+            ctl.store.clone()
+        }
+    };
     // Renewed every fifth of the lease, and alive at least every two seconds (others count a
     // replica's agents online while it was heard from in the last ten).
     let mut ticks = tokio::time::interval((replica.settings.lease / 5).min(Duration::from_secs(2)));
@@ -151,7 +160,7 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
             _ = ticks.tick() => {}
             _ = replica.fenced.notified() => fenced = true,
         }
-        let store = ctl.store.clone();
+        let store = lease_store.clone();
         let (id, address) = (
             replica.settings.id.clone(),
             replica.settings.address.clone(),
@@ -205,7 +214,7 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start leading; giving the lease up");
-                    let (store, id) = (ctl.store.clone(), replica.settings.id.clone());
+                    let (store, id) = (lease_store.clone(), replica.settings.id.clone());
                     let _ =
                         tokio::task::spawn_blocking(move || store.resign_lease(&id, epoch)).await;
                 }
@@ -216,7 +225,7 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
     if let Some((_, stop_term)) = term.take() {
         stop_leading(&ctl, stop_term).await;
     }
-    let store = ctl.store.clone();
+    let store = lease_store;
     let id = replica.settings.id.clone();
     // Its agents are free at once, and the lease too if it held it.
     let _ = tokio::task::spawn_blocking(move || store.replica_gone(&id)).await;

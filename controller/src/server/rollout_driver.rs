@@ -24,7 +24,7 @@ use actions::{abort, event, finish, install_command, next_wave};
 use gate_run::{check_gate, start_gate};
 
 pub use actions::{commands_for_agent, commands_for_agents};
-pub use answers::on_install_result;
+pub use answers::{on_install_result, AnswerQueue};
 pub use control::{control, ControlError};
 
 /// How often running rollouts are looked at.

@@ -57,7 +57,7 @@ fn an_unreachable_database_or_a_newer_schema_stops_serve_in_one_line() {
         cluster
             .psql_on(url, "SELECT version FROM edgefleet_schema")
             .unwrap(),
-        "3"
+        "4"
     );
     cluster
         .psql_on(url, "UPDATE edgefleet_schema SET version = 99")

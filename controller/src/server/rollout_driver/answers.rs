@@ -2,6 +2,7 @@
 //! target moves as [`crate::rollout::transitions::on_answer`] says.
 
 use edgefleet_proto::v1::InstallResult;
+use tokio::sync::{mpsc, oneshot};
 
 use super::actions::{event, rollback_command, set_state};
 use crate::clock::now_ms;
@@ -12,20 +13,34 @@ use crate::store::{AgentModelRow, StoreError};
 
 /// Applies an agent's answer to an install or rollback command; `Some(reason)` when the link
 /// must close because the answer could not be taken (the database out of reach): the command
-/// goes out again on the agent's next stream, and the agent answers it again.
+/// goes out again on the agent's next stream, and the agent answers it again. With PostgreSQL
+/// the answers waiting are applied together under one hold of the rollout lock
+/// ([`AnswerQueue`]): a rollout to a fleet is answered by thousands of agents at once, and each
+/// hold is a transaction on the lock's own session.
 pub async fn on_install_result(
     ctl: &Controller,
     agent_id: &str,
     result: InstallResult,
 ) -> Option<String> {
+    if let Some(queue) = ctl.answer_queue() {
+        return queue.apply(agent_id, result).await;
+    }
     let _guard = match ctl.rollout_lock.lock().await {
         Ok(guard) => guard,
-        Err(e) => {
-            tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot take the rollout lock to record an install result; closing the link so the agent answers again");
-            return Some(format!("the rollout lock could not be taken: {e}"));
-        }
+        Err(e) => return Some(lock_refused(agent_id, &result, &e)),
     };
-    match apply_install_result(ctl, agent_id, &result).await {
+    apply_one(ctl, agent_id, &result).await
+}
+
+/// Says that the rollout lock could not be taken for `result`; the reason the link closes.
+fn lock_refused(agent_id: &str, result: &InstallResult, e: &StoreError) -> String {
+    tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot take the rollout lock to record an install result; closing the link so the agent answers again");
+    format!("the rollout lock could not be taken: {e}")
+}
+
+/// Applies one answer with the rollout lock held.
+async fn apply_one(ctl: &Controller, agent_id: &str, result: &InstallResult) -> Option<String> {
+    match apply_install_result(ctl, agent_id, result).await {
         Ok(()) => None,
         Err(e) if e.is_transient() => {
             tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot record an install result; closing the link so the agent answers again");
@@ -34,6 +49,75 @@ pub async fn on_install_result(
         Err(e) => {
             tracing::error!(%agent_id, install_id = %result.install_id, error = %e, "cannot record an install result");
             None
+        }
+    }
+}
+
+/// Answers one hold of the rollout lock covers at most (each a few statements: the hold stays
+/// well within the lock's stall limit).
+const ANSWERS_PER_HOLD: usize = 128;
+
+/// An answer waiting for the lock, and where to say whether its link must close.
+struct WaitingAnswer {
+    agent_id: String,
+    result: InstallResult,
+    closes: oneshot::Sender<Option<String>>,
+}
+
+/// Where links hand install answers with PostgreSQL: one task applies every answer waiting, up
+/// to [`ANSWERS_PER_HOLD`], under one hold of the rollout lock, in the order they came.
+#[derive(Clone)]
+pub struct AnswerQueue {
+    queue: mpsc::UnboundedSender<WaitingAnswer>,
+}
+
+impl AnswerQueue {
+    /// Starts the task that applies the answers of `ctl`'s links.
+    pub fn start(ctl: Controller) -> AnswerQueue {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(apply_answers(ctl, waiting));
+        AnswerQueue { queue }
+    }
+
+    async fn apply(&self, agent_id: &str, result: InstallResult) -> Option<String> {
+        let (closes, closed) = oneshot::channel();
+        let waiting = WaitingAnswer {
+            agent_id: agent_id.to_string(),
+            result,
+            closes,
+        };
+        if self.queue.send(waiting).is_err() {
+            return Some("the controller is shutting down".into());
+        }
+        closed
+            .await
+            .unwrap_or_else(|_| Some("the controller is shutting down".into()))
+    }
+}
+
+async fn apply_answers(ctl: Controller, mut waiting: mpsc::UnboundedReceiver<WaitingAnswer>) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < ANSWERS_PER_HOLD {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let _guard = match ctl.rollout_lock.lock().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                for w in batch {
+                    let _ = w
+                        .closes
+                        .send(Some(lock_refused(&w.agent_id, &w.result, &e)));
+                }
+                continue;
+            }
+        };
+        for w in batch {
+            let closes = apply_one(&ctl, &w.agent_id, &w.result).await;
+            let _ = w.closes.send(closes);
         }
     }
 }
