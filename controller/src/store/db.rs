@@ -47,6 +47,11 @@ impl Backend {
     }
 }
 
+/// A list of ids as the JSON array [`Backend::json_ids`] reads from a parameter.
+pub(crate) fn json_list(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("strings serialize")
+}
+
 /// Rows a multi-row INSERT holds at most; fewer are inserted in powers of two, so that a few
 /// statement texts (each prepared once per connection) cover any count.
 const ROWS_PER_INSERT: usize = 256;

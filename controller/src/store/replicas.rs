@@ -216,7 +216,7 @@ impl Store {
         &self,
         agent_ids: &[String],
     ) -> Result<HashMap<String, (Option<String>, bool)>, StoreError> {
-        let list = serde_json::to_string(agent_ids).expect("strings serialize");
+        let list = super::db::json_list(agent_ids);
         let ids = self.backend().json_ids(1);
         let mut conn = self.conn()?;
         let holders: HashMap<String, String> = conn

@@ -370,7 +370,7 @@ impl Store {
         &self,
         agent_ids: &[String],
     ) -> Result<std::collections::HashMap<String, Vec<(RolloutRow, TargetRow)>>, StoreError> {
-        let list = serde_json::to_string(agent_ids).expect("strings serialize");
+        let list = super::db::json_list(agent_ids);
         let raw = {
             let mut conn = self.conn()?;
             let mut stmt = conn.prepare(&format!(

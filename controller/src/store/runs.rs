@@ -267,7 +267,7 @@ impl Store {
         &self,
         agent_ids: &[String],
     ) -> Result<std::collections::HashMap<String, Vec<(String, BenchJob)>>, StoreError> {
-        let list = serde_json::to_string(agent_ids).expect("strings serialize");
+        let list = super::db::json_list(agent_ids);
         let mut conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT j.agent_id, j.run_id, j.job_id, j.spec FROM {}
