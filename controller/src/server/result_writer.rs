@@ -48,14 +48,9 @@ impl ResultWriter {
 }
 
 async fn write_batches(store: Store, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
-    while let Some(first) = waiting.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    let mut arrived = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut arrived, MAX_BATCH).await > 0 {
+        let batch = std::mem::take(&mut arrived);
         let jobs: Vec<FinishedJob> = batch.iter().map(|w| w.job.clone()).collect();
         let store = store.clone();
         let written = tokio::task::spawn_blocking(move || store.record_results(&jobs)).await;

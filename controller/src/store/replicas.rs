@@ -249,18 +249,6 @@ impl Store {
             .collect())
     }
 
-    /// The replica holding the agent's stream, if any.
-    pub fn agent_holder(&self, agent_id: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                "SELECT replica FROM agent_holders WHERE agent_id = ?1",
-                params![agent_id],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
     /// Agents whose streams are held by a replica heard from in the last `within_ms`: the
     /// fleet's online agents, whichever replica they reached.
     pub fn held_agents(&self, within_ms: i64) -> Result<Vec<String>, StoreError> {

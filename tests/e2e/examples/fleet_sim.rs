@@ -1039,6 +1039,20 @@ fn report(
     });
 }
 
+/// The figures as a Markdown table, for the summary.
+fn print_table(figures: &[Figure]) {
+    println!("| figure | measured | goal | met? |\n|---|---|---|---|");
+    for f in figures {
+        println!(
+            "| {} | {} | {} | {} |",
+            f.name,
+            f.measured,
+            f.goal,
+            verdict(f.met)
+        );
+    }
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -1468,16 +1482,7 @@ async fn main() {
         args.heartbeat_s,
         program_started.elapsed().as_secs_f64()
     );
-    println!("| figure | measured | goal | met? |\n|---|---|---|---|");
-    for f in &figures {
-        println!(
-            "| {} | {} | {} | {} |",
-            f.name,
-            f.measured,
-            f.goal,
-            verdict(f.met)
-        );
-    }
+    print_table(&figures);
     let store = if args.database.is_some() {
         "PostgreSQL"
     } else {
@@ -1986,16 +1991,7 @@ async fn replicas_main(args: Args) {
         args.heartbeat_s,
         program_started.elapsed().as_secs_f64()
     );
-    println!("| figure | measured | goal | met? |\n|---|---|---|---|");
-    for f in &figures {
-        println!(
-            "| {} | {} | {} | {} |",
-            f.name,
-            f.measured,
-            f.goal,
-            verdict(f.met)
-        );
-    }
+    print_table(&figures);
 }
 
 /// Starts a rollout of version `version` of the second model in waves 1%,10%,50%,100% and

@@ -96,14 +96,9 @@ impl AnswerQueue {
 }
 
 async fn apply_answers(ctl: Controller, mut waiting: mpsc::UnboundedReceiver<WaitingAnswer>) {
-    while let Some(first) = waiting.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < ANSWERS_PER_HOLD {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    let mut arrived = Vec::with_capacity(ANSWERS_PER_HOLD);
+    while waiting.recv_many(&mut arrived, ANSWERS_PER_HOLD).await > 0 {
+        let batch = std::mem::take(&mut arrived);
         let _guard = match ctl.rollout_lock.lock().await {
             Ok(guard) => guard,
             Err(e) => {
