@@ -52,6 +52,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             object_store,
             artifact_delivery,
             presigned_url_lifetime_s,
+            artifact_cache_mib,
             retention_days,
             replica_id,
             leader_lease_s,
@@ -75,6 +76,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 artifacts: object_store.config(
                     artifact_delivery,
                     Duration::from_secs(presigned_url_lifetime_s),
+                    artifact_cache_mib.saturating_mul(1 << 20),
                 ),
                 retention: retention_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
                 replica_id,
@@ -177,7 +179,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             object_store,
         }) => {
             use edgefleet_controller::registry::artifacts::{Delivery, DEFAULT_URL_LIFETIME};
-            let object_store = object_store.config(Delivery::Presigned, DEFAULT_URL_LIFETIME);
+            let object_store = object_store.config(Delivery::Presigned, DEFAULT_URL_LIFETIME, 0);
             tokio::task::spawn_blocking(move || store::migrate(&from, &to, object_store.as_ref()))
                 .await?
         }

@@ -14,6 +14,7 @@ pub const HEARTBEATS: &str = "edgefleet_heartbeats_total";
 pub const ARTIFACT_BYTES_SERVED: &str = "edgefleet_artifact_bytes_served_total";
 pub const ARTIFACT_TRANSFERS: &str = "edgefleet_artifact_transfers_total";
 pub const ARTIFACT_URLS_PRESIGNED: &str = "edgefleet_artifact_urls_presigned_total";
+pub const ARTIFACT_CACHE: &str = "edgefleet_artifact_cache_requests_total";
 pub const JOBS: &str = "edgefleet_jobs";
 pub const JOB_RESULTS: &str = "edgefleet_job_results_total";
 pub const ROLLOUTS: &str = "edgefleet_rollouts";
@@ -61,6 +62,11 @@ pub fn describe() {
     describe_counter!(
         ARTIFACT_URLS_PRESIGNED,
         "presigned URLs handed to agents to fetch artifacts from the object store directly"
+    );
+    describe_counter!(
+        ARTIFACT_CACHE,
+        "agents' requests for object-store artifact bytes, by how the controller's copy met them \
+         (hit, filled: read from the store now, bypassed: read from the store, no copy)"
     );
     describe_gauge!(
         JOBS,
@@ -141,6 +147,9 @@ pub fn describe() {
     counter!(ARTIFACT_BYTES_SERVED).absolute(0);
     counter!(ARTIFACT_TRANSFERS).absolute(0);
     counter!(ARTIFACT_URLS_PRESIGNED).absolute(0);
+    for outcome in ["hit", "filled", "bypassed"] {
+        counter!(ARTIFACT_CACHE, "outcome" => outcome).absolute(0);
+    }
     for outcome in ["measured", "failed"] {
         counter!(JOB_RESULTS, "outcome" => outcome).absolute(0);
     }
@@ -180,6 +189,12 @@ pub fn transfer_started() {
 /// An agent was given a presigned URL to fetch an artifact from the object store.
 pub fn url_presigned() {
     counter!(ARTIFACT_URLS_PRESIGNED).increment(1);
+}
+
+/// An agent's request for artifact bytes from the object store met the controller's copy
+/// (`hit`), made it (`filled`), or went to the store (`bypassed`: no room or no copy made).
+pub fn artifact_cache(outcome: &'static str) {
+    counter!(ARTIFACT_CACHE, "outcome" => outcome).increment(1);
 }
 
 pub fn bytes_served(bytes: u64) {

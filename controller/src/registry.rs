@@ -3,6 +3,7 @@
 //! ONNX file declares ([`onnx_model`]), the controller's signing key ([`signing`]) and the signed
 //! manifests agents verify ([`manifest`]).
 
+pub mod artifact_cache;
 pub mod artifact_dir;
 pub mod artifacts;
 pub mod manifest;

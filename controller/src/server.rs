@@ -193,7 +193,15 @@ impl Controller {
                     source,
                 })?
             }
-            Some(config) => Artifacts::in_object_store(&artifacts_path, config)?,
+            Some(config) => {
+                let cache_path = data_dir.join("artifact-cache");
+                Artifacts::in_object_store(&artifacts_path, config)?
+                    .with_cache(&cache_path, config.cache_bytes)
+                    .map_err(|source| OpenError::Artifacts {
+                        path: cache_path,
+                        source,
+                    })?
+            }
         };
         let signer = ManifestSigner::load_or_create(data_dir)?;
         manifest::sign_unsigned(&store, &signer)?;

@@ -55,11 +55,13 @@ pub(crate) struct ObjectStoreArgs {
 
 impl ObjectStoreArgs {
     /// The store's settings (`None` without --artifacts), agents getting its bytes as `delivery`
-    /// says, with presigned URLs that work for `url_lifetime`.
+    /// says, with presigned URLs that work for `url_lifetime`, and room for `cache_bytes` of
+    /// copies of what agents fetch through the controller.
     pub(crate) fn config(
         self,
         delivery: edgefleet_controller::registry::artifacts::Delivery,
         url_lifetime: std::time::Duration,
+        cache_bytes: u64,
     ) -> Option<edgefleet_controller::registry::artifacts::ArtifactsConfig> {
         Some(edgefleet_controller::registry::artifacts::ArtifactsConfig {
             url: self.artifacts?,
@@ -68,6 +70,7 @@ impl ObjectStoreArgs {
             delivery,
             url_lifetime,
             credentials: None,
+            cache_bytes,
         })
     }
 }
@@ -106,6 +109,17 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 300, value_name = "SECONDS",
               value_parser = clap::value_parser!(u64).range(1..=604_800))]
         presigned_url_lifetime_s: u64,
+        /// Room, in MiB, for this controller's copies of the artifacts it sends agents itself
+        /// (`--artifact-delivery proxy`), kept in DATA/artifact-cache: each is then read from
+        /// the object store once, not once per agent. The least recently sent go first; 0
+        /// keeps none.
+        #[arg(
+            long,
+            default_value_t = 4096,
+            value_name = "MIB",
+            requires = "artifacts"
+        )]
+        artifact_cache_mib: u64,
         /// This controller's name among several serving one --database (each a replica any
         /// agent or CLI may reach; one of them leads). Default: HOST:PORT.
         #[arg(

@@ -18,6 +18,8 @@ pub struct Upload {
     tmp: PathBuf,
     file: Option<std::fs::File>,
     hasher: Sha256,
+    /// The digest, once [`Upload::finish`] has taken it.
+    digest: Option<String>,
     pub size: u64,
 }
 
@@ -66,6 +68,7 @@ impl ArtifactDir {
             tmp,
             file: Some(file),
             hasher: Sha256::new(),
+            digest: None,
             size: 0,
         })
     }
@@ -78,7 +81,7 @@ impl ArtifactDir {
             .as_ref()
             .expect("not committed yet")
             .sync_all()?;
-        let sha256 = hex::encode(std::mem::take(&mut upload.hasher).finalize());
+        let sha256 = upload.digest();
         let dest = self.root.join(&sha256);
         if !dest.exists() {
             std::fs::rename(&upload.tmp, &dest)?;
@@ -103,7 +106,14 @@ impl Upload {
     /// its temporary file (removed when it is dropped). For a store elsewhere that copies it.
     pub fn finish(&mut self) -> std::io::Result<String> {
         self.file.as_ref().expect("not committed yet").sync_all()?;
-        Ok(hex::encode(std::mem::take(&mut self.hasher).finalize()))
+        Ok(self.digest())
+    }
+
+    fn digest(&mut self) -> String {
+        let hasher = &mut self.hasher;
+        self.digest
+            .get_or_insert_with(|| hex::encode(std::mem::take(hasher).finalize()))
+            .clone()
     }
 
     /// The temporary file, for reading it back before commit.

@@ -20,6 +20,7 @@ use object_store::signer::Signer;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
+use super::artifact_cache::{ArtifactCache, Cached};
 use super::artifact_dir::{ArtifactDir, Upload};
 
 /// Parts of a multipart upload (S3 wants at least 5 MiB for every part but the last).
@@ -56,6 +57,9 @@ pub struct ArtifactsConfig {
     /// An access key and secret given here (embedding, tests) rather than by `AWS_*` variables,
     /// which is how `serve` takes them.
     pub credentials: Option<(String, String)>,
+    /// Room for the controller's own copies of the artifacts it sends agents itself
+    /// (`serve --artifact-cache-mib`; 0: none, every chunk is read from the store).
+    pub cache_bytes: u64,
 }
 
 /// Why artifact bytes could not be stored or read.
@@ -75,6 +79,8 @@ pub struct Artifacts {
     /// Where uploads arrive (and, without an object store, where artifacts live).
     dir: ArtifactDir,
     bucket: Option<Arc<Bucket>>,
+    /// Copies of object-store artifacts this controller sends agents itself.
+    cache: Option<Arc<ArtifactCache>>,
 }
 
 /// An S3 bucket (and key prefix) holding artifacts as `PREFIX/<sha256>`.
@@ -101,6 +107,7 @@ impl Artifacts {
         Ok(Artifacts {
             dir: ArtifactDir::open(root)?,
             bucket: None,
+            cache: None,
         })
     }
 
@@ -168,7 +175,18 @@ impl Artifacts {
                 delivery: config.delivery,
                 url_lifetime: config.url_lifetime,
             })),
+            cache: None,
         })
+    }
+
+    /// Keeps copies of the object store's artifacts that agents fetch through this controller
+    /// in `root`, up to `max_bytes`, so that each is read from the store once (not once per
+    /// agent and chunk). Without an object store the artifacts are local already.
+    pub fn with_cache(mut self, root: &Path, max_bytes: u64) -> std::io::Result<Artifacts> {
+        if self.bucket.is_some() && max_bytes > 0 {
+            self.cache = Some(Arc::new(ArtifactCache::open(root, max_bytes)?));
+        }
+        Ok(self)
     }
 
     /// Where artifacts are kept, for logs and messages.
@@ -230,6 +248,9 @@ impl Artifacts {
     /// Deletes an artifact no version uses any more; returns the bytes freed (0 when it was not
     /// there or could not be deleted, which is logged).
     pub async fn remove(&self, sha256: &str) -> u64 {
+        if let Some(cache) = &self.cache {
+            cache.remove(sha256);
+        }
         let Some(bucket) = &self.bucket else {
             let Some(path) = self.dir.path(sha256) else {
                 return 0;
@@ -263,6 +284,40 @@ impl Artifacts {
         match self.bucket {
             Some(_) => None,
             None => self.dir.path(sha256),
+        }
+    }
+
+    /// A local file with the bytes of artifact `sha256` (`size` bytes) to send an agent: the
+    /// data folder's, or the cache's copy of the object store's, made now if need be. `None`:
+    /// read it from the store range by range (no cache, one too small for it, or a copy that
+    /// could not be made, which is logged).
+    pub async fn local_file(&self, sha256: &str, size: u64) -> Option<PathBuf> {
+        let Some(bucket) = &self.bucket else {
+            return self.dir.path(sha256);
+        };
+        let cache = self.cache.as_ref()?;
+        let read = |range: Range<u64>| {
+            let bucket = Arc::clone(bucket);
+            let location = bucket.location(sha256);
+            async move {
+                bucket
+                    .s3
+                    .get_range(&location, range)
+                    .await
+                    .map_err(|e| one_line(&e))
+            }
+        };
+        match cache.file(sha256, size, read).await {
+            Ok(Cached::At(path)) => Some(path),
+            Ok(Cached::TooLarge) => {
+                crate::metrics::artifact_cache("bypassed");
+                None
+            }
+            Err(e) => {
+                crate::metrics::artifact_cache("bypassed");
+                tracing::warn!(%sha256, error = %e, "cannot keep a copy of an artifact; agents read it from the object store directly");
+                None
+            }
         }
     }
 
@@ -483,6 +538,7 @@ mod tests {
             delivery: Delivery::Presigned,
             url_lifetime: lifetime,
             credentials: Some((s3.access_key().into(), secret.into())),
+            cache_bytes: 0,
         }
     }
 
@@ -579,6 +635,41 @@ mod tests {
         }
 
         assert_eq!(artifacts.remove(&sha).await, bytes.len() as u64);
+        assert!(s3.objects("fleet").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_controller_sending_artifacts_itself_reads_each_from_the_store_once() {
+        let mut s3 = S3Server::start();
+        let staging = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let mut settings = config(&s3, s3.secret_key(), DEFAULT_URL_LIFETIME);
+        settings.delivery = Delivery::Proxy;
+        let artifacts = Artifacts::in_object_store(staging.path(), &settings)
+            .unwrap()
+            .with_cache(cache_dir.path(), 64 << 20)
+            .unwrap();
+        let bytes: Vec<u8> = (0..9u32 << 20).map(|i| (i % 241) as u8).collect();
+        let sha = upload(&artifacts, &bytes).await.unwrap();
+        let path = artifacts
+            .local_file(&sha, bytes.len() as u64)
+            .await
+            .expect("a copy is made");
+        assert_eq!(path, cache_dir.path().join(&sha));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // With the store down, the copy still serves.
+        s3.stop();
+        assert_eq!(
+            artifacts.local_file(&sha, bytes.len() as u64).await,
+            Some(path.clone())
+        );
+        // Another artifact cannot be copied while the store is down: the caller reads the
+        // store itself (and gets its error).
+        assert_eq!(artifacts.local_file(&"ab".repeat(32), 10).await, None);
+        s3.start_again();
+        // Deleted from the store, deleted from the cache.
+        assert_eq!(artifacts.remove(&sha).await, bytes.len() as u64);
+        assert!(!path.exists());
         assert!(s3.objects("fleet").is_empty());
     }
 

@@ -351,7 +351,7 @@ impl AgentLink for LinkService {
         .min(size - req.offset);
         let (tx, rx) = mpsc::channel(2);
         let fleet = ctl.fleet.clone();
-        let Some(path) = ctl.artifacts.local_path(&req.sha256) else {
+        let Some(path) = ctl.artifacts.local_file(&req.sha256, size).await else {
             // In an object store: the chunk is read with one range GET, then sent in pieces.
             let artifacts = ctl.artifacts.clone();
             tokio::spawn(async move {

@@ -2,12 +2,13 @@
 //! signatures), in the ways it fails: the store down while a model is added (nothing
 //! registered) and while an install fetches (the agent retries; out of attempts, the install
 //! fails with the reason and the active version stays), and delivery through the controller for
-//! a store devices cannot reach. (The flows themselves run on PostgreSQL and S3 in rollout.rs,
+//! a store devices cannot reach (from the controller's checked copy, even with the store down). (The flows themselves run on PostgreSQL and S3 in rollout.rs,
 //! compare.rs and schedules.rs.)
 
 use std::time::Duration;
 
 use edgefleet_e2e::{cached, start_agent, Controller, StateIn};
+use sha2::Digest;
 
 /// `rollout start MODEL --health smoke --watch`: whether it succeeded, its output, its id.
 fn rollout(ctl: &Controller, model: &str) -> (bool, String, String) {
@@ -123,7 +124,7 @@ fn the_object_store_down_refuses_an_add_and_an_install_retries_then_fails_keepin
 #[test]
 fn proxy_delivery_sends_the_object_stores_bytes_through_the_controller() {
     let dir = tempfile::tempdir().unwrap();
-    let state = StateIn::sqlite_and_s3();
+    let mut state = StateIn::sqlite_and_s3();
     let ctl = Controller::start_in(
         dir.path(),
         "127.0.0.1:0",
@@ -143,4 +144,33 @@ fn proxy_delivery_sends_the_object_stores_bytes_through_the_controller() {
         "every byte through the controller: {status:#}"
     );
     assert_eq!(active(&ctl, "minilm@int8"), vec!["edge-p"]);
+    // The controller kept a copy of what it read from the store, checked against its digest.
+    let copies: Vec<_> = std::fs::read_dir(ctl.data_dir.join("artifact-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!copies.is_empty(), "a copy in DATA/artifact-cache");
+    for copy in &copies {
+        let name = copy.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(copy).unwrap();
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), name);
+    }
+    // With the store down, an agent that joins later still gets the model from the copy.
+    state.s3().unwrap().stop();
+    let _late = start_agent(dir.path(), &ctl, "edge-q", &[]);
+    ctl.wait_online(&["edge-q"], Duration::from_secs(60));
+    let (ok, text, _) = ctl.rollout_watch(&[
+        "minilm@int8",
+        "--health",
+        "smoke",
+        "--select",
+        "name=edge-q",
+    ]);
+    assert!(
+        ok,
+        "installed from the controller's copy with the store down: {text}"
+    );
+    let mut now_active = active(&ctl, "minilm@int8");
+    now_active.sort();
+    assert_eq!(now_active, vec!["edge-p", "edge-q"]);
 }
