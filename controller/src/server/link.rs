@@ -79,6 +79,29 @@ impl LinkService {
     /// here and not revoked (checked on every call). With `--insecure`: `None`, and the agent's
     /// own word (its hello, its request) is all there is.
     fn caller<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        match self.certified_id(request)? {
+            None => Ok(None),
+            Some(agent_id) => enrolled_caller(&self.controller, agent_id).map(Some),
+        }
+    }
+
+    /// [`Self::caller`] with the store's check on a blocking thread: for the link's opening,
+    /// which a whole fleet calls at once after a replica dies, while the async threads must go
+    /// on serving the links already open (and renewing the leader's lease).
+    async fn caller_off_thread<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        let Some(agent_id) = self.certified_id(request)? else {
+            return Ok(None);
+        };
+        let ctl = self.controller.clone();
+        tokio::task::spawn_blocking(move || enrolled_caller(&ctl, agent_id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(Some)
+    }
+
+    /// The agent id the caller's client certificate names (`None` with `--insecure`), not yet
+    /// checked against the store.
+    fn certified_id<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
         if self.controller.authority.is_none() {
             return Ok(None);
         }
@@ -90,26 +113,9 @@ impl LinkService {
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let agent_id =
-            identity::agent_id_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
-        match self
-            .controller
-            .store
-            .agent_revoked_ms(&agent_id)
-            .map_err(|e| Status::internal(e.to_string()))?
-        {
-            // The handshake already took this connection out of the unauthenticated counts.
-            Some(0) => Ok(Some(agent_id)),
-            Some(_) => {
-                tracing::warn!(%agent_id, "refused a revoked agent");
-                Err(Status::permission_denied(format!(
-                    "agent {agent_id} was revoked; enroll the device again with a new token"
-                )))
-            }
-            None => Err(Status::permission_denied(format!(
-                "agent {agent_id} is not enrolled with this controller"
-            ))),
-        }
+        identity::agent_id_of(leaf)
+            .map(Some)
+            .map_err(|e| Status::unauthenticated(e.to_string()))
     }
 
     /// The hello of an `--insecure` controller's agent: the shared token and an id.
@@ -140,9 +146,8 @@ impl LinkService {
     /// An agent enrolled before the controller kept certificates' keys presents its current
     /// certificate: its key is recorded, so that only it (and its successors) can recover the
     /// agent later.
-    fn adopt_certificate(&self, agent_id: &str, leaf: &[u8]) {
-        let known = self
-            .controller
+    fn adopt_certificate(ctl: &Controller, agent_id: &str, leaf: &[u8]) {
+        let known = ctl
             .store
             .agent_trust(agent_id)
             .ok()
@@ -152,11 +157,7 @@ impl LinkService {
             return;
         }
         if let Some((key, not_after_ms)) = super::tls::key_and_expiry(leaf) {
-            if let Err(e) = self
-                .controller
-                .store
-                .record_certificate(agent_id, &key, not_after_ms)
-            {
+            if let Err(e) = ctl.store.record_certificate(agent_id, &key, not_after_ms) {
                 tracing::warn!(%agent_id, error = %e, "cannot record the agent's certificate");
             }
         }
@@ -189,6 +190,81 @@ impl LinkService {
     }
 }
 
+/// `agent_id` as a caller: enrolled here and not revoked (checked on every call).
+fn enrolled_caller(ctl: &Controller, agent_id: String) -> Result<String, Status> {
+    match ctl
+        .store
+        .agent_revoked_ms(&agent_id)
+        .map_err(|e| Status::internal(e.to_string()))?
+    {
+        // The handshake already took this connection out of the unauthenticated counts.
+        Some(0) => Ok(agent_id),
+        Some(_) => {
+            tracing::warn!(%agent_id, "refused a revoked agent");
+            Err(Status::permission_denied(format!(
+                "agent {agent_id} was revoked; enroll the device again with a new token"
+            )))
+        }
+        None => Err(Status::permission_denied(format!(
+            "agent {agent_id} is not enrolled with this controller"
+        ))),
+    }
+}
+
+/// What an opening link's hello changes in the store (on a blocking thread): a certificate
+/// from before the controller kept keys adopted, the agent's enrolled name and labels put in its
+/// hello (its certificate says who it is), the agent and its installed models recorded. The
+/// hello as the link goes on with it.
+fn record_hello(
+    ctl: &Controller,
+    certified: Option<String>,
+    leaf: Option<Vec<u8>>,
+    mut hello: Hello,
+) -> Result<Hello, Status> {
+    let mut labels: BTreeMap<String, String> = hello.labels.clone().into_iter().collect();
+    if let Some(agent_id) = &certified {
+        if let Some(leaf) = &leaf {
+            LinkService::adopt_certificate(ctl, agent_id, leaf);
+        }
+        let enrolled = ctl
+            .store
+            .agent(agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::permission_denied("not enrolled"))?;
+        if !hello.agent_id.is_empty() && hello.agent_id != *agent_id {
+            tracing::warn!(claimed = %hello.agent_id, %agent_id, "an agent's hello names another id; its certificate wins");
+        }
+        hello.agent_id = agent_id.clone();
+        hello.name = enrolled.name;
+        labels = enrolled.labels;
+    }
+    let hardware = hello.hardware.clone().unwrap_or_default();
+    ctl.store
+        .upsert_agent(
+            &hello.agent_id,
+            &hello.name,
+            &labels,
+            &hello.agent_version,
+            &hardware,
+            now_ms(),
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let installed: Vec<AgentModelRow> = hello
+        .installed
+        .iter()
+        .map(|m| AgentModelRow {
+            agent_id: hello.agent_id.clone(),
+            name: m.name.clone(),
+            active_version: m.active_version.clone(),
+            versions: m.versions.clone(),
+        })
+        .collect();
+    ctl.store
+        .record_installed(&hello.agent_id, &installed, None, now_ms())
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(hello)
+}
+
 #[tonic::async_trait]
 impl AgentLink for LinkService {
     type OpenStream = Outbound;
@@ -198,12 +274,12 @@ impl AgentLink for LinkService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::OpenStream>, Status> {
         let peer = request.remote_addr();
-        let certified = self.caller(&request)?;
-        if let (Some(agent_id), Some(certs)) = (&certified, request.peer_certs()) {
-            if let Some(leaf) = certs.first() {
-                self.adopt_certificate(agent_id, leaf);
-            }
-        }
+        // The store's calls of an opening run on blocking threads (a whole fleet opens at once
+        // after a replica dies; the async threads go on serving the open links).
+        let certified = self.caller_off_thread(&request).await?;
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|leaf| leaf.to_vec()));
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -217,53 +293,16 @@ impl AgentLink for LinkService {
             }
         };
         let ctl = &self.controller;
-        let mut hello = hello;
-        let mut labels: BTreeMap<String, String> = hello.labels.clone().into_iter().collect();
-        match (&certified, ctl.settings.insecure_token()) {
-            (Some(agent_id), _) => {
-                // The certificate says who this is; its name and labels are the enrolled ones.
-                let enrolled = ctl
-                    .store
-                    .agent(agent_id)
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .ok_or_else(|| Status::permission_denied("not enrolled"))?;
-                if !hello.agent_id.is_empty() && hello.agent_id != *agent_id {
-                    tracing::warn!(claimed = %hello.agent_id, %agent_id, "an agent's hello names another id; its certificate wins");
-                }
-                hello.agent_id = agent_id.clone();
-                hello.name = enrolled.name;
-                labels = enrolled.labels;
-            }
-            (None, Some(shared_token)) => {
-                self.check_insecure_hello(&hello, shared_token)?;
-                ctl.admission.authenticated(peer);
-            }
-            (None, None) => unreachable!("a TLS controller names every caller"),
+        if let (None, Some(shared_token)) = (&certified, ctl.settings.insecure_token()) {
+            self.check_insecure_hello(&hello, shared_token)?;
+            ctl.admission.authenticated(peer);
         }
-        let hardware = hello.hardware.clone().unwrap_or_default();
-        ctl.store
-            .upsert_agent(
-                &hello.agent_id,
-                &hello.name,
-                &labels,
-                &hello.agent_version,
-                &hardware,
-                now_ms(),
-            )
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let installed: Vec<AgentModelRow> = hello
-            .installed
-            .iter()
-            .map(|m| AgentModelRow {
-                agent_id: hello.agent_id.clone(),
-                name: m.name.clone(),
-                active_version: m.active_version.clone(),
-                versions: m.versions.clone(),
-            })
-            .collect();
-        ctl.store
-            .record_installed(&hello.agent_id, &installed, None, now_ms())
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let hello = {
+            let ctl = ctl.clone();
+            tokio::task::spawn_blocking(move || record_hello(&ctl, certified, leaf, hello))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??
+        };
 
         let (tx, outbound) = Outbound::channel(32);
         let welcome = ControllerMessage {
@@ -280,24 +319,36 @@ impl AgentLink for LinkService {
             tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "an agent with this id is already connected; the new connection replaces it (two devices sharing one data directory?)");
         }
         let session = ctl.fleet.join(&hello.agent_id, tx.clone());
-        // With replicas, this stream is the agent's newest: a replica holding an older one
-        // closes it, and what is pending from now on is sent from here, a pass at a time.
-        let first_pass = match &ctl.replica {
-            None => None,
-            Some(replica) => match ctl.store.hold_agent(&hello.agent_id, replica.id(), session) {
-                Ok(wake) => Some(replica.joined(&hello.agent_id, session, wake)),
-                Err(e) => {
-                    ctl.fleet.leave(&hello.agent_id, session);
-                    return Err(Status::unavailable(format!(
-                        "the controller cannot reach its database: {e}"
-                    )));
-                }
-            },
-        };
         // Jobs planned for this agent that never reported back (it was offline, or restarted
         // mid-run) go out again; the agent skips any it already has. Sent from a task: the
         // stream's buffer only drains once this call has returned it.
-        let pending = pending_messages(ctl, &hello.agent_id);
+        let opened = {
+            let (ctl, agent_id) = (ctl.clone(), hello.agent_id.clone());
+            tokio::task::spawn_blocking(move || {
+                // With replicas, this stream is the agent's newest: a replica holding an older
+                // one closes it, and what is pending from now on is sent from here, a pass at a
+                // time, the first pass (below) counting as acting on the wake read here.
+                let first_pass = match &ctl.replica {
+                    None => None,
+                    Some(replica) => {
+                        let wake = ctl.store.hold_agent(&agent_id, replica.id(), session)?;
+                        Some(replica.joined(&agent_id, session, wake))
+                    }
+                };
+                Ok::<_, crate::store::StoreError>((first_pass, pending_messages(&ctl, &agent_id)))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        };
+        let (first_pass, pending) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                ctl.fleet.leave(&hello.agent_id, session);
+                return Err(Status::unavailable(format!(
+                    "the controller cannot reach its database: {e}"
+                )));
+            }
+        };
         let beats_tx = tx.clone();
         tokio::spawn(async move {
             let _first_pass = first_pass;
@@ -650,7 +701,7 @@ fn group_by_run(jobs: Vec<(String, BenchJob)>) -> Vec<(String, Vec<BenchJob>)> {
 }
 
 /// Heartbeats an agent may miss before its link counts as dead (on both sides).
-const SILENT_HEARTBEATS: u32 = 3;
+pub(crate) const SILENT_HEARTBEATS: u32 = 3;
 
 /// One connected agent's stream, both ways.
 struct Link {
