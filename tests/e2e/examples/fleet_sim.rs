@@ -120,6 +120,9 @@ struct Args {
     /// `--replicas N`: N controllers on that database (and an S3 server of this program's),
     /// the agents spread over them ([`replicas_main`]).
     replicas: usize,
+    /// `--failovers-only` (with `--replicas`): straight from connecting to the two failovers,
+    /// without the run and the first rollout.
+    failovers_only: bool,
 }
 
 fn args() -> Args {
@@ -129,6 +132,7 @@ fn args() -> Args {
         window_s: 20,
         database: None,
         replicas: 1,
+        failovers_only: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -146,9 +150,14 @@ fn args() -> Args {
             "--heartbeat-s" => a.heartbeat_s = value().max(1),
             "--window-s" => a.window_s = value().max(1),
             "--replicas" => a.replicas = value().max(1) as usize,
+            "--failovers-only" => {
+                a.failovers_only = true;
+                i += 1;
+                continue;
+            }
             other => panic!(
                 "unknown flag {other} (--agents N, --heartbeat-s S, --window-s S, --database URL, \
-                 --replicas N)"
+                 --replicas N, --failovers-only)"
             ),
         }
         i += 2;
@@ -198,6 +207,9 @@ struct Shared {
     failed_dials: AtomicU64,
     /// Per agent: when the first `RunJobs` of the current run arrived (Unix ms; 0: not yet).
     jobs_arrived_at: Vec<AtomicU64>,
+    /// Why sessions failed or streams ended, with how often: where a fleet that does not come
+    /// back is losing its streams.
+    ends: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -216,7 +228,13 @@ impl Shared {
             bytes_fetched: AtomicU64::new(0),
             failed_dials: AtomicU64::new(0),
             jobs_arrived_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            ends: Default::default(),
         }
+    }
+
+    /// Counts one failed session or ended stream under `why`.
+    fn ended(&self, why: String) {
+        *self.ends.lock().unwrap().entry(why).or_default() += 1;
     }
 
     fn welcomed_since(&self, since_ms: u64) -> usize {
@@ -457,6 +475,22 @@ impl Fleet {
             .collect()
     }
 
+    /// Why sessions failed or streams ended so far, with counts, most frequent first.
+    async fn ends(&mut self) -> Vec<(String, u64)> {
+        let mut all = std::collections::BTreeMap::<String, u64>::new();
+        if let Fleet::Here { shared, .. } = self {
+            all = shared.ends.lock().unwrap().clone();
+        }
+        for report in self.reports().await {
+            for (why, count) in report["ends"].as_object().into_iter().flatten() {
+                *all.entry(why.clone()).or_default() += count.as_u64().unwrap_or(0);
+            }
+        }
+        let mut all: Vec<_> = all.into_iter().collect();
+        all.sort_by_key(|e| std::cmp::Reverse(e.1));
+        all
+    }
+
     /// (count, p50, p99, max) of the heartbeat delays recorded, in ms.
     async fn delays(&mut self) -> (u64, u64, u64, u64) {
         if let Fleet::Here { shared, .. } = self {
@@ -577,7 +611,8 @@ async fn worker_main(file: &str) {
                         .map(|(ms, c)| [ms as u64, c.load(Ordering::Relaxed)])
                         .filter(|[_, c]| *c > 0)
                         .collect();
-                    let report = serde_json::json!({"delays": delays, "arrivals": shared.arrivals()});
+                    let ends = shared.ends.lock().unwrap().clone();
+                    let report = serde_json::json!({"delays": delays, "arrivals": shared.arrivals(), "ends": ends});
                     println!("report {report}");
                 }
                 _ => break,
@@ -784,8 +819,9 @@ async fn session(
     };
     let channel = match endpoint.connect().await {
         Ok(c) => c,
-        Err(_) => {
+        Err(e) => {
             shared.failed_dials.fetch_add(1, Ordering::Relaxed);
+            shared.ended(format!("dial: {}", sim_error(&e)));
             return false;
         }
     };
@@ -793,21 +829,30 @@ async fn session(
     if tx.send(hello(d)).await.is_err() {
         return false;
     }
-    let Ok(reply) = AgentLinkClient::new(channel.clone())
+    let reply = match AgentLinkClient::new(channel.clone())
         .max_decoding_message_size(64 << 20)
         .open(ReceiverStream::new(rx))
         .await
-    else {
-        shared.failed_dials.fetch_add(1, Ordering::Relaxed);
-        return false;
+    {
+        Ok(reply) => reply,
+        Err(status) => {
+            shared.failed_dials.fetch_add(1, Ordering::Relaxed);
+            shared.ended(format!("open: {}", status_text(&status)));
+            return false;
+        }
     };
     let mut inbound = reply.into_inner();
     let interval = match inbound.message().await {
         Ok(Some(ControllerMessage {
             body: Some(controller_message::Body::Welcome(w)),
         })) => Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100))),
-        _ => {
+        other => {
             shared.failed_dials.fetch_add(1, Ordering::Relaxed);
+            shared.ended(match other {
+                Err(status) => format!("before welcome: {}", status_text(&status)),
+                Ok(None) => "before welcome: stream ended".into(),
+                Ok(Some(_)) => "before welcome: another message first".into(),
+            });
             return false;
         }
     };
@@ -823,18 +868,40 @@ async fn session(
                 let beat = AgentMessage { body: Some(agent_message::Body::Heartbeat(Heartbeat {
                     unix_ms: now_ms(), agent_rss_bytes: 20 << 20, busy_jobs: 0,
                 })) };
-                if tx.send(beat).await.is_err() { break; }
+                if tx.send(beat).await.is_err() { shared.ended("heartbeat not sent".into()); break; }
                 shared.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
             }
             message = inbound.message() => match message {
-                Ok(Some(msg)) => if answer(d.slot, msg, &tx, &channel, shared).await.is_err() { break },
-                _ => break,
+                Ok(Some(msg)) => if answer(d.slot, msg, &tx, &channel, shared).await.is_err() {
+                    shared.ended("answer not sent".into());
+                    break;
+                },
+                Ok(None) => { shared.ended("stream ended by the controller".into()); break }
+                Err(status) => { shared.ended(format!("stream: {}", status_text(&status))); break }
             },
             _ = stop.changed() => break,
         }
     }
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     true
+}
+
+/// A gRPC status as a short reason: its code and the start of its message.
+fn status_text(status: &tonic::Status) -> String {
+    let message: String = status.message().chars().take(60).collect();
+    format!("{:?}: {message}", status.code())
+}
+
+/// A transport error and its sources, shortened.
+fn sim_error(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out.chars().take(80).collect()
 }
 
 /// An agent: sessions one after another, with the agent's backoff between them, until stopped.
@@ -1867,33 +1934,35 @@ async fn replicas_main(args: Args) {
             "2",
         ]);
     });
-    let asked_ms = now_ms();
-    let cpu_before = cpu_by_part(&pids, &fleet.pids());
-    let run_started = Instant::now();
-    let (_, replied_ms, finished, done) =
-        run_to_the_end(&mut admin, Duration::from_secs(600)).await;
-    let run_cpu = cpu_split(
-        cpu_before,
-        cpu_by_part(&pids, &fleet.pids()),
-        run_started.elapsed(),
-    );
-    let mut arrivals: Vec<u64> = fleet
-        .arrivals()
-        .await
-        .into_iter()
-        .map(|t| t.saturating_sub(asked_ms))
-        .collect();
-    arrivals.sort_unstable();
-    let at = |q: f64| {
-        arrivals
-            .get(((arrivals.len() as f64 * q) as usize).min(arrivals.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    report(
-        &mut figures,
-        "command latency, StartBench (commit) -> jobs at each agent",
-        format!(
+    // The run and a rollout to every agent, unless only the failovers are asked for.
+    if !args.failovers_only {
+        let asked_ms = now_ms();
+        let cpu_before = cpu_by_part(&pids, &fleet.pids());
+        let run_started = Instant::now();
+        let (_, replied_ms, finished, done) =
+            run_to_the_end(&mut admin, Duration::from_secs(600)).await;
+        let run_cpu = cpu_split(
+            cpu_before,
+            cpu_by_part(&pids, &fleet.pids()),
+            run_started.elapsed(),
+        );
+        let mut arrivals: Vec<u64> = fleet
+            .arrivals()
+            .await
+            .into_iter()
+            .map(|t| t.saturating_sub(asked_ms))
+            .collect();
+        arrivals.sort_unstable();
+        let at = |q: f64| {
+            arrivals
+                .get(((arrivals.len() as f64 * q) as usize).min(arrivals.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        report(
+            &mut figures,
+            "command latency, StartBench (commit) -> jobs at each agent",
+            format!(
             "p50 {} ms, p99 {} ms, max {} ms ({} of {n} agents; StartBench itself, which stores \
              the run and its jobs and then wakes them, took {} ms)",
             at(0.5),
@@ -1902,46 +1971,47 @@ async fn replicas_main(args: Args) {
             arrivals.len(),
             replied_ms - asked_ms
         ),
-        "(none set)",
-        None,
-    );
-    report(
-        &mut figures,
-        "run of N jobs: StartBench -> GetRun all done",
-        match finished {
-            Some(t) => format!(
-                "{} ({} done, {} failed of {}; {run_cpu})",
-                secs(t),
-                done.0,
-                done.1,
-                done.2
-            ),
-            None => format!("not done within 600 s: {} of {}", done.0, done.2),
-        },
-        "<= 30 s",
-        Some(finished.is_some_and(|t| t <= Duration::from_secs(30)) && done.1 == 0),
-    );
+            "(none set)",
+            None,
+        );
+        report(
+            &mut figures,
+            "run of N jobs: StartBench -> GetRun all done",
+            match finished {
+                Some(t) => format!(
+                    "{} ({} done, {} failed of {}; {run_cpu})",
+                    secs(t),
+                    done.0,
+                    done.1,
+                    done.2
+                ),
+                None => format!("not done within 600 s: {} of {}", done.0, done.2),
+            },
+            "<= 30 s",
+            Some(finished.is_some_and(|t| t <= Duration::from_secs(30)) && done.1 == 0),
+        );
 
-    // A rollout in waves, started through another replica; the leader drives it.
-    let cpu_before = cpu_by_part(&pids, &fleet.pids());
-    let rollout_started = Instant::now();
-    let mut rollout_time = rollout_in_waves(&mut admin, MODEL_VERSION, None, &url).await;
-    rollout_time.0 = format!(
-        "{} ({})",
-        rollout_time.0,
-        cpu_split(
-            cpu_before,
-            cpu_by_part(&pids, &fleet.pids()),
-            rollout_started.elapsed()
-        )
-    );
-    report(
-        &mut figures,
-        "rollout 1%,10%,50%,100% to all N (every install fetching its file)",
-        rollout_time.0,
-        "(none set)",
-        None,
-    );
+        // A rollout in waves, started through another replica; the leader drives it.
+        let cpu_before = cpu_by_part(&pids, &fleet.pids());
+        let rollout_started = Instant::now();
+        let mut rollout_time = rollout_in_waves(&mut admin, MODEL_VERSION, None, &url).await;
+        rollout_time.0 = format!(
+            "{} ({})",
+            rollout_time.0,
+            cpu_split(
+                cpu_before,
+                cpu_by_part(&pids, &fleet.pids()),
+                rollout_started.elapsed()
+            )
+        );
+        report(
+            &mut figures,
+            "rollout 1%,10%,50%,100% to all N (every install fetching its file)",
+            rollout_time.0,
+            "(none set)",
+            None,
+        );
+    }
 
     // Failover 1: the last replica (not the leader) killed with its share of the fleet.
     let victim = r - 1;
@@ -1949,11 +2019,22 @@ async fn replicas_main(args: Args) {
         .iter()
         .find(|c| c.id == format!("r{victim}"))
         .map_or(0, |c| c.agents);
+    let ends_before = fleet.ends().await;
     let killed = Instant::now();
     let _ = replicas[victim].process.child.kill();
     let _ = replicas[victim].process.child.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let back = wait_until(Duration::from_secs(300), || fleet.connected() >= n).await;
+    println!("  sessions failed and streams ended after the kill, by reason:");
+    for (why, count) in fleet.ends().await {
+        let before = ends_before
+            .iter()
+            .find(|(w, _)| *w == why)
+            .map_or(0, |e| e.1);
+        if count > before {
+            println!("    {:>7}  {why}", count - before);
+        }
+    }
     report(
         &mut figures,
         "a replica holding its share killed (SIGKILL): all N online elsewhere",
