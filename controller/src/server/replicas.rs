@@ -218,9 +218,8 @@ pub(super) async fn run(ctl: Controller, stop: CancellationToken) {
             },
             (None, None) => {}
         }
-        // After the renewal and on the lease's connection: at 60,000 agents a new leader read
-        // these through a pool its rollout kept busy, renewed too late, and three replicas in
-        // turn took the lease and lost it.
+        // After the renewal and on the lease's connection: a report waiting for a pool that a
+        // reconnecting fleet keeps busy must not make the renewal late.
         if term.is_some() {
             report_fleet(&lease_store).await;
         }
