@@ -20,7 +20,8 @@
 //! the idle window for CPU and heartbeat delay), `--database URL` (the controller's state in
 //! that PostgreSQL database, which should be empty, instead of SQLite), `--replicas R` (with
 //! `--database`: R controller replicas on it and an S3 server, agent i dialing replica i mod R;
-//! see `replicas_main` for what it measures). Past 16,000 agents they are held by worker
+//! see `replicas_main` for what it measures; `--failovers-only` skips its run and first rollout).
+//! Past 16,000 agents they are held by worker
 //! processes, this program again with `--worker FILE` (not for direct use).
 //!
 //! Measured on the 2-core x86 VM, 10,000 agents, heartbeat 5 s, release build, simulator and
