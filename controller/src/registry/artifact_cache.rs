@@ -83,15 +83,15 @@ impl ArtifactCache {
     /// returns the bytes of a range) when there is no checked copy yet. Errors name what failed:
     /// the store, the disk, or bytes that do not match the digest.
     pub async fn file<F, Fut, E>(
-        &self,
+        self: &Arc<Self>,
         sha256: &str,
         size: u64,
         read: F,
     ) -> Result<Cached, CacheError>
     where
-        F: Fn(std::ops::Range<u64>) -> Fut,
-        Fut: std::future::Future<Output = Result<bytes::Bytes, E>>,
-        E: std::fmt::Display,
+        F: Fn(std::ops::Range<u64>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<bytes::Bytes, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
     {
         if size > self.max_bytes {
             return Ok(Cached::TooLarge);
@@ -103,21 +103,27 @@ impl ArtifactCache {
             crate::metrics::artifact_cache("hit");
             return Ok(Cached::At(path));
         }
-        let fill = {
-            let mut fills = self.fills.lock().unwrap();
-            Arc::clone(fills.entry(sha256.to_string()).or_default())
-        };
-        let filling = fill.lock().await;
-        let outcome = self.check_or_fill(sha256, &path, size, read).await;
-        drop(filling);
-        {
-            let mut fills = self.fills.lock().unwrap();
+        // In a task of its own: a request given up on (an agent waits a minute at most) does
+        // not drop a copy half-made; the next request finds it made, or still being made.
+        let (cache, key, fill_path) = (Arc::clone(self), sha256.to_string(), path.clone());
+        tokio::spawn(async move {
+            let fill = {
+                let mut fills = cache.fills.lock().unwrap();
+                Arc::clone(fills.entry(key.clone()).or_default())
+            };
+            let filling = fill.lock().await;
+            let outcome = cache.check_or_fill(&key, &fill_path, size, read).await;
+            drop(filling);
+            let mut fills = cache.fills.lock().unwrap();
             // The last one through takes the fill's lock out of the map.
             if Arc::strong_count(&fill) == 2 {
-                fills.remove(sha256);
+                fills.remove(&key);
             }
-        }
-        outcome.map(|()| Cached::At(path))
+            outcome
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(Cached::At(path))
     }
 
     /// Forgets and deletes the copy of an artifact no version uses any more.
@@ -167,13 +173,23 @@ impl ArtifactCache {
             crate::metrics::artifact_cache("hit");
             return Ok(());
         }
-        let on_disk = self.state.lock().unwrap().entries.contains_key(sha256);
+        // Found at start: marked as just used first, so that no fill evicts it while it is hashed.
+        let on_disk = {
+            let mut state = self.state.lock().unwrap();
+            state.clock += 1;
+            let now = state.clock;
+            state
+                .entries
+                .get_mut(sha256)
+                .map(|e| e.last_used = now)
+                .is_some()
+        };
         if on_disk {
             let file = path.to_path_buf();
             let digest = tokio::task::spawn_blocking(move || hash_file(&file))
                 .await
                 .map_err(std::io::Error::other)?;
-            if digest.as_deref().ok() == Some(sha256) {
+            if digest.as_deref().ok() == Some(sha256) && path.exists() {
                 self.insert(sha256, size, true);
                 crate::metrics::artifact_cache("hit");
                 return Ok(());
@@ -181,7 +197,8 @@ impl ArtifactCache {
             tracing::warn!(%sha256, "a cached artifact no longer matches its digest; it is read from the object store again");
             self.remove(sha256);
         }
-        // Room first, so the copy being written never pushes the cache past its limit.
+        // Room first, so that this copy fits beside those kept (copies of other artifacts being
+        // made at the same time are not counted until done, and may pass the limit a while).
         self.evict_to_fit(size, Some(sha256));
         let mut upload = self.dir.begin()?;
         let mut at = 0;
@@ -314,7 +331,7 @@ mod tests {
     }
 
     async fn copy_of(
-        cache: &ArtifactCache,
+        cache: &Arc<ArtifactCache>,
         sha: &str,
         bytes: &Bytes,
         reads: &Arc<AtomicUsize>,
@@ -332,10 +349,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_agents_asking_at_once_read_the_store_once() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ArtifactCache::open(dir.path(), 64 << 20).unwrap();
+        let cache = Arc::new(ArtifactCache::open(dir.path(), 64 << 20).unwrap());
         // 10 MiB: two reads of the store (8 + 2 MiB) make the copy.
         let (bytes, sha) = artifact(10 << 20, 1);
-        let cache = Arc::new(cache);
         let reads = Arc::new(AtomicUsize::new(0));
         let mut asking = tokio::task::JoinSet::new();
         for _ in 0..50 {
@@ -353,17 +369,47 @@ mod tests {
         assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_given_up_on_does_not_abandon_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(ArtifactCache::open(dir.path(), 64 << 20).unwrap());
+        let (bytes, sha) = artifact(10 << 20, 9);
+        let slow_reads = Arc::new(AtomicUsize::new(0));
+        let slow = {
+            let (bytes, slow_reads) = (bytes.clone(), slow_reads.clone());
+            move |range: std::ops::Range<u64>| {
+                let (bytes, slow_reads) = (bytes.clone(), slow_reads.clone());
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    slow_reads.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(
+                        bytes.slice(range.start as usize..range.end as usize),
+                    )
+                }
+            }
+        };
+        // The first request gives up after 100 ms, as an agent past its deadline does.
+        let first = cache.file(&sha, bytes.len() as u64, slow);
+        let given_up = tokio::time::timeout(std::time::Duration::from_millis(100), first).await;
+        assert!(given_up.is_err());
+        // The copy is made all the same: the next request waits for it and reads nothing.
+        let reads = Arc::new(AtomicUsize::new(0));
+        assert_eq!(copy_of(&cache, &sha, &bytes, &reads).await, bytes[..]);
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
+        assert_eq!(slow_reads.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn a_copy_changed_on_disk_is_found_after_a_restart_and_made_again() {
         let dir = tempfile::tempdir().unwrap();
         let (bytes, sha) = artifact(3 << 20, 2);
         let reads = Arc::new(AtomicUsize::new(0));
         {
-            let cache = ArtifactCache::open(dir.path(), 64 << 20).unwrap();
+            let cache = Arc::new(ArtifactCache::open(dir.path(), 64 << 20).unwrap());
             copy_of(&cache, &sha, &bytes, &reads).await;
         }
         // Unchanged: a restarted controller checks the copy and does not read the store.
-        let cache = ArtifactCache::open(dir.path(), 64 << 20).unwrap();
+        let cache = Arc::new(ArtifactCache::open(dir.path(), 64 << 20).unwrap());
         assert_eq!(cache.bytes(), 3 << 20);
         assert_eq!(copy_of(&cache, &sha, &bytes, &reads).await, bytes[..]);
         assert_eq!(reads.load(Ordering::SeqCst), 1);
@@ -372,7 +418,7 @@ mod tests {
         let mut on_disk = std::fs::read(&path).unwrap();
         on_disk[12345] ^= 0xff;
         std::fs::write(&path, on_disk).unwrap();
-        let cache = ArtifactCache::open(dir.path(), 64 << 20).unwrap();
+        let cache = Arc::new(ArtifactCache::open(dir.path(), 64 << 20).unwrap());
         assert_eq!(copy_of(&cache, &sha, &bytes, &reads).await, bytes[..]);
         assert_eq!(reads.load(Ordering::SeqCst), 2, "made again from the store");
         assert_eq!(std::fs::read(&path).unwrap(), bytes[..]);
@@ -381,7 +427,7 @@ mod tests {
     #[tokio::test]
     async fn bytes_that_do_not_match_their_name_or_a_failing_store_leave_no_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ArtifactCache::open(dir.path(), 64 << 20).unwrap();
+        let cache = Arc::new(ArtifactCache::open(dir.path(), 64 << 20).unwrap());
         let (bytes, sha) = artifact(1 << 20, 3);
         let (other, _) = artifact(1 << 20, 4);
         let reads = Arc::new(AtomicUsize::new(0));
@@ -413,7 +459,7 @@ mod tests {
     #[tokio::test]
     async fn the_least_recently_sent_copy_makes_room_and_one_too_large_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ArtifactCache::open(dir.path(), 10 << 20).unwrap();
+        let cache = Arc::new(ArtifactCache::open(dir.path(), 10 << 20).unwrap());
         let (a, sha_a) = artifact(6 << 20, 5);
         let (b, sha_b) = artifact(3 << 20, 6);
         let (c, sha_c) = artifact(3 << 20, 7);

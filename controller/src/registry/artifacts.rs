@@ -287,18 +287,23 @@ impl Artifacts {
         }
     }
 
-    /// A local file with the bytes of artifact `sha256` (`size` bytes) to send an agent: the
-    /// data folder's, or the cache's copy of the object store's, made now if need be. `None`:
-    /// read it from the store range by range (no cache, one too small for it, or a copy that
-    /// could not be made, which is logged).
-    pub async fn local_file(&self, sha256: &str, size: u64) -> Option<PathBuf> {
+    /// The opened local file with the bytes of artifact `sha256` (`size` bytes) to send an
+    /// agent: the data folder's, or the cache's copy of the object store's, made now if need be
+    /// (opened here, so that an eviction after this cannot take it away). `None`: read it from
+    /// the store range by range (no cache, one too small for it, or a copy that could not be
+    /// made, which is logged).
+    pub async fn local_file(
+        &self,
+        sha256: &str,
+        size: u64,
+    ) -> Option<std::io::Result<std::fs::File>> {
         let Some(bucket) = &self.bucket else {
-            return self.dir.path(sha256);
+            return self.dir.path(sha256).map(std::fs::File::open);
         };
         let cache = self.cache.as_ref()?;
-        let read = |range: Range<u64>| {
-            let bucket = Arc::clone(bucket);
-            let location = bucket.location(sha256);
+        let (bucket, location) = (Arc::clone(bucket), bucket.location(sha256));
+        let read = move |range: Range<u64>| {
+            let (bucket, location) = (Arc::clone(&bucket), location.clone());
             async move {
                 bucket
                     .s3
@@ -308,7 +313,15 @@ impl Artifacts {
             }
         };
         match cache.file(sha256, size, read).await {
-            Ok(Cached::At(path)) => Some(path),
+            Ok(Cached::At(path)) => match std::fs::File::open(&path) {
+                Ok(file) => Some(Ok(file)),
+                Err(e) => {
+                    // Evicted since: this request reads from the store.
+                    crate::metrics::artifact_cache("bypassed");
+                    tracing::debug!(%sha256, error = %e, "a cached copy went before it was opened");
+                    None
+                }
+            },
             Ok(Cached::TooLarge) => {
                 crate::metrics::artifact_cache("bypassed");
                 None
@@ -651,21 +664,26 @@ mod tests {
             .unwrap();
         let bytes: Vec<u8> = (0..9u32 << 20).map(|i| (i % 241) as u8).collect();
         let sha = upload(&artifacts, &bytes).await.unwrap();
-        let path = artifacts
-            .local_file(&sha, bytes.len() as u64)
-            .await
-            .expect("a copy is made");
-        assert_eq!(path, cache_dir.path().join(&sha));
+        let read_all = |file: Option<std::io::Result<std::fs::File>>| {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut file.expect("a copy").unwrap(), &mut out).unwrap();
+            out
+        };
+        let path = cache_dir.path().join(&sha);
+        assert_eq!(
+            read_all(artifacts.local_file(&sha, bytes.len() as u64).await),
+            bytes
+        );
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // With the store down, the copy still serves.
         s3.stop();
         assert_eq!(
-            artifacts.local_file(&sha, bytes.len() as u64).await,
-            Some(path.clone())
+            read_all(artifacts.local_file(&sha, bytes.len() as u64).await),
+            bytes
         );
         // Another artifact cannot be copied while the store is down: the caller reads the
         // store itself (and gets its error).
-        assert_eq!(artifacts.local_file(&"ab".repeat(32), 10).await, None);
+        assert!(artifacts.local_file(&"ab".repeat(32), 10).await.is_none());
         s3.start_again();
         // Deleted from the store, deleted from the cache.
         assert_eq!(artifacts.remove(&sha).await, bytes.len() as u64);

@@ -265,6 +265,27 @@ fn record_hello(
     Ok(hello)
 }
 
+/// An agent's new stream, in the fleet (and the replica's deliveries) from `join` on: taken
+/// out again if its opening does not get as far as serving it (an error, or the agent gone
+/// while the store was asked).
+struct JoinedUntilServed {
+    ctl: Controller,
+    agent_id: String,
+    session: u64,
+    served: bool,
+}
+
+impl Drop for JoinedUntilServed {
+    fn drop(&mut self) {
+        if !self.served {
+            self.ctl.fleet.leave(&self.agent_id, self.session);
+            if let Some(replica) = &self.ctl.replica {
+                replica.left(&self.agent_id, self.session);
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl AgentLink for LinkService {
     type OpenStream = Outbound;
@@ -293,9 +314,13 @@ impl AgentLink for LinkService {
             }
         };
         let ctl = &self.controller;
-        if let (None, Some(shared_token)) = (&certified, ctl.settings.insecure_token()) {
-            self.check_insecure_hello(&hello, shared_token)?;
-            ctl.admission.authenticated(peer);
+        match (&certified, ctl.settings.insecure_token()) {
+            (Some(_), _) => {}
+            (None, Some(shared_token)) => {
+                self.check_insecure_hello(&hello, shared_token)?;
+                ctl.admission.authenticated(peer);
+            }
+            (None, None) => unreachable!("a TLS controller names every caller"),
         }
         let hello = {
             let ctl = ctl.clone();
@@ -319,6 +344,12 @@ impl AgentLink for LinkService {
             tracing::warn!(agent = %hello.name, agent_id = %hello.agent_id, "an agent with this id is already connected; the new connection replaces it (two devices sharing one data directory?)");
         }
         let session = ctl.fleet.join(&hello.agent_id, tx.clone());
+        let mut joined = JoinedUntilServed {
+            ctl: ctl.clone(),
+            agent_id: hello.agent_id.clone(),
+            session,
+            served: false,
+        };
         // Jobs planned for this agent that never reported back (it was offline, or restarted
         // mid-run) go out again; the agent skips any it already has. Sent from a task: the
         // stream's buffer only drains once this call has returned it.
@@ -343,7 +374,6 @@ impl AgentLink for LinkService {
         let (first_pass, pending) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                ctl.fleet.leave(&hello.agent_id, session);
                 return Err(Status::unavailable(format!(
                     "the controller cannot reach its database: {e}"
                 )));
@@ -361,6 +391,7 @@ impl AgentLink for LinkService {
         tracing::info!(agent = %hello.name, agent_id = %hello.agent_id, peer = ?peer, "agent connected");
 
         let closed = ctl.fleet.closed_signal(&hello.agent_id, session);
+        joined.served = true;
         tokio::spawn(serve_link(
             ctl.clone(),
             Link {
@@ -402,7 +433,7 @@ impl AgentLink for LinkService {
         .min(size - req.offset);
         let (tx, rx) = mpsc::channel(2);
         let fleet = ctl.fleet.clone();
-        let Some(path) = ctl.artifacts.local_file(&req.sha256, size).await else {
+        let Some(file) = ctl.artifacts.local_file(&req.sha256, size).await else {
             // In an object store: the chunk is read with one range GET, then sent in pieces.
             let artifacts = ctl.artifacts.clone();
             tokio::spawn(async move {
@@ -451,7 +482,7 @@ impl AgentLink for LinkService {
             });
             return Ok(Response::new(ReceiverStream::new(rx)));
         };
-        let mut file = std::fs::File::open(&path)
+        let mut file = file
             .map_err(|e| Status::internal(format!("cannot read artifact {}: {e}", req.sha256)))?;
         // Pieces are read on a blocking thread while earlier ones are on their way: the agent
         // hashes and writes one while the next is read and sent.
