@@ -99,7 +99,7 @@ impl ArtifactCache {
         let Some(path) = self.dir.path(sha256) else {
             return Err(CacheError::NotADigest);
         };
-        if self.use_checked(sha256) {
+        if self.touch(sha256) == Some(true) {
             crate::metrics::artifact_cache("hit");
             return Ok(Cached::At(path));
         }
@@ -128,13 +128,17 @@ impl ArtifactCache {
 
     /// Forgets and deletes the copy of an artifact no version uses any more.
     pub fn remove(&self, sha256: &str) {
-        let mut state = self.state.lock().unwrap();
-        if let Some(entry) = state.entries.remove(sha256) {
-            state.total_bytes -= entry.size;
-            if let Some(path) = self.dir.path(sha256) {
-                let _ = std::fs::remove_file(path);
-            }
+        self.delete(&mut self.state.lock().unwrap(), sha256);
+    }
+
+    /// Takes a copy out of `state` and deletes its file; its size, when there was one.
+    fn delete(&self, state: &mut CacheState, sha256: &str) -> Option<u64> {
+        let entry = state.entries.remove(sha256)?;
+        state.total_bytes -= entry.size;
+        if let Some(path) = self.dir.path(sha256) {
+            let _ = std::fs::remove_file(path);
         }
+        Some(entry.size)
     }
 
     /// Bytes the copies take now.
@@ -142,18 +146,15 @@ impl ArtifactCache {
         self.state.lock().unwrap().total_bytes
     }
 
-    /// Marks a checked copy as just used; false when there is none.
-    fn use_checked(&self, sha256: &str) -> bool {
+    /// Marks a copy as just used (so that no fill evicts it now); whether it is checked, or
+    /// `None` when there is no copy.
+    fn touch(&self, sha256: &str) -> Option<bool> {
         let mut state = self.state.lock().unwrap();
         state.clock += 1;
         let now = state.clock;
-        match state.entries.get_mut(sha256) {
-            Some(entry) if entry.checked => {
-                entry.last_used = now;
-                true
-            }
-            _ => false,
-        }
+        let entry = state.entries.get_mut(sha256)?;
+        entry.last_used = now;
+        Some(entry.checked)
     }
 
     async fn check_or_fill<F, Fut, E>(
@@ -168,21 +169,15 @@ impl ArtifactCache {
         Fut: std::future::Future<Output = Result<bytes::Bytes, E>>,
         E: std::fmt::Display,
     {
-        // Another caller may have filled it while this one waited.
-        if self.use_checked(sha256) {
-            crate::metrics::artifact_cache("hit");
-            return Ok(());
-        }
-        // Found at start: marked as just used first, so that no fill evicts it while it is hashed.
-        let on_disk = {
-            let mut state = self.state.lock().unwrap();
-            state.clock += 1;
-            let now = state.clock;
-            state
-                .entries
-                .get_mut(sha256)
-                .map(|e| e.last_used = now)
-                .is_some()
+        let on_disk = match self.touch(sha256) {
+            // Another caller filled it while this one waited.
+            Some(true) => {
+                crate::metrics::artifact_cache("hit");
+                return Ok(());
+            }
+            // Found at start: just touched, so no fill evicts it while it is hashed.
+            Some(false) => true,
+            None => false,
         };
         if on_disk {
             let file = path.to_path_buf();
@@ -190,7 +185,7 @@ impl ArtifactCache {
                 .await
                 .map_err(std::io::Error::other)?;
             if digest.as_deref().ok() == Some(sha256) && path.exists() {
-                self.insert(sha256, size, true);
+                self.insert(sha256, size);
                 crate::metrics::artifact_cache("hit");
                 return Ok(());
             }
@@ -232,12 +227,13 @@ impl ArtifactCache {
         tokio::task::spawn_blocking(move || dir.commit(upload))
             .await
             .map_err(std::io::Error::other)??;
-        self.insert(sha256, size, true);
+        self.insert(sha256, size);
         crate::metrics::artifact_cache("filled");
         Ok(())
     }
 
-    fn insert(&self, sha256: &str, size: u64, checked: bool) {
+    /// Lists a checked copy.
+    fn insert(&self, sha256: &str, size: u64) {
         let mut state = self.state.lock().unwrap();
         state.clock += 1;
         let now = state.clock;
@@ -246,7 +242,7 @@ impl ArtifactCache {
             Entry {
                 size,
                 last_used: now,
-                checked,
+                checked: true,
             },
         ) {
             state.total_bytes -= old.size;
@@ -266,12 +262,8 @@ impl ArtifactCache {
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(sha, _)| sha.clone());
             let Some(oldest) = oldest else { break };
-            let entry = state.entries.remove(&oldest).expect("just found");
-            state.total_bytes -= entry.size;
-            if let Some(path) = self.dir.path(&oldest) {
-                let _ = std::fs::remove_file(path);
-            }
-            tracing::debug!(sha256 = %oldest, bytes = entry.size, "artifact cache: dropped the least recently sent copy");
+            let bytes = self.delete(&mut state, &oldest);
+            tracing::debug!(sha256 = %oldest, ?bytes, "artifact cache: dropped the least recently sent copy");
         }
     }
 }

@@ -312,26 +312,19 @@ impl Artifacts {
                     .map_err(|e| one_line(&e))
             }
         };
-        match cache.file(sha256, size, read).await {
-            Ok(Cached::At(path)) => match std::fs::File::open(&path) {
-                Ok(file) => Some(Ok(file)),
-                Err(e) => {
-                    // Evicted since: this request reads from the store.
-                    crate::metrics::artifact_cache("bypassed");
-                    tracing::debug!(%sha256, error = %e, "a cached copy went before it was opened");
-                    None
-                }
-            },
-            Ok(Cached::TooLarge) => {
-                crate::metrics::artifact_cache("bypassed");
-                None
-            }
+        let opened = match cache.file(sha256, size, read).await {
+            // Opened now: evicted since, this request reads from the store.
+            Ok(Cached::At(path)) => std::fs::File::open(&path).ok(),
+            Ok(Cached::TooLarge) => None,
             Err(e) => {
-                crate::metrics::artifact_cache("bypassed");
                 tracing::warn!(%sha256, error = %e, "cannot keep a copy of an artifact; agents read it from the object store directly");
                 None
             }
+        };
+        if opened.is_none() {
+            crate::metrics::artifact_cache("bypassed");
         }
+        opened.map(Ok)
     }
 
     /// Bytes `range` of a stored artifact.

@@ -353,7 +353,7 @@ impl AgentLink for LinkService {
         // Jobs planned for this agent that never reported back (it was offline, or restarted
         // mid-run) go out again; the agent skips any it already has. Sent from a task: the
         // stream's buffer only drains once this call has returned it.
-        let opened = {
+        let (first_pass, pending) = {
             let (ctl, agent_id) = (ctl.clone(), hello.agent_id.clone());
             tokio::task::spawn_blocking(move || {
                 // With replicas, this stream is the agent's newest: a replica holding an older
@@ -370,14 +370,9 @@ impl AgentLink for LinkService {
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-        };
-        let (first_pass, pending) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                return Err(Status::unavailable(format!(
-                    "the controller cannot reach its database: {e}"
-                )));
-            }
+            .map_err(|e| {
+                Status::unavailable(format!("the controller cannot reach its database: {e}"))
+            })?
         };
         let beats_tx = tx.clone();
         tokio::spawn(async move {
