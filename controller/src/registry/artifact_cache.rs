@@ -367,10 +367,12 @@ mod tests {
         let cache = Arc::new(ArtifactCache::open(dir.path(), 64 << 20).unwrap());
         let (bytes, sha) = artifact(10 << 20, 9);
         let slow_reads = Arc::new(AtomicUsize::new(0));
+        let begun = Arc::new(AtomicUsize::new(0));
         let slow = {
-            let (bytes, slow_reads) = (bytes.clone(), slow_reads.clone());
+            let (bytes, slow_reads, begun) = (bytes.clone(), slow_reads.clone(), begun.clone());
             move |range: std::ops::Range<u64>| {
                 let (bytes, slow_reads) = (bytes.clone(), slow_reads.clone());
+                begun.fetch_add(1, Ordering::SeqCst);
                 async move {
                     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     slow_reads.fetch_add(1, Ordering::SeqCst);
@@ -384,6 +386,15 @@ mod tests {
         let first = cache.file(&sha, bytes.len() as u64, slow);
         let given_up = tokio::time::timeout(std::time::Duration::from_millis(100), first).await;
         assert!(given_up.is_err());
+        // The fill is under way (the first read begun) before the next request comes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while begun.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fill's first read did not begin within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         // The copy is made all the same: the next request waits for it and reads nothing.
         let reads = Arc::new(AtomicUsize::new(0));
         assert_eq!(copy_of(&cache, &sha, &bytes, &reads).await, bytes[..]);
