@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod changes;
 pub mod fleet;
 mod judge;
 pub mod link;
@@ -65,6 +66,8 @@ pub struct Controller {
     pub schedules: schedules::Schedules,
     /// The link listener's connections: who has not authenticated yet, and the caps.
     pub admission: Arc<admission::Admission>,
+    /// What changed, for the console's open pages (published here, relayed between replicas).
+    pub changes: changes::Changes,
     /// With PostgreSQL, where links hand their results to be written in batches (started on
     /// first use).
     result_writer: Arc<std::sync::OnceLock<result_writer::ResultWriter>>,
@@ -212,12 +215,14 @@ impl Controller {
             Security::Insecure { .. } => None,
         };
         let admission = admission::Admission::new("link", settings.limits.clone());
+        let changes = changes::Changes::default();
         Ok(Controller {
             admission,
             rollout_lock: rollout_lock::RolloutLock::new(&store)?,
             store,
             artifacts,
-            fleet: fleet::Fleet::default(),
+            fleet: fleet::Fleet::publishing_to(changes.clone()),
+            changes,
             settings: Arc::new(settings),
             signer,
             authority,
@@ -411,10 +416,14 @@ pub async fn serve(
             lead(controller.clone(), stop_driver.clone(), Duration::ZERO).await;
             None
         }
-        Some(_) => Some(tokio::spawn(replicas::run(
-            controller.clone(),
-            stop_driver.clone(),
-        ))),
+        Some(_) => {
+            // Other replicas' changes reach the consoles open here, and this one's theirs.
+            tokio::spawn(changes::relay(controller.clone(), stop_driver.clone()));
+            Some(tokio::spawn(replicas::run(
+                controller.clone(),
+                stop_driver.clone(),
+            )))
+        }
     };
     let schedules = controller.schedules.clone();
     // The gRPC health service (grpc.health.v1), for load balancers and probes: it needs no

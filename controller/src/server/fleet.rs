@@ -46,6 +46,8 @@ pub struct Fleet {
     /// When each agent was last heard from, not yet written to the store: heartbeats are
     /// written once a second in one transaction ([`Fleet::take_seen`]), not one by one.
     seen: Arc<Mutex<HashMap<String, i64>>>,
+    /// Where joins and leaves are published (the console's online counts).
+    changes: super::changes::Changes,
 }
 
 struct Session {
@@ -56,6 +58,14 @@ struct Session {
 }
 
 impl Fleet {
+    /// An empty fleet whose joins and leaves are published to `changes`.
+    pub fn publishing_to(changes: super::changes::Changes) -> Fleet {
+        Fleet {
+            changes,
+            ..Fleet::default()
+        }
+    }
+
     /// Registers a new stream for the agent, replacing an older one (a reconnect that arrived
     /// before the old stream was noticed as dead). Returns a session number for [`Fleet::leave`].
     pub fn join(&self, agent_id: &str, tx: Outbox) -> u64 {
@@ -73,6 +83,7 @@ impl Fleet {
             old.closed.cancel();
         }
         crate::metrics::agents_connected(self.lock().len());
+        self.changes.publish(super::changes::FLEET);
         id
     }
 
@@ -94,6 +105,7 @@ impl Fleet {
         let mut map = self.lock();
         if let Some(session) = map.remove(agent_id) {
             session.closed.cancel();
+            self.changes.publish(super::changes::FLEET);
         }
         crate::metrics::agents_connected(map.len());
     }
@@ -103,6 +115,7 @@ impl Fleet {
         let mut map = self.lock();
         if map.get(agent_id).is_some_and(|s| s.id == session) {
             map.remove(agent_id);
+            self.changes.publish(super::changes::FLEET);
         }
         crate::metrics::agents_connected(map.len());
     }

@@ -26,10 +26,11 @@ pub(crate) fn if_finished(ctl: &Controller, run_id: &str) {
         checking.insert(run_id.to_string(), false);
     }
     let store = ctl.store.clone();
+    let changes = ctl.changes.clone();
     let run_id = run_id.to_string();
     tokio::task::spawn_blocking(move || loop {
         match store.run_unfinished(&run_id) {
-            Ok(false) => judge(&store, &run_id),
+            Ok(false) => judge(&store, &changes, &run_id),
             Ok(true) => {}
             Err(e) => tracing::warn!(%run_id, error = %e, "cannot tell whether the run finished"),
         }
@@ -47,19 +48,23 @@ pub(crate) fn if_finished(ctl: &Controller, run_id: &str) {
 /// Judges every finished run not judged yet (at start).
 pub(crate) fn unjudged_runs(ctl: &Controller) {
     let store = ctl.store.clone();
+    let changes = ctl.changes.clone();
     tokio::task::spawn_blocking(move || match store.unjudged_finished_runs() {
         Ok(runs) => {
             for run_id in runs {
-                judge(&store, &run_id);
+                judge(&store, &changes, &run_id);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot list the runs still to judge"),
     });
 }
 
-fn judge(store: &crate::store::Store, run_id: &str) {
+fn judge(store: &crate::store::Store, changes: &super::changes::Changes, run_id: &str) {
     match regressions::judge_run(store, run_id, DEFAULT_THRESHOLD, now_ms()) {
         Ok(found) => {
+            if !found.is_empty() {
+                changes.publish(super::changes::REGRESSIONS);
+            }
             for r in found {
                 tracing::warn!(
                     id = r.id,

@@ -300,6 +300,17 @@ impl Store {
         Ok(())
     }
 
+    /// Announces `payload` on `channel` to every replica listening (PostgreSQL's `NOTIFY`).
+    pub fn announce(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.query_row(
+            "SELECT pg_notify(?1, ?2)::text",
+            params![channel, payload],
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+
     /// Wake numbers raised in the last `within_ms` of the agents `replica` holds (its sweep, in
     /// case an announcement was lost).
     pub fn recent_wakes(

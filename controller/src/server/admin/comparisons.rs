@@ -146,5 +146,6 @@ pub(super) fn acknowledge(
         .acknowledge_regression(req.id, now_ms())?
         .ok_or_else(|| Status::not_found(format!("no regression {}", req.id)))?;
     tracing::info!(id = row.id, run_id = %row.run_id, model = %row.model, "regression acknowledged");
+    ctl.changes.publish(crate::server::changes::REGRESSIONS);
     Ok(regression(row))
 }

@@ -122,6 +122,7 @@ pub(super) async fn start(
         now,
     )?;
     tracing::info!(rollout = %row.id, model = %format!("{}@{}", row.model_name, row.model_version), agents = targets.len(), "rollout started");
+    ctl.changes.rollout(&row.id);
     Ok(rollout_status(ctl, &row)?)
 }
 

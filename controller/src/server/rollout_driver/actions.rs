@@ -21,6 +21,7 @@ fn rollback_id(rollout_id: &str, agent_id: &str) -> String {
 
 pub(super) fn event(ctl: &Controller, rollout_id: &str, agent_id: Option<&str>, message: &str) {
     tracing::info!(rollout = %rollout_id, agent = agent_id.unwrap_or(""), "{message}");
+    ctl.changes.rollout(rollout_id);
     if let Err(e) = ctl
         .store
         .log_event(Some(rollout_id), agent_id, message, now_ms())
@@ -116,7 +117,9 @@ pub(super) fn set_state(
 ) -> Result<(), StoreError> {
     target.state = state;
     target.updated_ms = now_ms();
-    ctl.store.update_target(target)
+    ctl.store.update_target(target)?;
+    ctl.changes.rollout(&target.rollout_id);
+    Ok(())
 }
 
 /// Marks the wave's healthy agents done and moves to the next wave.
