@@ -55,6 +55,9 @@ pub(crate) const GREY: RGBColor = RGBColor(150, 150, 150);
 pub(crate) trait Chart {
     /// The chart's title, also its name in errors.
     fn name(&self) -> &str;
+    /// The numbers it draws, as a table (its columns, then its rows): what a reader who cannot
+    /// see the chart, or wants the exact values, reads beside it.
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>);
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
@@ -83,6 +86,10 @@ macro_rules! each_chart {
 impl Chart for AnyChart {
     fn name(&self) -> &str {
         each_chart!(self, c => c.name())
+    }
+
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        each_chart!(self, c => c.table())
     }
 
     fn size(&self) -> (u32, u32) {

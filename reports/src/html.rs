@@ -166,6 +166,32 @@ fn chart_section(
     figures_html(out, figures)
 }
 
+/// Every chart of the report on `input`, drawn as inline SVG with its accessible name, and its
+/// numbers as a table: what the controller's web console shows beside each chart.
+pub(crate) fn chart_views(input: &ReportInput) -> Result<Vec<crate::ChartView>, ReportError> {
+    let refs = references(&input.records);
+    let newest = latest(&input.records);
+    let agents = agent_names(input);
+    let floor = input.quality_floor.unwrap_or(DEFAULT_QUALITY_FLOOR);
+    let figures = figures::build(input, &newest, &refs, floor, &agents);
+    figures
+        .all()
+        .map(|f| {
+            let svg = charts::to_svg(&f.chart)?;
+            let label = format!("<svg role=\"img\" aria-label=\"{}\" ", esc(f.chart.name()));
+            let (columns, rows) = f.chart.table();
+            Ok(crate::ChartView {
+                slug: f.slug.clone(),
+                kind: f.kind,
+                name: f.chart.name().to_string(),
+                svg: svg.replacen("<svg ", &label, 1),
+                columns,
+                rows,
+            })
+        })
+        .collect()
+}
+
 /// Appends each figure as an inline SVG.
 fn figures_html(out: &mut String, figures: &[Figure]) -> Result<(), ReportError> {
     for f in figures {

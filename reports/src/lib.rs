@@ -360,6 +360,25 @@ pub enum ReportError {
     Chart { chart: String, message: String },
 }
 
+/// One chart of a report as a page shows it: an `<svg>` element with `role="img"` and its
+/// name as `aria-label`, and the numbers it draws as a table.
+#[derive(Debug, Clone)]
+pub struct ChartView {
+    /// Unique among the report's charts (`pareto-1`), for an element id.
+    pub slug: String,
+    /// `pareto`, `heatmap`, `cdf`, ...
+    pub kind: &'static str,
+    pub name: String,
+    pub svg: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Every chart the report on `input` would have, for a page of the controller's console.
+pub fn chart_views(input: &ReportInput) -> Result<Vec<ChartView>, ReportError> {
+    html::chart_views(input)
+}
+
 /// Writes into `DIR` (created if needed): `report.html` (self-contained, charts as inline SVG),
 /// `charts/<slug>.png` (each chart as an image), `summary.md`, `results.csv` and `results.json`
 /// (the records as a JSON array). Files are written under a temporary name and renamed, so a

@@ -38,6 +38,9 @@ struct Bar {
     value: Option<f64>,
     whisker: Option<f64>,
     text: String,
+    /// The model and the agent it stands for (the chart's table).
+    model: String,
+    agent: String,
 }
 
 /// p50 latency per model × agent with a p90 whisker; `None` without usable records.
@@ -123,6 +126,8 @@ fn bar_chart(
                 value: v,
                 whisker,
                 text,
+                model: model.clone(),
+                agent: r.agent.clone(),
             });
             top -= 1.0;
         }
@@ -175,6 +180,25 @@ impl BarChart {
 impl Chart for BarChart {
     fn name(&self) -> &str {
         &self.title
+    }
+
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let columns = vec!["Model".into(), "Agent".into(), self.x_desc.clone()];
+        let rows = self
+            .bars
+            .iter()
+            .map(|b| {
+                let whisker = b
+                    .whisker
+                    .map_or(String::new(), |w| format!(" (to {})", fmt_num(w)));
+                vec![
+                    b.model.clone(),
+                    b.agent.clone(),
+                    format!("{}{whisker}", b.text),
+                ]
+            })
+            .collect();
+        (columns, rows)
     }
 
     fn size(&self) -> (u32, u32) {

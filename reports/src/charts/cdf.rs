@@ -88,6 +88,28 @@ pub(crate) fn latency_cdf(agent: &str, records: &[ResultRecord]) -> Option<CdfCh
 }
 
 impl Chart for CdfChart {
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let quantiles = [50.0, 90.0, 99.0, 100.0];
+        let mut columns = vec!["Series".to_string()];
+        columns.extend(quantiles.iter().map(|q| format!("p{q} ({})", self.x_desc)));
+        let rows = self
+            .legend
+            .iter()
+            .zip(&self.lines)
+            .map(|((label, _), (_, points))| {
+                let mut row = vec![label.clone()];
+                row.extend(quantiles.iter().map(|&q| {
+                    points
+                        .iter()
+                        .find(|p| p.1 >= q - 1e-9)
+                        .map_or("—".to_string(), |p| super::fmt_num(p.0))
+                }));
+                row
+            })
+            .collect();
+        (columns, rows)
+    }
+
     fn name(&self) -> &str {
         &self.title
     }

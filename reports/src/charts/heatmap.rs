@@ -99,6 +99,22 @@ fn ramp(t: f64) -> RGBColor {
 }
 
 impl Chart for HeatmapChart {
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let mut columns = vec!["Model".to_string()];
+        columns.extend(self.classes.iter().cloned());
+        let rows = self
+            .models
+            .iter()
+            .zip(&self.cells)
+            .map(|(model, cells)| {
+                let mut row = vec![model.clone()];
+                row.extend(cells.iter().map(|c| c.map_or("—".into(), super::fmt_num)));
+                row
+            })
+            .collect();
+        (columns, rows)
+    }
+
     fn name(&self) -> &str {
         &self.title
     }

@@ -133,6 +133,30 @@ fn colour(c: usize) -> RGBAColor {
 }
 
 impl Chart for ParetoChart {
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let columns = vec![
+            "Model".into(),
+            self.x_desc.clone(),
+            "p90 (ms)".into(),
+            "On the front".into(),
+        ];
+        let rows = self
+            .points
+            .iter()
+            .map(|&(x, y, _, ref label)| {
+                let on_front = self.front.iter().any(|&(fx, fy)| fx == x && fy == y);
+                let x = if self.log_x { 10f64.powf(x) } else { x };
+                vec![
+                    label.clone(),
+                    super::fmt_num(x),
+                    super::fmt_num(y),
+                    if on_front { "yes" } else { "no" }.into(),
+                ]
+            })
+            .collect();
+        (columns, rows)
+    }
+
     fn name(&self) -> &str {
         &self.title
     }

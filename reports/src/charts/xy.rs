@@ -163,6 +163,30 @@ impl Chart for XyChart {
         &self.title
     }
 
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let columns = vec!["Series".into(), self.x_desc.clone(), self.y_desc.clone()];
+        let x_text = |x: f64| match self.x_axis {
+            XAxis::Integer => format!("{x:.0}"),
+            XAxis::Date => crate::rfc3339((x * 1000.0) as i64),
+        };
+        let mut rows: Vec<Vec<String>> = self
+            .series
+            .iter()
+            .flat_map(|s| {
+                s.points
+                    .iter()
+                    .map(|&(x, y)| vec![s.label.clone(), x_text(x), super::fmt_num(y)])
+            })
+            .collect();
+        rows.extend(
+            self.marks
+                .iter()
+                .filter(|m| !m.label.is_empty())
+                .map(|m| vec![m.label.clone(), x_text(m.at.0), super::fmt_num(m.at.1)]),
+        );
+        (columns, rows)
+    }
+
     fn size(&self) -> (u32, u32) {
         let note = if self.note.is_empty() { 0 } else { 26 };
         (WIDTH, header_height(&self.legend()) + 380 + note)
