@@ -2,7 +2,7 @@
 # Idempotent set-up for packaging and for the ARM tests: cargo-deb (pinned), and with --cross the
 # aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
 # agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders
-# the HTML report for its browser test; tinyproxy and libfaketime serve the proxy and wrong-clock
+# the HTML report for its browser test, and chromium-driver drives it for the console's; tinyproxy and libfaketime serve the proxy and wrong-clock
 # tests; PostgreSQL's server binaries run the store's tests on PostgreSQL; s3s-fs serves the
 # object-store tests. Debian packages need root (apt-get); without it this says which command to
 # run. With
@@ -30,6 +30,8 @@ command -v systemd-analyze >/dev/null || NEED+=(systemd)
 command -v dpkg-deb >/dev/null || NEED+=(dpkg)
 # The report's browser test (tests/e2e/tests/report_browser.rs) opens report.html in it.
 command -v chromium >/dev/null || NEED+=(chromium)
+# The web console's browser tests (tests/e2e/tests/console.rs) drive it over WebDriver.
+command -v chromedriver >/dev/null || NEED+=(chromium-driver)
 # The proxy and wrong-clock tests: an HTTP proxy (tests/e2e/src/http_proxy.rs) and libfaketime
 # (tests/e2e/src/fake_clock.rs; the faketime package pulls in libfaketime with its
 # multi-threaded libfaketimeMT.so.1). tinyproxy-bin is the program alone: Debian's tinyproxy

@@ -68,6 +68,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             token,
             heartbeat_s,
             metrics_listen,
+            console_listen,
+            console_plain_http,
         } => {
             serve::run(serve::ServeOptions {
                 listen,
@@ -96,6 +98,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 insecure: cli.insecure,
                 heartbeat: Duration::from_secs(heartbeat_s.max(1)),
                 metrics_listen,
+                console: console_listen.map(|listen| {
+                    edgefleet_controller::console::ConsoleConfig::new(listen, console_plain_http)
+                }),
             })
             .await
         }

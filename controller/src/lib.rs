@@ -4,7 +4,7 @@
 //! (`main.rs`, `cli/`).
 //!
 //! Layout: [`server`] is what `edgefleet serve` runs (link and admin services, the fleet, the
-//! rollout driver); [`rollout`] decides what a rollout does next (pure); [`planning`] decides
+//! rollout driver); [`console`] is the web console it serves beside them; [`rollout`] decides what a rollout does next (pure); [`planning`] decides
 //! which agents run which jobs (pure) and [`selector`] parses who is meant; [`registry`] holds
 //! artifact bytes, ONNX inspection, the signing key and manifests; [`records`] turns stored rows
 //! into result records; [`compare`] sets two models or runs side by side per device class and
@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod compare;
+pub mod console;
 pub mod metrics;
 pub mod planning;
 pub mod records;

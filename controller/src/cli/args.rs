@@ -220,6 +220,21 @@ pub(crate) enum Command {
         /// unauthenticated HTTP on this address, e.g. 127.0.0.1:9464 (default: not served).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
+        /// Serve the web console on this address (`--console-listen` alone: 127.0.0.1:7480),
+        /// over HTTPS with the controller's server certificate; sign in with an admin token
+        /// (default: not served).
+        #[arg(
+            long,
+            value_name = "ADDR",
+            num_args = 0..=1,
+            default_missing_value = "127.0.0.1:7480",
+            help_heading = "Web console"
+        )]
+        console_listen: Option<String>,
+        /// Serve the console over plain HTTP: behind a proxy that terminates TLS, or for an
+        /// --insecure controller, which has no certificate.
+        #[arg(long, requires = "console_listen", help_heading = "Web console")]
+        console_plain_http: bool,
     },
     /// List the controllers serving this fleet: each replica on the shared database, the agents
     /// it holds, which one leads, when each was last heard from.

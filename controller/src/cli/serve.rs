@@ -40,6 +40,8 @@ pub(crate) struct ServeOptions {
     pub(crate) insecure_token: Option<String>,
     pub(crate) heartbeat: Duration,
     pub(crate) metrics_listen: Option<String>,
+    /// `--console-listen` (and `--console-plain-http`).
+    pub(crate) console: Option<edgefleet_controller::console::ConsoleConfig>,
 }
 
 pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
@@ -118,6 +120,25 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
         )
         .await?;
         tracing::info!(address = %metrics, "metrics served at http://{metrics}/metrics (and /healthz)");
+    }
+    if let Some(console) = options.console {
+        let plain = console.plain_http;
+        let address = edgefleet_controller::console::start(
+            console,
+            controller.clone(),
+            &options.limits,
+            shutdown.clone(),
+        )
+        .await?;
+        let scheme = if plain { "http" } else { "https" };
+        // One plain line, as for the listener, for scripts that asked for port 0; one that read
+        // only the first line and closed the pipe is no reason to stop.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "edgefleet console at {scheme}://{address}/"
+        );
+        tracing::info!(%address, "web console served at {scheme}://{address}/ (sign in with an admin token)");
     }
     tokio::spawn(stop_on_signal(shutdown.clone()));
     tokio::spawn(keep_watchdog_fed(shutdown.clone()));

@@ -35,6 +35,7 @@ use super::Controller;
 use crate::store::StoreError;
 use crate::trust::tokens::Role;
 
+pub use access::ConsoleCaller;
 pub use rollouts::rollout_status;
 
 pub struct AdminService {

@@ -808,6 +808,45 @@ pub fn tls_incoming(
     ReceiverStream::new(rx)
 }
 
+/// One connection's TLS handshake, with the link's deadlines (the console's listener): the
+/// finished stream then has `unauthenticated_idle` of waiting for its peer until a request
+/// proves a session ([`Slot::authenticate`]). `None` when the handshake failed or took too long.
+pub async fn accept_tls(
+    guarded: Guarded,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    limits: &ConnectionLimits,
+) -> Option<tokio_rustls::server::TlsStream<Guarded>> {
+    let listener = guarded.listener;
+    match tokio::time::timeout(
+        limits.handshake_timeout + HANDSHAKE_BACKSTOP,
+        acceptor.accept(guarded),
+    )
+    .await
+    {
+        Err(_) => {
+            metrics::connection_cut(listener, "handshake");
+            None
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Ok(Ok(mut tls)) => {
+            tls.get_mut()
+                .0
+                .await_authentication(limits.unauthenticated_idle);
+            Some(tls)
+        }
+    }
+}
+
+/// A plain connection that has `limit` of waiting for its peer until a request proves who it
+/// is (the console over plain HTTP).
+pub fn for_unauthenticated(mut guarded: Guarded, limit: Duration) -> Guarded {
+    guarded.await_authentication(limit);
+    guarded
+}
+
 /// The same without TLS (`--insecure`): a connection has `unauthenticated_idle` from accept to
 /// its first authenticated call.
 pub fn plain_incoming(

@@ -66,7 +66,7 @@ impl std::fmt::Debug for ServerIdentity {
 }
 
 impl ServerIdentity {
-    fn new(
+    pub(crate) fn new(
         authority: Arc<Authority>,
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Result<ServerIdentity, TlsSetupError> {
@@ -88,6 +88,15 @@ impl ServerIdentity {
             .load_private_key(key)
             .map_err(|e| TlsSetupError::Identity(e.to_string()))?;
         Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, key)))
+    }
+
+    /// Serves the certificate the authority holds now (made anew by another listener's
+    /// [`ServerIdentity::refresh`]).
+    pub(crate) fn reload(&self) {
+        match Self::load(&self.authority, &self.provider) {
+            Ok(current) => *self.current.write().expect("server identity") = current,
+            Err(e) => tracing::error!(error = %e, "the server certificate is not usable"),
+        }
     }
 
     /// Makes and serves a new server certificate if the one served nears its end.

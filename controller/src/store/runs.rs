@@ -293,6 +293,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `limit` runs, newest first (the console's list).
+    pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(conn.query_map(
+            "SELECT id, suite, suite_sha256, created_ms, schedule FROM bench_runs
+             ORDER BY created_ms DESC, id LIMIT ?1",
+            params![limit as i64],
+            RunRow::read,
+        )?)
+    }
+
     pub fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
         Ok(self
             .conn()?
@@ -315,6 +326,28 @@ impl Store {
             .query_map(params![run_id], RawJob::read)?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter().map(RawJob::decode).collect()
+    }
+
+    /// An agent's jobs in its newest `limit` runs' jobs, newest run first (the console's agent
+    /// page), each with when its run was created.
+    pub fn agent_jobs(
+        &self,
+        agent_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(JobRow, i64)>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS}, b.created_ms FROM bench_jobs j JOIN bench_runs b ON b.id = j.run_id
+             WHERE j.agent_id = ?1 ORDER BY b.created_ms DESC, j.job_id LIMIT ?2"
+        ))?;
+        let raw = stmt
+            .query_map(params![agent_id, limit as i64], |r| {
+                Ok((RawJob::read(r)?, r.get::<i64>(JOB_COLUMN_COUNT)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(job, created)| Ok((RawJob::decode(job)?, created)))
+            .collect()
     }
 
     /// Failed jobs that pass every condition of `filter`, oldest run first.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod netns;
 pub mod replicas;
 pub mod sim;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

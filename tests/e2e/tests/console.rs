@@ -1,0 +1,491 @@
+//! The web console in a real browser: Debian's Chromium driven over WebDriver against a real
+//! controller (`serve --console-listen`) with real agents. A rollout's page changes as devices
+//! install, without a reload; an operator pauses a rollout from its page and the CLI sees it; a
+//! viewer has no such button and a forged POST with their session is refused; a POST without
+//! the CSRF token or from another origin is refused; a revoked token's session ends. Every page
+//! is looked at 1400 and 390 px wide: no sideways scroll, no console error, no request to
+//! another origin, every chart named; screenshots are kept for a person to look at.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgefleet_e2e::webdriver::{Driver, Session};
+use edgefleet_e2e::{repo_root, start_agent, wait_until, Controller};
+use serde_json::{json, Value};
+
+const SUITE: &str = r#"
+name = "console"
+models = ["minilm-l6@fp32", "minilm-l6@int8"]
+
+[input]
+text = ["The firmware update failed because the device ran out of disk space.", "Is the store open on Sunday?"]
+
+[[scenario]]
+kind = "single-stream"
+threads = [1]
+warmup = 5
+min_queries = 60
+min_duration_s = 1
+max_duration_s = 5
+"#;
+
+/// The console's address, from the controller's log.
+fn console_address(ctl: &Controller) -> String {
+    ctl.process
+        .wait_for_log("web console served at https://", Duration::from_secs(60));
+    let log = ctl.process.log_text();
+    let at = log
+        .find("web console served at ")
+        .expect("the console line")
+        + 22;
+    log[at..]
+        .split_whitespace()
+        .next()
+        .expect("an address")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn operator_token(ctl: &Controller) -> String {
+    let text = std::fs::read_to_string(&ctl.credentials).expect("credentials");
+    let value: Value = serde_json::from_str(&text).expect("credentials JSON");
+    value["token"].as_str().expect("a token").to_string()
+}
+
+fn sign_in(browser: &Session, console: &str, token: &str) {
+    browser.delete_cookies();
+    browser.open(&format!("{console}/sign-in"));
+    browser.type_into("#token", token);
+    browser.click("main form button[type=submit]");
+    browser.wait_for(
+        "the fleet page after signing in",
+        Duration::from_secs(30),
+        "return location.pathname === '/' && !!document.querySelector('h1') && document.querySelector('h1').innerText === 'Fleet'",
+    );
+}
+
+/// Where the screenshots go: kept after the test, for a person to look at.
+fn screenshots() -> PathBuf {
+    let dir = repo_root().join("target").join("console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+/// What a reader of the page would notice, measured in it.
+const LOOK: &str = r#"
+const doc = document.documentElement;
+const origin = location.origin;
+const charts = [...document.querySelectorAll('figure.chart svg')];
+return {
+  innerWidth: window.innerWidth,
+  scrollWidth: doc.scrollWidth,
+  charts: charts.length,
+  unnamed: charts.filter(s => s.getAttribute('role') !== 'img' || !s.getAttribute('aria-label')).length,
+  foreign: performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith(origin) && !n.startsWith('data:')),
+  wide: [...document.body.querySelectorAll('*')]
+    .filter(e => !e.closest('.scroll') && !e.closest('svg'))
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+    .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '')).slice(0, 10),
+  text: document.body.innerText.slice(0, 300),
+};
+"#;
+
+/// Opens `path` at both widths, checks what a reader would notice, and keeps screenshots.
+fn look_at(browser: &Session, console: &str, path: &str, name: &str, want: &str) -> usize {
+    let mut charts = 0;
+    for (width, height) in [(1400, 900), (390, 844)] {
+        browser.resize(width, height);
+        browser.open(&format!("{console}{path}"));
+        browser.wait_for(
+            &format!("{path} to show `{want}`"),
+            Duration::from_secs(30),
+            &format!(
+                "return document.readyState === 'complete' && document.body.innerText.includes({})",
+                json!(want)
+            ),
+        );
+        let seen = browser.run(LOOK, json!([]));
+        let shot = screenshots().join(format!("{name}-{width}.png"));
+        browser.screenshot(&shot);
+        assert!(
+            seen["scrollWidth"].as_u64() <= seen["innerWidth"].as_u64(),
+            "{path} at {width} px scrolls sideways ({} > {}); too wide: {}",
+            seen["scrollWidth"],
+            seen["innerWidth"],
+            seen["wide"]
+        );
+        assert_eq!(seen["unnamed"], 0, "{path}: a chart without a name: {seen}");
+        assert_eq!(
+            seen["foreign"],
+            json!([]),
+            "{path}: requests to another origin"
+        );
+        let errors: Vec<String> = browser
+            .console_log()
+            .into_iter()
+            .filter(|l| l.starts_with("SEVERE") || l.starts_with("WARNING"))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{path} at {width} px: console says {errors:#?}"
+        );
+        charts = seen["charts"].as_u64().unwrap_or(0) as usize;
+    }
+    browser.resize(1400, 900);
+    charts
+}
+
+/// A POST to the console made outside the browser, with the session cookie of `browser`.
+fn post(
+    http: &reqwest::blocking::Client,
+    console: &str,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::StatusCode {
+    let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut request = http
+        .post(format!("{console}{path}"))
+        .header("cookie", format!("__Host-edgefleet-session={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send().expect("POST to the console").status()
+}
+
+fn http_client(ca: &Path) -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = std::fs::read(ca).expect("the controller's CA");
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTPS client")
+}
+
+fn csrf_of(browser: &Session) -> String {
+    browser
+        .run(
+            "return document.querySelector('input[name=csrf]').value",
+            json!([]),
+        )
+        .as_str()
+        .expect("a CSRF field on the page")
+        .to_string()
+}
+
+#[test]
+fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--console-listen", "127.0.0.1:0"],
+    );
+    let console = console_address(&ctl);
+    for quant in ["fp32", "int8"] {
+        ctl.add_cached_model(
+            &format!("models/minilm-l6/model.{quant}.onnx"),
+            "minilm-l6",
+            quant,
+        );
+    }
+    let _a1 = start_agent(dir.path(), &ctl, "edge-a1", &["site=lab"]);
+    let mut a2 = start_agent(dir.path(), &ctl, "edge-a2", &["site=lab"]);
+    ctl.wait_online(&["edge-a1", "edge-a2"], Duration::from_secs(90));
+    // A run with results, for the Runs and Compare pages' charts and verdicts.
+    let suite = dir.path().join("console.toml");
+    std::fs::write(&suite, SUITE).unwrap();
+    let run = ctl.cli_ok(&[
+        "bench",
+        "run",
+        suite.to_str().unwrap(),
+        "--select",
+        "name=edge-a1",
+        "--wait",
+        "--json",
+    ]);
+    let records: Value = serde_json::from_str(&run).expect("the run's records as JSON");
+    let run_id = records[0]["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run id in {records}"))
+        .to_string();
+    ctl.cli_ok(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 0 3 * * *",
+        "--suite",
+        suite.to_str().unwrap(),
+    ]);
+    let viewer_token = ctl
+        .cli_ok(&[
+            "admin", "tokens", "create", "--name", "watcher", "--role", "viewer",
+        ])
+        .trim()
+        .to_string();
+
+    // edge-a2 goes away: the rollout installs on edge-a1 and waits for it.
+    a2.terminate(Duration::from_secs(30));
+    wait_until("edge-a2 to be offline", Duration::from_secs(60), || {
+        ctl.agents()
+            .iter()
+            .any(|a| a["name"] == "edge-a2" && a["online"] == false)
+    });
+    let started = ctl.cli_ok(&["rollout", "start", "minilm-l6@int8", "--waves", "100%"]);
+    let rollout = started
+        .split_whitespace()
+        .find(|w| w.starts_with("ro-"))
+        .unwrap_or_else(|| panic!("no rollout id in {started}"))
+        .to_string();
+
+    let driver = Driver::start();
+    let browser = driver.session(1400, 900);
+    sign_in(&browser, &console, &operator_token(&ctl));
+
+    // The rollout's page, marked: the mark survives only if the page is never reloaded.
+    browser.open(&format!("{console}/rollouts/{rollout}"));
+    browser.wait_for(
+        "edge-a1 installed on the rollout's page",
+        Duration::from_secs(120),
+        "return document.querySelector('#rollout').innerText.includes('edge-a1') && [...document.querySelectorAll('#rollout tr')].some(r => r.innerText.includes('edge-a1') && r.innerText.includes('installed'))",
+    );
+    browser.run(
+        "window.edgefleetMark = 'not reloaded';
+         window.succeededAt = null;
+         new MutationObserver(() => {
+           const s = document.querySelector('#rollout-state');
+           if (!window.succeededAt && s && s.innerText.includes('succeeded')) window.succeededAt = Date.now();
+         }).observe(document.querySelector('#rollout'), {subtree: true, childList: true, characterData: true});",
+        json!([]),
+    );
+    browser.screenshot(&screenshots().join("rollout-waiting-1400.png"));
+    // edge-a2 comes back: it installs, and the page shows it and the rollout's end by itself.
+    let _a2 = start_agent(dir.path(), &ctl, "edge-a2", &["site=lab"]);
+    browser.wait_for(
+        "the rollout to succeed on the open page",
+        Duration::from_secs(180),
+        "return !!window.succeededAt",
+    );
+    assert_eq!(
+        browser.run("return window.edgefleetMark", json!([])),
+        json!("not reloaded"),
+        "the rollout's page was reloaded"
+    );
+    assert!(
+        browser.text("#rollout").contains("edge-a2"),
+        "edge-a2 on the page"
+    );
+    browser.screenshot(&screenshots().join("rollout-succeeded-1400.png"));
+    // The figure: from the store's update to the page showing it (same machine, same clock).
+    let updated = ctl.rollout(&rollout)["updated_at"].clone();
+    let delay = browser.run(
+        "return window.succeededAt - Date.parse(arguments[0])",
+        json!([updated]),
+    );
+    println!("figure: the rollout's end reached the open page {delay} ms after it was stored");
+
+    // A second rollout waits for edge-a2 again; the operator pauses it from its page.
+    let mut a2_again = _a2;
+    a2_again.terminate(Duration::from_secs(30));
+    wait_until(
+        "edge-a2 to be offline again",
+        Duration::from_secs(60),
+        || {
+            ctl.agents()
+                .iter()
+                .any(|a| a["name"] == "edge-a2" && a["online"] == false)
+        },
+    );
+    let started = ctl.cli_ok(&["rollout", "start", "minilm-l6@fp32", "--waves", "100%"]);
+    let second = started
+        .split_whitespace()
+        .find(|w| w.starts_with("ro-"))
+        .unwrap()
+        .to_string();
+    browser.open(&format!("{console}/rollouts/{second}"));
+    browser.wait_for(
+        "a pause button on the running rollout's page",
+        Duration::from_secs(30),
+        "return !!document.querySelector('form[action$=\"/pause\"] button')",
+    );
+    browser.click("form[action$=\"/pause\"] button");
+    browser.wait_for(
+        "the rollout shown paused",
+        Duration::from_secs(30),
+        "return !!document.querySelector('#rollout-state') && document.querySelector('#rollout-state').innerText.includes('paused')",
+    );
+    assert_eq!(
+        ctl.rollout(&second)["state"],
+        "paused",
+        "the CLI sees it paused"
+    );
+    assert!(
+        ctl.process.log_text().contains("console: rollout control"),
+        "the action is logged with who did it"
+    );
+
+    // Forged POSTs, with the operator's own session: no CSRF token, or another origin.
+    let http = http_client(&ctl.data_dir.join("ca.pem"));
+    let operator_cookie = browser
+        .cookie("__Host-edgefleet-session")
+        .expect("the session cookie");
+    let csrf = csrf_of(&browser);
+    let resume = format!("/rollouts/{second}/resume");
+    assert_eq!(
+        post(
+            &http,
+            &console,
+            &resume,
+            &operator_cookie,
+            Some(&console),
+            &[]
+        ),
+        reqwest::StatusCode::FORBIDDEN,
+        "a POST without the CSRF token"
+    );
+    assert_eq!(
+        post(
+            &http,
+            &console,
+            &resume,
+            &operator_cookie,
+            Some("https://evil.example"),
+            &[("csrf", &csrf)]
+        ),
+        reqwest::StatusCode::FORBIDDEN,
+        "a POST from another origin"
+    );
+    assert_eq!(
+        post(
+            &http,
+            &console,
+            &resume,
+            &operator_cookie,
+            None,
+            &[("csrf", &csrf)]
+        ),
+        reqwest::StatusCode::FORBIDDEN,
+        "a POST with no origin"
+    );
+    assert_eq!(
+        ctl.rollout(&second)["state"],
+        "paused",
+        "none of them resumed it"
+    );
+
+    // Every page, as the operator sees it.
+    look_at(&browser, &console, "/", "fleet", "agents online");
+    look_at(&browser, &console, "/?q=a2", "fleet-search", "edge-a2");
+    let agent_id = ctl
+        .agents()
+        .iter()
+        .find(|a| a["name"] == "edge-a1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    look_at(
+        &browser,
+        &console,
+        &format!("/agents/{agent_id}"),
+        "agent",
+        "Hardware",
+    );
+    look_at(&browser, &console, "/models", "models", "minilm-l6@int8");
+    look_at(&browser, &console, "/rollouts", "rollouts", &second);
+    look_at(
+        &browser,
+        &console,
+        &format!("/rollouts/{second}"),
+        "rollout",
+        "paused",
+    );
+    look_at(&browser, &console, "/runs", "runs", &run_id);
+    let charts = look_at(
+        &browser,
+        &console,
+        &format!("/runs/{run_id}"),
+        "run",
+        "Results",
+    );
+    assert!(charts > 0, "the run's page has the report's charts");
+    look_at(
+        &browser,
+        &console,
+        "/compare?a=minilm-l6%40fp32&b=minilm-l6%40int8",
+        "compare",
+        "Verdicts per device class",
+    );
+    look_at(
+        &browser,
+        &console,
+        "/regressions",
+        "regressions",
+        "Regressions",
+    );
+    look_at(&browser, &console, "/schedules", "schedules", "nightly");
+    look_at(&browser, &console, "/tokens", "tokens", "Create token");
+    // An enrollment token, shown once.
+    browser.open(&format!("{console}/tokens"));
+    browser.type_into("input[name=name]", "edge-new");
+    browser.click("form[action=\"/tokens\"] button");
+    browser.wait_for(
+        "the new token",
+        Duration::from_secs(30),
+        "return !!document.querySelector('code.token')",
+    );
+    let token = browser.text("code.token");
+    assert!(token.starts_with("efe1."), "an enrollment token: {token}");
+
+    // A viewer: the pages, no action, and a forged POST refused where the API refuses it.
+    sign_in(&browser, &console, &viewer_token);
+    browser.open(&format!("{console}/rollouts/{second}"));
+    browser.wait_for(
+        "the rollout's page",
+        Duration::from_secs(30),
+        "return !!document.querySelector('#rollout-state')",
+    );
+    assert!(
+        browser
+            .find("form[action*=\"/rollouts/\"] button")
+            .is_none(),
+        "a viewer's rollout page has no action"
+    );
+    let forged = browser.run_async(
+        "const done = arguments[arguments.length - 1];
+         const body = new URLSearchParams({csrf: document.querySelector('input[name=csrf]').value});
+         fetch(arguments[0], {method: 'POST', body}).then(r => done(r.status), e => done(String(e)));",
+        json!([resume]),
+    );
+    assert_eq!(forged, json!(403), "a viewer's forged resume");
+    // The refusal is the one console error expected: the browser logs the 403.
+    let said = browser.console_log();
+    assert!(
+        said.iter()
+            .all(|l| l.contains("/resume") && l.contains("403")),
+        "{said:#?}"
+    );
+    assert_eq!(ctl.rollout(&second)["state"], "paused");
+    look_at(
+        &browser,
+        &console,
+        "/tokens",
+        "tokens-viewer",
+        "viewer token cannot",
+    );
+
+    // The viewer's token is revoked: the session ends with it.
+    ctl.cli_ok(&["admin", "tokens", "revoke", "watcher"]);
+    browser.open(&format!("{console}/models"));
+    browser.wait_for(
+        "the sign-in page after the token was revoked",
+        Duration::from_secs(30),
+        "return location.pathname === '/sign-in'",
+    );
+    println!("screenshots: {}", screenshots().display());
+}
