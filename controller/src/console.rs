@@ -83,6 +83,9 @@ pub(crate) struct Console {
     sessions: Arc<session::Sessions>,
     /// `https` or `http`: what the browser's `Origin` must start with.
     scheme: &'static str,
+    /// The fleet's counts as last rendered, and when: every open page shows the same, and a
+    /// reconnecting fleet changes them thousands of times a second.
+    fleet_summary: Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
 }
 
 /// Binds the console's listener and serves it until `shutdown`; returns the address bound.
@@ -118,6 +121,7 @@ pub async fn start(
             config.session_lifetime,
         )),
         scheme: if tls.is_some() { "https" } else { "http" },
+        fleet_summary: Arc::default(),
     };
     let router = router(console);
     // Browsers open a few connections each; a page's live stream holds one.

@@ -1,6 +1,6 @@
 //! What an operator does from the console: pause, resume, abort or roll back a rollout,
 //! acknowledge a regression, create an enrollment token. Each is a POST checked by
-//! [`super::guard::post`] (this origin, the session's CSRF token), carried out by the admin
+//! [`super::guard::refuse_post`] (this origin, the session's CSRF token), carried out by the admin
 //! service in-process (authorized there, as the API's calls are), and logged with the token
 //! that made it.
 
@@ -32,7 +32,7 @@ pub(crate) async fn control_rollout(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(refused) = guard::post(&console, &headers, &viewer, &form.csrf) {
+    if let Some(refused) = guard::refuse_post(&console, &headers, &viewer, &form.csrf) {
         return refused;
     }
     if !matches!(action.as_str(), "pause" | "resume" | "abort" | "rollback") {
@@ -65,7 +65,7 @@ pub(crate) async fn acknowledge_regression(
     Path(id): Path<i64>,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(refused) = guard::post(&console, &headers, &viewer, &form.csrf) {
+    if let Some(refused) = guard::refuse_post(&console, &headers, &viewer, &form.csrf) {
         return refused;
     }
     match console
@@ -102,7 +102,7 @@ pub(crate) async fn create_token(
     viewer: Viewer,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    if let Err(refused) = guard::post(&console, &headers, &viewer, &form.csrf) {
+    if let Some(refused) = guard::refuse_post(&console, &headers, &viewer, &form.csrf) {
         return refused;
     }
     let mut labels = std::collections::HashMap::new();

@@ -24,8 +24,8 @@ pub(crate) fn of_records(records: &[ResultRecord]) -> Vec<Markup> {
                 let columns: Vec<&str> = view.columns.iter().map(String::as_str).collect();
                 html! {
                     div.chart-pair {
+                        // The chart draws its own title, and names itself (aria-label).
                         figure.chart id=(view.slug) data-chart=(view.kind) {
-                            figcaption { (view.name) }
                             (layout::svg(&view.svg))
                         }
                         (layout::table(&format!("The numbers of “{}”", view.name), &columns, html! {

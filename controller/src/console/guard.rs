@@ -68,50 +68,98 @@ pub(crate) async fn headers(
     response
 }
 
-/// The request's own origin as the browser would name it: scheme and host (HTTP/2's
-/// `:authority` was copied into `Host` by [`headers`]).
-fn own_origin(console: &Console, headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok())?;
-    Some(format!("{}://{}", console.scheme, host))
+/// Whether a POST's headers show a browser sent it from a page of the console served over
+/// `scheme`: its `Origin` is the request's own (scheme and `Host`; HTTP/2's `:authority` was
+/// copied into `Host` by [`headers`]), and `Sec-Fetch-Site`, where sent, is `same-origin`.
+/// Every browser sends `Origin` with a POST; a request without one is not a page's.
+fn from_own_origin(scheme: &str, headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(origin), Some(host)) = (text("origin"), text("host")) else {
+        return false;
+    };
+    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+        && text("sec-fetch-site").is_none_or(|s| s == "same-origin")
 }
 
-/// Refuses a POST that a browser did not send from this origin: its `Origin` must be ours (every
-/// browser sends one with a POST), and `Sec-Fetch-Site`, where sent, `same-origin`.
-pub(crate) fn same_origin(console: &Console, headers: &HeaderMap) -> Result<(), Response> {
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    let expected = own_origin(console, headers);
-    let site = headers.get("sec-fetch-site").and_then(|s| s.to_str().ok());
-    let ok = matches!((origin, &expected), (Some(o), Some(e)) if o.eq_ignore_ascii_case(e))
-        && site.is_none_or(|s| s == "same-origin");
-    if ok {
-        return Ok(());
+/// The refusal of a POST that a browser did not send from this console's origin (`None`: it
+/// did).
+pub(crate) fn refuse_other_origin(console: &Console, headers: &HeaderMap) -> Option<Response> {
+    if from_own_origin(console.scheme, headers) {
+        return None;
     }
     tracing::warn!(
-        origin = origin.unwrap_or("(none)"),
-        expected = expected.as_deref().unwrap_or("(no host)"),
-        "console refused a POST from another origin"
+        origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("(none)"),
+        "console refused a POST that did not come from its own pages"
     );
-    Err(layout::error_page(
+    Some(layout::error_page(
         StatusCode::FORBIDDEN,
         "refused: this request did not come from a page of this console",
     ))
 }
 
-/// Refuses a POST without this origin and the session's CSRF token.
-pub(crate) fn post(
+/// The refusal of a POST without this origin or without the session's CSRF token (`None`:
+/// it has both).
+pub(crate) fn refuse_post(
     console: &Console,
     headers: &HeaderMap,
     viewer: &Viewer,
     csrf: &str,
-) -> Result<(), Response> {
-    same_origin(console, headers)?;
+) -> Option<Response> {
+    if let Some(refused) = refuse_other_origin(console, headers) {
+        return Some(refused);
+    }
     let expected = viewer.session.csrf.as_bytes();
     if csrf.len() != expected.len() || !bool::from(csrf.as_bytes().ct_eq(expected)) {
         tracing::warn!(token = %viewer.name(), "console refused a POST without its CSRF token");
-        return Err(layout::error_page(
+        return Some(layout::error_page(
             StatusCode::FORBIDDEN,
             "refused: the form's CSRF token is missing or stale; reload the page and try again",
         ));
     }
-    Ok(())
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_post_from_the_consoles_own_origin_passes() {
+        let host = ("host", "127.0.0.1:7480");
+        let own = ("origin", "https://127.0.0.1:7480");
+        assert!(from_own_origin("https", &headers(&[host, own])));
+        assert!(from_own_origin(
+            "https",
+            &headers(&[host, own, ("sec-fetch-site", "same-origin")])
+        ));
+        // Another site, another port, plain HTTP, a sandboxed page, or no origin at all.
+        for origin in [
+            "https://evil.example",
+            "https://127.0.0.1:7481",
+            "http://127.0.0.1:7480",
+            "null",
+        ] {
+            assert!(
+                !from_own_origin("https", &headers(&[host, ("origin", origin)])),
+                "{origin}"
+            );
+        }
+        assert!(!from_own_origin("https", &headers(&[host])));
+        assert!(!from_own_origin("https", &headers(&[own])));
+        assert!(!from_own_origin(
+            "https",
+            &headers(&[host, own, ("sec-fetch-site", "cross-site")])
+        ));
+    }
 }

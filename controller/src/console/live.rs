@@ -163,12 +163,10 @@ pub(crate) async fn events(
                         Ok(change) if change.concerns(&topic) => {
                             tokio::time::sleep(part.settle()).await;
                             // What arrived meanwhile is covered by the render to come.
-                            loop {
-                                match watched.try_recv() {
-                                    Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
-                                    Err(_) => break,
-                                }
-                            }
+                            while let Ok(_)
+                            | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                                watched.try_recv()
+                            {}
                             break;
                         }
                         Ok(_) => {}

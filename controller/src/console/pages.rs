@@ -166,8 +166,28 @@ fn fleet_summary(data: &FleetData) -> Markup {
     }
 }
 
+/// How long one rendering of the fleet's counts serves every page that asks.
+const FLEET_SUMMARY_REUSED: std::time::Duration = std::time::Duration::from_millis(300);
+
 pub(crate) async fn fleet_summary_part(console: &Console) -> Result<Markup, Response> {
-    Ok(fleet_summary(&fleet_data(console).await?))
+    let recent = {
+        let held = console
+            .fleet_summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        held.as_ref()
+            .filter(|(at, _)| at.elapsed() < FLEET_SUMMARY_REUSED)
+            .map(|(_, html)| maud::PreEscaped(html.clone()))
+    };
+    if let Some(markup) = recent {
+        return Ok(markup);
+    }
+    let markup = fleet_summary(&fleet_data(console).await?);
+    *console
+        .fleet_summary
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), markup.0.clone()));
+    Ok(markup)
 }
 
 pub(crate) async fn fleet(
@@ -447,7 +467,7 @@ fn done_of(r: &RolloutStatus) -> usize {
 
 pub(crate) async fn rollouts_part(console: &Console, viewer: &Viewer) -> Result<Markup, Response> {
     let mut list = list_rollouts(console, viewer, "").await?;
-    list.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
+    list.sort_by_key(|r| std::cmp::Reverse(r.created_unix_ms));
     Ok(html! {
         @if list.is_empty() {
             (empty("No rollouts yet.", "edgefleet rollout start NAME@VERSION --waves 10%,100% --select hw=rpi5"))
@@ -525,6 +545,9 @@ pub(crate) async fn rollout_part(
             .or_default() += 1;
     }
     let failed_devices = r.targets.iter().filter(|t| t.state == "failed").count();
+    // Failures first, then by wave and name.
+    let mut targets: Vec<_> = r.targets.iter().collect();
+    targets.sort_by_key(|t| (t.state != "failed", t.wave, t.agent_name.clone()));
     let names: HashMap<&str, &str> = r
         .targets
         .iter()
@@ -590,8 +613,6 @@ pub(crate) async fn rollout_part(
         @if r.targets.len() > ROLLOUT_DEVICES_SHOWN {
             p.muted { "The first " (ROLLOUT_DEVICES_SHOWN) " of " (r.targets.len()) " devices, failures first." }
         }
-        @let mut targets: Vec<_> = r.targets.iter().collect();
-        @let _ = targets.sort_by_key(|t| (t.state != "failed", t.wave, t.agent_name.clone()));
         (table("Devices", &["Device", "Wave", "State", "Connection", "Previous version", "Health", "Fetched", "Error"], html! {
             @for t in targets.iter().take(ROLLOUT_DEVICES_SHOWN) {
                 tr {
@@ -599,7 +620,7 @@ pub(crate) async fn rollout_part(
                     td.num { (t.wave + 1) }
                     td { (state(&t.state)) }
                     td { (state(if t.online { "online" } else { "offline" })) }
-                    td { code { (t.previous_version) } }
+                    td { @if t.previous_version.is_empty() { span.muted { "none" } } @else { code { (t.previous_version) } } }
                     td { (t.health) }
                     td.num { (bytes(t.fetched_bytes.max(t.served_bytes))) }
                     td { (t.error) }
@@ -754,15 +775,25 @@ pub(crate) async fn compare(
     } else {
         None
     };
+    // The registered versions and the newest runs, offered as the inputs are typed.
+    let ctl = console.ctl.clone();
+    let (models, runs) = ok_or_return!(
+        blocking(move || Ok((ctl.store.models()?, ctl.store.recent_runs(20)?))).await
+    );
     let body = html! {
         h1 { "Compare" }
+        datalist #sides {
+            @for m in &models { option value=(format!("{}@{}", m.name, m.version)) {} }
+            @for r in &runs { option value=(r.id) { (r.suite) } }
+        }
         form.stack method="get" action="/compare" {
-            label { "A (baseline): model@version or a run id" input type="text" name="a" value=(query.a) required; }
-            label { "B (candidate)" input type="text" name="b" value=(query.b) required; }
+            label { "A (baseline): model@version or a run id" input type="text" name="a" list="sides" value=(query.a) required; }
+            label { "B (candidate)" input type="text" name="b" list="sides" value=(query.b) required; }
             label { "Metric"
                 select name="metric" {
-                    @for (value, name) in [("", "p90 latency (default)"), ("p50", "p50 latency"), ("p99", "p99 latency"), ("throughput", "throughput"), ("memory", "peak memory"), ("energy", "energy per inference")] {
-                        option value=(value) selected[query.metric == value] { (name) }
+                    option value="" selected[query.metric.is_empty()] { "default (p50 latency)" }
+                    @for metric in crate::compare::Metric::ALL {
+                        option value=(metric.name()) selected[query.metric == metric.name()] { (metric.name()) " (" (metric.unit()) ")" }
                     }
                 }
             }

@@ -290,7 +290,7 @@ pub(crate) async fn sign_in(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    if let Err(refused) = guard::same_origin(&console, &headers) {
+    if let Some(refused) = guard::refuse_other_origin(&console, &headers) {
         return refused;
     }
     let next = safe_next(form.next.as_deref());
@@ -349,7 +349,7 @@ pub(crate) async fn sign_out(
     viewer: Viewer,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = guard::post(&console, &headers, &viewer, &form.csrf) {
+    if let Some(refused) = guard::refuse_post(&console, &headers, &viewer, &form.csrf) {
         return refused;
     }
     if let Some(id) = cookie_value(&headers, COOKIE) {

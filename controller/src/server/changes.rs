@@ -162,6 +162,79 @@ fn announcement(replica: &str, topics: BTreeSet<Arc<str>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::{admission, replicas::ReplicaSettings, Controller, Security, Settings};
+
+    fn replica(dir: &std::path::Path, url: &str, id: &str) -> Controller {
+        let settings = Settings {
+            security: Security::Insecure {
+                shared_token: "t".into(),
+            },
+            heartbeat_interval: Duration::from_secs(5),
+            limits: admission::ConnectionLimits::default(),
+            retention: None,
+            max_stream_age: None,
+        };
+        Controller::open_on(&dir.join(id), Some(url), None, settings)
+            .unwrap()
+            .as_replica(ReplicaSettings {
+                id: id.into(),
+                address: format!("{id}:1"),
+                lease: Duration::from_secs(10),
+            })
+            .unwrap()
+    }
+
+    /// Waits for a change on `watcher` that `matches`, for at most 30 s.
+    async fn heard(
+        watcher: &mut broadcast::Receiver<Change>,
+        matches: impl Fn(&Change) -> bool,
+    ) -> Change {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match watcher.recv().await {
+                    Ok(change) if matches(&change) => return change,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => panic!("the feed closed"),
+                }
+            }
+        })
+        .await
+        .expect("the change within 30 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_on_one_replica_reaches_the_watchers_of_another_through_postgresql() {
+        let url = edgefleet_test_postgres::cluster().database("changes");
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            replica(dir.path(), &url, "a"),
+            replica(dir.path(), &url, "b"),
+        );
+        let mut on_a = a.changes.watch();
+        let mut on_b = b.changes.watch();
+        let stop = CancellationToken::new();
+        tokio::spawn(relay(a.clone(), stop.clone()));
+        tokio::spawn(relay(b.clone(), stop.clone()));
+        // Each says "everything changed" once it listens (what was announced before is lost).
+        heard(&mut on_a, |c| c.relayed && &*c.topic == EVERYTHING).await;
+        heard(&mut on_b, |c| c.relayed && &*c.topic == EVERYTHING).await;
+
+        a.changes.rollout("r1");
+        let got = heard(&mut on_b, |c| c.relayed).await;
+        assert_eq!(&*got.topic, "rollout/r1");
+        assert!(got.concerns("rollout/r1"));
+        // A replica is not told its own changes again: b hears a's, then a hears b's next one
+        // with no echo of its own before it (one channel's notifications arrive in order).
+        a.changes.publish(REGRESSIONS);
+        assert_eq!(&*heard(&mut on_b, |c| c.relayed).await.topic, REGRESSIONS);
+        b.changes.publish(FLEET);
+        let next = heard(&mut on_a, |c| c.relayed).await;
+        assert_eq!(
+            &*next.topic, FLEET,
+            "a heard its own change again: {next:?}"
+        );
+        stop.cancel();
+    }
 
     #[test]
     fn an_announcement_lists_its_topics_or_says_everything_when_they_do_not_fit() {

@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgefleet_e2e::sim::{connect_admin, Admin};
-use edgefleet_e2e::{bare_link, metrics, sim, Controller, SIMULATED_FLEET_LIMITS};
+use edgefleet_e2e::{bare_link, console_probe, metrics, sim, Controller, SIMULATED_FLEET_LIMITS};
 use edgefleet_proto::v1::agent_link_client::AgentLinkClient;
 use edgefleet_proto::v1::{
     agent_message, controller_message, job_result, AgentMessage, ControllerMessage,
@@ -124,6 +124,8 @@ struct Args {
     /// `--failovers-only` (with `--replicas`): straight from connecting to the two failovers,
     /// without the run and the first rollout.
     failovers_only: bool,
+    /// `--console`: the web console's figures with the fleet connected, then stop.
+    console: bool,
 }
 
 fn args() -> Args {
@@ -134,6 +136,7 @@ fn args() -> Args {
         database: None,
         replicas: 1,
         failovers_only: false,
+        console: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -156,9 +159,14 @@ fn args() -> Args {
                 i += 1;
                 continue;
             }
+            "--console" => {
+                a.console = true;
+                i += 1;
+                continue;
+            }
             other => panic!(
                 "unknown flag {other} (--agents N, --heartbeat-s S, --window-s S, --database URL, \
-                 --replicas N, --failovers-only)"
+                 --replicas N, --failovers-only, --console)"
             ),
         }
         i += 2;
@@ -1107,6 +1115,68 @@ fn report(
     });
 }
 
+/// `--console`: the web console with the fleet connected (`edgefleet_e2e::console_probe`), the
+/// Fleet page's time weighed against the admin API's `ListAgents` of the same fleet.
+async fn console_figures(ctl: &Controller, n: usize, figures: &mut Vec<Figure>) {
+    let (_, mut admin, _) = connect_admin(ctl).await;
+    let mut list_ms = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        admin
+            .list_agents(ListAgentsRequest {})
+            .await
+            .expect("ListAgents");
+        list_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let console = ctl.console_address();
+    let ca = console_probe::ca_of(&ctl.data_dir);
+    let token = ctl.operator_token();
+    let pid = ctl.process.child.id();
+    let seen =
+        tokio::task::spawn_blocking(move || console_probe::measure(&console, &ca, &token, pid))
+            .await
+            .expect("the console's figures");
+    let page = console_probe::median(&seen.page_ms);
+    let list = console_probe::median(&list_ms);
+    report(
+        figures,
+        "Fleet page, server (GET / over HTTPS, median of 20)",
+        format!(
+            "{page:.0} ms for {n} agents ({} KB; the admin API's ListAgents of the same fleet: {list:.0} ms, the page {:.2}x it)",
+            seen.page_bytes / 1024,
+            page / list
+        ),
+        "<= 200 ms",
+        Some(page <= 200.0),
+    );
+    let usable: Vec<f64> = seen.browser_ms.iter().map(|t| t[1]).collect();
+    let loaded: Vec<f64> = seen.browser_ms.iter().map(|t| t[2]).collect();
+    let usable = console_probe::median(&usable);
+    report(
+        figures,
+        "Fleet page usable in Chromium (DOMContentLoaded, median of 5)",
+        format!(
+            "{usable:.0} ms (load end {:.0} ms)",
+            console_probe::median(&loaded)
+        ),
+        "<= 1 s",
+        Some(usable <= 1000.0),
+    );
+    let grown = seen.rss_with_pages as f64 / 1e6 - seen.rss_before as f64 / 1e6;
+    report(
+        figures,
+        "controller memory, ten console pages open (live streams)",
+        format!(
+            "+{grown:.1} MB ({:.0} -> {:.0} MB; {} live streams)",
+            seen.rss_before as f64 / 1e6,
+            seen.rss_with_pages as f64 / 1e6,
+            seen.live_streams
+        ),
+        "<= 10 MB",
+        Some(grown <= 10.0),
+    );
+}
+
 /// The figures as a Markdown table, for the summary.
 fn print_table(figures: &[Figure]) {
     println!("| figure | measured | goal | met? |\n|---|---|---|---|");
@@ -1161,6 +1231,11 @@ async fn main() {
             &["--metrics-listen", "127.0.0.1:0"][..],
             &SIMULATED_FLEET_LIMITS[..],
             &database[..],
+            if args.console {
+                &["--console-listen", "127.0.0.1:0"][..]
+            } else {
+                &[][..]
+            },
         ]
         .concat(),
     );
@@ -1258,6 +1333,13 @@ async fn main() {
         "(none set)",
         None,
     );
+    if args.console {
+        console_figures(&ctl, n, &mut figures).await;
+        print_table(&figures);
+        let _ = stop_tx.send(true);
+        drop(tasks);
+        return;
+    }
     let (count, p50, p99, max) = shared.delays();
     report(
         &mut figures,

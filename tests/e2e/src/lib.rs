@@ -3,6 +3,7 @@
 
 pub mod bare_link;
 pub mod browser;
+pub mod console_probe;
 pub mod debian_root;
 pub mod fake_clock;
 pub mod fault_proxy;
@@ -450,6 +451,28 @@ impl Controller {
             cmd.arg("--insecure");
         }
         cmd.output().expect("run edgefleet")
+    }
+
+    /// The web console's address (`https://127.0.0.1:PORT`) of a controller started with
+    /// `--console-listen`, from its log.
+    pub fn console_address(&self) -> String {
+        let said = "web console served at ";
+        self.process.wait_for_log(said, Duration::from_secs(60));
+        let log = self.process.log_text();
+        let at = log.find(said).expect("the console's line") + said.len();
+        log[at..]
+            .split_whitespace()
+            .next()
+            .expect("an address")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The operator token `serve` wrote into its credentials file.
+    pub fn operator_token(&self) -> String {
+        let text = std::fs::read_to_string(&self.credentials).expect("credentials");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("credentials JSON");
+        value["token"].as_str().expect("a token").to_string()
     }
 
     /// A fresh one-time enrollment token for an agent named `name`.

@@ -29,29 +29,6 @@ min_duration_s = 1
 max_duration_s = 5
 "#;
 
-/// The console's address, from the controller's log.
-fn console_address(ctl: &Controller) -> String {
-    ctl.process
-        .wait_for_log("web console served at https://", Duration::from_secs(60));
-    let log = ctl.process.log_text();
-    let at = log
-        .find("web console served at ")
-        .expect("the console line")
-        + 22;
-    log[at..]
-        .split_whitespace()
-        .next()
-        .expect("an address")
-        .trim_end_matches('/')
-        .to_string()
-}
-
-fn operator_token(ctl: &Controller) -> String {
-    let text = std::fs::read_to_string(&ctl.credentials).expect("credentials");
-    let value: Value = serde_json::from_str(&text).expect("credentials JSON");
-    value["token"].as_str().expect("a token").to_string()
-}
-
 fn sign_in(browser: &Session, console: &str, token: &str) {
     browser.delete_cookies();
     browser.open(&format!("{console}/sign-in"));
@@ -185,7 +162,7 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
         "127.0.0.1:0",
         &["--console-listen", "127.0.0.1:0"],
     );
-    let console = console_address(&ctl);
+    let console = ctl.console_address();
     for quant in ["fp32", "int8"] {
         ctl.add_cached_model(
             &format!("models/minilm-l6/model.{quant}.onnx"),
@@ -245,7 +222,23 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
 
     let driver = Driver::start();
     let browser = driver.session(1400, 900);
-    sign_in(&browser, &console, &operator_token(&ctl));
+    // Pages need a session; a token that is not this controller's gets none.
+    browser.open(&format!("{console}/rollouts"));
+    browser.wait_for(
+        "the sign-in page in place of the rollouts",
+        Duration::from_secs(30),
+        "return location.pathname === '/sign-in' && !!document.querySelector('#token')",
+    );
+    browser.type_into("#token", "efa1.not-a-token");
+    browser.click("main form button[type=submit]");
+    browser.wait_for(
+        "the sign-in page saying why",
+        Duration::from_secs(30),
+        "return document.body.innerText.includes('not an admin token')",
+    );
+    assert!(browser.cookie("__Host-edgefleet-session").is_none());
+    let _ = browser.console_log(); // The refused sign-in's 401.
+    sign_in(&browser, &console, &ctl.operator_token());
 
     // The rollout's page, marked: the mark survives only if the page is never reloaded.
     browser.open(&format!("{console}/rollouts/{rollout}"));
