@@ -70,6 +70,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             metrics_listen,
             console_listen,
             console_plain_http,
+            console_origin,
         } => {
             serve::run(serve::ServeOptions {
                 listen,
@@ -99,7 +100,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 heartbeat: Duration::from_secs(heartbeat_s.max(1)),
                 metrics_listen,
                 console: console_listen.map(|listen| {
-                    edgefleet_controller::console::ConsoleConfig::new(listen, console_plain_http)
+                    edgefleet_controller::console::ConsoleConfig::new(
+                        listen,
+                        console_plain_http,
+                        console_origin,
+                    )
                 }),
             })
             .await

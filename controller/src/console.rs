@@ -45,16 +45,20 @@ pub struct ConsoleConfig {
     /// Plain HTTP (`--console-plain-http`, for a TLS-terminating proxy in front, or an
     /// `--insecure` controller, which has no certificate).
     pub plain_http: bool,
+    /// The origin browsers reach the console at when it is not this listener's own (a proxy in
+    /// front: `--console-origin https://console.example`); a POST must come from it.
+    pub public_origin: Option<String>,
     /// How long a session lasts without a request, and at most.
     pub session_idle: Duration,
     pub session_lifetime: Duration,
 }
 
 impl ConsoleConfig {
-    pub fn new(listen: String, plain_http: bool) -> ConsoleConfig {
+    pub fn new(listen: String, plain_http: bool, public_origin: Option<String>) -> ConsoleConfig {
         ConsoleConfig {
             listen,
             plain_http,
+            public_origin: public_origin.map(|o| o.trim_end_matches('/').to_string()),
             session_idle: Duration::from_secs(30 * 60),
             session_lifetime: Duration::from_secs(12 * 3600),
         }
@@ -73,6 +77,8 @@ pub enum ConsoleError {
     NoCertificate,
     #[error("cannot set up the console's TLS: {0}")]
     Tls(String),
+    #[error("--console-plain-http on {0}, which is not a loopback address, needs --console-origin https://… (the address of the proxy that terminates TLS in front of it): browsers keep the session cookie only over HTTPS")]
+    PlainHttpInTheOpen(String),
 }
 
 /// What every handler shares.
@@ -83,6 +89,10 @@ pub(crate) struct Console {
     sessions: Arc<session::Sessions>,
     /// `https` or `http`: what the browser's `Origin` must start with.
     scheme: &'static str,
+    /// `--console-origin`: the one origin POSTs must come from (otherwise scheme and `Host`).
+    public_origin: Option<String>,
+    /// Refusals logged at most ten a minute (anyone can send them).
+    refusals: Arc<std::sync::Mutex<crate::server::admission::LogBudget>>,
     /// The fleet's counts as last rendered, and when: every open page shows the same, and a
     /// reconnecting fleet changes them thousands of times a second.
     fleet_summary: Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
@@ -95,6 +105,9 @@ pub async fn start(
     limits: &ConnectionLimits,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, ConsoleError> {
+    if config.plain_http && config.public_origin.is_none() && !is_loopback(&config.listen) {
+        return Err(ConsoleError::PlainHttpInTheOpen(config.listen));
+    }
     let tls = match (&controller.authority, config.plain_http) {
         (_, true) => None,
         (None, false) => return Err(ConsoleError::NoCertificate),
@@ -121,6 +134,10 @@ pub async fn start(
             config.session_lifetime,
         )),
         scheme: if tls.is_some() { "https" } else { "http" },
+        public_origin: config.public_origin,
+        refusals: Arc::new(std::sync::Mutex::new(
+            crate::server::admission::LogBudget::new(10, Duration::from_secs(60)),
+        )),
         fleet_summary: Arc::default(),
     };
     let router = router(console);
@@ -135,6 +152,26 @@ pub async fn start(
     );
     tokio::spawn(serve(listener, admission, router, tls, shutdown));
     Ok(bound)
+}
+
+/// Whether `listen` is a loopback address (`127.0.0.1:7480`, `[::1]:7480`, `localhost:7480`).
+fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<SocketAddr>() {
+        Ok(address) => address.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host == "localhost"),
+    }
+}
+
+impl Console {
+    /// Whether a refusal may be logged now (`Some(n)`: `n` were left out since the last one).
+    pub(crate) fn may_log_refusal(&self) -> Option<u64> {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(std::time::Instant::now())
+    }
 }
 
 fn router(console: Console) -> Router {

@@ -75,6 +75,8 @@ impl ObjectStoreArgs {
     }
 }
 
+// `serve`'s flags make its variant large; the command is parsed once, at start.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run the controller: the server agents dial and the CLI talks to.
@@ -235,6 +237,15 @@ pub(crate) enum Command {
         /// --insecure controller, which has no certificate.
         #[arg(long, requires = "console_listen", help_heading = "Web console")]
         console_plain_http: bool,
+        /// The address browsers reach the console at when a proxy in front terminates TLS,
+        /// e.g. https://console.example (its forms must be posted from there).
+        #[arg(
+            long,
+            value_name = "URL",
+            requires = "console_listen",
+            help_heading = "Web console"
+        )]
+        console_origin: Option<String>,
     },
     /// List the controllers serving this fleet: each replica on the shared database, the agents
     /// it holds, which one leads, when each was last heard from.

@@ -72,28 +72,37 @@ pub(crate) async fn headers(
 /// `scheme`: its `Origin` is the request's own (scheme and `Host`; HTTP/2's `:authority` was
 /// copied into `Host` by [`headers`]), and `Sec-Fetch-Site`, where sent, is `same-origin`.
 /// Every browser sends `Origin` with a POST; a request without one is not a page's.
-fn from_own_origin(scheme: &str, headers: &HeaderMap) -> bool {
+/// With `public` (`--console-origin`, a proxy in front), `Origin` must be that one instead.
+fn from_own_origin(scheme: &str, public: Option<&str>, headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(origin), Some(host)) = (text("origin"), text("host")) else {
+    let Some(origin) = text("origin") else {
         return false;
     };
-    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+    let expected = match (public, text("host")) {
+        (Some(public), _) => public.to_string(),
+        (None, Some(host)) => format!("{scheme}://{host}"),
+        (None, None) => return false,
+    };
+    origin.eq_ignore_ascii_case(&expected)
         && text("sec-fetch-site").is_none_or(|s| s == "same-origin")
 }
 
 /// The refusal of a POST that a browser did not send from this console's origin (`None`: it
 /// did).
 pub(crate) fn refuse_other_origin(console: &Console, headers: &HeaderMap) -> Option<Response> {
-    if from_own_origin(console.scheme, headers) {
+    if from_own_origin(console.scheme, console.public_origin.as_deref(), headers) {
         return None;
     }
-    tracing::warn!(
-        origin = headers
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .unwrap_or("(none)"),
-        "console refused a POST that did not come from its own pages"
-    );
+    if let Some(left_out) = console.may_log_refusal() {
+        tracing::warn!(
+            origin = headers
+                .get(header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .unwrap_or("(none)"),
+            left_out,
+            "console refused a POST that did not come from its own pages"
+        );
+    }
     Some(layout::error_page(
         StatusCode::FORBIDDEN,
         "refused: this request did not come from a page of this console",
@@ -138,9 +147,10 @@ mod tests {
     fn only_a_post_from_the_consoles_own_origin_passes() {
         let host = ("host", "127.0.0.1:7480");
         let own = ("origin", "https://127.0.0.1:7480");
-        assert!(from_own_origin("https", &headers(&[host, own])));
+        assert!(from_own_origin("https", None, &headers(&[host, own])));
         assert!(from_own_origin(
             "https",
+            None,
             &headers(&[host, own, ("sec-fetch-site", "same-origin")])
         ));
         // Another site, another port, plain HTTP, a sandboxed page, or no origin at all.
@@ -151,15 +161,21 @@ mod tests {
             "null",
         ] {
             assert!(
-                !from_own_origin("https", &headers(&[host, ("origin", origin)])),
+                !from_own_origin("https", None, &headers(&[host, ("origin", origin)])),
                 "{origin}"
             );
         }
-        assert!(!from_own_origin("https", &headers(&[host])));
-        assert!(!from_own_origin("https", &headers(&[own])));
+        assert!(!from_own_origin("https", None, &headers(&[host])));
+        assert!(!from_own_origin("https", None, &headers(&[own])));
         assert!(!from_own_origin(
             "https",
+            None,
             &headers(&[host, own, ("sec-fetch-site", "cross-site")])
         ));
+        // Behind a proxy: the proxy's origin, whatever the Host the proxy sends on.
+        let public = Some("https://console.example");
+        let proxied = ("origin", "https://console.example");
+        assert!(from_own_origin("http", public, &headers(&[host, proxied])));
+        assert!(!from_own_origin("http", public, &headers(&[host, own])));
     }
 }

@@ -148,7 +148,8 @@ pub(crate) async fn events(
                     }
                 }
                 Err(_) => {
-                    let _ = tx.send(Event::default().event("gone").data("")).await;
+                    // (An event with no data is never dispatched by a browser.)
+                    let _ = tx.send(Event::default().event("gone").data("1")).await;
                     return;
                 }
             }
@@ -170,15 +171,26 @@ pub(crate) async fn events(
                             break;
                         }
                         Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => break,
+                        // Changes came faster than they were read: look again, as for a
+                        // change of this part, after letting them settle.
+                        Err(RecvError::Lagged(_)) => {
+                            tokio::time::sleep(part.settle()).await;
+                            while let Ok(_)
+                            | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                                watched.try_recv()
+                            {}
+                            break;
+                        }
                         Err(RecvError::Closed) => return,
                     },
                 }
             }
-            match viewer_of(&console, &headers).await {
+            match viewer_of(&console, &headers, false).await {
                 Ok(fresh) => viewer = fresh,
                 Err(_) => {
-                    let _ = tx.send(Event::default().event("signed-out").data("")).await;
+                    let _ = tx
+                        .send(Event::default().event("signed-out").data("1"))
+                        .await;
                     return;
                 }
             }

@@ -23,8 +23,11 @@ use crate::trust::tokens::Role;
 /// The session cookie's name; `__Host-`: only set over HTTPS, for this host and path `/`.
 const COOKIE: &str = "__Host-edgefleet-session";
 
-/// Sessions kept at most (a sign-in past this, with none expired, is refused).
+/// Sessions kept at most; past it, the least recently used makes way.
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions of one token kept at most; past it, that token's least recently used makes way (a
+/// script signing in again and again cannot crowd out everyone else's).
+const MAX_SESSIONS_PER_TOKEN: usize = 16;
 
 /// One signed-in browser.
 #[derive(Debug)]
@@ -61,18 +64,37 @@ impl Sessions {
 
     fn expired(&self, session: &Session, now: Instant) -> bool {
         let last = *session.last_used.lock().unwrap_or_else(|p| p.into_inner());
-        now.duration_since(session.created) > self.lifetime || now.duration_since(last) > self.idle
+        now.saturating_duration_since(session.created) > self.lifetime
+            || now.saturating_duration_since(last) > self.idle
     }
 
-    /// A new session for the token; its id, or `None` when the console holds too many.
-    fn create(&self, token_hash: String, token_name: String) -> Option<String> {
+    /// A new session for the token: its id. Expired sessions are dropped first; then, if the
+    /// token or the console holds too many, the least recently used of them.
+    fn create(&self, token_hash: String, token_name: String) -> String {
         let now = Instant::now();
         let mut sessions = self.lock();
-        if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, s| !self.expired(s, now));
-            if sessions.len() >= MAX_SESSIONS {
-                return None;
+        sessions.retain(|_, s| !self.expired(s, now));
+        let last_used = |s: &Session| *s.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        let evict_oldest = |sessions: &mut HashMap<String, Arc<Session>>, same_token: bool| {
+            let oldest = sessions
+                .iter()
+                .filter(|(_, s)| !same_token || s.token_hash == token_hash)
+                .min_by_key(|(_, s)| last_used(s))
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                sessions.remove(&id);
             }
+        };
+        while sessions
+            .values()
+            .filter(|s| s.token_hash == token_hash)
+            .count()
+            >= MAX_SESSIONS_PER_TOKEN
+        {
+            evict_oldest(&mut sessions, true);
+        }
+        while sessions.len() >= MAX_SESSIONS {
+            evict_oldest(&mut sessions, false);
         }
         let id = random_hex();
         sessions.insert(
@@ -85,19 +107,25 @@ impl Sessions {
                 last_used: Mutex::new(now),
             }),
         );
-        Some(id)
+        id
     }
 
-    /// The session, if it has not expired (its idle time starts again).
-    fn get(&self, id: &str) -> Option<Arc<Session>> {
-        let now = Instant::now();
+    /// The session, if it has not expired; a person's request (`touch`) starts its idle time
+    /// again, a page's own live updates and polls do not.
+    fn get(&self, id: &str, touch: bool) -> Option<Arc<Session>> {
+        self.get_at(id, touch, Instant::now())
+    }
+
+    fn get_at(&self, id: &str, touch: bool, now: Instant) -> Option<Arc<Session>> {
         let mut sessions = self.lock();
         let session = sessions.get(id)?.clone();
         if self.expired(&session, now) {
             sessions.remove(id);
             return None;
         }
-        *session.last_used.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        if touch {
+            *session.last_used.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        }
         Some(session)
     }
 
@@ -173,12 +201,17 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// The session the request's cookie names, checked against the store.
-pub(crate) async fn viewer_of(console: &Console, headers: &HeaderMap) -> Result<Viewer, String> {
+/// The session the request's cookie names, checked against the store; `touch`: a person's
+/// request, which starts the session's idle time again.
+pub(crate) async fn viewer_of(
+    console: &Console,
+    headers: &HeaderMap,
+    touch: bool,
+) -> Result<Viewer, String> {
     let Some(id) = cookie_value(headers, COOKIE) else {
         return Err(String::new());
     };
-    let Some(session) = console.sessions.get(id) else {
+    let Some(session) = console.sessions.get(id, touch) else {
         return Err(String::new());
     };
     let store = console.ctl.store.clone();
@@ -205,7 +238,9 @@ impl FromRequestParts<Console> for Viewer {
         parts: &mut Parts,
         console: &Console,
     ) -> Result<Self, Self::Rejection> {
-        match viewer_of(console, &parts.headers).await {
+        // A page's live updates and polls keep no session alive by themselves.
+        let by_page = parts.uri.path().starts_with("/part/") || parts.uri.path() == "/events";
+        match viewer_of(console, &parts.headers, !by_page).await {
             Ok(viewer) => {
                 // A signed-in browser's connection may stay open (a page's live stream).
                 if let Some(slot) = parts.extensions.get::<super::ConnectionSlot>() {
@@ -214,9 +249,7 @@ impl FromRequestParts<Console> for Viewer {
                 Ok(viewer)
             }
             Err(e) if e.is_empty() => Err(NotSignedIn::Gone {
-                page: parts.method == axum::http::Method::GET
-                    && !parts.uri.path().starts_with("/part/")
-                    && parts.uri.path() != "/events",
+                page: parts.method == axum::http::Method::GET && !by_page,
                 next: parts
                     .uri
                     .path_and_query()
@@ -239,10 +272,19 @@ fn encode_next(next: &str) -> String {
         .collect()
 }
 
-/// A path of this console to go to after signing in (anything else goes to the fleet).
+/// A path of this console to go to after signing in (anything else goes to the fleet). Only
+/// visible ASCII: a browser drops tabs and line breaks from a URL, so `/\t/evil.example` would
+/// become `//evil.example`, another site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| (0x21..=0x7e).contains(&b)) =>
+        {
+            n.into()
+        }
         _ => "/".into(),
     }
 }
@@ -308,7 +350,12 @@ pub(crate) async fn sign_in(
     let name = match found {
         Ok(Ok(Some((name, _)))) => name,
         Ok(Ok(None)) => {
-            tracing::warn!("console sign-in refused: the token is not valid here");
+            if let Some(left_out) = console.may_log_refusal() {
+                tracing::warn!(
+                    left_out,
+                    "console sign-in refused: the token is not valid here"
+                );
+            }
             return sign_in_form(
                 StatusCode::UNAUTHORIZED,
                 &next,
@@ -322,12 +369,7 @@ pub(crate) async fn sign_in(
         }
         Err(e) => return layout::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let Some(id) = console.sessions.create(hash, name.clone()) else {
-        return layout::error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many console sessions are open; try again later",
-        );
-    };
+    let id = console.sessions.create(hash, name.clone());
     tracing::info!(token = %name, "console sign-in");
     let cookie = format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict");
     let mut response = Redirect::to(&next).into_response();
@@ -373,33 +415,72 @@ mod tests {
     #[test]
     fn a_session_ends_when_idle_or_old_and_at_sign_out() {
         let sessions = Sessions::new(Duration::from_millis(50), Duration::from_secs(3600));
-        let id = sessions.create("h".into(), "ops".into()).unwrap();
-        assert_eq!(sessions.get(&id).unwrap().token_name, "ops");
-        assert!(sessions.get("not-an-id").is_none());
+        let id = sessions.create("h".into(), "ops".into());
+        assert_eq!(sessions.get(&id, true).unwrap().token_name, "ops");
+        assert!(sessions.get("not-an-id", true).is_none());
         std::thread::sleep(Duration::from_millis(80));
-        assert!(sessions.get(&id).is_none(), "idle past its limit");
+        assert!(sessions.get(&id, true).is_none(), "idle past its limit");
         assert_eq!(sessions.len(), 0);
 
         let old = Sessions::new(Duration::from_secs(3600), Duration::from_millis(50));
-        let id = old.create("h".into(), "ops".into()).unwrap();
+        let id = old.create("h".into(), "ops".into());
         std::thread::sleep(Duration::from_millis(80));
-        assert!(old.get(&id).is_none(), "past its lifetime even in use");
+        assert!(
+            old.get(&id, true).is_none(),
+            "past its lifetime even in use"
+        );
 
-        let id = sessions.create("h".into(), "ops".into()).unwrap();
+        let id = sessions.create("h".into(), "ops".into());
         sessions.remove(&id);
-        assert!(sessions.get(&id).is_none());
+        assert!(sessions.get(&id, true).is_none());
+    }
+
+    #[test]
+    fn a_page_left_open_does_not_keep_its_session_alive() {
+        let minute = Duration::from_secs(60);
+        let sessions = Sessions::new(30 * minute, 12 * 60 * minute);
+        let id = sessions.create("h".into(), "ops".into());
+        let start = sessions.get(&id, false).unwrap().created;
+        // A click at minute 10 starts the idle time again; live updates every minute do not.
+        assert!(sessions.get_at(&id, true, start + 10 * minute).is_some());
+        for m in 11..=40 {
+            assert!(
+                sessions.get_at(&id, false, start + m * minute).is_some(),
+                "a live update at minute {m}"
+            );
+        }
+        assert!(
+            sessions.get_at(&id, false, start + 41 * minute).is_none(),
+            "31 minutes after the last click"
+        );
+    }
+
+    #[test]
+    fn one_token_signing_in_again_and_again_keeps_sixteen_sessions() {
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let other = sessions.create("other".into(), "b".into());
+        let first = sessions.create("h".into(), "a".into());
+        for _ in 0..100 {
+            sessions.create("h".into(), "a".into());
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS_PER_TOKEN + 1);
+        assert!(sessions.get(&first, true).is_none(), "the oldest made way");
+        assert!(
+            sessions.get(&other, true).is_some(),
+            "another token's session stays"
+        );
     }
 
     #[test]
     fn ids_and_csrf_tokens_are_random_and_distinct() {
         let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
-        let a = sessions.create("h".into(), "a".into()).unwrap();
-        let b = sessions.create("h".into(), "b".into()).unwrap();
+        let a = sessions.create("h".into(), "a".into());
+        let b = sessions.create("h".into(), "b".into());
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
         assert_ne!(
-            sessions.get(&a).unwrap().csrf,
-            sessions.get(&b).unwrap().csrf
+            sessions.get(&a, true).unwrap().csrf,
+            sessions.get(&b, true).unwrap().csrf
         );
     }
 
@@ -409,6 +490,9 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/a\r\nSet-Cookie: x=1")), "/");
+        assert_eq!(safe_next(Some("/a b")), "/");
         assert_eq!(safe_next(None), "/");
     }
 }

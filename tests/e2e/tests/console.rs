@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgefleet_e2e::replicas::start_replica;
 use edgefleet_e2e::webdriver::{Driver, Session};
-use edgefleet_e2e::{repo_root, start_agent, wait_until, Controller};
+use edgefleet_e2e::{repo_root, start_agent, wait_until, Controller, StateIn};
 use serde_json::{json, Value};
 
 const SUITE: &str = r#"
@@ -40,6 +41,9 @@ fn sign_in(browser: &Session, console: &str, token: &str) {
         "return location.pathname === '/' && !!document.querySelector('h1') && document.querySelector('h1').innerText === 'Fleet'",
     );
 }
+
+/// Each test drives a browser and several processes: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Where the screenshots go: kept after the test, for a person to look at.
 fn screenshots() -> PathBuf {
@@ -156,6 +160,7 @@ fn csrf_of(browser: &Session) -> String {
 
 #[test]
 fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::start_with(
         dir.path(),
@@ -481,4 +486,84 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
         "return location.pathname === '/sign-in'",
     );
     println!("screenshots: {}", screenshots().display());
+}
+
+/// Two controllers on one PostgreSQL database: a rollout paused through one reaches a console
+/// open on the other without a reload (the first announces the change with NOTIFY).
+#[test]
+fn a_console_on_one_replica_shows_a_change_made_through_another() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateIn::postgres_and_s3();
+    let console_flags = ["--console-listen", "127.0.0.1:0"];
+    let r0 = start_replica(
+        dir.path(),
+        "r0",
+        &state,
+        None,
+        "127.0.0.1:0",
+        &console_flags,
+    );
+    let r1 = start_replica(
+        dir.path(),
+        "r1",
+        &state,
+        Some(&r0),
+        "127.0.0.1:0",
+        &console_flags,
+    );
+    r0.add_cached_model("models/minilm-l6/model.int8.onnx", "minilm-l6", "int8");
+    // An agent that was here and is away: the rollout waits for it, running.
+    let mut away = start_agent(dir.path(), &r0, "edge-away", &[]);
+    r0.wait_online(&["edge-away"], Duration::from_secs(90));
+    away.terminate(Duration::from_secs(30));
+    wait_until("edge-away to be offline", Duration::from_secs(60), || {
+        r0.agents()
+            .iter()
+            .any(|a| a["name"] == "edge-away" && a["online"] == false)
+    });
+    let started = r0.cli_ok(&["rollout", "start", "minilm-l6@int8", "--waves", "100%"]);
+    let rollout = started
+        .split_whitespace()
+        .find(|w| w.starts_with("ro-"))
+        .unwrap_or_else(|| panic!("no rollout id in {started}"))
+        .to_string();
+
+    let console = r1.console_address();
+    let driver = Driver::start();
+    let browser = driver.session(1400, 900);
+    sign_in(&browser, &console, &r1.operator_token());
+    browser.open(&format!("{console}/rollouts/{rollout}"));
+    browser.wait_for(
+        "the running rollout on r1's console, its live stream on",
+        Duration::from_secs(60),
+        "return !!document.querySelector('#rollout-state') && document.querySelector('#rollout-state').innerText.includes('running') && document.querySelector('.live-status').innerText.includes('Live updates: on')",
+    );
+    browser.run(
+        "window.edgefleetMark = 'not reloaded';
+         window.pausedAt = null;
+         new MutationObserver(() => {
+           const s = document.querySelector('#rollout-state');
+           if (!window.pausedAt && s && s.innerText.includes('paused')) window.pausedAt = Date.now();
+         }).observe(document.querySelector('#rollout'), {subtree: true, childList: true, characterData: true});",
+        json!([]),
+    );
+    // Paused through r0's admin API.
+    r0.cli_ok(&["rollout", "pause", &rollout]);
+    browser.wait_for(
+        "r1's page to show the pause made through r0",
+        Duration::from_secs(60),
+        "return !!window.pausedAt",
+    );
+    assert_eq!(
+        browser.run("return window.edgefleetMark", json!([])),
+        json!("not reloaded")
+    );
+    let updated = r0.rollout(&rollout)["updated_at"].clone();
+    let delay = browser.run(
+        "return window.pausedAt - Date.parse(arguments[0])",
+        json!([updated]),
+    );
+    println!("figure: a pause through r0 reached r1's open page {delay} ms after it was stored");
+    browser.screenshot(&screenshots().join("replica-rollout-paused-1400.png"));
 }

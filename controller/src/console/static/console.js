@@ -38,7 +38,7 @@
   function live(el) {
     var part = el.dataset.live;
     var status = el.parentNode.querySelector(".live-status[data-for='" + el.id + "']");
-    var poller = null, source = null;
+    var poller = null, source = null, gone = false;
     function say(text) { if (status) status.textContent = text; }
     function poll() {
       fetch(part, { credentials: "same-origin", headers: { "Accept": "text/html" } })
@@ -50,6 +50,7 @@
         .catch(function () {});
     }
     function startPolling() {
+      if (gone) return;
       // The stream is tried again in 15 s, each time it fails.
       window.setTimeout(connect, 15000);
       if (poller) return;
@@ -57,6 +58,7 @@
       poller = window.setInterval(poll, 3000);
     }
     function connect() {
+      if (gone) return;
       if (!window.EventSource) { startPolling(); return; }
       if (source) source.close();
       source = new EventSource("/events?part=" + encodeURIComponent(part));
@@ -66,6 +68,14 @@
         swap(el, e.data);
       });
       source.addEventListener("signed-out", function () { window.location.reload(); });
+      // What the part shows is no more (a rollout removed): stop asking.
+      source.addEventListener("gone", function () {
+        source.close();
+        source = null;
+        if (poller) { window.clearInterval(poller); poller = null; }
+        gone = true;
+        say("Live updates: stopped (this is no longer there; reload the page)");
+      });
       source.onerror = function () {
         source.close();
         source = null;
