@@ -275,6 +275,43 @@ impl Controller {
         }
     }
 
+    /// How many agents have a stream open, to this controller or to any live replica.
+    pub fn online_count(&self) -> usize {
+        match &self.replica {
+            None => self.fleet.len(),
+            Some(_) => self
+                .store
+                .held_agent_count(replicas::ALIVE_WITHIN.as_millis() as i64)
+                .map_or_else(
+                    |e| {
+                        tracing::warn!(error = %e, "cannot count the agents the replicas hold; counting this replica's own");
+                        self.fleet.len()
+                    },
+                    |n| n as usize,
+                ),
+        }
+    }
+
+    /// Which of `ids` have a stream open (to any live replica): without replicas, a look at
+    /// this controller's fleet for each, not a copy of it.
+    pub fn online_among<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> std::collections::HashSet<String> {
+        match &self.replica {
+            None => ids
+                .filter(|id| self.fleet.is_online(id))
+                .map(str::to_string)
+                .collect(),
+            Some(_) => {
+                let online = self.online_ids();
+                ids.filter(|id| online.contains(*id))
+                    .map(str::to_string)
+                    .collect()
+            }
+        }
+    }
+
     /// The agents with a stream open, to this controller or to any live replica.
     pub fn online_ids(&self) -> std::collections::HashSet<String> {
         match &self.replica {

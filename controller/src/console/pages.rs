@@ -95,23 +95,19 @@ pub(crate) struct FleetQuery {
     page: usize,
 }
 
-/// What the fleet pages read.
-struct FleetData {
-    agents: Vec<AgentRow>,
-    installed: HashMap<String, Vec<AgentModelRow>>,
-    revoked: BTreeMap<String, i64>,
-    online: HashSet<String>,
-    /// The newest registered version of each model.
-    newest: BTreeMap<String, String>,
+/// The fleet's counts: enrolled, online, revoked, and per model how many agents run its
+/// newest version of how many run any. Counted in the store, never a copy of every agent.
+struct FleetCounts {
+    total: u64,
+    online: usize,
+    revoked: usize,
+    /// Model name → (newest registered version, agents on it, agents on any version).
+    per_model: BTreeMap<String, (String, u64, u64)>,
 }
 
-async fn fleet_data(console: &Console) -> Result<FleetData, Response> {
+async fn fleet_counts(console: &Console) -> Result<FleetCounts, Response> {
     let ctl = console.ctl.clone();
     blocking(move || {
-        let mut installed: HashMap<String, Vec<AgentModelRow>> = HashMap::new();
-        for row in ctl.store.installed()? {
-            installed.entry(row.agent_id.clone()).or_default().push(row);
-        }
         let mut newest: BTreeMap<String, (i64, String)> = BTreeMap::new();
         for m in ctl.store.models()? {
             let entry = newest
@@ -121,45 +117,41 @@ async fn fleet_data(console: &Console) -> Result<FleetData, Response> {
                 *entry = (m.created_ms, m.version.clone());
             }
         }
-        Ok(FleetData {
-            agents: ctl.store.agents()?,
-            installed,
-            revoked: ctl.store.revoked_agents()?,
-            online: ctl.online_ids(),
-            newest: newest.into_iter().map(|(k, (_, v))| (k, v)).collect(),
+        let mut per_model: BTreeMap<String, (String, u64, u64)> = BTreeMap::new();
+        for (name, version, agents) in ctl.store.active_versions()? {
+            let newest_version = newest
+                .get(&name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let entry = per_model
+                .entry(name)
+                .or_insert_with(|| (newest_version.clone(), 0, 0));
+            entry.2 += agents;
+            if version == newest_version {
+                entry.1 += agents;
+            }
+        }
+        Ok(FleetCounts {
+            total: ctl.store.agent_count()?,
+            online: ctl.online_count(),
+            revoked: ctl.store.revoked_agents()?.len(),
+            per_model,
         })
     })
     .await
 }
 
-fn fleet_summary(data: &FleetData) -> Markup {
-    let total = data.agents.len();
-    let online = data
-        .agents
-        .iter()
-        .filter(|a| data.online.contains(&a.id))
-        .count();
-    let revoked = data.revoked.len();
-    // Per model: agents running its newest version, of the agents running any version of it.
-    let mut per_model: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for rows in data.installed.values() {
-        for row in rows.iter().filter(|r| !r.active_version.is_empty()) {
-            let entry = per_model.entry(&row.name).or_default();
-            entry.1 += 1;
-            if data.newest.get(&row.name) == Some(&row.active_version) {
-                entry.0 += 1;
-            }
-        }
-    }
+fn fleet_summary(counts: &FleetCounts) -> Markup {
+    let offline = (counts.total as usize).saturating_sub(counts.online);
     html! {
         div.cards {
-            div.card { span.big { (online) " / " (total) } "agents online" }
-            div.card { span.big { (total - online) } "offline" }
-            @if revoked > 0 { div.card { span.big { (revoked) } "revoked" } }
-            @for (model, (current, of)) in &per_model {
+            div.card { span.big { (counts.online) " / " (counts.total) } "agents online" }
+            div.card { span.big { (offline) } "offline" }
+            @if counts.revoked > 0 { div.card { span.big { (counts.revoked) } "revoked" } }
+            @for (model, (newest, current, of)) in &counts.per_model {
                 div.card {
                     span.big { (current) " / " (of) }
-                    "up to date with " code { (model) "@" (data.newest.get(*model).map_or("?", |v| v.as_str())) }
+                    "up to date with " code { (model) "@" (newest) }
                 }
             }
         }
@@ -182,7 +174,7 @@ pub(crate) async fn fleet_summary_part(console: &Console) -> Result<Markup, Resp
     if let Some(markup) = recent {
         return Ok(markup);
     }
-    let markup = fleet_summary(&fleet_data(console).await?);
+    let markup = fleet_summary(&fleet_counts(console).await?);
     *console
         .fleet_summary
         .lock()
@@ -190,35 +182,76 @@ pub(crate) async fn fleet_summary_part(console: &Console) -> Result<Markup, Resp
     Ok(markup)
 }
 
+/// One page of the fleet: its agents, and of those which are online, revoked, and run what.
+struct FleetPage {
+    agents: Vec<AgentRow>,
+    /// Agents that pass the filter, on every page.
+    matching: usize,
+    online: HashSet<String>,
+    revoked: BTreeMap<String, i64>,
+    installed: HashMap<String, Vec<AgentModelRow>>,
+}
+
+async fn fleet_page(
+    console: &Console,
+    conditions: Vec<crate::selector::Condition>,
+    needle: String,
+    page: usize,
+) -> Result<FleetPage, Response> {
+    let ctl = console.ctl.clone();
+    blocking(move || {
+        let keep = |a: &AgentRow| {
+            crate::planning::matches(a, &conditions)
+                && (needle.is_empty()
+                    || a.name.to_lowercase().contains(&needle)
+                    || a.id.to_lowercase().contains(&needle))
+        };
+        let (mut agents, matching) = ctl.store.agents_page(keep, page * FLEET_PAGE, FLEET_PAGE)?;
+        if agents.is_empty() && matching > 0 {
+            // Past the last page: the last one.
+            let last = (matching - 1) / FLEET_PAGE;
+            agents = ctl
+                .store
+                .agents_page(keep, last * FLEET_PAGE, FLEET_PAGE)?
+                .0;
+        }
+        let ids: HashSet<&str> = agents.iter().map(|a| a.id.as_str()).collect();
+        let mut installed: HashMap<String, Vec<AgentModelRow>> = HashMap::new();
+        for row in ctl.store.installed_of(&ids)? {
+            installed.entry(row.agent_id.clone()).or_default().push(row);
+        }
+        Ok(FleetPage {
+            online: ctl.online_among(ids.iter().copied()),
+            revoked: ctl.store.revoked_agents()?,
+            installed,
+            matching,
+            agents,
+        })
+    })
+    .await
+}
+
 pub(crate) async fn fleet(
     State(console): State<Console>,
     viewer: Viewer,
     Query(query): Query<FleetQuery>,
 ) -> Response {
-    let data = ok_or_return!(fleet_data(&console).await);
+    let counts = ok_or_return!(fleet_counts(&console).await);
     let conditions = match query.select.trim() {
         "" => Ok(Vec::new()),
         expr => crate::selector::parse_selector(expr),
     };
     let needle = query.q.trim().to_lowercase();
-    let mut shown: Vec<&AgentRow> = match &conditions {
-        Ok(conditions) => data
-            .agents
-            .iter()
-            .filter(|a| crate::planning::matches(a, conditions))
-            .filter(|a| {
-                needle.is_empty()
-                    || a.name.to_lowercase().contains(&needle)
-                    || a.id.to_lowercase().contains(&needle)
-            })
-            .collect(),
-        Err(_) => Vec::new(),
+    let shown = match &conditions {
+        Ok(conditions) => Some(ok_or_return!(
+            fleet_page(&console, conditions.clone(), needle, query.page).await
+        )),
+        Err(_) => None,
     };
-    shown.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    let pages = shown.len().div_ceil(FLEET_PAGE).max(1);
+    let matching = shown.as_ref().map_or(0, |p| p.matching);
+    let pages = matching.div_ceil(FLEET_PAGE).max(1);
     let page_no = query.page.min(pages - 1);
     let from = page_no * FLEET_PAGE;
-    let rows = &shown[from.min(shown.len())..(from + FLEET_PAGE).min(shown.len())];
     let link = |p: usize| {
         format!(
             "/?q={}&select={}&page={p}",
@@ -228,7 +261,7 @@ pub(crate) async fn fleet(
     };
     let body = html! {
         h1 { "Fleet" }
-        (live::region(&Part::FleetSummary, "fleet-summary", fleet_summary(&data)))
+        (live::region(&Part::FleetSummary, "fleet-summary", fleet_summary(&counts)))
         form.filters method="get" action="/" role="search" {
             label { "Search by name or id" input type="search" name="q" value=(query.q); }
             label { "Selector" input type="text" name="select" value=(query.select) placeholder="hw=rpi5,site!=lab"; }
@@ -237,26 +270,24 @@ pub(crate) async fn fleet(
         @if let Err(e) = &conditions {
             p.problem role="alert" { (e.to_string()) }
         }
-        @if data.agents.is_empty() {
+        @if counts.total == 0 {
             (empty("No agents yet: enroll a device with a one-time token.", "edgefleet agents enroll --name NAME --label site=lab"))
-        } @else if shown.is_empty() {
-            p { "No agent matches. " a href="/" { "Show every agent" } }
-        } @else {
-            p.muted { "Agents " (from + 1) "–" (from + rows.len()) " of " (shown.len()) }
+        } @else if let Some(shown) = shown.as_ref().filter(|p| !p.agents.is_empty()) {
+            p.muted { "Agents " (from + 1) "–" (from + shown.agents.len()) " of " (matching) }
             (table("Agents", &["Name", "State", "Last seen", "Site and labels", "Hardware class", "Active models"], html! {
-                @for a in rows {
+                @for a in &shown.agents {
                     tr {
                         td { a href=(format!("/agents/{}", a.id)) { (a.name) } }
                         td {
-                            @if data.revoked.contains_key(&a.id) { (state("revoked")) }
-                            @else if data.online.contains(&a.id) { (state("online")) }
+                            @if shown.revoked.contains_key(&a.id) { (state("revoked")) }
+                            @else if shown.online.contains(&a.id) { (state("online")) }
                             @else { (state("offline")) }
                         }
                         td { (time(a.last_seen_ms)) }
                         td { (labels_text(&a.labels)) }
                         td { code { (crate::planning::target_key(&a.hardware)) } }
                         td {
-                            @for m in data.installed.get(&a.id).into_iter().flatten().filter(|m| !m.active_version.is_empty()) {
+                            @for m in shown.installed.get(&a.id).into_iter().flatten().filter(|m| !m.active_version.is_empty()) {
                                 code { (m.name) "@" (m.active_version) } " "
                             }
                         }
@@ -270,6 +301,8 @@ pub(crate) async fn fleet(
                     @if page_no + 1 < pages { a href=(link(page_no + 1)) rel="next" { "Next →" } }
                 }
             }
+        } @else {
+            p { "No agent matches. " a href="/" { "Show every agent" } }
         }
     };
     page("Fleet", "Fleet", &viewer, body)
@@ -310,12 +343,7 @@ pub(crate) async fn agent(
             let Some(agent) = ctl.store.agent(&lookup)? else {
                 return Ok(None);
             };
-            let installed: Vec<AgentModelRow> = ctl
-                .store
-                .installed()?
-                .into_iter()
-                .filter(|m| m.agent_id == lookup)
-                .collect();
+            let installed = ctl.store.installed_of(&HashSet::from([lookup.as_str()]))?;
             let revoked = ctl.store.revoked_agents()?.get(&lookup).copied();
             let cert = ctl.store.agent_certificates()?.get(&lookup).copied();
             let jobs = ctl.store.agent_jobs(&lookup, 50)?;
@@ -409,11 +437,11 @@ pub(crate) async fn models(State(console): State<Console>, viewer: Viewer) -> Re
         Err(status) => return refused(status),
     };
     let ctl = console.ctl.clone();
-    let installed = ok_or_return!(blocking(move || ctl.store.installed()).await);
-    let mut active: HashMap<(String, String), usize> = HashMap::new();
-    for row in installed {
-        *active.entry((row.name, row.active_version)).or_default() += 1;
-    }
+    let active: HashMap<(String, String), u64> =
+        ok_or_return!(blocking(move || ctl.store.active_versions()).await)
+            .into_iter()
+            .map(|(name, version, agents)| ((name, version), agents))
+            .collect();
     let body = html! {
         h1 { "Models" }
         @if listed.is_empty() {

@@ -162,6 +162,120 @@ impl Store {
             .collect()
     }
 
+    /// One page of the agents (not removed) that pass `keep`, in name order: the `limit` of
+    /// them from `offset` on, and how many pass in all. Rows are read and decoded one at a
+    /// time and only the page's are kept, so a page of a large fleet holds its own rows only
+    /// (the console's Fleet page; every agent at once is megabytes at 10,000).
+    pub fn agents_page(
+        &self,
+        keep: impl Fn(&AgentRow) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<AgentRow>, usize), StoreError> {
+        let mut conn = self.conn()?;
+        let (mut page, mut passed, mut undecoded) = (Vec::new(), 0usize, None);
+        conn.query_map(
+            "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
+             FROM agents WHERE removed_ms = 0 ORDER BY name, id",
+            params![],
+            |r| {
+                if undecoded.is_some() {
+                    return Ok(());
+                }
+                let id: String = r.get(0)?;
+                let labels = decode_json(&r.get::<String>(2)?, "agents", &id);
+                let hardware = decode_proto(&r.get::<Vec<u8>>(4)?, "agents", &id);
+                let (labels, hardware) = match (labels, hardware) {
+                    (Ok(l), Ok(h)) => (l, h),
+                    (Err(e), _) | (_, Err(e)) => {
+                        undecoded = Some(e);
+                        return Ok(());
+                    }
+                };
+                let agent = AgentRow {
+                    id,
+                    name: r.get(1)?,
+                    labels,
+                    agent_version: r.get(3)?,
+                    hardware,
+                    first_seen_ms: r.get(5)?,
+                    last_seen_ms: r.get(6)?,
+                };
+                if keep(&agent) {
+                    if passed >= offset && page.len() < limit {
+                        page.push(agent);
+                    }
+                    passed += 1;
+                }
+                Ok(())
+            },
+        )?;
+        match undecoded {
+            Some(e) => Err(e),
+            None => Ok((page, passed)),
+        }
+    }
+
+    /// How many agents are enrolled (not removed).
+    pub fn agent_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn()?.query_row(
+            "SELECT count(*) FROM agents WHERE removed_ms = 0",
+            params![],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// How many agents (not removed) run each model version: (name, active version, agents).
+    pub fn active_versions(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(conn.query_map(
+            "SELECT m.name, m.active_version, count(*) FROM agent_models m
+             JOIN agents a ON a.id = m.agent_id
+             WHERE a.removed_ms = 0 AND m.active_version <> ''
+             GROUP BY m.name, m.active_version ORDER BY m.name, m.active_version",
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get::<i64>(2)?.max(0) as u64)),
+        )?)
+    }
+
+    /// What the agents `ids` have installed (read a row at a time; the others' are skipped).
+    pub fn installed_of(
+        &self,
+        ids: &std::collections::HashSet<&str>,
+    ) -> Result<Vec<AgentModelRow>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut kept = Vec::new();
+        conn.query_map(
+            "SELECT agent_id, name, active_version, versions FROM agent_models
+             ORDER BY agent_id, name",
+            params![],
+            |r| {
+                let agent_id: String = r.get(0)?;
+                if ids.contains(agent_id.as_str()) {
+                    kept.push((agent_id, r.get(1)?, r.get(2)?, r.get::<String>(3)?));
+                }
+                Ok(())
+            },
+        )?;
+        kept.into_iter()
+            .map(
+                |(agent_id, name, active_version, versions): (String, String, String, String)| {
+                    Ok(AgentModelRow {
+                        versions: decode_json(
+                            &versions,
+                            "agent_models",
+                            format!("{agent_id}, {name}"),
+                        )?,
+                        agent_id,
+                        name,
+                        active_version,
+                    })
+                },
+            )
+            .collect()
+    }
+
     /// One agent (not removed).
     pub fn agent(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
         Ok(self.select_agents(Some(id), false)?.pop())

@@ -42,6 +42,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     agents_keep_first_seen_and_update_last_seen,
+    a_page_of_the_fleet_holds_its_own_agents_and_the_counts_cover_them_all,
     heartbeats_batched_keep_the_latest_time_and_skip_unknown_agents,
     a_model_version_registers_once_and_shares_artifacts,
     results_are_recorded_once_and_only_for_the_agent_that_owns_the_job,
@@ -449,6 +450,61 @@ fn job(id: &str, agent: &str) -> (String, BenchJob) {
         reference: None,
     };
     (agent.to_string(), job)
+}
+
+fn a_page_of_the_fleet_holds_its_own_agents_and_the_counts_cover_them_all(fresh: Fresh) {
+    let s = fresh();
+    let hw = HardwareProfile::default();
+    for i in 0..25 {
+        let site = if i % 2 == 0 { "lab" } else { "field" };
+        let labels = BTreeMap::from([("site".to_string(), site.to_string())]);
+        s.upsert_agent(
+            &format!("id{i:02}"),
+            &format!("edge-{i:02}"),
+            &labels,
+            "0.1.0",
+            &hw,
+            1,
+        )
+        .unwrap();
+        let version = if i < 5 { "fp32" } else { "int8" };
+        let installed = AgentModelRow {
+            agent_id: format!("id{i:02}"),
+            name: "minilm".into(),
+            active_version: version.into(),
+            versions: vec![version.into()],
+        };
+        s.record_installed(&format!("id{i:02}"), &[installed], None, 1)
+            .unwrap();
+    }
+    s.remove_agent("id24", 2).unwrap();
+    assert_eq!(
+        s.agent_count().unwrap(),
+        24,
+        "a removed agent is not counted"
+    );
+    assert_eq!(
+        s.active_versions().unwrap(),
+        vec![
+            ("minilm".to_string(), "fp32".to_string(), 5),
+            ("minilm".to_string(), "int8".to_string(), 19)
+        ]
+    );
+    // The second page of ten of the lab's agents, in name order, and how many there are.
+    let lab = |a: &AgentRow| a.labels.get("site").map(String::as_str) == Some("lab");
+    let (page, matching) = s.agents_page(lab, 10, 10).unwrap();
+    assert_eq!(matching, 12, "edge-00, -02, ... -22 (edge-24 was removed)");
+    let names: Vec<&str> = page.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["edge-20", "edge-22"]);
+    let (all, every) = s.agents_page(|_| true, 0, 5).unwrap();
+    assert_eq!((all.len(), every), (5, 24));
+    let ids = std::collections::HashSet::from(["id00", "id07"]);
+    let installed = s.installed_of(&ids).unwrap();
+    let found: Vec<(&str, &str)> = installed
+        .iter()
+        .map(|m| (m.agent_id.as_str(), m.active_version.as_str()))
+        .collect();
+    assert_eq!(found, [("id00", "fp32"), ("id07", "int8")]);
 }
 
 fn agents_keep_first_seen_and_update_last_seen(fresh: Fresh) {

@@ -147,6 +147,62 @@ fn http_client(ca: &Path) -> reqwest::blocking::Client {
         .expect("an HTTPS client")
 }
 
+/// Starts a rollout through `ctl`'s CLI: its id.
+fn start_rollout(ctl: &Controller, model: &str) -> String {
+    let said = ctl.cli_ok(&["rollout", "start", model, "--waves", "100%"]);
+    said.split_whitespace()
+        .find(|w| w.starts_with("ro-"))
+        .unwrap_or_else(|| panic!("no rollout id in {said}"))
+        .to_string()
+}
+
+fn wait_offline(ctl: &Controller, name: &str) {
+    wait_until(
+        &format!("{name} to be offline"),
+        Duration::from_secs(60),
+        || {
+            ctl.agents()
+                .iter()
+                .any(|a| a["name"] == name && a["online"] == false)
+        },
+    );
+}
+
+/// Marks the open rollout page (the mark survives only if the page is never reloaded) and
+/// notes when its state first reads `word`.
+fn watch_rollout_state(browser: &Session, word: &str) {
+    browser.run(
+        "window.edgefleetMark = 'not reloaded';
+         window.stateSeenAt = null;
+         const word = arguments[0];
+         new MutationObserver(() => {
+           const s = document.querySelector('#rollout-state');
+           if (!window.stateSeenAt && s && s.innerText.includes(word)) window.stateSeenAt = Date.now();
+         }).observe(document.querySelector('#rollout'), {subtree: true, childList: true, characterData: true});",
+        json!([word]),
+    );
+}
+
+/// Waits until the watched state shows on the page, checks the page was not reloaded, and
+/// returns how long after the store's update (the CLI's `updated_at`, same clock) it showed.
+fn rollout_state_shown(browser: &Session, ctl: &Controller, rollout: &str, what: &str) -> Value {
+    browser.wait_for(
+        what,
+        Duration::from_secs(180),
+        "return !!window.stateSeenAt",
+    );
+    assert_eq!(
+        browser.run("return window.edgefleetMark", json!([])),
+        json!("not reloaded"),
+        "the rollout's page was reloaded"
+    );
+    let updated = ctl.rollout(rollout)["updated_at"].clone();
+    browser.run(
+        "return window.stateSeenAt - Date.parse(arguments[0])",
+        json!([updated]),
+    )
+}
+
 fn csrf_of(browser: &Session) -> String {
     browser
         .run(
@@ -213,17 +269,8 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
 
     // edge-a2 goes away: the rollout installs on edge-a1 and waits for it.
     a2.terminate(Duration::from_secs(30));
-    wait_until("edge-a2 to be offline", Duration::from_secs(60), || {
-        ctl.agents()
-            .iter()
-            .any(|a| a["name"] == "edge-a2" && a["online"] == false)
-    });
-    let started = ctl.cli_ok(&["rollout", "start", "minilm-l6@int8", "--waves", "100%"]);
-    let rollout = started
-        .split_whitespace()
-        .find(|w| w.starts_with("ro-"))
-        .unwrap_or_else(|| panic!("no rollout id in {started}"))
-        .to_string();
+    wait_offline(&ctl, "edge-a2");
+    let rollout = start_rollout(&ctl, "minilm-l6@int8");
 
     let driver = Driver::start();
     let browser = driver.session(1400, 900);
@@ -252,27 +299,15 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
         Duration::from_secs(120),
         "return document.querySelector('#rollout').innerText.includes('edge-a1') && [...document.querySelectorAll('#rollout tr')].some(r => r.innerText.includes('edge-a1') && r.innerText.includes('installed'))",
     );
-    browser.run(
-        "window.edgefleetMark = 'not reloaded';
-         window.succeededAt = null;
-         new MutationObserver(() => {
-           const s = document.querySelector('#rollout-state');
-           if (!window.succeededAt && s && s.innerText.includes('succeeded')) window.succeededAt = Date.now();
-         }).observe(document.querySelector('#rollout'), {subtree: true, childList: true, characterData: true});",
-        json!([]),
-    );
+    watch_rollout_state(&browser, "succeeded");
     browser.screenshot(&screenshots().join("rollout-waiting-1400.png"));
     // edge-a2 comes back: it installs, and the page shows it and the rollout's end by itself.
     let _a2 = start_agent(dir.path(), &ctl, "edge-a2", &["site=lab"]);
-    browser.wait_for(
+    let delay = rollout_state_shown(
+        &browser,
+        &ctl,
+        &rollout,
         "the rollout to succeed on the open page",
-        Duration::from_secs(180),
-        "return !!window.succeededAt",
-    );
-    assert_eq!(
-        browser.run("return window.edgefleetMark", json!([])),
-        json!("not reloaded"),
-        "the rollout's page was reloaded"
     );
     assert!(
         browser.text("#rollout").contains("edge-a2"),
@@ -280,31 +315,14 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
     );
     browser.screenshot(&screenshots().join("rollout-succeeded-1400.png"));
     // The figure: from the store's update to the page showing it (same machine, same clock).
-    let updated = ctl.rollout(&rollout)["updated_at"].clone();
-    let delay = browser.run(
-        "return window.succeededAt - Date.parse(arguments[0])",
-        json!([updated]),
-    );
+
     println!("figure: the rollout's end reached the open page {delay} ms after it was stored");
 
     // A second rollout waits for edge-a2 again; the operator pauses it from its page.
     let mut a2_again = _a2;
     a2_again.terminate(Duration::from_secs(30));
-    wait_until(
-        "edge-a2 to be offline again",
-        Duration::from_secs(60),
-        || {
-            ctl.agents()
-                .iter()
-                .any(|a| a["name"] == "edge-a2" && a["online"] == false)
-        },
-    );
-    let started = ctl.cli_ok(&["rollout", "start", "minilm-l6@fp32", "--waves", "100%"]);
-    let second = started
-        .split_whitespace()
-        .find(|w| w.starts_with("ro-"))
-        .unwrap()
-        .to_string();
+    wait_offline(&ctl, "edge-a2");
+    let second = start_rollout(&ctl, "minilm-l6@fp32");
     browser.open(&format!("{console}/rollouts/{second}"));
     browser.wait_for(
         "a pause button on the running rollout's page",
@@ -517,17 +535,8 @@ fn a_console_on_one_replica_shows_a_change_made_through_another() {
     let mut away = start_agent(dir.path(), &r0, "edge-away", &[]);
     r0.wait_online(&["edge-away"], Duration::from_secs(90));
     away.terminate(Duration::from_secs(30));
-    wait_until("edge-away to be offline", Duration::from_secs(60), || {
-        r0.agents()
-            .iter()
-            .any(|a| a["name"] == "edge-away" && a["online"] == false)
-    });
-    let started = r0.cli_ok(&["rollout", "start", "minilm-l6@int8", "--waves", "100%"]);
-    let rollout = started
-        .split_whitespace()
-        .find(|w| w.starts_with("ro-"))
-        .unwrap_or_else(|| panic!("no rollout id in {started}"))
-        .to_string();
+    wait_offline(&r0, "edge-away");
+    let rollout = start_rollout(&r0, "minilm-l6@int8");
 
     let console = r1.console_address();
     let driver = Driver::start();
@@ -539,30 +548,14 @@ fn a_console_on_one_replica_shows_a_change_made_through_another() {
         Duration::from_secs(60),
         "return !!document.querySelector('#rollout-state') && document.querySelector('#rollout-state').innerText.includes('running') && document.querySelector('.live-status').innerText.includes('Live updates: on')",
     );
-    browser.run(
-        "window.edgefleetMark = 'not reloaded';
-         window.pausedAt = null;
-         new MutationObserver(() => {
-           const s = document.querySelector('#rollout-state');
-           if (!window.pausedAt && s && s.innerText.includes('paused')) window.pausedAt = Date.now();
-         }).observe(document.querySelector('#rollout'), {subtree: true, childList: true, characterData: true});",
-        json!([]),
-    );
+    watch_rollout_state(&browser, "paused");
     // Paused through r0's admin API.
     r0.cli_ok(&["rollout", "pause", &rollout]);
-    browser.wait_for(
+    let delay = rollout_state_shown(
+        &browser,
+        &r0,
+        &rollout,
         "r1's page to show the pause made through r0",
-        Duration::from_secs(60),
-        "return !!window.pausedAt",
-    );
-    assert_eq!(
-        browser.run("return window.edgefleetMark", json!([])),
-        json!("not reloaded")
-    );
-    let updated = r0.rollout(&rollout)["updated_at"].clone();
-    let delay = browser.run(
-        "return window.pausedAt - Date.parse(arguments[0])",
-        json!([updated]),
     );
     println!("figure: a pause through r0 reached r1's open page {delay} ms after it was stored");
     browser.screenshot(&screenshots().join("replica-rollout-paused-1400.png"));
