@@ -2,13 +2,13 @@
 # Idempotent set-up for packaging and for the ARM tests: cargo-deb (pinned), and with --cross the
 # aarch64 Rust target, Debian's aarch64 cross compiler and qemu-user (which runs the aarch64
 # agent here, with qemu-user-binfmt); systemd-analyze checks the units; Debian's chromium renders
-# the HTML report for its browser test, and chromium-driver drives it for the console's; tinyproxy and libfaketime serve the proxy and wrong-clock
-# tests; PostgreSQL's server binaries run the store's tests on PostgreSQL; s3s-fs serves the
-# object-store tests. Debian packages need root (apt-get); without it this says which command to
-# run. With
-# --debian-root it also makes a minimal Debian 12 root with debootstrap (from the mirror this
-# machine's apt uses) under the cache, which the package tests copy to install the packages for
-# real without touching this machine. A second run checks and does nothing more.
+# the HTML report for its browser test, and chromium-driver drives it for the web console's;
+# tinyproxy and libfaketime serve the proxy and wrong-clock tests; PostgreSQL's server binaries
+# run the store's tests on PostgreSQL; s3s-fs serves the object-store tests. Debian packages need
+# root (apt-get); without it this says which command to run. With --debian-root it also makes a
+# minimal Debian 12 root with debootstrap (from the mirror this machine's apt uses) under the
+# cache, which the package tests copy to install the packages for real without touching this
+# machine. A second run checks and does nothing more.
 set -euo pipefail
 CARGO_DEB_VERSION=3.8.0
 log() { printf 'setup-packaging: %s\n' "$*" >&2; }

@@ -20,7 +20,10 @@
 //! the idle window for CPU and heartbeat delay), `--database URL` (the controller's state in
 //! that PostgreSQL database, which should be empty, instead of SQLite), `--replicas R` (with
 //! `--database`: R controller replicas on it and an S3 server, agent i dialing replica i mod R;
-//! see `replicas_main` for what it measures; `--failovers-only` skips its run and first rollout).
+//! see `replicas_main` for what it measures; `--failovers-only` skips its run and first rollout),
+//! `--console` (the controller serves its web console; with the fleet connected the program
+//! measures the Fleet page on the server against `ListAgents`, in Chromium, and the controller's
+//! memory with ten pages open, `edgefleet_e2e::console_probe`, then stops).
 //! Past 16,000 agents they are held by worker
 //! processes, this program again with `--worker FILE` (not for direct use).
 //!
