@@ -123,13 +123,21 @@ pub(crate) async fn run(options: ServeOptions) -> anyhow::Result<()> {
     }
     if let Some(console) = options.console {
         let plain = console.plain_http;
+        use edgefleet_controller::console::ConsoleError;
         let address = edgefleet_controller::console::start(
             console,
             controller.clone(),
             &options.limits,
             shutdown.clone(),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Flags that do not go together: a usage error (exit 64), as any other.
+            ConsoleError::NoCertificate | ConsoleError::PlainHttpInTheOpen(_) => {
+                anyhow::Error::new(ConfigError(e.to_string()))
+            }
+            other => anyhow::Error::new(other),
+        })?;
         let scheme = if plain { "http" } else { "https" };
         // One plain line, as for the listener, for scripts that asked for port 0; one that read
         // only the first line and closed the pipe is no reason to stop.
