@@ -244,6 +244,15 @@ impl Store {
         &self,
         ids: &std::collections::HashSet<&str>,
     ) -> Result<Vec<AgentModelRow>, StoreError> {
+        self.installed_where(|agent_id| ids.contains(agent_id))
+    }
+
+    /// What the agents for which `keep` holds have installed, rows of the others skipped as
+    /// they are read.
+    fn installed_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<AgentModelRow>, StoreError> {
         let mut conn = self.conn()?;
         let mut kept = Vec::new();
         conn.query_map(
@@ -252,7 +261,7 @@ impl Store {
             params![],
             |r| {
                 let agent_id: String = r.get(0)?;
-                if ids.contains(agent_id.as_str()) {
+                if keep(&agent_id) {
                     kept.push((agent_id, r.get(1)?, r.get(2)?, r.get::<String>(3)?));
                 }
                 Ok(())
@@ -328,33 +337,6 @@ impl Store {
 
     /// What every agent has installed.
     pub fn installed(&self) -> Result<Vec<AgentModelRow>, StoreError> {
-        let mut conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT agent_id, name, active_version, versions FROM agent_models ORDER BY agent_id, name",
-        )?;
-        let raw = stmt
-            .query_map(params![], |r| {
-                Ok((
-                    r.get::<String>(0)?,
-                    r.get::<String>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<String>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        raw.into_iter()
-            .map(|(agent_id, name, active_version, versions)| {
-                Ok(AgentModelRow {
-                    versions: decode_json(
-                        &versions,
-                        "agent_models",
-                        format!("{agent_id}, {name}"),
-                    )?,
-                    agent_id,
-                    name,
-                    active_version,
-                })
-            })
-            .collect()
+        self.installed_where(|_| true)
     }
 }
