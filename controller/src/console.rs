@@ -262,8 +262,7 @@ async fn serve(
             tokio::spawn(async move {
                 // A request with a live session marks its connection authenticated: a page's
                 // event stream may then stay open without the peer sending anything.
-                let slot = guarded.slot().clone();
-                let service = tower_service(router, slot);
+                let slot = ConnectionSlot(guarded.slot().clone());
                 match acceptor {
                     Some(acceptor) => {
                         let Some(tls) =
@@ -271,14 +270,14 @@ async fn serve(
                         else {
                             return;
                         };
-                        serve_connection(tls, service, shutdown).await;
+                        serve_connection(tls, router, slot, shutdown).await;
                     }
                     None => {
                         let stream = crate::server::admission::for_unauthenticated(
                             guarded,
                             limits.unauthenticated_idle,
                         );
-                        serve_connection(stream, service, shutdown).await;
+                        serve_connection(stream, router, slot, shutdown).await;
                     }
                 }
             });
@@ -291,15 +290,22 @@ async fn serve(
 #[derive(Clone)]
 pub(crate) struct ConnectionSlot(Arc<crate::server::admission::Slot>);
 
-fn tower_service(router: Router, slot: Arc<crate::server::admission::Slot>) -> Router {
-    router.layer(axum::Extension(ConnectionSlot(slot)))
-}
-
-async fn serve_connection<IO>(io: IO, service: Router, shutdown: CancellationToken)
-where
+/// Serves one connection's requests with `router`, each carrying the connection's `slot`.
+async fn serve_connection<IO>(
+    io: IO,
+    router: Router,
+    slot: ConnectionSlot,
+    shutdown: CancellationToken,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(service);
+    use hyper::service::Service;
+    let app = hyper_util::service::TowerToHyperService::new(router);
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(slot.clone());
+            app.call(request)
+        });
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     let connection =

@@ -18,19 +18,13 @@ use super::pages::{call, refused, token_form};
 use super::session::Viewer;
 use super::{guard, layout, Console};
 
-#[derive(serde::Deserialize)]
-pub(crate) struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /rollouts/ID/pause|resume|abort|rollback`.
 pub(crate) async fn control_rollout(
     State(console): State<Console>,
     headers: HeaderMap,
     viewer: Viewer,
     Path((id, action)): Path<(String, String)>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<guard::CsrfField>,
 ) -> Response {
     if let Some(refused) = guard::refuse_post(&console, &headers, &viewer, &form.csrf) {
         return refused;
@@ -63,7 +57,7 @@ pub(crate) async fn acknowledge_regression(
     headers: HeaderMap,
     viewer: Viewer,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<guard::CsrfField>,
 ) -> Response {
     if let Some(refused) = guard::refuse_post(&console, &headers, &viewer, &form.csrf) {
         return refused;

@@ -17,13 +17,12 @@ fn versioned(stem: &str, ext: &str, content: &str) -> String {
     format!("/assets/{stem}-{}.{ext}", &digest[..12])
 }
 
-static STYLE_PATH_STRING: LazyLock<String> = LazyLock::new(|| versioned("console", "css", STYLE));
-static SCRIPT_PATH_STRING: LazyLock<String> = LazyLock::new(|| versioned("console", "js", SCRIPT));
-
 /// Where the stylesheet is served.
-pub(crate) static STYLE_PATH: LazyLock<&str> = LazyLock::new(|| STYLE_PATH_STRING.as_str());
+pub(crate) static STYLE_PATH: LazyLock<String> =
+    LazyLock::new(|| versioned("console", "css", STYLE));
 /// Where the script is served.
-pub(crate) static SCRIPT_PATH: LazyLock<&str> = LazyLock::new(|| SCRIPT_PATH_STRING.as_str());
+pub(crate) static SCRIPT_PATH: LazyLock<String> =
+    LazyLock::new(|| versioned("console", "js", SCRIPT));
 
 pub(crate) async fn asset(Path(name): Path<String>) -> Response {
     let path = format!("/assets/{name}");

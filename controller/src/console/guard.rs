@@ -109,6 +109,13 @@ pub(crate) fn refuse_other_origin(console: &Console, headers: &HeaderMap) -> Opt
     ))
 }
 
+/// A form that carries only the session's CSRF token (a missing one is refused as a wrong one).
+#[derive(serde::Deserialize)]
+pub(crate) struct CsrfField {
+    #[serde(default)]
+    pub(crate) csrf: String,
+}
+
 /// The refusal of a POST without this origin or without the session's CSRF token (`None`:
 /// it has both).
 pub(crate) fn refuse_post(

@@ -26,9 +26,9 @@ fn head(title: &str) -> Markup {
         meta charset="utf-8";
         meta name="viewport" content="width=device-width, initial-scale=1";
         title { (title) " · edgefleet" }
-        link rel="stylesheet" href=(*super::assets::STYLE_PATH);
+        link rel="stylesheet" href=(super::assets::STYLE_PATH.as_str());
         link rel="icon" href="data:,";
-        script src=(*super::assets::SCRIPT_PATH) defer {}
+        script src=(super::assets::SCRIPT_PATH.as_str()) defer {}
     }
 }
 

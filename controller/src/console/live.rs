@@ -160,20 +160,16 @@ pub(crate) async fn events(
                 tokio::select! {
                     _ = &mut deadline => break,
                     _ = tx.closed() => return,
-                    change = watched.recv() => match change {
-                        Ok(change) if change.concerns(&topic) => {
-                            tokio::time::sleep(part.settle()).await;
-                            // What arrived meanwhile is covered by the render to come.
-                            while let Ok(_)
-                            | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                                watched.try_recv()
-                            {}
-                            break;
-                        }
-                        Ok(_) => {}
-                        // Changes came faster than they were read: look again, as for a
-                        // change of this part, after letting them settle.
-                        Err(RecvError::Lagged(_)) => {
+                    change = watched.recv() => {
+                        let look_again = match change {
+                            Ok(change) => change.concerns(&topic),
+                            // Changes came faster than they were read: some may be this part's.
+                            Err(RecvError::Lagged(_)) => true,
+                            Err(RecvError::Closed) => return,
+                        };
+                        if look_again {
+                            // Changes close together make one render; what arrives meanwhile
+                            // is covered by it.
                             tokio::time::sleep(part.settle()).await;
                             while let Ok(_)
                             | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
@@ -181,13 +177,12 @@ pub(crate) async fn events(
                             {}
                             break;
                         }
-                        Err(RecvError::Closed) => return,
                     },
                 }
             }
             match viewer_of(&console, &headers, false).await {
-                Ok(fresh) => viewer = fresh,
-                Err(_) => {
+                Ok(Some(fresh)) => viewer = fresh,
+                Ok(None) | Err(_) => {
                     let _ = tx
                         .send(Event::default().event("signed-out").data("1"))
                         .await;

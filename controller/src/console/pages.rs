@@ -100,7 +100,8 @@ pub(crate) struct FleetQuery {
 struct FleetCounts {
     total: u64,
     online: usize,
-    revoked: usize,
+    /// Revoked agents, with when.
+    revoked: BTreeMap<String, i64>,
     /// Model name → (newest registered version, agents on it, agents on any version).
     per_model: BTreeMap<String, (String, u64, u64)>,
 }
@@ -134,7 +135,7 @@ async fn fleet_counts(console: &Console) -> Result<FleetCounts, Response> {
         Ok(FleetCounts {
             total: ctl.store.agent_count()?,
             online: ctl.online_count(),
-            revoked: ctl.store.revoked_agents()?.len(),
+            revoked: ctl.store.revoked_agents()?,
             per_model,
         })
     })
@@ -147,7 +148,7 @@ fn fleet_summary(counts: &FleetCounts) -> Markup {
         div.cards {
             div.card { span.big { (counts.online) " / " (counts.total) } "agents online" }
             div.card { span.big { (offline) } "offline" }
-            @if counts.revoked > 0 { div.card { span.big { (counts.revoked) } "revoked" } }
+            @if !counts.revoked.is_empty() { div.card { span.big { (counts.revoked.len()) } "revoked" } }
             @for (model, (newest, current, of)) in &counts.per_model {
                 div.card {
                     span.big { (current) " / " (of) }
@@ -182,13 +183,12 @@ pub(crate) async fn fleet_summary_part(console: &Console) -> Result<Markup, Resp
     Ok(markup)
 }
 
-/// One page of the fleet: its agents, and of those which are online, revoked, and run what.
+/// One page of the fleet: its agents, and of those which are online and run what.
 struct FleetPage {
     agents: Vec<AgentRow>,
     /// Agents that pass the filter, on every page.
     matching: usize,
     online: HashSet<String>,
-    revoked: BTreeMap<String, i64>,
     installed: HashMap<String, Vec<AgentModelRow>>,
 }
 
@@ -222,7 +222,6 @@ async fn fleet_page(
         }
         Ok(FleetPage {
             online: ctl.online_among(ids.iter().copied()),
-            revoked: ctl.store.revoked_agents()?,
             installed,
             matching,
             agents,
@@ -279,7 +278,7 @@ pub(crate) async fn fleet(
                     tr {
                         td { a href=(format!("/agents/{}", a.id)) { (a.name) } }
                         td {
-                            @if shown.revoked.contains_key(&a.id) { (state("revoked")) }
+                            @if counts.revoked.contains_key(&a.id) { (state("revoked")) }
                             @else if shown.online.contains(&a.id) { (state("online")) }
                             @else { (state("offline")) }
                         }
@@ -552,20 +551,38 @@ fn controls_for(state: &str) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// One rollout, as the admin API shows it.
+async fn one_rollout(
+    console: &Console,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<RolloutStatus, Response> {
+    list_rollouts(console, viewer, id)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| layout::error_page(StatusCode::NOT_FOUND, &format!("no rollout {id}")))
+}
+
 pub(crate) async fn rollout_part(
     console: &Console,
     viewer: &Viewer,
     id: &str,
 ) -> Result<Markup, Response> {
-    let r = list_rollouts(console, viewer, id)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| layout::error_page(StatusCode::NOT_FOUND, &format!("no rollout {id}")))?;
+    let r = one_rollout(console, viewer, id).await?;
+    rollout_markup(console, viewer, &r).await
+}
+
+/// A rollout's live part: its state, controls, waves, gate, devices and timeline.
+async fn rollout_markup(
+    console: &Console,
+    viewer: &Viewer,
+    r: &RolloutStatus,
+) -> Result<Markup, Response> {
     let ctl = console.ctl.clone();
-    let rid = id.to_string();
+    let rid = r.rollout_id.clone();
     let events = blocking(move || ctl.store.events(&rid)).await?;
-    let waves = wave_count(&r);
+    let waves = wave_count(r);
     let mut per_wave: Vec<BTreeMap<&str, usize>> = vec![BTreeMap::new(); waves];
     for t in &r.targets {
         *per_wave[t.wave as usize]
@@ -585,7 +602,7 @@ pub(crate) async fn rollout_part(
         dl.facts {
             dt { "State" } dd #rollout-state { (state(&r.state)) @if !r.reason.is_empty() { " — " (r.reason) } }
             dt { "Wave" } dd { (r.current_wave.saturating_add(1).min(waves as u32)) " of " (waves) " (" (r.waves) ")" }
-            dt { "Devices installed" } dd { (done_of(&r)) " of " (r.targets.len()) }
+            dt { "Devices installed" } dd { (done_of(r)) " of " (r.targets.len()) }
             dt { "Success threshold" } dd { (r.success) }
             dt { "Abort after" } dd { @if r.abort_after.is_empty() { "not set" } @else { (r.abort_after) } }
             dt { "Gate" } dd { @if r.gate.is_empty() { "none" } @else { (r.gate) } }
@@ -673,16 +690,11 @@ pub(crate) async fn rollout(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let part = ok_or_return!(rollout_part(&console, &viewer, &id).await);
-    let model = list_rollouts(&console, &viewer, &id)
-        .await
-        .ok()
-        .and_then(|l| l.into_iter().next())
-        .map(|r| r.model)
-        .unwrap_or_default();
+    let r = ok_or_return!(one_rollout(&console, &viewer, &id).await);
+    let part = ok_or_return!(rollout_markup(&console, &viewer, &r).await);
     let body = html! {
         p { a href="/rollouts" { "← Rollouts" } }
-        h1 { "Rollout " code { (id) } " of " code { (model) } }
+        h1 { "Rollout " code { (id) } " of " code { (r.model) } }
         (live::region(&Part::Rollout(id.clone()), "rollout", part))
     };
     page(&format!("Rollout {id}"), "Rollouts", &viewer, body)

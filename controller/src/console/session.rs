@@ -201,18 +201,18 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// The session the request's cookie names, checked against the store; `touch`: a person's
-/// request, which starts the session's idle time again.
+/// The session the request's cookie names, checked against the store (`None`: no cookie, or a
+/// session that ended); `touch`: a person's request, which starts its idle time again.
 pub(crate) async fn viewer_of(
     console: &Console,
     headers: &HeaderMap,
     touch: bool,
-) -> Result<Viewer, String> {
+) -> Result<Option<Viewer>, String> {
     let Some(id) = cookie_value(headers, COOKIE) else {
-        return Err(String::new());
+        return Ok(None);
     };
     let Some(session) = console.sessions.get(id, touch) else {
-        return Err(String::new());
+        return Ok(None);
     };
     let store = console.ctl.store.clone();
     let hash = session.token_hash.clone();
@@ -220,12 +220,12 @@ pub(crate) async fn viewer_of(
         .await
         .map_err(|e| e.to_string())?;
     match found {
-        Ok(Some((_, role))) => Ok(Viewer { session, role }),
+        Ok(Some((_, role))) => Ok(Some(Viewer { session, role })),
         Ok(None) => {
             // Revoked: the session dies with its token.
             console.sessions.remove(id);
             tracing::info!(token = %session.token_name, "console session ended: its token was revoked");
-            Err(String::new())
+            Ok(None)
         }
         Err(e) => Err(e.to_string()),
     }
@@ -241,14 +241,14 @@ impl FromRequestParts<Console> for Viewer {
         // A page's live updates and polls keep no session alive by themselves.
         let by_page = parts.uri.path().starts_with("/part/") || parts.uri.path() == "/events";
         match viewer_of(console, &parts.headers, !by_page).await {
-            Ok(viewer) => {
+            Ok(Some(viewer)) => {
                 // A signed-in browser's connection may stay open (a page's live stream).
                 if let Some(slot) = parts.extensions.get::<super::ConnectionSlot>() {
                     slot.0.authenticate();
                 }
                 Ok(viewer)
             }
-            Err(e) if e.is_empty() => Err(NotSignedIn::Gone {
+            Ok(None) => Err(NotSignedIn::Gone {
                 page: parts.method == axum::http::Method::GET && !by_page,
                 next: parts
                     .uri
@@ -380,16 +380,11 @@ pub(crate) async fn sign_in(
     response
 }
 
-#[derive(serde::Deserialize)]
-pub(crate) struct CsrfForm {
-    csrf: String,
-}
-
 pub(crate) async fn sign_out(
     State(console): State<Console>,
     headers: HeaderMap,
     viewer: Viewer,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<guard::CsrfField>,
 ) -> Response {
     if let Some(refused) = guard::refuse_post(&console, &headers, &viewer, &form.csrf) {
         return refused;

@@ -780,43 +780,32 @@ pub fn tls_incoming(
         move |guarded| {
             let (tx, acceptor, limits) = (tx.clone(), acceptor.clone(), limits.clone());
             tokio::spawn(async move {
-                let listener = guarded.listener;
-                // The peer's share is cut by the guard (time waiting for it); this backstop ends
-                // a handshake the server could not finish in a long while.
-                match tokio::time::timeout(
-                    limits.handshake_timeout + HANDSHAKE_BACKSTOP,
-                    acceptor.accept(guarded),
-                )
-                .await
-                {
-                    Err(_) => metrics::connection_cut(listener, "handshake"),
-                    // The verifier counted and logged what it could attribute.
-                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                    Ok(Ok(mut tls)) => {
-                        let (guarded, session) = tls.get_mut();
-                        if session.peer_certificates().is_some_and(|c| !c.is_empty()) {
-                            guarded.slot.authenticate();
-                        } else {
-                            guarded.await_authentication(limits.unauthenticated_idle);
-                        }
-                        let _ = tx.send(Ok(TlsConnection(Box::new(tls)))).await;
-                    }
+                let Some(mut tls) = accept_tls(guarded, &acceptor, &limits).await else {
+                    return;
+                };
+                let (guarded, session) = tls.get_mut();
+                if session.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                    guarded.slot.authenticate();
                 }
+                let _ = tx.send(Ok(TlsConnection(Box::new(tls)))).await;
             });
         },
     ));
     ReceiverStream::new(rx)
 }
 
-/// One connection's TLS handshake, with the link's deadlines (the console's listener): the
-/// finished stream then has `unauthenticated_idle` of waiting for its peer until a request
-/// proves a session ([`Slot::authenticate`]). `None` when the handshake failed or took too long.
+/// One connection's TLS handshake, within the handshake deadline (the link's and the console's
+/// listeners): the finished stream then has `unauthenticated_idle` of waiting for its peer until
+/// it proves who it is ([`Slot::authenticate`]: a client certificate the verifier accepted, an
+/// authenticated call, a console session). `None` when the handshake failed or took too long.
 pub async fn accept_tls(
     guarded: Guarded,
     acceptor: &tokio_rustls::TlsAcceptor,
     limits: &ConnectionLimits,
 ) -> Option<tokio_rustls::server::TlsStream<Guarded>> {
     let listener = guarded.listener;
+    // The peer's share is cut by the guard (time waiting for it); this backstop ends a handshake
+    // the server could not finish in a long while.
     match tokio::time::timeout(
         limits.handshake_timeout + HANDSHAKE_BACKSTOP,
         acceptor.accept(guarded),
@@ -827,6 +816,7 @@ pub async fn accept_tls(
             metrics::connection_cut(listener, "handshake");
             None
         }
+        // The verifier counted and logged what it could attribute.
         Ok(Err(error)) => {
             tracing::debug!(%error, "TLS handshake failed");
             None

@@ -29,6 +29,48 @@ pub struct AgentModelRow {
     pub versions: Vec<String>,
 }
 
+/// The columns [`RawAgent::read`] reads, in its order.
+const AGENT_COLUMNS: &str =
+    "id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms";
+
+/// An agent's row as read ([`AGENT_COLUMNS`]), its labels and hardware not decoded yet
+/// ([`RawAgent::decode`]).
+struct RawAgent {
+    id: String,
+    name: String,
+    labels: String,
+    agent_version: String,
+    hardware: Vec<u8>,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+}
+
+impl RawAgent {
+    fn read(r: &super::db::Row<'_>) -> super::db::Result<RawAgent> {
+        Ok(RawAgent {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            labels: r.get(2)?,
+            agent_version: r.get(3)?,
+            hardware: r.get(4)?,
+            first_seen_ms: r.get(5)?,
+            last_seen_ms: r.get(6)?,
+        })
+    }
+
+    fn decode(self) -> Result<AgentRow, StoreError> {
+        Ok(AgentRow {
+            labels: decode_json(&self.labels, "agents", &self.id)?,
+            hardware: decode_proto(&self.hardware, "agents", &self.id)?,
+            id: self.id,
+            name: self.name,
+            agent_version: self.agent_version,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+        })
+    }
+}
+
 /// Agents per UPDATE of [`Store::touch_agents`] on PostgreSQL.
 const TOUCH_CHUNK: usize = 500;
 
@@ -127,39 +169,14 @@ impl Store {
         removed: bool,
     ) -> Result<Vec<AgentRow>, StoreError> {
         let mut conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
-             FROM agents WHERE (?2 OR removed_ms = 0) AND (?1 IS NULL OR id = ?1)
-             ORDER BY name, id",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents
+             WHERE (?2 OR removed_ms = 0) AND (?1 IS NULL OR id = ?1) ORDER BY name, id"
+        ))?;
         let raw = stmt
-            .query_map(params![only, removed], |r| {
-                Ok((
-                    r.get::<String>(0)?,
-                    r.get::<String>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<String>(3)?,
-                    r.get::<Vec<u8>>(4)?,
-                    r.get::<i64>(5)?,
-                    r.get::<i64>(6)?,
-                ))
-            })?
+            .query_map(params![only, removed], RawAgent::read)?
             .collect::<Result<Vec<_>, _>>()?;
-        raw.into_iter()
-            .map(
-                |(id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms)| {
-                    Ok(AgentRow {
-                        labels: decode_json(&labels, "agents", &id)?,
-                        hardware: decode_proto(&hardware, "agents", &id)?,
-                        id,
-                        name,
-                        agent_version,
-                        first_seen_ms,
-                        last_seen_ms,
-                    })
-                },
-            )
-            .collect()
+        raw.into_iter().map(RawAgent::decode).collect()
     }
 
     /// One page of the agents (not removed) that pass `keep`, in name order: the `limit` of
@@ -175,31 +192,18 @@ impl Store {
         let mut conn = self.conn()?;
         let (mut page, mut passed, mut undecoded) = (Vec::new(), 0usize, None);
         conn.query_map(
-            "SELECT id, name, labels, agent_version, hardware, first_seen_ms, last_seen_ms
-             FROM agents WHERE removed_ms = 0 ORDER BY name, id",
+            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE removed_ms = 0 ORDER BY name, id"),
             params![],
             |r| {
                 if undecoded.is_some() {
                     return Ok(());
                 }
-                let id: String = r.get(0)?;
-                let labels = decode_json(&r.get::<String>(2)?, "agents", &id);
-                let hardware = decode_proto(&r.get::<Vec<u8>>(4)?, "agents", &id);
-                let (labels, hardware) = match (labels, hardware) {
-                    (Ok(l), Ok(h)) => (l, h),
-                    (Err(e), _) | (_, Err(e)) => {
+                let agent = match RawAgent::read(r)?.decode() {
+                    Ok(agent) => agent,
+                    Err(e) => {
                         undecoded = Some(e);
                         return Ok(());
                     }
-                };
-                let agent = AgentRow {
-                    id,
-                    name: r.get(1)?,
-                    labels,
-                    agent_version: r.get(3)?,
-                    hardware,
-                    first_seen_ms: r.get(5)?,
-                    last_seen_ms: r.get(6)?,
                 };
                 if keep(&agent) {
                     if passed >= offset && page.len() < limit {

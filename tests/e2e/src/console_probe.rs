@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::webdriver::Driver;
+use crate::webdriver::{Driver, Session};
 
 /// What was measured.
 pub struct ConsoleFigures {
@@ -68,6 +68,20 @@ pub fn sign_in(http: &reqwest::blocking::Client, console: &str, token: &str) -> 
     cookie.unwrap_or_else(|| panic!("no session from signing in: {}", response.status()))
 }
 
+/// Signs `browser` in to the console at `console` with `token` (through its form, as a person
+/// does) and waits for the Fleet page it lands on.
+pub fn sign_in_browser(browser: &Session, console: &str, token: &str) {
+    browser.delete_cookies();
+    browser.open(&format!("{console}/sign-in"));
+    browser.type_into("#token", token);
+    browser.click("main form button[type=submit]");
+    browser.wait_for(
+        "the fleet page after signing in",
+        Duration::from_secs(60),
+        "return location.pathname === '/' && !!document.querySelector('h1') && document.querySelector('h1').innerText === 'Fleet'",
+    );
+}
+
 /// Measures the console at `console` (its CA `ca_pem`) of the controller `pid`.
 pub fn measure(console: &str, ca_pem: &str, token: &str, pid: u32) -> ConsoleFigures {
     let http = client(ca_pem);
@@ -121,14 +135,7 @@ pub fn measure(console: &str, ca_pem: &str, token: &str, pid: u32) -> ConsoleFig
     // The tenth in Chromium, which also times the page until usable.
     let driver = Driver::start();
     let browser = driver.session(1400, 900);
-    browser.open(&format!("{console}/sign-in"));
-    browser.type_into("#token", token);
-    browser.click("main form button[type=submit]");
-    browser.wait_for(
-        "the Fleet page",
-        Duration::from_secs(60),
-        "return location.pathname === '/' && document.readyState === 'complete'",
-    );
+    sign_in_browser(&browser, console, token);
     let mut browser_ms = Vec::new();
     for _ in 0..5 {
         browser.open(&format!("{console}/"));

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgefleet_e2e::console_probe::sign_in_browser;
 use edgefleet_e2e::replicas::start_replica;
 use edgefleet_e2e::webdriver::{Driver, Session};
 use edgefleet_e2e::{repo_root, start_agent, wait_until, Controller, StateIn};
@@ -29,18 +30,6 @@ min_queries = 60
 min_duration_s = 1
 max_duration_s = 5
 "#;
-
-fn sign_in(browser: &Session, console: &str, token: &str) {
-    browser.delete_cookies();
-    browser.open(&format!("{console}/sign-in"));
-    browser.type_into("#token", token);
-    browser.click("main form button[type=submit]");
-    browser.wait_for(
-        "the fleet page after signing in",
-        Duration::from_secs(30),
-        "return location.pathname === '/' && !!document.querySelector('h1') && document.querySelector('h1').innerText === 'Fleet'",
-    );
-}
 
 /// Each test drives a browser and several processes: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -290,7 +279,7 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
     );
     assert!(browser.cookie("__Host-edgefleet-session").is_none());
     let _ = browser.console_log(); // The refused sign-in's 401.
-    sign_in(&browser, &console, &ctl.operator_token());
+    sign_in_browser(&browser, &console, &ctl.operator_token());
 
     // The rollout's page, marked: the mark survives only if the page is never reloaded.
     browser.open(&format!("{console}/rollouts/{rollout}"));
@@ -459,7 +448,7 @@ fn the_console_shows_rollouts_live_and_lets_only_an_operator_act() {
     assert!(token.starts_with("efe1."), "an enrollment token: {token}");
 
     // A viewer: the pages, no action, and a forged POST refused where the API refuses it.
-    sign_in(&browser, &console, &viewer_token);
+    sign_in_browser(&browser, &console, &viewer_token);
     browser.open(&format!("{console}/rollouts/{second}"));
     browser.wait_for(
         "the rollout's page",
@@ -541,7 +530,7 @@ fn a_console_on_one_replica_shows_a_change_made_through_another() {
     let console = r1.console_address();
     let driver = Driver::start();
     let browser = driver.session(1400, 900);
-    sign_in(&browser, &console, &r1.operator_token());
+    sign_in_browser(&browser, &console, &r1.operator_token());
     browser.open(&format!("{console}/rollouts/{rollout}"));
     browser.wait_for(
         "the running rollout on r1's console, its live stream on",
